@@ -1,0 +1,50 @@
+//! Optional body digests carried in the JSON header (`Codec(checksum=...)`).
+
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checksum {
+    Md5,
+    Sha256,
+}
+
+impl Checksum {
+    pub fn from_name(name: &str) -> Option<Checksum> {
+        match name {
+            "md5" => Some(Checksum::Md5),
+            "sha256" => Some(Checksum::Sha256),
+            _ => None,
+        }
+    }
+
+    /// The algorithm's name, which is also the header field that carries the digest.
+    pub fn name(self) -> &'static str {
+        match self {
+            Checksum::Md5 => "md5",
+            Checksum::Sha256 => "sha256",
+        }
+    }
+
+    /// Lower-case hex digest, as `hashlib.new(name, data).hexdigest()` gives.
+    pub fn hex_digest(self, data: &[u8]) -> String {
+        match self {
+            Checksum::Md5 => hex::encode(Md5::digest(data)),
+            Checksum::Sha256 => hex::encode(Sha256::digest(data)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digests_match_hashlib() {
+        assert_eq!(Checksum::Md5.hex_digest(b""), "d41d8cd98f00b204e9800998ecf8427e");
+        assert_eq!(
+            Checksum::Sha256.hex_digest(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -1,0 +1,327 @@
+//! Incremental decoding: bytes in, whole frames out, however the stream was split.
+
+use bytes::{Buf, BytesMut};
+use serde_json::{Map, Value};
+
+use super::{Announced, Codec, Frame, FrameError, Part, PREFIX_LEN};
+
+#[derive(Debug)]
+enum State {
+    Length,
+    Header { len: usize },
+    Body { header: Option<Map<String, Value>>, len: usize, head_len: usize },
+}
+
+/// A sans-IO frame decoder in the style of tokio-util's `Decoder`: the caller
+/// owns the buffer, appends what arrives, and calls [`Decoder::decode`] until it
+/// returns `Ok(None)`.
+///
+/// Memory is bounded by the codec's limits: a length is checked as soon as its
+/// four bytes are in, and nothing is reserved for what a peer announces; the
+/// buffer grows only with bytes that actually arrive (tokio 333).
+///
+/// After an error the decoder is poisoned: every later call returns the same
+/// error, because the stream has lost its place and any "frame" read after it
+/// would be garbage.
+#[derive(Debug)]
+pub struct Decoder {
+    codec: Codec,
+    state: State,
+    error: Option<FrameError>,
+}
+
+impl Decoder {
+    pub fn new(codec: Codec) -> Decoder {
+        Decoder { codec, state: State::Length, error: None }
+    }
+
+    pub fn codec(&self) -> &Codec {
+        &self.codec
+    }
+
+    /// Bytes of the current frame already taken out of the buffer (its length
+    /// prefix and header, once parsed).
+    pub fn consumed(&self) -> usize {
+        match self.state {
+            State::Length => 0,
+            State::Header { .. } => PREFIX_LEN,
+            State::Body { head_len, .. } => head_len,
+        }
+    }
+
+    /// The error that poisoned the decoder, if any.
+    pub fn error(&self) -> Option<&FrameError> {
+        self.error.as_ref()
+    }
+
+    /// Takes the next whole frame off the front of `buf`, or returns `Ok(None)`
+    /// if more bytes are needed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if let Some(err) = &self.error {
+            return Err(err.clone());
+        }
+        self.step(buf).inspect_err(|err| self.error = Some(err.clone()))
+    }
+
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        loop {
+            match &mut self.state {
+                State::Length => {
+                    let Some(raw) = buf.get(..PREFIX_LEN) else { return Ok(None) };
+                    let raw: [u8; 4] = raw.try_into().expect("four bytes");
+                    let announced = self.codec.parse_length(raw)?;
+                    buf.advance(PREFIX_LEN);
+                    self.state = match announced {
+                        Announced::Header(len) => State::Header { len },
+                        Announced::Body(len) => State::Body { header: None, len, head_len: PREFIX_LEN },
+                    };
+                }
+                State::Header { len } => {
+                    let len = *len;
+                    if buf.len() < len {
+                        return Ok(None);
+                    }
+                    let (header, body_len) = self.codec.parse_header(&buf[..len])?;
+                    buf.advance(len);
+                    self.state = State::Body { header: Some(header), len: body_len, head_len: PREFIX_LEN + len };
+                }
+                State::Body { len, .. } => {
+                    if buf.len() < *len {
+                        return Ok(None);
+                    }
+                    let body = buf.split_to(*len).freeze();
+                    let State::Body { header, .. } = std::mem::replace(&mut self.state, State::Length) else {
+                        unreachable!("matched State::Body above")
+                    };
+                    self.codec.verify(header.as_ref(), &body)?;
+                    return Ok(Some(Frame { header, body }));
+                }
+            }
+        }
+    }
+
+    /// Called when the stream has ended: decodes what is left, and reports a
+    /// frame cut short as [`FrameError::Incomplete`]. `Ok(None)` means the
+    /// stream ended cleanly between frames.
+    pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        if let Some(frame) = self.decode(buf)? {
+            return Ok(Some(frame));
+        }
+        let (part, expected) = match self.state {
+            State::Length if buf.is_empty() => return Ok(None),
+            State::Length => (Part::Length, PREFIX_LEN),
+            State::Header { len } => (Part::Header, len),
+            State::Body { len, .. } => (Part::Body, len),
+        };
+        let err = FrameError::Incomplete { part, expected: expected as u64, received: buf.len() as u64 };
+        self.error = Some(err.clone());
+        Err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{ByteOrder, Checksum};
+
+    fn json_frame(header: &str, body: &[u8]) -> Vec<u8> {
+        let mut out = (header.len() as i32).to_le_bytes().to_vec();
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn hello() -> Vec<u8> {
+        json_frame(r#"{"file_name": "a", "total_size": 5}"#, b"hello")
+    }
+
+    /// Feeds `data` in chunks of `chunk` bytes and collects every frame.
+    fn decode_all(codec: Codec, data: &[u8], chunk: usize) -> Result<Vec<Frame>, FrameError> {
+        let mut dec = Decoder::new(codec);
+        let mut buf = BytesMut::new();
+        let mut frames = vec![];
+        for piece in data.chunks(chunk.max(1)) {
+            buf.extend_from_slice(piece);
+            while let Some(f) = dec.decode(&mut buf)? {
+                frames.push(f);
+            }
+        }
+        if let Some(f) = dec.decode_eof(&mut buf)? {
+            frames.push(f);
+        }
+        Ok(frames)
+    }
+
+    #[test]
+    fn empty_input_gives_nothing() {
+        assert!(decode_all(Codec::default(), b"", 1).unwrap().is_empty());
+    }
+
+    #[test]
+    fn one_whole_frame() {
+        let frames = decode_all(Codec::default(), &hello(), 1024).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert_eq!(&frames[0].body[..], b"hello");
+        assert_eq!(frames[0].header.as_ref().unwrap()["file_name"], "a");
+    }
+
+    #[test]
+    fn glued_frames_in_one_chunk() {
+        let data = [hello(), hello(), hello()].concat();
+        assert_eq!(decode_all(Codec::default(), &data, data.len()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn every_chunk_size_from_one_to_nine() {
+        let data = [hello(), json_frame(r#"{"total_size": 0}"#, b""), hello()].concat();
+        for chunk in 1..=9 {
+            let frames = decode_all(Codec::default(), &data, chunk).unwrap();
+            let bodies: Vec<&[u8]> = frames.iter().map(|f| &f.body[..]).collect();
+            assert_eq!(bodies, [&b"hello"[..], b"", b"hello"], "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn body_that_looks_like_framing() {
+        let inner = hello();
+        let header = format!(r#"{{"total_size": {}}}"#, inner.len());
+        let frames = decode_all(Codec::default(), &json_frame(&header, &inner), 3).unwrap();
+        assert_eq!(&frames[0].body[..], &inner[..]);
+    }
+
+    #[test]
+    fn length_only_both_byte_orders() {
+        for order in [ByteOrder::Little, ByteOrder::Big] {
+            let codec = Codec { json_header: false, byteorder: order, ..Codec::default() };
+            let data = [codec.encode(None, b"abc").unwrap(), codec.encode(None, b"").unwrap()].concat();
+            let frames = decode_all(codec, &data, 1).unwrap();
+            assert_eq!(frames.len(), 2);
+            assert_eq!(&frames[0].body[..], b"abc");
+            assert!(frames[0].header.is_none());
+        }
+        let big = Codec { json_header: false, byteorder: ByteOrder::Big, ..Codec::default() };
+        assert_eq!(big.encode(None, b"hi").unwrap(), b"\0\0\0\x02hi");
+    }
+
+    #[test]
+    fn eof_inside_length_header_and_body_is_incomplete() {
+        let data = hello();
+        for (cut, part) in [(2, Part::Length), (10, Part::Header), (data.len() - 1, Part::Body)] {
+            match decode_all(Codec::default(), &data[..cut], 1) {
+                Err(FrameError::Incomplete { part: p, .. }) => assert_eq!(p, part, "cut at {cut}"),
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn incomplete_says_what_was_expected_and_what_came() {
+        let data = hello();
+        let err = decode_all(Codec::default(), &data[..data.len() - 2], 4).unwrap_err();
+        assert_eq!(err, FrameError::Incomplete { part: Part::Body, expected: 5, received: 3 });
+        assert_eq!(err.to_string(), "stream ended in the middle of a frame: expected a 5-byte body, received 3 bytes");
+    }
+
+    #[test]
+    fn header_of_exactly_max_is_accepted_and_one_more_refused_before_buffering() {
+        let header = r#"{"total_size": 0}"#;
+        let exact = Codec { max_header: header.len() as u64, ..Codec::default() };
+        assert_eq!(decode_all(exact, &json_frame(header, b""), 1).unwrap().len(), 1);
+
+        let tight = Codec { max_header: header.len() as u64 - 1, ..Codec::default() };
+        let mut dec = Decoder::new(tight);
+        let mut buf = BytesMut::from(&json_frame(header, b"")[..4]);
+        match dec.decode(&mut buf) {
+            Err(FrameError::TooLarge { part: Part::Header, size, limit, .. }) => {
+                assert_eq!((size, limit), (header.len() as u64, header.len() as u64 - 1))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn body_of_exactly_max_is_accepted_and_one_more_refused_after_the_header() {
+        let exact = Codec { max_body: 5, ..Codec::default() };
+        assert_eq!(decode_all(exact, &hello(), 1).unwrap().len(), 1);
+
+        let tight = Codec { max_body: 4, ..Codec::default() };
+        let data = hello();
+        let header_end = data.len() - 5;
+        let mut dec = Decoder::new(tight);
+        let mut buf = BytesMut::from(&data[..header_end]);
+        assert!(matches!(dec.decode(&mut buf), Err(FrameError::TooLarge { part: Part::Body, size: 5, limit: 4, .. })));
+    }
+
+    #[test]
+    fn length_only_oversize_is_refused_at_the_prefix() {
+        let codec = Codec { json_header: false, max_body: 3, ..Codec::default() };
+        let mut buf = BytesMut::from(&4i32.to_le_bytes()[..]);
+        assert!(matches!(Decoder::new(codec).decode(&mut buf), Err(FrameError::TooLarge { size: 4, limit: 3, .. })));
+    }
+
+    #[test]
+    fn declared_size_is_never_reserved() {
+        let codec = Codec { json_header: false, max_body: i32::MAX as u64, ..Codec::default() };
+        let mut dec = Decoder::new(codec);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&i32::MAX.to_le_bytes());
+        assert!(dec.decode(&mut buf).unwrap().is_none());
+        buf.extend_from_slice(b"some");
+        assert!(dec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() < 1024 * 1024, "capacity {}", buf.capacity());
+    }
+
+    #[test]
+    fn negative_length_is_refused() {
+        let mut buf = BytesMut::from(&(-1i32).to_le_bytes()[..]);
+        assert!(matches!(Decoder::new(Codec::default()).decode(&mut buf), Err(FrameError::NegativeLength { value: -1, .. })));
+    }
+
+    #[test]
+    fn text_on_a_binary_port_is_named() {
+        for (text, order) in [(&b"GET / HTTP/1.1\r\n"[..], ByteOrder::Little), (b"dir\n", ByteOrder::Big), (b"dir\n", ByteOrder::Little)] {
+            let codec = Codec { byteorder: order, ..Codec::default() };
+            let mut buf = BytesMut::from(text);
+            let err = Decoder::new(codec).decode(&mut buf).unwrap_err().to_string();
+            assert!(err.contains("text"), "{err}");
+        }
+    }
+
+    #[test]
+    fn poisoned_decoder_repeats_its_error() {
+        let mut dec = Decoder::new(Codec::default());
+        let mut buf = BytesMut::from(&json_frame("[]", b"")[..]);
+        let first = dec.decode(&mut buf).unwrap_err();
+        let mut good = BytesMut::from(&hello()[..]);
+        assert_eq!(dec.decode(&mut good).unwrap_err(), first);
+        assert!(matches!(first, FrameError::Header(_)));
+    }
+
+    #[test]
+    fn checksum_is_verified() {
+        let codec = Codec { checksum: Some(Checksum::Md5), ..Codec::default() };
+        let good = json_frame(r#"{"md5": "5d41402abc4b2a76b9719d911017c592", "total_size": 5}"#, b"hello");
+        assert_eq!(decode_all(codec, &good, 7).unwrap().len(), 1);
+        let bad = json_frame(r#"{"md5": "5d41402abc4b2a76b9719d911017c592", "total_size": 5}"#, b"jello");
+        assert!(matches!(decode_all(codec, &bad, 7), Err(FrameError::Checksum { .. })));
+        let missing = json_frame(r#"{"total_size": 5}"#, b"hello");
+        assert!(matches!(decode_all(codec, &missing, 7), Err(FrameError::Checksum { expected: None, .. })));
+    }
+
+    #[test]
+    fn consumed_counts_the_parsed_head() {
+        let data = hello();
+        let mut dec = Decoder::new(Codec::default());
+        let mut buf = BytesMut::from(&data[..data.len() - 2]);
+        assert!(dec.decode(&mut buf).unwrap().is_none());
+        assert_eq!(dec.consumed() + buf.len(), data.len() - 2);
+    }
+
+    #[test]
+    fn encoder_refuses_what_the_reader_would_refuse() {
+        let codec = Codec { max_body: 2, ..Codec::default() };
+        assert!(matches!(codec.encode(Some(b"{}"), b"abc"), Err(FrameError::TooLarge { part: Part::Body, .. })));
+        let codec = Codec { max_header: 1, ..Codec::default() };
+        assert!(matches!(codec.encode(Some(b"{}"), b""), Err(FrameError::TooLarge { part: Part::Header, .. })));
+    }
+}

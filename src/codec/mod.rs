@@ -1,0 +1,223 @@
+//! The sans-IO protocol core: frame layout, limits, encoding and incremental
+//! decoding. Nothing here touches a socket or Python.
+//!
+//! A frame is a 4-byte signed length (`struct.pack('i', n)`), then either
+//! - JSON-header mode: `n` bytes of a JSON object holding `total_size`, then
+//!   `total_size` bytes of body; or
+//! - length-only mode: `n` bytes of body.
+
+mod checksum;
+mod decode;
+mod error;
+pub mod json;
+
+pub use checksum::Checksum;
+pub use decode::Decoder;
+pub use error::{escape_bytes, FrameError, Part, TextPrefix};
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+/// Size of the length prefix.
+pub const PREFIX_LEN: usize = 4;
+
+/// The largest length the signed 4-byte prefix can carry.
+pub const MAX_PREFIX_VALUE: u64 = i32::MAX as u64;
+
+pub const DEFAULT_MAX_HEADER: u64 = 64 * 1024;
+pub const DEFAULT_MAX_BODY: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ByteOrder {
+    Little,
+    Big,
+}
+
+impl ByteOrder {
+    pub fn from_name(name: &str) -> Option<ByteOrder> {
+        match name {
+            "little" => Some(ByteOrder::Little),
+            "big" => Some(ByteOrder::Big),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ByteOrder::Little => "little",
+            ByteOrder::Big => "big",
+        }
+    }
+}
+
+/// A decoded frame. `header` is `None` in length-only mode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    pub header: Option<Map<String, Value>>,
+    pub body: Bytes,
+}
+
+/// What the length prefix announced, once it is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announced {
+    Header(usize),
+    Body(usize),
+}
+
+/// The frame layout and the limits a reader enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Codec {
+    pub json_header: bool,
+    pub byteorder: ByteOrder,
+    pub max_header: u64,
+    pub max_body: u64,
+    pub checksum: Option<Checksum>,
+}
+
+impl Default for Codec {
+    fn default() -> Codec {
+        Codec {
+            json_header: true,
+            byteorder: ByteOrder::Little,
+            max_header: DEFAULT_MAX_HEADER,
+            max_body: DEFAULT_MAX_BODY,
+            checksum: None,
+        }
+    }
+}
+
+impl Codec {
+    /// Checks a codec's settings; the message names the bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_header == 0 && self.json_header {
+            return Err("max_header must be positive: an empty header is not a JSON object".into());
+        }
+        if self.json_header && self.max_header > MAX_PREFIX_VALUE {
+            return Err(format!("max_header must be at most {MAX_PREFIX_VALUE} (the 4-byte length field)"));
+        }
+        if !self.json_header && self.max_body > MAX_PREFIX_VALUE {
+            return Err(format!(
+                "max_body must be at most {MAX_PREFIX_VALUE} in length-only mode (the 4-byte length field)"
+            ));
+        }
+        if self.checksum.is_some() && !self.json_header {
+            return Err("checksum needs json_header=True: the digest travels in the header".into());
+        }
+        Ok(())
+    }
+
+    /// Reads and checks a length prefix. Oversize and negative lengths are refused
+    /// here, before a byte of what they announce is buffered.
+    pub fn parse_length(&self, raw: [u8; 4]) -> Result<Announced, FrameError> {
+        let value = match self.byteorder {
+            ByteOrder::Little => i32::from_le_bytes(raw),
+            ByteOrder::Big => i32::from_be_bytes(raw),
+        };
+        if value < 0 {
+            return Err(FrameError::NegativeLength { raw, value, text: TextPrefix::detect(raw) });
+        }
+        let len = value as u64;
+        let (part, limit, limit_name) = if self.json_header {
+            (Part::Header, self.max_header, "max_header")
+        } else {
+            (Part::Body, self.max_body, "max_body")
+        };
+        if len > limit {
+            return Err(FrameError::TooLarge { part, size: len, limit, limit_name, text: TextPrefix::detect(raw) });
+        }
+        Ok(match part {
+            Part::Header => Announced::Header(len as usize),
+            _ => Announced::Body(len as usize),
+        })
+    }
+
+    /// Parses and checks a JSON header; returns it with the body length it announces.
+    pub fn parse_header(&self, bytes: &[u8]) -> Result<(Map<String, Value>, usize), FrameError> {
+        let (map, total) = json::parse_header(bytes)?;
+        self.check_body_len(total)?;
+        Ok((map, total as usize))
+    }
+
+    fn check_body_len(&self, len: u64) -> Result<(), FrameError> {
+        if len > self.max_body {
+            return Err(FrameError::TooLarge {
+                part: Part::Body,
+                size: len,
+                limit: self.max_body,
+                limit_name: "max_body",
+                text: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Verifies the body against the header's digest when the codec has a checksum.
+    pub fn verify(&self, header: Option<&Map<String, Value>>, body: &[u8]) -> Result<(), FrameError> {
+        let (Some(checksum), Some(header)) = (self.checksum, header) else {
+            return Ok(());
+        };
+        let actual = checksum.hex_digest(body);
+        let expected = header.get(checksum.name());
+        match expected {
+            Some(Value::String(e)) if e.eq_ignore_ascii_case(&actual) => Ok(()),
+            other => Err(FrameError::Checksum {
+                algorithm: checksum.name(),
+                expected: other.map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                }),
+                actual,
+            }),
+        }
+    }
+
+    /// The header fields the codec sets itself, as finished JSON text, in the
+    /// order a Python caller would assign them.
+    pub fn owned_fields(&self, body: &[u8]) -> Vec<(&'static str, String)> {
+        let mut owned = Vec::with_capacity(2);
+        if let Some(checksum) = self.checksum {
+            owned.push((checksum.name(), json::string_literal(&checksum.hex_digest(body))));
+        }
+        owned.push((json::TOTAL_SIZE, body.len().to_string()));
+        owned
+    }
+
+    fn prefix(&self, len: usize, part: Part, limit: u64, limit_name: &'static str) -> Result<[u8; 4], FrameError> {
+        let len = len as u64;
+        let limit = limit.min(MAX_PREFIX_VALUE);
+        if len > limit {
+            return Err(FrameError::TooLarge { part, size: len, limit, limit_name, text: None });
+        }
+        let value = len as i32;
+        Ok(match self.byteorder {
+            ByteOrder::Little => value.to_le_bytes(),
+            ByteOrder::Big => value.to_be_bytes(),
+        })
+    }
+
+    /// Everything that goes on the wire before the body: the prefix and, in
+    /// JSON-header mode, the header. Refuses lengths the reader would refuse, so a
+    /// peer with the same codec never loses sync (tokio 5080).
+    pub fn encode_head(&self, header: Option<&[u8]>, body_len: usize) -> Result<Vec<u8>, FrameError> {
+        self.check_body_len(body_len as u64)?;
+        match (self.json_header, header) {
+            (true, Some(header)) => {
+                let prefix = self.prefix(header.len(), Part::Header, self.max_header, "max_header")?;
+                let mut head = Vec::with_capacity(PREFIX_LEN + header.len());
+                head.extend_from_slice(&prefix);
+                head.extend_from_slice(header);
+                Ok(head)
+            }
+            (false, None) => Ok(self.prefix(body_len, Part::Body, self.max_body, "max_body")?.to_vec()),
+            (true, None) => Err(FrameError::header("a JSON-header codec needs a header to encode")),
+            (false, Some(_)) => Err(FrameError::header("a length-only codec carries no header")),
+        }
+    }
+
+    /// A whole frame in one buffer.
+    pub fn encode(&self, header: Option<&[u8]>, body: &[u8]) -> Result<Vec<u8>, FrameError> {
+        let mut out = self.encode_head(header, body.len())?;
+        out.extend_from_slice(body);
+        Ok(out)
+    }
+}

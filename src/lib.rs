@@ -1,0 +1,10 @@
+//! rframe: length-prefixed message framing and a command server, for Python.
+//!
+//! Layers, each in its own folder:
+//! - [`codec`]: the sans-IO protocol core (no PyO3, tested by `cargo test`);
+//! - [`io`]: blocking reads and writes;
+//! - `python`: the PyO3 bindings, which convert types and map errors.
+
+pub mod codec;
+pub mod io;
+mod python;

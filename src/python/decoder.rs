@@ -1,0 +1,114 @@
+//! `rframe.FrameDecoder`: the sans-IO decoder with a buffer, for Python.
+
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::BytesMut;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::codec::{Decoder, Frame};
+
+use super::codec::PyCodec;
+use super::errors::frame_error;
+use super::frame::PyFrame;
+use super::header::header_to_py;
+use super::stream::with_body;
+
+/// Turns arbitrarily split chunks of a byte stream back into frames.
+///
+/// ``feed()`` whatever ``recv()`` returned; it returns every frame completed by
+/// it, in order. A length over the codec's limit is refused as soon as its four
+/// bytes arrive, before anything it announces is buffered. After an error the
+/// decoder refuses all further input with the same error.
+///
+/// >>> dec = FrameDecoder()
+/// >>> data = pack_frame(b"one") + pack_frame(b"two")
+/// >>> [f.body for f in dec.feed(data[:5]) + dec.feed(data[5:])]
+/// [b'one', b'two']
+#[pyclass(frozen, name = "FrameDecoder", module = "rframe")]
+pub struct PyFrameDecoder {
+    codec: PyCodec,
+    state: Mutex<State>,
+}
+
+struct State {
+    decoder: Decoder,
+    buf: BytesMut,
+}
+
+impl PyFrameDecoder {
+    pub fn with_codec(codec: PyCodec) -> PyFrameDecoder {
+        let decoder = Decoder::new(codec.codec());
+        PyFrameDecoder { codec, state: Mutex::new(State { decoder, buf: BytesMut::new() }) }
+    }
+
+    fn lock(&self) -> PyResult<MutexGuard<'_, State>> {
+        self.state.lock().map_err(|_| PyRuntimeError::new_err("FrameDecoder is broken by an earlier panic"))
+    }
+}
+
+pub fn frame_to_py(py: Python<'_>, frame: Frame) -> PyResult<PyFrame> {
+    let header = match &frame.header {
+        Some(map) => header_to_py(py, map)?,
+        None => PyDict::new(py),
+    };
+    Ok(PyFrame::from_parts(header, PyBytes::new(py, &frame.body)))
+}
+
+#[pymethods]
+impl PyFrameDecoder {
+    #[new]
+    #[pyo3(signature = (codec=None))]
+    fn new(codec: Option<&Bound<'_, PyCodec>>) -> PyFrameDecoder {
+        PyFrameDecoder::with_codec(codec.map_or_else(|| PyCodec::from_codec(Default::default()), |c| c.get().clone()))
+    }
+
+    #[getter]
+    fn codec(&self) -> PyCodec {
+        self.codec.clone()
+    }
+
+    /// Bytes fed but not yet returned as part of a frame.
+    #[getter]
+    fn pending(&self) -> PyResult<usize> {
+        let state = self.lock()?;
+        Ok(state.buf.len() + state.decoder.consumed())
+    }
+
+    /// Adds ``data`` (bytes-like) and returns the frames it completes.
+    fn feed<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+        let mut state = self.lock()?;
+        let State { decoder, buf } = &mut *state;
+        if let Some(err) = decoder.error() {
+            return Err(frame_error(py, err));
+        }
+        with_body(Some(data), |bytes| {
+            buf.extend_from_slice(bytes);
+            Ok(())
+        })?;
+        let frames = PyList::empty(py);
+        loop {
+            match decoder.decode(buf) {
+                Ok(Some(frame)) => frames.append(frame_to_py(py, frame)?)?,
+                Ok(None) => return Ok(frames),
+                Err(err) => return Err(frame_error(py, &err)),
+            }
+        }
+    }
+
+    /// Declares the end of the stream. Raises ``IncompleteFrame`` if a frame was
+    /// started and not finished; returns ``None`` otherwise.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let mut state = self.lock()?;
+        let State { decoder, buf } = &mut *state;
+        match decoder.decode_eof(buf) {
+            Ok(_) => Ok(()),
+            Err(err) => Err(frame_error(py, &err)),
+        }
+    }
+
+    fn __repr__(&self) -> PyResult<String> {
+        Ok(format!("<FrameDecoder pending={}>", self.pending()?))
+    }
+}

@@ -1,0 +1,237 @@
+//! Conversion between Python header dicts and JSON header bytes.
+//!
+//! Writing follows `json.dumps(d)` with default settings, decision for
+//! decision (the C encoder's order of type checks, its key conversions, its
+//! messages), so that rframe's bytes equal the course code's bytes.
+
+use pyo3::exceptions::{PyRecursionError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use serde_json::{Map, Value};
+
+use crate::codec::json::{is_integer_text, Entry, HeaderWriter, JsonWriter};
+use crate::codec::Codec;
+
+/// Nesting deeper than this is refused, as CPython's recursion limit refuses it.
+const MAX_DEPTH: usize = 1000;
+
+/// The header bytes for `header` updated with `fields`, plus the fields the
+/// codec owns (`total_size`, the checksum digest).
+pub fn encode_header(
+    codec: &Codec,
+    header: Option<&Bound<'_, PyAny>>,
+    fields: Option<&Bound<'_, PyDict>>,
+    body: &[u8],
+) -> PyResult<Vec<u8>> {
+    let merged;
+    let dict: Option<&Bound<'_, PyDict>> = match (header, fields.filter(|f| !f.is_empty())) {
+        (None, None) => None,
+        (Some(h), None) => match h.cast::<PyDict>() {
+            Ok(d) => Some(d),
+            Err(_) => {
+                merged = as_dict(h)?;
+                Some(&merged)
+            }
+        },
+        (h, Some(f)) => {
+            merged = match h {
+                Some(h) => as_dict(h)?.copy()?,
+                None => PyDict::new(f.py()),
+            };
+            merged.update(f.as_mapping())?;
+            Some(&merged)
+        }
+    };
+    let mut out = HeaderWriter::new(codec.owned_fields(body));
+    if let Some(dict) = dict {
+        let mut stack = Vec::new();
+        for (key, value) in dict.iter() {
+            let key = key_text(&key)?;
+            if out.key(&key) == Entry::WriteValue {
+                write_value(out.writer(), &value, &mut stack)?;
+            }
+        }
+    }
+    Ok(out.finish())
+}
+
+/// A header given as any mapping becomes a dict; anything else is a TypeError.
+fn as_dict<'py>(header: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    if let Ok(d) = header.cast::<PyDict>() {
+        return Ok(d.clone());
+    }
+    if header.hasattr("keys")? {
+        let d = PyDict::new(header.py());
+        d.update(&header.cast::<pyo3::types::PyMapping>().map_err(PyErr::from)?.clone())?;
+        return Ok(d);
+    }
+    Err(PyTypeError::new_err(format!(
+        "header must be a dict, not {}",
+        header.get_type().name()?
+    )))
+}
+
+/// A dict key as json.dumps converts it.
+fn key_text(key: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(s) = key.cast::<PyString>() {
+        return Ok(str_text(s)?.into_owned());
+    }
+    if key.is_instance_of::<PyFloat>() {
+        return float_text(key);
+    }
+    if let Ok(b) = key.cast::<PyBool>() {
+        return Ok(if b.is_true() { "true" } else { "false" }.to_owned());
+    }
+    if key.is_none() {
+        return Ok("null".to_owned());
+    }
+    if key.is_instance_of::<PyInt>() {
+        return int_text(key);
+    }
+    Err(PyTypeError::new_err(format!(
+        "keys must be str, int, float, bool or None, not {}",
+        key.get_type().name()?
+    )))
+}
+
+fn write_value(w: &mut JsonWriter, value: &Bound<'_, PyAny>, stack: &mut Vec<usize>) -> PyResult<()> {
+    if let Ok(s) = value.cast::<PyString>() {
+        match s.to_str() {
+            Ok(text) => w.string(text),
+            // A str with lone surrogates has no UTF-8 form; let json escape it.
+            Err(_) => w.raw_number(&json_dumps(value)?),
+        }
+    } else if value.is_none() {
+        w.null();
+    } else if let Ok(b) = value.cast::<PyBool>() {
+        w.bool(b.is_true());
+    } else if value.is_instance_of::<PyInt>() {
+        match value.extract::<i64>() {
+            Ok(n) => w.i64(n),
+            Err(_) => w.raw_number(&int_text(value)?),
+        }
+    } else if value.is_instance_of::<PyFloat>() {
+        w.raw_number(&float_text(value)?);
+    } else if value.is_instance_of::<PyList>() || value.is_instance_of::<PyTuple>() {
+        enter(value, stack)?;
+        w.begin_array();
+        for (i, item) in value.try_iter()?.enumerate() {
+            w.item(i == 0);
+            write_value(w, &item?, stack)?;
+        }
+        w.end_array();
+        stack.pop();
+    } else if let Ok(d) = value.cast::<PyDict>() {
+        enter(value, stack)?;
+        w.begin_object();
+        for (i, (k, v)) in d.iter().enumerate() {
+            w.key(i == 0, &key_text(&k)?);
+            write_value(w, &v, stack)?;
+        }
+        w.end_object();
+        stack.pop();
+    } else {
+        return Err(PyTypeError::new_err(format!(
+            "Object of type {} is not JSON serializable",
+            value.get_type().name()?
+        )));
+    }
+    Ok(())
+}
+
+/// Guards against cycles and runaway nesting before descending into a container.
+fn enter(container: &Bound<'_, PyAny>, stack: &mut Vec<usize>) -> PyResult<()> {
+    let id = container.as_ptr() as usize;
+    if stack.contains(&id) {
+        return Err(PyValueError::new_err("Circular reference detected"));
+    }
+    if stack.len() >= MAX_DEPTH {
+        return Err(PyRecursionError::new_err(
+            "maximum recursion depth exceeded while encoding a JSON object",
+        ));
+    }
+    stack.push(id);
+    Ok(())
+}
+
+fn str_text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<std::borrow::Cow<'a, str>> {
+    match s.to_str() {
+        Ok(text) => Ok(text.into()),
+        Err(_) => {
+            // Lone surrogates have no UTF-8 form. Values fall back to json's own
+            // escaping; keys are refused, a limitation rather than a silent change.
+            let quoted = json_dumps(s.as_any())?;
+            Err(PyValueError::new_err(format!(
+                "header key {quoted} holds a lone surrogate and cannot be a JSON object key here"
+            )))
+        }
+    }
+}
+
+/// `int.__repr__(value)`, which is what json writes for ints and int subclasses.
+fn int_text(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    if let Ok(n) = value.extract::<i64>() {
+        return Ok(n.to_string());
+    }
+    let py = value.py();
+    Ok(py.get_type::<PyInt>().call1((value,))?.str()?.to_str()?.to_owned())
+}
+
+/// `float.__repr__(value)`; NaN and infinities are not JSON.
+fn float_text(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    let f: f64 = value.extract()?;
+    let exact = PyFloat::new(value.py(), f);
+    let text = exact.repr()?.to_str()?.to_owned();
+    if !f.is_finite() {
+        return Err(PyValueError::new_err(format!(
+            "Out of range float values are not JSON compliant: {text}"
+        )));
+    }
+    Ok(text)
+}
+
+fn json_dumps(value: &Bound<'_, PyAny>) -> PyResult<String> {
+    static DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let py = value.py();
+    let dumps = DUMPS.get_or_try_init(py, || py.import("json")?.getattr("dumps").map(Bound::unbind))?;
+    Ok(dumps.bind(py).call1((value,))?.extract()?)
+}
+
+/// A decoded header as a Python dict, with the types `json.loads` gives.
+pub fn header_to_py<'py>(py: Python<'py>, map: &Map<String, Value>) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    for (key, value) in map {
+        dict.set_item(PyString::new(py, key), value_to_py(py, value)?)?;
+    }
+    Ok(dict)
+}
+
+fn value_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_pyobject(py)?.into_any()
+            } else if let Some(u) = n.as_u64() {
+                u.into_pyobject(py)?.into_any()
+            } else if is_integer_text(n.as_str()) {
+                py.get_type::<PyInt>().call1((n.as_str(),))?
+            } else {
+                // Rust's parse rounds correctly, as Python's float() does.
+                let f: f64 = n.as_str().parse().map_err(|_| PyValueError::new_err(format!("bad number {n}")))?;
+                PyFloat::new(py, f).into_any()
+            }
+        }
+        Value::String(s) => PyString::new(py, s).into_any(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(value_to_py(py, item)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(map) => header_to_py(py, map)?.into_any(),
+    })
+}

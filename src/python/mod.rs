@@ -1,0 +1,23 @@
+//! The PyO3 bindings: Python classes and functions that convert types, call the
+//! codec and I/O layers, and map their errors. No protocol logic lives here.
+
+mod codec;
+mod decoder;
+mod errors;
+mod frame;
+mod header;
+mod stream;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+#[pyo3(name = "_rframe")]
+fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<codec::PyCodec>()?;
+    m.add_class::<frame::PyFrame>()?;
+    m.add_class::<decoder::PyFrameDecoder>()?;
+    m.add_function(wrap_pyfunction!(codec::pack_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::read_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(codec::send_frame, m)?)?;
+    Ok(())
+}

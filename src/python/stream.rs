@@ -1,0 +1,313 @@
+//! Where frames are read from and written to: Python sockets and file-like
+//! objects. A plain socket takes the fast path (its file descriptor, with the
+//! GIL released); SSL sockets and other objects are used through their methods.
+
+use std::time::{Duration, Instant};
+
+use pyo3::exceptions::{PyBlockingIOError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString, PyType};
+use pyo3::buffer::PyUntypedBuffer;
+
+use crate::codec::Codec;
+use crate::io::fd;
+use crate::io::read::{read_frame, ByteSource};
+
+use super::errors::{read_error, wait_error};
+use super::frame::PyFrame;
+use super::header::header_to_py;
+
+/// How reads and writes reach a Python object.
+enum Endpoint<'py> {
+    /// A plain `socket.socket`: its descriptor and its timeout as a deadline.
+    Socket { fd: i32, deadline: Option<Instant> },
+    /// Anything else, through its methods.
+    Object(Bound<'py, PyAny>),
+}
+
+/// True if `obj` is a `socket.socket` whose `method` is the C implementation's
+/// (an `ssl.SSLSocket` overrides them: its bytes must go through OpenSSL).
+fn is_plain_socket(obj: &Bound<'_, PyAny>, method: &str) -> PyResult<bool> {
+    static SOCKET: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    let py = obj.py();
+    let base = SOCKET.import(py, "_socket", "socket")?;
+    if !obj.is_instance(base)? {
+        return Ok(false);
+    }
+    Ok(obj.get_type().getattr(method)?.is(&base.getattr(method)?))
+}
+
+fn endpoint<'py>(obj: &Bound<'py, PyAny>, method: &str, what: &str) -> PyResult<Endpoint<'py>> {
+    if !is_plain_socket(obj, method)? {
+        return Ok(Endpoint::Object(obj.clone()));
+    }
+    let fd: i32 = obj.call_method0("fileno")?.extract()?;
+    if fd < 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::EBADF).into());
+    }
+    let timeout: Option<f64> = obj.call_method0("gettimeout")?.extract()?;
+    let deadline = match timeout {
+        None => None,
+        Some(t) if t > 0.0 => Some(Instant::now() + Duration::from_secs_f64(t)),
+        Some(_) => {
+            return Err(PyValueError::new_err(format!(
+                "{what} needs a blocking socket (or one with a timeout), and this one is non-blocking: \
+                 feed what recv() returns to a FrameDecoder instead"
+            )))
+        }
+    };
+    Ok(Endpoint::Socket { fd, deadline })
+}
+
+/// Waits with the GIL released, checking for Ctrl-C between slices.
+fn check_signals() -> Result<(), PyErr> {
+    Python::attach(|py| py.check_signals())
+}
+
+struct SocketSource<'py> {
+    py: Python<'py>,
+    fd: i32,
+    deadline: Option<Instant>,
+}
+
+impl ByteSource for SocketSource<'_> {
+    type Error = PyErr;
+    fn read_some(&mut self, buf: &mut [u8]) -> PyResult<usize> {
+        let (fd, deadline) = (self.fd, self.deadline);
+        self.py
+            .detach(|| fd::recv_some(fd, buf, deadline, &mut check_signals))
+            .map_err(wait_error)
+    }
+}
+
+/// Reads through `recv_into`, `readinto` or `read`, via a scratch bytearray so
+/// that Python code never holds a view of Rust memory.
+struct ObjectSource<'py> {
+    obj: Bound<'py, PyAny>,
+    method: &'static str,
+    scratch: Option<Bound<'py, PyByteArray>>,
+}
+
+const SCRATCH: usize = 256 * 1024;
+
+impl<'py> ObjectSource<'py> {
+    fn new(obj: Bound<'py, PyAny>) -> PyResult<ObjectSource<'py>> {
+        let method = ["recv_into", "readinto", "read"]
+            .into_iter()
+            .find(|m| obj.hasattr(*m).unwrap_or(false))
+            .ok_or_else(|| {
+                PyTypeError::new_err(format!(
+                    "cannot read frames from {}: it has no recv_into(), readinto() or read()",
+                    obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+                ))
+            })?;
+        Ok(ObjectSource { obj, method, scratch: None })
+    }
+}
+
+impl ByteSource for ObjectSource<'_> {
+    type Error = PyErr;
+    fn read_some(&mut self, buf: &mut [u8]) -> PyResult<usize> {
+        let py = self.obj.py();
+        let want = buf.len().min(SCRATCH);
+        let n = if self.method == "read" {
+            let got = self.obj.call_method1("read", (want,))?;
+            if got.is_none() {
+                return Err(PyBlockingIOError::new_err("read() returned None: the stream is non-blocking"));
+            }
+            let data: &[u8] = got.extract()?;
+            let n = data.len().min(buf.len());
+            buf[..n].copy_from_slice(&data[..n]);
+            n
+        } else {
+            let scratch = self.scratch.get_or_insert_with(|| PyByteArray::new(py, &vec![0u8; SCRATCH]));
+            let view = py.get_type::<pyo3::types::PyMemoryView>().call1((&*scratch,))?;
+            let window = view.get_item(pyo3::types::PySlice::new(py, 0, want as isize, 1))?;
+            let got = self.obj.call_method1(self.method, (window,))?;
+            view.call_method0("release")?;
+            if got.is_none() {
+                return Err(PyBlockingIOError::new_err(format!(
+                    "{}() returned None: the stream is non-blocking",
+                    self.method
+                )));
+            }
+            let n: usize = got.extract()?;
+            let n = n.min(want);
+            // SAFETY: the bytearray is ours, holds SCRATCH bytes, and no Python code
+            // runs while we copy out of it.
+            let data = unsafe { scratch.as_bytes() };
+            buf[..n].copy_from_slice(&data[..n]);
+            n
+        };
+        Ok(n)
+    }
+}
+
+/// A freshly made `bytes` object that the body is read into, in place.
+struct BodyBuf<'py> {
+    bytes: Bound<'py, PyBytes>,
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl<'py> BodyBuf<'py> {
+    fn new(py: Python<'py>, len: usize) -> PyResult<BodyBuf<'py>> {
+        let bytes = PyBytes::new_with(py, len, |_| Ok(()))?;
+        let ptr = bytes.as_bytes().as_ptr() as *mut u8;
+        Ok(BodyBuf { bytes, ptr, len })
+    }
+}
+
+impl AsRef<[u8]> for BodyBuf<'_> {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes.as_bytes()
+    }
+}
+
+impl AsMut<[u8]> for BodyBuf<'_> {
+    fn as_mut(&mut self) -> &mut [u8] {
+        // SAFETY: the bytes object was created by us a moment ago and has not been
+        // handed to Python code yet, so nothing else can observe the writes.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+/// Reads one whole frame from a socket or file-like object.
+pub fn read_from(py: Python<'_>, codec: &Codec, source: &Bound<'_, PyAny>) -> PyResult<PyFrame> {
+    let alloc = |len| BodyBuf::new(py, len);
+    let result = match endpoint(source, "recv_into", "read_frame")? {
+        Endpoint::Socket { fd, deadline } => read_frame(codec, &mut SocketSource { py, fd, deadline }, alloc),
+        Endpoint::Object(obj) => read_frame(codec, &mut ObjectSource::new(obj)?, alloc),
+    };
+    let (header, body) = result.map_err(|e| read_error(py, e))?;
+    let header = match header {
+        Some(map) => header_to_py(py, &map)?,
+        None => PyDict::new(py),
+    };
+    Ok(PyFrame::from_parts(header, body.bytes))
+}
+
+/// Calls `f` with the bytes of a body given as bytes, bytearray, memoryview
+/// (any C-contiguous buffer) or str (as UTF-8), without copying it.
+pub fn with_body<R>(body: Option<&Bound<'_, PyAny>>, f: impl FnOnce(&[u8]) -> PyResult<R>) -> PyResult<R> {
+    let Some(body) = body else { return f(b"") };
+    if let Ok(b) = body.cast::<PyBytes>() {
+        return f(b.as_bytes());
+    }
+    if let Ok(s) = body.cast::<PyString>() {
+        return f(s.to_str()?.as_bytes());
+    }
+    let buffer = PyUntypedBuffer::get(body).map_err(|_| {
+        PyTypeError::new_err(format!(
+            "body must be bytes, bytearray, memoryview or str, not {}",
+            body.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ))
+    })?;
+    if !buffer.is_c_contiguous() {
+        return Err(PyValueError::new_err("body buffer must be C-contiguous"));
+    }
+    // SAFETY: the buffer export keeps the memory alive and unmoved until `buffer`
+    // drops, after `f` returns.
+    let slice = unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) };
+    f(slice)
+}
+
+/// Sends `head` then `body` to a socket or file-like object, completely.
+pub fn send_to(py: Python<'_>, sink: &Bound<'_, PyAny>, head: &[u8], body: &[u8]) -> PyResult<()> {
+    match endpoint(sink, "sendall", "send_frame")? {
+        Endpoint::Socket { fd, deadline } => py
+            .detach(|| fd::send_all(fd, &[head, body], deadline, &mut check_signals))
+            .map_err(wait_error),
+        Endpoint::Object(obj) => {
+            if obj.hasattr("sendall")? {
+                obj.call_method1("sendall", (PyBytes::new(py, head),))?;
+                if !body.is_empty() {
+                    obj.call_method1("sendall", (PyBytes::new(py, body),))?;
+                }
+                Ok(())
+            } else if obj.hasattr("write")? {
+                write_all(&obj, head)?;
+                write_all(&obj, body)
+            } else {
+                Err(PyTypeError::new_err(format!(
+                    "cannot send frames to {}: it has no sendall() or write()",
+                    obj.get_type().name()?
+                )))
+            }
+        }
+    }
+}
+
+/// `write()` may take less than it was given (raw files, pipes): finish the job.
+fn write_all(obj: &Bound<'_, PyAny>, mut data: &[u8]) -> PyResult<()> {
+    let py = obj.py();
+    while !data.is_empty() {
+        let written = obj.call_method1("write", (PyBytes::new(py, data),))?;
+        if written.is_none() {
+            return Err(PyBlockingIOError::new_err("write() returned None: the stream is non-blocking"));
+        }
+        let n: usize = written.extract()?;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+        }
+        data = &data[n.min(data.len())..];
+    }
+    Ok(())
+}
+
+/// Builds the bytes of a whole frame.
+pub fn pack<'py>(
+    py: Python<'py>,
+    codec: &Codec,
+    body: Option<&Bound<'py, PyAny>>,
+    header: Option<&Bound<'py, PyAny>>,
+    fields: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    with_body(body, |body| {
+        let head = encode_head(py, codec, header, fields, body)?;
+        PyBytes::new_with(py, head.len() + body.len(), |out| {
+            out[..head.len()].copy_from_slice(&head);
+            out[head.len()..].copy_from_slice(body);
+            Ok(())
+        })
+    })
+}
+
+/// Everything before the body: length prefix and, in JSON-header mode, the header.
+pub fn encode_head(
+    py: Python<'_>,
+    codec: &Codec,
+    header: Option<&Bound<'_, PyAny>>,
+    fields: Option<&Bound<'_, PyDict>>,
+    body: &[u8],
+) -> PyResult<Vec<u8>> {
+    let header_bytes = if codec.json_header {
+        Some(super::header::encode_header(codec, header, fields, body)?)
+    } else {
+        if header.is_some_and(|h| !h.is_none()) || fields.is_some_and(|f| !f.is_empty()) {
+            return Err(PyValueError::new_err(
+                "a length-only codec (json_header=False) carries no header: pass only a body",
+            ));
+        }
+        None
+    };
+    codec
+        .encode_head(header_bytes.as_deref(), body.len())
+        .map_err(|e| super::errors::frame_error(py, &e))
+}
+
+/// Packs and sends one frame.
+pub fn send<'py>(
+    py: Python<'py>,
+    codec: &Codec,
+    sink: &Bound<'py, PyAny>,
+    body: Option<&Bound<'py, PyAny>>,
+    header: Option<&Bound<'py, PyAny>>,
+    fields: Option<&Bound<'py, PyDict>>,
+) -> PyResult<()> {
+    with_body(body, |body| {
+        let head = encode_head(py, codec, header, fields, body)?;
+        send_to(py, sink, &head, body)
+    })
+}

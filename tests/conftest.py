@@ -1,0 +1,123 @@
+"""Shared fixtures: connected socket pairs, a loopback listener, threads and hang guards."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+# Hang bound: no single blocking step of a test may take longer than this.
+HANG_BOUND = 10.0
+
+
+@pytest.fixture
+def listener():
+    """A TCP socket listening on 127.0.0.1 on a free port."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(HANG_BOUND)
+    yield srv
+    srv.close()
+
+
+def _tcp_pair(srv):
+    client = socket.create_connection(srv.getsockname(), timeout=HANG_BOUND)
+    client.settimeout(None)
+    server, _ = srv.accept()
+    server.settimeout(None)
+    return server, client
+
+
+@pytest.fixture(params=["socketpair", "tcp"])
+def socket_pair(request):
+    """(reader, writer): two connected blocking sockets, a Unix socketpair or loopback TCP."""
+    if request.param == "socketpair":
+        a, b = socket.socketpair()
+    else:
+        srv = socket.create_server(("127.0.0.1", 0))
+        srv.settimeout(HANG_BOUND)
+        try:
+            a, b = _tcp_pair(srv)
+        finally:
+            srv.close()
+    yield a, b
+    a.close()
+    b.close()
+
+
+class Worker(threading.Thread):
+    """A daemon thread whose exception, if any, is re-raised by ``result()``."""
+
+    def __init__(self, fn, *args):
+        super().__init__(daemon=True)
+        self._fn, self._args = fn, args
+        self._exc = None
+        self._value = None
+
+    def run(self):
+        try:
+            self._value = self._fn(*self._args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            self._exc = exc
+
+    def result(self, timeout=HANG_BOUND):
+        self.join(timeout)
+        assert not self.is_alive(), f"worker {self._fn.__name__} still running after {timeout} s"
+        if self._exc is not None:
+            raise self._exc
+        return self._value
+
+
+@pytest.fixture
+def start_thread():
+    """start_thread(fn, *args) -> Worker, already started; every worker is joined at teardown."""
+    workers = []
+
+    def start(fn, *args):
+        w = Worker(fn, *args)
+        workers.append(w)
+        w.start()
+        return w
+
+    yield start
+    for w in workers:
+        w.join(HANG_BOUND)
+
+
+@pytest.fixture
+def hang_guard():
+    """hang_guard(sock, seconds) -> context manager.
+
+    If the block is still running after ``seconds``, ``sock`` (the peer of the
+    socket a call is blocked on) is shut down, so that call sees EOF and
+    returns, and the test fails instead of hanging.
+    """
+
+    @contextlib.contextmanager
+    def guard(sock, seconds=HANG_BOUND):
+        fired = threading.Event()
+
+        def fire():
+            fired.set()
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(seconds, fire)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield fired
+        except BaseException as exc:
+            if fired.is_set():
+                raise AssertionError(f"call did not return within {seconds} s (hang)") from exc
+            raise
+        finally:
+            timer.cancel()
+        assert not fired.is_set(), f"call did not return within {seconds} s (hang)"
+
+    return guard

@@ -1,0 +1,294 @@
+"""Smoke tests for examples/ and bench/framing.py --quick.
+
+Every example runs as a real subprocess of ``sys.executable``; servers listen on
+port 0 and are found through their first output line, ``listening on HOST:PORT``.
+Every subprocess call has a timeout, and servers are always terminated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+BENCH = ROOT / "bench" / "framing.py"
+TIMEOUT = 20  # seconds, for any one subprocess
+
+ENV = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")
+
+PAIRS = {
+    "remote_command": ("remote_command_server.py", "remote_command_client.py"),
+    "custom_header": ("custom_header_server.py", "custom_header_client.py"),
+}
+
+
+def run_py(*args, input=None, timeout=TIMEOUT):
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        input=input,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=timeout,
+        cwd=ROOT,
+        env=ENV,
+    )
+
+
+class ServerProcess:
+    """An example server on port 0; collects its output in the background."""
+
+    def __init__(self, script: str):
+        self.proc = subprocess.Popen(
+            [sys.executable, str(EXAMPLES / script), "--port", "0", "--timeout", "10"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            encoding="utf-8",
+            cwd=ROOT,
+            env=ENV,
+        )
+        self.lines: list[str] = []
+        self._first = threading.Event()
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+        if not self._first.wait(TIMEOUT):
+            self.stop()
+            pytest.fail(f"{script} printed nothing within {TIMEOUT} s")
+        m = re.fullmatch(r"listening on (\S+):(\d+)", self.lines[0].strip()) if self.lines else None
+        if not m:
+            self.stop()
+            pytest.fail(f"{script}: unexpected first line(s): {self.lines!r}")
+        self.host, self.port = m.group(1), int(m.group(2))
+        assert self.port > 0
+
+    def _drain(self):
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            self._first.set()
+        self._first.set()  # EOF (the server died) also wakes the waiter
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, text: str, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self._reader.join(5)
+
+
+@pytest.fixture(scope="module", params=sorted(PAIRS))
+def pair(request):
+    server_script, client_script = PAIRS[request.param]
+    server = ServerProcess(server_script)
+    try:
+        yield request.param, server, EXAMPLES / client_script
+    finally:
+        server.stop()
+    # SIGTERM is handled: the server shuts down cleanly
+    assert server.proc.returncode == 0, server.output()
+    assert "shutting down" in server.output()
+
+
+def client(server, client_script, *args, input=None):
+    return run_py(client_script, "--host", server.host, "--port", server.port, *args, input=input)
+
+
+# --------------------------------------------------------------------------- sticky packets
+
+
+def test_sticky_packets():
+    r = run_py(EXAMPLES / "sticky_packets.py")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    # 1) plain recv glues the burst together
+    assert "recv #1: b'hello" in out
+    assert "glued" in out
+    # 2) and 3) framed: each message separately, in order, twice
+    for expected in (
+        "frame #1: header={'seq': 0, 'total_size': 2} body=b'he'",
+        "frame #2: header={'seq': 1, 'total_size': 2} body=b'll'",
+        "frame #3: header={'seq': 2, 'total_size': 1} body=b'o'",
+        "frame #4: header={'seq': 3, 'total_size': 13} body=b'first message'",
+        "frame #6: header={'seq': 5, 'total_size': 0} body=b''",
+    ):
+        assert out.count(expected) == 2, (expected, out)
+    assert "OK: with framing every message arrived separately and intact" in out
+
+
+# --------------------------------------------------------------------------- command servers
+
+
+def test_one_command(pair):
+    kind, server, client_script = pair
+    r = client(server, client_script, "-c", "echo hi")
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "hi" in lines
+    if kind == "custom_header":
+        md5 = hashlib.md5(b"hi\n").hexdigest()
+        assert re.search(rf"\[result-\d+\.txt, 3 bytes, md5 {md5} ok\]", r.stdout), r.stdout
+    assert server.wait_for("$ echo hi")
+
+
+def test_stdout_and_stderr_are_both_returned(pair):
+    kind, server, client_script = pair
+    r = client(server, client_script, "-c", "echo out-line; echo err-line 1>&2; exit 3")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "out-line" in r.stdout and "err-line" in r.stdout
+
+
+def test_large_output(pair):
+    """A reply much larger than one recv(1024) arrives whole."""
+    kind, server, client_script = pair
+    cmd = f'"{sys.executable}" -c "import sys; sys.stdout.write(\'x\' * 300000)"'
+    r = client(server, client_script, "-c", cmd)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "x" * 300000 in r.stdout
+    if kind == "custom_header":
+        assert "300000 bytes" in r.stdout and " ok]" in r.stdout
+
+
+def test_prompt_loop(pair):
+    kind, server, client_script = pair
+    r = client(server, client_script, input="\necho one\n   \necho two\nq\necho never\n")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.count("empty command refused") == 2
+    lines = r.stdout.replace(">>> ", "\n").splitlines()
+    assert "one" in lines and "two" in lines
+    assert "bye" in r.stdout and "never" not in r.stdout
+
+
+def test_prompt_loop_ends_at_end_of_input(pair):
+    kind, server, client_script = pair
+    r = client(server, client_script, input="echo last\n")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "last" in r.stdout
+
+
+def test_empty_command_refused(pair):
+    kind, server, client_script = pair
+    r = client(server, client_script, "-c", "   ")
+    assert r.returncode != 0
+    assert "empty command refused" in r.stderr
+
+
+def test_survives_clients_leaving_and_serves_many(pair):
+    kind, server, client_script = pair
+    addr = (server.host, server.port)
+    # a client that connects and leaves at once
+    socket.create_connection(addr, timeout=5).close()
+    # a client that leaves in the middle of a frame
+    with socket.create_connection(addr, timeout=5) as s:
+        s.sendall(b"\x40\x00\x00\x00{\"tot")
+    # a client that sends garbage (a negative length)
+    with socket.create_connection(addr, timeout=5) as s:
+        s.sendall(b"\xff\xff\xff\xff garbage")
+        s.settimeout(5)
+        try:
+            s.recv(1)  # the server drops us (b'' or a reset)
+        except OSError:
+            pass
+    # a client that leaves while its command runs
+    with socket.create_connection(addr, timeout=5) as s:
+        body = b"sleep 0.3; echo late"
+        if kind == "custom_header":
+            hb = b'{"total_size": %d}' % len(body)
+            s.sendall(len(hb).to_bytes(4, "little") + hb + body)
+        else:
+            s.sendall(len(body).to_bytes(4, "little") + body)
+    # many clients at once are all served
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(client_script), "--host", server.host, "--port", str(server.port),
+             "-c", f"sleep 0.3; echo client-{i}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV,
+        )
+        for i in range(4)
+    ]
+    t0 = time.monotonic()
+    try:
+        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+    elapsed = time.monotonic() - t0
+    for i, (p, (out, err)) in enumerate(zip(procs, outs)):
+        assert p.returncode == 0, out + err
+        assert f"client-{i}" in out.splitlines()
+    assert elapsed < 0.3 * 4 + 5  # served concurrently (generous bound for slow CI)
+    assert server.proc.poll() is None, server.output()
+    assert server.wait_for("left")
+    # and a fresh client still works
+    r = client(server, client_script, "-c", "echo still-here")
+    assert r.returncode == 0 and "still-here" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_client_without_server(kind):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run_py(EXAMPLES / PAIRS[kind][1], "--port", port, "-c", "echo hi")
+    assert r.returncode == 1
+    assert "cannot connect" in r.stderr
+
+
+@pytest.mark.parametrize("kind", sorted(PAIRS))
+def test_help(kind):
+    for script in PAIRS[kind]:
+        r = run_py(EXAMPLES / script, "--help")
+        assert r.returncode == 0 and "--port" in r.stdout and "--host" in r.stdout
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def test_bench_quick():
+    r = run_py(BENCH, "--quick", timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert re.search(r"Python 3\.\d+", out) and "nproc=" in out
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| benchmark")]
+    assert len(rows) == 6, out
+    labels = [row.split("|")[1].strip() for row in rows]
+    assert labels[0] == labels[1] == "pack small frame (2-key header, 100 B body)"
+    assert labels[2] == labels[3] and labels[2].startswith("decode ") and "1024 B chunks" in labels[2]
+    assert labels[4] == "read_frame 4 MiB over loopback TCP"
+    assert labels[5] == "read_frame 256 KiB over loopback TCP"
+    peers = [row.split("|")[2].strip() for row in rows]
+    assert peers[0].startswith("struct + json") and peers[1] == "struct + orjson"
+    assert "json" in peers[2] and "orjson" in peers[3]
+    assert "recv_into" in peers[4] and "recv(1024)" in peers[5]
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 8, row
+        float(cells[2].replace(",", ""))  # peer value
+        float(cells[3].replace(",", ""))  # rframe value
+        assert re.fullmatch(r"\d[\d.]*x", cells[5]), row
