@@ -1,15 +1,14 @@
 //! Incremental decoding: bytes in, whole frames out, however the stream was split.
 
-use bytes::{Buf, BytesMut};
-use serde_json::{Map, Value};
+use bytes::{Buf, Bytes, BytesMut};
 
-use super::{Announced, Codec, Frame, FrameError, Part, PREFIX_LEN};
+use super::{Announced, Codec, Frame, FrameError, HeaderFacts, Part, PREFIX_LEN};
 
 #[derive(Debug)]
 enum State {
     Length,
     Header { len: usize },
-    Body { header: Option<Map<String, Value>>, len: usize, head_len: usize },
+    Body { header: Option<(Bytes, HeaderFacts)>, len: usize, head_len: usize },
 }
 
 /// A sans-IO frame decoder in the style of tokio-util's `Decoder`: the caller
@@ -81,9 +80,10 @@ impl Decoder {
                     if buf.len() < len {
                         return Ok(None);
                     }
-                    let (header, body_len) = self.codec.parse_header(&buf[..len])?;
-                    buf.advance(len);
-                    self.state = State::Body { header: Some(header), len: body_len, head_len: PREFIX_LEN + len };
+                    let facts = self.codec.parse_header(&buf[..len])?;
+                    let body_len = facts.total_size as usize;
+                    let header = buf.split_to(len).freeze();
+                    self.state = State::Body { header: Some((header, facts)), len: body_len, head_len: PREFIX_LEN + len };
                 }
                 State::Body { len, .. } => {
                     if buf.len() < *len {
@@ -93,7 +93,8 @@ impl Decoder {
                     let State::Body { header, .. } = std::mem::replace(&mut self.state, State::Length) else {
                         unreachable!("matched State::Body above")
                     };
-                    self.codec.verify(header.as_ref(), &body)?;
+                    let (header, facts) = header.unzip();
+                    self.codec.verify(facts.as_ref(), &body)?;
                     return Ok(Some(Frame { header, body }));
                 }
             }
@@ -162,7 +163,7 @@ mod tests {
         let frames = decode_all(Codec::default(), &hello(), 1024).unwrap();
         assert_eq!(frames.len(), 1);
         assert_eq!(&frames[0].body[..], b"hello");
-        assert_eq!(frames[0].header.as_ref().unwrap()["file_name"], "a");
+        assert_eq!(&frames[0].header.as_ref().unwrap()[..], br#"{"file_name": "a", "total_size": 5}"#);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! The writer knows JSON syntax; what a value *is* (a Python int, a float's repr)
 //! is decided by the caller, which hands numbers over as finished text.
 
-use serde_json::{Map, Value};
+use jiter::{Jiter, JiterError, Peek};
 
 use super::error::FrameError;
 
@@ -82,11 +82,13 @@ impl JsonWriter {
     }
 
     pub fn u64(&mut self, n: u64) {
-        self.out.extend_from_slice(n.to_string().as_bytes());
+        use std::io::Write;
+        write!(self.out, "{n}").expect("writing to a Vec cannot fail");
     }
 
     pub fn i64(&mut self, n: i64) {
-        self.out.extend_from_slice(n.to_string().as_bytes());
+        use std::io::Write;
+        write!(self.out, "{n}").expect("writing to a Vec cannot fail");
     }
 
     /// A string with `ensure_ascii` escaping: `"` and `\`, the short escapes
@@ -148,12 +150,13 @@ fn is_plain(b: u8) -> bool {
 }
 
 /// Writes a header object field by field, putting the fields the codec owns
-/// (`total_size`, and the checksum digest if any) where `d[key] = value` would:
-/// in place of an existing key, otherwise appended at the end.
+/// where `d[key] = value` would: in place of an existing key, otherwise
+/// appended at the end, the digest (if any) before `total_size`.
 pub struct HeaderWriter {
     w: JsonWriter,
     first: bool,
-    owned: Vec<(&'static str, String, bool)>,
+    total_size: (u64, bool),
+    digest: Option<(&'static str, String, bool)>,
 }
 
 /// What the caller does with the value of a key it just passed to [`HeaderWriter::key`].
@@ -166,25 +169,27 @@ pub enum Entry {
 }
 
 impl HeaderWriter {
-    /// `owned` lists (key, finished JSON text of the value) in the order a Python
-    /// caller would assign them: checksum first, then `total_size`.
-    pub fn new(owned: Vec<(&'static str, String)>) -> HeaderWriter {
-        let mut w = JsonWriter::with_capacity(64);
+    /// `digest` is the checksum field's name and hex digest, if the codec has one.
+    pub fn new(total_size: u64, digest: Option<(&'static str, String)>) -> HeaderWriter {
+        let mut w = JsonWriter::with_capacity(128);
         w.begin_object();
-        HeaderWriter {
-            w,
-            first: true,
-            owned: owned.into_iter().map(|(k, v)| (k, v, false)).collect(),
-        }
+        HeaderWriter { w, first: true, total_size: (total_size, false), digest: digest.map(|(k, v)| (k, v, false)) }
     }
 
     pub fn key(&mut self, key: &str) -> Entry {
         self.w.key(self.first, key);
         self.first = false;
-        if let Some(slot) = self.owned.iter_mut().find(|(k, _, _)| *k == key) {
-            self.w.raw_number(&slot.1);
-            slot.2 = true;
+        if key == TOTAL_SIZE {
+            self.w.u64(self.total_size.0);
+            self.total_size.1 = true;
             return Entry::Replaced;
+        }
+        if let Some((name, hex, written)) = &mut self.digest {
+            if key == *name {
+                self.w.string(hex);
+                *written = true;
+                return Entry::Replaced;
+            }
         }
         Entry::WriteValue
     }
@@ -194,81 +199,125 @@ impl HeaderWriter {
     }
 
     pub fn finish(mut self) -> Vec<u8> {
-        for (key, value, written) in std::mem::take(&mut self.owned) {
-            if !written {
-                self.w.key(self.first, key);
-                self.first = false;
-                self.w.raw_number(&value);
-            }
+        if let Some((name, hex, false)) = &self.digest {
+            self.w.key(self.first, name);
+            self.w.string(hex);
+            self.first = false;
+        }
+        if !self.total_size.1 {
+            self.w.key(self.first, TOTAL_SIZE);
+            self.w.u64(self.total_size.0);
         }
         self.w.end_object();
         self.w.into_bytes()
     }
 }
 
-/// JSON text of a string value, for [`HeaderWriter::new`]'s owned fields.
+#[cfg(test)]
+/// JSON text of a string value.
 pub fn string_literal(s: &str) -> String {
     let mut w = JsonWriter::default();
     w.string(s);
     String::from_utf8(w.into_bytes()).expect("the writer emits ASCII")
 }
 
-/// Parses a header and checks it: a JSON object whose `total_size` is a
-/// non-negative integer. Returns the object and `total_size`.
-pub fn parse_header(bytes: &[u8]) -> Result<(Map<String, Value>, u64), FrameError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-        FrameError::header(format!(
-            "frame header is not valid JSON ({e}); header bytes: {}",
+/// What the codec needs to know from a header; the rest is the caller's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderFacts {
+    pub total_size: u64,
+    /// The value of the checksum field asked for, as text (`None` if absent).
+    pub digest: Option<String>,
+}
+
+/// Checks a header without building it: a JSON object whose `total_size` is a
+/// non-negative integer. Also picks out the field named `digest_key`, if given.
+/// As with `json.loads`, a repeated key counts with its last value.
+pub fn parse_header(bytes: &[u8], digest_key: Option<&str>) -> Result<HeaderFacts, FrameError> {
+    let bad_json = |e: JiterError| {
+        FrameError::header(format!("frame header is not valid JSON ({e}); header bytes: {}", preview(bytes)))
+    };
+    let mut j = Jiter::new(bytes).with_allow_inf_nan();
+    let peek = j.peek().map_err(bad_json)?;
+    if peek != Peek::Object {
+        return Err(FrameError::header(format!(
+            "frame header must be a JSON object, got {}: {}",
+            kind(peek),
             preview(bytes)
-        ))
-    })?;
-    let map = match value {
-        Value::Object(map) => map,
-        other => {
-            return Err(FrameError::header(format!(
-                "frame header must be a JSON object, got {}: {}",
-                kind(&other),
-                preview(bytes)
-            )))
-        }
+        )));
+    }
+    let mut total: Option<Result<u64, String>> = None;
+    let mut digest = None;
+    // Classify each key at once, so no key is copied and the parser stays free.
+    #[derive(PartialEq)]
+    enum Key {
+        TotalSize,
+        Digest,
+        Other,
+    }
+    let classify = |k: &str| match k {
+        TOTAL_SIZE => Key::TotalSize,
+        k if Some(k) == digest_key => Key::Digest,
+        _ => Key::Other,
     };
-    let total = match map.get(TOTAL_SIZE) {
-        None => {
-            return Err(FrameError::header(format!(
-                "frame header has no \"{TOTAL_SIZE}\" field: {}",
-                preview(bytes)
-            )))
+    let mut key = j.known_object().map_err(bad_json)?.map(classify);
+    while let Some(k) = key {
+        if k == Key::TotalSize {
+            let peek = j.peek().map_err(bad_json)?;
+            total = Some(if peek.is_num() {
+                let text = std::str::from_utf8(j.known_number_bytes(peek).map_err(bad_json)?).unwrap_or("?").to_owned();
+                total_size_value(&text)
+            } else {
+                let start = j.current_index();
+                j.known_skip(peek).map_err(bad_json)?;
+                Err(format!("{} {}", kind(peek), String::from_utf8_lossy(j.slice_to_current(start)).trim()))
+            });
+        } else if k == Key::Digest {
+            let peek = j.peek().map_err(bad_json)?;
+            let start = j.current_index();
+            digest = Some(if peek == Peek::String {
+                j.known_str().map_err(bad_json)?.to_owned()
+            } else {
+                j.known_skip(peek).map_err(bad_json)?;
+                String::from_utf8_lossy(j.slice_to_current(start)).trim().to_owned()
+            });
+        } else {
+            j.next_skip().map_err(bad_json)?;
         }
-        Some(Value::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap_or_default(),
-        Some(Value::Number(n)) if is_integer_text(n.as_str()) => {
-            return Err(FrameError::header(format!(
-                "\"{TOTAL_SIZE}\" must be a non-negative integer that fits in 64 bits, got {n}"
-            )))
-        }
-        Some(other) => {
-            return Err(FrameError::header(format!(
-                "\"{TOTAL_SIZE}\" must be a non-negative integer, got {} {other}",
-                kind(other)
-            )))
-        }
-    };
-    Ok((map, total))
+        key = j.next_key().map_err(bad_json)?.map(classify);
+    }
+    j.finish().map_err(bad_json)?;
+    match total {
+        None => Err(FrameError::header(format!("frame header has no \"{TOTAL_SIZE}\" field: {}", preview(bytes)))),
+        Some(Err(got)) => Err(FrameError::header(format!(
+            "\"{TOTAL_SIZE}\" must be a non-negative integer, got {got}"
+        ))),
+        Some(Ok(total_size)) => Ok(HeaderFacts { total_size, digest }),
+    }
+}
+
+fn total_size_value(text: &str) -> Result<u64, String> {
+    if !is_integer_text(text) {
+        return Err(format!("the number {text}"));
+    }
+    if text.starts_with('-') {
+        return Err(format!("the integer {text}"));
+    }
+    text.parse::<u64>().map_err(|_| format!("the integer {text}, which does not fit in 64 bits"))
 }
 
 /// True for JSON number text with no fraction or exponent (Python reads it as an int).
 pub fn is_integer_text(text: &str) -> bool {
-    !text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'))
+    !text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) && !text.ends_with("Infinity") && text != "NaN"
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if is_integer_text(n.as_str()) => "the integer",
-        Value::Number(_) => "the number",
-        Value::String(_) => "the string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+fn kind(peek: Peek) -> &'static str {
+    match peek {
+        Peek::Null => "null",
+        Peek::True | Peek::False => "a boolean",
+        Peek::String => "the string",
+        Peek::Array => "an array",
+        Peek::Object => "an object",
+        _ => "the number",
     }
 }
 
@@ -306,7 +355,7 @@ mod tests {
 
     #[test]
     fn header_writer_appends_owned_fields_last() {
-        let mut h = HeaderWriter::new(vec![(TOTAL_SIZE, "5".into())]);
+        let mut h = HeaderWriter::new(5, None);
         assert_eq!(h.key("file_name"), Entry::WriteValue);
         h.writer().string("a.txt");
         assert_eq!(h.finish(), br#"{"file_name": "a.txt", "total_size": 5}"#);
@@ -314,7 +363,7 @@ mod tests {
 
     #[test]
     fn header_writer_keeps_existing_key_in_place() {
-        let mut h = HeaderWriter::new(vec![("md5", s("ab")), (TOTAL_SIZE, "5".into())]);
+        let mut h = HeaderWriter::new(5, Some(("md5", "ab".into())));
         assert_eq!(h.key(TOTAL_SIZE), Entry::Replaced);
         assert_eq!(h.key("x"), Entry::WriteValue);
         h.writer().null();
@@ -323,15 +372,20 @@ mod tests {
 
     #[test]
     fn empty_header_is_just_total_size() {
-        let h = HeaderWriter::new(vec![(TOTAL_SIZE, "0".into())]);
+        let h = HeaderWriter::new(0, None);
         assert_eq!(h.finish(), br#"{"total_size": 0}"#);
     }
 
     #[test]
     fn parse_header_accepts_object_with_total_size() {
-        let (map, total) = parse_header(br#"{"a": [1, 2.5], "total_size": 7}"#).unwrap();
-        assert_eq!(total, 7);
-        assert_eq!(map.keys().collect::<Vec<_>>(), ["a", "total_size"]);
+        let facts = parse_header(br#"{"a": [1, 2.5, {"b": NaN}], "total_size": 7}"#, None).unwrap();
+        assert_eq!(facts, HeaderFacts { total_size: 7, digest: None });
+    }
+
+    #[test]
+    fn last_of_repeated_keys_counts_as_in_json_loads() {
+        let facts = parse_header(br#"{"total_size": -1, "md5": 1, "total_size": 2, "md5": "ab"}"#, Some("md5")).unwrap();
+        assert_eq!(facts, HeaderFacts { total_size: 2, digest: Some("ab".into()) });
     }
 
     #[test]
@@ -350,8 +404,10 @@ mod tests {
             br#"{"total_size": true}"#,
             br#"{"total_size": 100000000000000000000000}"#,
             b"",
+            br#"{"total_size": 1} x"#,
+            br#"{"total_size": 1, "a": [1,}"#,
         ] {
-            match parse_header(bad) {
+            match parse_header(bad, None) {
                 Err(FrameError::Header(_)) => {}
                 other => panic!("{:?} gave {other:?}", String::from_utf8_lossy(bad)),
             }
@@ -360,7 +416,7 @@ mod tests {
 
     #[test]
     fn header_error_names_what_came() {
-        let err = parse_header(br#"{"total_size": "5"}"#).unwrap_err().to_string();
+        let err = parse_header(br#"{"total_size": "5"}"#, None).unwrap_err().to_string();
         assert!(err.contains("non-negative integer") && err.contains("\"5\""), "{err}");
     }
 }

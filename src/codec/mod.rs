@@ -16,7 +16,8 @@ pub use decode::Decoder;
 pub use error::{escape_bytes, FrameError, Part, TextPrefix};
 
 use bytes::Bytes;
-use serde_json::{Map, Value};
+
+pub use json::HeaderFacts;
 
 /// Size of the length prefix.
 pub const PREFIX_LEN: usize = 4;
@@ -50,10 +51,11 @@ impl ByteOrder {
     }
 }
 
-/// A decoded frame. `header` is `None` in length-only mode.
-#[derive(Debug, Clone, PartialEq)]
+/// A decoded frame. `header` is the header's JSON text, checked by the codec
+/// (an object with a valid `total_size`); `None` in length-only mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Frame {
-    pub header: Option<Map<String, Value>>,
+    pub header: Option<Bytes>,
     pub body: Bytes,
 }
 
@@ -131,11 +133,11 @@ impl Codec {
         })
     }
 
-    /// Parses and checks a JSON header; returns it with the body length it announces.
-    pub fn parse_header(&self, bytes: &[u8]) -> Result<(Map<String, Value>, usize), FrameError> {
-        let (map, total) = json::parse_header(bytes)?;
-        self.check_body_len(total)?;
-        Ok((map, total as usize))
+    /// Checks a JSON header and the body length it announces.
+    pub fn parse_header(&self, bytes: &[u8]) -> Result<HeaderFacts, FrameError> {
+        let facts = json::parse_header(bytes, self.checksum.map(Checksum::name))?;
+        self.check_body_len(facts.total_size)?;
+        Ok(facts)
     }
 
     fn check_body_len(&self, len: u64) -> Result<(), FrameError> {
@@ -152,34 +154,21 @@ impl Codec {
     }
 
     /// Verifies the body against the header's digest when the codec has a checksum.
-    pub fn verify(&self, header: Option<&Map<String, Value>>, body: &[u8]) -> Result<(), FrameError> {
-        let (Some(checksum), Some(header)) = (self.checksum, header) else {
+    pub fn verify(&self, facts: Option<&HeaderFacts>, body: &[u8]) -> Result<(), FrameError> {
+        let (Some(checksum), Some(facts)) = (self.checksum, facts) else {
             return Ok(());
         };
         let actual = checksum.hex_digest(body);
-        let expected = header.get(checksum.name());
-        match expected {
-            Some(Value::String(e)) if e.eq_ignore_ascii_case(&actual) => Ok(()),
-            other => Err(FrameError::Checksum {
-                algorithm: checksum.name(),
-                expected: other.map(|v| match v {
-                    Value::String(s) => s.clone(),
-                    v => v.to_string(),
-                }),
-                actual,
-            }),
+        match &facts.digest {
+            Some(expected) if expected.eq_ignore_ascii_case(&actual) => Ok(()),
+            expected => Err(FrameError::Checksum { algorithm: checksum.name(), expected: expected.clone(), actual }),
         }
     }
 
-    /// The header fields the codec sets itself, as finished JSON text, in the
-    /// order a Python caller would assign them.
-    pub fn owned_fields(&self, body: &[u8]) -> Vec<(&'static str, String)> {
-        let mut owned = Vec::with_capacity(2);
-        if let Some(checksum) = self.checksum {
-            owned.push((checksum.name(), json::string_literal(&checksum.hex_digest(body))));
-        }
-        owned.push((json::TOTAL_SIZE, body.len().to_string()));
-        owned
+    /// A writer for a header, primed with the fields the codec sets itself.
+    pub fn header_writer(&self, body: &[u8]) -> json::HeaderWriter {
+        let digest = self.checksum.map(|c| (c.name(), c.hex_digest(body)));
+        json::HeaderWriter::new(body.len() as u64, digest)
     }
 
     fn prefix(&self, len: usize, part: Part, limit: u64, limit_name: &'static str) -> Result<[u8; 4], FrameError> {
@@ -195,23 +184,28 @@ impl Codec {
         })
     }
 
-    /// Everything that goes on the wire before the body: the prefix and, in
-    /// JSON-header mode, the header. Refuses lengths the reader would refuse, so a
+    /// The length prefix of a frame with this header (JSON-header mode) or no
+    /// header (length-only mode). Refuses lengths the reader would refuse, so a
     /// peer with the same codec never loses sync (tokio 5080).
-    pub fn encode_head(&self, header: Option<&[u8]>, body_len: usize) -> Result<Vec<u8>, FrameError> {
+    pub fn encode_prefix(&self, header: Option<&[u8]>, body_len: usize) -> Result<[u8; 4], FrameError> {
         self.check_body_len(body_len as u64)?;
         match (self.json_header, header) {
-            (true, Some(header)) => {
-                let prefix = self.prefix(header.len(), Part::Header, self.max_header, "max_header")?;
-                let mut head = Vec::with_capacity(PREFIX_LEN + header.len());
-                head.extend_from_slice(&prefix);
-                head.extend_from_slice(header);
-                Ok(head)
-            }
-            (false, None) => Ok(self.prefix(body_len, Part::Body, self.max_body, "max_body")?.to_vec()),
+            (true, Some(header)) => self.prefix(header.len(), Part::Header, self.max_header, "max_header"),
+            (false, None) => self.prefix(body_len, Part::Body, self.max_body, "max_body"),
             (true, None) => Err(FrameError::header("a JSON-header codec needs a header to encode")),
             (false, Some(_)) => Err(FrameError::header("a length-only codec carries no header")),
         }
+    }
+
+    /// Everything that goes on the wire before the body: the prefix and, in
+    /// JSON-header mode, the header.
+    pub fn encode_head(&self, header: Option<&[u8]>, body_len: usize) -> Result<Vec<u8>, FrameError> {
+        let prefix = self.encode_prefix(header, body_len)?;
+        let header = header.unwrap_or_default();
+        let mut head = Vec::with_capacity(PREFIX_LEN + header.len());
+        head.extend_from_slice(&prefix);
+        head.extend_from_slice(header);
+        Ok(head)
     }
 
     /// A whole frame in one buffer.

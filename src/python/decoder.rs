@@ -50,7 +50,7 @@ impl PyFrameDecoder {
 
 pub fn frame_to_py(py: Python<'_>, frame: Frame) -> PyResult<PyFrame> {
     let header = match &frame.header {
-        Some(map) => header_to_py(py, map)?,
+        Some(bytes) => header_to_py(py, bytes)?,
         None => PyDict::new(py),
     };
     Ok(PyFrame::from_parts(header, PyBytes::new(py, &frame.body)))

@@ -4,14 +4,18 @@
 //! decision (the C encoder's order of type checks, its key conversions, its
 //! messages), so that rframe's bytes equal the course code's bytes.
 
+use std::borrow::Cow;
+
 use pyo3::exceptions::{PyRecursionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
-use serde_json::{Map, Value};
+use jiter::{FloatMode, PartialMode, PythonParse, StringCacheMode};
 
-use crate::codec::json::{is_integer_text, Entry, HeaderWriter, JsonWriter};
-use crate::codec::Codec;
+use crate::codec::json::{Entry, JsonWriter};
+use crate::codec::{escape_bytes, Codec, FrameError};
+
+use super::errors::frame_error;
 
 /// Nesting deeper than this is refused, as CPython's recursion limit refuses it.
 const MAX_DEPTH: usize = 1000;
@@ -43,7 +47,7 @@ pub fn encode_header(
             Some(&merged)
         }
     };
-    let mut out = HeaderWriter::new(codec.owned_fields(body));
+    let mut out = codec.header_writer(body);
     if let Some(dict) = dict {
         let mut stack = Vec::new();
         for (key, value) in dict.iter() {
@@ -73,21 +77,21 @@ fn as_dict<'py>(header: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
 }
 
 /// A dict key as json.dumps converts it.
-fn key_text(key: &Bound<'_, PyAny>) -> PyResult<String> {
+fn key_text<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, str>> {
     if let Ok(s) = key.cast::<PyString>() {
-        return Ok(str_text(s)?.into_owned());
+        return str_text(s);
     }
     if key.is_instance_of::<PyFloat>() {
-        return float_text(key);
+        return float_text(key).map(Cow::Owned);
     }
     if let Ok(b) = key.cast::<PyBool>() {
-        return Ok(if b.is_true() { "true" } else { "false" }.to_owned());
+        return Ok(Cow::Borrowed(if b.is_true() { "true" } else { "false" }));
     }
     if key.is_none() {
-        return Ok("null".to_owned());
+        return Ok(Cow::Borrowed("null"));
     }
     if key.is_instance_of::<PyInt>() {
-        return int_text(key);
+        return int_text(key).map(Cow::Owned);
     }
     Err(PyTypeError::new_err(format!(
         "keys must be str, int, float, bool or None, not {}",
@@ -155,7 +159,7 @@ fn enter(container: &Bound<'_, PyAny>, stack: &mut Vec<usize>) -> PyResult<()> {
     Ok(())
 }
 
-fn str_text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<std::borrow::Cow<'a, str>> {
+fn str_text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, str>> {
     match s.to_str() {
         Ok(text) => Ok(text.into()),
         Err(_) => {
@@ -198,40 +202,20 @@ fn json_dumps(value: &Bound<'_, PyAny>) -> PyResult<String> {
     Ok(dumps.bind(py).call1((value,))?.extract()?)
 }
 
-/// A decoded header as a Python dict, with the types `json.loads` gives.
-pub fn header_to_py<'py>(py: Python<'py>, map: &Map<String, Value>) -> PyResult<Bound<'py, PyDict>> {
-    let dict = PyDict::new(py);
-    for (key, value) in map {
-        dict.set_item(PyString::new(py, key), value_to_py(py, value)?)?;
-    }
-    Ok(dict)
-}
-
-fn value_to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
-    Ok(match value {
-        Value::Null => py.None().into_bound(py),
-        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
-        Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                i.into_pyobject(py)?.into_any()
-            } else if let Some(u) = n.as_u64() {
-                u.into_pyobject(py)?.into_any()
-            } else if is_integer_text(n.as_str()) {
-                py.get_type::<PyInt>().call1((n.as_str(),))?
-            } else {
-                // Rust's parse rounds correctly, as Python's float() does.
-                let f: f64 = n.as_str().parse().map_err(|_| PyValueError::new_err(format!("bad number {n}")))?;
-                PyFloat::new(py, f).into_any()
-            }
-        }
-        Value::String(s) => PyString::new(py, s).into_any(),
-        Value::Array(items) => {
-            let list = PyList::empty(py);
-            for item in items {
-                list.append(value_to_py(py, item)?)?;
-            }
-            list.into_any()
-        }
-        Value::Object(map) => header_to_py(py, map)?.into_any(),
-    })
+/// A header's JSON text as a Python dict, with the values `json.loads` gives.
+/// The codec has already checked that it is an object.
+pub fn header_to_py<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyDict>> {
+    const PARSE: PythonParse = PythonParse {
+        allow_inf_nan: true,
+        // Headers repeat the same keys frame after frame: reuse their str objects.
+        cache_mode: StringCacheMode::Keys,
+        partial_mode: PartialMode::Off,
+        catch_duplicate_keys: false,
+        float_mode: FloatMode::Float,
+    };
+    let value = PARSE.python_parse(py, bytes).map_err(|e| {
+        let err = FrameError::header(format!("frame header is not valid JSON ({e}); header bytes: {}", escape_bytes(bytes)));
+        frame_error(py, &err)
+    })?;
+    Ok(value.cast_into::<PyDict>()?)
 }

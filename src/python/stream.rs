@@ -182,7 +182,7 @@ pub fn read_from(py: Python<'_>, codec: &Codec, source: &Bound<'_, PyAny>) -> Py
     };
     let (header, body) = result.map_err(|e| read_error(py, e))?;
     let header = match header {
-        Some(map) => header_to_py(py, &map)?,
+        Some(bytes) => header_to_py(py, &bytes)?,
         None => PyDict::new(py),
     };
     Ok(PyFrame::from_parts(header, body.bytes))
@@ -256,7 +256,7 @@ fn write_all(obj: &Bound<'_, PyAny>, mut data: &[u8]) -> PyResult<()> {
     Ok(())
 }
 
-/// Builds the bytes of a whole frame.
+/// Builds the bytes of a whole frame, written straight into the result.
 pub fn pack<'py>(
     py: Python<'py>,
     codec: &Codec,
@@ -265,35 +265,51 @@ pub fn pack<'py>(
     fields: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     with_body(body, |body| {
-        let head = encode_head(py, codec, header, fields, body)?;
-        PyBytes::new_with(py, head.len() + body.len(), |out| {
-            out[..head.len()].copy_from_slice(&head);
-            out[head.len()..].copy_from_slice(body);
+        let header = header_bytes(codec, header, fields, body)?;
+        let header = header.as_deref().unwrap_or_default();
+        let prefix = codec
+            .encode_prefix(codec.json_header.then_some(header), body.len())
+            .map_err(|e| super::errors::frame_error(py, &e))?;
+        let (p, h) = (prefix.len(), header.len());
+        PyBytes::new_with(py, p + h + body.len(), |out| {
+            out[..p].copy_from_slice(&prefix);
+            out[p..p + h].copy_from_slice(header);
+            out[p + h..].copy_from_slice(body);
             Ok(())
         })
     })
 }
 
+/// The JSON header in JSON-header mode; `None` in length-only mode, which
+/// refuses a header.
+fn header_bytes(
+    codec: &Codec,
+    header: Option<&Bound<'_, PyAny>>,
+    fields: Option<&Bound<'_, PyDict>>,
+    body: &[u8],
+) -> PyResult<Option<Vec<u8>>> {
+    if codec.json_header {
+        return Ok(Some(super::header::encode_header(codec, header, fields, body)?));
+    }
+    if header.is_some() || fields.is_some_and(|f| !f.is_empty()) {
+        return Err(PyValueError::new_err(
+            "a length-only codec (json_header=False) carries no header: pass only a body",
+        ));
+    }
+    Ok(None)
+}
+
 /// Everything before the body: length prefix and, in JSON-header mode, the header.
-pub fn encode_head(
+fn encode_head(
     py: Python<'_>,
     codec: &Codec,
     header: Option<&Bound<'_, PyAny>>,
     fields: Option<&Bound<'_, PyDict>>,
     body: &[u8],
 ) -> PyResult<Vec<u8>> {
-    let header_bytes = if codec.json_header {
-        Some(super::header::encode_header(codec, header, fields, body)?)
-    } else {
-        if header.is_some_and(|h| !h.is_none()) || fields.is_some_and(|f| !f.is_empty()) {
-            return Err(PyValueError::new_err(
-                "a length-only codec (json_header=False) carries no header: pass only a body",
-            ));
-        }
-        None
-    };
+    let header = header_bytes(codec, header, fields, body)?;
     codec
-        .encode_head(header_bytes.as_deref(), body.len())
+        .encode_head(header.as_deref(), body.len())
         .map_err(|e| super::errors::frame_error(py, &e))
 }
 
