@@ -7,4 +7,8 @@
 
 pub mod codec;
 pub mod io;
+pub mod protocol;
+pub mod exec;
+pub mod runtime;
+pub mod server;
 mod python;

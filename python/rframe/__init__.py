@@ -14,7 +14,7 @@ b'{"file_name": "a.txt", "total_size": 5}hello'
 """
 
 from ._errors import ChecksumError, FrameError, FrameTooLarge, HeaderError, IncompleteFrame
-from ._rframe import Codec, Frame, FrameDecoder, pack_frame, read_frame, send_frame
+from ._rframe import Codec, Frame, FrameDecoder, Server, pack_frame, read_frame, send_frame
 
 __all__ = [
     "Codec",
@@ -23,6 +23,7 @@ __all__ = [
     "pack_frame",
     "read_frame",
     "send_frame",
+    "Server",
     "FrameError",
     "HeaderError",
     "FrameTooLarge",

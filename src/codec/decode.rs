@@ -48,6 +48,12 @@ impl Decoder {
         }
     }
 
+    /// True once the current frame's length (and header) are in and only body
+    /// bytes are awaited.
+    pub fn in_body(&self) -> bool {
+        matches!(self.state, State::Body { .. })
+    }
+
     /// The error that poisoned the decoder, if any.
     pub fn error(&self) -> Option<&FrameError> {
         self.error.as_ref()

@@ -6,6 +6,8 @@ mod decoder;
 mod errors;
 mod frame;
 mod header;
+mod protocol;
+mod server;
 mod stream;
 
 use pyo3::prelude::*;
@@ -16,8 +18,12 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<codec::PyCodec>()?;
     m.add_class::<frame::PyFrame>()?;
     m.add_class::<decoder::PyFrameDecoder>()?;
+    m.add_class::<server::PyServer>()?;
     m.add_function(wrap_pyfunction!(codec::pack_frame, m)?)?;
     m.add_function(wrap_pyfunction!(codec::read_frame, m)?)?;
     m.add_function(wrap_pyfunction!(codec::send_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(protocol::auth_nonce, m)?)?;
+    m.add_function(wrap_pyfunction!(protocol::auth_proof, m)?)?;
+    m.add_function(wrap_pyfunction!(protocol::auth_verify, m)?)?;
     Ok(())
 }

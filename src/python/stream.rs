@@ -61,7 +61,7 @@ fn endpoint<'py>(obj: &Bound<'py, PyAny>, method: &str, what: &str) -> PyResult<
 }
 
 /// Waits with the GIL released, checking for Ctrl-C between slices.
-fn check_signals() -> Result<(), PyErr> {
+pub fn check_signals() -> Result<(), PyErr> {
     Python::attach(|py| py.check_signals())
 }
 
@@ -282,7 +282,7 @@ pub fn pack<'py>(
 
 /// The JSON header in JSON-header mode; `None` in length-only mode, which
 /// refuses a header.
-fn header_bytes(
+pub fn header_bytes(
     codec: &Codec,
     header: Option<&Bound<'_, PyAny>>,
     fields: Option<&Bound<'_, PyDict>>,

@@ -1,0 +1,285 @@
+//! Running one command: its own process group, both pipes drained at once,
+//! output capped, a time limit, and nothing left running afterwards.
+
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+
+/// How long output may still trickle in after the command exited, before the
+/// pipes are abandoned (a process that left the group can hold them forever).
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Program {
+    /// Run by `/bin/sh -c`.
+    Shell(String),
+    /// Run directly, `argv[0]` looked up on `PATH`.
+    Argv(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    pub program: Program,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+    /// stdin; `None` means `/dev/null`, so a command that reads stdin cannot hang.
+    pub input: Option<Bytes>,
+    pub timeout: Duration,
+    /// Bytes kept of stdout and of stderr each; the rest is read and dropped.
+    pub max_output: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandOutput {
+    /// Exit status, or minus the signal number that killed it.
+    pub returncode: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub timed_out: bool,
+    pub duration: Duration,
+}
+
+/// Kills the whole process group when dropped: on timeout, when the command
+/// is done (leftover background jobs), and when the request is abandoned (the
+/// client went away, the server is stopping).
+struct GroupGuard(Option<i32>);
+
+impl GroupGuard {
+    fn kill(&mut self) {
+        if let Some(pgid) = self.0 {
+            // SAFETY: plain syscall; ESRCH (group already gone) is fine.
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads `pipe` to its end, keeping at most `cap` bytes.
+async fn read_capped(mut pipe: impl AsyncRead + Unpin, cap: usize, kept: &mut Vec<u8>, truncated: &mut bool) {
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+                if n > room {
+                    *truncated = true;
+                }
+            }
+        }
+    }
+}
+
+fn command(spec: &CommandSpec) -> io::Result<Command> {
+    let mut cmd = match &spec.program {
+        Program::Shell(line) => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(line);
+            c
+        }
+        Program::Argv(argv) => {
+            let (first, rest) = argv
+                .split_first()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+            let mut c = Command::new(first);
+            c.args(rest);
+            c
+        }
+    };
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(if spec.input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own group, so one killpg reaches everything it started.
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(cwd) = &spec.cwd {
+        cmd.current_dir(cwd);
+    }
+    Ok(cmd)
+}
+
+/// Runs a command to completion (or to its time limit). An error means it
+/// could not be started.
+pub async fn run(spec: CommandSpec) -> io::Result<CommandOutput> {
+    let started = Instant::now();
+    let mut child = command(&spec)?.spawn()?;
+    let mut group = GroupGuard(child.id().map(|id| id as i32));
+
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let (mut out_cut, mut err_cut) = (false, false);
+    let input = spec.input.clone();
+    let feed = async move {
+        if let (Some(mut stdin), Some(input)) = (stdin, input) {
+            // A command that exits without reading its input gives EPIPE: fine.
+            let _ = stdin.write_all(&input).await;
+        }
+    };
+    let deadline = tokio::time::Instant::from_std(started + spec.timeout);
+    let mut timed_out = false;
+    let mut status = None;
+    {
+        // Reading lives in this block: when it ends, the futures that borrow the
+        // buffers are gone, whether or not the pipes reached their end.
+        let reading = async {
+            tokio::join!(
+                feed,
+                read_capped(stdout, spec.max_output, &mut out, &mut out_cut),
+                read_capped(stderr, spec.max_output, &mut err, &mut err_cut),
+            )
+        };
+        tokio::pin!(reading);
+        let mut drained = false;
+        let mut drain_deadline = None;
+        while status.is_none() || !drained {
+            tokio::select! {
+                s = child.wait(), if status.is_none() => {
+                    status = Some(s?);
+                    // Whatever it left running in its group goes with it.
+                    group.kill();
+                    drain_deadline = Some(tokio::time::Instant::now() + DRAIN_GRACE);
+                }
+                _ = &mut reading, if !drained => drained = true,
+                _ = tokio::time::sleep_until(deadline), if status.is_none() && !timed_out => {
+                    timed_out = true;
+                    group.kill();
+                }
+                _ = tokio::time::sleep_until(drain_deadline.unwrap_or(deadline)), if drain_deadline.is_some() && !drained => {
+                    break;
+                }
+            }
+        }
+    }
+    let status = status.expect("the loop ends only after the child exited");
+    let returncode = status.code().unwrap_or_else(|| -status.signal().unwrap_or(0));
+    Ok(CommandOutput {
+        returncode,
+        stdout: out,
+        stderr: err,
+        stdout_truncated: out_cut,
+        stderr_truncated: err_cut,
+        timed_out,
+        duration: started.elapsed(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(line: &str) -> CommandSpec {
+        CommandSpec {
+            program: Program::Shell(line.into()),
+            env: vec![],
+            cwd: None,
+            input: None,
+            timeout: Duration::from_secs(10),
+            max_output: 1 << 20,
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    }
+
+    #[test]
+    fn captures_stdout_stderr_and_status_separately() {
+        let out = block_on(run(spec("echo out; echo err >&2; exit 3"))).unwrap();
+        assert_eq!(out.stdout, b"out\n");
+        assert_eq!(out.stderr, b"err\n");
+        assert_eq!(out.returncode, 3);
+        assert!(!out.timed_out);
+    }
+
+    #[test]
+    fn signal_death_is_a_negative_returncode() {
+        let out = block_on(run(spec("kill -TERM $$"))).unwrap();
+        assert_eq!(out.returncode, -libc::SIGTERM);
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group() {
+        let mut s = spec("sleep 300 & echo started; wait");
+        s.timeout = Duration::from_millis(300);
+        let out = block_on(run(s)).unwrap();
+        assert!(out.timed_out);
+        assert_eq!(out.returncode, -libc::SIGKILL);
+        assert_eq!(out.stdout, b"started\n");
+        assert!(out.duration < Duration::from_secs(5), "{:?}", out.duration);
+    }
+
+    #[test]
+    fn background_job_holding_the_pipes_does_not_hang() {
+        let out = block_on(run(spec("sleep 300 & echo done"))).unwrap();
+        assert_eq!(out.stdout, b"done\n");
+        assert_eq!(out.returncode, 0);
+        assert!(out.duration < Duration::from_secs(5), "{:?}", out.duration);
+    }
+
+    #[test]
+    fn output_past_the_cap_is_dropped_and_flagged() {
+        let mut s = spec("head -c 100000 /dev/zero; head -c 10 /dev/zero >&2");
+        s.max_output = 1000;
+        let out = block_on(run(s)).unwrap();
+        assert_eq!(out.stdout.len(), 1000);
+        assert!(out.stdout_truncated);
+        assert_eq!(out.stderr.len(), 10);
+        assert!(!out.stderr_truncated);
+    }
+
+    #[test]
+    fn large_stdout_and_stderr_at_once_do_not_deadlock() {
+        let mut s = spec("head -c 10485760 /dev/zero & head -c 10485760 /dev/zero >&2; wait");
+        s.max_output = 32 << 20;
+        let out = block_on(run(s)).unwrap();
+        assert_eq!((out.stdout.len(), out.stderr.len()), (10 << 20, 10 << 20));
+    }
+
+    #[test]
+    fn stdin_is_null_unless_input_is_given() {
+        let out = block_on(run(spec("cat"))).unwrap();
+        assert_eq!(out.stdout, b"");
+        let mut s = spec("cat");
+        s.input = Some(Bytes::from_static(b"fed"));
+        assert_eq!(block_on(run(s)).unwrap().stdout, b"fed");
+    }
+
+    #[test]
+    fn env_and_cwd_come_from_the_builder() {
+        let mut s = spec("echo \"$GREETING\"; pwd");
+        s.env = vec![("GREETING".into(), "hi; rm -rf /".into())];
+        s.cwd = Some("/tmp".into());
+        assert_eq!(block_on(run(s)).unwrap().stdout, b"hi; rm -rf /\n/tmp\n");
+    }
+
+    #[test]
+    fn argv_runs_without_a_shell() {
+        let mut s = spec("");
+        s.program = Program::Argv(vec!["echo".into(), "$HOME;".into()]);
+        assert_eq!(block_on(run(s)).unwrap().stdout, b"$HOME;\n");
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error() {
+        let mut s = spec("");
+        s.program = Program::Argv(vec!["/no/such/program".into()]);
+        assert!(block_on(run(s)).is_err());
+    }
+}

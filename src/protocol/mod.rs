@@ -1,0 +1,149 @@
+//! The command protocol carried in frames (see PROTOCOL.md): request and
+//! response headers, error codes, and the authentication handshake. Sans-IO:
+//! no sockets, no runtime, no Python.
+
+pub mod auth;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A command: a string for the shell, or an argv list run without one.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Cmd {
+    Line(String),
+    Argv(Vec<String>),
+}
+
+/// The header of a request frame. Unknown fields are ignored, so newer
+/// clients can talk to older servers.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct RequestHeader {
+    pub op: Option<String>,
+    pub cmd: Option<Cmd>,
+    pub timeout: Option<f64>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub input: bool,
+    pub nonce: Option<String>,
+    pub client_nonce: Option<String>,
+    pub proof: Option<String>,
+}
+
+/// The header of a `result` response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultHeader {
+    pub op: String,
+    pub returncode: i32,
+    pub stdout_size: u64,
+    pub stderr_size: u64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub timed_out: bool,
+    pub duration: f64,
+    pub encoding: String,
+    pub total_size: u64,
+}
+
+/// Machine-readable error codes of `error` responses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    BadRequest,
+    NotAllowed,
+    Auth,
+    Busy,
+    TooLarge,
+    Timeout,
+    Handler,
+    Spawn,
+}
+
+impl ErrorCode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::NotAllowed => "not-allowed",
+            ErrorCode::Auth => "auth",
+            ErrorCode::Busy => "busy",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::Handler => "handler",
+            ErrorCode::Spawn => "spawn",
+        }
+    }
+}
+
+/// Header JSON of an error response (body empty).
+pub fn error_header(code: ErrorCode, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "op": "error",
+        "error": code.name(),
+        "message": message,
+        "total_size": 0,
+    }))
+    .expect("a JSON object always serializes")
+}
+
+/// Header JSON of a response with only an `op` and optional extra fields.
+pub fn op_header(op: &str, fields: &[(&str, &str)], total_size: u64) -> Vec<u8> {
+    let mut map = serde_json::Map::new();
+    map.insert("op".into(), op.into());
+    for (k, v) in fields {
+        map.insert((*k).into(), (*v).into());
+    }
+    map.insert("total_size".into(), total_size.into());
+    serde_json::to_vec(&map).expect("a JSON object always serializes")
+}
+
+/// Parses a request header (already checked by the codec to be an object
+/// with `total_size`).
+pub fn parse_request(header: &[u8]) -> Result<RequestHeader, String> {
+    serde_json::from_slice(header).map_err(|e| format!("bad request header: {e}"))
+}
+
+/// How a raw command line (the course client's request) is told from a frame:
+/// four or more bytes whose prefix the codec refuses, or fewer that are text.
+pub fn looks_like_raw_command(first: &[u8]) -> bool {
+    !first.is_empty()
+        && first
+            .iter()
+            .all(|b| (0x20..0x7f).contains(b) || matches!(b, b'\t' | b'\r' | b'\n') || *b >= 0x80)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_request_parses_string_and_list_commands() {
+        let r = parse_request(br#"{"op": "run", "cmd": "ls -l", "timeout": 2, "total_size": 0}"#).unwrap();
+        assert_eq!(r.cmd, Some(Cmd::Line("ls -l".into())));
+        assert_eq!(r.timeout, Some(2.0));
+        let r = parse_request(br#"{"op": "run", "cmd": ["ls", "-l"], "input": true, "total_size": 3}"#).unwrap();
+        assert_eq!(r.cmd, Some(Cmd::Argv(vec!["ls".into(), "-l".into()])));
+        assert!(r.input);
+    }
+
+    #[test]
+    fn bad_request_types_are_refused() {
+        assert!(parse_request(br#"{"op": "run", "cmd": 5, "total_size": 0}"#).is_err());
+        assert!(parse_request(br#"{"op": "run", "env": {"A": 1}, "total_size": 0}"#).is_err());
+    }
+
+    #[test]
+    fn error_header_is_json_with_code() {
+        let h: serde_json::Value = serde_json::from_slice(&error_header(ErrorCode::Busy, "full")).unwrap();
+        assert_eq!(h["error"], "busy");
+        assert_eq!(h["op"], "error");
+        assert_eq!(h["total_size"], 0);
+    }
+
+    #[test]
+    fn raw_commands_are_text() {
+        assert!(looks_like_raw_command(b"dir"));
+        assert!(looks_like_raw_command("ls -l 中".as_bytes()));
+        assert!(!looks_like_raw_command(b"\x1f\x00\x00\x00"));
+        assert!(!looks_like_raw_command(b""));
+    }
+}

@@ -1,0 +1,32 @@
+//! The command protocol's handshake, for the Python clients.
+
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+
+use crate::protocol::auth::{self, Role};
+
+fn role(name: &str) -> PyResult<Role> {
+    match name {
+        "client" => Ok(Role::Client),
+        "server" => Ok(Role::Server),
+        _ => Err(PyValueError::new_err(format!("role must be 'client' or 'server', not {name:?}"))),
+    }
+}
+
+/// 32 random bytes from the OS, as hex: a handshake nonce.
+#[pyfunction]
+pub fn auth_nonce() -> String {
+    auth::nonce()
+}
+
+/// The hex HMAC-SHA256 proof that ``role`` holds ``token`` (see PROTOCOL.md).
+#[pyfunction]
+pub fn auth_proof(token: &[u8], role_name: &str, server_nonce: &str, client_nonce: &str) -> PyResult<String> {
+    Ok(auth::proof(token, role(role_name)?, server_nonce, client_nonce))
+}
+
+/// Checks a proof in constant time.
+#[pyfunction]
+pub fn auth_verify(token: &[u8], role_name: &str, server_nonce: &str, client_nonce: &str, proof: &str) -> PyResult<bool> {
+    Ok(auth::verify(token, role(role_name)?, server_nonce, client_nonce, proof))
+}

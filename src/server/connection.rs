@@ -1,0 +1,417 @@
+//! One connection: read a request, answer it, repeat; within deadlines, and
+//! until the peer leaves or the server stops.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+use tokio::time::timeout_at;
+
+use super::listener::Stream;
+use super::{Level, Reply, Shared};
+use crate::codec::{Codec, Decoder, Frame, FrameError, PREFIX_LEN};
+use crate::exec::{self, CommandSpec, Program};
+use crate::protocol::{self, auth, Cmd, ErrorCode, RequestHeader, ResultHeader};
+
+/// Limits before a client has authenticated: auth frames are small and bodiless.
+const PRE_AUTH_CODEC: Codec = Codec {
+    json_header: true,
+    byteorder: crate::codec::ByteOrder::Little,
+    max_header: 4096,
+    max_body: 0,
+    checksum: None,
+};
+
+/// A short request (`ls`) arrives in one piece: after this pause, the bytes in
+/// hand are the whole raw command.
+const RAW_PAUSE: Duration = Duration::from_millis(100);
+const MAX_RAW_COMMAND: usize = 64 * 1024;
+/// Bytes of pipelined requests read ahead while a command runs (to notice a
+/// client that leaves); past this, reading waits.
+const READ_AHEAD: usize = 1 << 20;
+/// A failed authentication is answered only after this pause, which slows a
+/// guessing client to a crawl.
+const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(500);
+
+enum Request {
+    Frame(Frame),
+    Raw(String),
+}
+
+/// Why a connection ends.
+enum End {
+    /// Peer closed, server stopping, or a deadline passed: nothing more to say.
+    Quiet,
+    /// Tell the peer why, then close.
+    Error(ErrorCode, String),
+}
+
+struct Conn {
+    stream: Box<dyn Stream>,
+    peer: String,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    buf: BytesMut,
+    decoder: Decoder,
+    authenticated: bool,
+    server_nonce: Option<String>,
+}
+
+pub async fn serve(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+    let needs_auth = shared.config.token.is_some();
+    let codec = if needs_auth { PRE_AUTH_CODEC } else { shared.config.codec };
+    let mut conn = Conn {
+        stream,
+        peer,
+        shared,
+        shutdown,
+        buf: BytesMut::with_capacity(4096),
+        decoder: Decoder::new(codec),
+        authenticated: !needs_auth,
+        server_nonce: None,
+    };
+    conn.log(Level::Debug, "connected".into());
+    let end = conn.run().await;
+    if let End::Error(code, message) = end {
+        conn.log(Level::Warning, format!("closing: {message}"));
+        let _ = conn.send(Reply::error(code, &message)).await;
+    }
+    let _ = conn.stream.shutdown().await;
+    conn.log(Level::Debug, "disconnected".into());
+}
+
+/// Tells a connection over `max_connections` so, briefly, and closes it.
+pub async fn refuse_busy(mut stream: Box<dyn Stream>, codec: Codec) {
+    let reply = Reply::error(ErrorCode::Busy, "server busy: max_connections reached, try again later");
+    if let Ok(bytes) = encode(&codec, &reply) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+fn encode(codec: &Codec, reply: &Reply) -> Result<Vec<u8>, FrameError> {
+    if codec.json_header {
+        codec.encode(reply.header.as_deref(), &reply.body)
+    } else {
+        codec.encode(None, &reply.body)
+    }
+}
+
+impl Conn {
+    fn log(&self, level: Level, message: String) {
+        self.shared.observer.log(level, format!("{}: {message}", self.peer));
+    }
+
+    async fn run(&mut self) -> End {
+        loop {
+            let request = match self.next_request().await {
+                Ok(Some(r)) => r,
+                Ok(None) => return End::Quiet,
+                Err(end) => return end,
+            };
+            let reply = match request {
+                Request::Raw(line) => {
+                    if !self.authenticated {
+                        return End::Error(ErrorCode::Auth, "this server needs a token: raw command lines are refused".into());
+                    }
+                    self.run_command(RequestHeader { cmd: Some(Cmd::Line(line)), ..Default::default() }, Bytes::new()).await
+                }
+                Request::Frame(frame) => self.dispatch(frame).await,
+            };
+            match reply {
+                Ok(reply) => {
+                    if let Err(e) = self.send(reply).await {
+                        self.log(Level::Debug, format!("send failed: {e}"));
+                        return End::Quiet;
+                    }
+                }
+                Err(end) => return end,
+            }
+        }
+    }
+
+    /// Reads the next request; `Ok(None)` when the peer closed between requests.
+    async fn next_request(&mut self) -> Result<Option<Request>, End> {
+        let idle = self.shared.config.idle_timeout;
+        // Between requests: wait for a first byte, up to the idle timeout.
+        if self.buf.is_empty() && !self.read_some(Instant::now() + idle).await? {
+            return Ok(None);
+        }
+        let header_deadline = Instant::now() + self.shared.config.header_timeout;
+        let raw_possible = self.shared.handler.is_none();
+        loop {
+            if raw_possible && self.decoder.consumed() == 0 {
+                if let Some(line) = self.raw_command(header_deadline).await? {
+                    return Ok(Some(Request::Raw(line)));
+                }
+            }
+            match self.decoder.decode(&mut self.buf) {
+                Ok(Some(frame)) => return Ok(Some(Request::Frame(frame))),
+                Ok(None) => {}
+                Err(e) => return Err(frame_end(&e)),
+            }
+            // A stalled body gets the idle timeout; a header, one absolute deadline.
+            let deadline = if self.decoder.in_body() { Instant::now() + idle } else { header_deadline };
+            if !self.read_some(deadline).await? {
+                let err = self.decoder.decode_eof(&mut self.buf).err();
+                self.log(Level::Debug, format!("closed mid-request: {}", err.map(|e| e.to_string()).unwrap_or_default()));
+                return Err(End::Quiet);
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer. `Ok(false)` at end of stream.
+    async fn read_some(&mut self, deadline: Instant) -> Result<bool, End> {
+        let read = tokio::select! {
+            _ = self.shutdown.wait_for(|stop| *stop) => return Err(End::Quiet),
+            r = timeout_at(deadline.into(), self.stream.read_buf(&mut self.buf)) => r,
+        };
+        match read {
+            Ok(Ok(0)) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) => {
+                self.log(Level::Debug, format!("read failed: {e}"));
+                Err(End::Quiet)
+            }
+            Err(_) if self.buf.is_empty() && self.decoder.consumed() == 0 => {
+                self.log(Level::Debug, "idle timeout".into());
+                Err(End::Quiet)
+            }
+            Err(_) => Err(End::Error(ErrorCode::Timeout, "request not received in time".into())),
+        }
+    }
+
+    /// The course client sends its command line bare. A prefix the codec would
+    /// refuse, made of text, is such a line; so are a few text bytes followed by
+    /// a pause.
+    async fn raw_command(&mut self, deadline: Instant) -> Result<Option<String>, End> {
+        let codec = self.decoder.codec();
+        let looks_raw = |buf: &BytesMut| {
+            protocol::looks_like_raw_command(&buf[..buf.len().min(PREFIX_LEN)])
+                && (buf.len() < PREFIX_LEN
+                    || codec.parse_length(buf[..PREFIX_LEN].try_into().expect("four bytes")).is_err())
+        };
+        if !looks_raw(&self.buf) {
+            return Ok(None);
+        }
+        // Take what follows in the same burst.
+        let pause = deadline.min(Instant::now() + RAW_PAUSE);
+        while self.buf.len() < MAX_RAW_COMMAND {
+            match tokio::time::timeout_at(pause.into(), self.stream.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) | Err(_) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return Err(End::Quiet),
+            }
+        }
+        if self.buf.len() < PREFIX_LEN && !looks_raw(&self.buf) {
+            return Ok(None);
+        }
+        let taken = self.buf.split_to(self.buf.len().min(MAX_RAW_COMMAND));
+        Ok(Some(String::from_utf8_lossy(&taken).trim().to_owned()))
+    }
+
+    async fn dispatch(&mut self, frame: Frame) -> Result<Reply, End> {
+        let request = match &frame.header {
+            Some(h) if self.shared.handler.is_none() || !self.authenticated => match protocol::parse_request(h) {
+                Ok(r) => Some(r),
+                Err(e) if self.authenticated => return Ok(Reply::error(ErrorCode::BadRequest, &e)),
+                Err(e) => return Err(End::Error(ErrorCode::Auth, format!("authentication required ({e})"))),
+            },
+            _ => None,
+        };
+        if request.as_ref().and_then(|r| r.op.as_deref()) == Some("auth") {
+            return self.authenticate(request.expect("checked above")).await;
+        }
+        if !self.authenticated {
+            return Err(End::Error(ErrorCode::Auth, "authentication required: send an auth request first".into()));
+        }
+        if let Some(handler) = self.shared.handler.clone() {
+            return Ok(self.call_handler(handler, frame).await);
+        }
+        let request = request.unwrap_or_default();
+        match request.op.as_deref() {
+            Some("run") => self.run_command(request, frame.body).await,
+            Some(op) => Ok(Reply::error(ErrorCode::BadRequest, &format!("unknown op {op:?}: this server runs commands (op \"run\")"))),
+            None => Ok(Reply::error(ErrorCode::BadRequest, "request header has no \"op\": this server runs commands (op \"run\")")),
+        }
+    }
+
+    async fn call_handler(&mut self, handler: Arc<dyn super::Handler>, frame: Frame) -> Reply {
+        let call = handler.call(frame);
+        match call.await {
+            Ok(reply) => reply,
+            Err(message) => {
+                self.log(Level::Warning, format!("handler failed: {message}"));
+                Reply::error(ErrorCode::Handler, &message)
+            }
+        }
+    }
+
+    async fn authenticate(&mut self, request: RequestHeader) -> Result<Reply, End> {
+        let Some(token) = self.shared.config.token.clone() else {
+            return Ok(Reply { header: Some(protocol::op_header("welcome", &[], 0)), body: Bytes::new() });
+        };
+        let Some(proof) = request.proof else {
+            let nonce = auth::nonce();
+            let header = protocol::op_header("challenge", &[("nonce", &nonce)], 0);
+            self.server_nonce = Some(nonce);
+            return Ok(Reply { header: Some(header), body: Bytes::new() });
+        };
+        let (Some(sn), Some(cn)) = (self.server_nonce.take(), request.client_nonce) else {
+            return Err(self.auth_failed("proof without a challenge").await);
+        };
+        if request.nonce.as_deref() != Some(sn.as_str()) || !auth::verify(&token, auth::Role::Client, &sn, &cn, &proof) {
+            return Err(self.auth_failed("wrong token").await);
+        }
+        self.authenticated = true;
+        self.decoder = Decoder::new(self.shared.config.codec);
+        self.log(Level::Info, "authenticated".into());
+        let server_proof = auth::proof(&token, auth::Role::Server, &sn, &cn);
+        Ok(Reply { header: Some(protocol::op_header("welcome", &[("proof", &server_proof)], 0)), body: Bytes::new() })
+    }
+
+    async fn auth_failed(&mut self, why: &str) -> End {
+        self.log(Level::Warning, format!("authentication failed: {why}"));
+        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+        End::Error(ErrorCode::Auth, "authentication failed".into())
+    }
+
+    fn command_spec(&self, request: RequestHeader, body: Bytes) -> Result<CommandSpec, Reply> {
+        let config = &self.shared.config;
+        let bad = |code, msg: String| Reply::error(code, &msg);
+        let use_shell = config.shell && config.allow.is_none();
+        let program = match request.cmd {
+            None => return Err(bad(ErrorCode::BadRequest, "run request has no \"cmd\"".into())),
+            Some(Cmd::Line(line)) if use_shell => Program::Shell(line),
+            Some(Cmd::Line(line)) => Program::Argv(
+                shlex::split(&line).ok_or_else(|| bad(ErrorCode::BadRequest, format!("cannot split {line:?}: unbalanced quotes")))?,
+            ),
+            Some(Cmd::Argv(argv)) => Program::Argv(argv),
+        };
+        if let Program::Argv(argv) = &program {
+            let Some(first) = argv.first() else {
+                return Err(bad(ErrorCode::BadRequest, "empty command".into()));
+            };
+            if let Some(allow) = &config.allow {
+                if !allow.iter().any(|a| a == first) {
+                    return Err(bad(ErrorCode::NotAllowed, format!("{first:?} is not an allowed program (allowed: {})", allow.join(", "))));
+                }
+            }
+        } else if matches!(&program, Program::Shell(line) if line.trim().is_empty()) {
+            return Err(bad(ErrorCode::BadRequest, "empty command".into()));
+        }
+        let timeout = match request.timeout {
+            Some(t) if t.is_finite() && t > 0.0 => config.timeout.min(Duration::from_secs_f64(t.min(1e9))),
+            Some(t) => return Err(bad(ErrorCode::BadRequest, format!("timeout must be a positive number of seconds, got {t}"))),
+            None => config.timeout,
+        };
+        if !request.input && !body.is_empty() {
+            return Err(bad(ErrorCode::BadRequest, "the request has a body but not \"input\": true".into()));
+        }
+        Ok(CommandSpec {
+            program,
+            env: request.env.unwrap_or_default().into_iter().collect(),
+            cwd: request.cwd.map(Into::into).or_else(|| config.cwd.clone()),
+            input: request.input.then_some(body),
+            timeout,
+            max_output: config.max_output,
+        })
+    }
+
+    /// Runs a command while watching the peer: if it leaves, or the server
+    /// stops, the command's process group is killed (by dropping the future).
+    async fn run_command(&mut self, request: RequestHeader, body: Bytes) -> Result<Reply, End> {
+        let shown = match &request.cmd {
+            Some(Cmd::Line(l)) => format!("{l:?}"),
+            Some(Cmd::Argv(a)) => format!("{a:?}"),
+            None => "nothing".into(),
+        };
+        let spec = match self.command_spec(request, body) {
+            Ok(spec) => spec,
+            Err(reply) => {
+                self.log(Level::Warning, format!("refused {shown}"));
+                return Ok(reply);
+            }
+        };
+        let run = exec::run(spec);
+        tokio::pin!(run);
+        let output = loop {
+            let peer_left = tokio::select! {
+                out = &mut run => break out,
+                _ = self.shutdown.wait_for(|stop| *stop) => return Err(End::Quiet),
+                read = self.stream.read_buf(&mut self.buf), if self.buf.len() < READ_AHEAD => matches!(read, Ok(0) | Err(_)),
+            };
+            if peer_left {
+                self.log(Level::Info, format!("left while running {shown}: killed"));
+                return Err(End::Quiet);
+            }
+        };
+        let out = match output {
+            Ok(out) => out,
+            Err(e) => {
+                self.log(Level::Warning, format!("could not start {shown}: {e}"));
+                return Ok(Reply::error(ErrorCode::Spawn, &format!("could not start {shown}: {e}")));
+            }
+        };
+        self.log(
+            Level::Info,
+            format!(
+                "ran {shown}: returncode {}{}, {:.3}s, {} bytes",
+                out.returncode,
+                if out.timed_out { " (timed out)" } else { "" },
+                out.duration.as_secs_f64(),
+                out.stdout.len() + out.stderr.len()
+            ),
+        );
+        let header = ResultHeader {
+            op: "result".into(),
+            returncode: out.returncode,
+            stdout_size: out.stdout.len() as u64,
+            stderr_size: out.stderr.len() as u64,
+            stdout_truncated: out.stdout_truncated,
+            stderr_truncated: out.stderr_truncated,
+            timed_out: out.timed_out,
+            duration: out.duration.as_secs_f64(),
+            encoding: self.shared.config.encoding.clone(),
+            total_size: (out.stdout.len() + out.stderr.len()) as u64,
+        };
+        let mut body = out.stdout;
+        body.extend_from_slice(&out.stderr);
+        Ok(Reply { header: Some(serde_json::to_vec(&header).expect("serializable")), body: body.into() })
+    }
+
+    /// Writes one response, within the idle timeout (a peer that never reads
+    /// must not hold the connection forever).
+    async fn send(&mut self, reply: Reply) -> std::io::Result<()> {
+        let codec = self.shared.config.codec;
+        let header = if codec.json_header { reply.header.as_deref() } else { None };
+        let head = codec
+            .encode_head(header, reply.body.len())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        let write = async {
+            if reply.body.len() <= 64 * 1024 {
+                let mut all = head;
+                all.extend_from_slice(&reply.body);
+                self.stream.write_all(&all).await
+            } else {
+                self.stream.write_all(&head).await?;
+                self.stream.write_all(&reply.body).await
+            }
+        };
+        match tokio::time::timeout(self.shared.config.idle_timeout, write).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer did not read the response")),
+        }
+    }
+}
+
+/// A framing error ends the connection: the stream has lost its place.
+fn frame_end(err: &FrameError) -> End {
+    let code = match err {
+        FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+        _ => ErrorCode::BadRequest,
+    };
+    End::Error(code, err.to_string())
+}

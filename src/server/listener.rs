@@ -1,0 +1,121 @@
+//! TCP and Unix-socket listeners behind one type.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+
+#[derive(Debug, Clone)]
+pub enum Bind {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+}
+
+impl Bind {
+    /// True if only this machine can reach the address: a loopback host (every
+    /// address it resolves to) or a Unix socket.
+    pub fn is_local(&self) -> io::Result<bool> {
+        match self {
+            Bind::Unix(_) => Ok(true),
+            Bind::Tcp { host, port } => {
+                let addrs: Vec<SocketAddr> = (host.as_str(), *port).to_socket_addrs()?.collect();
+                Ok(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BoundAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for BoundAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BoundAddr::Tcp(a) => write!(f, "{a}"),
+            BoundAddr::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    pub fn bind(bind: &Bind) -> io::Result<Listener> {
+        match bind {
+            Bind::Tcp { host, port } => {
+                let addr = (host.as_str(), *port)
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, format!("{host} has no address")))?;
+                let socket = match addr {
+                    SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                    SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+                };
+                // A restarted server can bind while old connections sit in TIME_WAIT.
+                socket.set_reuseaddr(true)?;
+                socket.bind(addr)?;
+                Ok(Listener::Tcp(socket.listen(1024)?))
+            }
+            Bind::Unix(path) => {
+                remove_stale_socket(path)?;
+                Ok(Listener::Unix(UnixListener::bind(path)?, path.clone()))
+            }
+        }
+    }
+
+    pub fn address(&self) -> io::Result<BoundAddr> {
+        Ok(match self {
+            Listener::Tcp(l) => BoundAddr::Tcp(l.local_addr()?),
+            Listener::Unix(_, path) => BoundAddr::Unix(path.clone()),
+        })
+    }
+
+    pub async fn accept(&self) -> io::Result<(Box<dyn Stream>, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                // Responses go out as soon as they are written.
+                s.set_nodelay(true)?;
+                Ok((Box::new(s), peer.to_string()))
+            }
+            Listener::Unix(l, path) => {
+                let (s, _) = l.accept().await?;
+                Ok((Box::new(s), format!("unix:{}", path.display())))
+            }
+        }
+    }
+
+    /// Stops listening; a Unix socket's file is removed.
+    pub fn close(self) {
+        if let Listener::Unix(l, path) = self {
+            drop(l);
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A socket file left by a server that died is removed; one that a live
+/// server answers on is an "address in use" error.
+fn remove_stale_socket(path: &PathBuf) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
+    if !meta.file_type().is_socket() {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("{} exists and is not a socket", path.display())));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(io::Error::new(io::ErrorKind::AddrInUse, format!("a server is already listening on {}", path.display())));
+    }
+    std::fs::remove_file(path)
+}

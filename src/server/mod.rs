@@ -1,0 +1,229 @@
+//! The tokio server: accept loop, limits, shutdown. What a connection does
+//! lives in `connection`; how a command runs lives in `crate::exec`.
+
+mod connection;
+mod listener;
+
+pub use listener::{Bind, BoundAddr};
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+
+use crate::codec::{Codec, Frame};
+use crate::protocol::{error_header, ErrorCode};
+
+/// What a server does, and the limits it keeps.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub codec: Codec,
+    pub token: Option<Vec<u8>>,
+    /// The longest a command may run (a request may ask for less).
+    pub timeout: Duration,
+    /// Bytes kept of a command's stdout and of its stderr.
+    pub max_output: usize,
+    pub max_connections: usize,
+    /// Programs that may run; `Some` also turns the shell off.
+    pub allow: Option<Vec<String>>,
+    pub shell: bool,
+    pub cwd: Option<PathBuf>,
+    /// From a request's first byte to its complete header: an absolute
+    /// deadline, so a client trickling bytes cannot hold a connection (slowloris).
+    pub header_timeout: Duration,
+    /// How long a connection may sit between requests, or stall inside a body.
+    pub idle_timeout: Duration,
+    /// What the output encoding is said to be in result headers.
+    pub encoding: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            codec: Codec { max_body: 16 << 20, ..Codec::default() },
+            token: None,
+            timeout: Duration::from_secs(30),
+            max_output: 16 << 20,
+            max_connections: 1024,
+            allow: None,
+            shell: true,
+            cwd: None,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            encoding: "utf-8".into(),
+        }
+    }
+}
+
+/// A response: its JSON header text (with `total_size`; `None` for a
+/// length-only codec) and body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub header: Option<Vec<u8>>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn error(code: ErrorCode, message: &str) -> Reply {
+        Reply { header: Some(error_header(code, message)), body: Bytes::new() }
+    }
+}
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Serves a custom protocol: one reply per frame. An `Err` becomes a
+/// `handler` error frame; the connection goes on.
+pub trait Handler: Send + Sync + 'static {
+    fn call(&self, frame: Frame) -> BoxFuture<Result<Reply, String>>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warning,
+    Error,
+}
+
+/// Where the server's log lines go. Called from tokio tasks: must not block.
+pub trait Observer: Send + Sync + 'static {
+    fn log(&self, level: Level, message: String);
+}
+
+/// Logs nowhere.
+pub struct Silent;
+
+impl Observer for Silent {
+    fn log(&self, _: Level, _: String) {}
+}
+
+/// What every connection task shares.
+struct Shared {
+    config: ServerConfig,
+    handler: Option<Arc<dyn Handler>>,
+    observer: Arc<dyn Observer>,
+}
+
+/// At most this many connections are being told "busy" at once; past that,
+/// over-limit connections are closed without a word, so a flood costs nothing.
+const MAX_REFUSING: usize = 64;
+
+pub struct Server {
+    shared: Arc<Shared>,
+    address: BoundAddr,
+    listener: Mutex<Option<listener::Listener>>,
+    slots: Arc<Semaphore>,
+    shutdown: watch::Sender<bool>,
+    accept_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Server {
+    /// Binds the listening socket (inside `rt`); serving starts with [`Server::start`].
+    pub fn bind(
+        rt: &tokio::runtime::Runtime,
+        bind: Bind,
+        config: ServerConfig,
+        handler: Option<Arc<dyn Handler>>,
+        observer: Arc<dyn Observer>,
+    ) -> std::io::Result<Server> {
+        let _guard = rt.enter();
+        let listener = listener::Listener::bind(&bind)?;
+        let address = listener.address()?;
+        let slots = Arc::new(Semaphore::new(config.max_connections));
+        Ok(Server {
+            shared: Arc::new(Shared { config, handler, observer }),
+            address,
+            listener: Mutex::new(Some(listener)),
+            slots,
+            shutdown: watch::channel(false).0,
+            accept_task: Mutex::new(None),
+        })
+    }
+
+    pub fn address(&self) -> &BoundAddr {
+        &self.address
+    }
+
+    /// Starts accepting in the background. A second call does nothing.
+    pub fn start(&self, rt: &tokio::runtime::Runtime) {
+        let Some(listener) = self.listener.lock().expect("lock").take() else { return };
+        let shared = self.shared.clone();
+        let slots = self.slots.clone();
+        let shutdown = self.shutdown.subscribe();
+        let task = rt.spawn(accept_loop(listener, shared, slots, shutdown));
+        *self.accept_task.lock().expect("lock") = Some(task);
+    }
+
+    /// Tells the accept loop and every connection to stop; running commands
+    /// are killed. Returns at once; see [`Server::wait`].
+    pub fn stop(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Waits (blocking) up to `grace` for every connection to finish after a
+    /// stop. Returns false if some were still running.
+    pub fn wait(&self, rt: &tokio::runtime::Runtime, grace: Duration) -> bool {
+        let slots = self.slots.clone();
+        let all = self.shared.config.max_connections as u32;
+        let task = self.accept_task.lock().expect("lock").take();
+        rt.block_on(async move {
+            if let Some(task) = task {
+                let _ = task.await;
+            }
+            tokio::time::timeout(grace, slots.acquire_many(all)).await.is_ok()
+        })
+    }
+}
+
+async fn accept_loop(
+    listener: listener::Listener,
+    shared: Arc<Shared>,
+    slots: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of descriptors and the like: back off instead of spinning.
+                shared.observer.log(Level::Warning, format!("accept failed: {e}"));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let shared = shared.clone();
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    connection::serve(stream, peer, shared, shutdown).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => {
+                let Ok(refusal) = refusing.clone().try_acquire_owned() else { continue };
+                shared.observer.log(Level::Warning, format!("{peer}: refused, max_connections reached"));
+                let codec = shared.config.codec;
+                tokio::spawn(async move {
+                    connection::refuse_busy(stream, codec).await;
+                    drop(refusal);
+                });
+            }
+        }
+    }
+    listener.close();
+}
