@@ -66,7 +66,7 @@ def chunked(data, size):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 @given(items=frame_lists)
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=40, deadline=None)
 def test_decoder_whole_stream_in_one_feed(config, items):
     stream, expected = build(config, items)
     dec = FrameDecoder(Codec(**config))
@@ -77,7 +77,7 @@ def test_decoder_whole_stream_in_one_feed(config, items):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 @given(items=frame_lists)
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 def test_decoder_one_byte_at_a_time(config, items):
     stream, expected = build(config, items)
     dec = FrameDecoder(Codec(**config))
@@ -87,7 +87,7 @@ def test_decoder_one_byte_at_a_time(config, items):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 @given(items=frame_lists, data=st.data())
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=50, deadline=None)
 def test_decoder_random_splits_match_reference_feed_by_feed(config, items, data):
     stream, expected = build(config, items)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
@@ -107,7 +107,7 @@ def test_decoder_random_splits_match_reference_feed_by_feed(config, items, data)
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 @given(items=frame_lists)
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 def test_decoder_chunk_sizes_1_to_9(config, items):
     stream, expected = build(config, items)
     for size in range(1, 10):
@@ -118,7 +118,7 @@ def test_decoder_chunk_sizes_1_to_9(config, items):
 
 @pytest.mark.parametrize("config", CONFIGS, ids=config_id)
 @given(items=frame_lists, data=st.data())
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 def test_decoder_pending_counts_bytes_fed_but_not_yet_returned(config, items, data):
     codec = ref.Codec(**config)
     sizes = [len(codec.pack(body) if not codec.json_header else codec.pack(body, h)) for h, body in items]
@@ -247,8 +247,11 @@ def test_codec_decoder_carries_the_codec_settings():
     assert_frames(dec.feed(stream), [({}, b"abc")])
 
 
-def test_decoder_header_with_lone_surrogate_escape_matches_json_loads():
-    header = {"s": "a\ud800b", "\udfff": 1}
+@pytest.mark.parametrize(
+    "header", [{"s": "a\ud800b"}, {"l": ["\udc00"]}, {"\udfff": 1}], ids=["high_in_value", "low_in_list", "in_key"]
+)
+def test_decoder_header_with_lone_surrogate_escape_matches_json_loads(header):
+    # json.dumps writes a lone surrogate as a \udXXX escape, and json.loads reads it back.
     data = ref.pack_frame(b"z", header)
     (frame,) = FrameDecoder().feed(data)
     assert same_json(frame.header, json.loads(ref.Codec().header_bytes(b"z", header)))

@@ -114,9 +114,16 @@ def test_pack_matches_reference_for_explicit_headers(header):
     assert rframe.pack_frame(b"body", header) == ref.pack_frame(b"body", header)
 
 
-def test_pack_matches_reference_for_lone_surrogates():
-    # json.dumps (ensure_ascii) writes them as \ud800 escapes; the course accepts them.
-    header = {"s": "\ud800", "\udfff": "a\udc00b"}
+# json.dumps (ensure_ascii) writes lone surrogates as \ud800 escapes; the course accepts them.
+
+
+def test_pack_matches_reference_for_lone_surrogates_in_values():
+    header = {"s": "\ud800", "l": ["a\udc00b"]}
+    assert rframe.pack_frame(b"", header) == ref.pack_frame(b"", header)
+
+
+def test_pack_matches_reference_for_lone_surrogates_in_keys():
+    header = {"\udfff": 1, "a": {"x\ud800": 2}}
     assert rframe.pack_frame(b"", header) == ref.pack_frame(b"", header)
 
 

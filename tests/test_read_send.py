@@ -62,6 +62,34 @@ def test_read_frame_from_socket_sent_in_pieces(socket_pair, start_thread):
     assert got == [expected_pair(body, h) for h, body in items]
 
 
+def test_request_reply_over_loopback_tcp(listener, start_thread):
+    # The course's exchange: the client sends commands, the server answers each
+    # with a framed reply, over a real TCP connection on 127.0.0.1.
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(HANG_BOUND)
+            while True:
+                try:
+                    header, body = rframe.read_frame(conn)
+                except EOFError:
+                    return
+                rframe.send_frame(conn, body.upper() * 1000, {"file_name": "text1", "md5": 54645898788}, seq=header["seq"])
+
+    server = start_thread(serve)
+    with socket.create_connection(listener.getsockname(), timeout=HANG_BOUND) as client:
+        replies = []
+        for seq, command in enumerate([b"dir", b"ipconfig", b""]):
+            client.sendall(ref.pack_frame(command, {"seq": seq}))
+            replies.append(ref.recv_frame(client))
+        client.shutdown(socket.SHUT_WR)
+        server.result()
+    assert replies == [
+        ({"file_name": "text1", "md5": 54645898788, "seq": seq, "total_size": 1000 * len(cmd)}, cmd.upper() * 1000)
+        for seq, cmd in enumerate([b"dir", b"ipconfig", b""])
+    ]
+
+
 def test_read_frame_several_frames_glued_in_one_sendall(socket_pair, hang_guard):
     a, b = socket_pair
     bodies = [b"one", b"", b"three" * 100]

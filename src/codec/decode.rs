@@ -260,6 +260,12 @@ mod tests {
     }
 
     #[test]
+    fn total_size_beyond_64_bits_is_too_large() {
+        let frame = json_frame(r#"{"total_size": 1180591620717411303424}"#, b"");
+        assert!(matches!(decode_all(Codec::default(), &frame, 100), Err(FrameError::TooLarge { part: Part::Body, .. })));
+    }
+
+    #[test]
     fn length_only_oversize_is_refused_at_the_prefix() {
         let codec = Codec { json_header: false, max_body: 3, ..Codec::default() };
         let mut buf = BytesMut::from(&4i32.to_le_bytes()[..]);

@@ -51,8 +51,11 @@ pub fn encode_header(
     if let Some(dict) = dict {
         let mut stack = Vec::new();
         for (key, value) in dict.iter() {
-            let key = key_text(&key)?;
-            if out.key(&key) == Entry::WriteValue {
+            let entry = match dict_key(&key)? {
+                Key::Text(text) => out.key(&text),
+                Key::Quoted(quoted) => out.quoted_key(&quoted),
+            };
+            if entry == Entry::WriteValue {
                 write_value(out.writer(), &value, &mut stack)?;
             }
         }
@@ -76,11 +79,25 @@ fn as_dict<'py>(header: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
     )))
 }
 
-/// A dict key as json.dumps converts it.
-fn key_text<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, str>> {
+/// A dict key as json.dumps converts it: text for the writer to escape, or,
+/// for a str with lone surrogates (no UTF-8 form), json's own quoted escape.
+enum Key<'a> {
+    Text(Cow<'a, str>),
+    Quoted(String),
+}
+
+fn dict_key<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Key<'a>> {
     if let Ok(s) = key.cast::<PyString>() {
-        return str_text(s);
+        return Ok(match s.to_str() {
+            Ok(text) => Key::Text(Cow::Borrowed(text)),
+            Err(_) => Key::Quoted(json_dumps(key)?),
+        });
     }
+    key_text(key).map(Key::Text)
+}
+
+/// A non-str dict key as json.dumps converts it.
+fn key_text<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, str>> {
     if key.is_instance_of::<PyFloat>() {
         return float_text(key).map(Cow::Owned);
     }
@@ -130,7 +147,10 @@ fn write_value(w: &mut JsonWriter, value: &Bound<'_, PyAny>, stack: &mut Vec<usi
         enter(value, stack)?;
         w.begin_object();
         for (i, (k, v)) in d.iter().enumerate() {
-            w.key(i == 0, &key_text(&k)?);
+            match dict_key(&k)? {
+                Key::Text(text) => w.key(i == 0, &text),
+                Key::Quoted(quoted) => w.quoted_key(i == 0, &quoted),
+            }
             write_value(w, &v, stack)?;
         }
         w.end_object();
@@ -157,20 +177,6 @@ fn enter(container: &Bound<'_, PyAny>, stack: &mut Vec<usize>) -> PyResult<()> {
     }
     stack.push(id);
     Ok(())
-}
-
-fn str_text<'a>(s: &'a Bound<'_, PyString>) -> PyResult<Cow<'a, str>> {
-    match s.to_str() {
-        Ok(text) => Ok(text.into()),
-        Err(_) => {
-            // Lone surrogates have no UTF-8 form. Values fall back to json's own
-            // escaping; keys are refused, a limitation rather than a silent change.
-            let quoted = json_dumps(s.as_any())?;
-            Err(PyValueError::new_err(format!(
-                "header key {quoted} holds a lone surrogate and cannot be a JSON object key here"
-            )))
-        }
-    }
 }
 
 /// `int.__repr__(value)`, which is what json writes for ints and int subclasses.
@@ -213,9 +219,20 @@ pub fn header_to_py<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, P
         catch_duplicate_keys: false,
         float_mode: FloatMode::Float,
     };
-    let value = PARSE.python_parse(py, bytes).map_err(|e| {
-        let err = FrameError::header(format!("frame header is not valid JSON ({e}); header bytes: {}", escape_bytes(bytes)));
-        frame_error(py, &err)
-    })?;
+    let value = match PARSE.python_parse(py, bytes) {
+        Ok(value) => value,
+        // What jiter refuses but the codec accepted holds lone surrogates
+        // (`"\udcff"`): json.loads gives them the meaning Python gives them.
+        Err(e) => json_loads(py, bytes).map_err(|_| {
+            let err = FrameError::header(format!("frame header is not valid JSON ({e}); header bytes: {}", escape_bytes(bytes)));
+            frame_error(py, &err)
+        })?,
+    };
     Ok(value.cast_into::<PyDict>()?)
+}
+
+fn json_loads<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    static LOADS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let loads = LOADS.get_or_try_init(py, || py.import("json")?.getattr("loads").map(Bound::unbind))?;
+    loads.bind(py).call1((pyo3::types::PyBytes::new(py, bytes),))
 }
