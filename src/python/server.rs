@@ -221,7 +221,12 @@ impl PyServer {
             Some(path) => Bind::Unix(path),
             None => Bind::Tcp { host: host.to_owned(), port },
         };
-        if token.is_none() && !insecure && !py.detach(|| bind.is_local())? {
+        let local = py.detach(|| bind.is_local())?;
+        if token.is_none() && !local && insecure {
+            let warn = format!("serving on {host}:{port} without a token (insecure=True): anyone who can reach it can run commands");
+            PyErr::warn(py, &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(), &std::ffi::CString::new(warn).expect("no NUL"), 1)?;
+        }
+        if token.is_none() && !insecure && !local {
             return Err(PyValueError::new_err(format!(
                 "refusing to serve on {host}:{port} without a token: anyone who can reach it could run commands. \
                  Set a token (token=..., --token-file or RFRAME_TOKEN), bind to 127.0.0.1 or a Unix socket, \

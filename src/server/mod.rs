@@ -184,6 +184,13 @@ impl Server {
     }
 }
 
+/// A server nobody holds any more stops, rather than serving on unseen.
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
 async fn accept_loop(
     listener: listener::Listener,
     shared: Arc<Shared>,
