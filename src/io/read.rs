@@ -50,6 +50,14 @@ fn read_part<S: ByteSource>(src: &mut S, buf: &mut [u8], part: Part) -> Result<(
     Ok(())
 }
 
+/// One frame as read: the header's JSON text (checked by the codec; `None` for
+/// a length-only codec) and the body in the caller's buffer.
+#[derive(Debug)]
+pub struct RawFrame<B> {
+    pub header: Option<Vec<u8>>,
+    pub body: B,
+}
+
 /// Reads one frame. `alloc_body(len)` makes the buffer the body is read into,
 /// once the header has been checked, so a large body lands in its final home
 /// without an intermediate copy.
@@ -57,7 +65,7 @@ pub fn read_frame<S, B>(
     codec: &Codec,
     src: &mut S,
     alloc_body: impl FnOnce(usize) -> Result<B, S::Error>,
-) -> Result<(Option<Vec<u8>>, B), ReadError<S::Error>>
+) -> Result<RawFrame<B>, ReadError<S::Error>>
 where
     S: ByteSource,
     B: AsMut<[u8]> + AsRef<[u8]>,
@@ -85,7 +93,7 @@ where
     let mut body = alloc_body(body_len).map_err(ReadError::Source)?;
     read_part(src, body.as_mut(), Part::Body)?;
     codec.verify(facts.as_ref(), body.as_ref())?;
-    Ok((header, body))
+    Ok(RawFrame { header, body })
 }
 
 #[cfg(test)]
@@ -108,7 +116,7 @@ mod tests {
         }
     }
 
-    fn read(data: &[u8], step: usize) -> Result<(Option<Vec<u8>>, Vec<u8>), ReadError<std::convert::Infallible>> {
+    fn read(data: &[u8], step: usize) -> Result<RawFrame<Vec<u8>>, ReadError<std::convert::Infallible>> {
         read_frame(&Codec::default(), &mut Trickle { data, step }, |n| Ok(vec![0u8; n]))
     }
 
@@ -121,9 +129,9 @@ mod tests {
         let mut data = frame();
         data.extend_from_slice(b"next");
         let mut src = Trickle { data: &data, step: 2 };
-        let (header, body) = read_frame(&Codec::default(), &mut src, |n| Ok::<_, std::convert::Infallible>(vec![0u8; n])).unwrap();
-        assert_eq!(body, b"abc");
-        assert_eq!(header.unwrap(), br#"{"total_size": 3}"#);
+        let frame = read_frame(&Codec::default(), &mut src, |n| Ok::<_, std::convert::Infallible>(vec![0u8; n])).unwrap();
+        assert_eq!(frame.body, b"abc");
+        assert_eq!(frame.header.unwrap(), br#"{"total_size": 3}"#);
         assert_eq!(src.data, b"next");
     }
 

@@ -205,7 +205,7 @@ fn json_dumps(value: &Bound<'_, PyAny>) -> PyResult<String> {
     static DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     let py = value.py();
     let dumps = DUMPS.get_or_try_init(py, || py.import("json")?.getattr("dumps").map(Bound::unbind))?;
-    Ok(dumps.bind(py).call1((value,))?.extract()?)
+    dumps.bind(py).call1((value,))?.extract()
 }
 
 /// A header's JSON text as a Python dict, with the values `json.loads` gives.

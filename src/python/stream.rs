@@ -180,12 +180,12 @@ pub fn read_from(py: Python<'_>, codec: &Codec, source: &Bound<'_, PyAny>) -> Py
         Endpoint::Socket { fd, deadline } => read_frame(codec, &mut SocketSource { py, fd, deadline }, alloc),
         Endpoint::Object(obj) => read_frame(codec, &mut ObjectSource::new(obj)?, alloc),
     };
-    let (header, body) = result.map_err(|e| read_error(py, e))?;
-    let header = match header {
+    let frame = result.map_err(|e| read_error(py, e))?;
+    let header = match frame.header {
         Some(bytes) => header_to_py(py, &bytes)?,
         None => PyDict::new(py),
     };
-    Ok(PyFrame::from_parts(header, body.bytes))
+    Ok(PyFrame::from_parts(header, frame.body.bytes))
 }
 
 /// Calls `f` with the bytes of a body given as bytes, bytearray, memoryview
