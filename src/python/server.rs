@@ -1,17 +1,26 @@
 //! `rframe.Server`: the tokio server, driven from Python.
 //!
-//! Python code (the handler, `logging`) runs on one thread of its own, fed by
-//! a channel: tokio workers never wait for the GIL.
+//! Tokio's shared workers never wait for the GIL. Python code runs on threads
+//! of rframe's own, each attached to the interpreter once for its whole life:
+//! - a handler server serves on its own thread ("rframe-handler"), with a
+//!   single-threaded runtime of its own: a request is read, handled and
+//!   answered there, crossing no thread (a hand-off costs each side a wake-up);
+//! - log lines go through a bounded queue to one "rframe-log" thread, which
+//!   hands them to `logging`; a full queue drops lines rather than wait.
+//!
+//! Both are stopped by an `atexit` hook, before the interpreter finalizes
+//! (a thread that takes the GIL back during finalization is killed).
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::codec::{Codec, Frame};
 use crate::runtime;
@@ -24,90 +33,113 @@ use super::stream::{check_signals, header_bytes, with_body};
 
 /// How long `stop()` waits for connections to wind down.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Log lines waiting for the Python thread; past this they are dropped, so a
+/// Log lines waiting for the log thread; past this they are dropped, so a
 /// server whose logging is slow never slows down or grows.
 const LOG_QUEUE: usize = 1024;
 
-enum Job {
-    Log(Level, String),
-    Call(Frame, oneshot::Sender<Result<Reply, String>>),
+enum LogJob {
+    Line(Level, String),
+    Exit,
 }
 
-/// The sending side of the Python thread's queue.
-struct PyWorker {
-    jobs: mpsc::Sender<Job>,
+struct LogThread {
+    jobs: mpsc::Sender<LogJob>,
+    thread: JoinHandle<()>,
 }
 
-impl Observer for PyWorker {
-    fn log(&self, level: Level, message: String) {
-        let _ = self.jobs.try_send(Job::Log(level, message));
-    }
-}
+static LOG_THREAD: OnceLock<Option<LogThread>> = OnceLock::new();
 
-impl Handler for PyWorker {
-    fn call(&self, frame: Frame) -> BoxFuture<Result<Reply, String>> {
-        let jobs = self.jobs.clone();
-        Box::pin(async move {
-            let (tx, rx) = oneshot::channel();
-            jobs.send(Job::Call(frame, tx)).await.map_err(|_| "the handler thread has stopped".to_string())?;
-            rx.await.map_err(|_| "the handler thread has stopped".to_string())?
-        })
-    }
-}
-
-/// Starts the Python thread; it ends when every sender is gone.
-fn spawn_worker(handler: Option<Py<PyAny>>, codec: Codec) -> PyResult<mpsc::Sender<Job>> {
-    let (tx, mut rx) = mpsc::channel::<Job>(LOG_QUEUE);
-    std::thread::Builder::new()
-        .name("rframe-python".into())
-        .spawn(move || {
-            while let Some(job) = rx.blocking_recv() {
-                // Take the GIL once for everything queued meanwhile.
-                let alive = Python::try_attach(|py| {
-                    let mut next = Some(job);
-                    let mut batch = 0;
-                    while let Some(job) = next.take() {
-                        run_job(py, handler.as_ref(), &codec, job);
-                        batch += 1;
-                        if batch < 64 {
-                            next = rx.try_recv().ok();
+fn log_thread() -> Option<&'static LogThread> {
+    LOG_THREAD
+        .get_or_init(|| {
+            let (jobs, mut rx) = mpsc::channel::<LogJob>(LOG_QUEUE);
+            let thread = std::thread::Builder::new()
+                .name("rframe-log".into())
+                .spawn(move || {
+                    Python::try_attach(|py| {
+                        while let Some(LogJob::Line(level, message)) = py.detach(|| rx.blocking_recv()) {
+                            log_line(py, level, message);
                         }
-                    }
-                });
-                if alive.is_none() {
-                    break; // the interpreter is shutting down
-                }
-            }
+                    });
+                })
+                .ok()?;
+            Some(LogThread { jobs, thread })
         })
-        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the rframe-python thread: {e}")))?;
-    Ok(tx)
+        .as_ref()
 }
 
-fn run_job(py: Python<'_>, handler: Option<&Py<PyAny>>, codec: &Codec, job: Job) {
-    match job {
-        Job::Log(level, message) => {
-            let level = match level {
-                Level::Debug => 10,
-                Level::Info => 20,
-                Level::Warning => 30,
-                Level::Error => 40,
-            };
-            let logged = py
-                .import("logging")
-                .and_then(|logging| logging.call_method1("getLogger", ("rframe.server",)))
-                .and_then(|logger| logger.call_method1("log", (level, message)));
-            if let Err(e) = logged {
-                e.print(py);
-            }
-        }
-        Job::Call(frame, reply) => {
-            let result = match handler {
-                Some(handler) => call_handler(py, handler, codec, frame).map_err(|e| describe(py, &e)),
-                None => Err("no handler".into()),
-            };
-            let _ = reply.send(result);
+fn log_line(py: Python<'_>, level: Level, message: String) {
+    let level = match level {
+        Level::Debug => 10,
+        Level::Info => 20,
+        Level::Warning => 30,
+        Level::Error => 40,
+    };
+    let logged = py
+        .import("logging")
+        .and_then(|logging| logging.call_method1("getLogger", ("rframe.server",)))
+        .and_then(|logger| logger.call_method1("log", (level, message)));
+    if let Err(e) = logged {
+        e.print(py);
+    }
+}
+
+/// Sends log lines to the log thread, never waiting.
+struct PyLog;
+
+impl Observer for PyLog {
+    fn log(&self, level: Level, message: String) {
+        if let Some(t) = log_thread() {
+            let _ = t.jobs.try_send(LogJob::Line(level, message));
         }
     }
+}
+
+/// Calls the Python handler on the thread that serves its connections.
+struct PyHandler {
+    handler: Py<PyAny>,
+    codec: Codec,
+}
+
+impl Handler for PyHandler {
+    fn call(&self, frame: Frame) -> BoxFuture<Result<Reply, String>> {
+        let result = Python::attach(|py| call_handler(py, &self.handler, &self.codec, frame).map_err(|e| describe(py, &e)));
+        Box::pin(std::future::ready(result))
+    }
+}
+
+/// Handler servers serving on threads of their own, for the `atexit` hook.
+static HANDLER_THREADS: Mutex<Vec<(Weak<Server>, JoinHandle<()>)>> = Mutex::new(Vec::new());
+
+/// Waits (GIL released by the caller) until `thread` ends or `until` passes.
+fn join_by(thread: &JoinHandle<()>, until: Instant) -> bool {
+    while !thread.is_finished() {
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// Stops rframe's Python threads; registered with `atexit` by the module. A
+/// handler stuck in a call is waited for at most [`STOP_GRACE`].
+#[pyfunction]
+pub fn _stop_python_threads(py: Python<'_>) {
+    let handlers = std::mem::take(&mut *HANDLER_THREADS.lock().expect("lock"));
+    py.detach(|| {
+        let until = Instant::now() + STOP_GRACE;
+        for (server, thread) in &handlers {
+            if let Some(server) = server.upgrade() {
+                server.stop();
+            }
+            join_by(thread, until);
+        }
+        if let Some(log) = LOG_THREAD.get().and_then(Option::as_ref) {
+            let _ = log.jobs.try_send(LogJob::Exit);
+            join_by(&log.thread, Instant::now() + Duration::from_secs(1));
+        }
+    });
 }
 
 fn describe(py: Python<'_>, err: &PyErr) -> String {
@@ -157,7 +189,10 @@ fn call_handler(py: Python<'_>, handler: &Py<PyAny>, codec: &Codec, frame: Frame
 /// b'hi\n'
 #[pyclass(frozen, name = "Server", module = "rframe")]
 pub struct PyServer {
-    server: Server,
+    server: Arc<Server>,
+    has_handler: bool,
+    /// A handler server's thread has been started.
+    started: std::sync::atomic::AtomicBool,
 }
 
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
@@ -246,12 +281,10 @@ impl PyServer {
             idle_timeout: seconds("idle_timeout", idle_timeout)?,
             encoding: encoding.to_owned(),
         };
-        let rt = runtime::get().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         let has_handler = handler.is_some();
-        let worker = Arc::new(PyWorker { jobs: spawn_worker(handler, codec)? });
-        let handler: Option<Arc<dyn Handler>> = if has_handler { Some(worker.clone()) } else { None };
-        let server = py.detach(|| Server::bind(rt, bind, config, handler, worker))?;
-        Ok(PyServer { server })
+        let handler = handler.map(|handler| Arc::new(PyHandler { handler, codec }) as Arc<dyn Handler>);
+        let server = py.detach(|| Server::bind(bind, config, handler, Arc::new(PyLog)))?;
+        Ok(PyServer { server: Arc::new(server), has_handler, started: Default::default() })
     }
 
     /// The bound address: ``(host, port)``, or the Unix socket's path.
@@ -266,16 +299,43 @@ impl PyServer {
     /// Starts serving in the background and returns at once.
     fn start(&self) -> PyResult<()> {
         let rt = runtime::get().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        self.server.start(rt);
+        if !self.has_handler {
+            self.server.start(rt);
+            return Ok(());
+        }
+        if self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let server = self.server.clone();
+        let thread = std::thread::Builder::new()
+            .name("rframe-handler".into())
+            .spawn(move || {
+                // Attached once, so each call re-enters the same thread state.
+                Python::try_attach(|py| {
+                    if let Err(e) = py.detach(|| server.serve_here(STOP_GRACE)) {
+                        server.log(Level::Error, format!("server failed: {e}"));
+                    }
+                });
+            })
+            .map_err(|e| PyRuntimeError::new_err(format!("cannot start the rframe-handler thread: {e}")))?;
+        HANDLER_THREADS.lock().expect("lock").push((Arc::downgrade(&self.server), thread));
         Ok(())
     }
 
     /// Stops serving: no new connections, open ones closed, running commands
     /// killed. Waits up to a grace period for connections to wind down.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
-        let rt = runtime::get().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
         self.server.stop();
-        py.detach(|| self.server.wait(rt, STOP_GRACE));
+        if !self.has_handler {
+            let rt = runtime::get().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+            py.detach(|| self.server.wait(rt, STOP_GRACE));
+            return Ok(());
+        }
+        let mut threads = HANDLER_THREADS.lock().expect("lock");
+        let mine = threads.iter().position(|(s, _)| s.as_ptr() == Arc::as_ptr(&self.server));
+        let Some((_, thread)) = mine.map(|i| threads.swap_remove(i)) else { return Ok(()) };
+        drop(threads);
+        py.detach(|| join_by(&thread, Instant::now() + STOP_GRACE + Duration::from_secs(1)));
         Ok(())
     }
 

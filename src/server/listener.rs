@@ -46,42 +46,59 @@ impl fmt::Display for BoundAddr {
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
+/// A bound socket not yet tied to a runtime: a server binds when it is made
+/// (so `port=0` can be read at once) and serves on whichever runtime starts it.
+pub enum BoundSocket {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener, PathBuf),
+}
+
+impl BoundSocket {
+    pub fn bind(bind: &Bind) -> io::Result<BoundSocket> {
+        let socket = match bind {
+            Bind::Tcp { host, port } => {
+                let addr = (host.as_str(), *port)
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, format!("{host} has no address")))?;
+                // std sets SO_REUSEADDR: a restarted server can bind while old
+                // connections sit in TIME_WAIT.
+                BoundSocket::Tcp(std::net::TcpListener::bind(addr)?)
+            }
+            Bind::Unix(path) => {
+                remove_stale_socket(path)?;
+                BoundSocket::Unix(std::os::unix::net::UnixListener::bind(path)?, path.clone())
+            }
+        };
+        match &socket {
+            BoundSocket::Tcp(l) => l.set_nonblocking(true)?,
+            BoundSocket::Unix(l, _) => l.set_nonblocking(true)?,
+        }
+        Ok(socket)
+    }
+
+    pub fn address(&self) -> io::Result<BoundAddr> {
+        Ok(match self {
+            BoundSocket::Tcp(l) => BoundAddr::Tcp(l.local_addr()?),
+            BoundSocket::Unix(_, path) => BoundAddr::Unix(path.clone()),
+        })
+    }
+
+    /// Registers the socket with the runtime this is called in.
+    pub fn into_listener(self) -> io::Result<Listener> {
+        Ok(match self {
+            BoundSocket::Tcp(l) => Listener::Tcp(TcpListener::from_std(l)?),
+            BoundSocket::Unix(l, path) => Listener::Unix(UnixListener::from_std(l)?, path),
+        })
+    }
+}
+
 pub enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener, PathBuf),
 }
 
 impl Listener {
-    pub fn bind(bind: &Bind) -> io::Result<Listener> {
-        match bind {
-            Bind::Tcp { host, port } => {
-                let addr = (host.as_str(), *port)
-                    .to_socket_addrs()?
-                    .next()
-                    .ok_or_else(|| io::Error::new(io::ErrorKind::AddrNotAvailable, format!("{host} has no address")))?;
-                let socket = match addr {
-                    SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-                    SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-                };
-                // A restarted server can bind while old connections sit in TIME_WAIT.
-                socket.set_reuseaddr(true)?;
-                socket.bind(addr)?;
-                Ok(Listener::Tcp(socket.listen(1024)?))
-            }
-            Bind::Unix(path) => {
-                remove_stale_socket(path)?;
-                Ok(Listener::Unix(UnixListener::bind(path)?, path.clone()))
-            }
-        }
-    }
-
-    pub fn address(&self) -> io::Result<BoundAddr> {
-        Ok(match self {
-            Listener::Tcp(l) => BoundAddr::Tcp(l.local_addr()?),
-            Listener::Unix(_, path) => BoundAddr::Unix(path.clone()),
-        })
-    }
-
     pub async fn accept(&self) -> io::Result<(Box<dyn Stream>, String)> {
         match self {
             Listener::Tcp(l) => {

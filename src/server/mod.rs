@@ -116,29 +116,28 @@ const MAX_REFUSING: usize = 64;
 pub struct Server {
     shared: Arc<Shared>,
     address: BoundAddr,
-    listener: Mutex<Option<listener::Listener>>,
+    socket: Mutex<Option<listener::BoundSocket>>,
     slots: Arc<Semaphore>,
     shutdown: watch::Sender<bool>,
     accept_task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Server {
-    /// Binds the listening socket (inside `rt`); serving starts with [`Server::start`].
+    /// Binds the listening socket; serving starts with [`Server::start`] or
+    /// [`Server::serve_here`].
     pub fn bind(
-        rt: &tokio::runtime::Runtime,
         bind: Bind,
         config: ServerConfig,
         handler: Option<Arc<dyn Handler>>,
         observer: Arc<dyn Observer>,
     ) -> std::io::Result<Server> {
-        let _guard = rt.enter();
-        let listener = listener::Listener::bind(&bind)?;
-        let address = listener.address()?;
+        let socket = listener::BoundSocket::bind(&bind)?;
+        let address = socket.address()?;
         let slots = Arc::new(Semaphore::new(config.max_connections));
         Ok(Server {
             shared: Arc::new(Shared { config, handler, observer }),
             address,
-            listener: Mutex::new(Some(listener)),
+            socket: Mutex::new(Some(socket)),
             slots,
             shutdown: watch::channel(false).0,
             accept_task: Mutex::new(None),
@@ -149,20 +148,40 @@ impl Server {
         &self.address
     }
 
-    /// Starts accepting in the background. A second call does nothing.
+    /// Starts accepting on `rt`, in the background. A second call does nothing.
     pub fn start(&self, rt: &tokio::runtime::Runtime) {
-        let Some(listener) = self.listener.lock().expect("lock").take() else { return };
+        let Some(socket) = self.socket.lock().expect("lock").take() else { return };
         let shared = self.shared.clone();
         let slots = self.slots.clone();
         let shutdown = self.shutdown.subscribe();
-        let task = rt.spawn(accept_loop(listener, shared, slots, shutdown));
+        let task = rt.spawn(accept_loop(socket, shared, slots, shutdown));
         *self.accept_task.lock().expect("lock") = Some(task);
+    }
+
+    /// Serves on the calling thread, on a single-threaded runtime of its own,
+    /// until stopped; then gives connections up to `grace` to finish. For a
+    /// handler that must run on one thread: a request then crosses no thread.
+    pub fn serve_here(&self, grace: Duration) -> std::io::Result<()> {
+        let Some(socket) = self.socket.lock().expect("lock").take() else { return Ok(()) };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (shared, slots) = (self.shared.clone(), self.slots.clone());
+        let all = self.shared.config.max_connections as u32;
+        let shutdown = self.shutdown.subscribe();
+        rt.block_on(async move {
+            accept_loop(socket, shared, slots.clone(), shutdown).await;
+            let _ = tokio::time::timeout(grace, slots.acquire_many(all)).await;
+        });
+        Ok(())
     }
 
     /// Tells the accept loop and every connection to stop; running commands
     /// are killed. Returns at once; see [`Server::wait`].
     pub fn stop(&self) {
         self.shutdown.send_replace(true);
+    }
+
+    pub fn log(&self, level: Level, message: String) {
+        self.shared.observer.log(level, message);
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -192,11 +211,18 @@ impl Drop for Server {
 }
 
 async fn accept_loop(
-    listener: listener::Listener,
+    socket: listener::BoundSocket,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let listener = match socket.into_listener() {
+        Ok(l) => l,
+        Err(e) => {
+            shared.observer.log(Level::Error, format!("cannot listen: {e}"));
+            return;
+        }
+    };
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     loop {
         let accepted = tokio::select! {
