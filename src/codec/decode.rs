@@ -1,14 +1,14 @@
 //! Incremental decoding: bytes in, whole frames out, however the stream was split.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 
-use super::{Announced, Codec, Frame, FrameError, HeaderFacts, Part, PREFIX_LEN};
+use super::{Announced, Codec, Frame, FrameError, HeaderFacts, HeaderModel, Part, RawHeader, PREFIX_LEN};
 
 #[derive(Debug)]
-enum State {
+enum State<H> {
     Length,
     Header { len: usize },
-    Body { header: Option<(Bytes, HeaderFacts)>, len: usize, head_len: usize },
+    Body { header: Option<(H, HeaderFacts)>, len: usize, head_len: usize },
 }
 
 /// A sans-IO frame decoder in the style of tokio-util's `Decoder`: the caller
@@ -22,16 +22,26 @@ enum State {
 /// After an error the decoder is poisoned: every later call returns the same
 /// error, because the stream has lost its place and any "frame" read after it
 /// would be garbage.
+///
+/// Headers are made by a [`HeaderModel`]: by default ([`RawHeader`]) a frame
+/// carries its header's checked JSON text.
 #[derive(Debug)]
-pub struct Decoder {
+pub struct Decoder<M: HeaderModel = RawHeader> {
     codec: Codec,
-    state: State,
+    model: M,
+    state: State<M::Header>,
     error: Option<FrameError>,
 }
 
 impl Decoder {
     pub fn new(codec: Codec) -> Decoder {
-        Decoder { codec, state: State::Length, error: None }
+        Decoder::with_model(codec, RawHeader)
+    }
+}
+
+impl<M: HeaderModel> Decoder<M> {
+    pub fn with_model(codec: Codec, model: M) -> Decoder<M> {
+        Decoder { codec, model, state: State::Length, error: None }
     }
 
     pub fn codec(&self) -> &Codec {
@@ -61,14 +71,14 @@ impl Decoder {
 
     /// Takes the next whole frame off the front of `buf`, or returns `Ok(None)`
     /// if more bytes are needed.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<M::Header>>, FrameError> {
         if let Some(err) = &self.error {
             return Err(err.clone());
         }
         self.step(buf).inspect_err(|err| self.error = Some(err.clone()))
     }
 
-    fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<M::Header>>, FrameError> {
         loop {
             match &mut self.state {
                 State::Length => {
@@ -86,9 +96,9 @@ impl Decoder {
                     if buf.len() < len {
                         return Ok(None);
                     }
-                    let facts = self.codec.parse_header(&buf[..len])?;
+                    let (header, facts) = self.model.parse(buf.split_to(len).freeze(), self.codec.digest_key())?;
+                    self.codec.check_body_len(facts.total_size)?;
                     let body_len = facts.total_size as usize;
-                    let header = buf.split_to(len).freeze();
                     self.state = State::Body { header: Some((header, facts)), len: body_len, head_len: PREFIX_LEN + len };
                 }
                 State::Body { len, .. } => {
@@ -110,7 +120,7 @@ impl Decoder {
     /// Called when the stream has ended: decodes what is left, and reports a
     /// frame cut short as [`FrameError::Incomplete`]. `Ok(None)` means the
     /// stream ended cleanly between frames.
-    pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+    pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<M::Header>>, FrameError> {
         if let Some(frame) = self.decode(buf)? {
             return Ok(Some(frame));
         }

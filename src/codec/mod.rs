@@ -51,12 +51,33 @@ impl ByteOrder {
     }
 }
 
-/// A decoded frame. `header` is the header's JSON text, checked by the codec
-/// (an object with a valid `total_size`); `None` in length-only mode.
+/// A decoded frame. `header` is the header as the decoder's [`HeaderModel`]
+/// makes it (by default its JSON text, checked by the codec: an object with a
+/// valid `total_size`); `None` in length-only mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    pub header: Option<Bytes>,
+pub struct Frame<H = Bytes> {
+    pub header: Option<H>,
     pub body: Bytes,
+}
+
+/// How a decoder turns header bytes into the header its frames carry. The
+/// model must report the codec's facts (`total_size`, the digest field) exactly
+/// as [`json::parse_header`] would, and refuse what it refuses.
+pub trait HeaderModel {
+    type Header;
+    fn parse(&mut self, bytes: Bytes, digest_key: Option<&str>) -> Result<(Self::Header, HeaderFacts), FrameError>;
+}
+
+/// The default model: the header's JSON text, scanned without being built.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawHeader;
+
+impl HeaderModel for RawHeader {
+    type Header = Bytes;
+    fn parse(&mut self, bytes: Bytes, digest_key: Option<&str>) -> Result<(Bytes, HeaderFacts), FrameError> {
+        let facts = json::parse_header(&bytes, digest_key)?;
+        Ok((bytes, facts))
+    }
 }
 
 /// What the length prefix announced, once it is checked.
@@ -135,12 +156,17 @@ impl Codec {
 
     /// Checks a JSON header and the body length it announces.
     pub fn parse_header(&self, bytes: &[u8]) -> Result<HeaderFacts, FrameError> {
-        let facts = json::parse_header(bytes, self.checksum.map(Checksum::name))?;
+        let facts = json::parse_header(bytes, self.digest_key())?;
         self.check_body_len(facts.total_size)?;
         Ok(facts)
     }
 
-    fn check_body_len(&self, len: u64) -> Result<(), FrameError> {
+    /// The header field that carries the body's digest, if the codec checks one.
+    pub fn digest_key(&self) -> Option<&'static str> {
+        self.checksum.map(Checksum::name)
+    }
+
+    pub fn check_body_len(&self, len: u64) -> Result<(), FrameError> {
         if len > self.max_body {
             return Err(FrameError::TooLarge {
                 part: Part::Body,

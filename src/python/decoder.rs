@@ -12,7 +12,7 @@ use crate::codec::{Decoder, Frame};
 use super::codec::PyCodec;
 use super::errors::frame_error;
 use super::frame::PyFrame;
-use super::header::header_to_py;
+use super::header::{header_to_py, PyHeaders};
 use super::stream::with_body;
 
 /// Turns arbitrarily split chunks of a byte stream back into frames.
@@ -33,13 +33,13 @@ pub struct PyFrameDecoder {
 }
 
 struct State {
-    decoder: Decoder,
+    decoder: Decoder<PyHeaders>,
     buf: BytesMut,
 }
 
 impl PyFrameDecoder {
     pub fn with_codec(codec: PyCodec) -> PyFrameDecoder {
-        let decoder = Decoder::new(codec.codec());
+        let decoder = Decoder::with_model(codec.codec(), PyHeaders::default());
         PyFrameDecoder { codec, state: Mutex::new(State { decoder, buf: BytesMut::new() }) }
     }
 
@@ -90,7 +90,10 @@ impl PyFrameDecoder {
         let frames = PyList::empty(py);
         loop {
             match decoder.decode(buf) {
-                Ok(Some(frame)) => frames.append(frame_to_py(py, frame)?)?,
+                Ok(Some(Frame { header, body })) => {
+                    let header = header.map_or_else(|| PyDict::new(py), |h| h.into_bound(py));
+                    frames.append(PyFrame::from_parts(header, PyBytes::new(py, &body)))?
+                }
                 Ok(None) => return Ok(frames),
                 Err(err) => return Err(frame_error(py, &err)),
             }

@@ -10,10 +10,12 @@ use pyo3::exceptions::{PyRecursionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
-use jiter::{FloatMode, PartialMode, PythonParse, StringCacheMode};
+use jiter::{Jiter, NumberAny, NumberInt, Peek};
 
-use crate::codec::json::{Entry, JsonWriter};
-use crate::codec::{escape_bytes, Codec, FrameError};
+use bytes::Bytes;
+
+use crate::codec::json::{Entry, JsonWriter, TOTAL_SIZE};
+use crate::codec::{escape_bytes, Codec, FrameError, HeaderFacts, HeaderModel};
 
 use super::errors::frame_error;
 
@@ -208,27 +210,163 @@ fn json_dumps(value: &Bound<'_, PyAny>) -> PyResult<String> {
     dumps.bind(py).call1((value,))?.extract()
 }
 
+/// Builds header dicts straight from the bytes (one parse per header) and
+/// reads the codec's facts on the way. Anything out of the ordinary (bad
+/// JSON, a missing or odd `total_size`, a digest that is not a string) is
+/// handed to the core's scan, which decides, so both paths refuse alike.
+///
+/// Frames of one stream repeat their header keys in the same order, so the
+/// model remembers the key objects by position and reuses them (with their
+/// cached hashes) when the same text comes again.
+#[derive(Default)]
+pub struct PyHeaders {
+    keys: Vec<(Box<str>, Py<PyString>)>,
+}
+
+/// Keys remembered per decoder; headers with more keys build the rest afresh.
+const REMEMBERED_KEYS: usize = 32;
+
+impl HeaderModel for PyHeaders {
+    type Header = Py<PyDict>;
+
+    fn parse(&mut self, bytes: Bytes, digest_key: Option<&str>) -> Result<(Py<PyDict>, HeaderFacts), FrameError> {
+        Python::attach(|py| {
+            let built = self.build(py, &bytes, digest_key);
+            if let Ok((dict, Some(facts))) = built {
+                return Ok((dict.unbind(), facts));
+            }
+            let facts = crate::codec::json::parse_header(&bytes, digest_key)?;
+            // The core accepts it, so it is JSON the fast path did not take
+            // (lone surrogates, say): json.loads gives it Python's meaning.
+            let dict = match built {
+                Ok((dict, _)) => dict,
+                Err(_) => parse_dict(py, &bytes)
+                    .map_err(|_| FrameError::header(format!("frame header could not be read: {}", escape_bytes(&bytes))))?,
+            };
+            Ok((dict.unbind(), facts))
+        })
+    }
+}
+
+impl PyHeaders {
+    /// The header dict, and the facts if they are plain (an int `total_size`
+    /// that fits 64 bits, a str digest).
+    fn build<'py>(
+        &mut self,
+        py: Python<'py>,
+        bytes: &[u8],
+        digest_key: Option<&str>,
+    ) -> Result<(Bound<'py, PyDict>, Option<HeaderFacts>), ()> {
+        let mut j = Jiter::new(bytes).with_allow_inf_nan();
+        if j.peek().map_err(drop)? != Peek::Object {
+            return Err(());
+        }
+        let dict = PyDict::new(py);
+        let mut total = None;
+        let mut digest = None;
+        let mut position = 0;
+        let mut key = j.known_object().map_err(drop)?.map(|k| self.key(py, position, k));
+        while let Some((name, is_total)) = key {
+            let peek = j.peek().map_err(drop)?;
+            let value = json_value(py, &mut j, peek, 1)?;
+            if is_total {
+                total = value.is_exact_instance_of::<PyInt>().then(|| value.extract::<u64>().ok()).flatten();
+            } else if digest_key.is_some_and(|d| name.to_str().is_ok_and(|n| n == d)) {
+                digest = Some(value.cast::<PyString>().ok().and_then(|s| s.to_str().ok().map(str::to_owned)));
+            }
+            dict.set_item(name, value).map_err(drop)?;
+            position += 1;
+            key = j.next_key().map_err(drop)?.map(|k| self.key(py, position, k));
+        }
+        j.finish().map_err(drop)?;
+        let facts = match (total, digest) {
+            (Some(total_size), None) => Some(HeaderFacts { total_size, digest: None }),
+            (Some(total_size), Some(Some(d))) => Some(HeaderFacts { total_size, digest: Some(d) }),
+            _ => None,
+        };
+        Ok((dict, facts))
+    }
+
+    /// The str object for the key at `position`, reused when the text repeats;
+    /// with whether it is `total_size`.
+    fn key<'py>(&mut self, py: Python<'py>, position: usize, text: &str) -> (Bound<'py, PyString>, bool) {
+        let is_total = text == TOTAL_SIZE;
+        if let Some((known, obj)) = self.keys.get(position) {
+            if **known == *text {
+                return (obj.bind(py).clone(), is_total);
+            }
+        }
+        let obj = PyString::intern(py, text);
+        if position < REMEMBERED_KEYS {
+            let entry = (Box::from(text), obj.clone().unbind());
+            if position < self.keys.len() {
+                self.keys[position] = entry;
+            } else if position == self.keys.len() {
+                self.keys.push(entry);
+            }
+        }
+        (obj, is_total)
+    }
+}
+
+/// Deeper than this, a header is left to json.loads (which has its own limit).
+const MAX_NESTING: usize = 200;
+
+/// One JSON value as the Python object json.loads gives.
+fn json_value<'py>(py: Python<'py>, j: &mut Jiter<'_>, peek: Peek, depth: usize) -> Result<Bound<'py, PyAny>, ()> {
+    if depth > MAX_NESTING {
+        return Err(());
+    }
+    Ok(match peek {
+        Peek::Null => {
+            j.known_null().map_err(drop)?;
+            py.None().into_bound(py)
+        }
+        Peek::True | Peek::False => PyBool::new(py, j.known_bool(peek).map_err(drop)?).to_owned().into_any(),
+        Peek::String => PyString::new(py, j.known_str().map_err(drop)?).into_any(),
+        Peek::Array => {
+            let list = PyList::empty(py);
+            let mut next = j.known_array().map_err(drop)?;
+            while let Some(peek) = next {
+                list.append(json_value(py, j, peek, depth + 1)?).map_err(drop)?;
+                next = j.array_step().map_err(drop)?;
+            }
+            list.into_any()
+        }
+        Peek::Object => {
+            let dict = PyDict::new(py);
+            let mut key = j.known_object().map_err(drop)?.map(|k| PyString::new(py, k));
+            while let Some(k) = key {
+                let peek = j.peek().map_err(drop)?;
+                dict.set_item(k, json_value(py, j, peek, depth + 1)?).map_err(drop)?;
+                key = j.next_key().map_err(drop)?.map(|k| PyString::new(py, k));
+            }
+            dict.into_any()
+        }
+        _ => match j.known_number(peek).map_err(drop)? {
+            NumberAny::Int(NumberInt::Int(i)) => i.into_pyobject(py).map_err(drop)?.into_any(),
+            NumberAny::Int(NumberInt::BigInt(big)) => {
+                py.get_type::<PyInt>().call1((big.to_string(),)).map_err(drop)?
+            }
+            NumberAny::Float(f) => PyFloat::new(py, f).into_any(),
+        },
+    })
+}
+
+fn parse_dict<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyDict>> {
+    json_loads(py, bytes)?.cast_into::<PyDict>().map_err(Into::into)
+}
+
 /// A header's JSON text as a Python dict, with the values `json.loads` gives.
 /// The codec has already checked that it is an object.
 pub fn header_to_py<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyDict>> {
-    const PARSE: PythonParse = PythonParse {
-        allow_inf_nan: true,
-        // Headers repeat the same keys frame after frame: reuse their str objects.
-        cache_mode: StringCacheMode::Keys,
-        partial_mode: PartialMode::Off,
-        catch_duplicate_keys: false,
-        float_mode: FloatMode::Float,
-    };
-    let value = match PARSE.python_parse(py, bytes) {
-        Ok(value) => value,
-        // What jiter refuses but the codec accepted holds lone surrogates
-        // (`"\udcff"`): json.loads gives them the meaning Python gives them.
-        Err(e) => json_loads(py, bytes).map_err(|_| {
-            let err = FrameError::header(format!("frame header is not valid JSON ({e}); header bytes: {}", escape_bytes(bytes)));
-            frame_error(py, &err)
-        })?,
-    };
-    Ok(value.cast_into::<PyDict>()?)
+    if let Ok((dict, _)) = PyHeaders::default().build(py, bytes, None) {
+        return Ok(dict);
+    }
+    parse_dict(py, bytes).map_err(|e| {
+        let err = FrameError::header(format!("frame header is not valid JSON ({e}); header bytes: {}", escape_bytes(bytes)));
+        frame_error(py, &err)
+    })
 }
 
 fn json_loads<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyAny>> {

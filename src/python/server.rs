@@ -174,7 +174,7 @@ fn call_handler(py: Python<'_>, handler: &Py<PyAny>, codec: &Codec, frame: Frame
     };
     with_body(Some(&body), |body| {
         let header = header_bytes(codec, header.as_ref(), None, body)?;
-        Ok(Reply { header, body: Bytes::copy_from_slice(body) })
+        Ok(Reply::new(header, Bytes::copy_from_slice(body)))
     })
 }
 

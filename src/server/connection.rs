@@ -11,7 +11,7 @@ use tokio::time::timeout_at;
 
 use super::listener::Stream;
 use super::{Level, Reply, Shared};
-use crate::codec::{Codec, Decoder, Frame, FrameError, PREFIX_LEN};
+use crate::codec::{Codec, Decoder, Frame, FrameError, MAX_PREFIX_VALUE, PREFIX_LEN};
 use crate::exec::{self, CommandSpec, Program};
 use crate::protocol::{self, auth, Cmd, ErrorCode, RequestHeader, ResultHeader};
 
@@ -76,7 +76,9 @@ pub async fn serve(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>, s
     let end = conn.run().await;
     if let End::Error(code, message) = end {
         conn.log(Level::Warning, format!("closing: {message}"));
-        let _ = conn.send(Reply::error(code, &message)).await;
+        if conn.shared.config.codec.json_header {
+            let _ = conn.send(Reply::error(code, &message)).await;
+        }
     }
     let _ = conn.stream.shutdown().await;
     conn.log(Level::Debug, "disconnected".into());
@@ -121,6 +123,8 @@ impl Conn {
                 Request::Frame(frame) => self.dispatch(frame).await,
             };
             match reply {
+                // No header to say it in: closing is the only honest answer.
+                Ok(reply) if reply.error.is_some() && !self.shared.config.codec.json_header => return End::Quiet,
                 Ok(reply) => {
                     if let Err(e) = self.send(reply).await {
                         self.log(Level::Debug, format!("send failed: {e}"));
@@ -150,6 +154,9 @@ impl Conn {
             match self.decoder.decode(&mut self.buf) {
                 Ok(Some(frame)) => return Ok(Some(Request::Frame(frame))),
                 Ok(None) => {}
+                Err(e) if !self.authenticated => {
+                    return Err(End::Error(ErrorCode::Auth, format!("authentication required ({e})")))
+                }
                 Err(e) => return Err(frame_end(&e)),
             }
             // A stalled body gets the idle timeout; a header, one absolute deadline.
@@ -196,7 +203,8 @@ impl Conn {
         if !looks_raw(&self.buf) {
             return Ok(None);
         }
-        // Take what follows in the same burst.
+        // Take what follows in the same burst. A frame's first byte or two can
+        // be printable too: what follows decides.
         let pause = deadline.min(Instant::now() + RAW_PAUSE);
         while self.buf.len() < MAX_RAW_COMMAND {
             match tokio::time::timeout_at(pause.into(), self.stream.read_buf(&mut self.buf)).await {
@@ -205,7 +213,7 @@ impl Conn {
                 Ok(Err(_)) => return Err(End::Quiet),
             }
         }
-        if self.buf.len() < PREFIX_LEN && !looks_raw(&self.buf) {
+        if !looks_raw(&self.buf) {
             return Ok(None);
         }
         let taken = self.buf.split_to(self.buf.len().min(MAX_RAW_COMMAND));
@@ -251,13 +259,13 @@ impl Conn {
 
     async fn authenticate(&mut self, request: RequestHeader) -> Result<Reply, End> {
         let Some(token) = self.shared.config.token.clone() else {
-            return Ok(Reply { header: Some(protocol::op_header("welcome", &[], 0)), body: Bytes::new() });
+            return Ok(Reply::new(Some(protocol::op_header("welcome", &[], 0)), Bytes::new()));
         };
         let Some(proof) = request.proof else {
             let nonce = auth::nonce();
             let header = protocol::op_header("challenge", &[("nonce", &nonce)], 0);
             self.server_nonce = Some(nonce);
-            return Ok(Reply { header: Some(header), body: Bytes::new() });
+            return Ok(Reply::new(Some(header), Bytes::new()));
         };
         let (Some(sn), Some(cn)) = (self.server_nonce.take(), request.client_nonce) else {
             return Err(self.auth_failed("proof without a challenge").await);
@@ -269,7 +277,7 @@ impl Conn {
         self.decoder = Decoder::new(self.shared.config.codec);
         self.log(Level::Info, "authenticated".into());
         let server_proof = auth::proof(&token, auth::Role::Server, &sn, &cn);
-        Ok(Reply { header: Some(protocol::op_header("welcome", &[("proof", &server_proof)], 0)), body: Bytes::new() })
+        Ok(Reply::new(Some(protocol::op_header("welcome", &[("proof", &server_proof)], 0)), Bytes::new()))
     }
 
     async fn auth_failed(&mut self, why: &str) -> End {
@@ -379,13 +387,16 @@ impl Conn {
         };
         let mut body = out.stdout;
         body.extend_from_slice(&out.stderr);
-        Ok(Reply { header: Some(serde_json::to_vec(&header).expect("serializable")), body: body.into() })
+        Ok(Reply::new(Some(serde_json::to_vec(&header).expect("serializable")), body.into()))
     }
 
     /// Writes one response, within the idle timeout (a peer that never reads
     /// must not hold the connection forever).
     async fn send(&mut self, reply: Reply) -> std::io::Result<()> {
+        // The codec's max_body caps requests; a reply is as large as the
+        // output it carries (max_output bounds a command's).
         let codec = self.shared.config.codec;
+        let codec = Codec { max_body: if codec.json_header { u64::MAX } else { MAX_PREFIX_VALUE }, ..codec };
         let header = if codec.json_header { reply.header.as_deref() } else { None };
         let head = codec
             .encode_head(header, reply.body.len())

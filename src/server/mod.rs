@@ -66,11 +66,17 @@ impl Default for ServerConfig {
 pub struct Reply {
     pub header: Option<Vec<u8>>,
     pub body: Bytes,
+    /// Set on error replies: a length-only codec cannot carry them.
+    pub error: Option<ErrorCode>,
 }
 
 impl Reply {
+    pub fn new(header: Option<Vec<u8>>, body: Bytes) -> Reply {
+        Reply { header, body, error: None }
+    }
+
     pub fn error(code: ErrorCode, message: &str) -> Reply {
-        Reply { header: Some(error_header(code, message)), body: Bytes::new() }
+        Reply { header: Some(error_header(code, message)), body: Bytes::new(), error: Some(code) }
     }
 }
 
