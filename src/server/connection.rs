@@ -85,20 +85,15 @@ pub async fn serve(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>, s
 }
 
 /// Tells a connection over `max_connections` so, briefly, and closes it.
+/// A length-only codec has no way to say it: the connection is just closed.
 pub async fn refuse_busy(mut stream: Box<dyn Stream>, codec: Codec) {
-    let reply = Reply::error(ErrorCode::Busy, "server busy: max_connections reached, try again later");
-    if let Ok(bytes) = encode(&codec, &reply) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
+    if codec.json_header {
+        let reply = Reply::error(ErrorCode::Busy, "server busy: max_connections reached, try again later");
+        if let Ok(bytes) = codec.encode(reply.header.as_deref(), &reply.body) {
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
+        }
     }
     let _ = stream.shutdown().await;
-}
-
-fn encode(codec: &Codec, reply: &Reply) -> Result<Vec<u8>, FrameError> {
-    if codec.json_header {
-        codec.encode(reply.header.as_deref(), &reply.body)
-    } else {
-        codec.encode(None, &reply.body)
-    }
 }
 
 impl Conn {
