@@ -292,3 +292,85 @@ def test_bench_quick():
         float(cells[2].replace(",", ""))  # peer value
         float(cells[3].replace(",", ""))  # rframe value
         assert re.fullmatch(r"\d[\d.]*x", cells[5]), row
+
+
+# --------------------------------------------------------------------------- chat (rframe.Server with a handler)
+
+
+@pytest.fixture
+def chat_server():
+    server = ServerProcess("chat_server.py")
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert server.proc.returncode == 0, server.output()
+    assert "shutting down" in server.output()
+
+
+def test_chat_messages_from_arguments(chat_server):
+    r = run_py(EXAMPLES / "chat_client.py", "--host", chat_server.host, "--port", chat_server.port,
+               "--name", "ann", "hello", "how are you 你好")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == ["server: HELLO", "server: HOW ARE YOU 你好"]
+    assert chat_server.wait_for("ann: how are you 你好"), chat_server.output()
+
+
+def test_chat_prompt_loop(chat_server):
+    r = run_py(EXAMPLES / "chat_client.py", "--port", chat_server.port, input="one\n\ntwo\nq\nnever\n")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines() == ["server: ONE", "empty message refused", "server: TWO", "bye"]
+    assert chat_server.wait_for("client: two")
+    assert "never" not in chat_server.output()
+
+
+def test_chat_server_reply_option():
+    proc = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "chat_server.py"), "--port", "0", "--reply", "got it"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        text=True, encoding="utf-8", cwd=ROOT, env=ENV,
+    )
+    killer = threading.Timer(TIMEOUT, proc.kill)  # bounds the readline below
+    killer.start()
+    try:
+        first = proc.stdout.readline()
+        m = re.fullmatch(r"listening on (\S+):(\d+)", first.strip())
+        assert m, first
+        r = run_py(EXAMPLES / "chat_client.py", "--port", m.group(2), "anything")
+        assert r.returncode == 0 and r.stdout.strip() == "server: got it", r.stdout + r.stderr
+        proc.terminate()
+        rest, _ = proc.communicate(timeout=TIMEOUT)
+    finally:
+        killer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0
+    assert "client: anything" in rest and "shutting down" in rest
+
+
+def test_chat_client_without_server():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = run_py(EXAMPLES / "chat_client.py", "--port", port, "hello")
+    assert r.returncode == 1 and "cannot connect" in r.stderr
+
+
+# --------------------------------------------------------------------------- remote shell (Server + Client)
+
+
+@pytest.mark.parametrize("args", [[], ["--token", "s3cret"]], ids=["no-token", "token"])
+def test_remote_shell(args):
+    r = run_py(EXAMPLES / "remote_shell.py", *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = r.stdout
+    assert re.match(r"server listening on 127\.0\.0\.1:\d+\n", out)
+    assert "returncode=3 stdout='hello\\n' stderr='oops\\n'" in out
+    assert "stdout='no shell|$HOME|'" in out
+    assert "stdout='FED THROUGH STDIN'" in out
+    assert "stdout='hi; not a command\\n'" in out
+    assert "timed out" in out and "output so far b'started\\n'" in out
+    assert "CommandError: exit status 2" in out
+    assert "the connection is still fine" in out
+    assert out.rstrip().endswith("server stopped")

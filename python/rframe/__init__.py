@@ -13,8 +13,19 @@ b'{"file_name": "a.txt", "total_size": 5}hello'
 ('a.txt', b'hello')
 """
 
-from ._errors import ChecksumError, FrameError, FrameTooLarge, HeaderError, IncompleteFrame
+from ._errors import (
+    AuthenticationError,
+    ChecksumError,
+    CommandError,
+    CommandTimeout,
+    FrameError,
+    FrameTooLarge,
+    HeaderError,
+    IncompleteFrame,
+    RemoteError,
+)
 from ._rframe import Codec, Frame, FrameDecoder, Server, pack_frame, read_frame, send_frame
+from ._client import Client, CommandResult
 
 __all__ = [
     "Codec",
@@ -24,9 +35,15 @@ __all__ = [
     "read_frame",
     "send_frame",
     "Server",
+    "Client",
+    "CommandResult",
     "FrameError",
     "HeaderError",
     "FrameTooLarge",
     "IncompleteFrame",
     "ChecksumError",
+    "CommandError",
+    "CommandTimeout",
+    "AuthenticationError",
+    "RemoteError",
 ]

@@ -7,12 +7,19 @@ that ``help()`` shows. The Rust bindings import this module to raise them.
 
 from __future__ import annotations
 
+import errno as _errno
+import subprocess
+
 __all__ = [
     "FrameError",
     "HeaderError",
     "FrameTooLarge",
     "IncompleteFrame",
     "ChecksumError",
+    "CommandError",
+    "CommandTimeout",
+    "AuthenticationError",
+    "RemoteError",
 ]
 
 
@@ -72,3 +79,110 @@ class ChecksumError(FrameError):
         self.algorithm = algorithm
         self.expected = expected
         self.actual = actual
+
+
+# --------------------------------------------------------------------------- command server
+
+
+class CommandError(subprocess.CalledProcessError):
+    """A remote command exited with a non-zero status (``run(..., check=True)``).
+
+    The same attributes as :class:`subprocess.CalledProcessError`: ``returncode``
+    (negative: killed by that signal), ``cmd``, ``output``/``stdout`` and
+    ``stderr``; ``result`` is the whole :class:`rframe.CommandResult`.
+
+    >>> err = CommandError(3, "exit 3", b"", b"oops\\n")
+    >>> str(err)
+    "Command 'exit 3' returned non-zero exit status 3."
+    >>> isinstance(err, subprocess.CalledProcessError)
+    True
+    """
+
+    def __init__(self, returncode, cmd, output=None, stderr=None, *, result=None):
+        super().__init__(returncode, cmd, output, stderr)
+        self.result = result
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), (self.returncode, self.cmd, self.output, self.stderr), self.__dict__))
+
+
+class CommandTimeout(subprocess.TimeoutExpired, TimeoutError):
+    """A remote command ran past its time limit; the server killed its process group.
+
+    Catch it as :class:`subprocess.TimeoutExpired` or as the builtin
+    :class:`TimeoutError`. Like ``TimeoutExpired`` it carries ``cmd``,
+    ``timeout`` and the output produced before the kill: ``output``/``stdout``
+    and ``stderr``. The connection it came through stays usable.
+
+    >>> err = CommandTimeout("sleep 9", 0.5, output=b"started\\n", stderr=b"")
+    >>> str(err)
+    "Command 'sleep 9' timed out after 0.5 seconds"
+    >>> isinstance(err, TimeoutError), err.stdout
+    (True, b'started\\n')
+    """
+
+    def __new__(cls, *args, **kwargs):
+        # OSError.__new__ would read (cmd, timeout) as (errno, strerror).
+        return TimeoutError.__new__(cls)
+
+    def __init__(self, cmd, timeout, output=None, stderr=None, *, result=None):
+        subprocess.TimeoutExpired.__init__(self, cmd, timeout, output, stderr)
+        self.args = (cmd, timeout)
+        self.errno = _errno.ETIMEDOUT
+        self.strerror = str(self)
+        self.result = result
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), (self.cmd, self.timeout, self.output, self.stderr), self.__dict__))
+
+
+class AuthenticationError(ConnectionError):
+    """The token handshake failed: the server refused our proof (wrong or
+    missing token), or the server could not prove that it holds the token.
+
+    The connection is closed. ``code`` is ``"auth"``, ``message`` says why.
+    """
+
+    code = "auth"
+
+    def __init__(self, message="authentication failed"):
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self):
+        return self.message
+
+    def __reduce__(self):
+        return (type(self), (self.message,))
+
+
+class RemoteError(Exception):
+    """The server answered with an error frame (``"op": "error"``).
+
+    ``code`` is the protocol's machine-readable code (``"bad-request"``,
+    ``"not-allowed"``, ``"busy"``, ``"too-large"``, ``"timeout"``,
+    ``"handler"``, ``"spawn"``; see PROTOCOL.md), ``message`` the server's
+    explanation, ``header`` the whole error header.
+
+    >>> err = RemoteError("not-allowed", "'rm' is not an allowed program")
+    >>> str(err), err.code
+    ("'rm' is not an allowed program [not-allowed]", 'not-allowed')
+    """
+
+    def __init__(self, code, message="", header=None):
+        super().__init__(code, message)
+        self.code = code
+        self.message = message
+        self.header = dict(header) if header is not None else {"op": "error", "error": code, "message": message}
+
+    def __str__(self):
+        return f"{self.message} [{self.code}]" if self.message else str(self.code)
+
+    def __reduce__(self):
+        return (type(self), (self.code, self.message, self.header))
+
+
+def _rebuild(cls, args, state):
+    obj = cls(*args)
+    obj.__dict__.update(state)
+    return obj

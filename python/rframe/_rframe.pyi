@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Literal, Mapping, Optional, Union, overload
+from os import PathLike
+from typing import Any, Callable, Iterator, Literal, Mapping, Optional, Sequence, Union, overload
 
 _Body = Union[bytes, bytearray, memoryview, str]
 _Header = Optional[Mapping[Any, Any]]
@@ -82,3 +83,61 @@ class FrameDecoder:
 def pack_frame(body: _Body = b"", header: _Header = None, **fields: Any) -> bytes: ...
 def read_frame(source: Any) -> Frame: ...
 def send_frame(sock: Any, body: _Body = b"", header: _Header = None, **fields: Any) -> None: ...
+
+_Handler = Callable[[Frame], Union[bytes, bytearray, memoryview, str, tuple[Optional[Mapping[str, Any]], _Body], Frame]]
+
+class Server:
+    """A tokio command server (or, with ``handler``, a server for your own protocol).
+
+    Binds at construction (``port=0`` picks a free port, see ``address``);
+    ``start()`` serves in the background, ``serve_forever()`` in the foreground.
+    Binding a non-loopback host without a token raises ``ValueError`` unless
+    ``insecure=True`` (which warns with ``RuntimeWarning``). Logs through
+    ``logging.getLogger("rframe.server")``: one INFO line per command.
+
+    >>> with Server(port=0) as server:
+    ...     with Client(*server.address) as client:
+    ...         client.run("echo hi").stdout
+    b'hi\\n'
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8848,
+        *,
+        unix_path: Optional[Union[str, PathLike[str]]] = None,
+        handler: Optional[_Handler] = None,
+        token: Optional[Union[str, bytes]] = None,
+        codec: Optional[Codec] = None,
+        timeout: float = 30.0,
+        max_output: int = 16777216,
+        max_connections: int = 1024,
+        allow: Optional[Sequence[str]] = None,
+        shell: bool = True,
+        cwd: Optional[Union[str, PathLike[str]]] = None,
+        insecure: bool = False,
+        header_timeout: float = 10.0,
+        idle_timeout: float = 300.0,
+        encoding: str = "utf-8",
+    ) -> None: ...
+    @property
+    def address(self) -> Union[tuple[str, int], str]:
+        """``(host, port)`` for TCP, the socket's path for a Unix socket."""
+    def start(self) -> None:
+        """Serve in the background and return at once."""
+    def stop(self) -> None:
+        """Stop serving (running commands are killed); waits up to 5 s for connections to end."""
+    def serve_forever(self) -> None:
+        """Serve until ``stop()``; Ctrl-C (or an exception from a signal handler) stops the server and is re-raised."""
+    def __enter__(self) -> Server: ...
+    def __exit__(self, *exc: object) -> None: ...
+
+def auth_nonce() -> str:
+    """32 random bytes from the OS, as hex: a handshake nonce."""
+
+def auth_proof(token: bytes, role: Literal["client", "server"], server_nonce: str, client_nonce: str) -> str:
+    """The hex HMAC-SHA256 proof that ``role`` holds ``token`` (see PROTOCOL.md)."""
+
+def auth_verify(token: bytes, role: Literal["client", "server"], server_nonce: str, client_nonce: str, proof: str) -> bool:
+    """Checks a proof in constant time."""

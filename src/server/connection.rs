@@ -24,9 +24,11 @@ const PRE_AUTH_CODEC: Codec = Codec {
     checksum: None,
 };
 
-/// A short request (`ls`) arrives in one piece: after this pause, the bytes in
-/// hand are the whole raw command.
-const RAW_PAUSE: Duration = Duration::from_millis(100);
+/// A raw command line arrives in one burst: once no more bytes come for this
+/// long, the bytes in hand are the whole line. One or two printable bytes may
+/// also be the start of a frame, so those wait longer for what follows.
+const RAW_QUIET: Duration = Duration::from_millis(20);
+const RAW_QUIET_SHORT: Duration = Duration::from_millis(100);
 const MAX_RAW_COMMAND: usize = 64 * 1024;
 /// Bytes of pipelined requests read ahead while a command runs (to notice a
 /// client that leaves); past this, reading waits.
@@ -37,7 +39,7 @@ const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(500);
 
 enum Request {
     Frame(Frame),
-    Raw(String),
+    Raw(Vec<u8>),
 }
 
 /// Why a connection ends.
@@ -113,7 +115,14 @@ impl Conn {
                     if !self.authenticated {
                         return End::Error(ErrorCode::Auth, "this server needs a token: raw command lines are refused".into());
                     }
-                    self.run_command(RequestHeader { cmd: Some(Cmd::Line(line)), ..Default::default() }, Bytes::new()).await
+                    match String::from_utf8(line) {
+                        Ok(line) => {
+                            let cmd = Some(Cmd::Line(line.trim().to_owned()));
+                            self.run_command(RequestHeader { cmd, ..Default::default() }, Bytes::new()).await
+                        }
+                        // Guessing at bytes that are not text is how commands go wrong.
+                        Err(_) => Ok(Reply::error(ErrorCode::BadRequest, "a raw command line must be UTF-8 text")),
+                    }
                 }
                 Request::Frame(frame) => self.dispatch(frame).await,
             };
@@ -188,7 +197,7 @@ impl Conn {
     /// The course client sends its command line bare. A prefix the codec would
     /// refuse, made of text, is such a line; so are a few text bytes followed by
     /// a pause.
-    async fn raw_command(&mut self, deadline: Instant) -> Result<Option<String>, End> {
+    async fn raw_command(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, End> {
         let codec = self.decoder.codec();
         let looks_raw = |buf: &BytesMut| {
             protocol::looks_like_raw_command(&buf[..buf.len().min(PREFIX_LEN)])
@@ -200,8 +209,9 @@ impl Conn {
         }
         // Take what follows in the same burst. A frame's first byte or two can
         // be printable too: what follows decides.
-        let pause = deadline.min(Instant::now() + RAW_PAUSE);
         while self.buf.len() < MAX_RAW_COMMAND {
+            let quiet = if self.buf.len() < PREFIX_LEN { RAW_QUIET_SHORT } else { RAW_QUIET };
+            let pause = deadline.min(Instant::now() + quiet);
             match tokio::time::timeout_at(pause.into(), self.stream.read_buf(&mut self.buf)).await {
                 Ok(Ok(0)) | Err(_) => break,
                 Ok(Ok(_)) => {}
@@ -211,8 +221,7 @@ impl Conn {
         if !looks_raw(&self.buf) {
             return Ok(None);
         }
-        let taken = self.buf.split_to(self.buf.len().min(MAX_RAW_COMMAND));
-        Ok(Some(String::from_utf8_lossy(&taken).trim().to_owned()))
+        Ok(Some(self.buf.split_to(self.buf.len().min(MAX_RAW_COMMAND)).to_vec()))
     }
 
     async fn dispatch(&mut self, frame: Frame) -> Result<Reply, End> {

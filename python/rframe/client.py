@@ -1,0 +1,208 @@
+"""Run commands on an rframe server: ``python -m rframe.client``.
+
+The course's remote-command client, done right: each line you type runs on the
+server; its stdout goes to your stdout and its stderr to your stderr, byte for
+byte. ``q`` (or end of input) quits; an empty line is refused.
+
+    python -m rframe.client                      # prompt loop, 127.0.0.1:8848
+    python -m rframe.client -c "uname -a"        # one command; exit with its status
+    python -m rframe.client --unix /tmp/rframe.sock -c "ls"
+
+With ``-c`` the exit status is the command's (128+N if signal N killed it, 124
+if it timed out, 1 if the server could not be reached or refused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
+from ._client import Client
+from ._errors import AuthenticationError, CommandTimeout, FrameError, RemoteError
+
+__all__ = ["main"]
+
+#: Exit statuses of ``-c`` besides the command's own (as timeout(1) and ssh do).
+EXIT_FAILURE = 1
+EXIT_TIMEOUT = 124
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m rframe.client",
+        description="Run commands on an rframe server (python -m rframe.server): one with -c, "
+        "or one per line in a prompt loop ('q' quits).",
+    )
+    ap.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=8848, help="server port (default 8848)")
+    ap.add_argument("--unix", metavar="PATH", help="connect to this Unix socket instead of TCP")
+    ap.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the server's token (trailing whitespace stripped); default: the RFRAME_TOKEN "
+        "environment variable, else no authentication",
+    )
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="limit for connecting and for each command (the server's own limit applies too); "
+        "default: no client-side limit",
+    )
+    ap.add_argument("-c", "--command", metavar="CMD", help="run this one command and exit with its status")
+    return ap
+
+
+def _token(args: argparse.Namespace) -> Optional[bytes]:
+    if args.token_file:
+        with open(args.token_file, "rb") as f:
+            return f.read().rstrip() or None
+    env = os.environ.get("RFRAME_TOKEN")
+    return env.encode("utf-8") if env else None
+
+
+def _say(message: str) -> None:
+    sys.stdout.flush()
+    print(message, file=sys.stderr, flush=True)
+
+
+class _Session:
+    """A connection that is (re)opened on demand: after Ctrl-C or a lost
+    connection, the next command gets a fresh one."""
+
+    def __init__(self, args: argparse.Namespace, token: Optional[bytes]):
+        self.args = args
+        self.token = token
+        self.client: Optional[Client] = None
+
+    def where(self) -> str:
+        return self.args.unix or f"{self.args.host}:{self.args.port}"
+
+    def connect(self) -> Client:
+        if self.client is None or self.client.closed:
+            a = self.args
+            self.client = Client(a.host, a.port, unix_path=a.unix, token=self.token, timeout=a.timeout)
+        return self.client
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and not self.client.closed
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def failure(self, exc: BaseException) -> int:
+        """Reports a failure to reach or talk to the server; the exit status."""
+        if isinstance(exc, ConnectionRefusedError):
+            why = "connection refused (is python -m rframe.server running?)"
+            _say(f"rframe: cannot connect to {self.where()}: {why}")
+        elif isinstance(exc, FileNotFoundError):
+            _say(f"rframe: cannot connect to {self.where()}: no such socket (is python -m rframe.server running?)")
+        elif isinstance(exc, AuthenticationError):
+            _say(f"rframe: authentication failed: {exc} (check --token-file or RFRAME_TOKEN)")
+        elif isinstance(exc, RemoteError):
+            _say(f"rframe: the server refused: {exc}")
+        else:
+            _say(f"rframe: connection to {self.where()} failed: {exc or type(exc).__name__}")
+        return EXIT_FAILURE
+
+    def check(self) -> int:
+        """Connects now; 0, or the exit status after reporting why it failed."""
+        try:
+            self.connect()
+        except (OSError, EOFError, FrameError, RemoteError) as e:
+            return self.failure(e)
+        return 0
+
+    def run(self, cmd: str) -> int:
+        """Runs one command and copies its output; returns the status for ``-c``."""
+        try:
+            result = self.connect().run(cmd, timeout=self.args.timeout)
+        except CommandTimeout as e:
+            _write(e.stdout, e.stderr)
+            _say(f"rframe: timed out after {e.timeout:g} s (the command was killed)")
+            return EXIT_TIMEOUT
+        except (OSError, EOFError, FrameError, RemoteError) as e:
+            return self.failure(e)
+        _write(result.stdout, result.stderr)
+        if result.stdout_truncated or result.stderr_truncated:
+            _say("rframe: output truncated (over the server's --max-output)")
+        code = result.returncode
+        return 128 - code if code < 0 else code
+
+
+def _write(out: bytes, err: bytes) -> None:
+    if out:
+        sys.stdout.buffer.write(out)
+        sys.stdout.buffer.flush()
+    if err:
+        sys.stdout.flush()
+        sys.stderr.buffer.write(err)
+        sys.stderr.buffer.flush()
+
+
+def _loop(session: _Session) -> int:
+    interactive = sys.stdin.isatty()
+    prompt = f"rframe {session.where()}> " if interactive else ""
+    # Fail early, before the first line is read.
+    code = session.check()
+    if code:
+        return code
+    while True:
+        try:
+            line = input(prompt)
+        except EOFError:
+            if interactive:
+                print()
+            return 0
+        except KeyboardInterrupt:
+            print()
+            return 130
+        cmd = line.strip()
+        if not cmd:
+            _say("empty command refused")
+            continue
+        if cmd.upper() == "Q":
+            return 0
+        try:
+            code = session.run(cmd)
+        except KeyboardInterrupt:
+            # The client closed the connection, so the server killed the command.
+            _say("^C: interrupted (the command was killed)")
+            continue
+        if code == EXIT_FAILURE and not session.connected:
+            return code  # the server is gone
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the client; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.timeout is not None and not args.timeout > 0:
+        _say("rframe: --timeout must be more than 0")
+        return 2
+    try:
+        token = _token(args)
+    except OSError as e:
+        _say(f"rframe: cannot read the token: {e}")
+        return 2
+    session = _Session(args, token)
+    try:
+        if args.command is not None:
+            if not args.command.strip():
+                _say("empty command refused")
+                return 2
+            try:
+                return session.run(args.command)
+            except KeyboardInterrupt:
+                _say("^C: interrupted (the command was killed)")
+                return 130
+        return _loop(session)
+    finally:
+        session.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

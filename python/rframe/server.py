@@ -1,0 +1,234 @@
+"""Run rframe's command server: ``python -m rframe.server``.
+
+Listens on 127.0.0.1:8848 (the course's port) and runs each command it is sent
+with ``/bin/sh -c``, returning stdout, stderr and the exit status. Stop it with
+Ctrl-C or SIGTERM: running commands are killed, and it exits with status 0.
+
+    python -m rframe.server                          # 127.0.0.1:8848
+    python -m rframe.server --port 0                 # any free port
+    python -m rframe.server --unix /tmp/rframe.sock  # a Unix socket
+    RFRAME_TOKEN=s3cret python -m rframe.server --host 0.0.0.0
+
+Anything but loopback or a Unix socket needs a token (``--token-file`` or
+``RFRAME_TOKEN``): whoever can reach the port can run commands as you.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import signal
+import sys
+import warnings
+from typing import Optional, Sequence
+
+from ._rframe import Server
+
+__all__ = ["main", "parse_size"]
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"16M"``-style text (K, M, G, T are powers of 1024).
+
+    >>> parse_size("16M"), parse_size("512k"), parse_size("1GiB"), parse_size("100")
+    (16777216, 524288, 1073741824, 100)
+    """
+    m = _SIZE.fullmatch(text)
+    if not m or (m.group(3) and not m.group(2) and m.group(3).lower() != "b"):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 1048576, 512K, 16M, 1G)")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m rframe.server",
+        description="Serve rframe's remote command protocol: run the commands clients send, "
+        "return stdout, stderr and the exit status.",
+        epilog="Binding anything but loopback needs a token. Clients: python -m rframe.client, "
+        "rframe.Client, or the course's section-15 client script.",
+    )
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    ap.add_argument("--port", type=_port, default=8848, help="TCP port (default 8848; 0 picks a free one)")
+    ap.add_argument("--unix", metavar="PATH", help="listen on this Unix socket instead of TCP")
+    ap.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file whose contents (trailing whitespace stripped) is the shared secret clients must prove they "
+        "know; default: the RFRAME_TOKEN environment variable, else no authentication",
+    )
+    ap.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="longest a command may run before its process group is killed (default 30; a client may ask for less)",
+    )
+    ap.add_argument(
+        "--max-output",
+        type=parse_size,
+        default=16 << 20,
+        metavar="BYTES",
+        help="bytes of stdout and of stderr kept per command; the rest is read and dropped and the result "
+        "says so (K/M/G suffixes, default 16M)",
+    )
+    ap.add_argument(
+        "--max-connections",
+        type=_positive_int,
+        default=1024,
+        metavar="N",
+        help="connections served at once; one more is told 'busy' and closed (default 1024)",
+    )
+    ap.add_argument(
+        "--allow",
+        action="append",
+        metavar="NAME",
+        help="only this program may run (repeat for more); implies --no-shell",
+    )
+    ap.add_argument(
+        "--no-shell",
+        action="store_true",
+        help="do not use /bin/sh: a command line is split with shell quoting rules and run directly",
+    )
+    ap.add_argument("--cwd", metavar="DIR", help="working directory of commands (default: the server's)")
+    ap.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening on a non-loopback address without a token (anyone who can reach it can run commands)",
+    )
+    ap.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        help="logging level; INFO logs one line per command (default INFO)",
+    )
+    return ap
+
+
+class _Terminated(Exception):
+    """Raised by the SIGTERM handler; serve_forever stops the server and re-raises it."""
+
+
+def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the shutdown
+    raise _Terminated()
+
+
+def _read_token(args: argparse.Namespace) -> Optional[bytes]:
+    if args.token_file:
+        with open(args.token_file, "rb") as f:
+            token = f.read().rstrip()
+        if not token:
+            raise ValueError(f"the token file {args.token_file} is empty")
+        return token
+    env = os.environ.get("RFRAME_TOKEN")
+    if env:
+        return env.encode("utf-8")
+    return None
+
+
+def _fail(message: str) -> int:
+    print(f"rframe.server: error: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the server until Ctrl-C or SIGTERM; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    log = logging.getLogger("rframe.server")
+    try:
+        token = _read_token(args)
+    except (OSError, ValueError) as e:
+        return _fail(f"cannot read the token: {e}")
+    if args.cwd is not None and not os.path.isdir(args.cwd):
+        return _fail(f"--cwd {args.cwd}: not a directory")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)  # --insecure: printed below, in plain words
+            server = Server(
+                args.host,
+                args.port,
+                unix_path=args.unix,
+                token=token,
+                timeout=args.timeout,
+                max_output=args.max_output,
+                max_connections=args.max_connections,
+                allow=args.allow,
+                shell=not args.no_shell,
+                cwd=args.cwd,
+                insecure=args.insecure,
+            )
+    except ValueError as e:
+        return _fail(str(e))
+    except OSError as e:
+        where = args.unix or f"{args.host}:{args.port}"
+        return _fail(f"cannot listen on {where}: {e.strerror or e}")
+
+    for w in caught:
+        print(f"rframe.server: WARNING: {w.message}", file=sys.stderr, flush=True)
+    address = server.address
+    where = address if isinstance(address, str) else f"{address[0]}:{address[1]}"
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        print(f"rframe server listening on {where} (Ctrl-C to stop)", flush=True)
+        log.info(
+            "serving on %s: %s, timeout %gs, max output %d bytes, %s",
+            where,
+            "token required" if token else "no token",
+            args.timeout,
+            args.max_output,
+            f"allowed: {', '.join(args.allow)}" if args.allow else ("no shell" if args.no_shell else "/bin/sh -c"),
+        )
+        server.serve_forever()
+    except KeyboardInterrupt:
+        log.info("interrupted: stopped")
+    except _Terminated:
+        log.info("terminated: stopped")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.stop()  # already stopped by serve_forever; a second call does nothing
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,682 @@
+"""rframe.Server: commands, limits, authentication and handlers, over real sockets.
+
+Each test starts its own server on a free loopback port or a Unix socket in
+tmp_path, and stops it. Processes that commands start are found with ``pgrep -f``
+through a unique ``sleep 300.NNN`` argument.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import rframe
+from conftest import HANG_BOUND
+from server_helpers import client_for, kill_all, make_server, pgrep, running, sleep_marker, wait_until
+
+MiB = 1 << 20
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def server(request, tmp_path):
+    """A command server with default settings, on TCP or a Unix socket."""
+    with running(make_server(request.param, tmp_path)) as s:
+        yield s
+
+
+def raw_socket(server) -> socket.socket:
+    address = server.address
+    if isinstance(address, str):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(HANG_BOUND)
+        s.connect(address)
+        return s
+    return socket.create_connection(address, timeout=HANG_BOUND)
+
+
+def read_all(sock) -> bytes:
+    """Everything until the peer closes (bounded by the socket's timeout)."""
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+# --------------------------------------------------------------------------- running commands
+
+
+def test_run_over_the_wire(server):
+    """The protocol as PROTOCOL.md writes it, with plain send_frame/read_frame."""
+    with raw_socket(server) as s:
+        rframe.send_frame(s, b"", {"op": "run", "cmd": "echo out; echo err >&2; exit 3"})
+        header, body = rframe.read_frame(s)
+    assert header["op"] == "result"
+    assert header["returncode"] == 3
+    assert (header["stdout_size"], header["stderr_size"], header["total_size"]) == (4, 4, 8)
+    assert body == b"out\nerr\n"
+    assert header["stdout_truncated"] is False and header["stderr_truncated"] is False
+    assert header["timed_out"] is False
+    assert header["encoding"] == "utf-8"
+    assert 0 <= header["duration"] < HANG_BOUND
+
+
+def test_address(server, tmp_path):
+    if isinstance(server.address, str):
+        assert server.address == str(tmp_path / "rframe.sock")
+    else:
+        host, port = server.address
+        assert host == "127.0.0.1" and port > 0
+
+
+def test_client_runs_commands(server):
+    with client_for(server) as c:
+        r = c.run("echo out; echo err >&2; exit 3")
+        assert (r.returncode, r.stdout, r.stderr) == (3, b"out\n", b"err\n")
+        assert not r.ok
+        # many requests on one connection
+        for i in range(20):
+            assert c.run(f"echo {i}").stdout == f"{i}\n".encode()
+
+
+def test_killed_by_a_signal_is_a_negative_returncode(server):
+    with client_for(server) as c:
+        assert c.run("kill -TERM $$").returncode == -15
+
+
+def test_list_runs_without_a_shell(server):
+    with client_for(server) as c:
+        assert c.run(["echo", "$HOME;", "*"]).stdout == b"$HOME; *\n"
+
+
+def test_env_cwd_and_input(server, tmp_path):
+    with client_for(server) as c:
+        r = c.run('printf %s "$GREETING"', env={"GREETING": "hi; rm -rf / $(id)"})
+        assert r.stdout == b"hi; rm -rf / $(id)"
+        workdir = tmp_path / "work dir"
+        workdir.mkdir()
+        (workdir / "marker-file").write_text("x")
+        assert c.run("pwd; ls", cwd=workdir).stdout == f"{workdir}\nmarker-file\n".encode()
+        assert c.run("cat", input=b"\x00fed\xff").stdout == b"\x00fed\xff"
+        assert c.run(["wc", "-c"], input="héllo").stdout.strip() == b"6"
+
+
+def test_stdin_is_dev_null_without_input(server):
+    with client_for(server) as c:
+        t0 = time.monotonic()
+        r = c.run("cat; echo done", timeout=HANG_BOUND)
+        assert r.stdout == b"done\n"
+        assert time.monotonic() - t0 < 2
+        assert c.run("readlink /proc/self/fd/0").stdout == b"/dev/null\n"
+
+
+def test_stdout_and_stderr_drained_at_once(server):
+    """10 MiB on each pipe at the same time: no deadlock, nothing lost."""
+    cmd = f"yes out | head -c {10 * MiB} & yes err | head -c {10 * MiB} >&2; wait"
+    with client_for(server) as c:
+        r = c.run(cmd, timeout=HANG_BOUND)
+    assert (len(r.stdout), len(r.stderr)) == (10 * MiB, 10 * MiB)
+    assert r.stdout == (b"out\n" * (10 * MiB // 4))
+    assert r.stderr == (b"err\n" * (10 * MiB // 4))
+    assert not r.stdout_truncated and not r.stderr_truncated
+
+
+def test_output_past_max_output_is_dropped_and_flagged(tmp_path):
+    with running(rframe.Server(port=0, max_output=1000)) as s, client_for(s) as c:
+        r = c.run("head -c 300000 /dev/zero; printf 12345 >&2")
+        assert (len(r.stdout), r.stdout_truncated) == (1000, True)
+        assert (r.stderr, r.stderr_truncated) == (b"12345", False)
+        r = c.run("printf 1 ; head -c 5000 /dev/zero >&2")
+        assert (r.stdout, r.stdout_truncated) == (b"1", False)
+        assert (len(r.stderr), r.stderr_truncated) == (1000, True)
+        assert "stderr_truncated=True" in repr(r)
+
+
+def test_timeout_kills_the_process_group(server):
+    """``sh -c 'sleep 300 & wait'`` at its time limit leaves no process behind,
+    CommandTimeout comes promptly with the output so far, and the connection
+    goes on."""
+    marker = sleep_marker()
+    try:
+        with client_for(server) as c:
+            seen = []
+            watcher = threading.Thread(target=lambda: seen.append(wait_until(lambda: pgrep(marker), 5)), daemon=True)
+            watcher.start()
+            t0 = time.monotonic()
+            with pytest.raises(rframe.CommandTimeout) as info:
+                c.run(f"echo started; echo warn >&2; sh -c 'sleep {marker} & wait'", timeout=1)
+            elapsed = time.monotonic() - t0
+            watcher.join(HANG_BOUND)
+            assert seen == [True], "the command never ran"
+            assert 0.9 < elapsed < 3, elapsed
+            err = info.value
+            assert isinstance(err, TimeoutError)
+            assert (err.stdout, err.output, err.stderr) == (b"started\n", b"started\n", b"warn\n")
+            assert err.timeout == 1 and "sleep" in err.cmd
+            assert err.result.returncode == -9
+            assert wait_until(lambda: not pgrep(marker), 5), f"survivors: {pgrep(marker)}"
+            # the connection is still usable
+            assert c.run("echo again").stdout == b"again\n"
+    finally:
+        kill_all(marker)
+
+
+def test_server_timeout_applies_when_smaller(tmp_path):
+    with running(rframe.Server(port=0, timeout=0.5)) as s, client_for(s) as c:
+        t0 = time.monotonic()
+        with pytest.raises(rframe.CommandTimeout):
+            c.run("sleep 5", timeout=30)
+        assert time.monotonic() - t0 < 3
+
+
+def test_client_leaving_mid_command_kills_it(server):
+    marker = sleep_marker()
+    try:
+        s = raw_socket(server)
+        rframe.send_frame(s, b"", {"op": "run", "cmd": f"sh -c 'sleep {marker} & wait'"})
+        assert wait_until(lambda: pgrep(marker), 5), "the command never started"
+        s.close()
+        assert wait_until(lambda: not pgrep(marker), 5), f"survivors: {pgrep(marker)}"
+        with client_for(server) as c:
+            assert c.run("echo alive").stdout == b"alive\n"
+    finally:
+        kill_all(marker)
+
+
+def test_stop_kills_running_commands(tmp_path):
+    marker = sleep_marker()
+    server = rframe.Server(port=0)
+    server.start()
+    try:
+        c = client_for(server)
+        failure = []
+
+        def run():
+            try:
+                c.run(f"sleep {marker}")
+            except BaseException as e:  # noqa: BLE001
+                failure.append(e)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        assert wait_until(lambda: pgrep(marker), 5)
+        t0 = time.monotonic()
+        server.stop()
+        assert time.monotonic() - t0 < 5.5
+        t.join(HANG_BOUND)
+        assert not t.is_alive()
+        assert failure and isinstance(failure[0], ConnectionError), failure
+        assert wait_until(lambda: not pgrep(marker), 5)
+    finally:
+        server.stop()
+        kill_all(marker)
+
+
+def test_fifty_clients_at_once(server):
+    n = 50
+    results: dict[int, bytes] = {}
+    errors = []
+    barrier = threading.Barrier(n, timeout=HANG_BOUND)
+
+    def one(i):
+        try:
+            with client_for(server) as c:
+                barrier.wait()
+                results[i] = c.run(f"sleep 0.5; echo client-{i}").stdout
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG_BOUND)
+    elapsed = time.monotonic() - t0
+    assert not errors, errors[:3]
+    assert results == {i: f"client-{i}\n".encode() for i in range(n)}
+    assert elapsed < 5, f"not served concurrently: {elapsed:.1f} s"
+
+
+def test_spawn_failure_is_a_remote_error(server):
+    with client_for(server) as c:
+        with pytest.raises(rframe.RemoteError) as info:
+            c.run(["/no/such/program"])
+        assert info.value.code == "spawn"
+        with pytest.raises(rframe.RemoteError) as info:
+            c.run("pwd", cwd="/no/such/dir")
+        assert info.value.code == "spawn"
+        assert c.run("echo ok").stdout == b"ok\n"  # the connection goes on
+
+
+def test_bad_requests_are_refused_and_the_connection_goes_on(server):
+    with client_for(server) as c:
+        for fields, message in [
+            ({}, "op"),
+            ({"op": "dance"}, "dance"),
+            ({"op": "run"}, "cmd"),
+            ({"op": "run", "cmd": 5}, ""),
+            ({"op": "run", "cmd": "  "}, "empty"),
+            ({"op": "run", "cmd": "echo", "timeout": -1}, "timeout"),
+        ]:
+            with pytest.raises(rframe.RemoteError) as info:
+                c.request(**fields)
+            assert info.value.code == "bad-request", fields
+            assert message in info.value.message
+        with pytest.raises(rframe.RemoteError) as info:
+            c.request(b"body without input", op="run", cmd="cat")
+        assert info.value.code == "bad-request"
+        assert c.run("echo ok").stdout == b"ok\n"
+
+
+def test_allow_list_and_no_shell(tmp_path):
+    with running(rframe.Server(port=0, allow=["echo", "printf"])) as s, client_for(s) as c:
+        # a string is split with shell rules, never run by a shell
+        assert c.run("echo 'a  b' $HOME ; ls").stdout == b"a  b $HOME ; ls\n"
+        assert c.run(["printf", "%s", "x"]).stdout == b"x"
+        for cmd in ("ls", ["sh", "-c", "echo hi"], "/bin/echo hi"):
+            with pytest.raises(rframe.RemoteError) as info:
+                c.run(cmd)
+            assert info.value.code == "not-allowed"
+            assert "allowed" in info.value.message
+    with running(rframe.Server(port=0, shell=False)) as s, client_for(s) as c:
+        assert c.run("echo $HOME ';' `x`").stdout == b"$HOME ; `x`\n"
+
+
+def test_server_cwd(tmp_path):
+    with running(rframe.Server(port=0, cwd=str(tmp_path))) as s, client_for(s) as c:
+        assert c.run("pwd").stdout.strip() == str(tmp_path).encode()
+
+
+EXIT_SCRIPT = """
+import socket, sys
+import rframe
+server = rframe.Server(port=0)
+server.start()
+with socket.create_connection(server.address, timeout=10) as s:
+    rframe.send_frame(s, b"", {"op": "run", "cmd": "echo hi"})
+    assert rframe.read_frame(s).body == b"hi\\n"
+server.stop()
+print("done", flush=True)
+"""
+
+
+def test_process_exits_cleanly_after_serving():
+    """The server's log lines reach Python on a thread of its own; a script
+    that exits right after stop() must not crash (no "FATAL: exception not
+    rethrown", status 134)."""
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=HANG_BOUND)
+        assert (r.returncode, r.stdout) == (0, "done\n"), r.stderr
+
+
+def test_each_command_is_logged(caplog):
+    caplog.set_level(logging.INFO, logger="rframe.server")
+    with running(rframe.Server(port=0)) as s, client_for(s) as c:
+        c.run("echo logged-command; exit 4")
+
+        def logged():
+            return [r for r in caplog.records if r.name == "rframe.server" and "logged-command" in r.getMessage()]
+
+        assert wait_until(logged, 5)
+        line = logged()[0].getMessage()
+        assert logged()[0].levelno == logging.INFO
+        assert "127.0.0.1:" in line  # the peer
+        assert "returncode 4" in line and "15 bytes" in line
+        assert "s," in line  # the duration
+
+
+# --------------------------------------------------------------------------- the course's raw requests
+
+
+@pytest.mark.parametrize("cmd", [b"echo hi; echo err 1>&2", b"ls", "echo 中文".encode()])
+def test_raw_command_line(server, cmd):
+    """What the course client sends: the bare command, no frame."""
+    with raw_socket(server) as s:
+        s.sendall(cmd)
+        header, body = rframe.read_frame(s)
+        assert header["op"] == "result" and header["total_size"] == len(body)
+        local = subprocess.run(cmd.decode(), shell=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=HANG_BOUND)
+        assert body == local.stdout + local.stderr
+        # and the next raw command on the same connection
+        s.sendall(b"echo second")
+        assert rframe.read_frame(s).body == b"second\n"
+
+
+def test_frame_split_after_its_first_byte_is_not_a_raw_command(server):
+    """A run request's header is 32..126 bytes long, so its first byte is
+    printable: arriving alone, it must still be read as a frame."""
+    data = rframe.pack_frame(b"", op="run", cmd="echo framed")
+    assert 32 <= data[0] < 127 and data[1:4] == b"\0\0\0"
+    with raw_socket(server) as s:
+        if s.family == socket.AF_INET:
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(data[:1])
+        time.sleep(0.02)  # deliberately two segments (not synchronisation)
+        s.sendall(data[1:])
+        header, body = rframe.read_frame(s)
+    assert header["op"] == "result", header
+    assert body == b"framed\n"
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def test_max_connections(tmp_path):
+    with running(rframe.Server(port=0, max_connections=2)) as s:
+        a, b = client_for(s), client_for(s)
+        try:
+            assert a.run("echo a").stdout == b"a\n"  # both hold a slot now
+            assert b.run("echo b").stdout == b"b\n"
+            t0 = time.monotonic()
+            with client_for(s) as third:
+                with pytest.raises(rframe.RemoteError) as info:
+                    third.run("echo c")
+                assert info.value.code == "busy"
+                assert third.closed
+                with pytest.raises(ConnectionAbortedError, match="busy"):
+                    third.run("echo c")
+            assert time.monotonic() - t0 < 2  # refused, not left hanging
+            a.close()
+
+            def served():
+                try:
+                    with client_for(s) as c:
+                        return c.run("echo d").stdout == b"d\n"
+                except rframe.RemoteError as e:
+                    assert e.code == "busy"
+                    return False
+
+            assert wait_until(served, 5)  # the freed slot is reused
+        finally:
+            a.close()
+            b.close()
+
+
+def test_idle_connections_are_closed(tmp_path):
+    with running(rframe.Server(port=0, idle_timeout=0.5)) as s:
+        with raw_socket(s) as idle:
+            t0 = time.monotonic()
+            assert read_all(idle) == b""  # closed by the server, quietly
+            assert 0.4 < time.monotonic() - t0 < 3
+        with client_for(s) as c:  # a busy connection is not idle
+            assert c.run("sleep 0.8; echo busy").stdout == b"busy\n"
+
+
+def test_garbage_and_half_frames_cost_only_their_connection(tmp_path):
+    with running(rframe.Server(port=0, header_timeout=1.0)) as s:
+        # a half frame, left open: the header deadline closes it with a "timeout" error
+        half = raw_socket(s)
+        half.sendall(b"\x40\x00\x00\x00{\"tot")
+        # binary garbage: a length over the header limit
+        with raw_socket(s) as g:
+            g.sendall(b"\x00\x01\x02\x03\x04\x05\x06\x07")
+            header, _ = rframe.read_frame(g)
+            assert (header["op"], header["error"]) == ("error", "too-large")
+            assert read_all(g) == b""
+        # bad JSON
+        with raw_socket(s) as g:
+            g.sendall(b"\x05\x00\x00\x00{abc}")
+            header, _ = rframe.read_frame(g)
+            assert header["error"] == "bad-request"
+            assert read_all(g) == b""
+        # a body over the request size cap (16 MiB)
+        with client_for(s) as c:
+            with pytest.raises(rframe.RemoteError) as info:
+                c.run("cat", input=b"x" * (17 * MiB))
+            assert info.value.code == "too-large"
+            assert c.closed
+        # a client that connects and leaves, and one that leaves mid-frame
+        raw_socket(s).close()
+        with raw_socket(s) as g:
+            g.sendall(b"\x40\x00\x00\x00{\"total_si")
+        # meanwhile another client is served
+        t0 = time.monotonic()
+        with client_for(s) as c:
+            assert c.run("echo served").stdout == b"served\n"
+        assert time.monotonic() - t0 < 1
+        # the half frame is closed at its deadline, with a reason
+        with half:
+            header, _ = rframe.read_frame(half)
+            assert (header["op"], header["error"]) == ("error", "timeout")
+            assert read_all(half) == b""
+
+
+# --------------------------------------------------------------------------- authentication
+
+
+@pytest.fixture(params=["tcp", "unix"])
+def token_server(request, tmp_path):
+    with running(make_server(request.param, tmp_path, token="s3cret token")) as s:
+        yield s
+
+
+def test_auth_success(token_server):
+    with client_for(token_server, token="s3cret token") as c:
+        assert c.run("echo authenticated").stdout == b"authenticated\n"
+    with client_for(token_server, token=b"s3cret token") as c:
+        assert c.run("echo bytes-token").stdout == b"bytes-token\n"
+
+
+def test_auth_wrong_token(token_server, caplog):
+    caplog.set_level(logging.WARNING, logger="rframe.server")
+    t0 = time.monotonic()
+    with pytest.raises(rframe.AuthenticationError) as info:
+        client_for(token_server, token="wrong")
+    assert isinstance(info.value, ConnectionError)
+    assert "failed" in str(info.value)
+    assert time.monotonic() - t0 < 3
+    # the failed attempt is logged
+    assert wait_until(lambda: any("authentication failed" in r.getMessage() for r in caplog.records), 5)
+
+
+def test_no_token_against_a_token_server(token_server):
+    with client_for(token_server) as c:
+        with pytest.raises(rframe.AuthenticationError, match="authentication required"):
+            c.run("echo should-not-run")
+        assert c.closed
+
+
+def test_unauthenticated_request_with_a_body_gets_an_auth_error(token_server):
+    """PROTOCOL.md: any request before authentication gets an ``auth`` error."""
+    with client_for(token_server) as c:
+        with pytest.raises(rframe.AuthenticationError):
+            c.run("cat", input=b"x")
+        assert c.closed
+
+
+def test_raw_command_refused_with_token(token_server):
+    with raw_socket(token_server) as s:
+        s.sendall(b"echo should-not-run")
+        header, body = rframe.read_frame(s)
+        assert (header["op"], header["error"]) == ("error", "auth")
+        assert b"should-not-run" not in body
+        assert read_all(s) == b""
+
+
+def test_handshake_by_hand(token_server):
+    """PROTOCOL.md's handshake step by step; the server proves it holds the token."""
+    token = b"s3cret token"
+    with raw_socket(token_server) as s:
+        rframe.send_frame(s, b"", {"op": "auth"})
+        challenge = rframe.read_frame(s).header
+        assert challenge["op"] == "challenge" and len(challenge["nonce"]) == 64
+        sn, cn = challenge["nonce"], "ab" * 32
+        proof = hmac.new(token, f"rframe-client:{sn}:{cn}".encode(), "sha256").hexdigest()
+        rframe.send_frame(s, b"", {"op": "auth", "nonce": sn, "client_nonce": cn, "proof": proof})
+        welcome = rframe.read_frame(s).header
+        assert welcome["op"] == "welcome"
+        expected = hmac.new(token, f"rframe-server:{sn}:{cn}".encode(), "sha256").hexdigest()
+        assert hmac.compare_digest(welcome["proof"], expected)
+        rframe.send_frame(s, b"", {"op": "run", "cmd": "echo in"})
+        assert rframe.read_frame(s).body == b"in\n"
+
+
+def test_token_client_against_a_server_without_token(server):
+    with client_for(server, token="anything") as c:
+        assert c.run("echo ok").stdout == b"ok\n"
+
+
+def test_client_rejects_a_server_that_cannot_prove_the_token(tmp_path):
+    """A fake server that accepts any proof, but cannot make one."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(HANG_BOUND)
+
+    def fake():
+        conn, _ = listener.accept()
+        with conn:
+            rframe.read_frame(conn)
+            rframe.send_frame(conn, b"", {"op": "challenge", "nonce": "cd" * 32})
+            rframe.read_frame(conn)
+            rframe.send_frame(conn, b"", {"op": "welcome", "proof": "00" * 32})
+            read_all(conn)
+
+    t = threading.Thread(target=fake, daemon=True)
+    t.start()
+    try:
+        with pytest.raises(rframe.AuthenticationError, match="could not prove"):
+            rframe.Client(*listener.getsockname(), token="tok", timeout=HANG_BOUND)
+    finally:
+        t.join(HANG_BOUND)
+        listener.close()
+
+
+def test_auth_helpers_match_hmac():
+    r = rframe._rframe
+    sn, cn = r.auth_nonce(), r.auth_nonce()
+    assert len(sn) == 64 and sn != cn
+    expected = hmac.new(b"k", f"rframe-client:{sn}:{cn}".encode(), "sha256").hexdigest()
+    assert r.auth_proof(b"k", "client", sn, cn) == expected
+    assert r.auth_verify(b"k", "client", sn, cn, expected)
+    assert not r.auth_verify(b"k", "server", sn, cn, expected)
+    assert not r.auth_verify(b"other", "client", sn, cn, expected)
+
+
+# --------------------------------------------------------------------------- protected mode
+
+
+def test_protected_mode_refuses_public_bind_without_token():
+    with pytest.raises(ValueError, match="token"):
+        rframe.Server(host="0.0.0.0", port=0)
+
+
+def test_protected_mode_insecure_or_token_binds():
+    with pytest.warns(RuntimeWarning, match="without a token"):
+        s = rframe.Server(host="0.0.0.0", port=0, insecure=True)
+    assert s.address[0] == "0.0.0.0" and s.address[1] > 0
+    s.stop()
+    with running(rframe.Server(host="0.0.0.0", port=0, token="t")) as s:
+        with rframe.Client("127.0.0.1", s.address[1], token="t", timeout=HANG_BOUND) as c:
+            assert c.run("echo public").stdout == b"public\n"
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def test_handler_return_types(tmp_path):
+    def handler(frame):
+        kind = frame.header.get("kind")
+        if kind == "bytes":
+            return frame.body.upper()
+        if kind == "str":
+            return frame.body.decode().upper() + " ✓"
+        if kind == "tuple":
+            return {"echo": frame.header["n"] + 1}, frame.body[::-1]
+        if kind == "frame":
+            return rframe.Frame({"via": "frame"}, b"framed")
+        if kind == "boom":
+            raise KeyError("no such thing")
+        return None
+
+    with running(rframe.Server(port=0, handler=handler)) as s, client_for(s) as c:
+        assert c.request(b"abc", kind="bytes").body == b"ABC"
+        assert c.request(b"abc", kind="str").body == "ABC ✓".encode()
+        f = c.request(b"abc", kind="tuple", n=41)
+        assert (f.header["echo"], f.body) == (42, b"cba")
+        f = c.request(kind="frame")
+        assert (f.header["via"], f.body) == ("frame", b"framed")
+        with pytest.raises(rframe.RemoteError) as info:
+            c.request(kind="boom")
+        assert info.value.code == "handler" and "KeyError" in info.value.message
+        with pytest.raises(rframe.RemoteError) as info:
+            c.request(kind="none")
+        assert info.value.code == "handler"
+        # the server and the connection go on
+        assert c.request(b"still", kind="bytes").body == b"STILL"
+        c.send(b"one", kind="bytes")
+        c.send(b"two", kind="bytes")
+        assert [c.recv().body, c.recv().body] == [b"ONE", b"TWO"]
+
+
+def test_handler_gets_op_frames_too(tmp_path):
+    """With a handler no op is interpreted: {"op": "run"} goes to the handler."""
+    with running(rframe.Server(port=0, handler=lambda f: repr(f.header.get("cmd")))) as s, client_for(s) as c:
+        assert c.request(op="run", cmd="echo hi").body == b"'echo hi'"
+
+
+def test_handler_server_with_token(tmp_path):
+    with running(rframe.Server(port=0, handler=lambda f: f.body * 2, token="tk")) as s:
+        with client_for(s, token="tk") as c:
+            assert c.request(b"ab").body == b"abab"
+        with client_for(s) as c:
+            with pytest.raises(rframe.AuthenticationError):
+                c.request()
+
+
+def test_length_only_codec_errors_close_the_connection(tmp_path):
+    """PROTOCOL.md: a length-only codec has no header to carry an error, so the
+    server closes the connection instead of answering."""
+
+    def handler(frame):
+        if frame.body == b"boom":
+            raise RuntimeError("boom")
+        return frame.body
+
+    codec = rframe.Codec(json_header=False, byteorder="big")
+    with running(rframe.Server(port=0, handler=handler, codec=codec)) as s, raw_socket(s) as sock:
+        sock.sendall(b"\x00\x00\x00\x02ok")
+        assert sock.recv(6) == b"\x00\x00\x00\x02ok"
+        sock.sendall(b"\x00\x00\x00\x04boom")
+        sock.settimeout(2)
+        try:
+            rest = read_all(sock)
+        except TimeoutError:
+            rest = None  # still open
+        assert rest == b"", f"expected the connection closed, got {rest!r} (an error must not look like an empty reply)"
+
+
+def test_length_only_codec_busy_closes_without_a_frame(tmp_path):
+    codec = rframe.Codec(json_header=False, byteorder="big")
+    with running(rframe.Server(port=0, handler=lambda f: f.body, codec=codec, max_connections=1)) as s:
+        with raw_socket(s) as first:
+            first.sendall(b"\x00\x00\x00\x01a")
+            assert first.recv(5) == b"\x00\x00\x00\x01a"  # holds the only slot
+            with raw_socket(s) as second:
+                second.settimeout(2)
+                try:
+                    rest = read_all(second)
+                except TimeoutError:
+                    rest = None
+                assert rest == b"", f"expected the connection closed, got {rest!r} (not an empty frame)"
+
+
+def test_length_only_codec_handler(tmp_path):
+    codec = rframe.Codec(json_header=False, byteorder="big")
+    with running(rframe.Server(port=0, handler=lambda f: f.body[::-1], codec=codec)) as s:
+        with raw_socket(s) as sock:
+            sock.sendall(b"\x00\x00\x00\x03abc")
+            assert sock.recv(7) == b"\x00\x00\x00\x03cba"
+        with client_for(s, codec=codec) as c:
+            assert c.request(b"hello").body == b"olleh"
