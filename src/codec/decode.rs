@@ -58,6 +58,18 @@ impl<M: HeaderModel> Decoder<M> {
         }
     }
 
+    /// How many more bytes `buf` must hold before the decoder can take its next
+    /// step (finish the length, the header, or the body). Never more than the
+    /// codec's limits allow, since lengths are checked before they are waited on.
+    pub fn needed(&self, buf: &BytesMut) -> usize {
+        let want = match &self.state {
+            State::Length => PREFIX_LEN,
+            State::Header { len } => *len,
+            State::Body { len, .. } => *len,
+        };
+        want.saturating_sub(buf.len())
+    }
+
     /// True once the current frame's length (and header) are in and only body
     /// bytes are awaited.
     pub fn in_body(&self) -> bool {
@@ -329,6 +341,24 @@ mod tests {
         assert!(matches!(decode_all(codec, &bad, 7), Err(FrameError::Checksum { .. })));
         let missing = json_frame(r#"{"total_size": 5}"#, b"hello");
         assert!(matches!(decode_all(codec, &missing, 7), Err(FrameError::Checksum { expected: None, .. })));
+    }
+
+    #[test]
+    fn needed_says_how_much_to_read_next() {
+        let data = hello();
+        let mut dec = Decoder::new(Codec::default());
+        let mut buf = BytesMut::new();
+        let mut reads = 0;
+        let frame = loop {
+            let n = dec.needed(&buf);
+            assert!(n > 0);
+            buf.extend_from_slice(&data[dec.consumed() + buf.len()..][..n]);
+            reads += 1;
+            if let Some(f) = dec.decode(&mut buf).unwrap() {
+                break f;
+            }
+        };
+        assert_eq!((reads, &frame.body[..]), (3, &b"hello"[..]));
     }
 
     #[test]

@@ -76,6 +76,16 @@ impl PyFrameDecoder {
         Ok(state.buf.len() + state.decoder.consumed())
     }
 
+    /// How many more bytes the decoder must be fed before it can take its next
+    /// step: read exactly this many (``await reader.readexactly(dec.needed)``)
+    /// and nothing past the frame is consumed. Lengths are checked before they
+    /// are asked for, so it never exceeds the codec's limits.
+    #[getter]
+    fn needed(&self) -> PyResult<usize> {
+        let state = self.lock()?;
+        Ok(state.decoder.needed(&state.buf))
+    }
+
     /// Adds ``data`` (bytes-like) and returns the frames it completes.
     fn feed<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         let mut state = self.lock()?;
