@@ -378,6 +378,112 @@ pub fn mask_lone_surrogates(bytes: &[u8]) -> Option<Vec<u8>> {
     out
 }
 
+/// A value of a flat header, as [`scan_flat`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlatValue<'a> {
+    Str(&'a str),
+    Int(i64),
+    Bool(bool),
+    Null,
+}
+
+/// The common header, fast: a flat object whose keys and string values are
+/// printable ASCII without escapes, and whose numbers are ints of up to 18
+/// digits. Calls `pair` for each member in order and returns `Some(())`; returns
+/// `None` as soon as anything else appears (the caller then uses a full JSON
+/// parser, which also reports errors). What it accepts, it reads exactly as
+/// `json.loads` does.
+pub fn scan_flat<'a>(bytes: &'a [u8], mut pair: impl FnMut(&'a str, FlatValue<'a>)) -> Option<()> {
+    let mut i = 0;
+    let skip_ws = |i: &mut usize| {
+        while matches!(bytes.get(*i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            *i += 1;
+        }
+    };
+    let string = |i: &mut usize| -> Option<&'a str> {
+        if bytes.get(*i) != Some(&b'"') {
+            return None;
+        }
+        let start = *i + 1;
+        let len = bytes[start..].iter().position(|&b| !is_plain(b))?;
+        if bytes[start + len] != b'"' {
+            return None; // an escape, a control or non-ASCII character
+        }
+        *i = start + len + 1;
+        let text = &bytes[start..start + len];
+        debug_assert!(text.is_ascii());
+        // SAFETY: every byte is printable ASCII (checked by `is_plain` above),
+        // which is valid UTF-8; this is the hot path of every header.
+        Some(unsafe { std::str::from_utf8_unchecked(text) })
+    };
+    skip_ws(&mut i);
+    if bytes.get(i) != Some(&b'{') {
+        return None;
+    }
+    i += 1;
+    skip_ws(&mut i);
+    if bytes.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            let key = string(&mut i)?;
+            skip_ws(&mut i);
+            if bytes.get(i) != Some(&b':') {
+                return None;
+            }
+            i += 1;
+            skip_ws(&mut i);
+            let value = match *bytes.get(i)? {
+                b'"' => FlatValue::Str(string(&mut i)?),
+                b't' if bytes[i..].starts_with(b"true") => {
+                    i += 4;
+                    FlatValue::Bool(true)
+                }
+                b'f' if bytes[i..].starts_with(b"false") => {
+                    i += 5;
+                    FlatValue::Bool(false)
+                }
+                b'n' if bytes[i..].starts_with(b"null") => {
+                    i += 4;
+                    FlatValue::Null
+                }
+                b'-' | b'0'..=b'9' => {
+                    let negative = bytes[i] == b'-';
+                    i += usize::from(negative);
+                    let digits = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+                    // JSON has no leading zeros; fractions and exponents are floats.
+                    if digits == 0 || digits > 18 || (digits > 1 && bytes[i] == b'0') {
+                        return None;
+                    }
+                    // At most 18 digits: cannot overflow an i64.
+                    let n = bytes[i..i + digits].iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
+                    i += digits;
+                    if matches!(bytes.get(i), Some(b'.' | b'e' | b'E')) {
+                        return None;
+                    }
+                    FlatValue::Int(if negative { -n } else { n })
+                }
+                _ => return None,
+            };
+            pair(key, value);
+            skip_ws(&mut i);
+            match bytes.get(i)? {
+                b',' => {
+                    i += 1;
+                    skip_ws(&mut i);
+                }
+                b'}' => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    skip_ws(&mut i);
+    (i == bytes.len()).then_some(())
+}
+
 /// True for JSON number text with no fraction or exponent (Python reads it as an int).
 pub fn is_integer_text(text: &str) -> bool {
     !text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')) && !text.ends_with("Infinity") && text != "NaN"
@@ -447,6 +553,57 @@ mod tests {
     fn empty_header_is_just_total_size() {
         let h = HeaderWriter::new(0, None);
         assert_eq!(h.finish(), br#"{"total_size": 0}"#);
+    }
+
+    fn flat(bytes: &[u8]) -> Option<Vec<(&str, FlatValue<'_>)>> {
+        let mut pairs = vec![];
+        scan_flat(bytes, |k, v| pairs.push((k, v)))?;
+        Some(pairs)
+    }
+
+    #[test]
+    fn flat_headers_are_scanned_as_json_loads_reads_them() {
+        assert_eq!(
+            flat(br#" {"a": "x y", "n": -12, "z": 0, "t": true, "f": false, "u": null, "total_size": 5} "#).unwrap(),
+            [
+                ("a", FlatValue::Str("x y")),
+                ("n", FlatValue::Int(-12)),
+                ("z", FlatValue::Int(0)),
+                ("t", FlatValue::Bool(true)),
+                ("f", FlatValue::Bool(false)),
+                ("u", FlatValue::Null),
+                ("total_size", FlatValue::Int(5)),
+            ]
+        );
+        assert_eq!(flat(b"{}").unwrap(), []);
+        assert_eq!(flat(br#"{"big": 999999999999999999, "neg0": -0}"#).unwrap(), [("big", FlatValue::Int(999_999_999_999_999_999)), ("neg0", FlatValue::Int(0))]);
+        assert_eq!(flat(b"{\n\t}").unwrap(), []);
+    }
+
+    #[test]
+    fn anything_else_leaves_the_fast_path() {
+        for other in [
+            &br#"{"a": "\n"}"#[..],
+            br#"{"a": "\u00e9"}"#,
+            "{\"a\": \"é\"}".as_bytes(),
+            br#"{"a": 1.5}"#,
+            br#"{"a": 1e3}"#,
+            br#"{"a": 01}"#,
+            br#"{"a": -}"#,
+            br#"{"a": 1234567890123456789}"#,
+            br#"{"a": [1]}"#,
+            br#"{"a": {}}"#,
+            br#"{"a": NaN}"#,
+            br#"{"a": tru}"#,
+            br#"{"a": 1,}"#,
+            br#"{"a" 1}"#,
+            br#"{"a": 1} x"#,
+            br#"{"a": 1"#,
+            b"[]",
+            b"",
+        ] {
+            assert!(flat(other).is_none(), "{}", String::from_utf8_lossy(other));
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use jiter::{Jiter, NumberAny, NumberInt, Peek};
 
 use bytes::Bytes;
 
-use crate::codec::json::{Entry, JsonWriter, TOTAL_SIZE};
+use crate::codec::json::{scan_flat, Entry, FlatValue, JsonWriter, TOTAL_SIZE};
 use crate::codec::{escape_bytes, Codec, FrameError, HeaderFacts, HeaderModel};
 
 use super::errors::frame_error;
@@ -257,6 +257,9 @@ impl PyHeaders {
         bytes: &[u8],
         digest_key: Option<&str>,
     ) -> Result<(Bound<'py, PyDict>, Option<HeaderFacts>), ()> {
+        if let Some(flat) = self.build_flat(py, bytes, digest_key) {
+            return Ok(flat);
+        }
         let mut j = Jiter::new(bytes).with_allow_inf_nan();
         if j.peek().map_err(drop)? != Peek::Object {
             return Err(());
@@ -279,12 +282,47 @@ impl PyHeaders {
             key = j.next_key().map_err(drop)?.map(|k| self.key(py, position, k));
         }
         j.finish().map_err(drop)?;
-        let facts = match (total, digest) {
-            (Some(total_size), None) => Some(HeaderFacts { total_size, digest: None }),
-            (Some(total_size), Some(Some(d))) => Some(HeaderFacts { total_size, digest: Some(d) }),
-            _ => None,
-        };
+        let facts = plain_facts(total, digest);
         Ok((dict, facts))
+    }
+
+    /// The common flat header, without a general JSON parser (see
+    /// [`scan_flat`]); `None` if the header is not of that shape.
+    fn build_flat<'py>(
+        &mut self,
+        py: Python<'py>,
+        bytes: &[u8],
+        digest_key: Option<&str>,
+    ) -> Option<(Bound<'py, PyDict>, Option<HeaderFacts>)> {
+        let dict = PyDict::new(py);
+        let (mut total, mut digest, mut position, mut ok) = (None, None, 0, true);
+        scan_flat(bytes, |key, value| {
+            let (name, is_total) = self.key(py, position, key);
+            position += 1;
+            if is_total {
+                total = match value {
+                    FlatValue::Int(n) => u64::try_from(n).ok(),
+                    _ => None,
+                };
+            } else if Some(key) == digest_key {
+                digest = Some(match value {
+                    FlatValue::Str(s) => Some(s.to_owned()),
+                    _ => None,
+                });
+            }
+            let value = match value {
+                FlatValue::Str(s) => PyString::new(py, s).into_any(),
+                FlatValue::Int(n) => n.into_pyobject(py).expect("infallible").into_any(),
+                FlatValue::Bool(b) => PyBool::new(py, b).to_owned().into_any(),
+                FlatValue::Null => py.None().into_bound(py),
+            };
+            ok &= dict.set_item(name, value).is_ok();
+        })?;
+        if !ok {
+            return None;
+        }
+        let facts = plain_facts(total, digest);
+        Some((dict, facts))
     }
 
     /// The str object for the key at `position`, reused when the text repeats;
@@ -306,6 +344,16 @@ impl PyHeaders {
             }
         }
         (obj, is_total)
+    }
+}
+
+/// The codec's facts when they are plain: an int `total_size` that fits 64
+/// bits, and a str digest if the digest field is there at all.
+fn plain_facts(total: Option<u64>, digest: Option<Option<String>>) -> Option<HeaderFacts> {
+    match (total, digest) {
+        (Some(total_size), None) => Some(HeaderFacts { total_size, digest: None }),
+        (Some(total_size), Some(Some(d))) => Some(HeaderFacts { total_size, digest: Some(d) }),
+        _ => None,
     }
 }
 
