@@ -152,8 +152,10 @@ pub async fn run(spec: CommandSpec) -> io::Result<CommandOutput> {
             tokio::select! {
                 s = child.wait(), if status.is_none() => {
                     status = Some(s?);
-                    // Whatever it left running in its group goes with it.
+                    // Whatever it left running in its group goes with it; and
+                    // only now: once the group is empty its id may be reused.
                     group.kill();
+                    group.0 = None;
                     drain_deadline = Some(tokio::time::Instant::now() + DRAIN_GRACE);
                 }
                 _ = &mut reading, if !drained => drained = true,

@@ -58,6 +58,39 @@ pub struct RawFrame<B> {
     pub body: B,
 }
 
+/// Where a body is read to. `window(filled)` is the memory for the bytes from
+/// `filled` on (at least one byte, never past the end): a buffer may prepare
+/// it lazily, so that a peer that announces a large body and sends nothing
+/// costs no memory (tokio 333).
+pub trait BodyBuffer: AsRef<[u8]> {
+    /// The body's whole length.
+    fn size(&self) -> usize;
+    fn window(&mut self, filled: usize) -> &mut [u8];
+}
+
+impl BodyBuffer for Vec<u8> {
+    fn size(&self) -> usize {
+        self.len()
+    }
+    fn window(&mut self, filled: usize) -> &mut [u8] {
+        &mut self[filled..]
+    }
+}
+
+fn read_body<S: ByteSource, B: BodyBuffer>(src: &mut S, body: &mut B) -> Result<(), ReadError<S::Error>> {
+    let len = body.size();
+    let mut filled = 0;
+    while filled < len {
+        match src.read_some(body.window(filled)).map_err(ReadError::Source)? {
+            0 => {
+                return Err(FrameError::Incomplete { part: Part::Body, expected: len as u64, received: filled as u64 }.into())
+            }
+            n => filled += n,
+        }
+    }
+    Ok(())
+}
+
 /// Reads one frame. `alloc_body(len)` makes the buffer the body is read into,
 /// once the header has been checked, so a large body lands in its final home
 /// without an intermediate copy.
@@ -68,7 +101,7 @@ pub fn read_frame<S, B>(
 ) -> Result<RawFrame<B>, ReadError<S::Error>>
 where
     S: ByteSource,
-    B: AsMut<[u8]> + AsRef<[u8]>,
+    B: BodyBuffer,
 {
     let mut raw = [0u8; PREFIX_LEN];
     let got = read_full(src, &mut raw).map_err(ReadError::Source)?;
@@ -91,7 +124,7 @@ where
         }
     };
     let mut body = alloc_body(body_len).map_err(ReadError::Source)?;
-    read_part(src, body.as_mut(), Part::Body)?;
+    read_body(src, &mut body)?;
     codec.verify(facts.as_ref(), body.as_ref())?;
     Ok(RawFrame { header, body })
 }

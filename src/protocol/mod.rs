@@ -96,6 +96,13 @@ pub fn op_header(op: &str, fields: &[(&str, &str)], total_size: u64) -> Vec<u8> 
     serde_json::to_vec(&map).expect("a JSON object always serializes")
 }
 
+/// A header's JSON text with one more string field (replacing one of that name).
+pub fn add_field(header: &[u8], key: &str, value: &str) -> Vec<u8> {
+    let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header).unwrap_or_default();
+    map.insert(key.into(), value.into());
+    serde_json::to_vec(&map).expect("a JSON object always serializes")
+}
+
 /// Parses a request header (already checked by the codec to be an object
 /// with `total_size`).
 pub fn parse_request(header: &[u8]) -> Result<RequestHeader, String> {

@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::BytesMut;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::codec::{Decoder, Frame};
@@ -43,8 +44,12 @@ impl PyFrameDecoder {
         PyFrameDecoder { codec, state: Mutex::new(State { decoder, buf: BytesMut::new() }) }
     }
 
-    fn lock(&self) -> PyResult<MutexGuard<'_, State>> {
-        self.state.lock().map_err(|_| PyRuntimeError::new_err("FrameDecoder is broken by an earlier panic"))
+    /// Locks the state, releasing the GIL while waiting: the holder may be
+    /// running Python code (building an exception) and need the GIL back.
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, State>> {
+        self.state
+            .lock_py_attached(py)
+            .map_err(|_| PyRuntimeError::new_err("FrameDecoder is broken by an earlier panic"))
     }
 }
 
@@ -71,8 +76,8 @@ impl PyFrameDecoder {
 
     /// Bytes fed but not yet returned as part of a frame.
     #[getter]
-    fn pending(&self) -> PyResult<usize> {
-        let state = self.lock()?;
+    fn pending(&self, py: Python<'_>) -> PyResult<usize> {
+        let state = self.lock(py)?;
         Ok(state.buf.len() + state.decoder.consumed())
     }
 
@@ -81,14 +86,14 @@ impl PyFrameDecoder {
     /// and nothing past the frame is consumed. Lengths are checked before they
     /// are asked for, so it never exceeds the codec's limits.
     #[getter]
-    fn needed(&self) -> PyResult<usize> {
-        let state = self.lock()?;
+    fn needed(&self, py: Python<'_>) -> PyResult<usize> {
+        let state = self.lock(py)?;
         Ok(state.decoder.needed(&state.buf))
     }
 
     /// Adds ``data`` (bytes-like) and returns the frames it completes.
     fn feed<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
-        let mut state = self.lock()?;
+        let mut state = self.lock(py)?;
         let State { decoder, buf } = &mut *state;
         if let Some(err) = decoder.error() {
             return Err(frame_error(py, err));
@@ -113,7 +118,7 @@ impl PyFrameDecoder {
     /// Declares the end of the stream. Raises ``IncompleteFrame`` if a frame was
     /// started and not finished; returns ``None`` otherwise.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let mut state = self.lock()?;
+        let mut state = self.lock(py)?;
         let State { decoder, buf } = &mut *state;
         match decoder.decode_eof(buf) {
             Ok(_) => Ok(()),
@@ -121,7 +126,7 @@ impl PyFrameDecoder {
         }
     }
 
-    fn __repr__(&self) -> PyResult<String> {
-        Ok(format!("<FrameDecoder pending={}>", self.pending()?))
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        Ok(format!("<FrameDecoder pending={}>", self.pending(py)?))
     }
 }

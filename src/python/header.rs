@@ -52,7 +52,8 @@ pub fn encode_header(
     let mut out = codec.header_writer(body);
     if let Some(dict) = dict {
         let mut stack = Vec::new();
-        for (key, value) in dict.iter() {
+        for item in items(dict)? {
+            let (key, value) = item?;
             let entry = match dict_key(&key)? {
                 Key::Text(text) => out.key(&text),
                 Key::Quoted(quoted) => out.quoted_key(&quoted),
@@ -63,6 +64,18 @@ pub fn encode_header(
         }
     }
     Ok(out.finish())
+}
+
+type Items<'py> = Box<dyn Iterator<Item = PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)>> + 'py>;
+
+/// A dict's items in the order json.dumps takes them: `PyDict_Next` order for a
+/// plain dict, `.items()` for a subclass (an OrderedDict after `move_to_end`).
+fn items<'py>(d: &Bound<'py, PyDict>) -> PyResult<Items<'py>> {
+    if d.is_exact_instance_of::<PyDict>() {
+        return Ok(Box::new(d.clone().into_iter().map(Ok)));
+    }
+    let items = d.call_method0("items")?.try_iter()?;
+    Ok(Box::new(items.map(|item| item?.extract::<(Bound<'py, PyAny>, Bound<'py, PyAny>)>())))
 }
 
 /// A header given as any mapping becomes a dict; anything else is a TypeError.
@@ -148,7 +161,8 @@ fn write_value(w: &mut JsonWriter, value: &Bound<'_, PyAny>, stack: &mut Vec<usi
     } else if let Ok(d) = value.cast::<PyDict>() {
         enter(value, stack)?;
         w.begin_object();
-        for (i, (k, v)) in d.iter().enumerate() {
+        for (i, item) in items(d)?.enumerate() {
+            let (k, v) = item?;
             match dict_key(&k)? {
                 Key::Text(text) => w.key(i == 0, &text),
                 Key::Quoted(quoted) => w.quoted_key(i == 0, &quoted),
@@ -334,7 +348,9 @@ impl PyHeaders {
                 return (obj.bind(py).clone(), is_total);
             }
         }
-        let obj = PyString::intern(py, text);
+        // Not interned: on some CPython versions interned strings are immortal,
+        // and a peer could send endless fresh keys.
+        let obj = PyString::new(py, text);
         if position < REMEMBERED_KEYS {
             let entry = (Box::from(text), obj.clone().unbind());
             if position < self.keys.len() {

@@ -12,6 +12,7 @@
 //! (a thread that takes the GIL back during finalization is killed).
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,6 +31,10 @@ use super::codec::PyCodec;
 use super::decoder::frame_to_py;
 use super::frame::PyFrame;
 use super::stream::{check_signals, header_bytes, with_body};
+
+/// More connections than this is a typo, not a plan (and the count must fit
+/// the semaphore that keeps it).
+const MAX_CONNECTIONS: usize = 1 << 24;
 
 /// How long `stop()` waits for connections to wind down.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -58,6 +63,9 @@ fn log_thread() -> Option<&'static LogThread> {
                 .spawn(move || {
                     Python::try_attach(|py| {
                         while let Some(LogJob::Line(level, message)) = py.detach(|| rx.blocking_recv()) {
+                            if EXITING.load(Ordering::SeqCst) {
+                                break;
+                            }
                             log_line(py, level, message);
                         }
                     });
@@ -108,8 +116,30 @@ impl Handler for PyHandler {
     }
 }
 
-/// Handler servers serving on threads of their own, for the `atexit` hook.
-static HANDLER_THREADS: Mutex<Vec<(Weak<Server>, JoinHandle<()>)>> = Mutex::new(Vec::new());
+/// Every started server (with its thread, for a handler server), so the
+/// `atexit` hook can stop them: a running command must not outlive Python.
+static STARTED: Mutex<Vec<Started>> = Mutex::new(Vec::new());
+
+/// A started server, and the thread a handler server serves on.
+type Started = (Weak<Server>, Option<JoinHandle<()>>);
+
+/// Set by the `atexit` hook: the log thread stops after the line in hand.
+static EXITING: AtomicBool = AtomicBool::new(false);
+
+/// Stops a started server and waits, up to `until`, for it to wind down.
+fn stop_and_wait(server: &Server, thread: Option<&JoinHandle<()>>, until: Instant) -> PyResult<()> {
+    server.stop();
+    match thread {
+        Some(thread) => {
+            join_by(thread, until);
+        }
+        None => {
+            let rt = runtime::get().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+            server.wait(rt, until.saturating_duration_since(Instant::now()));
+        }
+    }
+    Ok(())
+}
 
 /// Waits (GIL released by the caller) until `thread` ends or `until` passes.
 fn join_by(thread: &JoinHandle<()>, until: Instant) -> bool {
@@ -126,16 +156,19 @@ fn join_by(thread: &JoinHandle<()>, until: Instant) -> bool {
 /// handler stuck in a call is waited for at most [`STOP_GRACE`].
 #[pyfunction]
 pub fn _stop_python_threads(py: Python<'_>) {
-    let handlers = std::mem::take(&mut *HANDLER_THREADS.lock().expect("lock"));
+    let started = std::mem::take(&mut *STARTED.lock().expect("lock"));
     py.detach(|| {
         let until = Instant::now() + STOP_GRACE;
-        for (server, thread) in &handlers {
+        for (server, thread) in &started {
             if let Some(server) = server.upgrade() {
-                server.stop();
+                let _ = stop_and_wait(&server, thread.as_ref(), until);
+            } else if let Some(thread) = thread {
+                join_by(thread, until);
             }
-            join_by(thread, until);
         }
+        EXITING.store(true, Ordering::SeqCst);
         if let Some(log) = LOG_THREAD.get().and_then(Option::as_ref) {
+            // Wakes it if idle; a busy one sees EXITING after its current line.
             let _ = log.jobs.try_send(LogJob::Exit);
             join_by(&log.thread, Instant::now() + Duration::from_secs(1));
         }
@@ -191,8 +224,8 @@ fn call_handler(py: Python<'_>, handler: &Py<PyAny>, codec: &Codec, frame: Frame
 pub struct PyServer {
     server: Arc<Server>,
     has_handler: bool,
-    /// A handler server's thread has been started.
-    started: std::sync::atomic::AtomicBool,
+    /// `start()` has run (a second call does nothing).
+    started: AtomicBool,
 }
 
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
@@ -244,8 +277,8 @@ impl PyServer {
         if handler.as_ref().is_some_and(|h| !h.bind(py).is_callable()) {
             return Err(PyTypeError::new_err("handler must be callable: handler(frame) -> bytes | str | (header, body) | Frame"));
         }
-        if max_connections == 0 {
-            return Err(PyValueError::new_err("max_connections must be at least 1"));
+        if max_connections == 0 || max_connections > MAX_CONNECTIONS {
+            return Err(PyValueError::new_err(format!("max_connections must be from 1 to {MAX_CONNECTIONS}")));
         }
         let default = ServerConfig::default();
         let codec = codec.map(|c| c.get().codec()).unwrap_or(default.codec);
@@ -299,11 +332,12 @@ impl PyServer {
     /// Starts serving in the background and returns at once.
     fn start(&self) -> PyResult<()> {
         let rt = runtime::get().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-        if !self.has_handler {
-            self.server.start(rt);
+        if self.started.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        if self.started.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if !self.has_handler {
+            self.server.start(rt);
+            STARTED.lock().expect("lock").push((Arc::downgrade(&self.server), None));
             return Ok(());
         }
         let server = self.server.clone();
@@ -318,7 +352,7 @@ impl PyServer {
                 });
             })
             .map_err(|e| PyRuntimeError::new_err(format!("cannot start the rframe-handler thread: {e}")))?;
-        HANDLER_THREADS.lock().expect("lock").push((Arc::downgrade(&self.server), thread));
+        STARTED.lock().expect("lock").push((Arc::downgrade(&self.server), Some(thread)));
         Ok(())
     }
 
@@ -326,17 +360,12 @@ impl PyServer {
     /// killed. Waits up to a grace period for connections to wind down.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
         self.server.stop();
-        if !self.has_handler {
-            let rt = runtime::get().map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-            py.detach(|| self.server.wait(rt, STOP_GRACE));
-            return Ok(());
-        }
-        let mut threads = HANDLER_THREADS.lock().expect("lock");
-        let mine = threads.iter().position(|(s, _)| s.as_ptr() == Arc::as_ptr(&self.server));
-        let Some((_, thread)) = mine.map(|i| threads.swap_remove(i)) else { return Ok(()) };
-        drop(threads);
-        py.detach(|| join_by(&thread, Instant::now() + STOP_GRACE + Duration::from_secs(1)));
-        Ok(())
+        let mut started = STARTED.lock().expect("lock");
+        started.retain(|(s, _)| s.strong_count() > 0);
+        let mine = started.iter().position(|(s, _)| s.as_ptr() == Arc::as_ptr(&self.server));
+        let Some((_, thread)) = mine.map(|i| started.swap_remove(i)) else { return Ok(()) };
+        drop(started);
+        py.detach(|| stop_and_wait(&self.server, thread.as_ref(), Instant::now() + STOP_GRACE))
     }
 
     /// Serves until ``stop()`` is called (from another thread or a signal

@@ -12,7 +12,7 @@ use pyo3::buffer::PyUntypedBuffer;
 
 use crate::codec::Codec;
 use crate::io::fd;
-use crate::io::read::{read_frame, ByteSource};
+use crate::io::read::{read_frame, BodyBuffer, ByteSource};
 
 use super::errors::{read_error, wait_error};
 use super::frame::PyFrame;
@@ -144,32 +144,56 @@ impl ByteSource for ObjectSource<'_> {
     }
 }
 
-/// A freshly made `bytes` object that the body is read into, in place.
+/// A freshly made `bytes` object that the body is read into, in place. Its
+/// memory is handed out a window at a time, zeroed just before use: pages a
+/// peer never sends are never touched, so an announced but unsent body costs
+/// address space, not memory.
 struct BodyBuf<'py> {
     bytes: Bound<'py, PyBytes>,
     ptr: *mut u8,
     len: usize,
+    zeroed: usize,
 }
+
+/// How far ahead of the data a body's memory is prepared.
+const BODY_WINDOW: usize = 1 << 20;
 
 impl<'py> BodyBuf<'py> {
     fn new(py: Python<'py>, len: usize) -> PyResult<BodyBuf<'py>> {
-        let bytes = PyBytes::new_with(py, len, |_| Ok(()))?;
-        let ptr = bytes.as_bytes().as_ptr() as *mut u8;
-        Ok(BodyBuf { bytes, ptr, len })
+        // SAFETY: PyBytes_FromStringAndSize(NULL, n) makes an uninitialized bytes
+        // object of n bytes; nothing reads it before `window` has zeroed each part
+        // and the body is complete. PyBytes_AsString gives its writable buffer.
+        unsafe {
+            let obj = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len as pyo3::ffi::Py_ssize_t);
+            let bytes = Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked::<PyBytes>();
+            let ptr = pyo3::ffi::PyBytes_AsString(bytes.as_ptr()) as *mut u8;
+            Ok(BodyBuf { bytes, ptr, len, zeroed: 0 })
+        }
     }
 }
 
 impl AsRef<[u8]> for BodyBuf<'_> {
     fn as_ref(&self) -> &[u8] {
+        debug_assert_eq!(self.zeroed, self.len);
         self.bytes.as_bytes()
     }
 }
 
-impl AsMut<[u8]> for BodyBuf<'_> {
-    fn as_mut(&mut self) -> &mut [u8] {
-        // SAFETY: the bytes object was created by us a moment ago and has not been
-        // handed to Python code yet, so nothing else can observe the writes.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+impl BodyBuffer for BodyBuf<'_> {
+    fn size(&self) -> usize {
+        self.len
+    }
+
+    fn window(&mut self, filled: usize) -> &mut [u8] {
+        let end = self.len.min(filled + BODY_WINDOW);
+        if self.zeroed < end {
+            // SAFETY: [zeroed, end) lies inside the object's buffer.
+            unsafe { std::ptr::write_bytes(self.ptr.add(self.zeroed), 0, end - self.zeroed) };
+            self.zeroed = end;
+        }
+        // SAFETY: [filled, end) is initialized (zeroed or already read), inside
+        // the buffer, and the object is ours alone until it is returned.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(filled), end - filled) }
     }
 }
 

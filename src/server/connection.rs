@@ -58,12 +58,20 @@ struct Conn {
     buf: BytesMut,
     decoder: Decoder,
     authenticated: bool,
+    /// Until authenticated, every read ends by this time.
+    auth_deadline: Option<Instant>,
     server_nonce: Option<String>,
 }
 
 pub async fn serve(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
     let needs_auth = shared.config.token.is_some();
-    let codec = if needs_auth { PRE_AUTH_CODEC } else { shared.config.codec };
+    let codec = if needs_auth {
+        Codec { byteorder: shared.config.codec.byteorder, ..PRE_AUTH_CODEC }
+    } else {
+        shared.config.codec
+    };
+    // Like OpenSSH's LoginGraceTime: one deadline, from accept, to authenticate.
+    let auth_deadline = needs_auth.then(|| Instant::now() + shared.config.header_timeout);
     let mut conn = Conn {
         stream,
         peer,
@@ -72,6 +80,7 @@ pub async fn serve(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>, s
         buf: BytesMut::with_capacity(4096),
         decoder: Decoder::new(codec),
         authenticated: !needs_auth,
+        auth_deadline,
         server_nonce: None,
     };
     conn.log(Level::Debug, "connected".into());
@@ -175,6 +184,10 @@ impl Conn {
 
     /// Reads more bytes into the buffer. `Ok(false)` at end of stream.
     async fn read_some(&mut self, deadline: Instant) -> Result<bool, End> {
+        let deadline = match self.auth_deadline {
+            Some(login) if !self.authenticated => deadline.min(login),
+            _ => deadline,
+        };
         let read = tokio::select! {
             _ = self.shutdown.wait_for(|stop| *stop) => return Err(End::Quiet),
             r = timeout_at(deadline.into(), self.stream.read_buf(&mut self.buf)) => r,
@@ -185,6 +198,9 @@ impl Conn {
             Ok(Err(e)) => {
                 self.log(Level::Debug, format!("read failed: {e}"));
                 Err(End::Quiet)
+            }
+            Err(_) if !self.authenticated && self.auth_deadline.is_some() => {
+                Err(End::Error(ErrorCode::Auth, "not authenticated in time".into()))
             }
             Err(_) if self.buf.is_empty() && self.decoder.consumed() == 0 => {
                 self.log(Level::Debug, "idle timeout".into());
@@ -310,6 +326,11 @@ impl Conn {
                 if !allow.iter().any(|a| a == first) {
                     return Err(bad(ErrorCode::NotAllowed, format!("{first:?} is not an allowed program (allowed: {})", allow.join(", "))));
                 }
+                // PATH, LD_PRELOAD or a cwd with PATH=. would pick which file
+                // an allowed name runs: with an allow list, neither is the client's.
+                if request.env.as_ref().is_some_and(|e| !e.is_empty()) || request.cwd.is_some() {
+                    return Err(bad(ErrorCode::NotAllowed, "with an allow list, requests may not set env or cwd".into()));
+                }
             }
         } else if matches!(&program, Program::Shell(line) if line.trim().is_empty()) {
             return Err(bad(ErrorCode::BadRequest, "empty command".into()));
@@ -401,7 +422,16 @@ impl Conn {
         // output it carries (max_output bounds a command's).
         let codec = self.shared.config.codec;
         let codec = Codec { max_body: if codec.json_header { u64::MAX } else { MAX_PREFIX_VALUE }, ..codec };
-        let header = if codec.json_header { reply.header.as_deref() } else { None };
+        let with_digest;
+        let header = match (codec.json_header, codec.checksum, reply.header.as_deref()) {
+            (false, ..) => None,
+            (true, Some(checksum), Some(h)) => {
+                with_digest = protocol::add_field(h, checksum.name(), &checksum.hex_digest(&reply.body));
+                Some(with_digest.as_slice())
+            }
+            (true, None, h) => h,
+            (true, Some(_), None) => None,
+        };
         let head = codec
             .encode_head(header, reply.body.len())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
