@@ -27,6 +27,27 @@ from ._errors import (
 from ._rframe import Codec, Frame, FrameDecoder, Server, pack_frame, read_frame, send_frame
 from ._client import Client, CommandResult
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for type checkers; at run time, see __getattr__ below
+    from ._async import AsyncClient, read_frame_async, send_frame_async
+
+# The asyncio client is imported on first use: importing asyncio costs every
+# user of rframe (the CLIs included) tens of milliseconds.
+_ASYNC = frozenset({"AsyncClient", "read_frame_async", "send_frame_async"})
+
+
+def __getattr__(name: str):
+    if name in _ASYNC:
+        from . import _async
+
+        return getattr(_async, name)
+    raise AttributeError(f"module 'rframe' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _ASYNC)
+
 __all__ = [
     "Codec",
     "Frame",
@@ -34,9 +55,12 @@ __all__ = [
     "pack_frame",
     "read_frame",
     "send_frame",
+    "read_frame_async",
+    "send_frame_async",
     "Server",
     "Client",
     "CommandResult",
+    "AsyncClient",
     "FrameError",
     "HeaderError",
     "FrameTooLarge",

@@ -15,113 +15,26 @@ import socket
 import threading
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from ._errors import AuthenticationError, CommandError, CommandTimeout, RemoteError
-from ._rframe import Codec, Frame, auth_nonce, auth_proof, auth_verify
+from ._protocol import CLOSING_CODES as _CLOSING_CODES  # noqa: F401 - its old home
+from ._protocol import (
+    AUTH_SERVER_FAILED,
+    REPLY_GRACE,  # noqa: F401 - its old home
+    CommandResult,
+    auth_answer,
+    auth_check_welcome,
+    auth_hello,
+    auth_server_failed,
+    check_client_timeout,
+    command_result,
+    raise_for_error,
+    run_request,
+    token_bytes,
+)
+from ._rframe import Codec, Frame
 
 __all__ = ["Client", "CommandResult"]
 
-#: How much longer than a command's own time limit the client waits for its
-#: result: the server kills the command at its limit, then still has to collect
-#: what is left in the pipes and send the reply.
-REPLY_GRACE = 5.0
-
-#: Error codes after which the server closes the connection.
-_CLOSING_CODES = frozenset({"auth", "busy", "too-large", "timeout"})
-
 _Body = Union[bytes, bytearray, memoryview, str]
-
-
-# --------------------------------------------------------------------------- results
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    if isinstance(value, (bytes, str)) and len(text) > limit:
-        return f"{text[:limit]}...({len(value)} {'bytes' if isinstance(value, bytes) else 'chars'})"
-    return text
-
-
-class CommandResult:
-    """What a remote command did, shaped like :class:`subprocess.CompletedProcess`.
-
-    ``args`` is the command as given to :meth:`Client.run`; ``returncode`` its
-    exit status (negative: killed by that signal, as in :mod:`subprocess`);
-    ``stdout`` and ``stderr`` its output, ``bytes`` (``str`` with
-    ``text=True``); ``stdout_truncated``/``stderr_truncated`` are true when the
-    server dropped output past its ``max_output``. ``duration`` is how long the
-    command ran on the server, in seconds; ``encoding`` how the server says its
-    output is encoded.
-
-    >>> r = CommandResult("exit 3", 3, b"", b"oops\\n")
-    >>> r
-    CommandResult(args='exit 3', returncode=3, stdout=b'', stderr=b'oops\\n')
-    >>> r.ok
-    False
-    >>> r.check_returncode()
-    Traceback (most recent call last):
-      ...
-    rframe._errors.CommandError: Command 'exit 3' returned non-zero exit status 3.
-    """
-
-    __slots__ = ("args", "returncode", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "duration", "encoding")
-
-    def __init__(
-        self,
-        args: Any,
-        returncode: int,
-        stdout: Union[bytes, str] = b"",
-        stderr: Union[bytes, str] = b"",
-        *,
-        stdout_truncated: bool = False,
-        stderr_truncated: bool = False,
-        duration: float = 0.0,
-        encoding: str = "utf-8",
-    ) -> None:
-        self.args = args
-        self.returncode = returncode
-        self.stdout = stdout
-        self.stderr = stderr
-        self.stdout_truncated = stdout_truncated
-        self.stderr_truncated = stderr_truncated
-        self.duration = duration
-        self.encoding = encoding
-
-    @property
-    def ok(self) -> bool:
-        """True if the command exited with status 0."""
-        return self.returncode == 0
-
-    def check_returncode(self) -> None:
-        """Raise :class:`rframe.CommandError` if the exit status is non-zero."""
-        if self.returncode:
-            raise CommandError(self.returncode, self.args, self.stdout, self.stderr, result=self)
-
-    def __repr__(self) -> str:
-        parts = [
-            f"args={_short(self.args)}",
-            f"returncode={self.returncode!r}",
-            f"stdout={_short(self.stdout)}",
-            f"stderr={_short(self.stderr)}",
-        ]
-        if self.stdout_truncated:
-            parts.append("stdout_truncated=True")
-        if self.stderr_truncated:
-            parts.append("stderr_truncated=True")
-        return f"{type(self).__name__}({', '.join(parts)})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, CommandResult):
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__ if k != "duration")
-
-    __hash__ = None  # type: ignore[assignment]
-
-
-def _decode(data: bytes, encoding: str) -> str:
-    try:
-        return data.decode(encoding, "replace")
-    except LookupError:  # an encoding this Python does not know
-        return data.decode("utf-8", "replace")
 
 
 # --------------------------------------------------------------------------- the client
@@ -179,21 +92,14 @@ class Client:
         codec: Optional[Codec] = None,
         timeout: Optional[float] = None,
     ) -> None:
-        if timeout is not None and not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        check_client_timeout(timeout)
         self.codec = codec if codec is not None else Codec()
         self.timeout = timeout
         self._lock = threading.RLock()
         self._in_call = 0
         self._close_requested = False
         self._closed_reason: Optional[str] = None
-        token_bytes = None
-        if token is not None:
-            token_bytes = token.encode("utf-8") if isinstance(token, str) else bytes(token)
-            if not token_bytes:
-                raise ValueError("token must not be empty")
-            if not self.codec.json_header:
-                raise ValueError("token needs a JSON-header codec: the handshake travels in headers")
+        token_data = token_bytes(token, self.codec)
         if unix_path is not None:
             self.address: Any = os.fspath(unix_path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -212,9 +118,9 @@ class Client:
                 pass
         sock.settimeout(timeout)
         self._sock: Optional[socket.socket] = sock
-        if token_bytes is not None:
+        if token_data is not None:
             try:
-                self._authenticate(token_bytes)
+                self._authenticate(token_data)
             except BaseException:
                 self.close()
                 raise
@@ -353,16 +259,7 @@ class Client:
         return frame
 
     def _check_error(self, frame: Frame) -> None:
-        header = frame.header
-        if header.get("op") != "error":
-            return
-        code = str(header.get("error", "unknown"))
-        message = str(header.get("message", ""))
-        if code in _CLOSING_CODES:
-            self._abort(f"the server refused: {message or code}")
-        if code == "auth":
-            raise AuthenticationError(message or "authentication failed")
-        raise RemoteError(code, message, header)
+        raise_for_error(frame, self._abort)
 
     def _exchange(self, body: _Body, header: Optional[Mapping[str, Any]], fields: Mapping[str, Any], wait: Optional[float] = None) -> Frame:
         with self._call():
@@ -403,24 +300,14 @@ class Client:
     # ------------------------------------------------------------------ authentication
 
     def _authenticate(self, token: bytes) -> None:
-        reply = self._exchange(b"", {"op": "auth"}, {})
-        op = reply.header.get("op")
-        if op == "welcome":
+        step = auth_answer(token, self._exchange(b"", auth_hello(), {}))
+        if step is None:
             return  # a server without a token
-        if op != "challenge" or not isinstance(reply.header.get("nonce"), str):
-            raise AuthenticationError(f"the server did not answer the handshake (got {reply.header!r})")
-        server_nonce = reply.header["nonce"]
-        client_nonce = auth_nonce()
-        proof = auth_proof(token, "client", server_nonce, client_nonce)
-        reply = self._exchange(b"", {"op": "auth", "nonce": server_nonce, "client_nonce": client_nonce, "proof": proof}, {})
-        server_proof = reply.header.get("proof")
-        if (
-            reply.header.get("op") != "welcome"
-            or not isinstance(server_proof, str)
-            or not auth_verify(token, "server", server_nonce, client_nonce, server_proof)
-        ):
-            self._abort("the server failed to prove it holds the token")
-            raise AuthenticationError("the server could not prove that it holds the token: wrong server, or a different token")
+        header, server_nonce, client_nonce = step
+        reply = self._exchange(b"", header, {})
+        if not auth_check_welcome(token, reply, server_nonce, client_nonce):
+            self._abort(AUTH_SERVER_FAILED)
+            raise auth_server_failed()
 
     # ------------------------------------------------------------------ commands
 
@@ -465,50 +352,6 @@ class Client:
         b'still usable\\n'
         >>> client.close(); server.stop()
         """
-        if isinstance(cmd, (str, bytes)):
-            wire_cmd: Any = os.fsdecode(cmd)
-        elif isinstance(cmd, os.PathLike):  # a program to run, as subprocess takes it
-            wire_cmd = [os.fsdecode(cmd)]
-        else:
-            wire_cmd = [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in cmd]
-        header: dict[str, Any] = {"op": "run", "cmd": wire_cmd}
-        if timeout is not None:
-            timeout = float(timeout)
-            if not timeout > 0:
-                raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-            header["timeout"] = timeout
-        if env is not None:
-            header["env"] = {str(k): str(v) for k, v in env.items()}
-        if cwd is not None:
-            header["cwd"] = os.fsdecode(cwd)
-        body: _Body = b""
-        if input is not None:
-            header["input"] = True
-            body = input
-        wait = timeout + REPLY_GRACE if timeout is not None else None
+        header, body, wait = run_request(cmd, timeout=timeout, input=input, env=env, cwd=cwd)
         reply = self._exchange(body, header, {}, wait)
-        h = reply.header
-        if h.get("op") != "result":
-            raise RemoteError("bad-response", f"expected a result frame, got {h!r}", h)
-        data = reply.body
-        split = int(h.get("stdout_size", len(data)))
-        stdout, stderr = data[:split], data[split:]
-        encoding = str(h.get("encoding") or "utf-8")
-        if text:
-            stdout, stderr = _decode(stdout, encoding), _decode(stderr, encoding)
-        result = CommandResult(
-            cmd,
-            int(h.get("returncode", 0)),
-            stdout,
-            stderr,
-            stdout_truncated=bool(h.get("stdout_truncated", False)),
-            stderr_truncated=bool(h.get("stderr_truncated", False)),
-            duration=float(h.get("duration", 0.0)),
-            encoding=encoding,
-        )
-        if h.get("timed_out"):
-            limit = timeout if timeout is not None else round(result.duration, 3)
-            raise CommandTimeout(cmd, limit, stdout, stderr, result=result)
-        if check:
-            result.check_returncode()
-        return result
+        return command_result(cmd, reply, timeout=timeout, check=check, text=text)

@@ -1,0 +1,893 @@
+"""The asyncio client of rframe's command server, and async framing helpers.
+
+:class:`AsyncClient` keeps its socket on the event loop: an
+:class:`asyncio.BufferedProtocol` whose ``buffer_updated`` feeds a Rust
+:class:`rframe.FrameDecoder` (the loop reads into one reused buffer per
+thread, not a new ``bytes`` object per read), requests packed by
+:meth:`rframe.Codec.pack` and written with ``transport.write``. No threads
+and no cross-thread wake-ups: completing an awaitable from a tokio thread
+(``pyo3-async-runtimes``) costs the event loop more CPU than a whole
+pure-asyncio round trip (see bench/README.md), so the Rust code does the
+framing and the loop does the I/O.
+
+>>> import asyncio
+>>> from rframe import Server
+>>> async def main(address):
+...     async with AsyncClient(*address) as client:
+...         result = await client.run("echo hi; exit 3")
+...         return result.returncode, result.stdout
+>>> with Server(port=0) as server:
+...     asyncio.run(main(server.address))
+(3, b'hi\\n')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import socket
+import threading
+import warnings
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+from ._errors import FrameError
+from ._protocol import (
+    AUTH_SERVER_FAILED,
+    CommandResult,
+    auth_answer,
+    auth_check_welcome,
+    auth_hello,
+    auth_server_failed,
+    check_client_timeout,
+    closing_reason,
+    command_result,
+    raise_for_error,
+    run_request,
+    token_bytes,
+)
+from ._rframe import Codec, Frame
+
+__all__ = ["AsyncClient", "read_frame_async", "send_frame_async"]
+
+_Body = Union[bytes, bytearray, memoryview, str]
+_Header = Optional[Mapping[Any, Any]]
+
+_DEFAULT_CODEC = Codec()
+_get_running_loop = asyncio.get_running_loop
+
+# Bumped in every child process right after a fork(): a client whose
+# generation differs was created in another process (cheaper than os.getpid()
+# on every call, which is a system call).
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# --------------------------------------------------------------------------- the protocol
+
+
+class _Connection(asyncio.BufferedProtocol):
+    """One connection's state on the event loop: decoder, waiters, close reason.
+
+    ``waiters`` holds one future per frame the client expects, in the order
+    the frames will arrive (requests are answered in order). Each frame that
+    arrives resolves the oldest waiter; a waiter whose caller went away
+    (cancelled, timed out) still takes its frame, which is dropped, so later
+    waiters keep theirs. Frames nobody waits for yet go to ``unclaimed``
+    (for :meth:`AsyncClient.recv`).
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, codec: Codec) -> None:
+        self.loop = loop
+        self.decoder = codec.decoder()
+        self.waiters: collections.deque[asyncio.Future[Frame]] = collections.deque()
+        self.unclaimed: collections.deque[Frame] = collections.deque()
+        self.transport: Optional[asyncio.Transport] = None
+        #: Why the connection can no longer be used; None while it can.
+        self.reason: Optional[str] = None
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self.view = memoryview(b"")
+        self.eof_error: Optional[EOFError] = None
+        self.paused = False
+        self.drain_waiters: list[asyncio.Future[None]] = []
+        # Per-call deadlines: (deadline, future, timeout, close reason) in the
+        # order the calls were made, and one timer for the earliest deadline
+        # (a timer per call, as asyncio.timeout() makes, costs much more).
+        self.timed: collections.deque[_Timed] = collections.deque()
+        self.timer: Optional[asyncio.TimerHandle] = None
+        self.timer_when = 0.0
+        # Requests made while others are in flight are joined into one write
+        # per loop iteration (one system call for a whole gather() of them).
+        self.outbuf: list[bytes] = []
+        self.outbuf_size = 0
+        self.flush_pending = False
+
+    # -- asyncio.BufferedProtocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # One read buffer per thread, shared by its connections: the loop calls
+        # buffer_updated() right after reading into it, and the decoder copies
+        # what it keeps. (Protocol.data_received would cost a fresh 256 KiB
+        # bytes object per read, which glibc serves with mmap: about 30 us.)
+        try:
+            view: memoryview = _tls.read_buffer
+        except AttributeError:
+            view = _tls.read_buffer = memoryview(bytearray(_READ_BUFFER_SIZE))
+        self.view = view
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        try:
+            frames = self.decoder.feed(self.view[:nbytes])
+        except FrameError as exc:
+            self.fail(f"reading a frame failed: {type(exc).__name__}", first=exc)
+            return
+        waiters = self.waiters
+        for frame in frames:
+            if waiters:
+                fut = waiters.popleft()
+                if not fut.done():
+                    fut.set_result(frame)
+                # else: its caller went away; the frame was its, and is dropped
+            else:
+                self.unclaimed.append(frame)
+            header = frame.header
+            if header and header.get("op") == "error":
+                why = closing_reason(header)
+                if why is not None:  # the server closes the connection after this one
+                    self.fail(why)
+                    return
+
+    def eof_received(self) -> bool:
+        try:
+            self.decoder.close()
+        except EOFError as exc:  # rframe.IncompleteFrame: the stream ended mid-frame
+            self.eof_error = exc
+        return False  # close the transport
+
+    def connection_lost(self, exc: Optional[BaseException]) -> None:
+        if self.reason is None:
+            if exc is None:
+                self.reason = "the server closed the connection"
+                detail = str(self.eof_error) if self.eof_error is not None else "connection closed before a frame began"
+                cause: Optional[BaseException] = self.eof_error
+
+                def error() -> BaseException:
+                    e = ConnectionResetError(f"the server closed the connection ({detail})")
+                    e.__cause__ = cause
+                    return e
+            else:
+                self.reason = f"the connection failed: {type(exc).__name__}: {exc}"
+
+                def error() -> BaseException:
+                    e: BaseException
+                    if isinstance(exc, OSError):
+                        try:  # the same error for every waiter, each its own instance
+                            e = type(exc)(*exc.args)
+                        except Exception:  # noqa: BLE001 - a subclass with its own signature
+                            e = ConnectionResetError(str(exc))
+                    else:
+                        e = ConnectionAbortedError(f"the connection failed ({type(exc).__name__}: {exc})")
+                    e.__cause__ = exc
+                    return e
+
+            self._fail_waiters(error)
+        else:
+            self._fail_waiters(self.aborted_error)
+        self._wake_drainers()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        self._wake_drainers()
+
+    # -- deadlines
+
+    def watch(self, fut: asyncio.Future[Frame], timeout: float, closes: Optional[str]) -> None:
+        """Fails ``fut`` with ``TimeoutError`` if it still waits ``timeout``
+        seconds from now; then, with ``closes``, closes the connection."""
+        deadline = self.loop.time() + timeout
+        timed = self.timed
+        while timed and timed[0][1].done():
+            timed.popleft()
+        timed.append((deadline, fut, timeout, closes))
+        if self.timer is None or deadline < self.timer_when:
+            self._arm(deadline)
+
+    def _arm(self, when: float) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(when, self._expire)
+        self.timer_when = when
+
+    def _expire(self) -> None:
+        self.timer = None
+        now = self.loop.time() + _TIMER_SLACK
+        keep: collections.deque[_Timed] = collections.deque()
+        earliest: Optional[float] = None
+        close: Optional[str] = None
+        for entry in self.timed:
+            deadline, fut, timeout, closes = entry
+            if fut.done():
+                continue
+            if deadline <= now:
+                # It keeps its place among the waiters: its reply is dropped.
+                fut.set_exception(TimeoutError(f"no reply within {timeout:g} seconds"))
+                if closes is not None:
+                    close = closes
+            else:
+                keep.append(entry)
+                if earliest is None or deadline < earliest:
+                    earliest = deadline
+        self.timed = keep
+        if close is not None:
+            self.fail(close)
+        elif earliest is not None:
+            self._arm(earliest)
+
+    # -- writing
+
+    def queue(self, data: bytes) -> None:
+        """Writes ``data`` after what is queued, at the end of this loop
+        iteration (at once when the queue reaches the transport's high-water
+        mark, so that flow control still applies)."""
+        self.outbuf.append(data)
+        self.outbuf_size += len(data)
+        if self.outbuf_size >= _FLUSH_SIZE:
+            self.flush()
+        elif not self.flush_pending:
+            self.flush_pending = True
+            self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_pending = False
+        buf = self.outbuf
+        if not buf:
+            return
+        self.outbuf, self.outbuf_size = [], 0
+        transport = self.transport
+        if self.reason is None and transport is not None and not transport.is_closing():
+            transport.write(buf[0] if len(buf) == 1 else b"".join(buf))
+
+    # -- failing
+
+    def aborted_error(self) -> ConnectionAbortedError:
+        return ConnectionAbortedError(f"the connection was closed ({self.reason})")
+
+    def closed_error(self) -> ConnectionAbortedError:
+        return ConnectionAbortedError(f"the connection is closed ({self.reason}); open a new AsyncClient")
+
+    def raise_closed(self) -> None:
+        """For a call on the closed connection: the error frame the server
+        sent before it closed (busy, auth), if nobody has claimed it yet (that
+        answer is more useful than "closed", and the blocking Client gives
+        it too); else ``ConnectionAbortedError``."""
+        unclaimed = self.unclaimed
+        if unclaimed and unclaimed[0].header.get("op") == "error":
+            raise_for_error(unclaimed.popleft(), self.fail)
+        raise self.closed_error()
+
+    def fail(self, reason: str, first: Optional[BaseException] = None, graceful: bool = False) -> None:
+        """Makes the connection unusable: records why, closes the transport
+        (aborts it, unless ``graceful`` and nothing is left to write) and fails
+        every waiter: the first with ``first`` if given, the others with
+        ``ConnectionAbortedError``."""
+        if graceful and self.reason is None:
+            self.flush()  # what send() handed over goes out before the close
+        if self.reason is None:
+            self.reason = reason
+        self.outbuf, self.outbuf_size = [], 0
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if graceful and not transport.get_write_buffer_size():
+                transport.close()
+            else:
+                transport.abort()
+        if first is not None:
+            while self.waiters:
+                fut = self.waiters.popleft()
+                if not fut.done():
+                    fut.set_exception(first)
+                    break
+        self._fail_waiters(self.aborted_error)
+        self._wake_drainers()
+
+    def _fail_waiters(self, make: Callable[[], BaseException]) -> None:
+        waiters, self.waiters = self.waiters, collections.deque()
+        for fut in waiters:
+            if not fut.done():
+                fut.set_exception(make())
+        self.timed.clear()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _wake_drainers(self) -> None:
+        drainers, self.drain_waiters = self.drain_waiters, []
+        for fut in drainers:
+            if not fut.done():
+                fut.set_result(None)
+
+
+_Timed = tuple[float, "asyncio.Future[Frame]", float, Optional[str]]
+
+#: Bytes read from a socket at a time (asyncio's own default).
+_READ_BUFFER_SIZE = 256 * 1024
+_tls = threading.local()
+
+#: Queued requests are written at once when they reach this size (asyncio's
+#: default high-water mark for a transport's write buffer).
+_FLUSH_SIZE = 64 * 1024
+
+#: A loop timer may fire this much before its time (the loop's clock resolution).
+_TIMER_SLACK = 0.001
+
+
+def _abandon(conn: _Connection, fut: asyncio.Future[Frame], closes: Optional[str]) -> None:
+    """The caller waiting on ``fut`` for a reply leaves (cancelled, timed out).
+
+    The request is out, so ``fut`` keeps its place among the waiters and the
+    reply is dropped when it comes; but with ``closes``, the connection is
+    closed instead (the server then kills a command that may still run).
+    Nothing to do if the reply had already come.
+    """
+    if fut.done() and not fut.cancelled():
+        exc = fut.exception()  # retrieved: no "exception was never retrieved" log
+        if not isinstance(exc, TimeoutError):
+            return  # the reply (or the connection's failure) came before the caller left
+    elif not fut.done():
+        fut.cancel()
+    if closes is not None:
+        conn.fail(closes)
+
+
+# --------------------------------------------------------------------------- the client
+
+
+class AsyncClient:
+    """An asyncio connection to an rframe server; calls are pipelined.
+
+    ``async with AsyncClient(host, port) as client:`` connects on entry and
+    closes on exit; ``client = await AsyncClient.connect(...)`` connects at
+    once (then ``await client.close()``). Arguments, results and exceptions
+    are those of the blocking :class:`rframe.Client`: ``(host, port)`` over
+    TCP or the Unix socket ``unix_path``; ``token`` for the server's HMAC
+    handshake (done while connecting); ``codec`` as the server's; ``timeout``
+    (seconds, ``None`` = no limit) bounds connecting and each call, and
+    :meth:`run` waits longer when the command's own ``timeout`` is longer. A
+    call that runs out of time raises the builtin ``TimeoutError``.
+
+    **Pipelining.** Any number of tasks may call one client at once. Each
+    request is written as soon as it is made and its caller waits in a FIFO;
+    the server answers in order, and each reply goes to the oldest waiter. So
+    ``await asyncio.gather(*(client.request(x) for x in xs))`` has all of
+    ``xs`` in flight on one connection and every caller gets its own reply.
+    (The server works through one connection's requests one after another:
+    use several clients for work that should run in parallel on the server.)
+
+    **Cancellation** (``task.cancel()``, ``asyncio.wait_for``,
+    ``asyncio.timeout``, or the client's own ``timeout``) never leaves the
+    connection half-read; frames are only ever taken whole:
+
+    * a cancelled :meth:`request` keeps its place in the FIFO; its reply is
+      dropped when it arrives, and the connection stays in sync and usable;
+    * a cancelled :meth:`run` (its command may still be running) closes the
+      connection, so the server kills the command; calls then raise
+      ``ConnectionAbortedError`` saying so. If the result had already
+      arrived, the connection stays open;
+    * a cancelled :meth:`recv` gives its place back if nothing else waits
+      behind it (as if it had not been called); otherwise the frame it would
+      have received is dropped;
+    * a cancelled :meth:`send` has either written its whole frame or nothing.
+
+    Errors: as for :class:`rframe.Client`. An error frame raises
+    :class:`rframe.RemoteError` (and leaves the connection usable, except for
+    the codes after which the server closes it); a failed handshake
+    :class:`rframe.AuthenticationError`; a connection the server closed
+    ``ConnectionResetError`` for the calls waiting on it, and
+    ``ConnectionAbortedError`` for later calls, as after :meth:`close`.
+
+    A client belongs to the event loop it connected on and to the process that
+    created it: in a forked child every method raises ``RuntimeError`` (open a
+    new client there), and nothing is done to the parent's connection.
+
+    >>> import asyncio
+    >>> from rframe import Server
+    >>> async def main(address):
+    ...     client = await AsyncClient.connect(*address, timeout=10)
+    ...     try:
+    ...         replies = await asyncio.gather(*(client.request(f"req {i}") for i in range(3)))
+    ...         return [r.body for r in replies]
+    ...     finally:
+    ...         await client.close()
+    >>> with Server(port=0, handler=lambda frame: frame.body.upper()) as echo:
+    ...     asyncio.run(main(echo.address))
+    [b'REQ 0', b'REQ 1', b'REQ 2']
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8848,
+        *,
+        unix_path: Optional[Union[str, os.PathLike[str]]] = None,
+        token: Optional[Union[str, bytes]] = None,
+        codec: Optional[Codec] = None,
+        timeout: Optional[float] = None,
+    ) -> None:
+        check_client_timeout(timeout)
+        self.codec = codec if codec is not None else _DEFAULT_CODEC
+        self.timeout = timeout
+        self._token = token_bytes(token, self.codec)
+        self.address: Any = os.fspath(unix_path) if unix_path is not None else (host, port)
+        self._unix = unix_path is not None
+        self._pid = os.getpid()
+        self._generation = _fork_generation
+        self._conn: Optional[_Connection] = None
+        self._connecting = False
+        self._closed_reason: Optional[str] = None  # closed before it ever connected
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def connect(
+        cls,
+        host: str = "127.0.0.1",
+        port: int = 8848,
+        *,
+        unix_path: Optional[Union[str, os.PathLike[str]]] = None,
+        token: Optional[Union[str, bytes]] = None,
+        codec: Optional[Codec] = None,
+        timeout: Optional[float] = None,
+    ) -> "AsyncClient":
+        """Create a client and connect it (arguments as for the constructor)."""
+        client = cls(host, port, unix_path=unix_path, token=token, codec=codec, timeout=timeout)
+        await client._open()
+        return client
+
+    async def __aenter__(self) -> "AsyncClient":
+        # Also enters a client that connect() opened: async with await AsyncClient.connect(...)
+        conn = self._conn
+        if conn is None:
+            if self._closed_reason is not None:
+                raise ConnectionAbortedError(f"the connection is closed ({self._closed_reason}); open a new AsyncClient")
+            await self._open()
+        elif conn.reason is not None:
+            raise conn.closed_error()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def _open(self) -> None:
+        self._check_process()
+        if self._conn is not None or self._connecting or self._closed_reason is not None:
+            raise RuntimeError(f"{self!r} is already connecting, connected or closed; open a new AsyncClient")
+        loop = asyncio.get_running_loop()
+        self._connecting = True
+        try:
+            if self.timeout is None:
+                conn = await self._make_connection(loop)
+            else:
+                async with asyncio.timeout(self.timeout):
+                    conn = await self._make_connection(loop)
+            self._conn = conn
+        finally:
+            self._connecting = False
+        if self._token is not None:
+            try:
+                await self._authenticate(self._token)
+            except BaseException:
+                await self._shut(conn, "the handshake failed")
+                raise
+
+    async def _make_connection(self, loop: asyncio.AbstractEventLoop) -> _Connection:
+        sock = await (self._connect_unix(loop) if self._unix else self._connect_tcp(loop))
+        conn = _Connection(loop, self.codec)
+        try:
+            if self._unix:
+                await loop.create_unix_connection(lambda: conn, sock=sock)
+            else:
+                await loop.create_connection(lambda: conn, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
+    async def _connect_unix(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, self.address)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _connect_tcp(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
+        # As socket.create_connection does it (so the errors are the same as
+        # the blocking Client's): every address in turn, the last error raised.
+        host, port = self.address
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        if not infos:  # pragma: no cover - getaddrinfo raises instead
+            raise OSError(f"getaddrinfo returned nothing for {host!r}")
+        error: Optional[BaseException] = None
+        for family, type_, proto, _, addr in infos:
+            sock = socket.socket(family, type_, proto)
+            try:
+                sock.setblocking(False)
+                await loop.sock_connect(sock, addr)
+            except OSError as exc:
+                sock.close()
+                error = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:  # pragma: no cover - not every platform allows it
+                pass
+            return sock
+        assert error is not None
+        raise error
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed (by :meth:`close` or after a failure), or before it opened."""
+        conn = self._conn
+        return conn is None or conn.reason is not None
+
+    async def close(self) -> None:
+        """Close the connection; calls still waiting raise ``ConnectionAbortedError``.
+
+        Returns once the transport is closed. Calling it again does nothing.
+        """
+        self._check_process()
+        conn = self._conn
+        if conn is None:
+            if self._closed_reason is None:
+                self._closed_reason = "the client was closed"
+            return
+        if asyncio.get_running_loop() is not conn.loop:
+            raise RuntimeError(f"{self!r} belongs to another event loop: close it there")
+        await self._shut(conn, "the client was closed")
+
+    async def _shut(self, conn: _Connection, reason: str) -> None:
+        conn.fail(reason, graceful=True)
+        if not conn.lost.done():
+            # connection_lost comes on the loop's next turn (abort() or an
+            # empty write buffer); shielded so a cancelled close() still closes.
+            await asyncio.shield(conn.lost)
+
+    def __del__(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is None or conn.transport is None or getattr(self, "_generation", None) != _fork_generation:
+            return
+        if conn.transport.is_closing():
+            return
+        warnings.warn(f"unclosed {self!r}: use 'async with' or 'await client.close()'", ResourceWarning, source=self)
+        if not conn.loop.is_closed():
+            conn.reason = conn.reason or "the client was garbage-collected"
+            conn.transport.abort()
+
+    def __repr__(self) -> str:
+        conn = self._conn
+        if conn is None:
+            state = f"closed: {self._closed_reason}" if self._closed_reason else "not connected"
+        elif conn.reason is not None:
+            state = f"closed: {conn.reason}"
+        else:
+            state = "open"
+        return f"<rframe.AsyncClient {self.address!r} {state}>"
+
+    def _check_process(self) -> None:
+        if self._generation != _fork_generation:
+            raise RuntimeError(
+                f"this AsyncClient was created in process {self._pid}, and this is process {os.getpid()} "
+                "(a fork): a connection cannot be shared between processes; open a new AsyncClient here"
+            )
+
+    def _usable(self) -> _Connection:
+        """The connection, if this process and loop may use it and it is open."""
+        if self._generation != _fork_generation:
+            self._check_process()
+        conn = self._conn
+        if conn is None:
+            if self._closed_reason is not None:
+                raise ConnectionAbortedError(f"the connection is closed ({self._closed_reason}); open a new AsyncClient")
+            raise RuntimeError(
+                "the AsyncClient is not connected: use 'async with AsyncClient(...) as client' "
+                "or 'client = await AsyncClient.connect(...)'"
+            )
+        if asyncio.get_running_loop() is not conn.loop:
+            raise RuntimeError(f"{self!r} belongs to another event loop; open a new AsyncClient on this one")
+        return conn
+
+    # ------------------------------------------------------------------ frames
+
+    async def _writable(self, conn: _Connection) -> None:
+        """Waits (within the client's timeout) while the transport's write
+        buffer is over its high-water mark; nothing is written meanwhile."""
+
+        async def wait() -> None:
+            while conn.paused and conn.reason is None:
+                fut: asyncio.Future[None] = conn.loop.create_future()
+                conn.drain_waiters.append(fut)
+                await fut
+
+        if self.timeout is None:
+            await wait()
+        else:
+            async with asyncio.timeout(self.timeout):
+                await wait()
+        if conn.reason is not None:
+            raise conn.closed_error()
+
+    @staticmethod
+    def _begin(conn: _Connection, data: bytes, timeout: Optional[float], closes: Optional[str]) -> asyncio.Future[Frame]:
+        """Writes a request; returns the future its reply will resolve."""
+        fut: asyncio.Future[Frame] = conn.loop.create_future()
+        if conn.outbuf or conn.waiters:  # others in flight: join this iteration's writes
+            conn.queue(data)
+        else:
+            conn.transport.write(data)  # type: ignore[union-attr]
+        if conn.unclaimed:  # a frame nobody claimed yet is the next one: ours
+            fut.set_result(conn.unclaimed.popleft())
+        else:
+            conn.waiters.append(fut)
+            if timeout is not None:
+                conn.watch(fut, timeout, closes)
+        return fut
+
+    async def _exchange(
+        self, body: _Body, header: _Header, fields: Mapping[str, Any], timeout: Optional[float], closes: Optional[str] = None
+    ) -> Frame:
+        """One request and its reply, error frames raised. ``closes``: the
+        reason to close the connection with if the caller leaves before the
+        reply came (cancelled, or out of time)."""
+        conn = self._usable()
+        if conn.reason is not None:
+            conn.raise_closed()
+        # Packed first: a header that cannot be encoded fails before a byte is
+        # sent, and the connection is untouched.
+        data = self.codec.pack(body, header, **fields)
+        if conn.paused:
+            await self._writable(conn)
+        fut = self._begin(conn, data, timeout, closes)
+        try:
+            frame = await fut
+        except BaseException:
+            _abandon(conn, fut, closes)
+            raise
+        raise_for_error(frame, conn.fail)
+        return frame
+
+    async def send(self, body: _Body = b"", header: _Header = None, **fields: Any) -> None:
+        """Send one frame (arguments as for :func:`rframe.send_frame`) without waiting for a reply.
+
+        Pair each :meth:`send` with a :meth:`recv`, or use :meth:`request`.
+        Returns once the frame is handed to the transport (first waiting,
+        within the client's timeout, while its write buffer is full).
+        """
+        conn = self._usable()
+        if conn.reason is not None:
+            conn.raise_closed()
+        data = self.codec.pack(body, header, **fields)
+        if conn.paused:
+            await self._writable(conn)
+        if conn.outbuf:
+            conn.queue(data)
+        else:
+            conn.transport.write(data)  # type: ignore[union-attr]
+
+    async def recv(self) -> Frame:
+        """Wait for the next frame from the server that no earlier call claimed, and return it.
+
+        An error frame raises :class:`rframe.RemoteError`; a server that closed
+        the connection, ``ConnectionResetError``.
+        """
+        conn = self._usable()
+        if conn.unclaimed:
+            frame = conn.unclaimed.popleft()
+        else:
+            if conn.reason is not None:
+                raise conn.closed_error()
+            fut: asyncio.Future[Frame] = conn.loop.create_future()
+            conn.waiters.append(fut)
+            if self.timeout is not None:
+                conn.watch(fut, self.timeout, None)
+            try:
+                frame = await fut
+            except BaseException:
+                if not fut.done():
+                    fut.cancel()
+                elif not fut.cancelled():
+                    fut.exception()  # retrieved
+                if conn.waiters and conn.waiters[-1] is fut:
+                    conn.waiters.pop()  # nothing waits behind it: give the place back
+                raise
+        raise_for_error(frame, conn.fail)
+        return frame
+
+    async def request(self, body: _Body = b"", header: _Header = None, **fields: Any) -> Frame:
+        """Send one frame and return the one the server answers with.
+
+        ``body``, ``header`` and ``fields`` are as for :func:`rframe.send_frame`.
+        Concurrent calls are pipelined (see the class documentation).
+
+        >>> import asyncio
+        >>> from rframe import Server
+        >>> def handler(frame):
+        ...     return {"greeting": "hello " + frame.header["name"]}, b""
+        >>> async def main(address):
+        ...     async with AsyncClient(*address) as client:
+        ...         return (await client.request(name="world")).header["greeting"]
+        >>> with Server(port=0, handler=handler) as server:
+        ...     asyncio.run(main(server.address))
+        'hello world'
+        """
+        # _exchange, inlined: this is the hot path.
+        conn = self._conn
+        if conn is None or conn.reason is not None or conn.paused or self._generation != _fork_generation:
+            return await self._exchange(body, header, fields, self.timeout)
+        if _get_running_loop() is not conn.loop:
+            self._usable()  # raises
+        data = self.codec.pack(body, header, **fields)
+        fut: asyncio.Future[Frame] = conn.loop.create_future()
+        if conn.outbuf or conn.waiters:  # others in flight: join this iteration's writes
+            conn.queue(data)
+        else:
+            conn.transport.write(data)  # type: ignore[union-attr]
+        if conn.unclaimed:  # a frame nobody claimed yet is the next one: ours
+            fut.set_result(conn.unclaimed.popleft())
+        else:
+            conn.waiters.append(fut)
+            if self.timeout is not None:
+                conn.watch(fut, self.timeout, None)
+        try:
+            frame = await fut
+        except BaseException:
+            _abandon(conn, fut, None)
+            raise
+        h = frame.header
+        if h and h.get("op") == "error":
+            raise_for_error(frame, conn.fail)
+        return frame
+
+    # ------------------------------------------------------------------ authentication
+
+    async def _authenticate(self, token: bytes) -> None:
+        step = auth_answer(token, await self._exchange(b"", auth_hello(), {}, self.timeout))
+        if step is None:
+            return  # a server without a token
+        header, server_nonce, client_nonce = step
+        reply = await self._exchange(b"", header, {}, self.timeout)
+        if not auth_check_welcome(token, reply, server_nonce, client_nonce):
+            conn = self._conn
+            if conn is not None:
+                conn.fail(AUTH_SERVER_FAILED)
+            raise auth_server_failed()
+
+    # ------------------------------------------------------------------ commands
+
+    async def run(
+        self,
+        cmd: Union[str, Sequence[str]],
+        *,
+        timeout: Optional[float] = None,
+        check: bool = False,
+        input: Optional[_Body] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[Union[str, os.PathLike[str]]] = None,
+        text: bool = False,
+    ) -> CommandResult:
+        """Run a command on the server and return a :class:`rframe.CommandResult`.
+
+        Arguments, result and exceptions are those of :meth:`rframe.Client.run`:
+        a string runs under ``/bin/sh -c``, a list as argv; ``input`` feeds
+        stdin; ``env`` and ``cwd``; ``timeout`` limits the command (the server
+        kills it and this raises :class:`rframe.CommandTimeout`, the connection
+        stays usable); ``check=True`` raises :class:`rframe.CommandError` on a
+        non-zero status; ``text=True`` decodes the output.
+
+        Cancelling a ``run`` while its command runs closes the connection, so
+        the server kills the command (later calls raise
+        ``ConnectionAbortedError``).
+
+        >>> import asyncio
+        >>> from rframe import Server
+        >>> async def main(address):
+        ...     async with AsyncClient(*address) as client:
+        ...         try:
+        ...             await client.run("sleep 5", timeout=0.2)
+        ...         except TimeoutError as e:
+        ...             print(e)
+        ...         return (await client.run("cat", input="still usable", text=True)).stdout
+        >>> with Server(port=0) as server:
+        ...     asyncio.run(main(server.address))
+        Command 'sleep 5' timed out after 0.2 seconds
+        'still usable'
+        """
+        header, body, wait = run_request(cmd, timeout=timeout, input=input, env=env, cwd=cwd)
+        limit = self.timeout
+        if limit is not None and wait is not None and wait > limit:
+            limit = wait
+        reply = await self._exchange(body, header, {}, limit, _RUN_CANCELLED)
+        return command_result(cmd, reply, timeout=timeout, check=check, text=text)
+
+
+_RUN_CANCELLED = "a run() was cancelled or timed out while its command ran; the connection was closed so that the server kills the command"
+
+
+# --------------------------------------------------------------------------- framing helpers
+
+
+async def read_frame_async(reader: asyncio.StreamReader, *, codec: Optional[Codec] = None) -> Frame:
+    """Read one frame from an :class:`asyncio.StreamReader`: the async :func:`rframe.read_frame`.
+
+    Takes exactly the frame's bytes from ``reader``, nothing past it; the
+    limits and errors are ``read_frame``'s (a Rust :class:`rframe.FrameDecoder`
+    checks every length before its bytes are read): :class:`rframe.FrameTooLarge`,
+    :class:`rframe.HeaderError`, ...; a stream that ends before the first byte
+    raises ``EOFError``, one that ends mid-frame :class:`rframe.IncompleteFrame`.
+    Cancelled after the frame began, it leaves the stream mid-frame: close it.
+
+    ``codec`` is keyword-only (default: the course's format).
+
+    >>> import asyncio, rframe
+    >>> async def main():
+    ...     reader = asyncio.StreamReader()
+    ...     reader.feed_data(rframe.pack_frame(b"hello", file_name="a.txt") + b"rest")
+    ...     reader.feed_eof()
+    ...     frame = await read_frame_async(reader)
+    ...     return frame.header, frame.body, await reader.read()
+    >>> asyncio.run(main())
+    ({'file_name': 'a.txt', 'total_size': 5}, b'hello', b'rest')
+    """
+    decoder = (codec if codec is not None else _DEFAULT_CODEC).decoder()
+    while True:
+        try:
+            data = await reader.readexactly(decoder.needed or 1)  # (never 0 while a frame is unfinished)
+        except asyncio.IncompleteReadError as exc:
+            if exc.partial:
+                decoder.feed(exc.partial)
+            decoder.close()  # raises IncompleteFrame if a frame began
+            raise EOFError("connection closed before a frame began") from None
+        frames = decoder.feed(data)
+        if frames:
+            return frames[0]
+
+
+async def send_frame_async(
+    writer: asyncio.StreamWriter,
+    body: _Body = b"",
+    header: _Header = None,
+    *,
+    codec: Optional[Codec] = None,
+    **fields: Any,
+) -> None:
+    """Write one frame to an :class:`asyncio.StreamWriter` and wait for ``drain()``.
+
+    Arguments as for :func:`rframe.send_frame`; the frame is packed (and a bad
+    header raises) before anything is written. ``codec`` is a keyword of this
+    function, so a header field named ``codec`` must go in ``header``:
+    ``send_frame_async(w, body, {"codec": "gzip"})``.
+    """
+    data = (codec if codec is not None else _DEFAULT_CODEC).pack(body, header, **fields)
+    writer.write(data)
+    await writer.drain()
