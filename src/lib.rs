@@ -6,9 +6,9 @@
 //! - `python`: the PyO3 bindings, which convert types and map errors.
 
 pub mod codec;
+pub mod exec;
 pub mod io;
 pub mod protocol;
-pub mod exec;
+mod python;
 pub mod runtime;
 pub mod server;
-mod python;

@@ -15,10 +15,7 @@ pub fn get() -> io::Result<&'static Runtime> {
     let (pid, rt) = match RUNTIME.get() {
         Some(entry) => entry,
         None => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("rframe-tokio")
-                .build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("rframe-tokio").build()?;
             RUNTIME.get_or_init(|| (std::process::id(), rt))
         }
     };

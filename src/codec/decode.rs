@@ -111,7 +111,8 @@ impl<M: HeaderModel> Decoder<M> {
                     let (header, facts) = self.model.parse(buf.split_to(len).freeze(), self.codec.digest_key())?;
                     self.codec.check_body_len(facts.total_size)?;
                     let body_len = facts.total_size as usize;
-                    self.state = State::Body { header: Some((header, facts)), len: body_len, head_len: PREFIX_LEN + len };
+                    self.state =
+                        State::Body { header: Some((header, facts)), len: body_len, head_len: PREFIX_LEN + len };
                 }
                 State::Body { len, .. } => {
                     if buf.len() < *len {
@@ -284,7 +285,10 @@ mod tests {
     #[test]
     fn total_size_beyond_64_bits_is_too_large() {
         let frame = json_frame(r#"{"total_size": 1180591620717411303424}"#, b"");
-        assert!(matches!(decode_all(Codec::default(), &frame, 100), Err(FrameError::TooLarge { part: Part::Body, .. })));
+        assert!(matches!(
+            decode_all(Codec::default(), &frame, 100),
+            Err(FrameError::TooLarge { part: Part::Body, .. })
+        ));
     }
 
     #[test]
@@ -309,12 +313,17 @@ mod tests {
     #[test]
     fn negative_length_is_refused() {
         let mut buf = BytesMut::from(&(-1i32).to_le_bytes()[..]);
-        assert!(matches!(Decoder::new(Codec::default()).decode(&mut buf), Err(FrameError::NegativeLength { value: -1, .. })));
+        assert!(matches!(
+            Decoder::new(Codec::default()).decode(&mut buf),
+            Err(FrameError::NegativeLength { value: -1, .. })
+        ));
     }
 
     #[test]
     fn text_on_a_binary_port_is_named() {
-        for (text, order) in [(&b"GET / HTTP/1.1\r\n"[..], ByteOrder::Little), (b"dir\n", ByteOrder::Big), (b"dir\n", ByteOrder::Little)] {
+        for (text, order) in
+            [(&b"GET / HTTP/1.1\r\n"[..], ByteOrder::Little), (b"dir\n", ByteOrder::Big), (b"dir\n", ByteOrder::Little)]
+        {
             let codec = Codec { byteorder: order, ..Codec::default() };
             let mut buf = BytesMut::from(text);
             let err = Decoder::new(codec).decode(&mut buf).unwrap_err().to_string();

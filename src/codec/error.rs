@@ -76,21 +76,11 @@ pub fn escape_bytes(bytes: &[u8]) -> String {
 pub enum FrameError {
     /// A length beyond the codec's limit (or beyond what the 4-byte field holds).
     #[error("frame {part} of {size} bytes exceeds the limit of {limit} bytes ({limit_name}){}", hint(.text))]
-    TooLarge {
-        part: Part,
-        size: u64,
-        limit: u64,
-        limit_name: &'static str,
-        text: Option<TextPrefix>,
-    },
+    TooLarge { part: Part, size: u64, limit: u64, limit_name: &'static str, text: Option<TextPrefix> },
 
     /// A length prefix that reads as a negative number.
     #[error("invalid length prefix {}: {value} is negative{}", escape_bytes(.raw), hint(.text))]
-    NegativeLength {
-        raw: [u8; 4],
-        value: i32,
-        text: Option<TextPrefix>,
-    },
+    NegativeLength { raw: [u8; 4], value: i32, text: Option<TextPrefix> },
 
     /// The JSON header is malformed or lacks a valid `total_size`.
     #[error("{0}")]
@@ -99,19 +89,11 @@ pub enum FrameError {
     /// The stream ended inside a frame.
     #[error("stream ended in the middle of a frame: expected {}, received {received} byte{}",
             expected_part(*.part, *.expected), if *.received == 1 { "" } else { "s" })]
-    Incomplete {
-        part: Part,
-        expected: u64,
-        received: u64,
-    },
+    Incomplete { part: Part, expected: u64, received: u64 },
 
     /// The body's digest differs from the header's, or the header has none.
     #[error("{}", checksum_message(.algorithm, .expected.as_deref(), .actual))]
-    Checksum {
-        algorithm: &'static str,
-        expected: Option<String>,
-        actual: String,
-    },
+    Checksum { algorithm: &'static str, expected: Option<String>, actual: String },
 }
 
 fn expected_part(part: Part, expected: u64) -> String {

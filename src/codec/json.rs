@@ -318,9 +318,9 @@ fn scan_header(bytes: &[u8], digest_key: Option<&str>) -> Result<HeaderFacts, Fr
     j.finish().map_err(bad_json)?;
     match total {
         None => Err(FrameError::header(format!("frame header has no \"{TOTAL_SIZE}\" field: {}", preview(bytes)))),
-        Some(Err(got)) => Err(FrameError::header(format!(
-            "\"{TOTAL_SIZE}\" must be a non-negative integer, got {got}"
-        ))),
+        Some(Err(got)) => {
+            Err(FrameError::header(format!("\"{TOTAL_SIZE}\" must be a non-negative integer, got {got}")))
+        }
         Some(Ok(total_size)) => Ok(HeaderFacts { total_size, digest }),
     }
 }
@@ -576,7 +576,10 @@ mod tests {
             ]
         );
         assert_eq!(flat(b"{}").unwrap(), []);
-        assert_eq!(flat(br#"{"big": 999999999999999999, "neg0": -0}"#).unwrap(), [("big", FlatValue::Int(999_999_999_999_999_999)), ("neg0", FlatValue::Int(0))]);
+        assert_eq!(
+            flat(br#"{"big": 999999999999999999, "neg0": -0}"#).unwrap(),
+            [("big", FlatValue::Int(999_999_999_999_999_999)), ("neg0", FlatValue::Int(0))]
+        );
         assert_eq!(flat(b"{\n\t}").unwrap(), []);
     }
 
@@ -627,7 +630,8 @@ mod tests {
 
     #[test]
     fn last_of_repeated_keys_counts_as_in_json_loads() {
-        let facts = parse_header(br#"{"total_size": -1, "md5": 1, "total_size": 2, "md5": "ab"}"#, Some("md5")).unwrap();
+        let facts =
+            parse_header(br#"{"total_size": -1, "md5": 1, "total_size": 2, "md5": "ab"}"#, Some("md5")).unwrap();
         assert_eq!(facts, HeaderFacts { total_size: 2, digest: Some("ab".into()) });
     }
 

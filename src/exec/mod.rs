@@ -92,9 +92,8 @@ fn command(spec: &CommandSpec) -> io::Result<Command> {
             c
         }
         Program::Argv(argv) => {
-            let (first, rest) = argv
-                .split_first()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+            let (first, rest) =
+                argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
             let mut c = Command::new(first);
             c.args(rest);
             c

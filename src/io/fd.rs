@@ -159,10 +159,17 @@ mod tests {
         let mut calls = 0;
         let mut check = || {
             calls += 1;
-            if calls == 2 { Err("interrupted") } else { Ok(()) }
+            if calls == 2 {
+                Err("interrupted")
+            } else {
+                Ok(())
+            }
         };
         let mut buf = [0u8; 4];
-        assert!(matches!(recv_some(a.as_raw_fd(), &mut buf, None, &mut check), Err(WaitError::Interrupted("interrupted"))));
+        assert!(matches!(
+            recv_some(a.as_raw_fd(), &mut buf, None, &mut check),
+            Err(WaitError::Interrupted("interrupted"))
+        ));
     }
 
     #[test]

@@ -83,7 +83,9 @@ fn read_body<S: ByteSource, B: BodyBuffer>(src: &mut S, body: &mut B) -> Result<
     while filled < len {
         match src.read_some(body.window(filled)).map_err(ReadError::Source)? {
             0 => {
-                return Err(FrameError::Incomplete { part: Part::Body, expected: len as u64, received: filled as u64 }.into())
+                return Err(
+                    FrameError::Incomplete { part: Part::Body, expected: len as u64, received: filled as u64 }.into()
+                )
             }
             n => filled += n,
         }
@@ -109,8 +111,12 @@ where
         0 => return Err(ReadError::Eof),
         PREFIX_LEN => {}
         _ => {
-            return Err(FrameError::Incomplete { part: Part::Length, expected: PREFIX_LEN as u64, received: got as u64 }
-                .into())
+            return Err(FrameError::Incomplete {
+                part: Part::Length,
+                expected: PREFIX_LEN as u64,
+                received: got as u64,
+            }
+            .into())
         }
     }
     let (header, facts, body_len) = match codec.parse_length(raw)? {
@@ -162,7 +168,8 @@ mod tests {
         let mut data = frame();
         data.extend_from_slice(b"next");
         let mut src = Trickle { data: &data, step: 2 };
-        let frame = read_frame(&Codec::default(), &mut src, |n| Ok::<_, std::convert::Infallible>(vec![0u8; n])).unwrap();
+        let frame =
+            read_frame(&Codec::default(), &mut src, |n| Ok::<_, std::convert::Infallible>(vec![0u8; n])).unwrap();
         assert_eq!(frame.body, b"abc");
         assert_eq!(frame.header.unwrap(), br#"{"total_size": 3}"#);
         assert_eq!(src.data, b"next");

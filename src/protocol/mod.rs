@@ -113,9 +113,7 @@ pub fn parse_request(header: &[u8]) -> Result<RequestHeader, String> {
 /// four or more bytes whose prefix the codec refuses, or fewer that are text.
 pub fn looks_like_raw_command(first: &[u8]) -> bool {
     !first.is_empty()
-        && first
-            .iter()
-            .all(|b| (0x20..0x7f).contains(b) || matches!(b, b'\t' | b'\r' | b'\n') || *b >= 0x80)
+        && first.iter().all(|b| (0x20..0x7f).contains(b) || matches!(b, b'\t' | b'\r' | b'\n') || *b >= 0x80)
 }
 
 #[cfg(test)]

@@ -62,14 +62,21 @@ impl PyCodec {
 }
 
 fn limit(name: &str, value: i128) -> PyResult<u64> {
-    u64::try_from(value).map_err(|_| PyValueError::new_err(format!("{name} must be a non-negative integer, got {value}")))
+    u64::try_from(value)
+        .map_err(|_| PyValueError::new_err(format!("{name} must be a non-negative integer, got {value}")))
 }
 
 #[pymethods]
 impl PyCodec {
     #[new]
     #[pyo3(signature = (*, json_header=true, byteorder="little", max_header=DEFAULT_MAX_HEADER as i128, max_body=DEFAULT_MAX_BODY as i128, checksum=None))]
-    fn new(json_header: bool, byteorder: &str, max_header: i128, max_body: i128, checksum: Option<&str>) -> PyResult<PyCodec> {
+    fn new(
+        json_header: bool,
+        byteorder: &str,
+        max_header: i128,
+        max_body: i128,
+        checksum: Option<&str>,
+    ) -> PyResult<PyCodec> {
         let byteorder = ByteOrder::from_name(byteorder)
             .ok_or_else(|| PyValueError::new_err(format!("byteorder must be 'little' or 'big', not {byteorder:?}")))?;
         let checksum = match checksum {

@@ -6,11 +6,11 @@
 
 use std::borrow::Cow;
 
+use jiter::{Jiter, NumberAny, NumberInt, Peek};
 use pyo3::exceptions::{PyRecursionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
-use jiter::{Jiter, NumberAny, NumberInt, Peek};
 
 use bytes::Bytes;
 
@@ -88,10 +88,7 @@ fn as_dict<'py>(header: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         d.update(&header.cast::<pyo3::types::PyMapping>().map_err(PyErr::from)?.clone())?;
         return Ok(d);
     }
-    Err(PyTypeError::new_err(format!(
-        "header must be a dict, not {}",
-        header.get_type().name()?
-    )))
+    Err(PyTypeError::new_err(format!("header must be a dict, not {}", header.get_type().name()?)))
 }
 
 /// A dict key as json.dumps converts it: text for the writer to escape, or,
@@ -125,10 +122,7 @@ fn key_text<'a>(key: &'a Bound<'_, PyAny>) -> PyResult<Cow<'a, str>> {
     if key.is_instance_of::<PyInt>() {
         return int_text(key).map(Cow::Owned);
     }
-    Err(PyTypeError::new_err(format!(
-        "keys must be str, int, float, bool or None, not {}",
-        key.get_type().name()?
-    )))
+    Err(PyTypeError::new_err(format!("keys must be str, int, float, bool or None, not {}", key.get_type().name()?)))
 }
 
 fn write_value(w: &mut JsonWriter, value: &Bound<'_, PyAny>, stack: &mut Vec<usize>) -> PyResult<()> {
@@ -187,9 +181,7 @@ fn enter(container: &Bound<'_, PyAny>, stack: &mut Vec<usize>) -> PyResult<()> {
         return Err(PyValueError::new_err("Circular reference detected"));
     }
     if stack.len() >= MAX_DEPTH {
-        return Err(PyRecursionError::new_err(
-            "maximum recursion depth exceeded while encoding a JSON object",
-        ));
+        return Err(PyRecursionError::new_err("maximum recursion depth exceeded while encoding a JSON object"));
     }
     stack.push(id);
     Ok(())
@@ -210,9 +202,7 @@ fn float_text(value: &Bound<'_, PyAny>) -> PyResult<String> {
     let exact = PyFloat::new(value.py(), f);
     let text = exact.repr()?.to_str()?.to_owned();
     if !f.is_finite() {
-        return Err(PyValueError::new_err(format!(
-            "Out of range float values are not JSON compliant: {text}"
-        )));
+        return Err(PyValueError::new_err(format!("Out of range float values are not JSON compliant: {text}")));
     }
     Ok(text)
 }
@@ -254,8 +244,9 @@ impl HeaderModel for PyHeaders {
             // (lone surrogates, say): json.loads gives it Python's meaning.
             let dict = match built {
                 Ok((dict, _)) => dict,
-                Err(_) => parse_dict(py, &bytes)
-                    .map_err(|_| FrameError::header(format!("frame header could not be read: {}", escape_bytes(&bytes))))?,
+                Err(_) => parse_dict(py, &bytes).map_err(|_| {
+                    FrameError::header(format!("frame header could not be read: {}", escape_bytes(&bytes)))
+                })?,
             };
             Ok((dict.unbind(), facts))
         })
@@ -409,9 +400,7 @@ fn json_value<'py>(py: Python<'py>, j: &mut Jiter<'_>, peek: Peek, depth: usize)
         }
         _ => match j.known_number(peek).map_err(drop)? {
             NumberAny::Int(NumberInt::Int(i)) => i.into_pyobject(py).map_err(drop)?.into_any(),
-            NumberAny::Int(NumberInt::BigInt(big)) => {
-                py.get_type::<PyInt>().call1((big.to_string(),)).map_err(drop)?
-            }
+            NumberAny::Int(NumberInt::BigInt(big)) => py.get_type::<PyInt>().call1((big.to_string(),)).map_err(drop)?,
             NumberAny::Float(f) => PyFloat::new(py, f).into_any(),
         },
     })
@@ -428,7 +417,8 @@ pub fn header_to_py<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, P
         return Ok(dict);
     }
     parse_dict(py, bytes).map_err(|e| {
-        let err = FrameError::header(format!("frame header is not valid JSON ({e}); header bytes: {}", escape_bytes(bytes)));
+        let err =
+            FrameError::header(format!("frame header is not valid JSON ({e}); header bytes: {}", escape_bytes(bytes)));
         frame_error(py, &err)
     })
 }

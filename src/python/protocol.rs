@@ -27,6 +27,12 @@ pub fn auth_proof(token: &[u8], role_name: &str, server_nonce: &str, client_nonc
 
 /// Checks a proof in constant time.
 #[pyfunction]
-pub fn auth_verify(token: &[u8], role_name: &str, server_nonce: &str, client_nonce: &str, proof: &str) -> PyResult<bool> {
+pub fn auth_verify(
+    token: &[u8],
+    role_name: &str,
+    server_nonce: &str,
+    client_nonce: &str,
+    proof: &str,
+) -> PyResult<bool> {
     Ok(auth::verify(token, role(role_name)?, server_nonce, client_nonce, proof))
 }

@@ -111,7 +111,8 @@ struct PyHandler {
 
 impl Handler for PyHandler {
     fn call(&self, frame: Frame) -> BoxFuture<Result<Reply, String>> {
-        let result = Python::attach(|py| call_handler(py, &self.handler, &self.codec, frame).map_err(|e| describe(py, &e)));
+        let result =
+            Python::attach(|py| call_handler(py, &self.handler, &self.codec, frame).map_err(|e| describe(py, &e)));
         Box::pin(std::future::ready(result))
     }
 }
@@ -190,7 +191,10 @@ fn call_handler(py: Python<'_>, handler: &Py<PyAny>, codec: &Codec, frame: Frame
         (Some(items.next().expect("header")?), items.next().expect("body")?)
     } else if let Ok(t) = result.cast::<PyTuple>() {
         if t.len() != 2 {
-            return Err(PyTypeError::new_err(format!("handler returned a tuple of {} items; expected (header, body)", t.len())));
+            return Err(PyTypeError::new_err(format!(
+                "handler returned a tuple of {} items; expected (header, body)",
+                t.len()
+            )));
         }
         (Some(t.get_item(0)?), t.get_item(1)?)
     } else if result.is_none() {
@@ -199,9 +203,13 @@ fn call_handler(py: Python<'_>, handler: &Py<PyAny>, codec: &Codec, frame: Frame
         (None, result)
     };
     let header = header.filter(|h| !h.is_none());
-    let header = if codec.json_header { header } else {
+    let header = if codec.json_header {
+        header
+    } else {
         if header.as_ref().is_some_and(|h| h.cast::<PyDict>().map(|d| !d.is_empty()).unwrap_or(true)) {
-            return Err(PyValueError::new_err("the server's codec is length-only: the handler must return only a body"));
+            return Err(PyValueError::new_err(
+                "the server's codec is length-only: the handler must return only a body",
+            ));
         }
         None
     };
@@ -267,7 +275,8 @@ impl PyServer {
             None => None,
             Some(t) if t.is_none() => None,
             Some(t) => {
-                let bytes: Vec<u8> = if let Ok(s) = t.cast::<PyString>() { s.to_str()?.as_bytes().to_vec() } else { t.extract()? };
+                let bytes: Vec<u8> =
+                    if let Ok(s) = t.cast::<PyString>() { s.to_str()?.as_bytes().to_vec() } else { t.extract()? };
                 if bytes.is_empty() {
                     return Err(PyValueError::new_err("token must not be empty"));
                 }
@@ -275,7 +284,9 @@ impl PyServer {
             }
         };
         if handler.as_ref().is_some_and(|h| !h.bind(py).is_callable()) {
-            return Err(PyTypeError::new_err("handler must be callable: handler(frame) -> bytes | str | (header, body) | Frame"));
+            return Err(PyTypeError::new_err(
+                "handler must be callable: handler(frame) -> bytes | str | (header, body) | Frame",
+            ));
         }
         if max_connections == 0 || max_connections > MAX_CONNECTIONS {
             return Err(PyValueError::new_err(format!("max_connections must be from 1 to {MAX_CONNECTIONS}")));
@@ -291,8 +302,15 @@ impl PyServer {
         };
         let local = py.detach(|| bind.is_local())?;
         if token.is_none() && !local && insecure {
-            let warn = format!("serving on {host}:{port} without a token (insecure=True): anyone who can reach it can run commands");
-            PyErr::warn(py, &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(), &std::ffi::CString::new(warn).expect("no NUL"), 1)?;
+            let warn = format!(
+                "serving on {host}:{port} without a token (insecure=True): anyone who can reach it can run commands"
+            );
+            PyErr::warn(
+                py,
+                &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
+                &std::ffi::CString::new(warn).expect("no NUL"),
+                1,
+            )?;
         }
         if token.is_none() && !insecure && !local {
             return Err(PyValueError::new_err(format!(

@@ -4,11 +4,11 @@
 
 use std::time::{Duration, Instant};
 
+use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyBlockingIOError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString, PyType};
-use pyo3::buffer::PyUntypedBuffer;
 
 use crate::codec::Codec;
 use crate::io::fd;
@@ -75,9 +75,7 @@ impl ByteSource for SocketSource<'_> {
     type Error = PyErr;
     fn read_some(&mut self, buf: &mut [u8]) -> PyResult<usize> {
         let (fd, deadline) = (self.fd, self.deadline);
-        self.py
-            .detach(|| fd::recv_some(fd, buf, deadline, &mut check_signals))
-            .map_err(wait_error)
+        self.py.detach(|| fd::recv_some(fd, buf, deadline, &mut check_signals)).map_err(wait_error)
     }
 }
 
@@ -240,9 +238,9 @@ pub fn with_body<R>(body: Option<&Bound<'_, PyAny>>, f: impl FnOnce(&[u8]) -> Py
 /// Sends `head` then `body` to a socket or file-like object, completely.
 pub fn send_to(py: Python<'_>, sink: &Bound<'_, PyAny>, head: &[u8], body: &[u8]) -> PyResult<()> {
     match endpoint(sink, "sendall", "send_frame")? {
-        Endpoint::Socket { fd, deadline } => py
-            .detach(|| fd::send_all(fd, &[head, body], deadline, &mut check_signals))
-            .map_err(wait_error),
+        Endpoint::Socket { fd, deadline } => {
+            py.detach(|| fd::send_all(fd, &[head, body], deadline, &mut check_signals)).map_err(wait_error)
+        }
         Endpoint::Object(obj) => {
             if obj.hasattr("sendall")? {
                 obj.call_method1("sendall", (PyBytes::new(py, head),))?;
@@ -332,9 +330,7 @@ fn encode_head(
     body: &[u8],
 ) -> PyResult<Vec<u8>> {
     let header = header_bytes(codec, header, fields, body)?;
-    codec
-        .encode_head(header.as_deref(), body.len())
-        .map_err(|e| super::errors::frame_error(py, &e))
+    codec.encode_head(header.as_deref(), body.len()).map_err(|e| super::errors::frame_error(py, &e))
 }
 
 /// Packs and sends one frame.

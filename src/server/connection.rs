@@ -122,7 +122,10 @@ impl Conn {
             let reply = match request {
                 Request::Raw(line) => {
                     if !self.authenticated {
-                        return End::Error(ErrorCode::Auth, "this server needs a token: raw command lines are refused".into());
+                        return End::Error(
+                            ErrorCode::Auth,
+                            "this server needs a token: raw command lines are refused".into(),
+                        );
                     }
                     match String::from_utf8(line) {
                         Ok(line) => {
@@ -176,7 +179,10 @@ impl Conn {
             let deadline = if self.decoder.in_body() { Instant::now() + idle } else { header_deadline };
             if !self.read_some(deadline).await? {
                 let err = self.decoder.decode_eof(&mut self.buf).err();
-                self.log(Level::Debug, format!("closed mid-request: {}", err.map(|e| e.to_string()).unwrap_or_default()));
+                self.log(
+                    Level::Debug,
+                    format!("closed mid-request: {}", err.map(|e| e.to_string()).unwrap_or_default()),
+                );
                 return Err(End::Quiet);
             }
         }
@@ -261,8 +267,14 @@ impl Conn {
         let request = request.unwrap_or_default();
         match request.op.as_deref() {
             Some("run") => self.run_command(request, frame.body).await,
-            Some(op) => Ok(Reply::error(ErrorCode::BadRequest, &format!("unknown op {op:?}: this server runs commands (op \"run\")"))),
-            None => Ok(Reply::error(ErrorCode::BadRequest, "request header has no \"op\": this server runs commands (op \"run\")")),
+            Some(op) => Ok(Reply::error(
+                ErrorCode::BadRequest,
+                &format!("unknown op {op:?}: this server runs commands (op \"run\")"),
+            )),
+            None => Ok(Reply::error(
+                ErrorCode::BadRequest,
+                "request header has no \"op\": this server runs commands (op \"run\")",
+            )),
         }
     }
 
@@ -290,7 +302,8 @@ impl Conn {
         let (Some(sn), Some(cn)) = (self.server_nonce.take(), request.client_nonce) else {
             return Err(self.auth_failed("proof without a challenge").await);
         };
-        if request.nonce.as_deref() != Some(sn.as_str()) || !auth::verify(&token, auth::Role::Client, &sn, &cn, &proof) {
+        if request.nonce.as_deref() != Some(sn.as_str()) || !auth::verify(&token, auth::Role::Client, &sn, &cn, &proof)
+        {
             return Err(self.auth_failed("wrong token").await);
         }
         self.authenticated = true;
@@ -314,7 +327,8 @@ impl Conn {
             None => return Err(bad(ErrorCode::BadRequest, "run request has no \"cmd\"".into())),
             Some(Cmd::Line(line)) if use_shell => Program::Shell(line),
             Some(Cmd::Line(line)) => Program::Argv(
-                shlex::split(&line).ok_or_else(|| bad(ErrorCode::BadRequest, format!("cannot split {line:?}: unbalanced quotes")))?,
+                shlex::split(&line)
+                    .ok_or_else(|| bad(ErrorCode::BadRequest, format!("cannot split {line:?}: unbalanced quotes")))?,
             ),
             Some(Cmd::Argv(argv)) => Program::Argv(argv),
         };
@@ -324,12 +338,18 @@ impl Conn {
             };
             if let Some(allow) = &config.allow {
                 if !allow.iter().any(|a| a == first) {
-                    return Err(bad(ErrorCode::NotAllowed, format!("{first:?} is not an allowed program (allowed: {})", allow.join(", "))));
+                    return Err(bad(
+                        ErrorCode::NotAllowed,
+                        format!("{first:?} is not an allowed program (allowed: {})", allow.join(", ")),
+                    ));
                 }
                 // PATH, LD_PRELOAD or a cwd with PATH=. would pick which file
                 // an allowed name runs: with an allow list, neither is the client's.
                 if request.env.as_ref().is_some_and(|e| !e.is_empty()) || request.cwd.is_some() {
-                    return Err(bad(ErrorCode::NotAllowed, "with an allow list, requests may not set env or cwd".into()));
+                    return Err(bad(
+                        ErrorCode::NotAllowed,
+                        "with an allow list, requests may not set env or cwd".into(),
+                    ));
                 }
             }
         } else if matches!(&program, Program::Shell(line) if line.trim().is_empty()) {
@@ -337,7 +357,12 @@ impl Conn {
         }
         let timeout = match request.timeout {
             Some(t) if t.is_finite() && t > 0.0 => config.timeout.min(Duration::from_secs_f64(t.min(1e9))),
-            Some(t) => return Err(bad(ErrorCode::BadRequest, format!("timeout must be a positive number of seconds, got {t}"))),
+            Some(t) => {
+                return Err(bad(
+                    ErrorCode::BadRequest,
+                    format!("timeout must be a positive number of seconds, got {t}"),
+                ))
+            }
             None => config.timeout,
         };
         if !request.input && !body.is_empty() {
