@@ -42,14 +42,6 @@ pub fn read_full<S: ByteSource>(src: &mut S, buf: &mut [u8]) -> Result<usize, S:
     Ok(filled)
 }
 
-fn read_part<S: ByteSource>(src: &mut S, buf: &mut [u8], part: Part) -> Result<(), ReadError<S::Error>> {
-    let got = read_full(src, buf).map_err(ReadError::Source)?;
-    if got < buf.len() {
-        return Err(FrameError::Incomplete { part, expected: buf.len() as u64, received: got as u64 }.into());
-    }
-    Ok(())
-}
-
 /// One frame as read: the header's JSON text (checked by the codec; `None` for
 /// a length-only codec) and the body in the caller's buffer.
 #[derive(Debug)]
@@ -77,16 +69,13 @@ impl BodyBuffer for Vec<u8> {
     }
 }
 
-fn read_body<S: ByteSource, B: BodyBuffer>(src: &mut S, body: &mut B) -> Result<(), ReadError<S::Error>> {
-    let len = body.size();
+/// Fills `buf` (the header, or the body), or reports the frame cut short.
+fn read_part<S: ByteSource, B: BodyBuffer>(src: &mut S, buf: &mut B, part: Part) -> Result<(), ReadError<S::Error>> {
+    let len = buf.size();
     let mut filled = 0;
     while filled < len {
-        match src.read_some(body.window(filled)).map_err(ReadError::Source)? {
-            0 => {
-                return Err(
-                    FrameError::Incomplete { part: Part::Body, expected: len as u64, received: filled as u64 }.into()
-                )
-            }
+        match src.read_some(buf.window(filled)).map_err(ReadError::Source)? {
+            0 => return Err(FrameError::Incomplete { part, expected: len as u64, received: filled as u64 }.into()),
             n => filled += n,
         }
     }
@@ -130,7 +119,7 @@ where
         }
     };
     let mut body = alloc_body(body_len).map_err(ReadError::Source)?;
-    read_body(src, &mut body)?;
+    read_part(src, &mut body, Part::Body)?;
     codec.verify(facts.as_ref(), body.as_ref())?;
     Ok(RawFrame { header, body })
 }
