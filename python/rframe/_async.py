@@ -741,24 +741,13 @@ class AsyncClient:
         ...     asyncio.run(main(server.address))
         'hello world'
         """
-        # _exchange, inlined: this is the hot path.
+        # _exchange without its checks once the connection is known good: the hot path.
         conn = self._conn
         if conn is None or conn.reason is not None or conn.paused or self._generation != _fork_generation:
             return await self._exchange(body, header, fields, self.timeout)
         if _get_running_loop() is not conn.loop:
             self._usable()  # raises
-        data = self.codec.pack(body, header, **fields)
-        fut: asyncio.Future[Frame] = conn.loop.create_future()
-        if conn.outbuf or conn.waiters:  # others in flight: join this iteration's writes
-            conn.queue(data)
-        else:
-            conn.transport.write(data)  # type: ignore[union-attr]
-        if conn.unclaimed:  # a frame nobody claimed yet is the next one: ours
-            fut.set_result(conn.unclaimed.popleft())
-        else:
-            conn.waiters.append(fut)
-            if self.timeout is not None:
-                conn.watch(fut, self.timeout, None)
+        fut = self._begin(conn, self.codec.pack(body, header, **fields), self.timeout, None)
         try:
             frame = await fut
         except BaseException:
