@@ -284,3 +284,19 @@ def test_client_main_in_process(cli_server, capfdbinary):
 
     assert main([*map(str, connect_args(cli_server)), "-c", "echo in-process; exit 4"]) == 4
     assert capfdbinary.readouterr().out == b"in-process\n"
+
+
+def test_server_header_and_idle_timeouts_are_flags():
+    import socket
+
+    server = CliServer("--header-timeout", "0.5", "--idle-timeout", "0.5")
+    try:
+        with socket.create_connection((server.host, server.port), timeout=HANG_BOUND) as trickle:
+            trickle.sendall(b"\x10\x00")  # half a length prefix, then nothing
+            reply = rframe.read_frame(trickle)
+            assert reply.header["error"] == "timeout"
+        with socket.create_connection((server.host, server.port), timeout=HANG_BOUND) as idle:
+            assert idle.recv(1) == b""  # closed quietly after the idle timeout
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait() == 0, server.stderr

@@ -114,6 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="connections served at once; one more is told 'busy' and closed (default 1024)",
     )
     ap.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="from a request's first byte to its complete header: one absolute deadline that trickled bytes do not "
+        "extend (slowloris); before a token is proven, the whole login must fit in it (default 10)",
+    )
+    ap.add_argument(
+        "--idle-timeout",
+        type=_positive_float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long a connection may sit between requests or stall inside a body before it is closed (default 300)",
+    )
+    ap.add_argument(
         "--allow",
         action="append",
         metavar="NAME",
@@ -193,6 +208,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 timeout=args.timeout,
                 max_output=args.max_output,
                 max_connections=args.max_connections,
+                header_timeout=args.header_timeout,
+                idle_timeout=args.idle_timeout,
                 allow=args.allow,
                 shell=not args.no_shell,
                 cwd=args.cwd,
