@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod exec;
+pub mod files;
 pub mod io;
 pub mod protocol;
 mod python;

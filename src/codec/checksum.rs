@@ -35,6 +35,37 @@ impl Checksum {
     }
 }
 
+/// A digest computed piece by piece (a file that moves in chunks).
+#[derive(Clone)]
+pub enum Hasher {
+    Md5(Md5),
+    Sha256(Sha256),
+}
+
+impl Hasher {
+    pub fn new(checksum: Checksum) -> Hasher {
+        match checksum {
+            Checksum::Md5 => Hasher::Md5(Md5::new()),
+            Checksum::Sha256 => Hasher::Sha256(Sha256::new()),
+        }
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        match self {
+            Hasher::Md5(h) => h.update(data),
+            Hasher::Sha256(h) => h.update(data),
+        }
+    }
+
+    /// Lower-case hex digest of everything given to `update`.
+    pub fn hex_digest(self) -> String {
+        match self {
+            Hasher::Md5(h) => hex::encode(h.finalize()),
+            Hasher::Sha256(h) => hex::encode(h.finalize()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +77,16 @@ mod tests {
             Checksum::Sha256.hex_digest(b"abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn hasher_in_pieces_matches_one_shot() {
+        for checksum in [Checksum::Md5, Checksum::Sha256] {
+            let mut h = Hasher::new(checksum);
+            h.update(b"a");
+            h.update(b"");
+            h.update(b"bc");
+            assert_eq!(h.hex_digest(), checksum.hex_digest(b"abc"));
+        }
     }
 }

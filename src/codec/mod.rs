@@ -11,7 +11,7 @@ mod decode;
 mod error;
 pub mod json;
 
-pub use checksum::Checksum;
+pub use checksum::{Checksum, Hasher};
 pub use decode::Decoder;
 pub use error::{escape_bytes, FrameError, Part, TextPrefix};
 

@@ -1,0 +1,349 @@
+//! Files under a server's root directory (`--root`): names that cannot
+//! escape it, reads, listings, and uploads that appear under their final
+//! name only once complete and verified (a temporary name, fsync, rename).
+//!
+//! Blocking std I/O: the server calls this from blocking threads.
+
+mod name;
+
+pub use name::{check_name, MAX_NAME};
+
+use std::ffi::{CStr, CString};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Uploads in progress carry this suffix; listings leave them out.
+pub const PART_SUFFIX: &str = ".rframe-part";
+/// At most this many entries in a listing.
+pub const MAX_LIST: usize = 10_000;
+/// Written data is handed to the disk every this many bytes, so the fsync at
+/// the end of an upload waits for the last stretch only, not the whole file.
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("bad file name {0:?}: {1}")]
+    BadName(String, &'static str),
+    #[error("{0:?} leads outside the server's root")]
+    Outside(String),
+    #[error("no such file or directory: {0:?}")]
+    NotFound(String),
+    #[error("{0:?} already exists (overwrite it explicitly)")]
+    Exists(String),
+    #[error("{0:?} is a directory")]
+    IsDirectory(String),
+    #[error("{0:?} is not a directory")]
+    NotDirectory(String),
+    #[error("{name:?}: {source}")]
+    Io { name: String, source: io::Error },
+}
+
+impl FileError {
+    fn from_io(name: &str, err: io::Error) -> FileError {
+        let name = name.to_owned();
+        match err.raw_os_error() {
+            Some(libc::ENOENT) => FileError::NotFound(name),
+            Some(libc::EEXIST) => FileError::Exists(name),
+            Some(libc::EISDIR) => FileError::IsDirectory(name),
+            Some(libc::ENOTDIR) => FileError::NotDirectory(name),
+            // RESOLVE_BENEATH says EXDEV; a refused symlink, ELOOP.
+            Some(libc::EXDEV | libc::ELOOP) => FileError::Outside(name),
+            _ => FileError::Io { name, source: err },
+        }
+    }
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub name: String,
+    pub size: u64,
+    pub is_dir: bool,
+    /// Seconds since the epoch.
+    pub mtime: f64,
+}
+
+/// The directory files are served from. Every name is resolved beneath it by
+/// the kernel (`openat2` with `RESOLVE_BENEATH`), so neither `..` nor a
+/// symlink can lead out, even one swapped in while a request runs.
+#[derive(Debug)]
+pub struct Root {
+    dir: OwnedFd,
+    path: PathBuf,
+}
+
+impl Root {
+    pub fn open(path: &Path) -> io::Result<Root> {
+        let path = path.canonicalize()?;
+        let c = cstring(path.as_os_str().as_bytes())?;
+        let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+        Ok(Root { dir: unsafe { OwnedFd::from_raw_fd(fd) }, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens `name` for reading: the file and its size.
+    pub fn open_read(&self, name: &str) -> Result<(File, u64), FileError> {
+        let parts = check_name(name)?;
+        let fd = self.open_beneath(&parts.join("/"), libc::O_RDONLY).map_err(|e| FileError::from_io(name, e))?;
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|e| FileError::from_io(name, e))?;
+        if meta.is_dir() {
+            return Err(FileError::IsDirectory(name.to_owned()));
+        }
+        if !meta.is_file() {
+            return Err(FileError::Io { name: name.to_owned(), source: io::Error::other("not a regular file") });
+        }
+        Ok((file, meta.len()))
+    }
+
+    /// Starts an upload to `name`: a temporary file beside it, which
+    /// [`Upload::commit`] renames into place. Refuses an existing `name`
+    /// unless `overwrite`, and never replaces a directory.
+    pub fn create(&self, name: &str, overwrite: bool) -> Result<Upload, FileError> {
+        let parts = check_name(name)?;
+        let (last, dirs) = parts.split_last().expect("check_name gives at least one part");
+        let dir_path = if dirs.is_empty() { ".".to_owned() } else { dirs.join("/") };
+        let dir = self
+            .open_beneath(&dir_path, libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(|e| FileError::from_io(name, e))?;
+        let target = cstring(last.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
+        match lstat_at(&dir, &target) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => return Err(FileError::IsDirectory(name.into())),
+            Ok(_) if !overwrite => return Err(FileError::Exists(name.into())),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(FileError::from_io(name, e)),
+        }
+        // Short enough for NAME_MAX whatever the target's length.
+        let stem: String = last.chars().take(64).collect();
+        let mut random = [0u8; 6];
+        getrandom::fill(&mut random)
+            .map_err(|e| FileError::Io { name: name.into(), source: io::Error::other(e.to_string()) })?;
+        let temp = cstring(format!(".{stem}.{}{PART_SUFFIX}", hex::encode(random)).as_bytes())
+            .map_err(|e| FileError::from_io(name, e))?;
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), temp.as_ptr(), flags, 0o666 as libc::c_uint) })
+            .map_err(|e| FileError::from_io(name, e))?;
+        Ok(Upload {
+            name: name.to_owned(),
+            dir,
+            temp,
+            target,
+            file: unsafe { File::from_raw_fd(fd) },
+            overwrite,
+            written: 0,
+            handed_to_disk: 0,
+            done: false,
+        })
+    }
+
+    /// The entries of directory `name` (`""` or `"."`: the root), sorted by
+    /// name, at most [`MAX_LIST`]; `true` if there were more (which ones are
+    /// left out is then up to the order the directory yields them in).
+    pub fn list(&self, name: &str) -> Result<(Vec<Entry>, bool), FileError> {
+        let path = if name.is_empty() || name == "." { ".".to_owned() } else { check_name(name)?.join("/") };
+        let dir =
+            self.open_beneath(&path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| FileError::from_io(name, e))?;
+        read_dir(dir, MAX_LIST).map_err(|e| FileError::from_io(name, e))
+    }
+
+    /// Opens a relative path beneath the root.
+    fn open_beneath(&self, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
+        let c = cstring(path.as_bytes())?;
+        #[cfg(target_os = "linux")]
+        {
+            let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+            how.flags = (flags | libc::O_CLOEXEC) as u64;
+            how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    self.dir.as_raw_fd(),
+                    c.as_ptr(),
+                    &how as *const libc::open_how,
+                    std::mem::size_of::<libc::open_how>(),
+                )
+            };
+            match cvt(fd as libc::c_int) {
+                Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+                // A kernel before 5.6, or a sandbox that filters the call.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.open_no_symlinks(path, flags)
+    }
+
+    /// Without `openat2`: one component at a time, refusing every symlink.
+    fn open_no_symlinks(&self, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
+        let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        let dup = cvt(unsafe { libc::fcntl(self.dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
+        let mut dir = unsafe { OwnedFd::from_raw_fd(dup) };
+        let Some((last, dirs)) = parts.split_last() else {
+            if flags & libc::O_DIRECTORY != 0 {
+                return Ok(dir);
+            }
+            return Err(io::Error::from_raw_os_error(libc::EISDIR));
+        };
+        for part in dirs {
+            let c = cstring(part.as_bytes())?;
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
+            dir = unsafe { OwnedFd::from_raw_fd(fd) };
+        }
+        let c = cstring(last.as_bytes())?;
+        let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) })?;
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+/// A file being received. Dropped without [`Upload::commit`], its temporary
+/// file is removed and whatever had the final name is left as it was.
+#[derive(Debug)]
+pub struct Upload {
+    name: String,
+    dir: OwnedFd,
+    temp: CString,
+    target: CString,
+    file: File,
+    overwrite: bool,
+    written: u64,
+    handed_to_disk: u64,
+    done: bool,
+}
+
+impl Upload {
+    pub fn write(&mut self, data: &[u8]) -> Result<(), FileError> {
+        self.file.write_all(data).map_err(|e| FileError::from_io(&self.name, e))?;
+        self.written += data.len() as u64;
+        #[cfg(target_os = "linux")]
+        if self.written - self.handed_to_disk >= WRITEBACK_EVERY {
+            // Starts writeback and returns; errors surface at the final fsync.
+            let len = (self.written - self.handed_to_disk) as libc::off64_t;
+            unsafe {
+                libc::sync_file_range(
+                    self.file.as_raw_fd(),
+                    self.handed_to_disk as libc::off64_t,
+                    len,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            self.handed_to_disk = self.written;
+        }
+        Ok(())
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Makes the file durable and gives it its final name, atomically: a
+    /// reader sees the old file or the whole new one, never a part.
+    pub fn commit(mut self) -> Result<(), FileError> {
+        let name = self.name.clone();
+        self.file.sync_all().map_err(|e| FileError::from_io(&name, e))?;
+        self.rename().map_err(|e| FileError::from_io(&name, e))?;
+        self.done = true;
+        // The rename itself is durable once the directory is.
+        cvt(unsafe { libc::fsync(self.dir.as_raw_fd()) }).map_err(|e| FileError::from_io(&name, e))?;
+        Ok(())
+    }
+
+    fn rename(&self) -> io::Result<()> {
+        let fd = self.dir.as_raw_fd();
+        #[cfg(target_os = "linux")]
+        if !self.overwrite {
+            // Atomic "only if it still does not exist", against a racing upload.
+            let flags = libc::RENAME_NOREPLACE;
+            let r = unsafe { libc::renameat2(fd, self.temp.as_ptr(), fd, self.target.as_ptr(), flags) };
+            match cvt(r) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {} // a file system without it
+                other => return other.map(drop),
+            }
+        }
+        if !self.overwrite && lstat_at(&self.dir, &self.target).is_ok() {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST));
+        }
+        cvt(unsafe { libc::renameat(fd, self.temp.as_ptr(), fd, self.target.as_ptr()) }).map(drop)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.done {
+            unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.temp.as_ptr(), 0) };
+        }
+    }
+}
+
+fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
+    let raw = dir.as_raw_fd();
+    let stream = unsafe { libc::fdopendir(raw) };
+    if stream.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // The stream owns the descriptor now; closedir closes it.
+    std::mem::forget(dir);
+    let mut names = Vec::new();
+    // A huge directory costs no more than `max + 1` names.
+    while names.len() <= max {
+        let entry = unsafe { libc::readdir(stream) };
+        if entry.is_null() {
+            break;
+        }
+        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) }.to_owned();
+        let bytes = name.as_bytes();
+        if bytes == b"." || bytes == b".." || (bytes.starts_with(b".") && bytes.ends_with(PART_SUFFIX.as_bytes())) {
+            continue;
+        }
+        names.push(name);
+    }
+    let mut entries = Vec::new();
+    let fd = unsafe { libc::dirfd(stream) };
+    for name in &names {
+        // Gone since readdir: skip it.
+        let Ok(st) = lstat_raw(fd, name) else { continue };
+        entries.push(Entry {
+            name: String::from_utf8_lossy(name.as_bytes()).into_owned(),
+            size: st.st_size as u64,
+            is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+            mtime: st.st_mtime as f64 + st.st_mtime_nsec as f64 / 1e9,
+        });
+    }
+    unsafe { libc::closedir(stream) };
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let truncated = entries.len() > max;
+    entries.truncate(max);
+    Ok((entries, truncated))
+}
+
+fn lstat_at(dir: &OwnedFd, name: &CStr) -> io::Result<libc::stat> {
+    lstat_raw(dir.as_raw_fd(), name)
+}
+
+fn lstat_raw(dir: libc::c_int, name: &CStr) -> io::Result<libc::stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    cvt(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+    Ok(st)
+}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a name may not contain NUL"))
+}
+
+fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests;

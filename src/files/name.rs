@@ -1,0 +1,58 @@
+//! What a file name sent by a client may look like. Sans-IO: the kernel
+//! still resolves names beneath the root (see `Root`); this refuses early,
+//! with a clear message, what can never be right.
+
+use super::FileError;
+
+/// The longest name accepted, in bytes (Linux's PATH_MAX).
+pub const MAX_NAME: usize = 4096;
+
+/// The components of a relative `name`, with `.` and empty ones dropped.
+/// Refuses an empty name, an absolute one, `..`, NUL, and components longer
+/// than NAME_MAX.
+pub fn check_name(name: &str) -> Result<Vec<&str>, FileError> {
+    let bad = |why| Err(FileError::BadName(name.to_owned(), why));
+    if name.len() > MAX_NAME {
+        return bad("longer than 4096 bytes");
+    }
+    if name.contains('\0') {
+        return bad("contains NUL");
+    }
+    if name.starts_with('/') {
+        return bad("absolute names are refused: names are relative to the server's root");
+    }
+    let mut parts = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return bad("'..' is refused: names stay beneath the server's root"),
+            p if p.len() > 255 => return bad("a path component is longer than 255 bytes"),
+            p => parts.push(p),
+        }
+    }
+    if parts.is_empty() {
+        return bad("names no file");
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_names_are_split() {
+        assert_eq!(check_name("a.txt").unwrap(), ["a.txt"]);
+        assert_eq!(check_name("dir/./b//c.bin").unwrap(), ["dir", "b", "c.bin"]);
+        assert_eq!(check_name("..a/b..").unwrap(), ["..a", "b.."]);
+    }
+
+    #[test]
+    fn escaping_and_empty_names_are_refused() {
+        for name in ["", ".", "./", "/etc/passwd", "..", "../x", "a/../../x", "a/..", "a\0b"] {
+            assert!(matches!(check_name(name), Err(FileError::BadName(..))), "{name:?}");
+        }
+        assert!(check_name(&"x".repeat(256)).is_err());
+        assert!(check_name(&"a/".repeat(3000)).is_err());
+    }
+}

@@ -1,0 +1,146 @@
+use super::*;
+use std::fs;
+use std::os::unix::fs::symlink;
+
+/// A directory under the system temp dir, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).unwrap();
+        let path = std::env::temp_dir().join(format!("rframe-files-{}", hex::encode(random)));
+        fs::create_dir_all(path.join("root/sub")).unwrap();
+        Scratch(path)
+    }
+
+    fn root(&self) -> Root {
+        Root::open(&self.0.join("root")).unwrap()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn upload(root: &Root, name: &str, data: &[u8], overwrite: bool) -> Result<(), FileError> {
+    let mut up = root.create(name, overwrite)?;
+    up.write(data)?;
+    up.commit()
+}
+
+fn names(root: &Root, dir: &str) -> Vec<String> {
+    root.list(dir).unwrap().0.into_iter().map(|e| e.name).collect()
+}
+
+#[test]
+fn upload_then_read_back() {
+    let s = Scratch::new();
+    let root = s.root();
+    upload(&root, "sub/a.bin", b"hello", false).unwrap();
+    let (mut f, size) = root.open_read("sub/a.bin").unwrap();
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut data).unwrap();
+    assert_eq!((size, data.as_slice()), (5, &b"hello"[..]));
+    assert_eq!(names(&root, "sub"), ["a.bin"]);
+}
+
+#[test]
+fn existing_names_need_overwrite() {
+    let s = Scratch::new();
+    let root = s.root();
+    upload(&root, "a", b"old", false).unwrap();
+    assert!(matches!(upload(&root, "a", b"new", false), Err(FileError::Exists(_))));
+    assert_eq!(fs::read(s.0.join("root/a")).unwrap(), b"old");
+    upload(&root, "a", b"new", true).unwrap();
+    assert_eq!(fs::read(s.0.join("root/a")).unwrap(), b"new");
+    assert!(matches!(upload(&root, "sub", b"x", true), Err(FileError::IsDirectory(_))));
+}
+
+#[test]
+fn a_racing_upload_does_not_replace_without_overwrite() {
+    let s = Scratch::new();
+    let root = s.root();
+    let mut slow = root.create("a", false).unwrap();
+    upload(&root, "a", b"first", false).unwrap();
+    slow.write(b"second").unwrap();
+    assert!(matches!(slow.commit(), Err(FileError::Exists(_))));
+    assert_eq!(fs::read(s.0.join("root/a")).unwrap(), b"first");
+    assert_eq!(names(&root, ""), ["a", "sub"], "the loser's temporary file is gone");
+}
+
+#[test]
+fn an_unfinished_upload_leaves_the_old_file_and_no_litter() {
+    let s = Scratch::new();
+    let root = s.root();
+    upload(&root, "a", b"old", false).unwrap();
+    let mut up = root.create("a", true).unwrap();
+    up.write(b"half of the new").unwrap();
+    // While it runs, the part is there, but not listed.
+    assert_eq!(fs::read_dir(s.0.join("root")).unwrap().count(), 3);
+    assert_eq!(names(&root, ""), ["a", "sub"]);
+    drop(up);
+    assert_eq!(fs::read(s.0.join("root/a")).unwrap(), b"old");
+    assert_eq!(fs::read_dir(s.0.join("root")).unwrap().count(), 2);
+}
+
+#[test]
+fn symlinks_out_of_the_root_are_refused() {
+    let s = Scratch::new();
+    fs::write(s.0.join("secret"), b"x").unwrap();
+    symlink(s.0.join("secret"), s.0.join("root/abs")).unwrap();
+    symlink("../secret", s.0.join("root/rel")).unwrap();
+    symlink("..", s.0.join("root/up")).unwrap();
+    symlink("sub", s.0.join("root/inside")).unwrap();
+    let root = s.root();
+    for name in ["abs", "rel", "up/secret"] {
+        assert!(matches!(root.open_read(name), Err(FileError::Outside(_))), "{name}");
+    }
+    assert!(matches!(root.create("up/new", true), Err(FileError::Outside(_))));
+    assert!(matches!(root.list("up"), Err(FileError::Outside(_))));
+    assert!(!s.0.join("new").exists());
+    // A link that stays inside is followed.
+    upload(&root, "inside/b", b"in", false).unwrap();
+    assert_eq!(fs::read(s.0.join("root/sub/b")).unwrap(), b"in");
+}
+
+#[test]
+fn the_fallback_walk_refuses_every_symlink() {
+    let s = Scratch::new();
+    symlink("sub", s.0.join("root/inside")).unwrap();
+    fs::write(s.0.join("root/sub/f"), b"f").unwrap();
+    let root = s.root();
+    assert!(root.open_no_symlinks("sub/f", libc::O_RDONLY).is_ok());
+    for path in ["inside/f", "inside"] {
+        let err = root.open_no_symlinks(path, libc::O_RDONLY).unwrap_err();
+        assert!(matches!(err.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)), "{path}: {err}");
+    }
+}
+
+#[test]
+fn missing_and_wrong_kinds_are_told_apart() {
+    let s = Scratch::new();
+    let root = s.root();
+    assert!(matches!(root.open_read("nope"), Err(FileError::NotFound(_))));
+    assert!(matches!(root.open_read("sub"), Err(FileError::IsDirectory(_))));
+    assert!(matches!(root.create("nodir/x", false), Err(FileError::NotFound(_))));
+    assert!(matches!(root.open_read("../x"), Err(FileError::BadName(..))));
+    upload(&root, "f", b"", false).unwrap();
+    assert!(matches!(root.list("f"), Err(FileError::NotDirectory(_))));
+}
+
+#[test]
+fn listings_are_sorted_and_say_sizes() {
+    let s = Scratch::new();
+    let root = s.root();
+    upload(&root, "b", b"12345", false).unwrap();
+    upload(&root, "a", b"", false).unwrap();
+    let (entries, truncated) = root.list(".").unwrap();
+    assert!(!truncated);
+    let summary: Vec<_> = entries.iter().map(|e| (e.name.as_str(), e.size, e.is_dir)).collect();
+    assert_eq!(summary[..2], [("a", 0, false), ("b", 5, false)]);
+    assert_eq!((summary[2].0, summary[2].2), ("sub", true));
+    assert!(entries[0].mtime > 1.0e9);
+}
