@@ -10,11 +10,15 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import socket
 import threading
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from . import _files
+from ._files import Progress
 from ._protocol import CLOSING_CODES as _CLOSING_CODES  # noqa: F401 - its old home
 from ._protocol import (
     AUTH_SERVER_FAILED,
@@ -30,6 +34,7 @@ from ._protocol import (
     run_request,
     token_bytes,
 )
+from ._errors import RemoteError
 from ._rframe import Codec, Frame
 
 __all__ = ["Client", "CommandResult"]
@@ -208,12 +213,19 @@ class Client:
 
     # ------------------------------------------------------------------ frames
 
-    def _write(self, body: _Body, header: Optional[Mapping[str, Any]], fields: Mapping[str, Any]) -> None:
+    def _write(
+        self, body: _Body, header: Optional[Mapping[str, Any]], fields: Mapping[str, Any], *, vectored: bool = False
+    ) -> None:
         sock = self._require_sock()
-        # Packed first: a header that cannot be encoded fails before a byte is sent.
-        data = self.codec.pack(body, header, **fields)
+        # Packed first: a header that cannot be encoded fails before a byte is
+        # sent. A large body (vectored) goes from its own buffer, with no joined
+        # copy; only headers this client builds itself take that path.
+        data = None if vectored else self.codec.pack(body, header, **fields)
         try:
-            sock.sendall(data)
+            if data is None:
+                self.codec.send(sock, body, header, **fields)
+            else:
+                sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError) as exc:
             # The server may have said why before it closed (busy, auth): that
             # answer is more useful than the broken pipe.
@@ -355,3 +367,140 @@ class Client:
         header, body, wait = run_request(cmd, timeout=timeout, input=input, env=env, cwd=cwd)
         reply = self._exchange(body, header, {}, wait)
         return command_result(cmd, reply, timeout=timeout, check=check, text=text)
+
+    # ------------------------------------------------------------------ files
+
+    def upload(
+        self,
+        local_path: Union[str, os.PathLike],
+        remote_name: Optional[str] = None,
+        *,
+        overwrite: bool = False,
+        checksum: str = "sha256",
+        progress: Progress = None,
+    ) -> dict[str, Any]:
+        """Send a file to a server started with ``root``; return what was stored.
+
+        The file moves in chunks (memory stays flat, whatever its size) with
+        its ``checksum`` digest (``"sha256"`` or ``"md5"``), which the server
+        verifies before the file takes ``remote_name`` (default: the local
+        file's name), relative to the server's root. Until then the server
+        writes to a temporary name, so a cut or corrupt upload leaves any old
+        file of that name as it was. ``overwrite=False`` refuses an existing
+        name with :class:`FileExistsError` (a :class:`rframe.RemoteError` too).
+        ``progress(done, total)`` is called with byte counts as chunks go out.
+        Returns ``{"name": ..., "size": ..., "sha256": ...}``.
+
+        If the upload is interrupted (an exception from ``progress``, Ctrl-C,
+        a timeout) the connection is closed: the stream is mid-transfer.
+
+        >>> import tempfile, pathlib
+        >>> from rframe import Server
+        >>> root, here = tempfile.mkdtemp(), pathlib.Path(tempfile.mkdtemp())
+        >>> (here / "notes.txt").write_text("hello")
+        5
+        >>> with Server(port=0, root=root) as server, Client(*server.address) as client:
+        ...     client.upload(here / "notes.txt")["size"]
+        ...     client.list_files()[0]["name"]
+        ...     client.download("notes.txt", here / "copy.txt")["size"]
+        5
+        'notes.txt'
+        5
+        >>> (here / "copy.txt").read_text()
+        'hello'
+        """
+        _files.check_checksum(checksum)
+        path, name = _files.local_source(local_path, remote_name)
+        with open(path, "rb") as f, self._call():
+            size = os.fstat(f.fileno()).st_size
+            self._write(b"", _files.put_request(name, size, overwrite=overwrite, checksum=checksum), {})
+            chunk = _files.chunk_size(_files.expect(self._read(), "ready"))
+            hasher = hashlib.new(checksum)
+            view = memoryview(bytearray(chunk))
+            done = 0
+            try:
+                if progress is not None:
+                    progress(0, size)
+                while done < size:
+                    n = f.readinto(view[: min(chunk, size - done)])
+                    if not n:
+                        raise OSError(f"{path} shrank from {size} to {done} bytes while it was sent")
+                    hasher.update(view[:n])
+                    self._write(view[:n], {"op": "data"}, {}, vectored=True)
+                    done += n
+                    if progress is not None:
+                        progress(done, size)
+                digest = hasher.hexdigest()
+                self._write(b"", {"op": "end", checksum: digest}, {})
+            except BaseException:
+                # Mid-transfer: the server must not take what was sent as whole.
+                self._abort("an upload was interrupted")
+                raise
+            stored = _files.expect(self._read(), "stored")
+        return _files.stored_result(stored, checksum, digest, size)
+
+    def download(
+        self,
+        remote_name: str,
+        local_path: Optional[Union[str, os.PathLike]] = None,
+        *,
+        overwrite: bool = False,
+        checksum: str = "sha256",
+        progress: Progress = None,
+    ) -> dict[str, Any]:
+        """Fetch a file from a server started with ``root``; return what was saved.
+
+        ``local_path`` defaults to the remote file's name in the current
+        directory; an existing directory receives the file under that name.
+        Chunks go to a temporary file beside it, which takes the final name
+        (atomically) only after the size and ``checksum`` digest are
+        verified: :class:`rframe.ChecksumError` otherwise, and nothing is left
+        behind. ``overwrite=False`` refuses an existing local file with
+        :class:`FileExistsError` before anything is asked of the server. A
+        missing remote file raises :class:`FileNotFoundError` (a
+        :class:`rframe.RemoteError` too). Returns ``{"name": local path,
+        "size": ..., "sha256": ...}``. See :meth:`upload` for an example.
+        """
+        _files.check_checksum(checksum)
+        path = _files.download_path(remote_name, local_path)
+        target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum)
+        try:
+            with self._call():
+                self._write(b"", _files.get_request(remote_name, checksum=checksum), {})
+                size = _files.expect(self._read(), "file").get("size")
+                if not isinstance(size, int) or size < 0:
+                    raise ConnectionAbortedError(f"the server announced no size for {remote_name!r}")
+                try:
+                    if progress is not None:
+                        progress(0, size)
+                    while True:
+                        frame = self._read()
+                        op = frame.header.get("op")
+                        if op == "end":
+                            break
+                        if op != "data" or target.size + len(frame.body) > size:
+                            self._abort("the server broke the download protocol")
+                            raise RemoteError("bad-response", f"expected {size} bytes of data, got {frame!r}")
+                        target.write(frame.body)
+                        if progress is not None:
+                            progress(target.size, size)
+                except RemoteError:
+                    raise  # an error frame in place of the end: the stream is in step
+                except BaseException:
+                    self._abort("a download was interrupted")
+                    raise
+                return target.commit(frame.header, size)
+        finally:
+            target.discard()
+
+    def list_files(self, name: str = "") -> list[dict[str, Any]]:
+        """The entries of a directory beneath the server's root (default: the root).
+
+        Each entry is ``{"name", "type" ("file" or "dir"), "size", "mtime"}``,
+        sorted by name; at most 10,000. See :meth:`upload` for an example.
+        """
+        with self._call():
+            self._write(b"", _files.list_request(name), {})
+            listing = self._read()
+        _files.expect(listing, "listing")
+        return json.loads(listing.body)

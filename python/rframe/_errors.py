@@ -20,6 +20,8 @@ __all__ = [
     "CommandTimeout",
     "AuthenticationError",
     "RemoteError",
+    "RemoteFileNotFoundError",
+    "RemoteFileExistsError",
 ]
 
 
@@ -161,7 +163,8 @@ class RemoteError(Exception):
 
     ``code`` is the protocol's machine-readable code (``"bad-request"``,
     ``"not-allowed"``, ``"busy"``, ``"too-large"``, ``"timeout"``,
-    ``"handler"``, ``"spawn"``; see PROTOCOL.md), ``message`` the server's
+    ``"handler"``, ``"spawn"``, ``"not-found"``, ``"exists"``, ``"checksum"``,
+    ``"io"``; see PROTOCOL.md), ``message`` the server's
     explanation, ``header`` the whole error header.
 
     >>> err = RemoteError("not-allowed", "'rm' is not an allowed program")
@@ -171,6 +174,9 @@ class RemoteError(Exception):
 
     def __init__(self, code, message="", header=None):
         super().__init__(code, message)
+        self._remember(code, message, header)
+
+    def _remember(self, code, message, header):
         self.code = code
         self.message = message
         self.header = dict(header) if header is not None else {"op": "error", "error": code, "message": message}
@@ -180,6 +186,34 @@ class RemoteError(Exception):
 
     def __reduce__(self):
         return (type(self), (self.code, self.message, self.header))
+
+
+class RemoteFileNotFoundError(RemoteError, FileNotFoundError):
+    """The server has no such file or directory (code ``"not-found"``).
+
+    Catch it as the builtin :class:`FileNotFoundError` or as :class:`RemoteError`.
+    """
+
+    def __init__(self, code="not-found", message="", header=None):
+        OSError.__init__(self, _errno.ENOENT, message)
+        self._remember(code, message, header)
+
+    __str__ = RemoteError.__str__
+
+
+class RemoteFileExistsError(RemoteError, FileExistsError):
+    """The server already has a file of that name (code ``"exists"``) and
+    ``overwrite`` was not given. Catch it as :class:`FileExistsError` too."""
+
+    def __init__(self, code="exists", message="", header=None):
+        OSError.__init__(self, _errno.EEXIST, message)
+        self._remember(code, message, header)
+
+    __str__ = RemoteError.__str__
+
+
+#: The error codes raised as a subclass of RemoteError (and of a builtin).
+REMOTE_ERRORS = {"not-found": RemoteFileNotFoundError, "exists": RemoteFileExistsError}
 
 
 def _rebuild(cls, args, state):

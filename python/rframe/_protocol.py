@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Mapping, Optional, Union
 
-from ._errors import AuthenticationError, CommandError, CommandTimeout, RemoteError
+from ._errors import REMOTE_ERRORS, AuthenticationError, CommandError, CommandTimeout, RemoteError
 from ._rframe import Codec, Frame, auth_nonce, auth_proof, auth_verify
 
 __all__ = [
@@ -257,7 +257,8 @@ def raise_for_error(frame: Frame, abort: Callable[[str], None]) -> None:
     """Raises the exception an error frame (``"op": "error"``) stands for; other frames pass.
 
     ``auth`` errors raise :class:`rframe.AuthenticationError`, the others
-    :class:`rframe.RemoteError`. Before raising for an error after which the
+    :class:`rframe.RemoteError` (``not-found`` and ``exists`` as its subclasses
+    that are also ``FileNotFoundError`` and ``FileExistsError``). Before raising for an error after which the
     server closes the connection (``auth``, ``busy``, ``too-large``,
     ``timeout``), calls ``abort(reason)`` so the client closes its end too.
     """
@@ -270,7 +271,7 @@ def raise_for_error(frame: Frame, abort: Callable[[str], None]) -> None:
         abort(f"the server refused: {message or code}")
     if code == "auth":
         raise AuthenticationError(message or "authentication failed")
-    raise RemoteError(code, message, header)
+    raise REMOTE_ERRORS.get(code, RemoteError)(code, message, header)
 
 
 # --------------------------------------------------------------------------- the token handshake

@@ -96,6 +96,9 @@ class Server:
     Binding a non-loopback host without a token raises ``ValueError`` unless
     ``insecure=True`` (which warns with ``RuntimeWarning``). Logs through
     ``logging.getLogger("rframe.server")``: one INFO line per command.
+    With ``root`` (a directory) it also serves files beneath it to
+    ``Client.upload``, ``Client.download`` and ``Client.list_files``; names
+    cannot lead out of it, whether by ``..``, an absolute path or a symlink.
 
     >>> with Server(port=0) as server:
     ...     with Client(*server.address) as client:
@@ -118,6 +121,7 @@ class Server:
         allow: Optional[Sequence[str]] = None,
         shell: bool = True,
         cwd: Optional[Union[str, PathLike[str]]] = None,
+        root: Optional[Union[str, PathLike[str]]] = None,
         insecure: bool = False,
         header_timeout: float = 10.0,
         idle_timeout: float = 300.0,

@@ -7,6 +7,7 @@ Ctrl-C or SIGTERM: running commands are killed, and it exits with status 0.
     python -m rframe.server                          # 127.0.0.1:8848
     python -m rframe.server --port 0                 # any free port
     python -m rframe.server --unix /tmp/rframe.sock  # a Unix socket
+    python -m rframe.server --root ~/shared          # also serve files: put, get, ls
     RFRAME_TOKEN=s3cret python -m rframe.server --host 0.0.0.0
 
 Anything but loopback or a Unix socket needs a token (``--token-file`` or
@@ -141,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--cwd", metavar="DIR", help="working directory of commands (default: the server's)")
     ap.add_argument(
+        "--root",
+        metavar="DIR",
+        help="serve files beneath DIR to 'python -m rframe.client put/get/ls' (default: no files); "
+        "names that lead out of it (.., absolute paths, symlinks) are refused",
+    )
+    ap.add_argument(
         "--insecure",
         action="store_true",
         help="allow listening on a non-loopback address without a token (anyone who can reach it can run commands)",
@@ -195,8 +202,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         token = _read_token(args)
     except (OSError, ValueError) as e:
         return _fail(f"cannot read the token: {e}")
-    if args.cwd is not None and not os.path.isdir(args.cwd):
-        return _fail(f"--cwd {args.cwd}: not a directory")
+    for flag, path in (("--cwd", args.cwd), ("--root", args.root)):
+        if path is not None and not os.path.isdir(path):
+            return _fail(f"{flag} {path}: not a directory")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)  # --insecure: printed below, in plain words
@@ -213,6 +221,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 allow=args.allow,
                 shell=not args.no_shell,
                 cwd=args.cwd,
+                root=args.root,
                 insecure=args.insecure,
             )
     except ValueError as e:
@@ -236,6 +245,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             args.max_output,
             f"allowed: {', '.join(args.allow)}" if args.allow else ("no shell" if args.no_shell else "/bin/sh -c"),
         )
+        if args.root:
+            log.info("serving files beneath %s", os.path.realpath(args.root))
         server.serve_forever()
     except KeyboardInterrupt:
         log.info("interrupted: stopped")

@@ -31,6 +31,48 @@ pub struct RequestHeader {
     pub proof: Option<String>,
 }
 
+/// The fields of the file requests (`put`, `get`, `list`) and of the `data`
+/// and `end` frames of a transfer. Parsed only for those ops, so a course
+/// frame's placeholder `md5` number never meets the `md5: String` here.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct FileRequest {
+    pub op: Option<String>,
+    pub name: Option<String>,
+    pub size: Option<u64>,
+    #[serde(default)]
+    pub overwrite: bool,
+    /// `"sha256"` (the default) or `"md5"`: which digest the transfer carries.
+    pub checksum: Option<String>,
+    pub sha256: Option<String>,
+    pub md5: Option<String>,
+}
+
+impl FileRequest {
+    /// The digest under the field named by the algorithm.
+    pub fn digest(&self, checksum: crate::codec::Checksum) -> Option<&str> {
+        match checksum {
+            crate::codec::Checksum::Sha256 => self.sha256.as_deref(),
+            crate::codec::Checksum::Md5 => self.md5.as_deref(),
+        }
+    }
+}
+
+/// Parses the header of a file request or transfer frame.
+pub fn parse_file_request(header: &[u8]) -> Result<FileRequest, String> {
+    serde_json::from_slice(header).map_err(|e| format!("bad file request header: {e}"))
+}
+
+/// Header JSON from a JSON object value, with `total_size` last.
+pub fn json_header(mut fields: serde_json::Map<String, serde_json::Value>, total_size: u64) -> Vec<u8> {
+    fields.insert("total_size".into(), total_size.into());
+    serde_json::to_vec(&fields).expect("a JSON object always serializes")
+}
+
+/// The header of a transfer's `data` frame.
+pub fn data_header(len: usize) -> Vec<u8> {
+    format!(r#"{{"op": "data", "total_size": {len}}}"#).into_bytes()
+}
+
 /// The header of a `result` response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResultHeader {
@@ -57,6 +99,10 @@ pub enum ErrorCode {
     Timeout,
     Handler,
     Spawn,
+    NotFound,
+    Exists,
+    Checksum,
+    Io,
 }
 
 impl ErrorCode {
@@ -70,6 +116,10 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Handler => "handler",
             ErrorCode::Spawn => "spawn",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::Exists => "exists",
+            ErrorCode::Checksum => "checksum",
+            ErrorCode::Io => "io",
         }
     }
 }
@@ -142,6 +192,18 @@ mod tests {
         assert_eq!(h["error"], "busy");
         assert_eq!(h["op"], "error");
         assert_eq!(h["total_size"], 0);
+    }
+
+    #[test]
+    fn file_requests_parse_and_name_their_digest() {
+        let r = parse_file_request(br#"{"op": "end", "sha256": "ab", "total_size": 0}"#).unwrap();
+        assert_eq!(r.digest(crate::codec::Checksum::Sha256), Some("ab"));
+        assert_eq!(r.digest(crate::codec::Checksum::Md5), None);
+        let r = parse_file_request(br#"{"op": "put", "name": "a", "size": 3, "overwrite": true, "total_size": 0}"#);
+        assert!(r.unwrap().overwrite);
+        assert!(parse_file_request(br#"{"op": "put", "size": -1, "total_size": 0}"#).is_err());
+        let data: serde_json::Value = serde_json::from_slice(&data_header(7)).unwrap();
+        assert_eq!(data, serde_json::json!({"op": "data", "total_size": 7}));
     }
 
     #[test]

@@ -249,7 +249,7 @@ impl PyServer {
     #[pyo3(signature = (
         host="127.0.0.1", port=8848, *, unix_path=None, handler=None, token=None, codec=None,
         timeout=30.0, max_output=16777216, max_connections=1024, allow=None, shell=true, cwd=None,
-        insecure=false, header_timeout=10.0, idle_timeout=300.0, encoding="utf-8"
+        root=None, insecure=false, header_timeout=10.0, idle_timeout=300.0, encoding="utf-8"
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -266,6 +266,7 @@ impl PyServer {
         allow: Option<Vec<String>>,
         shell: bool,
         cwd: Option<PathBuf>,
+        root: Option<PathBuf>,
         insecure: bool,
         header_timeout: f64,
         idle_timeout: f64,
@@ -290,6 +291,11 @@ impl PyServer {
         }
         if max_connections == 0 || max_connections > MAX_CONNECTIONS {
             return Err(PyValueError::new_err(format!("max_connections must be from 1 to {MAX_CONNECTIONS}")));
+        }
+        if handler.is_some() && root.is_some() {
+            return Err(PyValueError::new_err(
+                "root serves files from the command server; a handler server passes every frame to its handler",
+            ));
         }
         let default = ServerConfig::default();
         let codec = codec.map(|c| c.get().codec()).unwrap_or(default.codec);
@@ -328,6 +334,7 @@ impl PyServer {
             allow,
             shell,
             cwd,
+            root,
             header_timeout: seconds("header_timeout", header_timeout)?,
             idle_timeout: seconds("idle_timeout", idle_timeout)?,
             encoding: encoding.to_owned(),

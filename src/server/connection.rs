@@ -1,6 +1,8 @@
 //! One connection: read a request, answer it, repeat; within deadlines, and
 //! until the peer leaves or the server stops.
 
+mod transfer;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -267,9 +269,15 @@ impl Conn {
         let request = request.unwrap_or_default();
         match request.op.as_deref() {
             Some("run") => self.run_command(request, frame.body).await,
+            Some("put") => self.put(frame).await,
+            Some("get") => self.get(frame).await,
+            Some("list") => self.list(frame).await,
+            Some(op @ ("data" | "end")) => {
+                Ok(Reply::error(ErrorCode::BadRequest, &format!("a {op:?} frame outside a put")))
+            }
             Some(op) => Ok(Reply::error(
                 ErrorCode::BadRequest,
-                &format!("unknown op {op:?}: this server runs commands (op \"run\")"),
+                &format!("unknown op {op:?}: this server knows \"run\", \"put\", \"get\" and \"list\""),
             )),
             None => Ok(Reply::error(
                 ErrorCode::BadRequest,

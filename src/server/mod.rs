@@ -17,6 +17,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::codec::{Codec, Frame};
+use crate::files::Root;
 use crate::protocol::{error_header, ErrorCode};
 
 /// What a server does, and the limits it keeps.
@@ -33,6 +34,8 @@ pub struct ServerConfig {
     pub allow: Option<Vec<String>>,
     pub shell: bool,
     pub cwd: Option<PathBuf>,
+    /// Files are served beneath this directory (`put`, `get`, `list`); `None`: no files.
+    pub root: Option<PathBuf>,
     /// From a request's first byte to its complete header: an absolute
     /// deadline, so a client trickling bytes cannot hold a connection (slowloris).
     pub header_timeout: Duration,
@@ -53,6 +56,7 @@ impl Default for ServerConfig {
             allow: None,
             shell: true,
             cwd: None,
+            root: None,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             encoding: "utf-8".into(),
@@ -111,6 +115,7 @@ impl Observer for Silent {
 /// What every connection task shares.
 struct Shared {
     config: ServerConfig,
+    root: Option<Arc<Root>>,
     handler: Option<Arc<dyn Handler>>,
     observer: Arc<dyn Observer>,
 }
@@ -137,11 +142,17 @@ impl Server {
         handler: Option<Arc<dyn Handler>>,
         observer: Arc<dyn Observer>,
     ) -> std::io::Result<Server> {
+        let root = match &config.root {
+            Some(path) => Some(Arc::new(
+                Root::open(path).map_err(|e| std::io::Error::new(e.kind(), format!("root {}: {e}", path.display())))?,
+            )),
+            None => None,
+        };
         let socket = listener::BoundSocket::bind(&bind)?;
         let address = socket.address()?;
         let slots = Arc::new(Semaphore::new(config.max_connections));
         Ok(Server {
-            shared: Arc::new(Shared { config, handler, observer }),
+            shared: Arc::new(Shared { config, root, handler, observer }),
             address,
             socket: Mutex::new(Some(socket)),
             slots,

@@ -1,0 +1,193 @@
+"""File transfer without I/O on the wire, shared by ``Client`` and ``AsyncClient``.
+
+The requests of PROTOCOL.md ("Files"), the checks on the server's answers,
+and the local side of a download: a temporary file beside the destination
+that takes the final name only once its size and digest are verified
+(fsync, then an atomic rename), so a cut or corrupt transfer never leaves a
+half-written file under the final name.
+
+>>> put_request("notes.txt", 12, overwrite=False, checksum="sha256")
+{'op': 'put', 'name': 'notes.txt', 'size': 12, 'overwrite': False, 'checksum': 'sha256'}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+from typing import Any, Callable, Optional, Union
+
+from ._errors import ChecksumError, RemoteError
+from ._rframe import Frame
+
+__all__ = [
+    "CHUNK",
+    "CHECKSUMS",
+    "Progress",
+    "check_checksum",
+    "put_request",
+    "get_request",
+    "list_request",
+    "expect",
+    "chunk_size",
+    "local_source",
+    "stored_result",
+    "LocalFile",
+]
+
+#: The largest chunk a client sends (the server may ask for less).
+CHUNK = 1 << 20
+CHECKSUMS = ("sha256", "md5")
+#: Uploads and downloads in progress carry this suffix (and a leading dot).
+PART_SUFFIX = ".rframe-part"
+
+Progress = Optional[Callable[[int, int], Any]]
+_Path = Union[str, "os.PathLike[str]"]
+
+
+def check_checksum(checksum: str) -> str:
+    if checksum not in CHECKSUMS:
+        raise ValueError(f"checksum must be 'sha256' or 'md5', got {checksum!r}")
+    return checksum
+
+
+def put_request(name: str, size: int, *, overwrite: bool, checksum: str) -> dict[str, Any]:
+    return {"op": "put", "name": name, "size": size, "overwrite": bool(overwrite), "checksum": checksum}
+
+
+def get_request(name: str, *, checksum: str) -> dict[str, Any]:
+    return {"op": "get", "name": name, "checksum": checksum}
+
+
+def list_request(name: str) -> dict[str, Any]:
+    return {"op": "list", "name": name}
+
+
+def expect(frame: Frame, op: str) -> dict[str, Any]:
+    """The header of ``frame``; ``RemoteError("bad-response")`` unless its op is ``op``."""
+    header = frame.header
+    if header.get("op") != op:
+        raise RemoteError("bad-response", f"expected a {op!r} frame, got {header!r}", header)
+    return header
+
+
+def chunk_size(ready: dict[str, Any]) -> int:
+    """The chunk size for an upload: ours, or less if the server asks."""
+    asked = ready.get("chunk_size")
+    return max(1, min(CHUNK, asked)) if isinstance(asked, int) else CHUNK
+
+
+def local_source(local_path: _Path, remote_name: Optional[str]) -> tuple[str, str]:
+    """``(path, name)`` of an upload: the remote name defaults to the file's own."""
+    path = os.fspath(local_path)
+    name = remote_name if remote_name is not None else os.path.basename(path)
+    if not name:
+        raise ValueError(f"cannot tell a remote name from {path!r}: pass remote_name")
+    return path, name
+
+
+def stored_result(header: dict[str, Any], checksum: str, digest: str, size: int) -> dict[str, Any]:
+    """What ``upload`` returns, after checking the server stored what was sent."""
+    if header.get("size") != size or header.get(checksum) != digest:
+        raise RemoteError("bad-response", f"the server stored something else: {header!r}", header)
+    return {"name": header.get("name"), "size": size, checksum: digest}
+
+
+def download_path(remote_name: str, local_path: Optional[_Path]) -> str:
+    """Where a download goes: ``local_path``, inside it if it is a directory,
+    or the remote file's own name in the current directory."""
+    base = remote_name.rstrip("/").rpartition("/")[2]
+    if local_path is None:
+        if not base or base in (".", ".."):
+            raise ValueError(f"cannot tell a local name from {remote_name!r}: pass local_path")
+        return base
+    path = os.fspath(local_path)
+    if os.path.isdir(path):
+        return os.path.join(path, base)
+    return path
+
+
+class LocalFile:
+    """The receiving end of a download.
+
+    Bytes go to a temporary file beside ``path``; :meth:`commit` checks the
+    size and digest, fsyncs and renames it into place (refusing an existing
+    ``path`` unless ``overwrite``, atomically); :meth:`discard` removes it.
+    """
+
+    def __init__(self, path: str, *, overwrite: bool, checksum: str) -> None:
+        self.path = path
+        self.overwrite = overwrite
+        self.checksum = checksum
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        if not overwrite and os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, "exists (pass overwrite=True to replace it)", path)
+        directory, base = os.path.split(os.path.abspath(path))
+        self._dir = directory
+        self.temp = os.path.join(directory, f".{base[:64]}.{secrets.token_hex(6)}{PART_SUFFIX}")
+        fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        self._file = os.fdopen(fd, "wb")
+        self._hash = hashlib.new(checksum)
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    def commit(self, end: dict[str, Any], expected_size: int) -> dict[str, Any]:
+        """Verifies against the ``end`` header, then gives the file its name."""
+        digest = self._hash.hexdigest()
+        claimed = end.get(self.checksum)
+        if self.size != expected_size or end.get("size") != expected_size:
+            raise RemoteError(
+                "bad-response", f"the server announced {expected_size} bytes and sent {self.size}: {end!r}", end
+            )
+        if not isinstance(claimed, str) or claimed.lower() != digest:
+            raise ChecksumError(
+                f"{self.path}: {self.checksum} mismatch: the server sent {claimed}, we received {digest}",
+                algorithm=self.checksum,
+                expected=claimed if isinstance(claimed, str) else None,
+                actual=digest,
+            )
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        if self.overwrite:
+            os.replace(self.temp, self.path)
+        else:
+            self._rename_no_replace()
+        self._sync_dir()
+        return {"name": self.path, "size": self.size, self.checksum: digest}
+
+    def _rename_no_replace(self) -> None:
+        try:
+            os.link(self.temp, self.path)  # fails if path exists: atomic no-replace
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, "exists (pass overwrite=True to replace it)", self.path) from None
+        except OSError as exc:  # a file system without hard links
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            if os.path.lexists(self.path):
+                raise FileExistsError(errno.EEXIST, "exists (pass overwrite=True to replace it)", self.path) from None
+            os.rename(self.temp, self.path)
+            return
+        os.unlink(self.temp)
+
+    def _sync_dir(self) -> None:
+        with contextlib.suppress(OSError):  # not every platform opens directories
+            fd = os.open(self._dir, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def discard(self) -> None:
+        """Removes the temporary file; ``path`` is left as it was."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temp)
