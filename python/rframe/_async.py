@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import hashlib
+import json
 import os
 import socket
 import threading
 import warnings
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from ._errors import FrameError
+from . import _files
+from ._errors import FrameError, RemoteError
+from ._files import Progress
 from ._protocol import (
     AUTH_SERVER_FAILED,
     CommandResult,
@@ -108,6 +113,12 @@ class _Connection(asyncio.BufferedProtocol):
         self.outbuf: list[bytes] = []
         self.outbuf_size = 0
         self.flush_pending = False
+        # A file transfer owns the connection while it runs: other calls wait
+        # for this future (their frames would land inside the transfer's).
+        self.held: Optional[asyncio.Future[None]] = None
+        # Reading pauses while this many frames wait unclaimed (a download
+        # faster than its disk), so memory stays bounded.
+        self.reading_paused = False
 
     # -- asyncio.BufferedProtocol
 
@@ -141,6 +152,9 @@ class _Connection(asyncio.BufferedProtocol):
                 # else: its caller went away; the frame was its, and is dropped
             else:
                 self.unclaimed.append(frame)
+                if len(self.unclaimed) >= _MAX_UNCLAIMED and not self.reading_paused and self.transport is not None:
+                    self.reading_paused = True
+                    self.transport.pause_reading()
             header = frame.header
             if header and header.get("op") == "error":
                 why = closing_reason(header)
@@ -194,6 +208,15 @@ class _Connection(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         self.paused = False
         self._wake_drainers()
+
+    def take_unclaimed(self) -> Frame:
+        """The oldest frame nobody waited for (there must be one)."""
+        frame = self.unclaimed.popleft()
+        if self.reading_paused and len(self.unclaimed) < _MAX_UNCLAIMED // 2:
+            self.reading_paused = False
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+        return frame
 
     # -- deadlines
 
@@ -278,7 +301,7 @@ class _Connection(asyncio.BufferedProtocol):
         it too); else ``ConnectionAbortedError``."""
         unclaimed = self.unclaimed
         if unclaimed and unclaimed[0].header.get("op") == "error":
-            raise_for_error(unclaimed.popleft(), self.fail)
+            raise_for_error(self.take_unclaimed(), self.fail)
         raise self.closed_error()
 
     def fail(self, reason: str, first: Optional[BaseException] = None, graceful: bool = False) -> None:
@@ -324,6 +347,9 @@ class _Connection(asyncio.BufferedProtocol):
 
 
 _Timed = tuple[float, "asyncio.Future[Frame]", float, Optional[str]]
+
+#: Frames held for nobody before reading pauses (see _Connection.take_unclaimed).
+_MAX_UNCLAIMED = 8
 
 #: Bytes read from a socket at a time (asyncio's own default).
 _READ_BUFFER_SIZE = 256 * 1024
@@ -647,7 +673,7 @@ class AsyncClient:
         else:
             conn.transport.write(data)  # type: ignore[union-attr]
         if conn.unclaimed:  # a frame nobody claimed yet is the next one: ours
-            fut.set_result(conn.unclaimed.popleft())
+            fut.set_result(conn.take_unclaimed())
         else:
             conn.waiters.append(fut)
             if timeout is not None:
@@ -666,6 +692,14 @@ class AsyncClient:
         # Packed first: a header that cannot be encoded fails before a byte is
         # sent, and the connection is untouched.
         data = self.codec.pack(body, header, **fields)
+        while conn.held is not None:
+            await asyncio.shield(conn.held)
+            if conn.reason is not None:
+                conn.raise_closed()
+        return await self._reply(conn, data, timeout, closes)
+
+    async def _reply(self, conn: _Connection, data: bytes, timeout: Optional[float], closes: Optional[str]) -> Frame:
+        """Writes a packed request and returns its reply, error frames raised."""
         if conn.paused:
             await self._writable(conn)
         fut = self._begin(conn, data, timeout, closes)
@@ -688,6 +722,10 @@ class AsyncClient:
         if conn.reason is not None:
             conn.raise_closed()
         data = self.codec.pack(body, header, **fields)
+        while conn.held is not None:
+            await asyncio.shield(conn.held)
+            if conn.reason is not None:
+                conn.raise_closed()
         if conn.paused:
             await self._writable(conn)
         if conn.outbuf:
@@ -703,7 +741,7 @@ class AsyncClient:
         """
         conn = self._usable()
         if conn.unclaimed:
-            frame = conn.unclaimed.popleft()
+            frame = conn.take_unclaimed()
         else:
             if conn.reason is not None:
                 raise conn.closed_error()
@@ -743,7 +781,13 @@ class AsyncClient:
         """
         # _exchange without its checks once the connection is known good: the hot path.
         conn = self._conn
-        if conn is None or conn.reason is not None or conn.paused or self._generation != _fork_generation:
+        if (
+            conn is None
+            or conn.reason is not None
+            or conn.paused
+            or conn.held is not None
+            or self._generation != _fork_generation
+        ):
             return await self._exchange(body, header, fields, self.timeout)
         if _get_running_loop() is not conn.loop:
             self._usable()  # raises
@@ -819,6 +863,172 @@ class AsyncClient:
         reply = await self._exchange(body, header, {}, limit, _RUN_CANCELLED)
         return command_result(cmd, reply, timeout=timeout, check=check, text=text)
 
+
+    # ------------------------------------------------------------------ files
+
+    @contextlib.asynccontextmanager
+    async def _hold(self):
+        """Owns the connection for one transfer: other calls wait meanwhile."""
+        conn = self._usable()
+        while conn.held is not None:
+            await asyncio.shield(conn.held)
+        if conn.reason is not None:
+            conn.raise_closed()
+        held = conn.held = conn.loop.create_future()
+        try:
+            yield conn
+        finally:
+            conn.held = None
+            held.set_result(None)
+
+    async def _next(self, conn: _Connection) -> Frame:
+        """The next frame of a transfer, error frames raised."""
+        if conn.unclaimed:
+            frame = conn.take_unclaimed()
+        else:
+            if conn.reason is not None:
+                conn.raise_closed()
+            fut: asyncio.Future[Frame] = conn.loop.create_future()
+            conn.waiters.append(fut)
+            if self.timeout is not None:
+                conn.watch(fut, self.timeout, _TRANSFER_CUT)
+            try:
+                frame = await fut
+            except BaseException:
+                _abandon(conn, fut, _TRANSFER_CUT)
+                raise
+        raise_for_error(frame, conn.fail)
+        return frame
+
+    async def upload(
+        self,
+        local_path: Union[str, os.PathLike[str]],
+        remote_name: Optional[str] = None,
+        *,
+        overwrite: bool = False,
+        checksum: str = "sha256",
+        progress: Progress = None,
+    ) -> dict[str, Any]:
+        """Send a file to a server started with ``root``: :meth:`rframe.Client.upload`.
+
+        Other calls on this client wait while the transfer runs. Disk reads
+        and hashing run in the loop's default executor, a chunk at a time.
+        Cancelling an upload closes the connection; the server keeps nothing.
+
+        >>> import asyncio, tempfile, pathlib
+        >>> from rframe import Server
+        >>> root, here = tempfile.mkdtemp(), pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (here / "a.txt").write_text("hello")
+        >>> async def main(address):
+        ...     async with AsyncClient(*address) as client:
+        ...         await client.upload(here / "a.txt", "b.txt")
+        ...         return await client.download("b.txt", here)
+        >>> with Server(port=0, root=root) as server:
+        ...     asyncio.run(main(server.address))["size"]
+        5
+        """
+        _files.check_checksum(checksum)
+        path, name = _files.local_source(local_path, remote_name)
+        loop = asyncio.get_running_loop()
+        hasher = hashlib.new(checksum)
+
+        def read_chunk(f: Any, want: int) -> bytearray:
+            buf = bytearray(want)
+            n = f.readinto(buf)
+            del buf[n:]
+            hasher.update(buf)
+            return buf
+
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            async with self._hold() as conn:
+                request = self.codec.pack(b"", _files.put_request(name, size, overwrite=overwrite, checksum=checksum))
+                ready = await self._reply(conn, request, self.timeout, _TRANSFER_CUT)
+                chunk = _files.chunk_size(_files.expect(ready, "ready"))
+                done = 0
+                try:
+                    if progress is not None:
+                        progress(0, size)
+                    while done < size:
+                        buf = await loop.run_in_executor(None, read_chunk, f, min(chunk, size - done))
+                        if not buf:
+                            raise OSError(f"{path} shrank from {size} to {done} bytes while it was sent")
+                        data = self.codec.pack(buf, {"op": "data"})
+                        if conn.paused:
+                            await self._writable(conn)
+                        if conn.reason is not None:
+                            conn.raise_closed()
+                        conn.transport.write(data)  # type: ignore[union-attr]
+                        done += len(buf)
+                        if progress is not None:
+                            progress(done, size)
+                    digest = hasher.hexdigest()
+                    end = self.codec.pack(b"", {"op": "end", checksum: digest})
+                except BaseException:
+                    conn.fail("an upload was interrupted")
+                    raise
+                stored = await self._reply(conn, end, self.timeout, _TRANSFER_CUT)
+        return _files.stored_result(_files.expect(stored, "stored"), checksum, digest, size)
+
+    async def download(
+        self,
+        remote_name: str,
+        local_path: Optional[Union[str, os.PathLike[str]]] = None,
+        *,
+        overwrite: bool = False,
+        checksum: str = "sha256",
+        progress: Progress = None,
+    ) -> dict[str, Any]:
+        """Fetch a file from a server started with ``root``: :meth:`rframe.Client.download`.
+
+        Other calls on this client wait while the transfer runs. Disk writes
+        and hashing run in the loop's default executor; reading from the
+        socket pauses while chunks wait for the disk. Cancelling a download
+        closes the connection and leaves no file behind. See :meth:`upload`
+        for an example.
+        """
+        _files.check_checksum(checksum)
+        path = _files.download_path(remote_name, local_path)
+        target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum)
+        loop = asyncio.get_running_loop()
+        try:
+            async with self._hold() as conn:
+                request = self.codec.pack(b"", _files.get_request(remote_name, checksum=checksum))
+                size = _files.expect(await self._reply(conn, request, self.timeout, _TRANSFER_CUT), "file").get("size")
+                if not isinstance(size, int) or size < 0:
+                    conn.fail("the server broke the download protocol")
+                    raise ConnectionAbortedError(f"the server announced no size for {remote_name!r}")
+                try:
+                    if progress is not None:
+                        progress(0, size)
+                    while True:
+                        frame = await self._next(conn)
+                        op = frame.header.get("op")
+                        if op == "end":
+                            break
+                        if op != "data" or target.size + len(frame.body) > size:
+                            conn.fail("the server broke the download protocol")
+                            raise RemoteError("bad-response", f"expected {size} bytes of data, got {frame!r}")
+                        await loop.run_in_executor(None, target.write, frame.body)
+                        if progress is not None:
+                            progress(target.size, size)
+                except RemoteError:
+                    raise  # an error frame in place of the end: the stream is in step
+                except BaseException:
+                    conn.fail("a download was interrupted")
+                    raise
+            return await loop.run_in_executor(None, target.commit, frame.header, size)
+        finally:
+            target.discard()
+
+    async def list_files(self, name: str = "") -> list[dict[str, Any]]:
+        """The entries of a directory beneath the server's root: :meth:`rframe.Client.list_files`."""
+        listing = await self._exchange(b"", _files.list_request(name), {}, self.timeout)
+        _files.expect(listing, "listing")
+        return json.loads(listing.body)
+
+
+_TRANSFER_CUT = "a file transfer was cancelled or timed out halfway; the connection was closed"
 
 _RUN_CANCELLED = "a run() was cancelled or timed out while its command ran; the connection was closed so that the server kills the command"
 
