@@ -124,7 +124,7 @@ class LocalFile:
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, "is a directory", path)
         if not overwrite and os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, "exists (pass overwrite=True to replace it)", path)
+            raise FileExistsError(errno.EEXIST, "already exists, and overwrite was not asked for", path)
         directory, base = os.path.split(os.path.abspath(path))
         self._dir = directory
         self.temp = os.path.join(directory, f".{base[:64]}.{secrets.token_hex(6)}{PART_SUFFIX}")
@@ -167,12 +167,12 @@ class LocalFile:
         try:
             os.link(self.temp, self.path)  # fails if path exists: atomic no-replace
         except FileExistsError:
-            raise FileExistsError(errno.EEXIST, "exists (pass overwrite=True to replace it)", self.path) from None
+            raise FileExistsError(errno.EEXIST, "already exists, and overwrite was not asked for", self.path) from None
         except OSError as exc:  # a file system without hard links
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
                 raise
             if os.path.lexists(self.path):
-                raise FileExistsError(errno.EEXIST, "exists (pass overwrite=True to replace it)", self.path) from None
+                raise FileExistsError(errno.EEXIST, "already exists, and overwrite was not asked for", self.path) from None
             os.rename(self.temp, self.path)
             return
         os.unlink(self.temp)

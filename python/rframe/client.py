@@ -10,6 +10,16 @@ byte. ``q`` (or end of input) quits; an empty line is refused.
 
 With ``-c`` the exit status is the command's (128+N if signal N killed it, 124
 if it timed out, 1 if the server could not be reached or refused).
+
+Files, with a server started with ``--root DIR``:
+
+    python -m rframe.client put report.pdf            # upload as report.pdf
+    python -m rframe.client put report.pdf docs/r.pdf --overwrite
+    python -m rframe.client get docs/r.pdf            # download to ./r.pdf
+    python -m rframe.client ls docs
+
+On a terminal a progress bar (rate, time left) runs on stderr; otherwise
+only the one-line summary is printed. Exit status 0, or 1 on any failure.
 """
 
 from __future__ import annotations
@@ -17,7 +27,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Optional, Sequence
+import time
+from typing import Any, Optional, Sequence, TextIO
 
 from ._client import Client
 from ._errors import AuthenticationError, CommandTimeout, FrameError, RemoteError
@@ -29,18 +40,20 @@ EXIT_FAILURE = 1
 EXIT_TIMEOUT = 124
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="python -m rframe.client",
-        description="Run commands on an rframe server (python -m rframe.server): one with -c, "
-        "or one per line in a prompt loop ('q' quits).",
-    )
-    ap.add_argument("--host", default="127.0.0.1", help="server address (default 127.0.0.1)")
-    ap.add_argument("--port", type=int, default=8848, help="server port (default 8848)")
-    ap.add_argument("--unix", metavar="PATH", help="connect to this Unix socket instead of TCP")
+def _connection_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options that say where the server is; given before or after a subcommand."""
+
+    def default(value: Any) -> Any:
+        # In a subcommand an option not given must not overwrite the main one.
+        return value if defaults else argparse.SUPPRESS
+
+    ap.add_argument("--host", default=default("127.0.0.1"), help="server address (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=default(8848), help="server port (default 8848)")
+    ap.add_argument("--unix", metavar="PATH", default=default(None), help="connect to this Unix socket instead of TCP")
     ap.add_argument(
         "--token-file",
         metavar="PATH",
+        default=default(None),
         help="file holding the server's token (trailing whitespace stripped); default: the RFRAME_TOKEN "
         "environment variable, else no authentication",
     )
@@ -48,10 +61,41 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=float,
         metavar="SECONDS",
-        help="limit for connecting and for each command (the server's own limit applies too); "
-        "default: no client-side limit",
+        default=default(None),
+        help="limit for connecting and for each command or step of a transfer (the server's own limit applies "
+        "too); default: no client-side limit",
     )
+
+
+def _transfer_options(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--overwrite", action="store_true", help="replace a file of that name (default: refuse)")
+    ap.add_argument(
+        "--checksum", choices=("sha256", "md5"), default="sha256", help="digest verified by the receiver (default sha256)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m rframe.client",
+        description="Run commands on an rframe server (python -m rframe.server): one with -c, "
+        "or one per line in a prompt loop ('q' quits); or move files with put, get and ls "
+        "(a server started with --root).",
+    )
+    _connection_options(ap, defaults=True)
     ap.add_argument("-c", "--command", metavar="CMD", help="run this one command and exit with its status")
+    sub = ap.add_subparsers(dest="action", metavar="{put,get,ls}", title="file transfer")
+    put = sub.add_parser("put", help="upload FILE (as NAME)", description="Upload a file beneath the server's root.")
+    put.add_argument("file", metavar="FILE", help="local file to send")
+    put.add_argument("name", metavar="NAME", nargs="?", help="name on the server (default: FILE's own name)")
+    _transfer_options(put)
+    get = sub.add_parser("get", help="download NAME (to FILE)", description="Download a file from the server's root.")
+    get.add_argument("name", metavar="NAME", help="file on the server, relative to its root")
+    get.add_argument("file", metavar="FILE", nargs="?", help="where to save it (default: NAME's own name, here)")
+    _transfer_options(get)
+    ls = sub.add_parser("ls", help="list a directory", description="List a directory beneath the server's root.")
+    ls.add_argument("name", metavar="DIR", nargs="?", default="", help="directory (default: the root)")
+    for p in (put, get, ls):
+        _connection_options(p, defaults=False)
     return ap
 
 
@@ -144,6 +188,86 @@ def _write(out: bytes, err: bytes) -> None:
         sys.stderr.buffer.flush()
 
 
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover - the loop returns
+
+
+class ProgressBar:
+    """``progress(done, total)`` for a terminal: bar, bytes, rate, time left.
+
+    Redraws at most ten times a second, on one line of ``stream``.
+    """
+
+    WIDTH = 24
+
+    def __init__(self, label: str, stream: TextIO) -> None:
+        self.label = label
+        self.stream = stream
+        self.start = time.monotonic()
+        self.drawn = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self.drawn < 0.1:
+            return
+        self.drawn = now
+        elapsed = max(now - self.start, 1e-6)
+        rate = done / elapsed
+        fill = self.WIDTH * done // total if total else self.WIDTH
+        if done >= total:
+            left = "done"
+        else:
+            left = f"{(total - done) / rate:.0f}s left" if rate > 0 else ""
+        line = (
+            f"\r{self.label}  [{'#' * fill}{'.' * (self.WIDTH - fill)}] {_size(done)}/{_size(total)}"
+            f"  {_size(rate)}/s  {left}  "
+        )
+        self.stream.write(line)
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _progress(label: str) -> Optional[ProgressBar]:
+    return ProgressBar(label, sys.stderr) if sys.stderr.isatty() else None
+
+
+def _files(session: _Session, args: argparse.Namespace) -> int:
+    """put, get or ls; the exit status."""
+    try:
+        client = session.connect()
+        if args.action == "put":
+            r = client.upload(
+                args.file, args.name, overwrite=args.overwrite, checksum=args.checksum, progress=_progress(args.file)
+            )
+            print(f"stored {r['name']}: {r['size']} bytes, {args.checksum} {r[args.checksum]}", flush=True)
+        elif args.action == "get":
+            r = client.download(
+                args.name, args.file, overwrite=args.overwrite, checksum=args.checksum, progress=_progress(args.name)
+            )
+            print(f"saved {r['name']}: {r['size']} bytes, {args.checksum} {r[args.checksum]}", flush=True)
+        else:
+            for e in client.list_files(args.name):
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["mtime"]))
+                kind = "d" if e["type"] == "dir" else "-"
+                print(f"{kind} {e['size']:>12} {when} {e['name']}{'/' if kind == 'd' else ''}")
+            sys.stdout.flush()
+    except FileExistsError as e:
+        what = f"{e.filename}: {e.strerror}" if e.filename else str(e)
+        _say(f"rframe: {args.action} failed: {what} (--overwrite replaces it)")
+        return EXIT_FAILURE
+    except (OSError, EOFError, FrameError, RemoteError) as e:
+        if isinstance(e, RemoteError) or session.connected or not isinstance(e, (ConnectionError, FileNotFoundError)):
+            _say(f"rframe: {args.action} failed: {e}")
+            return EXIT_FAILURE
+        return session.failure(e)
+    return 0
+
+
 def _loop(session: _Session) -> int:
     interactive = sys.stdin.isatty()
     prompt = f"rframe {session.where()}> " if interactive else ""
@@ -190,6 +314,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     session = _Session(args, token)
     try:
+        if args.action is not None:
+            if args.command is not None:
+                _say("rframe: -c and put/get/ls do not go together")
+                return 2
+            try:
+                return _files(session, args)
+            except KeyboardInterrupt:
+                _say("^C: interrupted (nothing was stored)")
+                return 130
         if args.command is not None:
             if not args.command.strip():
                 _say("empty command refused")

@@ -31,7 +31,7 @@ pub enum FileError {
     Outside(String),
     #[error("no such file or directory: {0:?}")]
     NotFound(String),
-    #[error("{0:?} already exists (overwrite it explicitly)")]
+    #[error("{0:?} already exists, and overwrite was not asked for")]
     Exists(String),
     #[error("{0:?} is a directory")]
     IsDirectory(String),

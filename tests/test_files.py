@@ -1,0 +1,598 @@
+"""File transfer: ``upload``/``download``/``list_files`` on both clients, the
+server's ``root`` sandbox, cut and corrupt transfers, and the CLI's put/get/ls.
+
+Every transfer is checked against ``hashlib`` and the bytes on disk; every
+wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import doctest
+import hashlib
+import io
+import json
+import os
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+
+import pytest
+
+import rframe
+import rframe._files
+from conftest import HANG_BOUND
+from rframe.client import ProgressBar
+from server_helpers import ENV, ROOT, CliServer, make_server, running, wait_until
+
+CHUNK = rframe._files.CHUNK
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def parts(directory) -> list[str]:
+    """Temporary files of transfers in progress (or left behind) in ``directory``."""
+    return [n for n in os.listdir(directory) if n.endswith(".rframe-part")]
+
+
+class AsyncFacade:
+    """An AsyncClient driven from a test like a blocking Client: one event
+    loop for the client's life, each call run to completion on it."""
+
+    def __init__(self, address, **kwargs):
+        self._runner = asyncio.Runner()
+        kwargs.setdefault("timeout", HANG_BOUND)
+        if isinstance(address, str):
+            connect = rframe.AsyncClient.connect(unix_path=address, **kwargs)
+        else:
+            connect = rframe.AsyncClient.connect(*address, **kwargs)
+        self._client = self._runner.run(connect)
+
+    def __getattr__(self, name):
+        method = getattr(self._client, name)
+
+        def call(*args, **kwargs):
+            return self._runner.run(asyncio.wait_for(method(*args, **kwargs), HANG_BOUND * 3))
+
+        return call
+
+    @property
+    def closed(self):
+        return self._client.closed
+
+    def close(self):
+        if self._runner is not None:
+            self._runner.run(self._client.close())
+            self._runner.close()
+            self._runner = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.fixture(params=["Client", "AsyncClient"])
+def connect(request):
+    """connect(server, **kwargs): a client of the parametrized kind."""
+    opened = []
+
+    def make(server, **kwargs):
+        address = server.address
+        if request.param == "Client":
+            kwargs.setdefault("timeout", HANG_BOUND)
+            if isinstance(address, str):
+                c = rframe.Client(unix_path=address, **kwargs)
+            else:
+                c = rframe.Client(*address, **kwargs)
+        else:
+            c = AsyncFacade(address, **kwargs)
+        opened.append(c)
+        return c
+
+    yield make
+    for c in opened:
+        c.close()
+
+
+@pytest.fixture
+def root(tmp_path):
+    path = tmp_path / "root"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def here(tmp_path):
+    path = tmp_path / "here"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def server(root):
+    with running(rframe.Server(port=0, root=root)) as s:
+        yield s
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+SIZES = [0, 1, 1000, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 12345]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_round_trip(connect, server, root, here, size):
+    data = os.urandom(size)
+    (here / "src.bin").write_bytes(data)
+    calls = []
+    with connect(server) as c:
+        stored = c.upload(here / "src.bin", "dir.bin" if size else "empty", progress=lambda d, t: calls.append((d, t)))
+        name = "dir.bin" if size else "empty"
+        assert stored == {"name": name, "size": size, "sha256": sha256(data)}
+        assert (root / name).read_bytes() == data
+        saved = c.download(name, here / "back.bin")
+    assert saved == {"name": str(here / "back.bin"), "size": size, "sha256": sha256(data)}
+    assert (here / "back.bin").read_bytes() == data
+    # progress: from (0, size) to (size, size), one call per chunk, never backwards
+    assert calls[0] == (0, size) and calls[-1] == (size, size)
+    assert len(calls) == 1 + -(-size // CHUNK)
+    assert all(a[0] <= b[0] and a[1] == size for a, b in zip(calls, calls[1:]))
+    assert parts(root) == [] and parts(here) == []
+
+
+@pytest.mark.parametrize("kind", ["tcp", "unix"])
+def test_md5_and_unix_sockets(connect, root, here, tmp_path, kind):
+    data = b"the course's md5 field, for real" * 1000
+    (here / "a").write_bytes(data)
+    with running(make_server(kind, tmp_path, root=root)) as s, connect(s) as c:
+        stored = c.upload(here / "a", checksum="md5")
+        assert stored == {"name": "a", "size": len(data), "md5": hashlib.md5(data).hexdigest()}
+        saved = c.download("a", here / "b", checksum="md5")
+        assert saved["md5"] == hashlib.md5(data).hexdigest()
+        assert (here / "b").read_bytes() == data
+        with pytest.raises(ValueError, match="checksum"):
+            c.upload(here / "a", checksum="crc32")
+
+
+def test_download_into_a_directory_and_by_default_name(connect, server, root, here, monkeypatch):
+    (root / "sub").mkdir()
+    (root / "sub" / "f.txt").write_bytes(b"x")
+    with connect(server) as c:
+        assert c.download("sub/f.txt", here)["name"] == str(here / "f.txt")
+        monkeypatch.chdir(here / ".." )
+        assert c.download("sub/f.txt")["name"] == "f.txt"
+    assert (here / "f.txt").read_bytes() == (here.parent / "f.txt").read_bytes() == b"x"
+
+
+def test_small_max_body_makes_small_chunks(connect, root, here):
+    data = os.urandom(10_000)
+    (here / "a").write_bytes(data)
+    calls = []
+    with running(rframe.Server(port=0, root=root, codec=rframe.Codec(max_body=1000))) as s, connect(s) as c:
+        c.upload(here / "a", progress=lambda d, t: calls.append(d))
+    assert calls == list(range(0, 10_001, 1000))
+    assert (root / "a").read_bytes() == data
+
+
+def test_list_files(connect, server, root):
+    (root / "b.txt").write_bytes(b"12345")
+    (root / "a").mkdir()
+    (root / "a" / "inner").write_bytes(b"")
+    (root / ".a.1234.rframe-part").write_bytes(b"an upload in progress")
+    with connect(server) as c:
+        top = c.list_files()
+        inner = c.list_files("a")
+        with pytest.raises(FileNotFoundError):
+            c.list_files("nope")
+    assert [(e["name"], e["type"], e["size"]) for e in top] == [("a", "dir", top[0]["size"]), ("b.txt", "file", 5)]
+    assert [e["name"] for e in inner] == ["inner"]
+    assert abs(top[1]["mtime"] - os.stat(root / "b.txt").st_mtime) < 1
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def test_overwrite_is_explicit_both_ways(connect, server, root, here):
+    (here / "a").write_bytes(b"new")
+    (root / "a").write_bytes(b"old")
+    with connect(server) as c:
+        with pytest.raises(FileExistsError) as info:
+            c.upload(here / "a")
+        assert isinstance(info.value, rframe.RemoteError) and info.value.code == "exists"
+        assert (root / "a").read_bytes() == b"old"
+        assert c.upload(here / "a", overwrite=True)["size"] == 3
+        assert (root / "a").read_bytes() == b"new"
+        (here / "b").write_bytes(b"local")
+        with pytest.raises(FileExistsError):
+            c.download("a", here / "b")
+        assert (here / "b").read_bytes() == b"local"
+        c.download("a", here / "b", overwrite=True)
+        assert (here / "b").read_bytes() == b"new"
+        assert c.run("echo usable").stdout == b"usable\n"
+    assert parts(root) == [] and parts(here) == []
+
+
+def test_missing_files(connect, server, here):
+    with connect(server) as c:
+        with pytest.raises(FileNotFoundError) as info:
+            c.download("nope", here / "x")
+        assert isinstance(info.value, rframe.RemoteError) and info.value.code == "not-found"
+        with pytest.raises(FileNotFoundError):
+            c.upload(here / "missing-locally")
+        (here / "local").write_bytes(b"x")
+        with pytest.raises(FileNotFoundError, match="no/such/dir"):
+            c.upload(here / "local", "no/such/dir/x")
+        assert c.list_files() == []
+    assert not (here / "x").exists() and parts(here) == []
+
+
+def test_names_cannot_leave_the_root(connect, server, root, here, tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"do not serve")
+    (root / "abs_link").symlink_to(secret)
+    (root / "rel_link").symlink_to("../secret")
+    (root / "dir_link").symlink_to("..")
+    (root / "inside").symlink_to(".")  # stays inside: allowed
+    (here / "payload").write_bytes(b"payload")
+    before = sorted(os.listdir(tmp_path))
+    with connect(server) as c:
+        for name in ["../secret", "/etc/passwd", "a/../../secret", "", ".", "abs_link", "rel_link", "dir_link/secret"]:
+            with pytest.raises(rframe.RemoteError) as info:
+                c.download(name, here / "got")
+            assert info.value.code in ("bad-request", "not-allowed"), name
+        for name in ["../evil", "/tmp/evil", "dir_link/evil", "abs_link/x"]:
+            with pytest.raises(rframe.RemoteError) as info:
+                c.upload(here / "payload", name, overwrite=True)
+            assert info.value.code in ("bad-request", "not-allowed", "not-found"), name
+        # A link's own name is a name in the root: overwriting replaces the
+        # link itself, never the file it points to.
+        with pytest.raises(FileExistsError):
+            c.upload(here / "payload", "abs_link")
+        c.upload(here / "payload", "abs_link", overwrite=True)
+        assert not (root / "abs_link").is_symlink()
+        for name in ["..", "dir_link", "/"]:
+            with pytest.raises(rframe.RemoteError):
+                c.list_files(name)
+        assert c.upload(here / "payload", "inside/ok")["size"] == 7
+    assert sorted(os.listdir(tmp_path)) == before
+    assert secret.read_bytes() == b"do not serve"
+    assert not (here / "got").exists()
+    assert (root / "ok").read_bytes() == (root / "abs_link").read_bytes() == b"payload"
+
+
+def test_servers_without_a_root_serve_no_files(connect, here):
+    (here / "a").write_bytes(b"x")
+    with running(rframe.Server(port=0)) as s, connect(s) as c:
+        with pytest.raises(rframe.RemoteError, match="--root") as info:
+            c.upload(here / "a")
+        assert info.value.code == "not-allowed"
+
+
+def test_root_must_be_a_directory_and_not_a_handler_server(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        rframe.Server(port=0, root=tmp_path / "missing")
+    with pytest.raises(ValueError, match="handler"):
+        rframe.Server(port=0, root=tmp_path, handler=lambda f: b"")
+
+
+def test_files_need_the_token(root, here):
+    (here / "a").write_bytes(b"x")
+    with running(rframe.Server(port=0, root=root, token="s3cret")) as s:
+        with socket.create_connection(s.address, timeout=HANG_BOUND) as sock:
+            rframe.send_frame(sock, header={"op": "list"})
+            assert rframe.read_frame(sock).header["error"] == "auth"
+        with rframe.Client(*s.address, token="s3cret", timeout=HANG_BOUND) as c:
+            assert c.upload(here / "a")["size"] == 1
+
+
+# --------------------------------------------------------------------------- cut and corrupt transfers
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(n_calls: int):
+    calls = []
+
+    def progress(done, total):
+        calls.append(done)
+        if len(calls) > n_calls:
+            raise Stop(done)
+
+    return progress
+
+
+def test_a_cut_upload_keeps_the_old_file(connect, server, root, here):
+    (root / "f").write_bytes(b"old")
+    (here / "f").write_bytes(os.urandom(5 * CHUNK))
+    with connect(server) as c:
+        with pytest.raises(Stop):
+            c.upload(here / "f", overwrite=True, progress=stop_after(2))
+        assert c.closed  # mid-transfer: the connection was given up
+    assert wait_until(lambda: parts(root) == [])
+    assert (root / "f").read_bytes() == b"old"
+
+
+def test_a_cut_download_leaves_nothing(connect, server, root, here):
+    (root / "f").write_bytes(os.urandom(5 * CHUNK))
+    (here / "f").write_bytes(b"old")
+    with connect(server) as c:
+        with pytest.raises(Stop):
+            c.download("f", here / "f", overwrite=True, progress=stop_after(2))
+        assert c.closed
+    assert (here / "f").read_bytes() == b"old"
+    assert parts(here) == []
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_server_killed_mid_transfer(direction, root, here):
+    """The client raises a connection error, never hangs, never keeps half a file."""
+    (root / "f").write_bytes(os.urandom(64 * CHUNK))
+    (here / "f").write_bytes(os.urandom(64 * CHUNK))
+    server = CliServer("--root", root)
+    killed = []
+
+    def kill(done, total):
+        if done and not killed:
+            server.proc.send_signal(signal.SIGKILL)
+            server.proc.wait(HANG_BOUND)
+            killed.append(done)
+
+    try:
+        with server.client() as c:
+            with pytest.raises((ConnectionError, EOFError, rframe.RemoteError)):
+                if direction == "upload":
+                    c.upload(here / "f", "g", progress=kill)
+                else:
+                    c.download("f", here / "g", progress=kill)
+    finally:
+        server.stop()
+    assert killed
+    assert not (here / "g").exists() and parts(here) == []
+    assert not (root / "g").exists()
+
+
+def raw_put(sock, name, body_chunks, digest, size=None):
+    size = sum(map(len, body_chunks)) if size is None else size
+    rframe.send_frame(sock, header={"op": "put", "name": name, "size": size})
+    assert rframe.read_frame(sock).header["op"] == "ready"
+    for chunk in body_chunks:
+        rframe.send_frame(sock, chunk, {"op": "data"})
+    rframe.send_frame(sock, header={"op": "end", "sha256": digest})
+    return rframe.read_frame(sock)
+
+
+def test_a_corrupted_upload_is_not_stored(server, root):
+    with socket.create_connection(server.address, timeout=HANG_BOUND) as sock:
+        reply = raw_put(sock, "f", [b"hello ", b"world"], sha256(b"hello there"))
+        assert reply.header["op"] == "error" and reply.header["error"] == "checksum"
+        assert "not stored" in reply.header["message"]
+        # in step: the same connection goes on
+        reply = raw_put(sock, "f", [b"hello ", b"world"], sha256(b"hello world"))
+        assert reply.header == {"op": "stored", "name": "f", "size": 11, "sha256": sha256(b"hello world"), "total_size": 0}
+    assert (root / "f").read_bytes() == b"hello world"
+    assert parts(root) == []
+
+
+def test_upload_protocol_violations(server, root):
+    with socket.create_connection(server.address, timeout=HANG_BOUND) as sock:
+        reply = raw_put(sock, "short", [b"abc"], sha256(b"abc"), size=4)
+        assert reply.header["error"] == "bad-request" and "announced 4 bytes and sent 3" in reply.header["message"]
+        rframe.send_frame(sock, b"x", {"op": "data"})
+        assert "outside a put" in rframe.read_frame(sock).header["message"]
+        rframe.send_frame(sock, header={"op": "put", "name": "long", "size": 2})
+        assert rframe.read_frame(sock).header["op"] == "ready"
+        rframe.send_frame(sock, b"abc", {"op": "data"})
+        reply = rframe.read_frame(sock)
+        assert reply.header["error"] == "bad-request" and "more data" in reply.header["message"]
+        assert sock.recv(1) == b""  # the stream lost its place: closed
+    assert wait_until(lambda: parts(root) == [])
+    assert os.listdir(root) == []
+
+
+def fake_server(frames_for_get):
+    """A one-shot server that answers a get with ``frames_for_get``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(HANG_BOUND)
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(HANG_BOUND)
+            rframe.read_frame(conn)
+            for header, body in frames_for_get:
+                rframe.send_frame(conn, body, header)
+            try:
+                rframe.read_frame(conn)  # until the client leaves
+            except (EOFError, OSError):
+                pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return listener, t
+
+
+@pytest.mark.parametrize(
+    "frames, error",
+    [
+        ([({"op": "file", "size": 5}, b""), ({"op": "data"}, b"hellp"), ({"op": "end", "size": 5, "sha256": sha256(b"hello")}, b"")], rframe.ChecksumError),
+        ([({"op": "file", "size": 5}, b""), ({"op": "data"}, b"hel"), ({"op": "end", "size": 5, "sha256": sha256(b"hel")}, b"")], rframe.RemoteError),
+        ([({"op": "file", "size": 2}, b""), ({"op": "data"}, b"hel")], rframe.RemoteError),
+        ([({"op": "file", "size": 5}, b""), ({"op": "error", "error": "io", "message": "disk gone"}, b"")], rframe.RemoteError),
+    ],
+    ids=["corrupt-chunk", "short", "too-much", "error-instead-of-end"],
+)
+def test_a_bad_download_is_not_saved(connect, here, frames, error):
+    listener, t = fake_server(frames)
+    with listener:
+
+        class Address:
+            address = listener.getsockname()
+
+        c = connect(Address)
+        with pytest.raises(error):
+            c.download("f", here / "f")
+        c.close()
+        t.join(HANG_BOUND)
+    assert not (here / "f").exists() and parts(here) == []
+
+
+# --------------------------------------------------------------------------- the async client
+
+
+def test_async_calls_wait_for_a_transfer(server, root, here):
+    data = os.urandom(4 * CHUNK)
+    (here / "a").write_bytes(data)
+
+    async def main():
+        async with rframe.AsyncClient(*server.address, timeout=HANG_BOUND) as c:
+            order = []
+
+            async def echo():
+                r = await c.run("echo hi")
+                order.append("run")
+                return r.stdout
+
+            async def up():
+                r = await c.upload(here / "a", progress=lambda d, t: d == t and order.append("uploaded"))
+                return r["size"]
+
+            return await asyncio.gather(up(), echo()), order
+
+    (size, out), order = asyncio.run(main())
+    assert (size, out) == (len(data), b"hi\n")
+    assert order == ["uploaded", "run"]
+    assert (root / "a").read_bytes() == data
+
+
+def test_async_cancelled_upload_closes_and_stores_nothing(server, root, here):
+    (here / "a").write_bytes(os.urandom(16 * CHUNK))
+
+    async def main():
+        async with rframe.AsyncClient(*server.address, timeout=HANG_BOUND) as c:
+            started = asyncio.Event()
+            task = asyncio.ensure_future(c.upload(here / "a", progress=lambda d, t: d and started.set()))
+            await asyncio.wait_for(started.wait(), HANG_BOUND)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            with pytest.raises(ConnectionAbortedError, match="upload"):
+                await c.run("echo no")
+
+    asyncio.run(main())
+    assert wait_until(lambda: parts(root) == [])
+    assert os.listdir(root) == []
+
+
+# --------------------------------------------------------------------------- big files, flat memory
+
+
+def peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_a_sparse_file_over_2_gib_moves_in_flat_memory(root, here):
+    """2 GiB + 3 bytes: past every 32-bit size; both processes stay small."""
+    size = (2 << 30) + 3
+    with open(here / "big", "wb") as f:
+        f.seek(size - 3)
+        f.write(b"end")
+    server = CliServer("--root", root)
+    code = f"""
+import rframe, resource, sys
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with rframe.Client("{server.host}", {server.port}, timeout=60) as c:
+    up = c.upload(sys.argv[1], "big")
+    down = c.download("big", sys.argv[2])
+print(up["sha256"] == down["sha256"], up["size"], down["size"])
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", code, str(here / "big"), str(here / "back")],
+            capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV,
+        )
+        server_peak = peak_rss_kib(server.proc.pid)
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        server.wait()
+    assert r.returncode == 0, r.stderr
+    same, up_size, down_size, client_growth = r.stdout.split()
+    assert (same, int(up_size), int(down_size)) == ("True", size, size)
+    assert os.path.getsize(root / "big") == os.path.getsize(here / "back") == size
+    with open(here / "back", "rb") as f:
+        f.seek(size - 3)
+        assert f.read() == b"end"
+    # Flat: a few chunks in flight, not the file.
+    assert int(client_growth) < 64 * 1024, f"client grew {client_growth} KiB"
+    assert server_peak < 128 * 1024, f"server peaked at {server_peak} KiB"
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def cli(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "rframe.client", *map(str, args)],
+        capture_output=True, text=True, timeout=HANG_BOUND * 3, cwd=cwd, env=ENV,
+    )
+
+
+def test_cli_put_get_ls(root, here):
+    (here / "a.txt").write_bytes(b"hello")
+    server = CliServer("--root", root)
+    where = ("--port", server.port)
+    try:
+        r = cli("put", "a.txt", "docs/a.txt", *where, cwd=here)
+        assert r.returncode == 1 and "not-found" in r.stderr  # no docs/ yet
+        (root / "docs").mkdir()
+        r = cli(*where, "put", "a.txt", "docs/a.txt", cwd=here)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == f"stored docs/a.txt: 5 bytes, sha256 {sha256(b'hello')}\n"
+        assert r.stderr == ""  # no progress bar off a terminal
+        r = cli("put", "a.txt", "docs/a.txt", *where, cwd=here)
+        assert r.returncode == 1 and "--overwrite" in r.stderr
+        assert cli("put", "a.txt", "docs/a.txt", "--overwrite", "--checksum", "md5", *where, cwd=here).returncode == 0
+        r = cli("get", "docs/a.txt", *where, cwd=here / "..")
+        assert r.returncode == 0 and r.stdout.startswith("saved a.txt: 5 bytes"), r.stderr
+        assert (here.parent / "a.txt").read_bytes() == b"hello"
+        r = cli("ls", *where, cwd=here)
+        assert r.returncode == 0 and r.stdout.splitlines()[0].split()[0] == "d" and r.stdout.rstrip().endswith("docs/")
+        r = cli("ls", "docs", *where, cwd=here)
+        assert r.stdout.split()[1] == "5" and r.stdout.rstrip().endswith("a.txt")
+        r = cli("get", "nope", *where, cwd=here)
+        assert r.returncode == 1 and "nope" in r.stderr and not (here / "nope").exists()
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+
+
+def test_progress_bar_draws_rate_and_time_left():
+    out = io.StringIO()
+    bar = ProgressBar("f.bin", out)
+    bar(0, 4 << 20)
+    bar(4 << 20, 4 << 20)
+    text = out.getvalue()
+    assert text.startswith("\rf.bin  [") and text.endswith("\n")
+    first, last = text.split("\r")[1:]
+    assert "0 B/4.0 MiB" in first and "done" not in first
+    assert "4.0 MiB/4.0 MiB" in last and "/s" in last and last.rstrip().endswith("done")
+    assert last.count("#") == ProgressBar.WIDTH and "#" not in first
+
+
+def test_doctests():
+    result = doctest.testmod(rframe._files, optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
