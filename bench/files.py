@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Benchmark rframe's file transfer against plain Python ``socket.sendfile`` and ``cp``.
+
+Every number is measured in this run, on this machine; nothing is hard-coded.
+
+A file of random bytes (1 GiB by default) is moved over loopback TCP, each way:
+
+* **rframe**: ``Client.upload`` to, and ``Client.download`` from, a
+  ``python -m rframe.server --root DIR`` in a process of its own. Both ends
+  hash the file (sha256), the receiver verifies the digest, fsyncs, and renames
+  the file into place.
+* **sendfile**: the plain Python transfer. The sender calls
+  ``socket.sendfile`` (zero-copy); the receiver, a loop of ``recv_into`` a
+  1 MiB buffer and ``write`` to the file. No digest. Measured twice: as is
+  (the data may still be in the page cache when the clock stops) and with an
+  ``os.fsync`` at the end (as durable as rframe's).
+* **cp**: the same file copied on the local disk (``cp``), and ``cp`` followed
+  by ``sync FILE``, for scale.
+
+The clock runs from the first byte of the request until the receiver is done
+(rframe: the call returns; sendfile: the receiver says so). Each transfer runs
+``--rounds`` times; the table shows the median. The source file stays in the
+page cache (it was just written), so this measures the transfer, not the
+source disk. Memory: the server's peak RSS (``VmHWM``) and this process's
+peak RSS growth while it ran the rframe transfers.
+
+Run::
+
+    python bench/files.py                 # 1 GiB, 3 rounds: about a minute here
+    python bench/files.py --size 256M     # smaller
+    python bench/files.py --quick         # 16 MiB, 1 round (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import rframe
+
+BUF = 1 << 20
+
+
+# --------------------------------------------------------------------------- the sendfile peer
+
+
+def peer_main() -> None:
+    """A plain Python transfer peer: one command line per connection.
+
+    ``recv PATH SIZE FSYNC``: receive SIZE bytes into PATH (recv_into + write),
+    fsync if FSYNC is 1, then answer ``ok``. ``send PATH``: sendfile PATH.
+    """
+    srv = socket.create_server(("127.0.0.1", 0))
+    print(srv.getsockname()[1], flush=True)
+    buf = bytearray(BUF)
+    view = memoryview(buf)
+    while True:
+        conn, _ = srv.accept()
+        with conn:
+            line = b""
+            while not line.endswith(b"\n"):
+                part = conn.recv(1)
+                if not part:
+                    break
+                line += part
+            cmd = line.decode().split()
+            if not cmd:
+                continue
+            if cmd[0] == "quit":
+                return
+            if cmd[0] == "recv":
+                path, size, sync = cmd[1], int(cmd[2]), cmd[3] == "1"
+                receive_into(conn, path, size, sync, view)
+                conn.sendall(b"ok\n")
+            elif cmd[0] == "send":
+                with open(cmd[1], "rb") as f:
+                    conn.sendfile(f)
+
+
+def receive_into(conn: socket.socket, path: str, size: int, sync: bool, view: memoryview) -> None:
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            n = conn.recv_into(view, min(BUF, left))
+            if not n:
+                raise EOFError(f"{left} bytes short")
+            out.write(view[:n])
+            left -= n
+        if sync:
+            out.flush()
+            os.fsync(out.fileno())
+
+
+class Process:
+    """A child process whose first stdout line is its port (or a server banner)."""
+
+    def __init__(self, argv: list[str], pattern: str) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()  # type: ignore[union-attr]
+        m = re.search(pattern, line)
+        if not m:
+            self.close()
+            raise RuntimeError(f"{argv} did not start: {line!r}")
+        self.port = int(m.group(1))
+
+    def peak_rss_kib(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+# --------------------------------------------------------------------------- the transfers
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def sendfile_upload(port: int, src: str, dst: str, size: int, sync: bool) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as s, open(src, "rb") as f:
+        s.sendall(f"recv {dst} {size} {int(sync)}\n".encode())
+        s.sendfile(f)
+        if s.recv(3) != b"ok\n":
+            raise RuntimeError("the peer did not confirm")
+
+
+def sendfile_download(port: int, src: str, dst: str, size: int, sync: bool, view: memoryview) -> None:
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(f"send {src}\n".encode())
+        receive_into(s, dst, size, sync, view)
+
+
+def make_source(path: str, size: int) -> None:
+    with open(path, "wb") as f:
+        left = size
+        block = os.urandom(BUF)
+        while left:
+            # random, but not the same MiB over and over: nothing compresses or dedupes
+            f.write(block[: min(BUF, left)])
+            block = block[1:] + block[:1]
+            left -= min(BUF, left)
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"(\d+)([KMG]?)", text.upper())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}")
+    return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size", type=parse_size, default=1 << 30, help="file size (K/M/G suffixes; default 1G)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="16 MiB, 1 round")
+    ap.add_argument("--dir", help="work directory (default: a new one under the system temp dir)")
+    ap.add_argument("--_peer", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._peer:
+        peer_main()
+        return 0
+    if args.quick:
+        args.size, args.rounds = 16 << 20, 1
+    size = args.size
+    work = tempfile.mkdtemp(prefix="rframe-bench-files-", dir=args.dir)
+    root = os.path.join(work, "root")
+    os.mkdir(root)
+    src = os.path.join(work, "source.bin")
+    make_source(src, size)
+    server = Process(
+        [sys.executable, "-m", "rframe.server", "--port", "0", "--root", root, "--log-level", "WARNING"],
+        r":(\d+) \(Ctrl-C",
+    )
+    peer = Process([sys.executable, os.path.abspath(__file__), "--_peer"], r"^(\d+)$")
+    view = memoryview(bytearray(BUF))
+    times: dict[str, list[float]] = {}
+
+    def record(name: str, fn) -> None:
+        times.setdefault(name, []).append(timed(fn))
+
+    out = os.path.join(work, "out.bin")
+    peer_out = os.path.join(work, "peer.bin")
+    try:
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with rframe.Client("127.0.0.1", server.port, timeout=300) as client:
+            for _ in range(args.rounds):
+                record("rframe upload", lambda: client.upload(src, "up.bin", overwrite=True))
+                record("rframe download", lambda: client.download("up.bin", out, overwrite=True))
+                os.unlink(out)
+                os.unlink(os.path.join(root, "up.bin"))
+        client_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+        server_peak = server.peak_rss_kib()
+        for _ in range(args.rounds):
+            for sync in (False, True):
+                tag = " + fsync" if sync else ""
+                record(f"sendfile upload{tag}", lambda: sendfile_upload(peer.port, src, peer_out, size, sync))
+                os.unlink(peer_out)
+                record(f"sendfile download{tag}", lambda: sendfile_download(peer.port, src, out, size, sync, view))
+                os.unlink(out)
+            record("cp", lambda: subprocess.run(["cp", src, out], check=True))
+            os.unlink(out)
+            record("cp + sync", lambda: subprocess.run(["sh", "-c", f"cp '{src}' '{out}' && sync '{out}'"], check=True))
+            os.unlink(out)
+    finally:
+        try:
+            with socket.create_connection(("127.0.0.1", peer.port), timeout=5) as s:
+                s.sendall(b"quit\n")
+        except OSError:
+            pass
+        peer.close()
+        server.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+    rate = {name: size / statistics.median(ts) / 1e6 for name, ts in times.items()}
+    print(f"# rframe file transfer, {size / (1 << 20):.0f} MiB over loopback TCP, median of {args.rounds}")
+    print()
+    print(f"- Python {platform.python_version()}, rframe {rframe.__name__} from {os.path.dirname(rframe.__file__)}")
+    print(f"- machine: {platform.platform()}, {platform.machine()}, nproc={os.cpu_count()}")
+    print()
+    print("| transfer | rframe MB/s | sendfile MB/s | rframe / sendfile | sendfile + fsync MB/s | rframe / (sendfile + fsync) | target |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    verdicts = []
+    for way in ("upload", "download"):
+        r, p, pf = rate[f"rframe {way}"], rate[f"sendfile {way}"], rate[f"sendfile {way} + fsync"]
+        met = r / p >= 0.70
+        verdicts.append(met)
+        print(
+            f"| {way} | {r:,.0f} | {p:,.0f} | {r / p:.2f}x | {pf:,.0f} | {r / pf:.2f}x | "
+            f">= 0.70x sendfile: {'met' if met else '**missed**'} |"
+        )
+    print()
+    print(f"For scale: local `cp` {rate['cp']:,.0f} MB/s, `cp` + `sync FILE` {rate['cp + sync']:,.0f} MB/s.")
+    print(
+        f"Memory: the rframe server's peak RSS {server_peak / 1024:.0f} MiB; this process grew by "
+        f"{client_growth / 1024:.0f} MiB during the rframe transfers of {size / (1 << 20):.0f} MiB files."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
