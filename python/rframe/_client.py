@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from . import _files
@@ -415,22 +416,27 @@ class Client:
             size = os.fstat(f.fileno()).st_size
             self._write(b"", _files.put_request(name, size, overwrite=overwrite, checksum=checksum), {})
             chunk = _files.chunk_size(_files.expect(self._read(), "ready"))
-            hasher = hashlib.new(checksum)
-            view = memoryview(bytearray(chunk))
+            reader = _files.ChunkReader(f, size, checksum)
+            buffers = (bytearray(chunk), bytearray(chunk))
             done = 0
             try:
                 if progress is not None:
                     progress(0, size)
-                while done < size:
-                    n = f.readinto(view[: min(chunk, size - done)])
-                    if not n:
-                        raise OSError(f"{path} shrank from {size} to {done} bytes while it was sent")
-                    hasher.update(view[:n])
-                    self._write(view[:n], {"op": "data"}, {}, vectored=True)
-                    done += n
-                    if progress is not None:
-                        progress(done, size)
-                digest = hasher.hexdigest()
+                # Disk and hash on a worker thread, a chunk ahead of the socket.
+                with ThreadPoolExecutor(1, thread_name_prefix="rframe-upload") as worker:
+                    pending = worker.submit(reader.read_into, buffers[0]) if size else None
+                    turn = 0
+                    while pending is not None:
+                        n = pending.result()
+                        if not n:
+                            raise OSError(f"{path} shrank from {size} to {done} bytes while it was sent")
+                        done += n
+                        pending = worker.submit(reader.read_into, buffers[1 - turn]) if done < size else None
+                        self._write(memoryview(buffers[turn])[:n], {"op": "data"}, {}, vectored=True)
+                        turn = 1 - turn
+                        if progress is not None:
+                            progress(done, size)
+                digest = reader.hash.hexdigest()
                 self._write(b"", {"op": "end", checksum: digest}, {})
             except BaseException:
                 # Mid-transfer: the server must not take what was sent as whole.
@@ -469,21 +475,32 @@ class Client:
                 self._write(b"", _files.get_request(remote_name, checksum=checksum), {})
                 size = _files.expect(self._read(), "file").get("size")
                 if not isinstance(size, int) or size < 0:
+                    self._abort("the server broke the download protocol")
                     raise ConnectionAbortedError(f"the server announced no size for {remote_name!r}")
+                received = 0
                 try:
                     if progress is not None:
                         progress(0, size)
-                    while True:
-                        frame = self._read()
-                        op = frame.header.get("op")
-                        if op == "end":
-                            break
-                        if op != "data" or target.size + len(frame.body) > size:
-                            self._abort("the server broke the download protocol")
-                            raise RemoteError("bad-response", f"expected {size} bytes of data, got {frame!r}")
-                        target.write(frame.body)
-                        if progress is not None:
-                            progress(target.size, size)
+                    # Disk and hash on a worker thread: one chunk is written
+                    # while the next one is received.
+                    with ThreadPoolExecutor(1, thread_name_prefix="rframe-download") as worker:
+                        pending = None
+                        while True:
+                            frame = self._read()
+                            op = frame.header.get("op")
+                            if op == "end":
+                                break
+                            if op != "data" or received + len(frame.body) > size:
+                                self._abort("the server broke the download protocol")
+                                raise RemoteError("bad-response", f"expected {size} bytes of data, got {frame!r}")
+                            received += len(frame.body)
+                            if pending is not None:
+                                pending.result()
+                            pending = worker.submit(target.write, frame.body)
+                            if progress is not None:
+                                progress(received, size)
+                        if pending is not None:
+                            pending.result()
                 except RemoteError:
                     raise  # an error frame in place of the end: the stream is in step
                 except BaseException:

@@ -20,7 +20,7 @@ import secrets
 from typing import Any, Callable, Optional, Union
 
 from ._errors import ChecksumError, RemoteError
-from ._rframe import Frame
+from ._rframe import Frame, start_writeback
 
 __all__ = [
     "CHUNK",
@@ -42,6 +42,9 @@ CHUNK = 1 << 20
 CHECKSUMS = ("sha256", "md5")
 #: Uploads and downloads in progress carry this suffix (and a leading dot).
 PART_SUFFIX = ".rframe-part"
+#: A download hands what it wrote to the disk every this many bytes, so the
+#: fsync at the end waits for the last stretch only.
+WRITEBACK_EVERY = 8 << 20
 
 Progress = Optional[Callable[[int, int], Any]]
 _Path = Union[str, "os.PathLike[str]"]
@@ -109,6 +112,25 @@ def download_path(remote_name: str, local_path: Optional[_Path]) -> str:
     return path
 
 
+class ChunkReader:
+    """Reads a file to upload chunk by chunk, hashing as it goes; meant to run
+    on a worker thread while the caller sends the previous chunk (``readinto``
+    and ``hashlib`` both release the GIL)."""
+
+    def __init__(self, f: Any, size: int, checksum: str) -> None:
+        self.f = f
+        self.left = size
+        self.hash = hashlib.new(checksum)
+
+    def read_into(self, buf: bytearray) -> int:
+        """Fills ``buf`` (less at the end of the file); 0 if the file ended early."""
+        view = memoryview(buf)[: min(len(buf), self.left)]
+        n = self.f.readinto(view) or 0
+        self.hash.update(view[:n])
+        self.left -= n
+        return n
+
+
 class LocalFile:
     """The receiving end of a download.
 
@@ -132,11 +154,16 @@ class LocalFile:
         self._file = os.fdopen(fd, "wb")
         self._hash = hashlib.new(checksum)
         self.size = 0
+        self._handed_to_disk = 0
 
     def write(self, data: bytes) -> None:
         self._file.write(data)
         self._hash.update(data)
         self.size += len(data)
+        if self.size - self._handed_to_disk >= WRITEBACK_EVERY:
+            self._file.flush()
+            start_writeback(self._file.fileno(), self._handed_to_disk, self.size - self._handed_to_disk)
+            self._handed_to_disk = self.size
 
     def commit(self, end: dict[str, Any], expected_size: int) -> dict[str, Any]:
         """Verifies against the ``end`` header, then gives the file its name."""

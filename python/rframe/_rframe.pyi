@@ -139,6 +139,9 @@ class Server:
     def __enter__(self) -> Server: ...
     def __exit__(self, *exc: object) -> None: ...
 
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing a stretch of a file to disk and return at once (Linux ``sync_file_range``)."""
+
 def auth_nonce() -> str:
     """32 random bytes from the OS, as hex: a handshake nonce."""
 

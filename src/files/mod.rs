@@ -21,7 +21,7 @@ pub const PART_SUFFIX: &str = ".rframe-part";
 pub const MAX_LIST: usize = 10_000;
 /// Written data is handed to the disk every this many bytes, so the fsync at
 /// the end of an upload waits for the last stretch only, not the whole file.
-const WRITEBACK_EVERY: u64 = 8 << 20;
+pub const WRITEBACK_EVERY: u64 = 8 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
@@ -222,18 +222,8 @@ impl Upload {
     pub fn write(&mut self, data: &[u8]) -> Result<(), FileError> {
         self.file.write_all(data).map_err(|e| FileError::from_io(&self.name, e))?;
         self.written += data.len() as u64;
-        #[cfg(target_os = "linux")]
         if self.written - self.handed_to_disk >= WRITEBACK_EVERY {
-            // Starts writeback and returns; errors surface at the final fsync.
-            let len = (self.written - self.handed_to_disk) as libc::off64_t;
-            unsafe {
-                libc::sync_file_range(
-                    self.file.as_raw_fd(),
-                    self.handed_to_disk as libc::off64_t,
-                    len,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                )
-            };
+            start_writeback(self.file.as_raw_fd(), self.handed_to_disk, self.written - self.handed_to_disk);
             self.handed_to_disk = self.written;
         }
         Ok(())
@@ -280,6 +270,18 @@ impl Drop for Upload {
             unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.temp.as_ptr(), 0) };
         }
     }
+}
+
+/// Asks the kernel to start writing `len` bytes of `fd` from `offset` to disk,
+/// and returns at once: an fsync at the end of a long write then waits for the
+/// last stretch only. Errors surface at that fsync. Does nothing off Linux.
+pub fn start_writeback(fd: std::os::fd::RawFd, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    unsafe {
+        libc::sync_file_range(fd, offset as libc::off64_t, len as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (fd, offset, len);
 }
 
 fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
