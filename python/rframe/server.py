@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="connections served at once; one more is told 'busy' and closed (default 1024)",
     )
     ap.add_argument(
+        "--header-timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a request's header must be in within this long of its first byte, and with a token a client must "
+        "authenticate within this long of connecting; one deadline, not reset by each byte, so a client "
+        "trickling bytes is closed (default 10)",
+    )
+    ap.add_argument(
         "--allow",
         action="append",
         metavar="NAME",
@@ -193,6 +202,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 timeout=args.timeout,
                 max_output=args.max_output,
                 max_connections=args.max_connections,
+                header_timeout=args.header_timeout,
                 allow=args.allow,
                 shell=not args.no_shell,
                 cwd=args.cwd,
