@@ -10,7 +10,9 @@ import contextlib
 import os
 import random
 import re
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -54,6 +56,47 @@ def kill_all(pattern: str) -> None:
     for pid in pgrep(pattern):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def connect_raw(address) -> socket.socket:
+    """A plain socket connected to a server's address: ``(host, port)`` or a Unix socket path."""
+    if isinstance(address, str):
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(HANG_BOUND)
+        s.connect(address)
+        return s
+    return socket.create_connection(address, timeout=HANG_BOUND)
+
+
+def read_all(sock) -> bytes:
+    """Everything until the peer closes (bounded by the socket's timeout)."""
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS (resident now), VmHWM (the peak resident) and VmSize of a process, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        fields = dict(line.split(":", 1) for line in f)
+    return {k: int(fields[k].split()[0]) for k in ("VmRSS", "VmHWM", "VmSize")}
+
+
+def raise_open_files(n: int) -> None:
+    """Raises this process's soft limit on open files to at least ``n`` (processes
+    started afterwards inherit it), or skips the test if the hard limit is lower."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < n:
+        if hard != resource.RLIM_INFINITY and hard < n:
+            pytest.skip(f"needs {n} open files, the hard limit is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, hard))
 
 
 @contextlib.contextmanager
@@ -172,8 +215,39 @@ class CliServer(CliProcess):
         host, _, port = self.where.rpartition(":")
         self.host, self.port = (host, int(port)) if port.isdigit() else (None, None)
 
+    @property
+    def address(self):
+        """``(host, port)``, or the Unix socket's path."""
+        return self.where if self.port is None else (self.host, self.port)
+
     def client(self, **kwargs) -> rframe.Client:
         kwargs.setdefault("timeout", HANG_BOUND)
         if self.port is None:
             return rframe.Client(unix_path=self.where, **kwargs)
         return rframe.Client(self.host, self.port, **kwargs)
+
+    def connect(self) -> socket.socket:
+        """A plain socket connected to the server."""
+        return connect_raw(self.address)
+
+    def memory_kib(self) -> dict[str, int]:
+        return memory_kib(self.proc.pid)
+
+    def terminate(self) -> None:
+        """Stops the server with SIGTERM, as a user would; it must exit cleanly."""
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.wait()
+        assert code == 0 and "Traceback" not in self.stderr, (code, self.stderr[-2000:])
+
+
+@contextlib.contextmanager
+def cli_server(*args, env=None):
+    """A ``python -m rframe.server`` process for the block; stopped with SIGTERM
+    (and must exit with status 0), or killed if the block failed."""
+    server = CliServer(*args, env=env)
+    try:
+        yield server
+    except BaseException:
+        server.stop()
+        raise
+    server.terminate()

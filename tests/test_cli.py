@@ -175,7 +175,7 @@ def test_server_help_explains_every_flag():
     assert p.wait() == 0
     for flag in (
         "--host", "--port", "--unix", "--token-file", "RFRAME_TOKEN", "--timeout", "--max-output",
-        "--max-connections", "--allow", "--no-shell", "--cwd", "--insecure", "--log-level",
+        "--max-connections", "--header-timeout", "--allow", "--no-shell", "--cwd", "--insecure", "--log-level",
     ):
         assert flag in p.stdout, flag
 

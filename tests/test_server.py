@@ -19,7 +19,17 @@ import pytest
 
 import rframe
 from conftest import HANG_BOUND
-from server_helpers import client_for, kill_all, make_server, pgrep, running, sleep_marker, wait_until
+from server_helpers import (
+    client_for,
+    connect_raw,
+    kill_all,
+    make_server,
+    pgrep,
+    read_all,
+    running,
+    sleep_marker,
+    wait_until,
+)
 
 MiB = 1 << 20
 
@@ -32,27 +42,7 @@ def server(request, tmp_path):
 
 
 def raw_socket(server) -> socket.socket:
-    address = server.address
-    if isinstance(address, str):
-        s = socket.socket(socket.AF_UNIX)
-        s.settimeout(HANG_BOUND)
-        s.connect(address)
-        return s
-    return socket.create_connection(address, timeout=HANG_BOUND)
-
-
-def read_all(sock) -> bytes:
-    """Everything until the peer closes (bounded by the socket's timeout)."""
-    chunks = []
-    while True:
-        try:
-            data = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not data:
-            break
-        chunks.append(data)
-    return b"".join(chunks)
+    return connect_raw(server.address)
 
 
 # --------------------------------------------------------------------------- running commands
