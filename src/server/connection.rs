@@ -35,8 +35,8 @@ const MAX_RAW_COMMAND: usize = 64 * 1024;
 /// Bytes of pipelined requests read ahead while a command runs (to notice a
 /// client that leaves); past this, reading waits.
 const READ_AHEAD: usize = 1 << 20;
-/// A failed authentication is answered only after this pause, which slows a
-/// guessing client to a crawl.
+/// A failed authentication is answered only after this pause, and failures
+/// are answered one at a time server-wide: about two guesses a second in all.
 const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(500);
 
 enum Request {
@@ -323,7 +323,16 @@ impl Conn {
 
     async fn auth_failed(&mut self, why: &str) -> End {
         self.log(Level::Warning, format!("authentication failed: {why}"));
-        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
+        // One failure at a time, server-wide, each answered after a pause; a
+        // connection that cannot get its turn by its login deadline is closed
+        // without an answer.
+        let deadline = self.auth_deadline.unwrap_or_else(|| Instant::now() + self.shared.config.header_timeout);
+        let shared = self.shared.clone();
+        let turn = timeout_at(deadline.into(), shared.auth_failures.acquire()).await;
+        match turn {
+            Ok(Ok(_permit)) => tokio::time::sleep(AUTH_FAILURE_DELAY).await,
+            _ => return End::Quiet,
+        }
         End::Error(ErrorCode::Auth, "authentication failed".into())
     }
 

@@ -116,6 +116,9 @@ impl Observer for Silent {
 struct Shared {
     config: ServerConfig,
     root: Option<Arc<Root>>,
+    /// Failed logins are answered one at a time, server-wide: a guesser gets
+    /// about two answers a second however many connections it opens.
+    auth_failures: Semaphore,
     handler: Option<Arc<dyn Handler>>,
     observer: Arc<dyn Observer>,
 }
@@ -152,7 +155,7 @@ impl Server {
         let address = socket.address()?;
         let slots = Arc::new(Semaphore::new(config.max_connections));
         Ok(Server {
-            shared: Arc::new(Shared { config, root, handler, observer }),
+            shared: Arc::new(Shared { config, root, auth_failures: Semaphore::new(1), handler, observer }),
             address,
             socket: Mutex::new(Some(socket)),
             slots,
