@@ -184,6 +184,38 @@ def _read_token(args: argparse.Namespace) -> Optional[bytes]:
     return None
 
 
+def _raise_open_files_limit(max_connections: int, log: logging.Logger) -> None:
+    """Raises the soft limit on open files to the hard limit, as servers do.
+
+    Every connection is a file descriptor, and a login shell's soft limit is
+    often 1024: past it, accept() fails and clients wait in the backlog, far
+    below --max-connections. Commands the server runs inherit the raised limit.
+    """
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # An unlimited hard limit cannot be the soft one on Linux (fs.nr_open caps
+    # both); 2**20 is that cap's default.
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            log.info("open files limit raised from %d to %d", soft, target)
+            soft = target
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open files limit from %d to %d: %s", soft, target, e)
+    if soft != resource.RLIM_INFINITY and soft < max_connections + 64:
+        log.warning(
+            "the open files limit (%d) is below --max-connections (%d): connections past about %d will wait "
+            "in the listen backlog (raise the hard limit: ulimit -Hn, or LimitNOFILE= in systemd)",
+            soft,
+            max_connections,
+            max(soft - 64, 0),
+        )
+
+
 def _fail(message: str) -> int:
     print(f"rframe.server: error: {message}", file=sys.stderr, flush=True)
     return 2
@@ -205,6 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for flag, path in (("--cwd", args.cwd), ("--root", args.root)):
         if path is not None and not os.path.isdir(path):
             return _fail(f"{flag} {path}: not a directory")
+    _raise_open_files_limit(args.max_connections, log)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)  # --insecure: printed below, in plain words

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -46,6 +47,21 @@ impl fmt::Display for BoundAddr {
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
 
+/// Connections the kernel may hold ready for `accept()`. std's `bind` asks
+/// for 128, which a burst of clients overflows: the kernel then drops their
+/// handshakes, they retry after 1, 2, 4... seconds, and some give up. The
+/// kernel caps this at `net.core.somaxconn` (4096 since Linux 5.4).
+const BACKLOG: libc::c_int = 4096;
+
+/// `listen()` again on a listening socket only sets its backlog.
+fn set_backlog(fd: RawFd) -> io::Result<()> {
+    // SAFETY: a plain syscall on a socket we own.
+    if unsafe { libc::listen(fd, BACKLOG) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A bound socket not yet tied to a runtime: a server binds when it is made
 /// (so `port=0` can be read at once) and serves on whichever runtime starts it.
 pub enum BoundSocket {
@@ -71,8 +87,14 @@ impl BoundSocket {
             }
         };
         match &socket {
-            BoundSocket::Tcp(l) => l.set_nonblocking(true)?,
-            BoundSocket::Unix(l, _) => l.set_nonblocking(true)?,
+            BoundSocket::Tcp(l) => {
+                set_backlog(l.as_raw_fd())?;
+                l.set_nonblocking(true)?
+            }
+            BoundSocket::Unix(l, _) => {
+                set_backlog(l.as_raw_fd())?;
+                l.set_nonblocking(true)?
+            }
         }
         Ok(socket)
     }
