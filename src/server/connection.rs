@@ -16,7 +16,7 @@ use crate::exec::{self, CommandSpec, Program};
 use crate::protocol::{self, auth, Cmd, ErrorCode, RequestHeader, ResultHeader};
 
 /// Limits before a client has authenticated: auth frames are small and bodiless.
-const PRE_AUTH_CODEC: Codec = Codec {
+pub const PRE_AUTH_CODEC: Codec = Codec {
     json_header: true,
     byteorder: crate::codec::ByteOrder::Little,
     max_header: 4096,
@@ -488,4 +488,41 @@ fn frame_end(err: &FrameError) -> End {
         _ => ErrorCode::BadRequest,
     };
     End::Error(code, err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(config: &ServerConfig, request: RequestHeader) -> Reply {
+        command_spec(config, request, Bytes::new()).expect_err("refused")
+    }
+
+    #[test]
+    fn refusing_a_long_command_line_gives_a_reply_the_server_can_send() {
+        // Found by the fuzz target `request`: an unbalanced raw line of 20001
+        // quotes was refused with a 80 KiB header, over max_header, and the
+        // client saw the connection close without a reply.
+        let config = ServerConfig { shell: false, ..ServerConfig::default() };
+        let request = raw_request(vec![b'"'; 20_001]).unwrap();
+        let reply = refusal(&config, request);
+        assert_eq!(reply.error, Some(ErrorCode::BadRequest));
+        let header = reply.header.unwrap();
+        assert!(config.codec.encode_head(Some(&header), 0).is_ok(), "{} bytes", header.len());
+
+        let allow = ServerConfig { allow: Some(vec!["ls".into()]), ..ServerConfig::default() };
+        let request = RequestHeader { cmd: Some(Cmd::Argv(vec!["\"".repeat(30_000)])), ..Default::default() };
+        let header = refusal(&allow, request).header.unwrap();
+        assert!(allow.codec.encode_head(Some(&header), 0).is_ok(), "{} bytes", header.len());
+    }
+
+    #[test]
+    fn raw_lines_are_told_from_frames() {
+        let codec = Codec::default();
+        assert!(looks_raw(&codec, b"ls -l\n"));
+        assert!(looks_raw(&codec, b"ls"));
+        assert!(!looks_raw(&codec, &codec.encode(Some(br#"{"total_size": 0}"#), b"").unwrap()));
+        assert!(raw_request(b"\xff".to_vec()).is_err());
+        assert_eq!(raw_request(b" ls -l\n".to_vec()).unwrap().cmd, Some(Cmd::Line("ls -l".into())));
+    }
 }
