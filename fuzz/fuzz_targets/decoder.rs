@@ -15,7 +15,9 @@
 //! - while it waits, the decoder holds less than the limits allow, waits for
 //!   no more than they allow, and has lost no byte (fed = frames + consumed + buffer);
 //! - every frame is valid (header, total_size, limits, digest), and encoding
-//!   the frames again gives back the stream's bytes exactly;
+//!   the frames again gives back the stream's bytes exactly; a header that
+//!   `json::scan_flat` (the bindings' fast path) accepts is valid JSON with
+//!   the same members; every error formats a message;
 //! - round trip: a header written by the codec's header writer, encoded with a
 //!   body, decodes to that header and body whenever encoding succeeds, and
 //!   encoding refuses only sizes over the limits.
@@ -101,6 +103,7 @@ fn decode_pieces(codec: Codec, pieces: &[&[u8]]) -> Outcome {
                 }
                 Err(err) => {
                     assert_eq!(dec.error(), Some(&err));
+                    assert!(!err.to_string().is_empty(), "an error says what went wrong");
                     end = Some(err);
                     break;
                 }
@@ -117,6 +120,7 @@ fn decode_pieces(codec: Codec, pieces: &[&[u8]]) -> Outcome {
                 }
                 Err(err) => {
                     assert!(matches!(err, FrameError::Incomplete { .. }), "only incomplete is new at the end: {err:?}");
+                    assert!(!err.to_string().is_empty());
                     end = Some(err);
                     break;
                 }
@@ -154,10 +158,39 @@ fn check_frame(codec: &Codec, frame: &Frame) {
             assert!(codec.json_header);
             assert!(header.len() as u64 <= codec.max_header);
             let facts = json::parse_header(header, codec.digest_key()).expect("a frame's header is valid");
+            check_scan_flat(header);
             assert_eq!(facts.total_size, frame.body.len() as u64);
             codec.verify(Some(&facts), &frame.body).expect("a frame's digest matches");
         }
     }
+}
+
+/// `json::scan_flat` (the bindings' fast path, with an `unsafe` UTF-8 step)
+/// accepts only valid JSON, and reads it as a full parser does: the same
+/// members, a repeated key counting with its last value.
+fn check_scan_flat(bytes: &[u8]) {
+    let mut pairs = vec![];
+    if json::scan_flat(bytes, |key, value| pairs.push((key, value))).is_none() {
+        return;
+    }
+    let full: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(bytes).expect("scan_flat accepted invalid JSON");
+    // Python's json.loads reads `-0` as the int 0; serde_json as the float -0.0.
+    let same = |flat: &json::FlatValue, full: &serde_json::Value| match flat {
+        json::FlatValue::Str(s) => full.as_str() == Some(*s),
+        json::FlatValue::Int(n) => full.as_i64() == Some(*n) || (*n == 0 && full.as_f64() == Some(0.0)),
+        json::FlatValue::Bool(b) => full.as_bool() == Some(*b),
+        json::FlatValue::Null => full.is_null(),
+    };
+    let mut keys = std::collections::BTreeSet::new();
+    for (i, (key, value)) in pairs.iter().enumerate() {
+        keys.insert(*key);
+        // A repeated key counts with its last value.
+        if pairs[i + 1..].iter().all(|(later, _)| later != key) {
+            assert!(same(value, &full[*key]), "scan_flat reads {key:?} as {value:?}, JSON as {}", full[*key]);
+        }
+    }
+    assert_eq!(keys.len(), full.len(), "scan_flat and JSON see different keys");
 }
 
 /// Header text for the round trip: up to 64 bytes of the stream, as a string.
@@ -186,6 +219,9 @@ fn round_trip(codec: Codec, stream: &[u8], sizes: &[u8]) {
         }
         Err(err) => panic!("encode refused a codec-written header: {err:?}"),
     };
+    if let Some(header) = &header {
+        check_scan_flat(header);
+    }
     let expected = Frame { header: header.map(Bytes::from), body: Bytes::copy_from_slice(body) };
     let outcome = decode_pieces(codec, &pieces(&wire, sizes));
     assert_eq!(outcome, Outcome { frames: vec![expected], end: None });
