@@ -3,13 +3,15 @@
 //! Layers, each in its own folder:
 //! - [`codec`]: the sans-IO protocol core (no PyO3, tested by `cargo test`);
 //! - [`io`]: blocking reads and writes;
-//! - `python`: the PyO3 bindings, which convert types and map errors.
+//! - `python`: the PyO3 bindings, which convert types and map errors (feature
+//!   `python`, on by default).
 
 pub mod codec;
 pub mod exec;
 pub mod files;
 pub mod io;
 pub mod protocol;
+#[cfg(feature = "python")]
 mod python;
 pub mod runtime;
 pub mod server;

@@ -146,3 +146,14 @@ def test_dict_subclass_header_keys_in_items_order():
     d.move_to_end("a")
     packed = rframe.pack_frame(b"", d)
     assert packed[4:] == json.dumps({**d, "total_size": 0}).encode()
+
+
+def test_a_refused_long_command_line_is_answered_not_dropped():
+    # Found by fuzzing (fuzz/, target `request`): the refusal quoted the whole
+    # line, JSON escaping made its header 80 KiB, over max_header, and the
+    # server closed the connection without a reply.
+    with running(rframe.Server(port=0, shell=False)) as s, client_for(s) as c:
+        with pytest.raises(rframe.RemoteError) as info:
+            c.run('"' * 20_001)
+        assert info.value.code == "bad-request"
+        assert "unbalanced quotes" in str(info.value)

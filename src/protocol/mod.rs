@@ -124,8 +124,28 @@ impl ErrorCode {
     }
 }
 
+/// The most characters of a message an error response carries. Messages quote
+/// the request (a command, a bad value), and JSON escaping can make a quote six
+/// times longer: cut to this, an error header stays under 4 KiB, so it fits
+/// the codec's `max_header` and the peer hears why (found by fuzz target `request`).
+pub const MAX_ERROR_MESSAGE: usize = 512;
+
+/// A message of at most [`MAX_ERROR_MESSAGE`] characters (plus `...`): a long
+/// one keeps its start and its end, where the quote's explanation is.
+fn shorten(message: &str) -> std::borrow::Cow<'_, str> {
+    let half = MAX_ERROR_MESSAGE / 2;
+    let chars = message.chars().count();
+    if chars <= MAX_ERROR_MESSAGE {
+        return message.into();
+    }
+    let head: String = message.chars().take(half).collect();
+    let tail: String = message.chars().skip(chars - half).collect();
+    format!("{head}...{tail}").into()
+}
+
 /// Header JSON of an error response (body empty).
 pub fn error_header(code: ErrorCode, message: &str) -> Vec<u8> {
+    let message = shorten(message);
     serde_json::to_vec(&serde_json::json!({
         "op": "error",
         "error": code.name(),
@@ -204,6 +224,24 @@ mod tests {
         assert!(parse_file_request(br#"{"op": "put", "size": -1, "total_size": 0}"#).is_err());
         let data: serde_json::Value = serde_json::from_slice(&data_header(7)).unwrap();
         assert_eq!(data, serde_json::json!({"op": "data", "total_size": 7}));
+    }
+
+    #[test]
+    fn error_header_quoting_a_long_request_stays_small() {
+        // A 64 KiB raw line of quotes came back as a 256 KiB header, over
+        // max_header: the server closed the connection without a word.
+        for quoted in ["\"".repeat(100_000), "\u{1}".repeat(100_000), "中".repeat(100_000)] {
+            let message = format!("cannot split {quoted}: unbalanced quotes");
+            let header = error_header(ErrorCode::BadRequest, &message);
+            assert!(header.len() <= 4096, "{} bytes", header.len());
+            let h: serde_json::Value = serde_json::from_slice(&header).unwrap();
+            let (head, tail) = h["message"].as_str().unwrap().split_once("...").unwrap();
+            assert!(message.starts_with(head) && message.ends_with(tail), "{head}...{tail}");
+            assert!(tail.ends_with(": unbalanced quotes"));
+        }
+        let short = "x".repeat(MAX_ERROR_MESSAGE);
+        let h: serde_json::Value = serde_json::from_slice(&error_header(ErrorCode::BadRequest, &short)).unwrap();
+        assert_eq!(h["message"], short.as_str());
     }
 
     #[test]

@@ -12,13 +12,13 @@ use tokio::sync::watch;
 use tokio::time::timeout_at;
 
 use super::listener::Stream;
-use super::{Level, Reply, Shared};
+use super::{Level, Reply, ServerConfig, Shared};
 use crate::codec::{Codec, Decoder, Frame, FrameError, MAX_PREFIX_VALUE, PREFIX_LEN};
 use crate::exec::{self, CommandSpec, Program};
 use crate::protocol::{self, auth, Cmd, ErrorCode, RequestHeader, ResultHeader};
 
 /// Limits before a client has authenticated: auth frames are small and bodiless.
-const PRE_AUTH_CODEC: Codec = Codec {
+pub const PRE_AUTH_CODEC: Codec = Codec {
     json_header: true,
     byteorder: crate::codec::ByteOrder::Little,
     max_header: 4096,
@@ -129,13 +129,9 @@ impl Conn {
                             "this server needs a token: raw command lines are refused".into(),
                         );
                     }
-                    match String::from_utf8(line) {
-                        Ok(line) => {
-                            let cmd = Some(Cmd::Line(line.trim().to_owned()));
-                            self.run_command(RequestHeader { cmd, ..Default::default() }, Bytes::new()).await
-                        }
-                        // Guessing at bytes that are not text is how commands go wrong.
-                        Err(_) => Ok(Reply::error(ErrorCode::BadRequest, "a raw command line must be UTF-8 text")),
+                    match raw_request(line) {
+                        Ok(request) => self.run_command(request, Bytes::new()).await,
+                        Err(reply) => Ok(reply),
                     }
                 }
                 Request::Frame(frame) => self.dispatch(frame).await,
@@ -222,13 +218,8 @@ impl Conn {
     /// refuse, made of text, is such a line; so are a few text bytes followed by
     /// a pause.
     async fn raw_command(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, End> {
-        let codec = self.decoder.codec();
-        let looks_raw = |buf: &BytesMut| {
-            protocol::looks_like_raw_command(&buf[..buf.len().min(PREFIX_LEN)])
-                && (buf.len() < PREFIX_LEN
-                    || codec.parse_length(buf[..PREFIX_LEN].try_into().expect("four bytes")).is_err())
-        };
-        if !looks_raw(&self.buf) {
+        let codec = *self.decoder.codec();
+        if !looks_raw(&codec, &self.buf) {
             return Ok(None);
         }
         // Take what follows in the same burst. A frame's first byte or two can
@@ -242,7 +233,7 @@ impl Conn {
                 Ok(Err(_)) => return Err(End::Quiet),
             }
         }
-        if !looks_raw(&self.buf) {
+        if !looks_raw(&codec, &self.buf) {
             return Ok(None);
         }
         Ok(Some(self.buf.split_to(self.buf.len().min(MAX_RAW_COMMAND)).to_vec()))
@@ -336,65 +327,6 @@ impl Conn {
         End::Error(ErrorCode::Auth, "authentication failed".into())
     }
 
-    fn command_spec(&self, request: RequestHeader, body: Bytes) -> Result<CommandSpec, Reply> {
-        let config = &self.shared.config;
-        let bad = |code, msg: String| Reply::error(code, &msg);
-        let use_shell = config.shell && config.allow.is_none();
-        let program = match request.cmd {
-            None => return Err(bad(ErrorCode::BadRequest, "run request has no \"cmd\"".into())),
-            Some(Cmd::Line(line)) if use_shell => Program::Shell(line),
-            Some(Cmd::Line(line)) => Program::Argv(
-                shlex::split(&line)
-                    .ok_or_else(|| bad(ErrorCode::BadRequest, format!("cannot split {line:?}: unbalanced quotes")))?,
-            ),
-            Some(Cmd::Argv(argv)) => Program::Argv(argv),
-        };
-        if let Program::Argv(argv) = &program {
-            let Some(first) = argv.first() else {
-                return Err(bad(ErrorCode::BadRequest, "empty command".into()));
-            };
-            if let Some(allow) = &config.allow {
-                if !allow.iter().any(|a| a == first) {
-                    return Err(bad(
-                        ErrorCode::NotAllowed,
-                        format!("{first:?} is not an allowed program (allowed: {})", allow.join(", ")),
-                    ));
-                }
-                // PATH, LD_PRELOAD or a cwd with PATH=. would pick which file
-                // an allowed name runs: with an allow list, neither is the client's.
-                if request.env.as_ref().is_some_and(|e| !e.is_empty()) || request.cwd.is_some() {
-                    return Err(bad(
-                        ErrorCode::NotAllowed,
-                        "with an allow list, requests may not set env or cwd".into(),
-                    ));
-                }
-            }
-        } else if matches!(&program, Program::Shell(line) if line.trim().is_empty()) {
-            return Err(bad(ErrorCode::BadRequest, "empty command".into()));
-        }
-        let timeout = match request.timeout {
-            Some(t) if t.is_finite() && t > 0.0 => config.timeout.min(Duration::from_secs_f64(t.min(1e9))),
-            Some(t) => {
-                return Err(bad(
-                    ErrorCode::BadRequest,
-                    format!("timeout must be a positive number of seconds, got {t}"),
-                ))
-            }
-            None => config.timeout,
-        };
-        if !request.input && !body.is_empty() {
-            return Err(bad(ErrorCode::BadRequest, "the request has a body but not \"input\": true".into()));
-        }
-        Ok(CommandSpec {
-            program,
-            env: request.env.unwrap_or_default().into_iter().collect(),
-            cwd: request.cwd.map(Into::into).or_else(|| config.cwd.clone()),
-            input: request.input.then_some(body),
-            timeout,
-            max_output: config.max_output,
-        })
-    }
-
     /// Runs a command while watching the peer: if it leaves, or the server
     /// stops, the command's process group is killed (by dropping the future).
     async fn run_command(&mut self, request: RequestHeader, body: Bytes) -> Result<Reply, End> {
@@ -403,7 +335,7 @@ impl Conn {
             Some(Cmd::Argv(a)) => format!("{a:?}"),
             None => "nothing".into(),
         };
-        let spec = match self.command_spec(request, body) {
+        let spec = match command_spec(&self.shared.config, request, body) {
             Ok(spec) => spec,
             Err(reply) => {
                 self.log(Level::Warning, format!("refused {shown}"));
@@ -494,6 +426,78 @@ impl Conn {
     }
 }
 
+/// How a raw command line (the course client's request) is told from a frame
+/// at the start of a request: text bytes, and a length prefix the codec would
+/// refuse (or fewer than four bytes, which a pause then decides).
+pub fn looks_raw(codec: &Codec, buf: &[u8]) -> bool {
+    protocol::looks_like_raw_command(&buf[..buf.len().min(PREFIX_LEN)])
+        && (buf.len() < PREFIX_LEN || codec.parse_length(buf[..PREFIX_LEN].try_into().expect("four bytes")).is_err())
+}
+
+/// The request a raw command line stands for, or the reply that refuses it.
+pub fn raw_request(line: Vec<u8>) -> Result<RequestHeader, Reply> {
+    match String::from_utf8(line) {
+        Ok(line) => Ok(RequestHeader { cmd: Some(Cmd::Line(line.trim().to_owned())), ..Default::default() }),
+        // Guessing at bytes that are not text is how commands go wrong.
+        Err(_) => Err(Reply::error(ErrorCode::BadRequest, "a raw command line must be UTF-8 text")),
+    }
+}
+
+/// Checks a run request against the server's configuration and turns it into
+/// what to run, or the error reply that refuses it. Pure: nothing runs here
+/// (the fuzz target `request` calls it).
+pub fn command_spec(config: &ServerConfig, request: RequestHeader, body: Bytes) -> Result<CommandSpec, Reply> {
+    let bad = |code, msg: String| Reply::error(code, &msg);
+    let use_shell = config.shell && config.allow.is_none();
+    let program = match request.cmd {
+        None => return Err(bad(ErrorCode::BadRequest, "run request has no \"cmd\"".into())),
+        Some(Cmd::Line(line)) if use_shell => Program::Shell(line),
+        Some(Cmd::Line(line)) => Program::Argv(
+            shlex::split(&line)
+                .ok_or_else(|| bad(ErrorCode::BadRequest, format!("cannot split {line:?}: unbalanced quotes")))?,
+        ),
+        Some(Cmd::Argv(argv)) => Program::Argv(argv),
+    };
+    if let Program::Argv(argv) = &program {
+        let Some(first) = argv.first() else {
+            return Err(bad(ErrorCode::BadRequest, "empty command".into()));
+        };
+        if let Some(allow) = &config.allow {
+            if !allow.iter().any(|a| a == first) {
+                return Err(bad(
+                    ErrorCode::NotAllowed,
+                    format!("{first:?} is not an allowed program (allowed: {})", allow.join(", ")),
+                ));
+            }
+            // PATH, LD_PRELOAD or a cwd with PATH=. would pick which file
+            // an allowed name runs: with an allow list, neither is the client's.
+            if request.env.as_ref().is_some_and(|e| !e.is_empty()) || request.cwd.is_some() {
+                return Err(bad(ErrorCode::NotAllowed, "with an allow list, requests may not set env or cwd".into()));
+            }
+        }
+    } else if matches!(&program, Program::Shell(line) if line.trim().is_empty()) {
+        return Err(bad(ErrorCode::BadRequest, "empty command".into()));
+    }
+    let timeout = match request.timeout {
+        Some(t) if t.is_finite() && t > 0.0 => config.timeout.min(Duration::from_secs_f64(t.min(1e9))),
+        Some(t) => {
+            return Err(bad(ErrorCode::BadRequest, format!("timeout must be a positive number of seconds, got {t}")))
+        }
+        None => config.timeout,
+    };
+    if !request.input && !body.is_empty() {
+        return Err(bad(ErrorCode::BadRequest, "the request has a body but not \"input\": true".into()));
+    }
+    Ok(CommandSpec {
+        program,
+        env: request.env.unwrap_or_default().into_iter().collect(),
+        cwd: request.cwd.map(Into::into).or_else(|| config.cwd.clone()),
+        input: request.input.then_some(body),
+        timeout,
+        max_output: config.max_output,
+    })
+}
+
 /// A framing error ends the connection: the stream has lost its place.
 fn frame_end(err: &FrameError) -> End {
     let code = match err {
@@ -501,4 +505,41 @@ fn frame_end(err: &FrameError) -> End {
         _ => ErrorCode::BadRequest,
     };
     End::Error(code, err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(config: &ServerConfig, request: RequestHeader) -> Reply {
+        command_spec(config, request, Bytes::new()).expect_err("refused")
+    }
+
+    #[test]
+    fn refusing_a_long_command_line_gives_a_reply_the_server_can_send() {
+        // Found by the fuzz target `request`: an unbalanced raw line of 20001
+        // quotes was refused with a 80 KiB header, over max_header, and the
+        // client saw the connection close without a reply.
+        let config = ServerConfig { shell: false, ..ServerConfig::default() };
+        let request = raw_request(vec![b'"'; 20_001]).unwrap();
+        let reply = refusal(&config, request);
+        assert_eq!(reply.error, Some(ErrorCode::BadRequest));
+        let header = reply.header.unwrap();
+        assert!(config.codec.encode_head(Some(&header), 0).is_ok(), "{} bytes", header.len());
+
+        let allow = ServerConfig { allow: Some(vec!["ls".into()]), ..ServerConfig::default() };
+        let request = RequestHeader { cmd: Some(Cmd::Argv(vec!["\"".repeat(30_000)])), ..Default::default() };
+        let header = refusal(&allow, request).header.unwrap();
+        assert!(allow.codec.encode_head(Some(&header), 0).is_ok(), "{} bytes", header.len());
+    }
+
+    #[test]
+    fn raw_lines_are_told_from_frames() {
+        let codec = Codec::default();
+        assert!(looks_raw(&codec, b"ls -l\n"));
+        assert!(looks_raw(&codec, b"ls"));
+        assert!(!looks_raw(&codec, &codec.encode(Some(br#"{"total_size": 0}"#), b"").unwrap()));
+        assert!(raw_request(b"\xff".to_vec()).is_err());
+        assert_eq!(raw_request(b" ls -l\n".to_vec()).unwrap().cmd, Some(Cmd::Line("ls -l".into())));
+    }
 }

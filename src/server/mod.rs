@@ -4,6 +4,7 @@
 mod connection;
 mod listener;
 
+pub use connection::{command_spec, looks_raw, raw_request, PRE_AUTH_CODEC};
 pub use listener::{Bind, BoundAddr};
 
 use std::future::Future;

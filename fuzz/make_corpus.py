@@ -1,0 +1,166 @@
+"""Writes the seed corpus of the fuzz targets (fuzz/corpus/<target>/*.bin).
+
+Frames are made the way the Python course makes them (struct.pack('i') and
+json.dumps), so the fuzzers start from what real peers send. Each seed is laid
+out as fuzz/src/lib.rs says: flags, limits, k, k piece sizes, then the stream.
+
+    python3 fuzz/make_corpus.py        # rewrites the seeds; deterministic
+"""
+
+import hashlib
+import hmac
+import json
+import pathlib
+import struct
+
+CORPUS = pathlib.Path(__file__).resolve().parent / "corpus"
+
+# The fuzz server's token and challenge (fuzz_targets/request.rs).
+TOKEN = b"fuzz-token"
+SERVER_NONCE = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+
+def seed(flags=0, limits=0, sizes=(), stream=b""):
+    assert len(sizes) < 256
+    return bytes([flags, limits, len(sizes), *sizes]) + stream
+
+
+def frame(header, body=b"", fmt="i"):
+    """The course's sender: struct.pack('i', len(head)) + head + body."""
+    head = json.dumps(header).encode() if isinstance(header, dict) else header
+    return struct.pack(fmt, len(head)) + head + body
+
+
+def course(name, body):
+    return frame({"file_name": name, "total_size": len(body)}, body)
+
+
+def length_only(body, fmt="<i"):
+    return struct.pack(fmt, len(body)) + body
+
+
+def digest_frame(algorithm, body):
+    digest = hashlib.new(algorithm, body).hexdigest()
+    return frame({"file_name": "a.txt", algorithm: digest, "total_size": len(body)}, body)
+
+
+# Decoder flags: bit 0 length-only, bit 1 big endian, bits 2-3 checksum (1 md5,
+# 2 sha256). Limits: low nibble max_header = 16n, high nibble max_body = 8(m-1).
+LENGTH_ONLY, BIG, MD5, SHA256 = 1, 2, 4, 8
+
+
+def limits(max_header_16=0, max_body_8=None):
+    return max_header_16 | (0 if max_body_8 is None else (max_body_8 + 1) << 4)
+
+
+def decoder_seeds():
+    hello = course("a.txt", b"hello")
+    three = hello + frame({"total_size": 0}) + course("b.bin", bytes(range(40)))
+    nested = frame({"total_size": len(hello)}, hello)
+    return {
+        "course-frame": seed(stream=hello),
+        "course-frame-bytewise": seed(sizes=[1], stream=hello),
+        "three-frames-split": seed(sizes=[5, 1, 2, 0, 13], stream=three),
+        "body-looks-like-a-frame": seed(sizes=[3], stream=nested),
+        "length-only-little": seed(LENGTH_ONLY, sizes=[2, 7], stream=length_only(b"abc") + length_only(b"")),
+        "length-only-big": seed(LENGTH_ONLY | BIG, sizes=[4], stream=length_only(b"hi", ">i") + length_only(b"x", ">i")),
+        "json-big-endian": seed(BIG, sizes=[6], stream=frame({"total_size": 2}, b"ok", ">i")),
+        "md5": seed(MD5, sizes=[9], stream=digest_frame("md5", b"hello")),
+        "md5-mismatch": seed(MD5, stream=frame({"md5": hashlib.md5(b"hello").hexdigest(), "total_size": 5}, b"jello")),
+        "md5-missing": seed(MD5, stream=frame({"total_size": 5}, b"hello")),
+        "sha256": seed(SHA256, sizes=[17, 1], stream=digest_frame("sha256", b"some body")),
+        "negative-length": seed(stream=struct.pack("i", -1) + b"{}"),
+        "total-size-missing": seed(stream=frame({"file_name": "a"}, b"")),
+        "total-size-negative": seed(stream=frame({"total_size": -5}, b"")),
+        "total-size-float": seed(stream=frame({"total_size": 5.0}, b"hello")),
+        "total-size-string": seed(stream=frame({"total_size": "5"}, b"hello")),
+        "total-size-huge": seed(stream=frame({"total_size": 2**70})),
+        "total-size-twice": seed(stream=frame(b'{"total_size": 9, "total_size": 2}', b"ok")),
+        "header-nan": seed(stream=frame(b'{"x": NaN, "y": -Infinity, "total_size": 0}')),
+        "header-not-json": seed(stream=frame(b"{not json", b"")),
+        "header-array": seed(stream=frame(b"[1, 2]", b"")),
+        "header-unicode": seed(stream=frame({"file_name": "\u4e2d\u6587\U0001f600", "total_size": 1}, b"x")),
+        "header-lone-surrogate": seed(stream=frame(b'{"file_name": "\\udcff", "total_size": 1}', b"x")),
+        "cut-in-length": seed(sizes=[1], stream=hello[:2]),
+        "cut-in-header": seed(sizes=[3], stream=hello[:10]),
+        "cut-in-body": seed(sizes=[8], stream=hello[:-1]),
+        "header-over-limit": seed(0, limits(2), stream=hello),
+        "body-over-limit": seed(0, limits(15, 0), stream=hello),
+        "length-only-over-limit": seed(LENGTH_ONLY, limits(0, 1), sizes=[3], stream=length_only(b"x" * 9)),
+        "text-on-binary-port": seed(stream=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+        "empty-reads": seed(sizes=[0, 0, 3], stream=frame({"total_size": 0})),
+    }
+
+
+# Request flags: bit 0 token, bit 1 length-only, bit 2 big endian, bit 3 md5,
+# bit 4 allow list (echo, ls), bit 5 no shell, bit 6 a server cwd.
+# Limits: bits 0-1 max_header 64K/4K/512/64, bits 2-3 max_body 16M/1K/16/0.
+TOKENED, R_LENGTH_ONLY, R_BIG, R_MD5, ALLOW, NO_SHELL, CWD = 1, 2, 4, 8, 16, 32, 64
+
+
+def run(cmd, body=b"", **fields):
+    return frame({"op": "run", "cmd": cmd, **fields, "total_size": len(body)}, body)
+
+
+def login(client_nonce="c0ffee", proof=None, upper=False):
+    if proof is None:
+        message = b"rframe-client:" + SERVER_NONCE.encode() + b":" + client_nonce.encode()
+        proof = hmac.new(TOKEN, message, "sha256").hexdigest()
+        proof = proof.upper() if upper else proof
+    challenge = frame({"op": "auth", "total_size": 0})
+    answer = frame(
+        {"op": "auth", "nonce": SERVER_NONCE, "client_nonce": client_nonce, "proof": proof, "total_size": 0}
+    )
+    return challenge + answer
+
+
+def request_seeds():
+    return {
+        "run-line": seed(stream=run("ls -l")),
+        "run-argv-input": seed(sizes=[7], stream=run(["echo", "hi"], b"abc", input=True)),
+        "run-env-cwd-timeout": seed(stream=run("env", env={"A": "1"}, cwd="/tmp", timeout=2.5)),
+        "run-pipelined": seed(sizes=[3, 30], stream=run("a") + run(["b"]) + frame({"op": "ping", "total_size": 0})),
+        "run-body-without-input": seed(stream=run("cat", b"xyz")),
+        "run-timeout-negative": seed(stream=run("ls", timeout=-1)),
+        "run-timeout-huge": seed(stream=run("ls", timeout=1e300)),
+        "run-empty": seed(stream=run("  ") + run([])),
+        "run-no-cmd": seed(stream=frame({"op": "run", "total_size": 0})),
+        "run-bad-types": seed(stream=frame(b'{"op": "run", "cmd": 5, "env": {"A": 1}, "total_size": 0}')),
+        "no-op": seed(stream=frame({"cmd": "ls", "total_size": 0})),
+        "allow-listed": seed(ALLOW, stream=run(["ls", "-l"]) + run("echo 'a b'")),
+        "allow-refused": seed(ALLOW, stream=run(["rm", "-rf", "/"]) + run("ls", env={"PATH": "."})),
+        "allow-cwd-refused": seed(ALLOW | CWD, stream=run(["ls"], cwd="/")),
+        "no-shell-unbalanced": seed(NO_SHELL, stream=run('echo "hi') + run("echo 'a b' c")),
+        "raw-line": seed(stream=b"dir"),
+        "raw-line-newline": seed(stream=b"ls -l\n"),
+        "raw-line-utf8": seed(NO_SHELL, stream="echo \u4e2d\u6587".encode()),
+        "raw-line-latin1": seed(stream=b"echo \xe9"),
+        "raw-short-then-frame": seed(sizes=[2, 50], stream=b"ab" + run("ls")),
+        "auth-login-run": seed(TOKENED, sizes=[40, 200], stream=login() + run("whoami")),
+        "auth-uppercase-proof": seed(TOKENED, stream=login("n", upper=True) + run(["ls"])),
+        "auth-wrong-proof": seed(TOKENED, stream=login(proof="00" * 32)),
+        "auth-proof-no-challenge": seed(TOKENED, stream=frame({"op": "auth", "proof": "ab", "client_nonce": "c", "total_size": 0})),
+        "auth-raw-refused": seed(TOKENED, stream=b"ls"),
+        "auth-run-first": seed(TOKENED, stream=run("ls")),
+        "length-only": seed(R_LENGTH_ONLY, stream=length_only(b"\x00\x01payload")),
+        "length-only-big-text": seed(R_LENGTH_ONLY | R_BIG, stream=b"whoami\n"),
+        "md5-request": seed(R_MD5, stream=frame({"op": "run", "cmd": "ls", "md5": hashlib.md5(b"").hexdigest(), "total_size": 0})),
+        "negative-length": seed(stream=struct.pack("i", -2) + b"\x00"),
+        "header-too-large": seed(0, 3, stream=run("x" * 100)),
+        "total-size-missing": seed(stream=frame({"op": "run", "cmd": "ls"})),
+    }
+
+
+def main():
+    for target, seeds in [("decoder", decoder_seeds()), ("request", request_seeds())]:
+        folder = CORPUS / target
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.bin"):
+            old.unlink()
+        for name, data in seeds.items():
+            (folder / f"{name}.bin").write_bytes(data)
+        print(f"{folder}: {len(seeds)} seeds")
+
+
+if __name__ == "__main__":
+    main()
