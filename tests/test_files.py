@@ -367,7 +367,7 @@ def raw_put(sock, name, body_chunks, digest, size=None):
     assert rframe.read_frame(sock).header["op"] == "ready"
     for chunk in body_chunks:
         rframe.send_frame(sock, chunk, {"op": "data"})
-    rframe.send_frame(sock, header={"op": "end", "sha256": digest})
+    rframe.send_frame(sock, header={"op": "end", "checksum": "sha256", "digest": digest})
     return rframe.read_frame(sock)
 
 
@@ -378,7 +378,9 @@ def test_a_corrupted_upload_is_not_stored(server, root):
         assert "not stored" in reply.header["message"]
         # in step: the same connection goes on
         reply = raw_put(sock, "f", [b"hello ", b"world"], sha256(b"hello world"))
-        assert reply.header == {"op": "stored", "name": "f", "size": 11, "sha256": sha256(b"hello world"), "total_size": 0}
+        assert reply.header == {
+            "checksum": "sha256", "digest": sha256(b"hello world"), "name": "f", "op": "stored", "size": 11, "total_size": 0
+        }
     assert (root / "f").read_bytes() == b"hello world"
     assert parts(root) == []
 
@@ -424,8 +426,8 @@ def fake_server(frames_for_get):
 @pytest.mark.parametrize(
     "frames, error",
     [
-        ([({"op": "file", "size": 5}, b""), ({"op": "data"}, b"hellp"), ({"op": "end", "size": 5, "sha256": sha256(b"hello")}, b"")], rframe.ChecksumError),
-        ([({"op": "file", "size": 5}, b""), ({"op": "data"}, b"hel"), ({"op": "end", "size": 5, "sha256": sha256(b"hel")}, b"")], rframe.RemoteError),
+        ([({"op": "file", "size": 5}, b""), ({"op": "data"}, b"hellp"), ({"op": "end", "size": 5, "checksum": "sha256", "digest": sha256(b"hello")}, b"")], rframe.ChecksumError),
+        ([({"op": "file", "size": 5}, b""), ({"op": "data"}, b"hel"), ({"op": "end", "size": 5, "checksum": "sha256", "digest": sha256(b"hel")}, b"")], rframe.RemoteError),
         ([({"op": "file", "size": 2}, b""), ({"op": "data"}, b"hel")], rframe.RemoteError),
         ([({"op": "file", "size": 5}, b""), ({"op": "error", "error": "io", "message": "disk gone"}, b"")], rframe.RemoteError),
     ],

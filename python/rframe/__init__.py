@@ -23,6 +23,8 @@ from ._errors import (
     HeaderError,
     IncompleteFrame,
     RemoteError,
+    RemoteFileExistsError,
+    RemoteFileNotFoundError,
 )
 from ._rframe import Codec, Frame, FrameDecoder, Server, pack_frame, read_frame, send_frame
 from ._client import Client, CommandResult
@@ -70,4 +72,6 @@ __all__ = [
     "CommandTimeout",
     "AuthenticationError",
     "RemoteError",
+    "RemoteFileNotFoundError",
+    "RemoteFileExistsError",
 ]

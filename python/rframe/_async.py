@@ -662,7 +662,21 @@ class AsyncClient:
             async with asyncio.timeout(self.timeout):
                 await wait()
         if conn.reason is not None:
-            raise conn.closed_error()
+            conn.raise_closed()
+
+    async def _turn(self, conn: _Connection) -> None:
+        """Waits until this call may write: no file transfer holds the
+        connection and its write buffer has room. Both are checked again after
+        every wait, so a transfer that began meanwhile is waited for too."""
+        while True:
+            if conn.held is not None:
+                await asyncio.shield(conn.held)
+            elif conn.paused:
+                await self._writable(conn)
+            else:
+                break
+            if conn.reason is not None:
+                conn.raise_closed()
 
     @staticmethod
     def _begin(conn: _Connection, data: bytes, timeout: Optional[float], closes: Optional[str]) -> asyncio.Future[Frame]:
@@ -692,14 +706,12 @@ class AsyncClient:
         # Packed first: a header that cannot be encoded fails before a byte is
         # sent, and the connection is untouched.
         data = self.codec.pack(body, header, **fields)
-        while conn.held is not None:
-            await asyncio.shield(conn.held)
-            if conn.reason is not None:
-                conn.raise_closed()
+        await self._turn(conn)
         return await self._reply(conn, data, timeout, closes)
 
     async def _reply(self, conn: _Connection, data: bytes, timeout: Optional[float], closes: Optional[str]) -> Frame:
-        """Writes a packed request and returns its reply, error frames raised."""
+        """Writes a packed request and returns its reply, error frames raised.
+        The caller has its turn (or holds the connection for a transfer)."""
         if conn.paused:
             await self._writable(conn)
         fut = self._begin(conn, data, timeout, closes)
@@ -722,12 +734,7 @@ class AsyncClient:
         if conn.reason is not None:
             conn.raise_closed()
         data = self.codec.pack(body, header, **fields)
-        while conn.held is not None:
-            await asyncio.shield(conn.held)
-            if conn.reason is not None:
-                conn.raise_closed()
-        if conn.paused:
-            await self._writable(conn)
+        await self._turn(conn)
         if conn.outbuf:
             conn.queue(data)
         else:
@@ -737,9 +744,12 @@ class AsyncClient:
         """Wait for the next frame from the server that no earlier call claimed, and return it.
 
         An error frame raises :class:`rframe.RemoteError`; a server that closed
-        the connection, ``ConnectionResetError``.
+        the connection, ``ConnectionResetError``. Frames of a file transfer
+        under way are the transfer's: this waits for it to end.
         """
         conn = self._usable()
+        while conn.held is not None:
+            await asyncio.shield(conn.held)
         if conn.unclaimed:
             frame = conn.take_unclaimed()
         else:
@@ -913,7 +923,8 @@ class AsyncClient:
 
         Other calls on this client wait while the transfer runs. Disk reads
         and hashing run in the loop's default executor, a chunk at a time.
-        Cancelling an upload closes the connection; the server keeps nothing.
+        Cancelling an upload before its last chunk is out closes the
+        connection, and the server keeps nothing.
 
         >>> import asyncio, tempfile, pathlib
         >>> from rframe import Server
@@ -939,8 +950,8 @@ class AsyncClient:
             hasher.update(buf)
             return buf
 
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+        f, size = _files.open_source(path)
+        with f:
             async with self._hold() as conn:
                 request = self.codec.pack(b"", _files.put_request(name, size, overwrite=overwrite, checksum=checksum))
                 ready = await self._reply(conn, request, self.timeout, _TRANSFER_CUT)
@@ -963,7 +974,7 @@ class AsyncClient:
                         if progress is not None:
                             progress(done, size)
                     digest = hasher.hexdigest()
-                    end = self.codec.pack(b"", {"op": "end", checksum: digest})
+                    end = self.codec.pack(b"", _files.end_request(checksum, digest))
                 except BaseException:
                     conn.fail("an upload was interrupted")
                     raise
@@ -984,16 +995,18 @@ class AsyncClient:
         Other calls on this client wait while the transfer runs. Disk writes
         and hashing run in the loop's default executor; reading from the
         socket pauses while chunks wait for the disk. Cancelling a download
-        closes the connection and leaves no file behind. See :meth:`upload`
-        for an example.
+        while data is still coming closes the connection and leaves no file
+        behind; once all of it is in and verified, the file is saved even if
+        the call is cancelled meanwhile. See :meth:`upload` for an example.
         """
         _files.check_checksum(checksum)
         path = _files.download_path(remote_name, local_path)
         target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum)
         loop = asyncio.get_running_loop()
+        committing: Optional[asyncio.Future[dict[str, Any]]] = None
         try:
             async with self._hold() as conn:
-                request = self.codec.pack(b"", _files.get_request(remote_name, checksum=checksum))
+                request = self.codec.pack(b"", _files.get_request(remote_name, checksum=checksum, max_body=self.codec.max_body))
                 size = _files.expect(await self._reply(conn, request, self.timeout, _TRANSFER_CUT), "file").get("size")
                 if not isinstance(size, int) or size < 0:
                     conn.fail("the server broke the download protocol")
@@ -1017,9 +1030,21 @@ class AsyncClient:
                 except BaseException:
                     conn.fail("a download was interrupted")
                     raise
-            return await loop.run_in_executor(None, target.commit, frame.header, size)
+            # The commit (fsync, rename) runs to its end even if this task is
+            # cancelled meanwhile; the temporary file goes only after it.
+            committing = loop.run_in_executor(None, target.commit, frame.header, size)
+            return await asyncio.shield(committing)
         finally:
-            target.discard()
+            if committing is not None and not committing.done():
+
+                def discard_after(done: asyncio.Future[Any]) -> None:
+                    if not done.cancelled():
+                        done.exception()  # retrieved: its caller is gone
+                    target.discard()
+
+                committing.add_done_callback(discard_after)
+            else:
+                target.discard()
 
     async def list_files(self, name: str = "") -> list[dict[str, Any]]:
         """The entries of a directory beneath the server's root: :meth:`rframe.Client.list_files`."""

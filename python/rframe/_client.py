@@ -393,7 +393,9 @@ class Client:
         Returns ``{"name": ..., "size": ..., "sha256": ...}``.
 
         If the upload is interrupted (an exception from ``progress``, Ctrl-C,
-        a timeout) the connection is closed: the stream is mid-transfer.
+        a timeout) the connection is closed: the stream is mid-transfer, and
+        the server keeps nothing unless the whole file and its digest were
+        already out.
 
         >>> import tempfile, pathlib
         >>> from rframe import Server
@@ -412,8 +414,8 @@ class Client:
         """
         _files.check_checksum(checksum)
         path, name = _files.local_source(local_path, remote_name)
-        with open(path, "rb") as f, self._call():
-            size = os.fstat(f.fileno()).st_size
+        f, size = _files.open_source(path)
+        with f, self._call():
             self._write(b"", _files.put_request(name, size, overwrite=overwrite, checksum=checksum), {})
             chunk = _files.chunk_size(_files.expect(self._read(), "ready"))
             reader = _files.ChunkReader(f, size, checksum)
@@ -437,7 +439,7 @@ class Client:
                         if progress is not None:
                             progress(done, size)
                 digest = reader.hash.hexdigest()
-                self._write(b"", {"op": "end", checksum: digest}, {})
+                self._write(b"", _files.end_request(checksum, digest), {})
             except BaseException:
                 # Mid-transfer: the server must not take what was sent as whole.
                 self._abort("an upload was interrupted")
@@ -472,7 +474,7 @@ class Client:
         target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum)
         try:
             with self._call():
-                self._write(b"", _files.get_request(remote_name, checksum=checksum), {})
+                self._write(b"", _files.get_request(remote_name, checksum=checksum, max_body=self.codec.max_body), {})
                 size = _files.expect(self._read(), "file").get("size")
                 if not isinstance(size, int) or size < 0:
                     self._abort("the server broke the download protocol")

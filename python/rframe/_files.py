@@ -17,6 +17,7 @@ import errno
 import hashlib
 import os
 import secrets
+import stat
 from typing import Any, Callable, Optional, Union
 
 from ._errors import ChecksumError, RemoteError
@@ -30,6 +31,8 @@ __all__ = [
     "put_request",
     "get_request",
     "list_request",
+    "end_request",
+    "open_source",
     "expect",
     "chunk_size",
     "local_source",
@@ -60,8 +63,13 @@ def put_request(name: str, size: int, *, overwrite: bool, checksum: str) -> dict
     return {"op": "put", "name": name, "size": size, "overwrite": bool(overwrite), "checksum": checksum}
 
 
-def get_request(name: str, *, checksum: str) -> dict[str, Any]:
-    return {"op": "get", "name": name, "checksum": checksum}
+def get_request(name: str, *, checksum: str, max_body: int) -> dict[str, Any]:
+    """``max_body``: the client codec's limit; the server sends no larger chunk."""
+    return {"op": "get", "name": name, "checksum": checksum, "chunk_size": min(CHUNK, max_body)}
+
+
+def end_request(checksum: str, digest: str) -> dict[str, Any]:
+    return {"op": "end", "checksum": checksum, "digest": digest}
 
 
 def list_request(name: str) -> dict[str, Any]:
@@ -91,9 +99,27 @@ def local_source(local_path: _Path, remote_name: Optional[str]) -> tuple[str, st
     return path, name
 
 
+def open_source(path: str) -> tuple[Any, int]:
+    """Opens a file to upload: ``(binary file, size)``. Only a regular file
+    has a size to announce: a directory raises ``IsADirectoryError``, a FIFO
+    or device ``ValueError`` (without waiting for a FIFO's writer)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path} is not a regular file: only regular files can be uploaded")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb"), st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def stored_result(header: dict[str, Any], checksum: str, digest: str, size: int) -> dict[str, Any]:
     """What ``upload`` returns, after checking the server stored what was sent."""
-    if header.get("size") != size or header.get(checksum) != digest:
+    if header.get("size") != size or header.get("checksum") != checksum or header.get("digest") != digest:
         raise RemoteError("bad-response", f"the server stored something else: {header!r}", header)
     return {"name": header.get("name"), "size": size, checksum: digest}
 
@@ -148,8 +174,12 @@ class LocalFile:
         if not overwrite and os.path.lexists(path):
             raise FileExistsError(errno.EEXIST, "already exists, and overwrite was not asked for", path)
         directory, base = os.path.split(os.path.abspath(path))
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(errno.ENOENT, "no such directory", directory)
         self._dir = directory
-        self.temp = os.path.join(directory, f".{base[:64]}.{secrets.token_hex(6)}{PART_SUFFIX}")
+        # 64 bytes of the name at most: the temporary name must fit NAME_MAX.
+        stem = os.fsencode(base)[:64].decode(errors="ignore") if isinstance(base, str) else base
+        self.temp = os.path.join(directory, f".{stem}.{secrets.token_hex(6)}{PART_SUFFIX}")
         fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         self._file = os.fdopen(fd, "wb")
         self._hash = hashlib.new(checksum)
@@ -168,7 +198,7 @@ class LocalFile:
     def commit(self, end: dict[str, Any], expected_size: int) -> dict[str, Any]:
         """Verifies against the ``end`` header, then gives the file its name."""
         digest = self._hash.hexdigest()
-        claimed = end.get(self.checksum)
+        claimed = end.get("digest")
         if self.size != expected_size or end.get("size") != expected_size:
             raise RemoteError(
                 "bad-response", f"the server announced {expected_size} bytes and sent {self.size}: {end!r}", end

@@ -321,7 +321,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             try:
                 return _files(session, args)
             except KeyboardInterrupt:
-                _say("^C: interrupted (nothing was stored)")
+                _say("^C: interrupted (a transfer cut before its end is not kept)")
                 return 130
         if args.command is not None:
             if not args.command.strip():

@@ -37,6 +37,8 @@ pub enum FileError {
     IsDirectory(String),
     #[error("{0:?} is not a directory")]
     NotDirectory(String),
+    #[error("{0:?} is not a regular file")]
+    NotRegular(String),
     #[error("{name:?}: {source}")]
     Io { name: String, source: io::Error },
 }
@@ -56,12 +58,41 @@ impl FileError {
     }
 }
 
+/// What a listed entry is (a symlink is not followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Link,
+    Other,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Dir => "dir",
+            Kind::Link => "link",
+            Kind::Other => "other",
+        }
+    }
+
+    fn of(mode: libc::mode_t) -> Kind {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG => Kind::File,
+            libc::S_IFDIR => Kind::Dir,
+            libc::S_IFLNK => Kind::Link,
+            _ => Kind::Other,
+        }
+    }
+}
+
 /// One entry of a listing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
     pub name: String,
     pub size: u64,
-    pub is_dir: bool,
+    pub kind: Kind,
     /// Seconds since the epoch.
     pub mtime: f64,
 }
@@ -90,15 +121,21 @@ impl Root {
     /// Opens `name` for reading: the file and its size.
     pub fn open_read(&self, name: &str) -> Result<(File, u64), FileError> {
         let parts = check_name(name)?;
-        let fd = self.open_beneath(&parts.join("/"), libc::O_RDONLY).map_err(|e| FileError::from_io(name, e))?;
+        // O_NONBLOCK: opening a FIFO would otherwise wait for a writer forever.
+        let fd = self
+            .open_beneath(&parts.join("/"), libc::O_RDONLY | libc::O_NONBLOCK)
+            .map_err(|e| FileError::from_io(name, e))?;
         let file = File::from(fd);
         let meta = file.metadata().map_err(|e| FileError::from_io(name, e))?;
         if meta.is_dir() {
             return Err(FileError::IsDirectory(name.to_owned()));
         }
         if !meta.is_file() {
-            return Err(FileError::Io { name: name.to_owned(), source: io::Error::other("not a regular file") });
+            return Err(FileError::NotRegular(name.to_owned()));
         }
+        let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+        cvt(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) })
+            .map_err(|e| FileError::from_io(name, e))?;
         Ok((file, meta.len()))
     }
 
@@ -120,8 +157,8 @@ impl Root {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(FileError::from_io(name, e)),
         }
-        // Short enough for NAME_MAX whatever the target's length.
-        let stem: String = last.chars().take(64).collect();
+        // Short enough for NAME_MAX (255 bytes) whatever the target's length.
+        let stem = truncate(last, 64);
         let mut random = [0u8; 6];
         getrandom::fill(&mut random)
             .map_err(|e| FileError::Io { name: name.into(), source: io::Error::other(e.to_string()) })?;
@@ -253,7 +290,8 @@ impl Upload {
             let flags = libc::RENAME_NOREPLACE;
             let r = unsafe { libc::renameat2(fd, self.temp.as_ptr(), fd, self.target.as_ptr(), flags) };
             match cvt(r) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {} // a file system without it
+                // A file system without it, an old kernel, or a sandbox that filters it.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EPERM)) => {}
                 other => return other.map(drop),
             }
         }
@@ -294,9 +332,16 @@ fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
     std::mem::forget(dir);
     let mut names = Vec::new();
     // A huge directory costs no more than `max + 1` names.
+    let mut failed = None;
     while names.len() <= max {
+        // readdir says "the end" and "an error" alike, apart from errno.
+        clear_errno();
         let entry = unsafe { libc::readdir(stream) };
         if entry.is_null() {
+            let errno = io::Error::last_os_error();
+            if errno.raw_os_error() != Some(0) {
+                failed = Some(errno);
+            }
             break;
         }
         let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) }.to_owned();
@@ -314,15 +359,38 @@ fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
         entries.push(Entry {
             name: String::from_utf8_lossy(name.as_bytes()).into_owned(),
             size: st.st_size as u64,
-            is_dir: st.st_mode & libc::S_IFMT == libc::S_IFDIR,
+            kind: Kind::of(st.st_mode),
             mtime: st.st_mtime as f64 + st.st_mtime_nsec as f64 / 1e9,
         });
     }
     unsafe { libc::closedir(stream) };
+    if let Some(e) = failed {
+        return Err(e);
+    }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
-    let truncated = entries.len() > max;
+    let truncated = names.len() > max;
     entries.truncate(max);
     Ok((entries, truncated))
+}
+
+fn clear_errno() {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    unsafe {
+        *libc::__errno_location() = 0
+    };
+    #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+    unsafe {
+        *libc::__error() = 0
+    };
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 fn lstat_at(dir: &OwnedFd, name: &CStr) -> io::Result<libc::stat> {

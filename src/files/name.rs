@@ -33,6 +33,9 @@ pub fn check_name(name: &str) -> Result<Vec<&str>, FileError> {
     if parts.is_empty() {
         return bad("names no file");
     }
+    if parts.iter().any(|p| p.ends_with(super::PART_SUFFIX)) {
+        return bad("names ending in .rframe-part are kept for transfers in progress");
+    }
     Ok(parts)
 }
 
@@ -53,6 +56,8 @@ mod tests {
             assert!(matches!(check_name(name), Err(FileError::BadName(..))), "{name:?}");
         }
         assert!(check_name(&"x".repeat(256)).is_err());
+        assert!(check_name(".a.0123.rframe-part").is_err());
+        assert!(check_name("d.rframe-part/x").is_err());
         assert!(check_name(&"a/".repeat(3000)).is_err());
     }
 }

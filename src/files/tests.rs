@@ -139,8 +139,29 @@ fn listings_are_sorted_and_say_sizes() {
     upload(&root, "a", b"", false).unwrap();
     let (entries, truncated) = root.list(".").unwrap();
     assert!(!truncated);
-    let summary: Vec<_> = entries.iter().map(|e| (e.name.as_str(), e.size, e.is_dir)).collect();
-    assert_eq!(summary[..2], [("a", 0, false), ("b", 5, false)]);
-    assert_eq!((summary[2].0, summary[2].2), ("sub", true));
+    let summary: Vec<_> = entries.iter().map(|e| (e.name.as_str(), e.size, e.kind)).collect();
+    assert_eq!(summary[..2], [("a", 0, Kind::File), ("b", 5, Kind::File)]);
+    assert_eq!((summary[2].0, summary[2].2), ("sub", Kind::Dir));
     assert!(entries[0].mtime > 1.0e9);
+}
+
+#[test]
+fn fifos_are_refused_without_waiting_for_a_writer() {
+    let s = Scratch::new();
+    let path = CString::new(s.0.join("root/pipe").as_os_str().as_bytes()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    symlink("pipe", s.0.join("root/link")).unwrap();
+    let root = s.root();
+    assert!(matches!(root.open_read("pipe"), Err(FileError::NotRegular(_))));
+    let kinds: Vec<_> = root.list("").unwrap().0.into_iter().map(|e| (e.name, e.kind)).collect();
+    assert_eq!(kinds[..2], [("link".to_owned(), Kind::Link), ("pipe".to_owned(), Kind::Other)]);
+}
+
+#[test]
+fn long_multibyte_names_still_get_a_temporary_name() {
+    let s = Scratch::new();
+    let root = s.root();
+    let name = "\u{1F600}".repeat(60); // 240 bytes: a valid name
+    upload(&root, &name, b"smile", false).unwrap();
+    assert_eq!(fs::read(s.0.join("root").join(&name)).unwrap(), b"smile");
 }

@@ -32,8 +32,7 @@ pub struct RequestHeader {
 }
 
 /// The fields of the file requests (`put`, `get`, `list`) and of the `data`
-/// and `end` frames of a transfer. Parsed only for those ops, so a course
-/// frame's placeholder `md5` number never meets the `md5: String` here.
+/// and `end` frames of a transfer. Parsed only for those ops.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct FileRequest {
     pub op: Option<String>,
@@ -41,20 +40,12 @@ pub struct FileRequest {
     pub size: Option<u64>,
     #[serde(default)]
     pub overwrite: bool,
-    /// `"sha256"` (the default) or `"md5"`: which digest the transfer carries.
+    /// `"sha256"` (the default) or `"md5"`: the algorithm of `digest`.
     pub checksum: Option<String>,
-    pub sha256: Option<String>,
-    pub md5: Option<String>,
-}
-
-impl FileRequest {
-    /// The digest under the field named by the algorithm.
-    pub fn digest(&self, checksum: crate::codec::Checksum) -> Option<&str> {
-        match checksum {
-            crate::codec::Checksum::Sha256 => self.sha256.as_deref(),
-            crate::codec::Checksum::Md5 => self.md5.as_deref(),
-        }
-    }
+    /// The hex digest of the whole file, in an `end` frame.
+    pub digest: Option<String>,
+    /// In a `get`: the largest `data` body the client takes.
+    pub chunk_size: Option<u64>,
 }
 
 /// Parses the header of a file request or transfer frame.
@@ -215,10 +206,9 @@ mod tests {
     }
 
     #[test]
-    fn file_requests_parse_and_name_their_digest() {
-        let r = parse_file_request(br#"{"op": "end", "sha256": "ab", "total_size": 0}"#).unwrap();
-        assert_eq!(r.digest(crate::codec::Checksum::Sha256), Some("ab"));
-        assert_eq!(r.digest(crate::codec::Checksum::Md5), None);
+    fn file_requests_parse() {
+        let r = parse_file_request(br#"{"op": "end", "checksum": "md5", "digest": "ab", "total_size": 0}"#).unwrap();
+        assert_eq!((r.checksum.as_deref(), r.digest.as_deref()), (Some("md5"), Some("ab")));
         let r = parse_file_request(br#"{"op": "put", "name": "a", "size": 3, "overwrite": true, "total_size": 0}"#);
         assert!(r.unwrap().overwrite);
         assert!(parse_file_request(br#"{"op": "put", "size": -1, "total_size": 0}"#).is_err());

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{watch, SemaphorePermit};
 use tokio::time::timeout_at;
 
 use super::listener::Stream;
@@ -35,8 +35,8 @@ const MAX_RAW_COMMAND: usize = 64 * 1024;
 /// Bytes of pipelined requests read ahead while a command runs (to notice a
 /// client that leaves); past this, reading waits.
 const READ_AHEAD: usize = 1 << 20;
-/// A failed authentication is answered only after this pause, and failures
-/// are answered one at a time server-wide: about two guesses a second in all.
+/// A wrong proof is answered only after this pause, during which no other
+/// proof is checked on the server: about two guesses a second in all.
 const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(500);
 
 enum Request {
@@ -298,6 +298,10 @@ impl Conn {
             self.server_nonce = Some(nonce);
             return Ok(Reply::new(Some(header), Bytes::new()));
         };
+        // A guess is answered only in its turn (see Shared::login_turns), so
+        // no guesser learns more than about two answers a second.
+        let shared = self.shared.clone();
+        let _turn = self.login_turn(&shared.login_turns).await?;
         let (Some(sn), Some(cn)) = (self.server_nonce.take(), request.client_nonce) else {
             return Err(self.auth_failed("proof without a challenge").await);
         };
@@ -312,18 +316,38 @@ impl Conn {
         Ok(Reply::new(Some(protocol::op_header("welcome", &[("proof", &server_proof)], 0)), Bytes::new()))
     }
 
+    /// Waits for this connection's turn to have a proof checked: until its
+    /// login deadline, and only while the peer is still there.
+    async fn login_turn<'a>(&mut self, turns: &'a tokio::sync::Semaphore) -> Result<SemaphorePermit<'a>, End> {
+        let deadline = self.auth_deadline.unwrap_or_else(|| Instant::now() + self.shared.config.header_timeout);
+        let turn = timeout_at(deadline.into(), turns.acquire());
+        tokio::pin!(turn);
+        loop {
+            tokio::select! {
+                turn = &mut turn => {
+                    return match turn {
+                        Ok(Ok(permit)) => Ok(permit),
+                        _ => {
+                            self.log(Level::Warning, "authentication failed: no turn before the login deadline".into());
+                            Err(End::Quiet)
+                        }
+                    };
+                }
+                read = self.stream.read_buf(&mut self.buf), if (self.buf.len() as u64) < PRE_AUTH_CODEC.max_header => {
+                    if matches!(read, Ok(0) | Err(_)) {
+                        self.log(Level::Warning, "authentication abandoned: the peer left before its turn".into());
+                        return Err(End::Quiet);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Logs a failed login and answers it after a pause (the caller holds
+    /// the login turn meanwhile).
     async fn auth_failed(&mut self, why: &str) -> End {
         self.log(Level::Warning, format!("authentication failed: {why}"));
-        // One failure at a time, server-wide, each answered after a pause; a
-        // connection that cannot get its turn by its login deadline is closed
-        // without an answer.
-        let deadline = self.auth_deadline.unwrap_or_else(|| Instant::now() + self.shared.config.header_timeout);
-        let shared = self.shared.clone();
-        let turn = timeout_at(deadline.into(), shared.auth_failures.acquire()).await;
-        match turn {
-            Ok(Ok(_permit)) => tokio::time::sleep(AUTH_FAILURE_DELAY).await,
-            _ => return End::Quiet,
-        }
+        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
         End::Error(ErrorCode::Auth, "authentication failed".into())
     }
 

@@ -117,9 +117,10 @@ impl Observer for Silent {
 struct Shared {
     config: ServerConfig,
     root: Option<Arc<Root>>,
-    /// Failed logins are answered one at a time, server-wide: a guesser gets
-    /// about two answers a second however many connections it opens.
-    auth_failures: Semaphore,
+    /// Proofs are checked one at a time, server-wide, and a wrong one keeps
+    /// its turn for a pause: guessing gets about two answers a second, however
+    /// many connections it opens.
+    login_turns: Semaphore,
     handler: Option<Arc<dyn Handler>>,
     observer: Arc<dyn Observer>,
 }
@@ -156,7 +157,7 @@ impl Server {
         let address = socket.address()?;
         let slots = Arc::new(Semaphore::new(config.max_connections));
         Ok(Server {
-            shared: Arc::new(Shared { config, root, auth_failures: Semaphore::new(1), handler, observer }),
+            shared: Arc::new(Shared { config, root, login_turns: Semaphore::new(1), handler, observer }),
             address,
             socket: Mutex::new(Some(socket)),
             slots,

@@ -1,7 +1,11 @@
 //! File requests (`put`, `get`, `list`; see PROTOCOL.md). A file moves as a
 //! stream of `data` frames closed by an `end` frame that carries its digest,
-//! so neither side holds more than a few chunks of it. Disk work happens on
-//! a blocking thread, a bounded queue away from the socket.
+//! so neither side holds more than a few chunks of it.
+//!
+//! Disk work (read or write, and hashing) runs one chunk at a time on tokio's
+//! blocking pool, one chunk apart from the socket, and no blocking thread ever
+//! waits on the network: a peer that stalls mid-transfer holds its connection,
+//! not a thread that other connections need.
 
 use std::fs::File;
 use std::io::Read;
@@ -9,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::{Conn, End, Request};
 use crate::codec::{Checksum, Frame, Hasher};
@@ -17,10 +21,10 @@ use crate::files::{FileError, Root, Upload};
 use crate::protocol::{self, ErrorCode, FileRequest};
 use crate::server::{Level, Reply};
 
-/// The largest `data` frame body sent, and asked for.
+/// The largest `data` frame body sent, and taken.
 pub const CHUNK: usize = 1 << 20;
-/// Chunks in flight between the socket and the disk, each way.
-const QUEUE: usize = 4;
+/// At most this many bytes of listing in one reply.
+const MAX_LISTING: usize = 4 << 20;
 
 fn bad(message: &str) -> Reply {
     Reply::error(ErrorCode::BadRequest, message)
@@ -28,7 +32,9 @@ fn bad(message: &str) -> Reply {
 
 fn file_error(e: &FileError) -> Reply {
     let code = match e {
-        FileError::BadName(..) | FileError::IsDirectory(_) | FileError::NotDirectory(_) => ErrorCode::BadRequest,
+        FileError::BadName(..) | FileError::IsDirectory(_) | FileError::NotDirectory(_) | FileError::NotRegular(_) => {
+            ErrorCode::BadRequest
+        }
         FileError::Outside(_) => ErrorCode::NotAllowed,
         FileError::NotFound(_) => ErrorCode::NotFound,
         FileError::Exists(_) => ErrorCode::Exists,
@@ -38,10 +44,7 @@ fn file_error(e: &FileError) -> Reply {
 }
 
 fn reply(fields: serde_json::Value, body: Bytes) -> Reply {
-    let fields = match fields {
-        serde_json::Value::Object(map) => map,
-        _ => unreachable!("reply headers are objects"),
-    };
+    let serde_json::Value::Object(fields) = fields else { unreachable!("reply headers are objects") };
     let len = body.len() as u64;
     Reply::new(Some(protocol::json_header(fields, len)), body)
 }
@@ -50,12 +53,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("a file task panicked")
 }
 
-/// The request's fields, the server's root, and the name asked for.
+/// What a file request asked for, checked.
 struct FileCall {
     request: FileRequest,
     checksum: Checksum,
     root: Arc<Root>,
 }
+
+type Written = Result<(Upload, Hasher), FileError>;
+type ReadChunk = Result<(File, Hasher, Vec<u8>), FileError>;
 
 impl Conn {
     fn file_call(&self, frame: &Frame, what: &str) -> Result<FileCall, Reply> {
@@ -75,7 +81,15 @@ impl Conn {
         if !frame.body.is_empty() {
             return Err(bad(&format!("a {what} request has no body")));
         }
+        if what != "list" && request.name.as_deref().is_some_and(|n| n.ends_with('/')) {
+            return Err(bad(&format!("a {what} names a file, not a directory ending in \"/\"")));
+        }
         Ok(FileCall { request, checksum, root })
+    }
+
+    /// The largest `data` body: 1 MiB, or less under a small `max_body`.
+    fn chunk_limit(&self) -> usize {
+        CHUNK.min(self.shared.config.codec.max_body.min(CHUNK as u64) as usize).max(1)
     }
 
     /// `put`: answers `ready`, receives `data` frames and the `end` frame,
@@ -97,36 +111,67 @@ impl Conn {
             Ok(upload) => upload,
             Err(e) => return Ok(file_error(&e)),
         };
-        let chunk = CHUNK.min(self.shared.config.codec.max_body.min(usize::MAX as u64) as usize).max(1);
+        let chunk = self.chunk_limit();
         let ready = reply(json!({"op": "ready", "chunk_size": chunk}), Bytes::new());
         if let Err(e) = self.send(ready).await {
             self.log(Level::Debug, format!("send failed: {e}"));
             return Err(End::Quiet);
         }
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let writer = tokio::task::spawn_blocking(move || write_chunks(upload, rx, checksum));
-        let received = self.receive_chunks(&tx, size).await;
-        drop(tx);
-        let written = writer.await.expect("the writer panicked");
-        let end = match (received, written) {
-            (Err(end), _) => {
-                self.log(Level::Info, format!("put {name:?} cut off: not stored"));
-                return Err(end);
+        // The upload and its hasher go to the blocking pool with each chunk
+        // and come back with the result; `writing` is the chunk under way.
+        let mut state: Option<(Upload, Hasher)> = Some((upload, Hasher::new(checksum)));
+        let mut writing: Option<JoinHandle<Written>> = None;
+        let mut received = 0u64;
+        let end = loop {
+            let next = self.next_transfer_frame(chunk).await;
+            // Whatever came, the chunk under way is finished first.
+            if let Some(handle) = writing.take() {
+                match handle.await.expect("a file task panicked") {
+                    Ok(done) => state = Some(done),
+                    Err(e) => {
+                        return match next {
+                            // The end is in: the connection is in step, so a reply can say it.
+                            Ok(TransferFrame::End(_)) => Ok(file_error(&e)),
+                            // More data is on its way: no answer can be in step.
+                            Ok(TransferFrame::Data(_)) => Err(End::Error(ErrorCode::Io, format!("{e}: not stored"))),
+                            Err(end) => Err(end),
+                        }
+                    }
+                }
             }
-            (_, Err(e)) => return Err(End::Error(ErrorCode::Io, format!("{e}: not stored"))),
-            (Ok(Some(end)), Ok(written)) => (end, written),
-            // The writer stops early only with an error, handled above.
-            (Ok(None), Ok(_)) => return Err(End::Error(ErrorCode::Io, "the file writer stopped: not stored".into())),
+            match next {
+                Err(end) => {
+                    self.log(Level::Info, format!("put {name:?} cut off: not stored"));
+                    return Err(end);
+                }
+                Ok(TransferFrame::End(end)) => break end,
+                Ok(TransferFrame::Data(body)) => {
+                    received += body.len() as u64;
+                    if received > size {
+                        return Err(End::Error(
+                            ErrorCode::BadRequest,
+                            format!("more data than the {size} bytes the put announced: not stored"),
+                        ));
+                    }
+                    let (mut upload, mut hasher) = state.take().expect("the upload is back");
+                    writing = Some(tokio::task::spawn_blocking(move || {
+                        hasher.update(&body);
+                        upload.write(&body)?;
+                        Ok((upload, hasher))
+                    }));
+                }
+            }
         };
-        let (end, (upload, digest)) = end;
+        let (upload, hasher) = state.take().expect("the upload is back");
+        let digest = hasher.hex_digest();
         if upload.written() != size {
-            return Ok(bad(&format!(
-                "{name:?}: the put announced {size} bytes and sent {}: not stored",
-                upload.written()
-            )));
+            return Ok(bad(&format!("{name:?}: the put announced {size} bytes and sent {}: not stored", upload.written())));
         }
-        match end.digest(checksum) {
-            None => return Ok(bad(&format!("the end frame has no {:?} digest: not stored", checksum.name()))),
+        if end.checksum.as_deref().is_some_and(|c| c != checksum.name()) {
+            return Ok(bad(&format!("the end frame names another checksum than the put ({:?})", checksum.name())));
+        }
+        match end.digest.as_deref() {
+            None => return Ok(bad("the end frame has no \"digest\": not stored")),
             Some(claimed) if !claimed.eq_ignore_ascii_case(&digest) => {
                 self.log(Level::Warning, format!("put {name:?}: {} mismatch: not stored", checksum.name()));
                 return Ok(Reply::error(
@@ -143,39 +188,31 @@ impl Conn {
             return Ok(file_error(&e));
         }
         self.log(Level::Info, format!("stored {name:?}: {size} bytes"));
-        Ok(reply(json!({"op": "stored", "name": name, "size": size, checksum.name(): digest}), Bytes::new()))
+        Ok(reply(
+            json!({"op": "stored", "name": name, "size": size, "checksum": checksum.name(), "digest": digest}),
+            Bytes::new(),
+        ))
     }
 
-    /// Hands `data` bodies to the writer until the `end` frame, which it
-    /// returns. `Ok(None)`: the writer stopped (its error says why).
-    async fn receive_chunks(&mut self, tx: &mpsc::Sender<Bytes>, size: u64) -> Result<Option<FileRequest>, End> {
-        let mut received = 0u64;
-        let unexpected =
-            || End::Error(ErrorCode::BadRequest, "expected a data or end frame of the put in progress".into());
-        loop {
-            let frame = match self.next_request().await? {
-                Some(Request::Frame(frame)) => frame,
-                Some(Request::Raw(_)) => return Err(unexpected()),
-                None => return Err(End::Quiet),
-            };
-            let header = frame.header.as_deref().unwrap_or(b"{}");
-            let header = protocol::parse_file_request(header).map_err(|e| End::Error(ErrorCode::BadRequest, e))?;
-            match header.op.as_deref() {
-                Some("data") => {
-                    received += frame.body.len() as u64;
-                    if received > size {
-                        return Err(End::Error(
-                            ErrorCode::BadRequest,
-                            format!("more data than the {size} bytes the put announced: not stored"),
-                        ));
-                    }
-                    if tx.send(frame.body).await.is_err() {
-                        return Ok(None);
-                    }
-                }
-                Some("end") => return Ok(Some(header)),
-                _ => return Err(unexpected()),
-            }
+    /// The next frame of a put in progress: a `data` body of at most `chunk`
+    /// bytes, or the `end` frame. Anything else ends the connection.
+    async fn next_transfer_frame(&mut self, chunk: usize) -> Result<TransferFrame, End> {
+        let unexpected = || End::Error(ErrorCode::BadRequest, "expected a data or end frame of the put in progress".into());
+        let frame = match self.next_request().await? {
+            Some(Request::Frame(frame)) => frame,
+            Some(Request::Raw(_)) => return Err(unexpected()),
+            None => return Err(End::Quiet),
+        };
+        let header = frame.header.as_deref().unwrap_or(b"{}");
+        let header = protocol::parse_file_request(header).map_err(|e| End::Error(ErrorCode::BadRequest, e))?;
+        match header.op.as_deref() {
+            Some("data") if frame.body.len() > chunk => Err(End::Error(
+                ErrorCode::TooLarge,
+                format!("a data frame of {} bytes, over the chunk_size of {chunk}", frame.body.len()),
+            )),
+            Some("data") => Ok(TransferFrame::Data(frame.body)),
+            Some("end") => Ok(TransferFrame::End(header)),
+            _ => Err(unexpected()),
         }
     }
 
@@ -197,33 +234,53 @@ impl Conn {
             Ok(opened) => opened,
             Err(e) => return Ok(file_error(&e)),
         };
-        let head = reply(json!({"op": "file", "name": name, "size": size, "checksum": checksum.name()}), Bytes::new());
+        let asked = request.chunk_size.unwrap_or(CHUNK as u64).max(1);
+        let chunk = self.chunk_limit().min(asked.min(CHUNK as u64) as usize);
+        let head = json!({"op": "file", "name": name, "size": size, "checksum": checksum.name()});
         let mut stop = self.shutdown.clone();
-        let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
-        let reader = tokio::task::spawn_blocking(move || read_chunks(file, size, tx, checksum));
-        let mut next = Some(head);
+        let mut next = Some(reply(head, Bytes::new()));
+        // One chunk is read (on the blocking pool) while the one before goes out.
+        let mut reading = Some(read_chunk(file, Hasher::new(checksum), chunk.min(size as usize)));
+        let mut sent = 0u64;
+        let mut hasher = None;
         while let Some(out) = next.take() {
-            let sent = tokio::select! {
+            let written = tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => return Err(End::Quiet),
-                sent = self.send(out) => sent,
+                written = self.send(out) => written,
             };
-            if let Err(e) = sent {
+            if let Err(e) = written {
                 self.log(Level::Info, format!("get {name:?} cut off: {e}"));
                 return Err(End::Quiet);
             }
-            next = rx.recv().await.map(|chunk| Reply::new(Some(protocol::data_header(chunk.len())), chunk));
+            let Some(handle) = reading.take() else { break };
+            let (file, h, buf) = match handle.await.expect("a file task panicked") {
+                Ok(read) => read,
+                Err(e) => return Ok(file_error(&e)),
+            };
+            if buf.is_empty() {
+                hasher = Some(h);
+                break;
+            }
+            sent += buf.len() as u64;
+            if sent < size {
+                reading = Some(read_chunk(file, h, chunk.min((size - sent) as usize)));
+            } else {
+                hasher = Some(h);
+            }
+            next = Some(Reply::new(Some(protocol::data_header(buf.len())), buf.into()));
         }
-        match reader.await.expect("the reader panicked") {
-            Err(e) => Ok(file_error(&e)),
-            Ok((sent, _)) if sent != size => Ok(Reply::error(
+        if sent != size {
+            return Ok(Reply::error(
                 ErrorCode::Io,
                 &format!("{name:?} shrank from {size} to {sent} bytes while it was sent"),
-            )),
-            Ok((_, digest)) => {
-                self.log(Level::Info, format!("sent {name:?}: {size} bytes"));
-                Ok(reply(json!({"op": "end", "name": name, "size": size, checksum.name(): digest}), Bytes::new()))
-            }
+            ));
         }
+        let digest = hasher.unwrap_or_else(|| Hasher::new(checksum)).hex_digest();
+        self.log(Level::Info, format!("sent {name:?}: {size} bytes"));
+        Ok(reply(
+            json!({"op": "end", "name": name, "size": size, "checksum": checksum.name(), "digest": digest}),
+            Bytes::new(),
+        ))
     }
 
     /// `list`: a `listing` frame whose body is a JSON array of entries.
@@ -237,52 +294,44 @@ impl Conn {
             let name = name.clone();
             blocking(move || root.list(&name)).await
         };
-        let (entries, truncated) = match listed {
+        let (entries, mut truncated) = match listed {
             Ok(listed) => listed,
             Err(e) => return Ok(file_error(&e)),
         };
-        let body: Vec<serde_json::Value> = entries
-            .iter()
-            .map(|e| {
-                let kind = if e.is_dir { "dir" } else { "file" };
-                json!({"name": e.name, "type": kind, "size": e.size, "mtime": e.mtime})
-            })
-            .collect();
-        let body = serde_json::to_vec(&body).expect("serializable");
-        Ok(reply(json!({"op": "listing", "name": name, "count": entries.len(), "truncated": truncated}), body.into()))
-    }
-}
-
-fn write_chunks(
-    mut upload: Upload,
-    mut rx: mpsc::Receiver<Bytes>,
-    checksum: Checksum,
-) -> Result<(Upload, String), FileError> {
-    let mut hasher = Hasher::new(checksum);
-    while let Some(chunk) = rx.blocking_recv() {
-        hasher.update(&chunk);
-        upload.write(&chunk)?;
-    }
-    Ok((upload, hasher.hex_digest()))
-}
-
-/// Reads up to `size` bytes in chunks; the digest covers what was read.
-fn read_chunks(file: File, size: u64, tx: mpsc::Sender<Bytes>, checksum: Checksum) -> Result<(u64, String), FileError> {
-    let mut hasher = Hasher::new(checksum);
-    let mut file = file.take(size);
-    let mut sent = 0u64;
-    loop {
-        let mut buf = Vec::with_capacity(CHUNK.min((size - sent) as usize));
-        let n = (&mut file).take(CHUNK as u64).read_to_end(&mut buf);
-        let n = n.map_err(|source| FileError::Io { name: "file".into(), source })?;
-        if n == 0 {
-            break;
+        // Within what a client with the same codec takes.
+        let limit = MAX_LISTING.min(self.shared.config.codec.max_body.min(MAX_LISTING as u64) as usize);
+        let mut body = b"[".to_vec();
+        let mut count = 0;
+        for e in &entries {
+            let item = json!({"name": e.name, "type": e.kind.name(), "size": e.size, "mtime": e.mtime});
+            let item = serde_json::to_vec(&item).expect("serializable");
+            if body.len() + item.len() + 2 > limit {
+                truncated = true;
+                break;
+            }
+            if count > 0 {
+                body.extend_from_slice(b", ");
+            }
+            body.extend_from_slice(&item);
+            count += 1;
         }
+        body.push(b']');
+        Ok(reply(json!({"op": "listing", "name": name, "count": count, "truncated": truncated}), body.into()))
+    }
+}
+
+enum TransferFrame {
+    Data(Bytes),
+    End(FileRequest),
+}
+
+/// Reads up to `want` bytes on the blocking pool, hashing them; an empty
+/// chunk means the file ended early.
+fn read_chunk(file: File, mut hasher: Hasher, want: usize) -> JoinHandle<ReadChunk> {
+    tokio::task::spawn_blocking(move || {
+        let mut buf = Vec::with_capacity(want);
+        (&file).take(want as u64).read_to_end(&mut buf).map_err(|source| FileError::Io { name: "file".into(), source })?;
         hasher.update(&buf);
-        sent += n as u64;
-        if tx.blocking_send(buf.into()).is_err() {
-            break; // the connection is gone
-        }
-    }
-    Ok((sent, hasher.hex_digest()))
+        Ok((file, hasher, buf))
+    })
 }
