@@ -27,7 +27,7 @@ import rframe
 import rframe._files
 from conftest import HANG_BOUND
 from rframe.client import ProgressBar
-from server_helpers import ENV, ROOT, CliServer, make_server, running, wait_until
+from server_helpers import ENV, ROOT, CliServer, make_server, raise_open_files, running, wait_until
 
 CHUNK = rframe._files.CHUNK
 
@@ -448,6 +448,123 @@ def test_a_bad_download_is_not_saved(connect, here, frames, error):
     assert not (here / "f").exists() and parts(here) == []
 
 
+# --------------------------------------------------------------------------- edge cases
+
+
+def test_a_checksum_codec_does_not_clash_with_the_file_digest(connect, root, here):
+    """The codec's per-frame digest and the file's travel in different fields."""
+    data = os.urandom(3 * CHUNK + 5)
+    (here / "a").write_bytes(data)
+    for algorithm in ("sha256", "md5"):
+        codec = rframe.Codec(checksum=algorithm)
+        with running(rframe.Server(port=0, root=root, codec=codec)) as s, connect(s, codec=codec) as c:
+            for file_checksum in ("sha256", "md5"):
+                c.upload(here / "a", f"{algorithm}-{file_checksum}", checksum=file_checksum)
+                saved = c.download(f"{algorithm}-{file_checksum}", here, checksum=file_checksum)
+                assert saved[file_checksum] == hashlib.new(file_checksum, data).hexdigest()
+                assert (here / f"{algorithm}-{file_checksum}").read_bytes() == data
+
+
+def test_small_max_body_both_ways(connect, root, here):
+    data = os.urandom(300_000)
+    (here / "a").write_bytes(data)
+    codec = rframe.Codec(max_body=65536)
+    with running(rframe.Server(port=0, root=root, codec=codec)) as s, connect(s, codec=codec) as c:
+        c.upload(here / "a")
+        c.download("a", here / "b")
+        for i in range(300):  # a listing bigger than one body (~80 KB): cut short
+            (root / f"{'x' * 200}-{i}").write_bytes(b"")
+        listed = c.list_files()
+    assert (here / "b").read_bytes() == data
+    assert 100 < len(listed) < 301
+
+
+def test_fifos_are_refused_without_waiting(connect, server, root, here):
+    os.mkfifo(root / "pipe")
+    os.mkfifo(here / "local-pipe")
+    with connect(server) as c:
+        with pytest.raises(rframe.RemoteError, match="not a regular file"):
+            c.download("pipe", here / "x")
+        with pytest.raises(ValueError, match="not a regular file"):
+            c.upload(here / "local-pipe")
+        assert {e["name"]: e["type"] for e in c.list_files()} == {"pipe": "other"}
+        assert c.run("echo usable").stdout == b"usable\n"
+
+
+def test_names_the_server_keeps_for_itself_or_for_directories(connect, server, root, here):
+    (here / "a").write_bytes(b"x")
+    (root / "d").mkdir()
+    (root / "f").write_bytes(b"f")
+    with connect(server) as c:
+        for name in [".a.0123.rframe-part", "newdir/", "d/"]:
+            with pytest.raises(rframe.RemoteError) as info:
+                c.upload(here / "a", name)
+            assert info.value.code == "bad-request", name
+        with pytest.raises(rframe.RemoteError, match="not a directory ending"):
+            c.download("f/", here / "g")
+    assert sorted(os.listdir(root)) == ["d", "f"]
+
+
+def test_long_multibyte_names(connect, server, root, here):
+    name = "\N{GRINNING FACE}" * 60  # 240 bytes: a valid name, whose temporary name must still fit
+    (here / "a").write_bytes(b"smile")
+    with connect(server) as c:
+        c.upload(here / "a", name)
+        c.download(name, here / name)
+    assert (root / name).read_bytes() == (here / name).read_bytes() == b"smile"
+
+
+def test_data_frames_over_the_chunk_size_are_refused(root):
+    codec = rframe.Codec(max_body=4096)
+    with running(rframe.Server(port=0, root=root, codec=codec)) as s:
+        with socket.create_connection(s.address, timeout=HANG_BOUND) as sock:
+            rframe.send_frame(sock, header={"op": "put", "name": "f", "size": 8000})
+            assert rframe.read_frame(sock).header == {"op": "ready", "chunk_size": 4096, "total_size": 0}
+            rframe.send_frame(sock, b"x" * 4000, {"op": "data"})
+            rframe.send_frame(sock, b"x" * 4000, {"op": "data"})
+            rframe.send_frame(sock, header={"op": "end", "checksum": "sha256", "digest": sha256(b"x" * 8000)})
+            assert rframe.read_frame(sock).header["op"] == "stored"
+    # The server takes 16 MiB bodies, but a transfer's chunks only up to the chunk_size it said.
+    with running(rframe.Server(port=0, root=root)) as s:
+        with socket.create_connection(s.address, timeout=HANG_BOUND) as sock:
+            rframe.send_frame(sock, header={"op": "put", "name": "g", "size": 3 * CHUNK})
+            assert rframe.read_frame(sock).header["chunk_size"] == CHUNK
+            rframe.send_frame(sock, b"x" * (2 * CHUNK), {"op": "data"})
+            reply = rframe.read_frame(sock)
+            assert reply.header["error"] == "too-large" and "chunk_size" in reply.header["message"]
+            assert sock.recv(1) == b""
+    assert wait_until(lambda: parts(root) == [])
+    assert sorted(os.listdir(root)) == ["f"]
+
+
+def test_stalled_transfers_hold_no_threads(root, here):
+    """More stalled uploads and downloads than tokio's 512 blocking threads:
+    other clients' file requests are still served."""
+    raise_open_files(2 * 600 + 200)
+    (root / "big").write_bytes(os.urandom(8 * CHUNK))
+    (here / "a").write_bytes(b"still served")
+    stalled = []
+    with running(rframe.Server(port=0, root=root)) as s:
+        try:
+            for i in range(300):
+                sock = socket.create_connection(s.address, timeout=HANG_BOUND)
+                stalled.append(sock)
+                rframe.send_frame(sock, header={"op": "put", "name": f"p{i}", "size": 10})
+                assert rframe.read_frame(sock).header["op"] == "ready"  # and then nothing
+            for _ in range(300):
+                sock = socket.create_connection(s.address, timeout=HANG_BOUND)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                stalled.append(sock)
+                rframe.send_frame(sock, header={"op": "get", "name": "big"})  # and never read
+            with rframe.Client(*s.address, timeout=HANG_BOUND) as c:
+                assert c.upload(here / "a")["size"] == 12
+                assert "a" in [e["name"] for e in c.list_files()]
+        finally:
+            for sock in stalled:
+                sock.close()
+    assert wait_until(lambda: parts(root) == [])
+
+
 # --------------------------------------------------------------------------- the async client
 
 
@@ -474,6 +591,44 @@ def test_async_calls_wait_for_a_transfer(server, root, here):
     assert (size, out) == (len(data), b"hi\n")
     assert order == ["uploaded", "run"]
     assert (root / "a").read_bytes() == data
+
+
+def test_async_call_waiting_for_buffer_room_still_waits_for_a_transfer(server, root, here):
+    """A call that waited for the write buffer to drain re-checks, before it
+    writes, that no transfer began meanwhile (its frame would land inside it)."""
+    data = os.urandom(2 * CHUNK)
+    (here / "a").write_bytes(data)
+
+    async def main():
+        async with rframe.AsyncClient(*server.address, timeout=HANG_BOUND) as c:
+            conn = c._conn
+            conn.pause_writing()
+            run = asyncio.ensure_future(c.run("echo x"))
+            await asyncio.sleep(0)  # the run waits for buffer room
+            upload = asyncio.ensure_future(c.upload(here / "a"))
+            await asyncio.sleep(0)
+            conn.resume_writing()
+            return await asyncio.gather(run, upload)
+
+    ran, stored = asyncio.run(main())
+    assert ran.stdout == b"x\n" and stored["size"] == len(data)
+    assert (root / "a").read_bytes() == data
+
+
+def test_async_recv_waits_for_a_download(server, root, here):
+    (root / "f").write_bytes(os.urandom(20 * CHUNK))
+
+    async def main():
+        async with rframe.AsyncClient(*server.address, timeout=HANG_BOUND) as c:
+            download = asyncio.ensure_future(c.download("f", here / "f"))
+            await asyncio.sleep(0.01)
+            await c.send(header={"op": "list"})
+            listing = await c.recv()  # not a chunk of the download
+            return listing.header["op"], await download
+
+    op, saved = asyncio.run(main())
+    assert op == "listing" and saved["size"] == 20 * CHUNK
+    assert (here / "f").read_bytes() == (root / "f").read_bytes()
 
 
 def test_async_cancelled_upload_closes_and_stores_nothing(server, root, here):
