@@ -35,6 +35,8 @@ const MAX_RAW_COMMAND: usize = 64 * 1024;
 /// Bytes of pipelined requests read ahead while a command runs (to notice a
 /// client that leaves); past this, reading waits.
 const READ_AHEAD: usize = 1 << 20;
+/// The most buffer space reserved ahead for a body being received.
+const BODY_RESERVE: usize = (1 << 20) + 4096;
 /// A wrong proof is answered only after this pause, during which no other
 /// proof is checked on the server: about two guesses a second in all.
 const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(500);
@@ -175,6 +177,13 @@ impl Conn {
             }
             // A stalled body gets the idle timeout; a header, one absolute deadline.
             let deadline = if self.decoder.in_body() { Instant::now() + idle } else { header_deadline };
+            if self.decoder.in_body() {
+                // Room for the rest of the body, up to a cap: large bodies (a
+                // file's chunks) are read in few system calls without copies as
+                // the buffer grows, and an announced body never sent costs at
+                // most the cap, in untouched pages.
+                self.buf.reserve(self.decoder.needed(&self.buf).min(BODY_RESERVE));
+            }
             if !self.read_some(deadline).await? {
                 let err = self.decoder.decode_eof(&mut self.buf).err();
                 self.log(

@@ -135,7 +135,7 @@ impl Conn {
                             // More data is on its way: no answer can be in step.
                             Ok(TransferFrame::Data(_)) => Err(End::Error(ErrorCode::Io, format!("{e}: not stored"))),
                             Err(end) => Err(end),
-                        }
+                        };
                     }
                 }
             }
@@ -165,7 +165,10 @@ impl Conn {
         let (upload, hasher) = state.take().expect("the upload is back");
         let digest = hasher.hex_digest();
         if upload.written() != size {
-            return Ok(bad(&format!("{name:?}: the put announced {size} bytes and sent {}: not stored", upload.written())));
+            return Ok(bad(&format!(
+                "{name:?}: the put announced {size} bytes and sent {}: not stored",
+                upload.written()
+            )));
         }
         if end.checksum.as_deref().is_some_and(|c| c != checksum.name()) {
             return Ok(bad(&format!("the end frame names another checksum than the put ({:?})", checksum.name())));
@@ -197,7 +200,8 @@ impl Conn {
     /// The next frame of a put in progress: a `data` body of at most `chunk`
     /// bytes, or the `end` frame. Anything else ends the connection.
     async fn next_transfer_frame(&mut self, chunk: usize) -> Result<TransferFrame, End> {
-        let unexpected = || End::Error(ErrorCode::BadRequest, "expected a data or end frame of the put in progress".into());
+        let unexpected =
+            || End::Error(ErrorCode::BadRequest, "expected a data or end frame of the put in progress".into());
         let frame = match self.next_request().await? {
             Some(Request::Frame(frame)) => frame,
             Some(Request::Raw(_)) => return Err(unexpected()),
@@ -330,7 +334,10 @@ enum TransferFrame {
 fn read_chunk(file: File, mut hasher: Hasher, want: usize) -> JoinHandle<ReadChunk> {
     tokio::task::spawn_blocking(move || {
         let mut buf = Vec::with_capacity(want);
-        (&file).take(want as u64).read_to_end(&mut buf).map_err(|source| FileError::Io { name: "file".into(), source })?;
+        (&file)
+            .take(want as u64)
+            .read_to_end(&mut buf)
+            .map_err(|source| FileError::Io { name: "file".into(), source })?;
         hasher.update(&buf);
         Ok((file, hasher, buf))
     })
