@@ -515,8 +515,10 @@ class Client:
     def list_files(self, name: str = "") -> list[dict[str, Any]]:
         """The entries of a directory beneath the server's root (default: the root).
 
-        Each entry is ``{"name", "type" ("file" or "dir"), "size", "mtime"}``,
-        sorted by name; at most 10,000. See :meth:`upload` for an example.
+        Each entry is ``{"name", "type", "size", "mtime"}``, sorted by name;
+        ``type`` is ``"file"``, ``"dir"``, ``"link"`` (a symlink, not followed)
+        or ``"other"``. At most 10,000 entries (or 4 MiB of them): a longer
+        listing is cut short. See :meth:`upload` for an example.
         """
         with self._call():
             self._write(b"", _files.list_request(name), {})
