@@ -753,3 +753,16 @@ def test_progress_bar_draws_rate_and_time_left():
 def test_doctests():
     result = doctest.testmod(rframe._files, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_async_calls_behind_a_transfer_keep_their_timeout(server):
+    async def main():
+        async with rframe.AsyncClient(*server.address, timeout=0.2) as c:
+            hold = c._hold()
+            await hold.__aenter__()  # as a transfer does, for as long as it runs
+            with pytest.raises(TimeoutError):
+                await c.run("echo waiting")
+            await hold.__aexit__(None, None, None)
+            return (await c.run("echo after")).stdout
+
+    assert asyncio.run(main()) == b"after\n"

@@ -670,7 +670,12 @@ class AsyncClient:
         every wait, so a transfer that began meanwhile is waited for too."""
         while True:
             if conn.held is not None:
-                await asyncio.shield(conn.held)
+                # Behind a transfer, within the client's timeout like any wait.
+                if self.timeout is None:
+                    await asyncio.shield(conn.held)
+                else:
+                    async with asyncio.timeout(self.timeout):
+                        await asyncio.shield(conn.held)
             elif conn.paused:
                 await self._writable(conn)
             else:
