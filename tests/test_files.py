@@ -766,3 +766,19 @@ def test_async_calls_behind_a_transfer_keep_their_timeout(server):
             return (await c.run("echo after")).stdout
 
     assert asyncio.run(main()) == b"after\n"
+
+
+def test_bench_files_quick():
+    """bench/files.py --quick runs every transfer and prints its table."""
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "files.py"), "--quick"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| upload") or line.startswith("| download")]
+    assert len(rows) == 2, r.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert all(float(cells[i].replace(",", "")) > 0 for i in (1, 2, 4)), row
+        assert cells[3].endswith("x") and cells[5].endswith("x"), row
+    assert "cp" in r.stdout and "peak RSS" in r.stdout
