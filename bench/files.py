@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import resource
 import shutil
@@ -47,6 +46,9 @@ import tempfile
 import time
 
 import rframe
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402 - bench/machine.py
 
 BUF = 1 << 20
 
@@ -237,8 +239,7 @@ def main() -> int:
     rate = {name: size / statistics.median(ts) / 1e6 for name, ts in times.items()}
     print(f"# rframe file transfer, {size / (1 << 20):.0f} MiB over loopback TCP, median of {args.rounds}")
     print()
-    print(f"- Python {platform.python_version()}, rframe {rframe.__name__} from {os.path.dirname(rframe.__file__)}")
-    print(f"- machine: {platform.platform()}, {platform.machine()}, nproc={os.cpu_count()}")
+    print("\n".join(machine.describe()))
     print()
     print("| transfer | rframe MB/s | sendfile MB/s | rframe / sendfile | sendfile + fsync MB/s | rframe / (sendfile + fsync) | target |")
     print("|---|---:|---:|---:|---:|---:|---|")

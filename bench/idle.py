@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import platform
 import resource
 import selectors
 import socket
@@ -46,6 +45,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from soak import HOST, PAGE, resources, start_command_server  # noqa: E402 - bench/soak.py
+import machine  # noqa: E402 - bench/machine.py
 
 TARGET = 32 << 10  # bytes of server memory per idle connection, at most
 MARGIN = 64  # descriptors either process needs besides the connections
@@ -271,16 +271,9 @@ def judge(result):
 
 def report(result):
     n = result["n"]
-    try:
-        from importlib.metadata import version
-
-        rver = version("rframe")
-    except Exception:
-        rver = "?"
     print("# rframe idle connections")
     print()
-    print(f"- Python {platform.python_version()} ({platform.python_implementation()}), rframe {rver}")
-    print(f"- machine: {platform.platform()}, {platform.machine()}, nproc={len(os.sched_getaffinity(0))}")
+    print("\n".join(machine.describe()))
     print(f"- {n:,} TCP connections over loopback to `python -m rframe.server --max-connections {n + MARGIN}`, "
           f"opened in {result['connect_seconds']:.1f} s and held {result['held_seconds']:.1f} s; open files limit "
           f"(soft, hard): this process {result['client_nofile'][0]:,}, {result['client_nofile'][1]:,}; "

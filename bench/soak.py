@@ -52,7 +52,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import random
 import subprocess
 import sys
@@ -62,6 +61,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from server import LineReader, stop_process  # noqa: E402 - bench/server.py
+import machine  # noqa: E402 - bench/machine.py
 
 HOST = "127.0.0.1"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -546,16 +546,9 @@ def fmt_res(res, v):
 
 def report(result):
     t = result["totals"]
-    try:
-        from importlib.metadata import version
-
-        rver = version("rframe")
-    except Exception:
-        rver = "?"
     print("# rframe soak test")
     print()
-    print(f"- Python {platform.python_version()} ({platform.python_implementation()}), rframe {rver}")
-    print(f"- machine: {platform.platform()}, {platform.machine()}, nproc={len(os.sched_getaffinity(0))}")
+    print("\n".join(machine.describe()))
     print(f"- {result['duration']:.0f} s of load (the first {result['warmup']:.0f} s are warm-up); clients: "
           f"{result['threads']} threads with a blocking `rframe.Client` per server, and {result['async_conns']} "
           f"pairs of `rframe.AsyncClient` connections shared by {result['pipeline']} asyncio tasks each "
