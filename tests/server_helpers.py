@@ -188,8 +188,7 @@ class CliProcess:
         except subprocess.TimeoutExpired:
             self.stop()
             pytest.fail(f"process still running after {timeout} s; stderr={self.stderr!r}")
-        for t in self._threads:
-            t.join(HANG_BOUND)
+        self._close_pipes()
         return code
 
     def stop(self) -> None:
@@ -197,8 +196,16 @@ class CliProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(HANG_BOUND)
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        # Left to the garbage collector, they would warn (ResourceWarning) in
+        # whichever later test happened to collect them.
         for t in self._threads:
             t.join(HANG_BOUND)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None and not any(t.is_alive() for t in self._threads):
+                stream.close()
 
 
 class CliServer(CliProcess):
