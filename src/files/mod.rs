@@ -150,7 +150,7 @@ impl Root {
             .open_beneath(&dir_path, libc::O_RDONLY | libc::O_DIRECTORY)
             .map_err(|e| FileError::from_io(name, e))?;
         let target = cstring(last.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
-        match lstat_at(&dir, &target) {
+        match lstat_at(dir.as_raw_fd(), &target) {
             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => return Err(FileError::IsDirectory(name.into())),
             Ok(_) if !overwrite => return Err(FileError::Exists(name.into())),
             Ok(_) => {}
@@ -295,7 +295,7 @@ impl Upload {
                 other => return other.map(drop),
             }
         }
-        if !self.overwrite && lstat_at(&self.dir, &self.target).is_ok() {
+        if !self.overwrite && lstat_at(self.dir.as_raw_fd(), &self.target).is_ok() {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
         cvt(unsafe { libc::renameat(fd, self.temp.as_ptr(), fd, self.target.as_ptr()) }).map(drop)
@@ -355,7 +355,7 @@ fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
     let fd = unsafe { libc::dirfd(stream) };
     for name in &names {
         // Gone since readdir: skip it.
-        let Ok(st) = lstat_raw(fd, name) else { continue };
+        let Ok(st) = lstat_at(fd, name) else { continue };
         entries.push(Entry {
             name: String::from_utf8_lossy(name.as_bytes()).into_owned(),
             size: st.st_size as u64,
@@ -393,11 +393,7 @@ fn truncate(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-fn lstat_at(dir: &OwnedFd, name: &CStr) -> io::Result<libc::stat> {
-    lstat_raw(dir.as_raw_fd(), name)
-}
-
-fn lstat_raw(dir: libc::c_int, name: &CStr) -> io::Result<libc::stat> {
+fn lstat_at(dir: libc::c_int, name: &CStr) -> io::Result<libc::stat> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     cvt(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
     Ok(st)

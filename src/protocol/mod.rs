@@ -153,8 +153,7 @@ pub fn op_header(op: &str, fields: &[(&str, &str)], total_size: u64) -> Vec<u8> 
     for (k, v) in fields {
         map.insert((*k).into(), (*v).into());
     }
-    map.insert("total_size".into(), total_size.into());
-    serde_json::to_vec(&map).expect("a JSON object always serializes")
+    json_header(map, total_size)
 }
 
 /// A header's JSON text with one more string field (replacing one of that name).
