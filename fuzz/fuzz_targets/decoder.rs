@@ -167,12 +167,23 @@ fn check_frame(codec: &Codec, frame: &Frame) {
 
 /// `json::scan_flat` (the bindings' fast path, with an `unsafe` UTF-8 step)
 /// accepts only valid JSON, and reads it as a full parser does: the same
-/// members, a repeated key counting with its last value.
+/// members, a repeated key counting with its last value. Given the keys it
+/// read as known keys, it reads the same members again, every key known.
 fn check_scan_flat(bytes: &[u8]) {
     let mut pairs = vec![];
-    if json::scan_flat(bytes, |key, value| pairs.push((key, value))).is_none() {
+    let text = |key| match key {
+        json::FlatKey::Text(text) => text,
+        json::FlatKey::Known => panic!("scan_flat reported a known key when none was given"),
+    };
+    if json::scan_flat(bytes, |_| None, |key, value| pairs.push((text(key), value))).is_none() {
         return;
     }
+    let known: Vec<&[u8]> = pairs.iter().map(|(key, _)| key.as_bytes()).collect();
+    let mut again = vec![];
+    json::scan_flat(bytes, |p| known.get(p).copied(), |key, value| again.push((key, value)))
+        .expect("scan_flat refused a header it accepted, given its keys");
+    let expected: Vec<_> = pairs.iter().map(|&(_, value)| (json::FlatKey::Known, value)).collect();
+    assert_eq!(again, expected, "scan_flat with known keys read other members");
     let full: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(bytes).expect("scan_flat accepted invalid JSON");
     // Python's json.loads reads `-0` as the int 0; serde_json as the float -0.0.

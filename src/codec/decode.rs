@@ -1,8 +1,8 @@
 //! Incremental decoding: bytes in, whole frames out, however the stream was split.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
-use super::{Announced, Codec, Frame, FrameError, HeaderFacts, HeaderModel, Part, RawHeader, PREFIX_LEN};
+use super::{Announced, Codec, Frame, FrameError, FrameModel, HeaderFacts, Part, RawFrame, PREFIX_LEN};
 
 #[derive(Debug)]
 enum State<H> {
@@ -23,25 +23,40 @@ enum State<H> {
 /// error, because the stream has lost its place and any "frame" read after it
 /// would be garbage.
 ///
-/// Headers are made by a [`HeaderModel`]: by default ([`RawHeader`]) a frame
-/// carries its header's checked JSON text.
+/// Headers and bodies are made by a [`FrameModel`] the caller passes to
+/// [`Decoder::decode_with`] (so a model may borrow what it needs for one call);
+/// [`Decoder::decode`] uses [`RawFrame`]: a frame carries its header's checked
+/// JSON text and its body's bytes. `H` is the model's header type, which the
+/// decoder keeps while a frame's body is still arriving.
 #[derive(Debug)]
-pub struct Decoder<M: HeaderModel = RawHeader> {
+pub struct Decoder<H = Bytes> {
     codec: Codec,
-    model: M,
-    state: State<M::Header>,
+    state: State<H>,
     error: Option<FrameError>,
 }
 
 impl Decoder {
+    /// A decoder of raw frames (see [`Decoder::decode`]).
     pub fn new(codec: Codec) -> Decoder {
-        Decoder::with_model(codec, RawHeader)
+        Decoder::with_codec(codec)
+    }
+
+    /// Takes the next whole frame off the front of `buf`, or returns `Ok(None)`
+    /// if more bytes are needed.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        self.decode_with(buf, &mut RawFrame)
+    }
+
+    /// Called when the stream has ended: see [`Decoder::decode_eof_with`].
+    pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
+        self.decode_eof_with(buf, &mut RawFrame)
     }
 }
 
-impl<M: HeaderModel> Decoder<M> {
-    pub fn with_model(codec: Codec, model: M) -> Decoder<M> {
-        Decoder { codec, model, state: State::Length, error: None }
+impl<H> Decoder<H> {
+    /// A decoder for a model whose headers are `H`.
+    pub fn with_codec(codec: Codec) -> Decoder<H> {
+        Decoder { codec, state: State::Length, error: None }
     }
 
     pub fn codec(&self) -> &Codec {
@@ -81,16 +96,24 @@ impl<M: HeaderModel> Decoder<M> {
         self.error.as_ref()
     }
 
-    /// Takes the next whole frame off the front of `buf`, or returns `Ok(None)`
-    /// if more bytes are needed.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<M::Header>>, FrameError> {
+    /// Takes the next whole frame off the front of `buf`, made by `model`, or
+    /// returns `Ok(None)` if more bytes are needed.
+    pub fn decode_with<M: FrameModel<Header = H>>(
+        &mut self,
+        buf: &mut BytesMut,
+        model: &mut M,
+    ) -> Result<Option<Frame<H, M::Body>>, FrameError> {
         if let Some(err) = &self.error {
             return Err(err.clone());
         }
-        self.step(buf).inspect_err(|err| self.error = Some(err.clone()))
+        self.step(buf, model).inspect_err(|err| self.error = Some(err.clone()))
     }
 
-    fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<M::Header>>, FrameError> {
+    fn step<M: FrameModel<Header = H>>(
+        &mut self,
+        buf: &mut BytesMut,
+        model: &mut M,
+    ) -> Result<Option<Frame<H, M::Body>>, FrameError> {
         loop {
             match &mut self.state {
                 State::Length => {
@@ -108,22 +131,25 @@ impl<M: HeaderModel> Decoder<M> {
                     if buf.len() < len {
                         return Ok(None);
                     }
-                    let (header, facts) = self.model.parse(buf.split_to(len).freeze(), self.codec.digest_key())?;
+                    let parsed = model.parse(&buf[..len], self.codec.digest_key());
+                    buf.advance(len);
+                    let (header, facts) = parsed?;
                     self.codec.check_body_len(facts.total_size)?;
                     let body_len = facts.total_size as usize;
                     self.state =
                         State::Body { header: Some((header, facts)), len: body_len, head_len: PREFIX_LEN + len };
                 }
-                State::Body { len, .. } => {
-                    if buf.len() < *len {
+                State::Body { len, header, .. } => {
+                    let len = *len;
+                    if buf.len() < len {
                         return Ok(None);
                     }
-                    let body = buf.split_to(*len).freeze();
+                    self.codec.verify(header.as_ref().map(|(_, facts)| facts), &buf[..len])?;
                     let State::Body { header, .. } = std::mem::replace(&mut self.state, State::Length) else {
                         unreachable!("matched State::Body above")
                     };
-                    let (header, facts) = header.unzip();
-                    self.codec.verify(facts.as_ref(), &body)?;
+                    let header = header.map(|(header, _)| header);
+                    let body = model.take_body(buf, len);
                     return Ok(Some(Frame { header, body }));
                 }
             }
@@ -133,8 +159,12 @@ impl<M: HeaderModel> Decoder<M> {
     /// Called when the stream has ended: decodes what is left, and reports a
     /// frame cut short as [`FrameError::Incomplete`]. `Ok(None)` means the
     /// stream ended cleanly between frames.
-    pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Frame<M::Header>>, FrameError> {
-        if let Some(frame) = self.decode(buf)? {
+    pub fn decode_eof_with<M: FrameModel<Header = H>>(
+        &mut self,
+        buf: &mut BytesMut,
+        model: &mut M,
+    ) -> Result<Option<Frame<H, M::Body>>, FrameError> {
+        if let Some(frame) = self.decode_with(buf, model)? {
             return Ok(Some(frame));
         }
         let (part, expected) = match self.state {

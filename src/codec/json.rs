@@ -107,7 +107,7 @@ impl JsonWriter {
         self.out.push(b'"');
         let bytes = s.as_bytes();
         // Header strings are mostly plain ASCII: copy that run in one go.
-        let plain = bytes.iter().position(|&b| !is_plain(b)).unwrap_or(bytes.len());
+        let plain = plain_prefix(bytes);
         self.out.extend_from_slice(&bytes[..plain]);
         for c in s[plain..].chars() {
             if c.is_ascii() {
@@ -156,6 +156,36 @@ impl JsonWriter {
 /// Printable ASCII that `json.dumps` copies as it is.
 fn is_plain(b: u8) -> bool {
     (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\'
+}
+
+/// True if `text` is printable ASCII with no `"` or `\\`: JSON string text
+/// that reads as itself.
+pub fn is_plain_text(text: &str) -> bool {
+    plain_prefix(text.as_bytes()) == text.len()
+}
+
+/// How many bytes at the start of `bytes` are plain (see [`is_plain`]),
+/// eight at a time: headers are mostly such text.
+fn plain_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Per byte, the high bit of each term is set where the byte is: below
+    // 0x20; 0x7f or above; '"'; '\\'. A borrow or carry only runs upward
+    // from a byte that is itself set, so the lowest set bit is exact.
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let mut i = 0;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+        let high = (w.wrapping_add(ONES) | w) & HIGH;
+        let special = zero(w ^ (ONES * u64::from(b'"'))) | zero(w ^ (ONES * u64::from(b'\\')));
+        let stop = control | high | special;
+        if stop != 0 {
+            return i + (stop.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    i + bytes[i..].iter().position(|&b| !is_plain(b)).unwrap_or(bytes.len() - i)
 }
 
 /// Writes a header object field by field, putting the fields the codec owns
@@ -387,13 +417,30 @@ pub enum FlatValue<'a> {
     Null,
 }
 
+/// A key of a flat header, as [`scan_flat`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlatKey<'a> {
+    /// The text the caller expected at this position.
+    Known,
+    Text(&'a str),
+}
+
 /// The common header, fast: a flat object whose keys and string values are
 /// printable ASCII without escapes, and whose numbers are ints of up to 18
 /// digits. Calls `pair` for each member in order and returns `Some(())`; returns
 /// `None` as soon as anything else appears (the caller then uses a full JSON
 /// parser, which also reports errors). What it accepts, it reads exactly as
 /// `json.loads` does.
-pub fn scan_flat<'a>(bytes: &'a [u8], mut pair: impl FnMut(&'a str, FlatValue<'a>)) -> Option<()> {
+///
+/// `known(position)` may give the key the caller expects at that position (a
+/// stream's headers repeat their keys); a key equal to it is reported as
+/// [`FlatKey::Known`] after one comparison instead of a scan. It must be plain
+/// text (see [`is_plain_text`]), as every [`FlatKey::Text`] key is.
+pub fn scan_flat<'a, 'k>(
+    bytes: &'a [u8],
+    known: impl Fn(usize) -> Option<&'k [u8]>,
+    mut pair: impl FnMut(FlatKey<'a>, FlatValue<'a>),
+) -> Option<()> {
     let mut i = 0;
     let skip_ws = |i: &mut usize| {
         while matches!(bytes.get(*i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
@@ -405,14 +452,14 @@ pub fn scan_flat<'a>(bytes: &'a [u8], mut pair: impl FnMut(&'a str, FlatValue<'a
             return None;
         }
         let start = *i + 1;
-        let len = bytes[start..].iter().position(|&b| !is_plain(b))?;
-        if bytes[start + len] != b'"' {
-            return None; // an escape, a control or non-ASCII character
+        let len = plain_prefix(&bytes[start..]);
+        if bytes.get(start + len) != Some(&b'"') {
+            return None; // an escape, a control or non-ASCII character, or the end
         }
         *i = start + len + 1;
         let text = &bytes[start..start + len];
         debug_assert!(text.is_ascii());
-        // SAFETY: every byte is printable ASCII (checked by `is_plain` above),
+        // SAFETY: every byte is printable ASCII (checked by `plain_prefix`),
         // which is valid UTF-8; this is the hot path of every header.
         Some(unsafe { std::str::from_utf8_unchecked(text) })
     };
@@ -425,14 +472,32 @@ pub fn scan_flat<'a>(bytes: &'a [u8], mut pair: impl FnMut(&'a str, FlatValue<'a
     if bytes.get(i) == Some(&b'}') {
         i += 1;
     } else {
+        let mut position = 0;
         loop {
-            let key = string(&mut i)?;
-            skip_ws(&mut i);
-            if bytes.get(i) != Some(&b':') {
-                return None;
+            let key = match known(position) {
+                Some(k)
+                    if bytes.get(i) == Some(&b'"')
+                        && bytes[i + 1..].starts_with(k)
+                        && bytes.get(i + 1 + k.len()) == Some(&b'"') =>
+                {
+                    debug_assert!(plain_prefix(k) == k.len(), "known keys must be plain text");
+                    i += k.len() + 2;
+                    FlatKey::Known
+                }
+                _ => FlatKey::Text(string(&mut i)?),
+            };
+            position += 1;
+            // json.dumps separates with ": " and ", "; anything else the long way.
+            if bytes.get(i..i + 2) == Some(b": ") {
+                i += 2;
+            } else {
+                skip_ws(&mut i);
+                if bytes.get(i) != Some(&b':') {
+                    return None;
+                }
+                i += 1;
+                skip_ws(&mut i);
             }
-            i += 1;
-            skip_ws(&mut i);
             let value = match *bytes.get(i)? {
                 b'"' => FlatValue::Str(string(&mut i)?),
                 b't' if bytes[i..].starts_with(b"true") => {
@@ -450,14 +515,18 @@ pub fn scan_flat<'a>(bytes: &'a [u8], mut pair: impl FnMut(&'a str, FlatValue<'a
                 b'-' | b'0'..=b'9' => {
                     let negative = bytes[i] == b'-';
                     i += usize::from(negative);
-                    let digits = bytes[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-                    // JSON has no leading zeros; fractions and exponents are floats.
-                    if digits == 0 || digits > 18 || (digits > 1 && bytes[i] == b'0') {
+                    let start = i;
+                    let mut n = 0i64;
+                    while let Some(d @ b'0'..=b'9') = bytes.get(i) {
+                        n = n.wrapping_mul(10).wrapping_add(i64::from(d - b'0'));
+                        i += 1;
+                    }
+                    let digits = i - start;
+                    // JSON has no leading zeros; fractions and exponents are
+                    // floats. At most 18 digits cannot overflow an i64.
+                    if digits == 0 || digits > 18 || (digits > 1 && bytes[start] == b'0') {
                         return None;
                     }
-                    // At most 18 digits: cannot overflow an i64.
-                    let n = bytes[i..i + digits].iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
-                    i += digits;
                     if matches!(bytes.get(i), Some(b'.' | b'e' | b'E')) {
                         return None;
                     }
@@ -466,6 +535,10 @@ pub fn scan_flat<'a>(bytes: &'a [u8], mut pair: impl FnMut(&'a str, FlatValue<'a
                 _ => return None,
             };
             pair(key, value);
+            if bytes.get(i..i + 2) == Some(b", ") {
+                i += 2;
+                continue;
+            }
             skip_ws(&mut i);
             match bytes.get(i)? {
                 b',' => {
@@ -557,8 +630,53 @@ mod tests {
 
     fn flat(bytes: &[u8]) -> Option<Vec<(&str, FlatValue<'_>)>> {
         let mut pairs = vec![];
-        scan_flat(bytes, |k, v| pairs.push((k, v)))?;
+        scan_flat(
+            bytes,
+            |_| None,
+            |k, v| match k {
+                FlatKey::Text(k) => pairs.push((k, v)),
+                FlatKey::Known => panic!("no key was known"),
+            },
+        )?;
         Some(pairs)
+    }
+
+    #[test]
+    fn plain_prefix_stops_at_the_first_byte_that_needs_care() {
+        let naive = |s: &[u8]| s.iter().position(|&b| !is_plain(b)).unwrap_or(s.len());
+        for b in 0..=255u8 {
+            for len in 0..20 {
+                for at in 0..len {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    assert_eq!(plain_prefix(&s), naive(&s), "byte {b:#x} at {at} of {len}");
+                    // A second odd byte after the first must not move the answer.
+                    if at + 1 < len {
+                        s[at + 1] = 0xff;
+                        assert_eq!(plain_prefix(&s), naive(&s), "byte {b:#x} at {at} of {len}, 0xff after");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn known_keys_are_matched_whole() {
+        let scan = |bytes: &'static [u8], known: &'static [&'static [u8]]| {
+            let mut keys = vec![];
+            scan_flat(bytes, |p| known.get(p).copied(), |k, _| keys.push(k)).map(|()| keys)
+        };
+        let header = br#"{"ab": 1, "c": "x", "total_size": 2}"#;
+        assert_eq!(
+            scan(header, &[b"ab", b"c", b"total_size"]).unwrap(),
+            [FlatKey::Known, FlatKey::Known, FlatKey::Known]
+        );
+        // A prefix, a longer key, another key: scanned as text.
+        assert_eq!(
+            scan(header, &[b"a", b"cd", b"size"]).unwrap(),
+            [FlatKey::Text("ab"), FlatKey::Text("c"), FlatKey::Text("total_size")]
+        );
+        assert_eq!(scan(br#"{"a": 1, "b": 2}"#, &[b"a"]).unwrap(), [FlatKey::Known, FlatKey::Text("b")]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub use checksum::{Checksum, Hasher};
 pub use decode::Decoder;
 pub use error::{escape_bytes, FrameError, Part, TextPrefix};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 pub use json::HeaderFacts;
 
@@ -51,32 +51,42 @@ impl ByteOrder {
     }
 }
 
-/// A decoded frame. `header` is the header as the decoder's [`HeaderModel`]
-/// makes it (by default its JSON text, checked by the codec: an object with a
-/// valid `total_size`); `None` in length-only mode.
+/// A decoded frame, as the decoder's [`FrameModel`] makes it. By default
+/// ([`RawFrame`]) `header` is the header's JSON text, checked by the codec (an
+/// object with a valid `total_size`), and `body` shares the decoder's buffer;
+/// `header` is `None` in length-only mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame<H = Bytes> {
+pub struct Frame<H = Bytes, B = Bytes> {
     pub header: Option<H>,
-    pub body: Bytes,
+    pub body: B,
 }
 
-/// How a decoder turns header bytes into the header its frames carry. The
-/// model must report the codec's facts (`total_size`, the digest field) exactly
-/// as [`json::parse_header`] would, and refuse what it refuses.
-pub trait HeaderModel {
+/// How a decoder turns the bytes of a frame into the header and body it hands
+/// out. The model must report the codec's facts (`total_size`, the digest
+/// field) exactly as [`json::parse_header`] would, and refuse what it refuses.
+pub trait FrameModel {
     type Header;
-    fn parse(&mut self, bytes: Bytes, digest_key: Option<&str>) -> Result<(Self::Header, HeaderFacts), FrameError>;
+    type Body;
+    /// Reads a whole header; the decoder consumes its bytes afterwards.
+    fn parse(&mut self, header: &[u8], digest_key: Option<&str>) -> Result<(Self::Header, HeaderFacts), FrameError>;
+    /// Takes a whole (and verified) body, the first `len` bytes of `buf`, off the buffer.
+    fn take_body(&mut self, buf: &mut BytesMut, len: usize) -> Self::Body;
 }
 
-/// The default model: the header's JSON text, scanned without being built.
+/// The default model: the header's JSON text, scanned without being built,
+/// and the body split off the buffer without a copy.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RawHeader;
+pub struct RawFrame;
 
-impl HeaderModel for RawHeader {
+impl FrameModel for RawFrame {
     type Header = Bytes;
-    fn parse(&mut self, bytes: Bytes, digest_key: Option<&str>) -> Result<(Bytes, HeaderFacts), FrameError> {
-        let facts = json::parse_header(&bytes, digest_key)?;
-        Ok((bytes, facts))
+    type Body = Bytes;
+    fn parse(&mut self, header: &[u8], digest_key: Option<&str>) -> Result<(Bytes, HeaderFacts), FrameError> {
+        let facts = json::parse_header(header, digest_key)?;
+        Ok((Bytes::copy_from_slice(header), facts))
+    }
+    fn take_body(&mut self, buf: &mut BytesMut, len: usize) -> Bytes {
+        buf.split_to(len).freeze()
     }
 }
 

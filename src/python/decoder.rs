@@ -13,7 +13,7 @@ use crate::codec::{Decoder, Frame};
 use super::codec::PyCodec;
 use super::errors::frame_error;
 use super::frame::PyFrame;
-use super::header::{header_to_py, PyHeaders};
+use super::header::{header_to_py, KeyCache, PyFrames};
 use super::stream::with_body;
 
 /// Turns arbitrarily split chunks of a byte stream back into frames.
@@ -34,14 +34,15 @@ pub struct PyFrameDecoder {
 }
 
 struct State {
-    decoder: Decoder<PyHeaders>,
+    decoder: Decoder<Py<PyDict>>,
     buf: BytesMut,
+    keys: KeyCache,
 }
 
 impl PyFrameDecoder {
     pub fn with_codec(codec: PyCodec) -> PyFrameDecoder {
-        let decoder = Decoder::with_model(codec.codec(), PyHeaders::default());
-        PyFrameDecoder { codec, state: Mutex::new(State { decoder, buf: BytesMut::new() }) }
+        let decoder = Decoder::with_codec(codec.codec());
+        PyFrameDecoder { codec, state: Mutex::new(State { decoder, buf: BytesMut::new(), keys: KeyCache::default() }) }
     }
 
     /// Locks the state, releasing the GIL while waiting: the holder may be
@@ -94,7 +95,7 @@ impl PyFrameDecoder {
     /// Adds ``data`` (bytes-like) and returns the frames it completes.
     fn feed<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
         let mut state = self.lock(py)?;
-        let State { decoder, buf } = &mut *state;
+        let State { decoder, buf, keys } = &mut *state;
         if let Some(err) = decoder.error() {
             return Err(frame_error(py, err));
         }
@@ -103,11 +104,12 @@ impl PyFrameDecoder {
             Ok(())
         })?;
         let frames = PyList::empty(py);
+        let mut model = PyFrames { py, keys };
         loop {
-            match decoder.decode(buf) {
+            match decoder.decode_with(buf, &mut model) {
                 Ok(Some(Frame { header, body })) => {
                     let header = header.map_or_else(|| PyDict::new(py), |h| h.into_bound(py));
-                    frames.append(PyFrame::from_parts(header, PyBytes::new(py, &body)))?
+                    frames.append(PyFrame::from_parts(header, body.into_bound(py)))?
                 }
                 Ok(None) => return Ok(frames),
                 Err(err) => return Err(frame_error(py, &err)),
@@ -119,8 +121,8 @@ impl PyFrameDecoder {
     /// started and not finished; returns ``None`` otherwise.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
         let mut state = self.lock(py)?;
-        let State { decoder, buf } = &mut *state;
-        match decoder.decode_eof(buf) {
+        let State { decoder, buf, keys } = &mut *state;
+        match decoder.decode_eof_with(buf, &mut PyFrames { py, keys }) {
             Ok(_) => Ok(()),
             Err(err) => Err(frame_error(py, &err)),
         }

@@ -10,12 +10,12 @@ use jiter::{Jiter, NumberAny, NumberInt, Peek};
 use pyo3::exceptions::{PyRecursionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use bytes::Bytes;
+use bytes::{Buf, BytesMut};
 
-use crate::codec::json::{scan_flat, Entry, FlatValue, JsonWriter, TOTAL_SIZE};
-use crate::codec::{escape_bytes, Codec, FrameError, HeaderFacts, HeaderModel};
+use crate::codec::json::{is_plain_text, scan_flat, Entry, FlatKey, FlatValue, JsonWriter, TOTAL_SIZE};
+use crate::codec::{escape_bytes, Codec, FrameError, FrameModel, HeaderFacts};
 
 use super::errors::frame_error;
 
@@ -214,46 +214,64 @@ fn json_dumps(value: &Bound<'_, PyAny>) -> PyResult<String> {
     dumps.bind(py).call1((value,))?.extract()
 }
 
-/// Builds header dicts straight from the bytes (one parse per header) and
-/// reads the codec's facts on the way. Anything out of the ordinary (bad
-/// JSON, a missing or odd `total_size`, a digest that is not a string) is
-/// handed to the core's scan, which decides, so both paths refuse alike.
-///
-/// Frames of one stream repeat their header keys in the same order, so the
-/// model remembers the key objects by position and reuses them (with their
+/// The decoder's frames as Python objects, for one call with the interpreter
+/// attached: header dicts built straight from the bytes (one parse per
+/// header), reading the codec's facts on the way, and bodies copied once into
+/// `bytes`. Anything out of the ordinary (bad JSON, a missing or odd
+/// `total_size`, a digest that is not a string) is handed to the core's scan,
+/// which decides, so both paths refuse alike.
+pub struct PyFrames<'a, 'py> {
+    pub py: Python<'py>,
+    pub keys: &'a mut KeyCache,
+}
+
+/// Frames of one stream repeat their header keys in the same order, so a
+/// decoder remembers the key objects by position and reuses them (with their
 /// cached hashes) when the same text comes again.
 #[derive(Default)]
-pub struct PyHeaders {
-    keys: Vec<(Box<str>, Py<PyString>)>,
+pub struct KeyCache {
+    keys: Vec<KnownKey>,
+}
+
+struct KnownKey {
+    text: Box<str>,
+    obj: Py<PyString>,
+    /// Whether [`scan_flat`] may take it as known (see [`is_plain_text`]).
+    plain: bool,
 }
 
 /// Keys remembered per decoder; headers with more keys build the rest afresh.
 const REMEMBERED_KEYS: usize = 32;
 
-impl HeaderModel for PyHeaders {
+impl FrameModel for PyFrames<'_, '_> {
     type Header = Py<PyDict>;
+    type Body = Py<PyBytes>;
 
-    fn parse(&mut self, bytes: Bytes, digest_key: Option<&str>) -> Result<(Py<PyDict>, HeaderFacts), FrameError> {
-        Python::attach(|py| {
-            let built = self.build(py, &bytes, digest_key);
-            if let Ok((dict, Some(facts))) = built {
-                return Ok((dict.unbind(), facts));
-            }
-            let facts = crate::codec::json::parse_header(&bytes, digest_key)?;
-            // The core accepts it, so it is JSON the fast path did not take
-            // (lone surrogates, say): json.loads gives it Python's meaning.
-            let dict = match built {
-                Ok((dict, _)) => dict,
-                Err(_) => parse_dict(py, &bytes).map_err(|_| {
-                    FrameError::header(format!("frame header could not be read: {}", escape_bytes(&bytes)))
-                })?,
-            };
-            Ok((dict.unbind(), facts))
-        })
+    fn parse(&mut self, bytes: &[u8], digest_key: Option<&str>) -> Result<(Py<PyDict>, HeaderFacts), FrameError> {
+        let py = self.py;
+        let built = self.keys.build(py, bytes, digest_key);
+        if let Ok((dict, Some(facts))) = built {
+            return Ok((dict.unbind(), facts));
+        }
+        let facts = crate::codec::json::parse_header(bytes, digest_key)?;
+        // The core accepts it, so it is JSON the fast path did not take
+        // (lone surrogates, say): json.loads gives it Python's meaning.
+        let dict = match built {
+            Ok((dict, _)) => dict,
+            Err(_) => parse_dict(py, bytes)
+                .map_err(|_| FrameError::header(format!("frame header could not be read: {}", escape_bytes(bytes))))?,
+        };
+        Ok((dict.unbind(), facts))
+    }
+
+    fn take_body(&mut self, buf: &mut BytesMut, len: usize) -> Py<PyBytes> {
+        let body = PyBytes::new(self.py, &buf[..len]).unbind();
+        buf.advance(len);
+        body
     }
 }
 
-impl PyHeaders {
+impl KeyCache {
     /// The header dict, and the facts if they are plain (an int `total_size`
     /// that fits 64 bits, a str digest).
     fn build<'py>(
@@ -301,28 +319,46 @@ impl PyHeaders {
     ) -> Option<(Bound<'py, PyDict>, Option<HeaderFacts>)> {
         let dict = PyDict::new(py);
         let (mut total, mut digest, mut position, mut ok) = (None, None, 0, true);
-        scan_flat(bytes, |key, value| {
-            let (name, is_total) = self.key(py, position, key);
-            position += 1;
-            if is_total {
-                total = match value {
-                    FlatValue::Int(n) => u64::try_from(n).ok(),
-                    _ => None,
+        let mut fresh: Vec<(usize, Bound<'py, PyString>)> = Vec::new();
+        let keys = &self.keys;
+        scan_flat(
+            bytes,
+            |position| keys.get(position).filter(|k| k.plain).map(|k| k.text.as_bytes()),
+            |key, value| {
+                let (name, text) = match key {
+                    FlatKey::Known => (keys[position].obj.bind(py).clone(), &*keys[position].text),
+                    // Not interned: on some CPython versions interned strings
+                    // are immortal, and a peer could send endless fresh keys.
+                    FlatKey::Text(text) => {
+                        let name = ascii_str(py, text);
+                        fresh.push((position, name.clone()));
+                        (name, text)
+                    }
                 };
-            } else if Some(key) == digest_key {
-                digest = Some(match value {
-                    FlatValue::Str(s) => Some(s.to_owned()),
-                    _ => None,
-                });
-            }
-            let value = match value {
-                FlatValue::Str(s) => PyString::new(py, s).into_any(),
-                FlatValue::Int(n) => n.into_pyobject(py).expect("infallible").into_any(),
-                FlatValue::Bool(b) => PyBool::new(py, b).to_owned().into_any(),
-                FlatValue::Null => py.None().into_bound(py),
-            };
-            ok &= dict.set_item(name, value).is_ok();
-        })?;
+                position += 1;
+                if text == TOTAL_SIZE {
+                    total = match value {
+                        FlatValue::Int(n) => u64::try_from(n).ok(),
+                        _ => None,
+                    };
+                } else if Some(text) == digest_key {
+                    digest = Some(match value {
+                        FlatValue::Str(s) => Some(s.to_owned()),
+                        _ => None,
+                    });
+                }
+                let value = match value {
+                    FlatValue::Str(s) => ascii_str(py, s).into_any(),
+                    FlatValue::Int(n) => n.into_pyobject(py).expect("infallible").into_any(),
+                    FlatValue::Bool(b) => PyBool::new(py, b).to_owned().into_any(),
+                    FlatValue::Null => py.None().into_bound(py),
+                };
+                ok &= set_item(&dict, &name, &value);
+            },
+        )?;
+        for (position, name) in fresh {
+            self.remember(position, name);
+        }
         if !ok {
             return None;
         }
@@ -334,24 +370,55 @@ impl PyHeaders {
     /// with whether it is `total_size`.
     fn key<'py>(&mut self, py: Python<'py>, position: usize, text: &str) -> (Bound<'py, PyString>, bool) {
         let is_total = text == TOTAL_SIZE;
-        if let Some((known, obj)) = self.keys.get(position) {
-            if **known == *text {
-                return (obj.bind(py).clone(), is_total);
+        if let Some(known) = self.keys.get(position) {
+            if *known.text == *text {
+                return (known.obj.bind(py).clone(), is_total);
             }
         }
-        // Not interned: on some CPython versions interned strings are immortal,
-        // and a peer could send endless fresh keys.
         let obj = PyString::new(py, text);
-        if position < REMEMBERED_KEYS {
-            let entry = (Box::from(text), obj.clone().unbind());
-            if position < self.keys.len() {
-                self.keys[position] = entry;
-            } else if position == self.keys.len() {
-                self.keys.push(entry);
-            }
-        }
+        self.remember(position, obj.clone());
         (obj, is_total)
     }
+
+    /// Remembers the key at `position` (the first [`REMEMBERED_KEYS`] of a header).
+    fn remember(&mut self, position: usize, obj: Bound<'_, PyString>) {
+        if position > self.keys.len() || position >= REMEMBERED_KEYS {
+            return;
+        }
+        let Ok(text) = obj.to_str().map(Box::from) else { return };
+        let entry = KnownKey { plain: is_plain_text(&text), text, obj: obj.unbind() };
+        if position < self.keys.len() {
+            self.keys[position] = entry;
+        } else {
+            self.keys.push(entry);
+        }
+    }
+}
+
+/// A str from text known to be ASCII (as [`scan_flat`]'s is): CPython's
+/// Latin-1 constructor copies it as is, where the UTF-8 one decodes it.
+fn ascii_str<'py>(py: Python<'py>, text: &str) -> Bound<'py, PyString> {
+    debug_assert!(text.is_ascii());
+    let len = text.len() as pyo3::ffi::Py_ssize_t;
+    // SAFETY: the pointer and length describe `text`, alive for the call. The
+    // result is a new str (from_owned_ptr panics on NULL, out of memory, as
+    // PyString::new does).
+    unsafe {
+        let ptr = pyo3::ffi::PyUnicode_DecodeLatin1(text.as_ptr().cast(), len, std::ptr::null());
+        Bound::from_owned_ptr(py, ptr).cast_into_unchecked()
+    }
+}
+
+/// `dict[key] = value` for a fresh dict of our own: `PyDict_SetItem` on
+/// borrowed references (pyo3's `set_item` takes owned conversions); true on success.
+fn set_item(dict: &Bound<'_, PyDict>, key: &Bound<'_, PyString>, value: &Bound<'_, PyAny>) -> bool {
+    // SAFETY: three live objects, the first a dict; the call borrows them.
+    let status = unsafe { pyo3::ffi::PyDict_SetItem(dict.as_ptr(), key.as_ptr(), value.as_ptr()) };
+    if status == 0 {
+        return true;
+    }
+    drop(PyErr::take(dict.py()));
+    false
 }
 
 /// The codec's facts when they are plain: an int `total_size` that fits 64
@@ -413,7 +480,7 @@ fn parse_dict<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyDict>
 /// A header's JSON text as a Python dict, with the values `json.loads` gives.
 /// The codec has already checked that it is an object.
 pub fn header_to_py<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyDict>> {
-    if let Ok((dict, _)) = PyHeaders::default().build(py, bytes, None) {
+    if let Ok((dict, _)) = KeyCache::default().build(py, bytes, None) {
         return Ok(dict);
     }
     parse_dict(py, bytes).map_err(|e| {
