@@ -114,46 +114,40 @@ impl<H> Decoder<H> {
         buf: &mut BytesMut,
         model: &mut M,
     ) -> Result<Option<Frame<H, M::Body>>, FrameError> {
-        loop {
-            match &mut self.state {
-                State::Length => {
-                    let Some(raw) = buf.get(..PREFIX_LEN) else { return Ok(None) };
-                    let raw: [u8; 4] = raw.try_into().expect("four bytes");
-                    let announced = self.codec.parse_length(raw)?;
-                    buf.advance(PREFIX_LEN);
-                    self.state = match announced {
-                        Announced::Header(len) => State::Header { len },
-                        Announced::Body(len) => State::Body { header: None, len, head_len: PREFIX_LEN },
-                    };
-                }
-                State::Header { len } => {
-                    let len = *len;
-                    if buf.len() < len {
-                        return Ok(None);
-                    }
-                    let parsed = model.parse(&buf[..len], self.codec.digest_key());
-                    buf.advance(len);
-                    let (header, facts) = parsed?;
-                    self.codec.check_body_len(facts.total_size)?;
-                    let body_len = facts.total_size as usize;
-                    self.state =
-                        State::Body { header: Some((header, facts)), len: body_len, head_len: PREFIX_LEN + len };
-                }
-                State::Body { len, header, .. } => {
-                    let len = *len;
-                    if buf.len() < len {
-                        return Ok(None);
-                    }
-                    self.codec.verify(header.as_ref().map(|(_, facts)| facts), &buf[..len])?;
-                    let State::Body { header, .. } = std::mem::replace(&mut self.state, State::Length) else {
-                        unreachable!("matched State::Body above")
-                    };
-                    let header = header.map(|(header, _)| header);
-                    let body = model.take_body(buf, len);
-                    return Ok(Some(Frame { header, body }));
-                }
-            }
+        // The three parts in order; a call resumes at the part it stopped in.
+        if let State::Length = self.state {
+            let Some(raw) = buf.get(..PREFIX_LEN) else { return Ok(None) };
+            let raw: [u8; 4] = raw.try_into().expect("four bytes");
+            let announced = self.codec.parse_length(raw)?;
+            buf.advance(PREFIX_LEN);
+            self.state = match announced {
+                Announced::Header(len) => State::Header { len },
+                Announced::Body(len) => State::Body { header: None, len, head_len: PREFIX_LEN },
+            };
         }
+        if let State::Header { len } = self.state {
+            if buf.len() < len {
+                return Ok(None);
+            }
+            let parsed = model.parse(&buf[..len], self.codec.digest_key());
+            buf.advance(len);
+            let (header, facts) = parsed?;
+            self.codec.check_body_len(facts.total_size)?;
+            let body_len = facts.total_size as usize;
+            self.state = State::Body { header: Some((header, facts)), len: body_len, head_len: PREFIX_LEN + len };
+        }
+        let State::Body { len, header, .. } = &self.state else { unreachable!("the header leads to the body") };
+        let len = *len;
+        if buf.len() < len {
+            return Ok(None);
+        }
+        self.codec.verify(header.as_ref().map(|(_, facts)| facts), &buf[..len])?;
+        let State::Body { header, .. } = std::mem::replace(&mut self.state, State::Length) else {
+            unreachable!("matched State::Body above")
+        };
+        let header = header.map(|(header, _)| header);
+        let body = model.take_body(buf, len);
+        Ok(Some(Frame { header, body }))
     }
 
     /// Called when the stream has ended: decodes what is left, and reports a

@@ -238,6 +238,7 @@ struct KnownKey {
     obj: Py<PyString>,
     /// Whether [`scan_flat`] may take it as known (see [`is_plain_text`]).
     plain: bool,
+    is_total: bool,
 }
 
 /// Keys remembered per decoder; headers with more keys build the rest afresh.
@@ -325,23 +326,27 @@ impl KeyCache {
             bytes,
             |position| keys.get(position).filter(|k| k.plain).map(|k| k.text.as_bytes()),
             |key, value| {
-                let (name, text) = match key {
-                    FlatKey::Known => (keys[position].obj.bind(py).clone(), &*keys[position].text),
+                let made;
+                let (name, text, is_total) = match key {
+                    FlatKey::Known => {
+                        let known = &keys[position];
+                        (known.obj.bind(py), &*known.text, known.is_total)
+                    }
                     // Not interned: on some CPython versions interned strings
                     // are immortal, and a peer could send endless fresh keys.
                     FlatKey::Text(text) => {
-                        let name = ascii_str(py, text);
-                        fresh.push((position, name.clone()));
-                        (name, text)
+                        made = ascii_str(py, text);
+                        fresh.push((position, made.clone()));
+                        (&made, text, text == TOTAL_SIZE)
                     }
                 };
                 position += 1;
-                if text == TOTAL_SIZE {
+                if is_total {
                     total = match value {
                         FlatValue::Int(n) => u64::try_from(n).ok(),
                         _ => None,
                     };
-                } else if Some(text) == digest_key {
+                } else if digest_key.is_some_and(|d| d == text) {
                     digest = Some(match value {
                         FlatValue::Str(s) => Some(s.to_owned()),
                         _ => None,
@@ -353,7 +358,7 @@ impl KeyCache {
                     FlatValue::Bool(b) => PyBool::new(py, b).to_owned().into_any(),
                     FlatValue::Null => py.None().into_bound(py),
                 };
-                ok &= set_item(&dict, &name, &value);
+                ok &= set_item(&dict, name, &value);
             },
         )?;
         for (position, name) in fresh {
@@ -386,7 +391,7 @@ impl KeyCache {
             return;
         }
         let Ok(text) = obj.to_str().map(Box::from) else { return };
-        let entry = KnownKey { plain: is_plain_text(&text), text, obj: obj.unbind() };
+        let entry = KnownKey { plain: is_plain_text(&text), is_total: &*text == TOTAL_SIZE, text, obj: obj.unbind() };
         if position < self.keys.len() {
             self.keys[position] = entry;
         } else {
