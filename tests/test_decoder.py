@@ -286,3 +286,60 @@ def test_decoder_module_pack_frame_round_trip():
     # rframe's own encoder and decoder agree (not only with the reference).
     data = rframe.pack_frame(b"abc", {"x": [1, 2]}, y="z")
     assert_frames(FrameDecoder().feed(data), [({"x": [1, 2], "y": "z", "total_size": 3}, b"abc")])
+
+
+# A decoder compares each header key with the key at the same position of the
+# last header (a fast path); these streams change the keys under it.
+SHIFTING_HEADERS = [
+    '{"file_name": "a", "md5": 1, "total_size": 3}',
+    '{"file_name": "b", "md5": 2, "total_size": 3}',  # the same keys
+    '{"file_nam": "c", "md5": 3, "total_size": 3}',  # a prefix of the last key
+    '{"file_names": "d", "md5": 4, "total_size": 3}',  # the last key plus more
+    '{"md5": 5, "file_name": "e", "total_size": 3}',  # the same keys, reordered
+    '{"md5": 6, "total_size": 3}',  # fewer keys
+    '{"md5": 7, "md5": 8, "total_size": 3}',  # a repeated key: the last value counts
+    '{"md5": 9, "total_size": 3, "md5": 10}',
+    '{"md5":11,"total_size":3}',  # compact separators
+    '{ "md5" : 12 ,\n "total_size" : 3 }',  # other whitespace
+    '{"m\\u0064\\u0035": 13, "total_size": 3}',  # the same key, escaped
+    '{"md5": 14, "total_size": 3, "caf\u00e9": "x"}',  # a non-ASCII key
+    '{"md5": "\\"q\\"", "total_size": 3}',  # an escaped value
+    '{"total_size": 3, "md5": 15}',
+    '{"total_size": 3, "md5": 16}',
+]
+
+
+def shifting_stream():
+    stream = b""
+    for text in SHIFTING_HEADERS:
+        head = text.encode()
+        stream += len(head).to_bytes(4, "little") + head + b"xyz"
+    return stream
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1 << 20])
+def test_decoder_headers_whose_keys_shift_between_frames_read_as_json_loads(chunk):
+    stream = shifting_stream()
+    dec = FrameDecoder()
+    frames = [f for i in range(0, len(stream), chunk) for f in dec.feed(stream[i : i + chunk])]
+    assert [list(f.header.items()) for f in frames] == [list(json.loads(t).items()) for t in SHIFTING_HEADERS]
+    assert all(f.body == b"xyz" for f in frames)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.sampled_from(["a", "ab", "b", "total", "md5"]), st.integers(0, 9)), max_size=4),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_decoder_keys_from_a_small_alphabet_keep_json_loads_order(members):
+    """Headers drawn from a few keys repeat, reorder and duplicate them often."""
+    texts = []
+    for pairs in members:
+        inner = ", ".join(f'"{k}": {v}' for k, v in pairs + [("total_size", 1)])
+        texts.append("{" + inner + "}")
+    stream = b"".join(len(t).to_bytes(4, "little") + t.encode() + b"!" for t in texts)
+    frames = FrameDecoder().feed(stream)
+    assert [list(f.header.items()) for f in frames] == [list(json.loads(t).items()) for t in texts]
