@@ -806,7 +806,13 @@ class AsyncClient:
             return await self._exchange(body, header, fields, self.timeout)
         if _get_running_loop() is not conn.loop:
             self._usable()  # raises
-        fut = self._begin(conn, self.codec.pack(body, header, **fields), self.timeout, None)
+        if header is None and fields:
+            # The same bytes as pack(body, None, **fields) (fields is this
+            # call's own dict), without unpacking it into keywords and back.
+            data = self.codec.pack(body, fields)
+        else:
+            data = self.codec.pack(body, header, **fields)
+        fut = self._begin(conn, data, self.timeout, None)
         try:
             frame = await fut
         except BaseException:

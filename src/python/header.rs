@@ -40,11 +40,10 @@ pub fn encode_header(
                 Some(&merged)
             }
         },
-        (h, Some(f)) => {
-            merged = match h {
-                Some(h) => as_dict(h)?.copy()?,
-                None => PyDict::new(f.py()),
-            };
+        // `fields` is the dict pyo3 built for this call's keywords: read as it is.
+        (None, Some(f)) => Some(f),
+        (Some(h), Some(f)) => {
+            merged = as_dict(h)?.copy()?;
             merged.update(f.as_mapping())?;
             Some(&merged)
         }
