@@ -90,14 +90,27 @@ impl JsonWriter {
         self.out.extend_from_slice(text.as_bytes());
     }
 
-    pub fn u64(&mut self, n: u64) {
-        use std::io::Write;
-        write!(self.out, "{n}").expect("writing to a Vec cannot fail");
+    /// Decimal digits, as `{n}` writes them but without `core::fmt` (two
+    /// numbers per frame, `total_size` and often a counter: it shows).
+    pub fn u64(&mut self, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        self.out.extend_from_slice(&digits[i..]);
     }
 
     pub fn i64(&mut self, n: i64) {
-        use std::io::Write;
-        write!(self.out, "{n}").expect("writing to a Vec cannot fail");
+        if n < 0 {
+            self.out.push(b'-');
+        }
+        self.u64(n.unsigned_abs());
     }
 
     /// A string with `ensure_ascii` escaping: `"` and `\`, the short escapes
@@ -620,6 +633,20 @@ mod tests {
         assert_eq!(h.key("x"), Entry::WriteValue);
         h.writer().null();
         assert_eq!(h.finish(), br#"{"total_size": 5, "x": null, "md5": "ab"}"#);
+    }
+
+    #[test]
+    fn integers_are_written_as_display_writes_them() {
+        for n in [0, 1, 9, 10, 99, 100, 12345, -1, -10, i64::MAX, i64::MIN, i64::MIN + 1] {
+            let mut w = JsonWriter::default();
+            w.i64(n);
+            assert_eq!(w.out, n.to_string().into_bytes());
+        }
+        for n in [0, 7, 10, 1 << 40, u64::MAX] {
+            let mut w = JsonWriter::default();
+            w.u64(n);
+            assert_eq!(w.out, n.to_string().into_bytes());
+        }
     }
 
     #[test]
