@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 /// >>> header, body = frame
 /// >>> frame == ({"total_size": 2}, b"hi")
 /// True
-#[pyclass(frozen, name = "Frame", module = "rframe")]
+#[pyclass(frozen, freelist = 256, name = "Frame", module = "rframe")]
 pub struct PyFrame {
     header: Py<PyDict>,
     body: Py<PyBytes>,
