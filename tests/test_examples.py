@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -292,6 +293,16 @@ def test_bench_quick():
         float(cells[2].replace(",", ""))  # peer value
         float(cells[3].replace(",", ""))  # rframe value
         assert re.fullmatch(r"\d[\d.]*x", cells[5]), row
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
+def test_bench_decode_count_small():
+    """bench/decode_count.py counts every decoder's instructions per frame."""
+    r = run_py(ROOT / "bench" / "decode_count.py", "--frames", "300", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = dict(re.findall(r"^\| (\w+) \| ([\d,]+) \|", r.stdout, re.M))
+    assert {"json", "rframe"} <= rows.keys(), r.stdout
+    assert all(int(v.replace(",", "")) > 0 for v in rows.values()), r.stdout
 
 
 # --------------------------------------------------------------------------- chat (rframe.Server with a handler)
