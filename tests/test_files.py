@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -359,6 +360,39 @@ def test_server_killed_mid_transfer(direction, root, here):
     assert killed
     assert not (here / "g").exists() and parts(here) == []
     assert not (root / "g").exists()
+
+
+def test_a_restarted_server_removes_what_a_killed_upload_left(root, here):
+    """A SIGKILLed server cannot remove its upload's temporary file; the next
+    server on that root does, once the file is old enough to be certainly dead,
+    and touches nothing else."""
+    (here / "f").write_bytes(os.urandom(64 * CHUNK))
+    server = CliServer("--root", root)
+    killed = []
+
+    def kill(done, total):
+        if done and not killed:
+            server.proc.send_signal(signal.SIGKILL)
+            server.proc.wait(HANG_BOUND)
+            killed.append(done)
+
+    try:
+        with server.client() as c, pytest.raises((ConnectionError, EOFError, rframe.RemoteError)):
+            c.upload(here / "f", "g", progress=kill)
+    finally:
+        server.stop()
+    [left] = parts(root)
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(root / left, (two_days_ago, two_days_ago))
+    # Another server's upload still writing, and ordinary old files.
+    (root / ".h.0123456789ab.rframe-part").write_bytes(b"partial")
+    for name in ("keep.txt", ".keep.rframe-part"):
+        (root / name).write_bytes(b"k")
+        os.utime(root / name, (two_days_ago, two_days_ago))
+    with running(rframe.Server(port=0, root=root)):
+        assert wait_until(lambda: not (root / left).exists(), HANG_BOUND)
+    assert sorted(parts(root)) == [".h.0123456789ab.rframe-part", ".keep.rframe-part"]
+    assert (root / "keep.txt").read_bytes() == b"k"
 
 
 def raw_put(sock, name, body_chunks, digest, size=None):

@@ -14,6 +14,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Uploads in progress carry this suffix; listings leave them out.
 pub const PART_SUFFIX: &str = ".rframe-part";
@@ -190,6 +191,20 @@ impl Root {
         read_dir(dir, MAX_LIST).map_err(|e| FileError::from_io(name, e))
     }
 
+    /// Removes what uploads that never finished left behind (a server killed
+    /// in the middle of one): regular files named as [`Root::create`] names
+    /// them, beneath the root (down to [`SWEEP_DEPTH`] levels), last modified
+    /// more than `age` ago, so an upload still writing is never touched.
+    /// Symbolic links are not followed. Reads `budget` names at most (a huge
+    /// tree costs a bounded time); returns how many files it removed.
+    pub fn sweep_uploads(&self, age: Duration, budget: usize) -> io::Result<usize> {
+        let cutoff = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
+        let cutoff = cutoff.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as libc::time_t);
+        let mut sweep = Sweep { cutoff, budget, removed: 0 };
+        sweep.dir(&self.dir, 0)?;
+        Ok(sweep.removed)
+    }
+
     /// Opens a relative path beneath the root.
     fn open_beneath(&self, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
         let c = cstring(path.as_bytes())?;
@@ -323,17 +338,39 @@ pub fn start_writeback(fd: std::os::fd::RawFd, offset: u64, len: u64) {
 }
 
 fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
-    let raw = dir.as_raw_fd();
-    let stream = unsafe { libc::fdopendir(raw) };
+    // A huge directory costs no more than `max + 1` names.
+    let listed = |name: &[u8]| !(name.starts_with(b".") && name.ends_with(PART_SUFFIX.as_bytes()));
+    let names = names_in(&dir, max + 1, listed)?;
+    let mut entries = Vec::new();
+    for name in &names {
+        // Gone since readdir: skip it.
+        let Ok(st) = lstat_at(dir.as_raw_fd(), name) else { continue };
+        entries.push(Entry {
+            name: String::from_utf8_lossy(name.as_bytes()).into_owned(),
+            size: st.st_size as u64,
+            kind: Kind::of(st.st_mode),
+            mtime: st.st_mtime as f64 + st.st_mtime_nsec as f64 / 1e9,
+        });
+    }
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    let truncated = names.len() > max;
+    entries.truncate(max);
+    Ok((entries, truncated))
+}
+
+/// The names in a directory that `keep` keeps (never `.` and `..`), at most `max` of them.
+fn names_in(dir: &OwnedFd, max: usize, keep: impl Fn(&[u8]) -> bool) -> io::Result<Vec<CString>> {
+    // The stream takes a descriptor of its own (closedir closes it), read from the start.
+    let own = dir.try_clone()?;
+    let stream = unsafe { libc::fdopendir(own.as_raw_fd()) };
     if stream.is_null() {
         return Err(io::Error::last_os_error());
     }
-    // The stream owns the descriptor now; closedir closes it.
-    std::mem::forget(dir);
+    std::mem::forget(own);
+    unsafe { libc::rewinddir(stream) };
     let mut names = Vec::new();
-    // A huge directory costs no more than `max + 1` names.
     let mut failed = None;
-    while names.len() <= max {
+    while names.len() < max {
         // readdir says "the end" and "an error" alike, apart from errno.
         clear_errno();
         let entry = unsafe { libc::readdir(stream) };
@@ -344,33 +381,66 @@ fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
             }
             break;
         }
-        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) }.to_owned();
-        let bytes = name.as_bytes();
-        if bytes == b"." || bytes == b".." || (bytes.starts_with(b".") && bytes.ends_with(PART_SUFFIX.as_bytes())) {
-            continue;
+        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+        let bytes = name.to_bytes();
+        if bytes != b"." && bytes != b".." && keep(bytes) {
+            names.push(name.to_owned());
         }
-        names.push(name);
-    }
-    let mut entries = Vec::new();
-    let fd = unsafe { libc::dirfd(stream) };
-    for name in &names {
-        // Gone since readdir: skip it.
-        let Ok(st) = lstat_at(fd, name) else { continue };
-        entries.push(Entry {
-            name: String::from_utf8_lossy(name.as_bytes()).into_owned(),
-            size: st.st_size as u64,
-            kind: Kind::of(st.st_mode),
-            mtime: st.st_mtime as f64 + st.st_mtime_nsec as f64 / 1e9,
-        });
     }
     unsafe { libc::closedir(stream) };
-    if let Some(e) = failed {
-        return Err(e);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(names),
     }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    let truncated = names.len() > max;
-    entries.truncate(max);
-    Ok((entries, truncated))
+}
+
+/// Directory levels beneath the root that [`Root::sweep_uploads`] goes down:
+/// one descriptor is open per level.
+pub const SWEEP_DEPTH: usize = 32;
+
+struct Sweep {
+    /// Seconds since the epoch: older files are left over.
+    cutoff: libc::time_t,
+    /// Names still to read.
+    budget: usize,
+    removed: usize,
+}
+
+impl Sweep {
+    fn dir(&mut self, dir: &OwnedFd, depth: usize) -> io::Result<()> {
+        let names = names_in(dir, self.budget, |_| true)?;
+        self.budget -= names.len();
+        for name in names {
+            let Ok(st) = lstat_at(dir.as_raw_fd(), &name) else { continue };
+            match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR if depth < SWEEP_DEPTH && self.budget > 0 => {
+                    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+                    // A directory that cannot be read (permissions, gone) is skipped.
+                    if let Ok(fd) = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) }) {
+                        let _ = self.dir(&unsafe { OwnedFd::from_raw_fd(fd) }, depth + 1);
+                    }
+                }
+                libc::S_IFREG if is_upload_temp(name.as_bytes()) && st.st_mtime < self.cutoff => {
+                    // One removed meanwhile (by its own upload, say) is not counted.
+                    let gone = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0;
+                    self.removed += usize::from(gone);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True for the name [`Root::create`] gives an upload in progress:
+/// `.NAME.<12 lowercase hex digits>.rframe-part`.
+fn is_upload_temp(name: &[u8]) -> bool {
+    let Some(rest) = name.strip_suffix(PART_SUFFIX.as_bytes()) else { return false };
+    let Some((stem, random)) = rest.split_last_chunk::<13>() else { return false };
+    stem.len() >= 2
+        && stem[0] == b'.'
+        && random[0] == b'.'
+        && random[1..].iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn clear_errno() {

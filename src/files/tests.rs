@@ -165,3 +165,67 @@ fn long_multibyte_names_still_get_a_temporary_name() {
     upload(&root, &name, b"smile", false).unwrap();
     assert_eq!(fs::read(s.0.join("root").join(&name)).unwrap(), b"smile");
 }
+
+/// A file at `path` last modified `age` ago.
+fn aged(path: &Path, age: Duration) {
+    fs::write(path, b"partial").unwrap();
+    let when = std::time::SystemTime::now() - age;
+    fs::File::options().write(true).open(path).unwrap().set_modified(when).unwrap();
+}
+
+#[test]
+fn sweep_removes_only_old_upload_temporaries_beneath_the_root() {
+    let s = Scratch::new();
+    let root_dir = s.0.join("root");
+    let day = Duration::from_secs(86_400);
+    let stale =
+        [root_dir.join(".a.txt.0123456789ab.rframe-part"), root_dir.join("sub/.b.bin.fedcba987654.rframe-part")];
+    for path in &stale {
+        aged(path, day);
+    }
+    let kept = [
+        root_dir.join(".fresh.0123456789ab.rframe-part"), // still being written
+        root_dir.join(".a.rframe-part"),                  // not the random part
+        root_dir.join("a.0123456789ab.rframe-part"),      // no leading dot
+        root_dir.join(".a.0123456789AB.rframe-part"),     // not lowercase hex
+        root_dir.join(".a.0123456789ab.rframe-part.x"),   // another suffix
+        root_dir.join("old.txt"),                         // an ordinary old file
+        s.0.join(".outside.0123456789ab.rframe-part"),    // not beneath the root
+    ];
+    for path in &kept[1..] {
+        aged(path, day);
+    }
+    fs::write(&kept[0], b"partial").unwrap();
+    // Links are not followed: neither a link named like a temporary file, nor a
+    // link to a directory outside holding one.
+    symlink(&kept[6], root_dir.join(".link.0123456789ab.rframe-part")).unwrap();
+    symlink(&s.0, root_dir.join("out")).unwrap();
+    fs::create_dir(root_dir.join(".dir.0123456789ab.rframe-part")).unwrap();
+
+    assert_eq!(s.root().sweep_uploads(Duration::from_secs(3600), 1000).unwrap(), 2);
+    for path in &stale {
+        assert!(!path.exists(), "{} was left", path.display());
+    }
+    for path in &kept {
+        assert!(path.exists(), "{} was removed", path.display());
+    }
+    assert!(root_dir.join(".link.0123456789ab.rframe-part").symlink_metadata().is_ok());
+    assert!(root_dir.join(".dir.0123456789ab.rframe-part").is_dir());
+    // Nothing left to do the second time.
+    assert_eq!(s.root().sweep_uploads(Duration::from_secs(3600), 1000).unwrap(), 0);
+}
+
+#[test]
+fn sweep_reads_no_more_names_than_its_budget() {
+    let s = Scratch::new();
+    let day = Duration::from_secs(86_400);
+    for i in 0..10 {
+        aged(&s.0.join(format!("root/.f{i}.0123456789ab.rframe-part")), day);
+    }
+    let hour = Duration::from_secs(3600);
+    assert_eq!(s.root().sweep_uploads(hour, 0).unwrap(), 0);
+    // Four names read (one may be the directory "sub"), so four files at most.
+    let first = s.root().sweep_uploads(hour, 4).unwrap();
+    assert!((3..=4).contains(&first), "{first}");
+    assert_eq!(first + s.root().sweep_uploads(hour, 1000).unwrap(), 10);
+}

@@ -232,6 +232,22 @@ impl Drop for Server {
     }
 }
 
+/// Names a start-up sweep of the root reads at most.
+const SWEEP_BUDGET: usize = 100_000;
+
+/// Removes, in the background, the temporary files of uploads cut short by a
+/// server that was killed (see [`Root::sweep_uploads`]). Only files untouched
+/// for twice the idle timeout, and an hour at least: a live upload writes more
+/// often than that, or its connection is closed and its file removed.
+fn sweep_uploads(root: Arc<Root>, idle_timeout: Duration, observer: Arc<dyn Observer>) {
+    let age = (idle_timeout * 2).max(Duration::from_secs(3600));
+    tokio::task::spawn_blocking(move || match root.sweep_uploads(age, SWEEP_BUDGET) {
+        Ok(0) => {}
+        Ok(n) => observer.log(Level::Info, format!("removed {n} temporary files of unfinished uploads under the root")),
+        Err(e) => observer.log(Level::Warning, format!("could not sweep the root for unfinished uploads: {e}")),
+    });
+}
+
 async fn accept_loop(
     socket: listener::BoundSocket,
     shared: Arc<Shared>,
@@ -245,6 +261,9 @@ async fn accept_loop(
             return;
         }
     };
+    if let Some(root) = shared.root.clone() {
+        sweep_uploads(root, shared.config.idle_timeout, shared.observer.clone());
+    }
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     loop {
         let accepted = tokio::select! {
