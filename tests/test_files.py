@@ -816,3 +816,17 @@ def test_bench_files_quick():
         assert all(float(cells[i].replace(",", "")) > 0 for i in (1, 2, 4)), row
         assert cells[3].endswith("x") and cells[5].endswith("x"), row
     assert "cp" in r.stdout and "peak RSS" in r.stdout
+
+
+def test_a_download_in_progress_holds_its_temporary_file_locked(here):
+    """The lock a server's start-up sweep asks before removing an old temporary file."""
+    import fcntl
+
+    target = rframe._files.LocalFile(str(here / "f"), overwrite=False, checksum="sha256")
+    try:
+        with open(target.temp, "rb") as probe:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        target.discard()
+    assert parts(here) == []

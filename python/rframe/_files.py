@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import secrets
@@ -181,6 +182,10 @@ class LocalFile:
         stem = os.fsencode(base)[:64].decode(errors="ignore") if isinstance(base, str) else base
         self.temp = os.path.join(directory, f".{stem}.{secrets.token_hex(6)}{PART_SUFFIX}")
         fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        # Held while the file is open, as the server does for uploads: a
+        # server whose root holds this directory then never sweeps it away.
+        with contextlib.suppress(OSError):  # a file system without locks: swept by age only
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._file = os.fdopen(fd, "wb")
         self._hash = hashlib.new(checksum)
         self.size = 0

@@ -141,10 +141,14 @@ impl<H> Decoder<H> {
         if buf.len() < len {
             return Ok(None);
         }
-        self.codec.verify(header.as_ref().map(|(_, facts)| facts), &buf[..len])?;
         let State::Body { header, .. } = std::mem::replace(&mut self.state, State::Length) else {
             unreachable!("matched State::Body above")
         };
+        if let Err(err) = self.codec.verify(header.as_ref().map(|(_, facts)| facts), &buf[..len]) {
+            // The refused frame leaves the buffer, as a refused header does.
+            buf.advance(len);
+            return Err(err);
+        }
         let header = header.map(|(header, _)| header);
         let body = model.take_body(buf, len);
         Ok(Some(Frame { header, body }))

@@ -168,6 +168,7 @@ impl Root {
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), temp.as_ptr(), flags, 0o666 as libc::c_uint) })
             .map_err(|e| FileError::from_io(name, e))?;
+        lock_in_use(fd);
         Ok(Upload {
             name: name.to_owned(),
             dir,
@@ -193,16 +194,18 @@ impl Root {
 
     /// Removes what uploads that never finished left behind (a server killed
     /// in the middle of one): regular files named as [`Root::create`] names
-    /// them, beneath the root (down to [`SWEEP_DEPTH`] levels), last modified
-    /// more than `age` ago, so an upload still writing is never touched.
-    /// Symbolic links are not followed. Reads `budget` names at most (a huge
-    /// tree costs a bounded time); returns how many files it removed.
-    pub fn sweep_uploads(&self, age: Duration, budget: usize) -> io::Result<usize> {
+    /// them, beneath the root (down to [`SWEEP_DEPTH`] levels), that no
+    /// process holds locked (every transfer locks its temporary file) and
+    /// that went unmodified for `age`. Symbolic links are not followed. Reads
+    /// `budget` names at most (a huge tree costs a bounded time), and stops
+    /// early once `stop()` is true. Returns how many files it removed, and
+    /// whether the budget ran out first.
+    pub fn sweep_uploads(&self, age: Duration, budget: usize, stop: &dyn Fn() -> bool) -> io::Result<(usize, bool)> {
         let cutoff = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
         let cutoff = cutoff.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as libc::time_t);
-        let mut sweep = Sweep { cutoff, budget, removed: 0 };
+        let mut sweep = Sweep { cutoff, budget, stop, removed: 0 };
         sweep.dir(&self.dir, 0)?;
-        Ok(sweep.removed)
+        Ok((sweep.removed, sweep.budget == 0))
     }
 
     /// Opens a relative path beneath the root.
@@ -339,8 +342,14 @@ pub fn start_writeback(fd: std::os::fd::RawFd, offset: u64, len: u64) {
 
 fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
     // A huge directory costs no more than `max + 1` names.
-    let listed = |name: &[u8]| !(name.starts_with(b".") && name.ends_with(PART_SUFFIX.as_bytes()));
-    let names = names_in(&dir, max + 1, listed)?;
+    let mut names = Vec::new();
+    each_name(&dir, |name, _| {
+        let bytes = name.to_bytes();
+        if !(bytes.starts_with(b".") && bytes.ends_with(PART_SUFFIX.as_bytes())) {
+            names.push(name.to_owned());
+        }
+        names.len() <= max
+    })?;
     let mut entries = Vec::new();
     for name in &names {
         // Gone since readdir: skip it.
@@ -358,19 +367,22 @@ fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
     Ok((entries, truncated))
 }
 
-/// The names in a directory that `keep` keeps (never `.` and `..`), at most `max` of them.
-fn names_in(dir: &OwnedFd, max: usize, keep: impl Fn(&[u8]) -> bool) -> io::Result<Vec<CString>> {
-    // The stream takes a descriptor of its own (closedir closes it), read from the start.
-    let own = dir.try_clone()?;
-    let stream = unsafe { libc::fdopendir(own.as_raw_fd()) };
+/// Calls `visit` with each name in a directory (never `.` and `..`) and its
+/// `d_type`, until it returns false or the names run out.
+fn each_name(dir: &OwnedFd, mut visit: impl FnMut(&CStr, u8) -> bool) -> io::Result<()> {
+    // A description of its own, read from the start: a dup would share the
+    // read position with every other reader of `dir`.
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags) })?;
+    let stream = unsafe { libc::fdopendir(fd) };
     if stream.is_null() {
-        return Err(io::Error::last_os_error());
+        let err = io::Error::last_os_error();
+        unsafe { libc::close(fd) };
+        return Err(err);
     }
-    std::mem::forget(own);
-    unsafe { libc::rewinddir(stream) };
-    let mut names = Vec::new();
+    // The stream owns `fd` now; closedir closes it.
     let mut failed = None;
-    while names.len() < max {
+    loop {
         // readdir says "the end" and "an error" alike, apart from errno.
         clear_errno();
         let entry = unsafe { libc::readdir(stream) };
@@ -382,45 +394,60 @@ fn names_in(dir: &OwnedFd, max: usize, keep: impl Fn(&[u8]) -> bool) -> io::Resu
             break;
         }
         let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
-        let bytes = name.to_bytes();
-        if bytes != b"." && bytes != b".." && keep(bytes) {
-            names.push(name.to_owned());
+        if name.to_bytes() != b"." && name.to_bytes() != b".." && !visit(name, unsafe { (*entry).d_type }) {
+            break;
         }
     }
     unsafe { libc::closedir(stream) };
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(names),
-    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// Directory levels beneath the root that [`Root::sweep_uploads`] goes down:
 /// one descriptor is open per level.
 pub const SWEEP_DEPTH: usize = 32;
 
-struct Sweep {
+struct Sweep<'a> {
     /// Seconds since the epoch: older files are left over.
     cutoff: libc::time_t,
     /// Names still to read.
     budget: usize,
+    /// True once the sweep should end (the server is stopping).
+    stop: &'a dyn Fn() -> bool,
     removed: usize,
 }
 
-impl Sweep {
+impl Sweep<'_> {
     fn dir(&mut self, dir: &OwnedFd, depth: usize) -> io::Result<()> {
-        let names = names_in(dir, self.budget, |_| true)?;
-        self.budget -= names.len();
+        if self.budget == 0 || (self.stop)() {
+            return Ok(());
+        }
+        // Only what may matter is kept: directories and temporary files.
+        let mut names = Vec::new();
+        each_name(dir, |name, kind| {
+            self.budget -= 1;
+            let wanted = match kind {
+                libc::DT_DIR => depth < SWEEP_DEPTH,
+                libc::DT_REG | libc::DT_UNKNOWN => kind == libc::DT_UNKNOWN || is_upload_temp(name.to_bytes()),
+                _ => false,
+            };
+            if wanted {
+                names.push(name.to_owned());
+            }
+            self.budget > 0 && !(self.stop)()
+        })?;
         for name in names {
             let Ok(st) = lstat_at(dir.as_raw_fd(), &name) else { continue };
             match st.st_mode & libc::S_IFMT {
-                libc::S_IFDIR if depth < SWEEP_DEPTH && self.budget > 0 => {
+                libc::S_IFDIR if depth < SWEEP_DEPTH => {
                     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
                     // A directory that cannot be read (permissions, gone) is skipped.
                     if let Ok(fd) = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) }) {
                         let _ = self.dir(&unsafe { OwnedFd::from_raw_fd(fd) }, depth + 1);
                     }
                 }
-                libc::S_IFREG if is_upload_temp(name.as_bytes()) && st.st_mtime < self.cutoff => {
+                libc::S_IFREG
+                    if is_upload_temp(name.as_bytes()) && st.st_mtime < self.cutoff && !in_use(dir, &name) =>
+                {
                     // One removed meanwhile (by its own upload, say) is not counted.
                     let gone = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0;
                     self.removed += usize::from(gone);
@@ -430,6 +457,23 @@ impl Sweep {
         }
         Ok(())
     }
+}
+
+/// True if a process holds the lock every transfer takes on its temporary
+/// file (see [`lock_in_use`]); also if the file cannot be opened to ask.
+fn in_use(dir: &OwnedFd, name: &CStr) -> bool {
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let Ok(fd) = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) }) else { return true };
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // The probe's own lock goes with `fd`.
+    unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+}
+
+/// Marks a temporary file as in use for as long as `fd` is open (a process
+/// that dies lets go of it), so that no sweep removes it, however long it
+/// goes unwritten. Best effort: a file system without locks is swept by age.
+fn lock_in_use(fd: libc::c_int) {
+    unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
 }
 
 /// True for the name [`Root::create`] gives an upload in progress:

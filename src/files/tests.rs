@@ -202,7 +202,7 @@ fn sweep_removes_only_old_upload_temporaries_beneath_the_root() {
     symlink(&s.0, root_dir.join("out")).unwrap();
     fs::create_dir(root_dir.join(".dir.0123456789ab.rframe-part")).unwrap();
 
-    assert_eq!(s.root().sweep_uploads(Duration::from_secs(3600), 1000).unwrap(), 2);
+    assert_eq!(s.root().sweep_uploads(Duration::from_secs(3600), 1000, &|| false).unwrap(), (2, false));
     for path in &stale {
         assert!(!path.exists(), "{} was left", path.display());
     }
@@ -212,7 +212,7 @@ fn sweep_removes_only_old_upload_temporaries_beneath_the_root() {
     assert!(root_dir.join(".link.0123456789ab.rframe-part").symlink_metadata().is_ok());
     assert!(root_dir.join(".dir.0123456789ab.rframe-part").is_dir());
     // Nothing left to do the second time.
-    assert_eq!(s.root().sweep_uploads(Duration::from_secs(3600), 1000).unwrap(), 0);
+    assert_eq!(s.root().sweep_uploads(Duration::from_secs(3600), 1000, &|| false).unwrap(), (0, false));
 }
 
 #[test]
@@ -223,9 +223,31 @@ fn sweep_reads_no_more_names_than_its_budget() {
         aged(&s.0.join(format!("root/.f{i}.0123456789ab.rframe-part")), day);
     }
     let hour = Duration::from_secs(3600);
-    assert_eq!(s.root().sweep_uploads(hour, 0).unwrap(), 0);
+    let sweep = |budget| s.root().sweep_uploads(hour, budget, &|| false).unwrap();
+    assert_eq!(sweep(0), (0, true));
     // Four names read (one may be the directory "sub"), so four files at most.
-    let first = s.root().sweep_uploads(hour, 4).unwrap();
-    assert!((3..=4).contains(&first), "{first}");
-    assert_eq!(first + s.root().sweep_uploads(hour, 1000).unwrap(), 10);
+    let (first, ran_out) = sweep(4);
+    assert!((3..=4).contains(&first) && ran_out, "{first}");
+    assert_eq!(first + sweep(1000).0, 10);
+    // A sweep told to stop removes nothing.
+    aged(&s.0.join("root/.g.0123456789ab.rframe-part"), day);
+    assert_eq!(s.root().sweep_uploads(hour, 1000, &|| true).unwrap(), (0, false));
+}
+
+#[test]
+fn sweep_leaves_a_locked_temporary_file_however_old() {
+    let s = Scratch::new();
+    let mut up = s.root().create("big.bin", false).unwrap();
+    up.write(b"partial").unwrap();
+    let temps: Vec<PathBuf> =
+        fs::read_dir(s.0.join("root")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
+    assert_eq!(temps.len(), 1, "{temps:?}");
+    let temp = &temps[0];
+    let day_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    fs::File::options().write(true).open(temp).unwrap().set_modified(day_ago).unwrap();
+    let hour = Duration::from_secs(3600);
+    assert_eq!(s.root().sweep_uploads(hour, 1000, &|| false).unwrap(), (0, false));
+    assert!(temp.exists());
+    drop(up); // the upload ends: its own drop removes the file
+    assert!(!temp.exists());
 }

@@ -236,14 +236,23 @@ impl Drop for Server {
 const SWEEP_BUDGET: usize = 100_000;
 
 /// Removes, in the background, the temporary files of uploads cut short by a
-/// server that was killed (see [`Root::sweep_uploads`]). Only files untouched
-/// for twice the idle timeout, and an hour at least: a live upload writes more
-/// often than that, or its connection is closed and its file removed.
-fn sweep_uploads(root: Arc<Root>, idle_timeout: Duration, observer: Arc<dyn Observer>) {
-    let age = (idle_timeout * 2).max(Duration::from_secs(3600));
-    tokio::task::spawn_blocking(move || match root.sweep_uploads(age, SWEEP_BUDGET) {
-        Ok(0) => {}
-        Ok(n) => observer.log(Level::Info, format!("removed {n} temporary files of unfinished uploads under the root")),
+/// server that was killed (see [`Root::sweep_uploads`]): files no transfer
+/// holds locked, and untouched for twice the idle timeout and an hour at least
+/// (for a file system without locks). Ends early when the server stops.
+fn sweep_uploads(shared: &Shared, root: Arc<Root>, stop: watch::Receiver<bool>) {
+    let age = shared.config.idle_timeout.saturating_mul(2).max(Duration::from_secs(3600));
+    let observer = shared.observer.clone();
+    tokio::task::spawn_blocking(move || match root.sweep_uploads(age, SWEEP_BUDGET, &|| *stop.borrow()) {
+        Ok((removed, ran_out)) => {
+            if removed > 0 {
+                let message = format!("removed {removed} temporary files of unfinished uploads under the root");
+                observer.log(Level::Info, message);
+            }
+            if ran_out {
+                let message = format!("the sweep for unfinished uploads stopped after {SWEEP_BUDGET} names");
+                observer.log(Level::Info, message);
+            }
+        }
         Err(e) => observer.log(Level::Warning, format!("could not sweep the root for unfinished uploads: {e}")),
     });
 }
@@ -262,7 +271,7 @@ async fn accept_loop(
         }
     };
     if let Some(root) = shared.root.clone() {
-        sweep_uploads(root, shared.config.idle_timeout, shared.observer.clone());
+        sweep_uploads(&shared, root, shutdown.clone());
     }
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     loop {
