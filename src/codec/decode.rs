@@ -136,7 +136,7 @@ impl<H> Decoder<H> {
             let body_len = facts.total_size as usize;
             self.state = State::Body { header: Some((header, facts)), len: body_len, head_len: PREFIX_LEN + len };
         }
-        let State::Body { len, header, .. } = &self.state else { unreachable!("the header leads to the body") };
+        let State::Body { len, .. } = &self.state else { unreachable!("the header leads to the body") };
         let len = *len;
         if buf.len() < len {
             return Ok(None);
