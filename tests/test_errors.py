@@ -232,14 +232,14 @@ def test_decoder_refuses_further_input_after_an_error(config, bad, error):
         assert type(again.value) is type(first.value)
 
 
-def test_decoder_pending_after_a_checksum_error_is_what_followed_the_frame():
-    """A frame refused for its digest leaves the buffer whole; what came after it stays pending."""
-    good = ref.Codec(checksum="md5").pack(b"fine")
-    dec = FrameDecoder(Codec(checksum="md5"))
-    assert [f.body for f in dec.feed(good)] == [b"fine"]
-    with pytest.raises(ChecksumError):
-        dec.feed(_checksum_mismatch() + good)
-    assert dec.pending == len(good)
+@pytest.mark.parametrize("config,bad,error", AFTER_ERROR.values(), ids=AFTER_ERROR.keys())
+def test_decoder_pending_after_an_error_is_what_followed_the_refused_part(config, bad, error):
+    """A refused length, header or frame leaves the buffer; what came after it stays pending."""
+    after = b"\x01\x02\x03"
+    dec = FrameDecoder(Codec(**config))
+    with pytest.raises(error):
+        dec.feed(bad + after)
+    assert dec.pending == len(after)
 
 
 # ---------------------------------------------------------------- truncated streams

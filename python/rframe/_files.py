@@ -184,7 +184,7 @@ class LocalFile:
         fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         # Held while the file is open, as the server does for uploads: a
         # server whose root holds this directory then never sweeps it away.
-        with contextlib.suppress(OSError):  # a file system without locks: swept by age only
+        with contextlib.suppress(OSError):  # no locks here: the sweep's age rule alone protects it
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._file = os.fdopen(fd, "wb")
         self._hash = hashlib.new(checksum)

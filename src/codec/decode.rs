@@ -106,7 +106,11 @@ impl<H> Decoder<H> {
         if let Some(err) = &self.error {
             return Err(err.clone());
         }
-        self.step(buf, model).inspect_err(|err| self.error = Some(err.clone()))
+        self.step(buf, model).inspect_err(|err| {
+            // The refused part has left the buffer: what is left is what followed it.
+            self.state = State::Length;
+            self.error = Some(err.clone());
+        })
     }
 
     fn step<M: FrameModel<Header = H>>(
@@ -118,8 +122,9 @@ impl<H> Decoder<H> {
         if let State::Length = self.state {
             let Some(raw) = buf.get(..PREFIX_LEN) else { return Ok(None) };
             let raw: [u8; 4] = raw.try_into().expect("four bytes");
-            let announced = self.codec.parse_length(raw)?;
+            let announced = self.codec.parse_length(raw);
             buf.advance(PREFIX_LEN);
+            let announced = announced?;
             self.state = match announced {
                 Announced::Header(len) => State::Header { len },
                 Announced::Body(len) => State::Body { header: None, len, head_len: PREFIX_LEN },
@@ -145,7 +150,6 @@ impl<H> Decoder<H> {
             unreachable!("matched State::Body above")
         };
         if let Err(err) = self.codec.verify(header.as_ref().map(|(_, facts)| facts), &buf[..len]) {
-            // The refused frame leaves the buffer, as a refused header does.
             buf.advance(len);
             return Err(err);
         }

@@ -436,6 +436,9 @@ impl Sweep<'_> {
             self.budget > 0 && !(self.stop)()
         })?;
         for name in names {
+            if (self.stop)() {
+                break;
+            }
             let Ok(st) = lstat_at(dir.as_raw_fd(), &name) else { continue };
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFDIR if depth < SWEEP_DEPTH => {
@@ -446,7 +449,7 @@ impl Sweep<'_> {
                     }
                 }
                 libc::S_IFREG
-                    if is_upload_temp(name.as_bytes()) && st.st_mtime < self.cutoff && !in_use(dir, &name) =>
+                    if is_upload_temp(name.as_bytes()) && st.st_mtime < self.cutoff && !in_use(dir, &name, &st) =>
                 {
                     // One removed meanwhile (by its own upload, say) is not counted.
                     let gone = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0;
@@ -460,18 +463,37 @@ impl Sweep<'_> {
 }
 
 /// True if a process holds the lock every transfer takes on its temporary
-/// file (see [`lock_in_use`]); also if the file cannot be opened to ask.
-fn in_use(dir: &OwnedFd, name: &CStr) -> bool {
-    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+/// file (see [`lock_in_use`]); also if the file cannot be opened to ask, or is
+/// no longer the regular file `st` describes. Where the file system has no
+/// locks, false: the age rule alone decides.
+fn in_use(dir: &OwnedFd, name: &CStr, st: &libc::stat) -> bool {
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
     let Ok(fd) = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) }) else { return true };
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut now: libc::stat = unsafe { std::mem::zeroed() };
+    let same = unsafe { libc::fstat(fd.as_raw_fd(), &mut now) } == 0
+        && now.st_mode & libc::S_IFMT == libc::S_IFREG
+        && (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino);
+    if !same {
+        return true;
+    }
     // The probe's own lock goes with `fd`.
-    unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return false;
+    }
+    !locks_unsupported(io::Error::last_os_error().raw_os_error())
+}
+
+/// True for the errors of a `flock` on a file system that has no locks.
+fn locks_unsupported(errno: Option<i32>) -> bool {
+    matches!(errno, Some(libc::ENOLCK | libc::EOPNOTSUPP | libc::EINVAL | libc::ENOSYS)) || errno == Some(libc::ENOTSUP)
 }
 
 /// Marks a temporary file as in use for as long as `fd` is open (a process
 /// that dies lets go of it), so that no sweep removes it, however long it
-/// goes unwritten. Best effort: a file system without locks is swept by age.
+/// goes unwritten. Best effort: where locks do not reach the sweeping process
+/// (a file system without them, some network file systems), the age rule
+/// alone protects the file.
 fn lock_in_use(fd: libc::c_int) {
     unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
 }

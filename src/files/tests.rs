@@ -251,3 +251,13 @@ fn sweep_leaves_a_locked_temporary_file_however_old() {
     drop(up); // the upload ends: its own drop removes the file
     assert!(!temp.exists());
 }
+
+#[test]
+fn locks_unsupported_means_the_file_system_has_none_not_that_one_is_held() {
+    assert!(!locks_unsupported(Some(libc::EWOULDBLOCK)));
+    assert!(!locks_unsupported(Some(libc::EBADF)));
+    assert!(!locks_unsupported(None));
+    for errno in [libc::ENOLCK, libc::EOPNOTSUPP, libc::ENOTSUP, libc::EINVAL, libc::ENOSYS] {
+        assert!(locks_unsupported(Some(errno)), "{errno}");
+    }
+}

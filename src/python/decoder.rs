@@ -75,7 +75,8 @@ impl PyFrameDecoder {
         self.codec.clone()
     }
 
-    /// Bytes fed but not yet returned as part of a frame.
+    /// Bytes fed but not yet returned as part of a frame. After an error:
+    /// the bytes that followed the refused part (a length, a header, a frame).
     #[getter]
     fn pending(&self, py: Python<'_>) -> PyResult<usize> {
         let state = self.lock(py)?;

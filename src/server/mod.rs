@@ -238,7 +238,8 @@ const SWEEP_BUDGET: usize = 100_000;
 /// Removes, in the background, the temporary files of uploads cut short by a
 /// server that was killed (see [`Root::sweep_uploads`]): files no transfer
 /// holds locked, and untouched for twice the idle timeout and an hour at least
-/// (for a file system without locks). Ends early when the server stops.
+/// (what protects a live file where locks do not reach this process). Ends
+/// early when the server stops.
 fn sweep_uploads(shared: &Shared, root: Arc<Root>, stop: watch::Receiver<bool>) {
     let age = shared.config.idle_timeout.saturating_mul(2).max(Duration::from_secs(3600));
     let observer = shared.observer.clone();
