@@ -56,7 +56,9 @@ def collected(name: str, frames: int, passes: int) -> int:
         "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
         sys.executable, os.path.abspath(__file__), "--child", name, "--frames", str(frames), "--passes", str(passes),
     ]
-    run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # A fixed string hash seed: dict probing, and so the count, then repeats exactly.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    run = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     match = re.search(r"Collected : (\d+)", run.stderr)
     if run.returncode != 0 or not match:
         raise SystemExit(f"callgrind run failed for {name}:\n{run.stderr[-2000:]}")
