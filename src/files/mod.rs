@@ -370,36 +370,46 @@ fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
 /// Calls `visit` with each name in a directory (never `.` and `..`) and its
 /// `d_type`, until it returns false or the names run out.
 fn each_name(dir: &OwnedFd, mut visit: impl FnMut(&CStr, u8) -> bool) -> io::Result<()> {
-    // A description of its own, read from the start: a dup would share the
-    // read position with every other reader of `dir`.
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
-    let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags) })?;
-    let stream = unsafe { libc::fdopendir(fd) };
-    if stream.is_null() {
-        let err = io::Error::last_os_error();
-        unsafe { libc::close(fd) };
-        return Err(err);
-    }
-    // The stream owns `fd` now; closedir closes it.
-    let mut failed = None;
+    let stream = DirStream::open(dir)?;
     loop {
         // readdir says "the end" and "an error" alike, apart from errno.
         clear_errno();
-        let entry = unsafe { libc::readdir(stream) };
+        let entry = unsafe { libc::readdir(stream.0) };
         if entry.is_null() {
             let errno = io::Error::last_os_error();
-            if errno.raw_os_error() != Some(0) {
-                failed = Some(errno);
-            }
-            break;
+            return if errno.raw_os_error() == Some(0) { Ok(()) } else { Err(errno) };
         }
         let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
         if name.to_bytes() != b"." && name.to_bytes() != b".." && !visit(name, unsafe { (*entry).d_type }) {
-            break;
+            return Ok(());
         }
     }
-    unsafe { libc::closedir(stream) };
-    failed.map_or(Ok(()), Err)
+}
+
+/// An open directory stream, closed (with its descriptor) when dropped.
+struct DirStream(*mut libc::DIR);
+
+impl DirStream {
+    /// Reads `dir` through a description of its own, from the start: a dup
+    /// would share the read position with every other reader of `dir`.
+    fn open(dir: &OwnedFd) -> io::Result<DirStream> {
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags) })?;
+        let stream = unsafe { libc::fdopendir(fd) };
+        if stream.is_null() {
+            let err = io::Error::last_os_error();
+            unsafe { libc::close(fd) };
+            return Err(err);
+        }
+        // The stream owns `fd` now; closedir closes it.
+        Ok(DirStream(stream))
+    }
+}
+
+impl Drop for DirStream {
+    fn drop(&mut self) {
+        unsafe { libc::closedir(self.0) };
+    }
 }
 
 /// Directory levels beneath the root that [`Root::sweep_uploads`] goes down:
