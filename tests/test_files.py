@@ -334,39 +334,9 @@ def test_a_cut_download_leaves_nothing(connect, server, root, here):
     assert parts(here) == []
 
 
-@pytest.mark.parametrize("direction", ["upload", "download"])
-def test_server_killed_mid_transfer(direction, root, here):
-    """The client raises a connection error, never hangs, never keeps half a file."""
-    (root / "f").write_bytes(os.urandom(64 * CHUNK))
-    (here / "f").write_bytes(os.urandom(64 * CHUNK))
-    server = CliServer("--root", root)
-    killed = []
-
-    def kill(done, total):
-        if done and not killed:
-            server.proc.send_signal(signal.SIGKILL)
-            server.proc.wait(HANG_BOUND)
-            killed.append(done)
-
-    try:
-        with server.client() as c:
-            with pytest.raises((ConnectionError, EOFError, rframe.RemoteError)):
-                if direction == "upload":
-                    c.upload(here / "f", "g", progress=kill)
-                else:
-                    c.download("f", here / "g", progress=kill)
-    finally:
-        server.stop()
-    assert killed
-    assert not (here / "g").exists() and parts(here) == []
-    assert not (root / "g").exists()
-
-
-def test_a_restarted_server_removes_what_a_killed_upload_left(root, here):
-    """A SIGKILLed server cannot remove its upload's temporary file; the next
-    server on that root does, once the file is old enough to be certainly dead,
-    and touches nothing else."""
-    (here / "f").write_bytes(os.urandom(64 * CHUNK))
+def transfer_killing_the_server(direction, root, here):
+    """Moves ``f`` to ``g`` (up from ``here`` or down from ``root``) through a
+    server process SIGKILLed at the first progress call; the client must raise."""
     server = CliServer("--root", root)
     killed = []
 
@@ -378,9 +348,31 @@ def test_a_restarted_server_removes_what_a_killed_upload_left(root, here):
 
     try:
         with server.client() as c, pytest.raises((ConnectionError, EOFError, rframe.RemoteError)):
-            c.upload(here / "f", "g", progress=kill)
+            if direction == "upload":
+                c.upload(here / "f", "g", progress=kill)
+            else:
+                c.download("f", here / "g", progress=kill)
     finally:
         server.stop()
+    assert killed
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_server_killed_mid_transfer(direction, root, here):
+    """The client raises a connection error, never hangs, never keeps half a file."""
+    (root / "f").write_bytes(os.urandom(64 * CHUNK))
+    (here / "f").write_bytes(os.urandom(64 * CHUNK))
+    transfer_killing_the_server(direction, root, here)
+    assert not (here / "g").exists() and parts(here) == []
+    assert not (root / "g").exists()
+
+
+def test_a_restarted_server_removes_what_a_killed_upload_left(root, here):
+    """A SIGKILLed server cannot remove its upload's temporary file; the next
+    server on that root does, once the file is old enough to be certainly dead,
+    and touches nothing else."""
+    (here / "f").write_bytes(os.urandom(64 * CHUNK))
+    transfer_killing_the_server("upload", root, here)
     [left] = parts(root)
     two_days_ago = time.time() - 2 * 86400
     os.utime(root / left, (two_days_ago, two_days_ago))

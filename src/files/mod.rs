@@ -247,10 +247,7 @@ impl Root {
             return Err(io::Error::from_raw_os_error(libc::EISDIR));
         };
         for part in dirs {
-            let c = cstring(part.as_bytes())?;
-            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-            let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
-            dir = unsafe { OwnedFd::from_raw_fd(fd) };
+            dir = open_subdir(&dir, &cstring(part.as_bytes())?)?;
         }
         let c = cstring(last.as_bytes())?;
         let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) })?;
@@ -452,10 +449,9 @@ impl Sweep<'_> {
             let Ok(st) = lstat_at(dir.as_raw_fd(), &name) else { continue };
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFDIR if depth < SWEEP_DEPTH => {
-                    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
                     // A directory that cannot be read (permissions, gone) is skipped.
-                    if let Ok(fd) = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) }) {
-                        let _ = self.dir(&unsafe { OwnedFd::from_raw_fd(fd) }, depth + 1);
+                    if let Ok(sub) = open_subdir(dir, &name) {
+                        let _ = self.dir(&sub, depth + 1);
                     }
                 }
                 libc::S_IFREG
@@ -537,6 +533,13 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
+}
+
+/// The directory `name` in `dir`, refused if it is a symlink.
+fn open_subdir(dir: &OwnedFd, name: &CStr) -> io::Result<OwnedFd> {
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })?;
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn lstat_at(dir: libc::c_int, name: &CStr) -> io::Result<libc::stat> {
