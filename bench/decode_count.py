@@ -13,7 +13,8 @@ Run::
     python bench/decode_count.py --frames 2000   # quicker, noisier
 
 The decoders are the ones ``framing.py`` measures: the tuned pure-Python
-decoder with json's C scanner or with orjson, and ``rframe.FrameDecoder``.
+decoder with the course's ``json.loads``, with json's C scanner called
+directly, or with orjson; and ``rframe.FrameDecoder``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def child(name: str, frames: int, passes: int) -> None:
 
         make = rframe.FrameDecoder
     else:
-        make = lambda: framing.PyFrameDecoder(use_orjson=name == "orjson")  # noqa: E731
+        make = lambda: framing.PyFrameDecoder(name)  # noqa: E731
     for _ in range(passes):
         feed = make().feed
         n = 0
@@ -76,11 +77,11 @@ def main(argv=None) -> int:
         return 0
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is needed (Debian: apt install valgrind)")
-    names = ["json", "rframe"]
+    names = ["json", "json-scanner", "rframe"]
     try:
         import orjson  # noqa: F401
 
-        names.insert(1, "orjson")
+        names.insert(2, "orjson")
     except ImportError:
         pass
     counts = {}

@@ -277,16 +277,17 @@ def test_bench_quick():
     out = r.stdout
     assert re.search(r"Python 3\.\d+", out) and "nproc=" in out
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| benchmark")]
-    assert len(rows) == 6, out
+    assert len(rows) == 7, out
     labels = [row.split("|")[1].strip() for row in rows]
     assert labels[0] == labels[1] == "pack small frame (2-key header, 100 B body)"
-    assert labels[2] == labels[3] and labels[2].startswith("decode ") and "1024 B chunks" in labels[2]
-    assert labels[4] == "read_frame 4 MiB over loopback TCP"
-    assert labels[5] == "read_frame 256 KiB over loopback TCP"
+    assert labels[2] == labels[3] == labels[4] and labels[2].startswith("decode ") and "1024 B chunks" in labels[2]
+    assert labels[5] == "read_frame 4 MiB over loopback TCP"
+    assert labels[6] == "read_frame 256 KiB over loopback TCP"
     peers = [row.split("|")[2].strip() for row in rows]
     assert peers[0].startswith("struct + json") and peers[1] == "struct + orjson"
-    assert "json" in peers[2] and "orjson" in peers[3]
-    assert "recv_into" in peers[4] and "recv(1024)" in peers[5]
+    assert peers[2] == "bytearray decoder + json (course)"
+    assert peers[3] == "bytearray decoder + json's C scanner" and peers[4] == "bytearray decoder + orjson"
+    assert "recv_into" in peers[5] and "recv(1024)" in peers[6]
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 8, row
@@ -300,8 +301,8 @@ def test_bench_decode_count_small():
     """bench/decode_count.py counts every decoder's instructions per frame."""
     r = run_py(ROOT / "bench" / "decode_count.py", "--frames", "300", timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
-    rows = dict(re.findall(r"^\| (\w+) \| ([\d,]+) \|", r.stdout, re.M))
-    assert {"json", "rframe"} <= rows.keys(), r.stdout
+    rows = dict(re.findall(r"^\| ([\w-]+) \| ([\d,]+) \|", r.stdout, re.M))
+    assert {"json", "json-scanner", "rframe"} <= rows.keys(), r.stdout
     assert all(int(v.replace(",", "")) > 0 for v in rows.values()), r.stdout
 
 
