@@ -203,9 +203,9 @@ impl Root {
     pub fn sweep_uploads(&self, age: Duration, budget: usize, stop: &dyn Fn() -> bool) -> io::Result<(usize, bool)> {
         let cutoff = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
         let cutoff = cutoff.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as libc::time_t);
-        let mut sweep = Sweep { cutoff, budget, stop, removed: 0 };
+        let mut sweep = Sweep { cutoff, budget, ran_out: false, stop, removed: 0 };
         sweep.dir(&self.dir, 0)?;
-        Ok((sweep.removed, sweep.budget == 0))
+        Ok((sweep.removed, sweep.ran_out))
     }
 
     /// Opens a relative path beneath the root.
@@ -418,6 +418,9 @@ struct Sweep<'a> {
     cutoff: libc::time_t,
     /// Names still to read.
     budget: usize,
+    /// Set when a name came after the budget was spent: a tree of exactly
+    /// `budget` names was read whole.
+    ran_out: bool,
     /// True once the sweep should end (the server is stopping).
     stop: &'a dyn Fn() -> bool,
     removed: usize,
@@ -425,12 +428,16 @@ struct Sweep<'a> {
 
 impl Sweep<'_> {
     fn dir(&mut self, dir: &OwnedFd, depth: usize) -> io::Result<()> {
-        if self.budget == 0 || (self.stop)() {
+        if self.ran_out || (self.stop)() {
             return Ok(());
         }
         // Only what may matter is kept: directories and temporary files.
         let mut names = Vec::new();
         each_name(dir, |name, kind| {
+            if self.budget == 0 {
+                self.ran_out = true;
+                return false;
+            }
             self.budget -= 1;
             let wanted = match kind {
                 libc::DT_DIR => depth < SWEEP_DEPTH,
@@ -440,7 +447,7 @@ impl Sweep<'_> {
             if wanted {
                 names.push(name.to_owned());
             }
-            self.budget > 0 && !(self.stop)()
+            !(self.stop)()
         })?;
         for name in names {
             if (self.stop)() {

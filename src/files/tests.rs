@@ -229,6 +229,10 @@ fn sweep_reads_no_more_names_than_its_budget() {
     let (first, ran_out) = sweep(4);
     assert!((3..=4).contains(&first) && ran_out, "{first}");
     assert_eq!(first + sweep(1000).0, 10);
+    // A budget of exactly the tree's names reads it whole; one less does not.
+    let names = walkdir_count(&s.0.join("root"));
+    assert_eq!(sweep(names), (0, false));
+    assert_eq!(sweep(names - 1), (0, true));
     // A sweep told to stop removes nothing.
     aged(&s.0.join("root/.g.0123456789ab.rframe-part"), day);
     assert_eq!(s.root().sweep_uploads(hour, 1000, &|| true).unwrap(), (0, false));
@@ -260,4 +264,15 @@ fn locks_unsupported_means_the_file_system_has_none_not_that_one_is_held() {
     for errno in [libc::ENOLCK, libc::EOPNOTSUPP, libc::ENOTSUP, libc::EINVAL, libc::ENOSYS] {
         assert!(locks_unsupported(Some(errno)), "{errno}");
     }
+}
+
+/// Every name beneath `dir`, symlinks not followed.
+fn walkdir_count(dir: &std::path::Path) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            1 + if e.file_type().unwrap().is_dir() { walkdir_count(&e.path()) } else { 0 }
+        })
+        .sum()
 }
