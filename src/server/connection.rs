@@ -6,7 +6,7 @@ mod transfer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, SemaphorePermit};
 use tokio::time::timeout_at;
@@ -448,8 +448,10 @@ impl Conn {
                 all.extend_from_slice(&reply.body);
                 self.stream.write_all(&all).await
             } else {
-                self.stream.write_all(&head).await?;
-                self.stream.write_all(&reply.body).await
+                // Head and body in one vectored write: no copy of the body, and
+                // no small write (and packet, under TCP_NODELAY) for the head alone.
+                let mut both = Buf::chain(&head[..], &reply.body[..]);
+                self.stream.write_all_buf(&mut both).await
             }
         };
         match tokio::time::timeout(self.shared.config.idle_timeout, write).await {
