@@ -15,7 +15,14 @@ use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 /// True
 #[pyclass(frozen, freelist = 256, name = "Frame", module = "rframe")]
 pub struct PyFrame {
+    // `get` on a `Py` field of a frozen class makes a struct member, which
+    // Python reads straight from the object (no getter call): the cheapest
+    // attribute there is, and these two are read for every frame.
+    /// The header dict (``{}`` for a length-only codec).
+    #[pyo3(get)]
     header: Py<PyDict>,
+    /// The body bytes.
+    #[pyo3(get)]
     body: Py<PyBytes>,
 }
 
@@ -43,18 +50,6 @@ impl PyFrame {
             },
         };
         Ok(PyFrame::from_parts(header, body))
-    }
-
-    /// The header dict (``{}`` for a length-only codec).
-    #[getter]
-    fn header(&self, py: Python<'_>) -> Py<PyDict> {
-        self.header.clone_ref(py)
-    }
-
-    /// The body bytes.
-    #[getter]
-    fn body(&self, py: Python<'_>) -> Py<PyBytes> {
-        self.body.clone_ref(py)
     }
 
     /// The body decoded with the header's ``encoding`` field, else UTF-8.
