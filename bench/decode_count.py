@@ -9,7 +9,7 @@ per frame: the cost of decoding alone, without start-up and set-up.
 
 Run::
 
-    python bench/decode_count.py            # needs valgrind; a few minutes
+    python bench/decode_count.py            # needs valgrind; two to three minutes
     python bench/decode_count.py --frames 2000   # quicker, noisier
 
 The decoders are the ones ``framing.py`` measures: the tuned pure-Python

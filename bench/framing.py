@@ -74,23 +74,6 @@ def pack_orjson(body, header):
 _scan_json = make_scanner(json.JSONDecoder())
 
 
-def _loads_json_bytes(b):
-    """json.loads for a header, minus json.loads's per-call overhead.
-
-    The C scanner parses one JSON value starting at offset 0; if it does not
-    consume the whole string (leading/trailing whitespace, garbage) we fall
-    back to json.loads, which either accepts it or raises the proper error.
-    """
-    s = b.decode("utf-8")
-    try:
-        obj, end = _scan_json(s, 0)
-    except StopIteration:
-        end = -1
-    if end != len(s):
-        obj = json.loads(s)
-    return obj
-
-
 class PyFrameDecoder:
     """A tuned, correct, pure-Python incremental decoder for the same format.
 
@@ -101,18 +84,23 @@ class PyFrameDecoder:
     it is never parsed twice.
     """
 
-    __slots__ = ("_buf", "_need", "_hdr", "_size", "_parser", "max_header", "max_body")
+    __slots__ = ("_buf", "_need", "_hdr", "_size", "_orjson", "_course", "max_header", "max_body")
 
     PARSERS = ("json", "json-scanner", "orjson")
 
     def __init__(self, parser="json", max_header=65536, max_body=268435456):
         if parser not in self.PARSERS:
             raise ValueError(f"parser must be one of {self.PARSERS}")
+        if parser == "orjson" and orjson is None:
+            raise RuntimeError("orjson is not installed (pip install '.[bench]')")
         self._buf = bytearray()
         self._need = 4  # bytes the buffer must hold before anything can progress
         self._hdr = None  # header whose body has not fully arrived yet
         self._size = 0
-        self._parser = parser
+        # Chosen once, as flags: a per-frame string comparison would slow the
+        # peers down (the faster ones are tested first).
+        self._orjson = parser == "orjson"
+        self._course = parser == "json"
         self.max_header = max_header
         self.max_body = max_body
 
@@ -127,7 +115,7 @@ class PyFrameDecoder:
         out = []
         hdr = self._hdr
         size = self._size
-        parser = self._parser
+        use_orjson, course = self._orjson, self._course
         scan = _scan_json
         while True:
             if hdr is None:
@@ -141,13 +129,16 @@ class PyFrameDecoder:
                 if hend > end:
                     need = hend - pos
                     break
-                if parser == "json":
+                if use_orjson:
+                    hdr = orjson.loads(d[pos + 4 : hend])
+                elif course:
                     # the course (section 15): json.loads(head_bytes.decode('utf-8'))
                     hdr = json.loads(d[pos + 4 : hend].decode("utf-8"))
-                elif parser == "orjson":
-                    hdr = orjson.loads(d[pos + 4 : hend])
                 else:
-                    # inlined _loads_json_bytes
+                    # json.loads minus its per-call work: the C scanner parses
+                    # one value from offset 0; if it does not consume the whole
+                    # header (whitespace, garbage), json.loads accepts it or
+                    # raises the proper error.
                     s = d[pos + 4 : hend].decode("utf-8")
                     try:
                         hdr, e = scan(s, 0)

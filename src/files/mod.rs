@@ -196,10 +196,11 @@ impl Root {
     /// in the middle of one): regular files named as [`Root::create`] names
     /// them, beneath the root (down to [`SWEEP_DEPTH`] levels), that no
     /// process holds locked (every transfer locks its temporary file) and
-    /// that went unmodified for `age`. Symbolic links are not followed. Reads
-    /// `budget` names at most (a huge tree costs a bounded time), and stops
-    /// early once `stop()` is true. Returns how many files it removed, and
-    /// whether the budget ran out first.
+    /// that went unmodified for `age`. Symbolic links are not followed. Takes
+    /// `budget` names at most (a huge tree costs a bounded time; one more is
+    /// read to tell whether any was left), and stops early once `stop()` is
+    /// true. Returns how many files it removed, and whether a name was left
+    /// unread when the budget was spent.
     pub fn sweep_uploads(&self, age: Duration, budget: usize, stop: &dyn Fn() -> bool) -> io::Result<(usize, bool)> {
         let cutoff = SystemTime::now().checked_sub(age).unwrap_or(UNIX_EPOCH);
         let cutoff = cutoff.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as libc::time_t);
