@@ -319,7 +319,7 @@ impl KeyCache {
     ) -> Option<(Bound<'py, PyDict>, Option<HeaderFacts>)> {
         let dict = PyDict::new(py);
         let (mut total, mut digest, mut position, mut ok) = (None, None, 0, true);
-        let mut fresh: Vec<(usize, Bound<'py, PyString>)> = Vec::new();
+        let mut fresh: Vec<(usize, &str, Bound<'py, PyString>)> = Vec::new();
         let keys = &self.keys;
         scan_flat(
             bytes,
@@ -335,7 +335,7 @@ impl KeyCache {
                     // are immortal, and a peer could send endless fresh keys.
                     FlatKey::Text(text) => {
                         made = ascii_str(py, text);
-                        fresh.push((position, made.clone()));
+                        fresh.push((position, text, made.clone()));
                         (&made, text, text == TOTAL_SIZE)
                     }
                 };
@@ -360,8 +360,8 @@ impl KeyCache {
                 ok &= set_item(&dict, name, &value);
             },
         )?;
-        for (position, name) in fresh {
-            self.remember(position, name);
+        for (position, text, name) in fresh {
+            self.remember(position, text, name);
         }
         if !ok {
             return None;
@@ -380,17 +380,22 @@ impl KeyCache {
             }
         }
         let obj = PyString::new(py, text);
-        self.remember(position, obj.clone());
+        self.remember(position, text, obj.clone());
         (obj, is_total)
     }
 
-    /// Remembers the key at `position` (the first [`REMEMBERED_KEYS`] of a header).
-    fn remember(&mut self, position: usize, obj: Bound<'_, PyString>) {
+    /// Remembers the key `text` (as the str `obj`) at `position`, one of the
+    /// first [`REMEMBERED_KEYS`] of a header.
+    fn remember(&mut self, position: usize, text: &str, obj: Bound<'_, PyString>) {
         if position > self.keys.len() || position >= REMEMBERED_KEYS {
             return;
         }
-        let Ok(text) = obj.to_str().map(Box::from) else { return };
-        let entry = KnownKey { plain: is_plain_text(&text), is_total: &*text == TOTAL_SIZE, text, obj: obj.unbind() };
+        let entry = KnownKey {
+            plain: is_plain_text(text),
+            is_total: text == TOTAL_SIZE,
+            text: Box::from(text),
+            obj: obj.unbind(),
+        };
         if position < self.keys.len() {
             self.keys[position] = entry;
         } else {
