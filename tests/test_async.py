@@ -506,6 +506,29 @@ async def test_garbage_from_the_server_is_the_frame_error():
         await server.wait_closed()
 
 
+def test_reply_reader_decodes_what_each_read_put_in_its_buffer():
+    # The protocol's read side: the loop fills get_buffer()'s view, then
+    # reports how many bytes it wrote; frames split over reads come out whole.
+    buffer = bytearray(64)
+    reader = rframe._rframe._ReplyReader(rframe.FrameDecoder(), buffer)
+    view = reader.get_buffer(-1)
+    assert len(view) == 64 and not view.readonly
+    stream = rframe.pack_frame(b"one", seq=1) + rframe.pack_frame(b"two", seq=2)
+    got = []
+    for i in range(0, len(stream), 7):
+        piece = stream[i : i + 7]
+        reader.get_buffer(65536)[: len(piece)] = piece
+        got += reader.read(len(piece))
+    assert got == [({"seq": 1, "total_size": 3}, b"one"), ({"seq": 2, "total_size": 3}, b"two")]
+    # The view pins the bytearray: it cannot be resized under the reader.
+    with pytest.raises(BufferError):
+        buffer.extend(b"x")
+    with pytest.raises(ValueError, match="65 bytes read into a smaller buffer"):
+        reader.read(65)
+    with pytest.raises(OverflowError):
+        reader.read(-1)
+
+
 def test_server_stopping(arun):
     async def main(s):
         c = client(s)

@@ -51,7 +51,7 @@ from ._protocol import (
     run_request,
     token_bytes,
 )
-from ._rframe import Codec, Frame
+from ._rframe import Codec, Frame, _ReplyReader
 
 __all__ = ["AsyncClient", "read_frame_async", "send_frame_async"]
 
@@ -93,12 +93,15 @@ class _Connection(asyncio.BufferedProtocol):
         self.loop = loop
         self.decoder = codec.decoder()
         self.waiters: collections.deque[asyncio.Future[Frame]] = collections.deque()
+        # The loop asks for a buffer before every read: the reader answers
+        # itself (this instance attribute shadows the method below).
+        self.reader = _ReplyReader(self.decoder, _read_buffer())
+        self.get_buffer = self.reader.get_buffer  # type: ignore[method-assign]
         self.unclaimed: collections.deque[Frame] = collections.deque()
         self.transport: Optional[asyncio.Transport] = None
         #: Why the connection can no longer be used; None while it can.
         self.reason: Optional[str] = None
         self.lost: asyncio.Future[None] = loop.create_future()
-        self.view = memoryview(b"")
         self.eof_error: Optional[EOFError] = None
         self.paused = False
         self.drain_waiters: list[asyncio.Future[None]] = []
@@ -126,20 +129,12 @@ class _Connection(asyncio.BufferedProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        # One read buffer per thread, shared by its connections: the loop calls
-        # buffer_updated() right after reading into it, and the decoder copies
-        # what it keeps. (Protocol.data_received would cost a fresh 256 KiB
-        # bytes object per read, which glibc serves with mmap: about 30 us.)
-        try:
-            view: memoryview = _tls.read_buffer
-        except AttributeError:
-            view = _tls.read_buffer = memoryview(bytearray(_READ_BUFFER_SIZE))
-        self.view = view
-        return view
+        # Shadowed by self.reader.get_buffer (see __init__).
+        return self.reader.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
         try:
-            frames = self.decoder.feed(self.view[:nbytes])
+            frames = self.reader.read(nbytes)
         except FrameError as exc:
             self.fail(f"reading a frame failed: {type(exc).__name__}", first=exc)
             return
@@ -354,6 +349,18 @@ _MAX_UNCLAIMED = 8
 #: Bytes read from a socket at a time (asyncio's own default).
 _READ_BUFFER_SIZE = 256 * 1024
 _tls = threading.local()
+
+
+def _read_buffer() -> bytearray:
+    """The read buffer of this thread, shared by its connections: the loop
+    calls buffer_updated() right after reading into it, and the decoder
+    copies what it keeps. (Protocol.data_received would cost a fresh 256 KiB
+    bytes object per read, which glibc serves with mmap: about 30 us.)"""
+    try:
+        buffer: bytearray = _tls.read_buffer
+    except AttributeError:
+        buffer = _tls.read_buffer = bytearray(_READ_BUFFER_SIZE)
+    return buffer
 
 #: Queued requests are written at once when they reach this size (asyncio's
 #: default high-water mark for a transport's write buffer).

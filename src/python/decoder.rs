@@ -54,6 +54,35 @@ impl PyFrameDecoder {
     }
 }
 
+impl PyFrameDecoder {
+    /// The frames completed once `fill` has appended new bytes to the buffer.
+    /// `fill` runs before any frame is built (so before any Python code).
+    pub fn feed_with<'py>(
+        &self,
+        py: Python<'py>,
+        fill: impl FnOnce(&mut BytesMut) -> PyResult<()>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut state = self.lock(py)?;
+        let State { decoder, buf, keys } = &mut *state;
+        if let Some(err) = decoder.error() {
+            return Err(frame_error(py, err));
+        }
+        fill(buf)?;
+        let frames = PyList::empty(py);
+        let mut model = PyFrames { py, keys };
+        loop {
+            match decoder.decode_with(buf, &mut model) {
+                Ok(Some(Frame { header, body })) => {
+                    let header = header.map_or_else(|| PyDict::new(py), |h| h.into_bound(py));
+                    frames.append(PyFrame::from_parts(header, body.into_bound(py)))?
+                }
+                Ok(None) => return Ok(frames),
+                Err(err) => return Err(frame_error(py, &err)),
+            }
+        }
+    }
+}
+
 pub fn frame_to_py(py: Python<'_>, frame: Frame) -> PyResult<PyFrame> {
     let header = match &frame.header {
         Some(bytes) => header_to_py(py, bytes)?,
@@ -95,27 +124,12 @@ impl PyFrameDecoder {
 
     /// Adds ``data`` (bytes-like) and returns the frames it completes.
     fn feed<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
-        let mut state = self.lock(py)?;
-        let State { decoder, buf, keys } = &mut *state;
-        if let Some(err) = decoder.error() {
-            return Err(frame_error(py, err));
-        }
-        with_body(Some(data), |bytes| {
-            buf.extend_from_slice(bytes);
-            Ok(())
-        })?;
-        let frames = PyList::empty(py);
-        let mut model = PyFrames { py, keys };
-        loop {
-            match decoder.decode_with(buf, &mut model) {
-                Ok(Some(Frame { header, body })) => {
-                    let header = header.map_or_else(|| PyDict::new(py), |h| h.into_bound(py));
-                    frames.append(PyFrame::from_parts(header, body.into_bound(py)))?
-                }
-                Ok(None) => return Ok(frames),
-                Err(err) => return Err(frame_error(py, &err)),
-            }
-        }
+        self.feed_with(py, |buf| {
+            with_body(Some(data), |bytes| {
+                buf.extend_from_slice(bytes);
+                Ok(())
+            })
+        })
     }
 
     /// Declares the end of the stream. Raises ``IncompleteFrame`` if a frame was
