@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -445,6 +446,27 @@ async def test_client_is_bound_to_its_event_loop(echo_server):
             await asyncio.get_running_loop().run_in_executor(None, close_elsewhere)
         assert not c.closed
         assert (await c.request(b"still mine")).body == b"still mine"
+
+
+def test_client_is_bound_to_its_loop_not_to_a_thread(echo_server):
+    loop = asyncio.new_event_loop()
+    try:
+        c = loop.run_until_complete(client(echo_server).__aenter__())
+        # Stopped, not closed: a later loop in the same thread must not use it.
+        with pytest.raises(RuntimeError, match="another event loop"):
+            asyncio.run(c.request(b"x"))
+        # Its own loop, run from another thread, may.
+        done = []
+        t = threading.Thread(target=lambda: done.append(loop.run_until_complete(c.request(b"moved"))))
+        t.start()
+        t.join(HANG_BOUND)
+        assert [f.body for f in done] == [b"moved"]
+        with pytest.raises(RuntimeError, match="another event loop"):
+            asyncio.run(c.request(b"y"))
+        assert loop.run_until_complete(c.request(b"back")).body == b"back"
+        loop.run_until_complete(c.close())
+    finally:
+        loop.close()
 
 
 # --------------------------------------------------------------------------- the server goes away

@@ -59,7 +59,7 @@ _Body = Union[bytes, bytearray, memoryview, str]
 _Header = Optional[Mapping[Any, Any]]
 
 _DEFAULT_CODEC = Codec()
-_get_running_loop = asyncio.get_running_loop
+_get_ident = threading.get_ident
 
 # Bumped in every child process right after a fork(): a client whose
 # generation differs was created in another process (cheaper than os.getpid()
@@ -91,6 +91,9 @@ class _Connection(asyncio.BufferedProtocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, codec: Codec) -> None:
         self.loop = loop
+        # The thread the loop last ran in when a call checked it in full
+        # (see AsyncClient.request).
+        self.thread = threading.get_ident()
         self.decoder = codec.decoder()
         self.waiters: collections.deque[asyncio.Future[Frame]] = collections.deque()
         # The loop asks for a buffer before every read: the reader answers
@@ -649,6 +652,7 @@ class AsyncClient:
             )
         if asyncio.get_running_loop() is not conn.loop:
             raise RuntimeError(f"{self!r} belongs to another event loop; open a new AsyncClient on this one")
+        conn.thread = threading.get_ident()
         return conn
 
     # ------------------------------------------------------------------ frames
@@ -811,8 +815,12 @@ class AsyncClient:
             or self._generation != _fork_generation
         ):
             return await self._exchange(body, header, fields, self.timeout)
-        if _get_running_loop() is not conn.loop:
-            self._usable()  # raises
+        # On Python 3.11 get_running_loop() makes a getpid() system call.
+        # Where the connection's loop runs in this thread, it is the running
+        # loop (a thread runs one loop at a time); anything else gets the
+        # full check, which raises or notes the loop's new thread.
+        if _get_ident() != conn.thread or not conn.loop.is_running():
+            self._usable()
         if header is None and fields:
             # The same bytes as pack(body, None, **fields) (fields is this
             # call's own dict), without unpacking it into keywords and back.
