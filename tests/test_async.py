@@ -9,6 +9,7 @@ awaited", no "Event loop is closed". Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import doctest
 import gc
 import io
@@ -450,23 +451,46 @@ async def test_client_is_bound_to_its_event_loop(echo_server):
 
 def test_client_is_bound_to_its_loop_not_to_a_thread(echo_server):
     loop = asyncio.new_event_loop()
+    c = loop.run_until_complete(client(echo_server).__aenter__())
+    conn = c._conn
+    assert conn.get_buffer.__self__ is conn.reader  # the loop's reads go to Rust
+    # Stopped, not closed: a later loop in the same thread must not use it.
+    with pytest.raises(RuntimeError, match="another event loop"):
+        asyncio.run(c.request(b"x"))
+    # Its own loop, running in another thread, may; this thread still may not.
+    t = threading.Thread(target=loop.run_forever)
+    t.start()
     try:
-        c = loop.run_until_complete(client(echo_server).__aenter__())
-        # Stopped, not closed: a later loop in the same thread must not use it.
-        with pytest.raises(RuntimeError, match="another event loop"):
-            asyncio.run(c.request(b"x"))
-        # Its own loop, run from another thread, may.
-        done = []
-        t = threading.Thread(target=lambda: done.append(loop.run_until_complete(c.request(b"moved"))))
-        t.start()
-        t.join(HANG_BOUND)
-        assert [f.body for f in done] == [b"moved"]
+        reply = asyncio.run_coroutine_threadsafe(c.request(b"moved"), loop).result(HANG_BOUND)
+        assert reply.body == b"moved"
         with pytest.raises(RuntimeError, match="another event loop"):
             asyncio.run(c.request(b"y"))
-        assert loop.run_until_complete(c.request(b"back")).body == b"back"
-        loop.run_until_complete(c.close())
     finally:
-        loop.close()
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(HANG_BOUND)
+    assert not t.is_alive()
+    assert loop.run_until_complete(c.request(b"back")).body == b"back"
+    loop.run_until_complete(c.close())
+    loop.close()
+
+
+def test_loops_in_two_threads_read_into_buffers_of_their_own(echo_server):
+    # Clients opened in one thread, then used by loops running at the same
+    # time in two threads: each thread's reads must land in its own buffer.
+    loops = [asyncio.new_event_loop() for _ in range(2)]
+    clients = [lp.run_until_complete(client(echo_server).__aenter__()) for lp in loops]
+
+    async def exchange(c, tag):
+        bodies = [bytes([tag, k % 256]) * 50_000 for k in range(40)]
+        replies = await asyncio.gather(*(c.request(b) for b in bodies))
+        return [r.body for r in replies] == bodies
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(lp.run_until_complete, exchange(c, tag)) for tag, (lp, c) in enumerate(zip(loops, clients))]
+        assert [r.result(HANG_BOUND) for r in runs] == [True, True]
+    for lp, c in zip(loops, clients):
+        lp.run_until_complete(c.close())
+        lp.close()
 
 
 # --------------------------------------------------------------------------- the server goes away
@@ -531,10 +555,9 @@ async def test_garbage_from_the_server_is_the_frame_error():
 def test_reply_reader_decodes_what_each_read_put_in_its_buffer():
     # The protocol's read side: the loop fills get_buffer()'s view, then
     # reports how many bytes it wrote; frames split over reads come out whole.
-    buffer = bytearray(64)
-    reader = rframe._rframe._ReplyReader(rframe.FrameDecoder(), buffer)
+    reader = rframe._rframe._ReplyReader(rframe.FrameDecoder())
     view = reader.get_buffer(-1)
-    assert len(view) == 64 and not view.readonly
+    assert len(view) == 256 * 1024 and not view.readonly
     stream = rframe.pack_frame(b"one", seq=1) + rframe.pack_frame(b"two", seq=2)
     got = []
     for i in range(0, len(stream), 7):
@@ -542,13 +565,14 @@ def test_reply_reader_decodes_what_each_read_put_in_its_buffer():
         reader.get_buffer(65536)[: len(piece)] = piece
         got += reader.read(len(piece))
     assert got == [({"seq": 1, "total_size": 3}, b"one"), ({"seq": 2, "total_size": 3}, b"two")]
-    # The view pins the bytearray: it cannot be resized under the reader.
-    with pytest.raises(BufferError):
-        buffer.extend(b"x")
-    with pytest.raises(ValueError, match="65 bytes read into a smaller buffer"):
-        reader.read(65)
+    with pytest.raises(ValueError, match="262145 bytes read into a smaller buffer"):
+        reader.read(len(view) + 1)
     with pytest.raises(OverflowError):
         reader.read(-1)
+    # One buffer per thread, shared by the readers of that thread.
+    assert rframe._rframe._ReplyReader(rframe.FrameDecoder()).get_buffer(-1).obj is view.obj
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert pool.submit(lambda: reader.get_buffer(-1).obj).result() is not view.obj
 
 
 def test_server_stopping(arun):

@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import threading
 import warnings
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -59,7 +60,12 @@ _Body = Union[bytes, bytearray, memoryview, str]
 _Header = Optional[Mapping[Any, Any]]
 
 _DEFAULT_CODEC = Codec()
+_get_running_loop = asyncio.get_running_loop
 _get_ident = threading.get_ident
+#: asyncio's own loops (BaseEventLoop) keep the ident of the thread that
+#: runs them in ``_thread_id``, None while stopped. Read only where
+#: get_running_loop() is slow: Python 3.11.
+_LOOP_CHECK_BY_THREAD = sys.version_info < (3, 12)
 
 # Bumped in every child process right after a fork(): a client whose
 # generation differs was created in another process (cheaper than os.getpid()
@@ -91,14 +97,14 @@ class _Connection(asyncio.BufferedProtocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop, codec: Codec) -> None:
         self.loop = loop
-        # The thread the loop last ran in when a call checked it in full
-        # (see AsyncClient.request).
-        self.thread = threading.get_ident()
+        # Whether a call can tell that it runs on this loop from the thread
+        # the loop runs in (see AsyncClient.request).
+        self.loop_thread_known = _LOOP_CHECK_BY_THREAD and isinstance(loop, asyncio.BaseEventLoop)
         self.decoder = codec.decoder()
         self.waiters: collections.deque[asyncio.Future[Frame]] = collections.deque()
         # The loop asks for a buffer before every read: the reader answers
         # itself (this instance attribute shadows the method below).
-        self.reader = _ReplyReader(self.decoder, _read_buffer())
+        self.reader = _ReplyReader(self.decoder)
         self.get_buffer = self.reader.get_buffer  # type: ignore[method-assign]
         self.unclaimed: collections.deque[Frame] = collections.deque()
         self.transport: Optional[asyncio.Transport] = None
@@ -348,22 +354,6 @@ _Timed = tuple[float, "asyncio.Future[Frame]", float, Optional[str]]
 
 #: Frames held for nobody before reading pauses (see _Connection.take_unclaimed).
 _MAX_UNCLAIMED = 8
-
-#: Bytes read from a socket at a time (asyncio's own default).
-_READ_BUFFER_SIZE = 256 * 1024
-_tls = threading.local()
-
-
-def _read_buffer() -> bytearray:
-    """The read buffer of this thread, shared by its connections: the loop
-    calls buffer_updated() right after reading into it, and the decoder
-    copies what it keeps. (Protocol.data_received would cost a fresh 256 KiB
-    bytes object per read, which glibc serves with mmap: about 30 us.)"""
-    try:
-        buffer: bytearray = _tls.read_buffer
-    except AttributeError:
-        buffer = _tls.read_buffer = bytearray(_READ_BUFFER_SIZE)
-    return buffer
 
 #: Queued requests are written at once when they reach this size (asyncio's
 #: default high-water mark for a transport's write buffer).
@@ -652,7 +642,6 @@ class AsyncClient:
             )
         if asyncio.get_running_loop() is not conn.loop:
             raise RuntimeError(f"{self!r} belongs to another event loop; open a new AsyncClient on this one")
-        conn.thread = threading.get_ident()
         return conn
 
     # ------------------------------------------------------------------ frames
@@ -815,12 +804,14 @@ class AsyncClient:
             or self._generation != _fork_generation
         ):
             return await self._exchange(body, header, fields, self.timeout)
-        # On Python 3.11 get_running_loop() makes a getpid() system call.
-        # Where the connection's loop runs in this thread, it is the running
-        # loop (a thread runs one loop at a time); anything else gets the
-        # full check, which raises or notes the loop's new thread.
-        if _get_ident() != conn.thread or not conn.loop.is_running():
-            self._usable()
+        if conn.loop_thread_known:
+            # A loop that runs in this thread is the running loop (a thread
+            # runs one loop at a time): no get_running_loop(), which on
+            # Python 3.11 makes a getpid() system call.
+            if conn.loop._thread_id != _get_ident():  # type: ignore[attr-defined]
+                self._usable()  # the full check
+        elif _get_running_loop() is not conn.loop:
+            self._usable()  # raises
         if header is None and fields:
             # The same bytes as pack(body, None, **fields) (fields is this
             # call's own dict), without unpacking it into keywords and back.

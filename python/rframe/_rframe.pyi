@@ -140,12 +140,12 @@ class Server:
     def __exit__(self, *exc: object) -> None: ...
 
 class _ReplyReader:
-    """AsyncClient's read side: the buffer the event loop reads into, and the decoder that takes each read."""
-    def __init__(self, decoder: FrameDecoder, buffer: bytearray) -> None: ...
+    """AsyncClient's read side: decodes what the event loop read into this thread's read buffer."""
+    def __init__(self, decoder: FrameDecoder) -> None: ...
     def get_buffer(self, sizehint: int, /) -> memoryview:
-        """``BufferedProtocol.get_buffer``: a view of the whole buffer."""
+        """``BufferedProtocol.get_buffer``: a view of the calling thread's read buffer."""
     def read(self, nbytes: int, /) -> list[Frame]:
-        """The frames completed by the first ``nbytes`` of the buffer."""
+        """The frames completed by the first ``nbytes`` of the calling thread's read buffer."""
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Start writing a stretch of a file to disk and return at once (Linux ``sync_file_range``)."""

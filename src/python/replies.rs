@@ -3,8 +3,10 @@
 //! `_Connection` (python/rframe/_async.py) is an `asyncio.BufferedProtocol`:
 //! the event loop asks it for a buffer before every read and reports every
 //! read. Answering with a memoryview slice for `FrameDecoder.feed` costs a
-//! new view and a buffer export per read, more than a small frame's
-//! decoding; this reads the bytes straight from the bytearray instead.
+//! new view and a buffer export per read, more than the rest of a small
+//! reply's decoding; this reads the bytes straight from the bytearray.
+
+use std::cell::RefCell;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -12,43 +14,71 @@ use pyo3::types::{PyByteArray, PyList, PyMemoryView};
 
 use super::decoder::PyFrameDecoder;
 
-/// The buffer the event loop reads into, and the decoder that takes what
-/// each read brought. Private to ``rframe._async``.
+/// Bytes read from a socket at a time (asyncio's own default).
+const READ_BUFFER_SIZE: usize = 256 * 1024;
+
+thread_local! {
+    /// The read buffer of this thread and a view of it, shared by every
+    /// connection whose event loop runs here: a loop reads into it and
+    /// reports the read right away (both on this thread, back to back), and
+    /// the decoder copies what it keeps. One per thread, not per process: two
+    /// loops in two threads read at the same time. (A fresh 256 KiB bytes
+    /// per read, as `Protocol.data_received` gets, is an mmap in glibc.)
+    static READ_BUFFER: RefCell<Option<(Py<PyByteArray>, Py<PyMemoryView>)>> = const { RefCell::new(None) };
+}
+
+/// This thread's read buffer and its view, made on first use.
+fn read_buffer(py: Python<'_>) -> PyResult<(Py<PyByteArray>, Py<PyMemoryView>)> {
+    READ_BUFFER.with_borrow_mut(|slot| {
+        if let Some((buffer, view)) = slot {
+            return Ok((buffer.clone_ref(py), view.clone_ref(py)));
+        }
+        let buffer = PyByteArray::new_with(py, READ_BUFFER_SIZE, |_| Ok(()))?;
+        let view = PyMemoryView::from(&buffer)?.cast_into::<PyMemoryView>()?;
+        let made = (buffer.unbind(), view.unbind());
+        *slot = Some((made.0.clone_ref(py), made.1.clone_ref(py)));
+        Ok(made)
+    })
+}
+
+/// Decodes what the event loop read into this thread's read buffer.
+/// Private to ``rframe._async``.
 #[pyclass(frozen, name = "_ReplyReader", module = "rframe._rframe")]
 pub struct PyReplyReader {
     decoder: Py<PyFrameDecoder>,
-    buffer: Py<PyByteArray>,
-    /// A view of `buffer`. While it lives the bytearray cannot be resized,
-    /// so the memory `read` copies from stays where it is.
-    view: Py<PyMemoryView>,
 }
 
 #[pymethods]
 impl PyReplyReader {
     #[new]
-    fn new(decoder: Bound<'_, PyFrameDecoder>, buffer: Bound<'_, PyByteArray>) -> PyResult<PyReplyReader> {
-        let view = PyMemoryView::from(&buffer)?.cast_into::<PyMemoryView>()?.unbind();
-        Ok(PyReplyReader { decoder: decoder.unbind(), buffer: buffer.unbind(), view })
+    fn new(decoder: Bound<'_, PyFrameDecoder>) -> PyReplyReader {
+        PyReplyReader { decoder: decoder.unbind() }
     }
 
-    /// ``BufferedProtocol.get_buffer``: the whole buffer, every time.
+    /// ``BufferedProtocol.get_buffer``: a view of the whole read buffer of
+    /// the calling thread (the thread the loop runs in).
     #[pyo3(signature = (sizehint, /))]
-    fn get_buffer(&self, py: Python<'_>, sizehint: isize) -> Py<PyMemoryView> {
+    fn get_buffer(&self, py: Python<'_>, sizehint: isize) -> PyResult<Py<PyMemoryView>> {
         let _ = sizehint; // the buffer is as large as it is
-        self.view.clone_ref(py)
+        Ok(read_buffer(py)?.1)
     }
 
-    /// The frames completed by the first ``nbytes`` of the buffer (what the
+    /// ``BufferedProtocol.buffer_updated``'s decoding: the frames completed
+    /// by the first ``nbytes`` of the calling thread's read buffer (what the
     /// loop just read into it), as ``FrameDecoder.feed`` returns them.
     #[pyo3(signature = (nbytes, /))]
     fn read<'py>(&self, py: Python<'py>, nbytes: usize) -> PyResult<Bound<'py, PyList>> {
-        let buffer = self.buffer.bind(py);
+        let buffer = read_buffer(py)?.0.into_bound(py);
         self.decoder.get().feed_with(py, |buf| {
-            // SAFETY: `view` keeps the bytearray from being resized, and no
-            // Python code runs while the slice is alive (copying it is all).
-            let read = unsafe { buffer.as_bytes() }
-                .get(..nbytes)
-                .ok_or_else(|| PyValueError::new_err(format!("{nbytes} bytes read into a smaller buffer")))?;
+            // SAFETY: the GIL is held, so no Python code resizes or writes the
+            // bytearray while the slice lives (copying it is all that happens);
+            // the one writer without the GIL is this thread's own loop, whose
+            // read into it has finished before it reports the read.
+            let read = unsafe { buffer.as_bytes() }.get(..nbytes);
+            // No transport reports more than the buffer it was given; if one
+            // did, the read is lost and the connection cannot go on.
+            let read =
+                read.ok_or_else(|| PyValueError::new_err(format!("{nbytes} bytes read into a smaller buffer")))?;
             buf.extend_from_slice(read);
             Ok(())
         })
