@@ -457,14 +457,16 @@ def test_client_is_bound_to_its_loop_not_to_a_thread(echo_server):
     # Stopped, not closed: a later loop in the same thread must not use it.
     with pytest.raises(RuntimeError, match="another event loop"):
         asyncio.run(c.request(b"x"))
-    # Its own loop, running in another thread, may; this thread still may not.
-    t = threading.Thread(target=loop.run_forever)
+    t = threading.Thread(target=loop.run_forever, daemon=True)
     t.start()
     try:
-        reply = asyncio.run_coroutine_threadsafe(c.request(b"moved"), loop).result(HANG_BOUND)
-        assert reply.body == b"moved"
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(HANG_BOUND)  # running there now
+        # The thread that opened it and ran its loop may not, while the loop runs elsewhere...
         with pytest.raises(RuntimeError, match="another event loop"):
             asyncio.run(c.request(b"y"))
+        # ...and the thread its loop runs in may.
+        reply = asyncio.run_coroutine_threadsafe(c.request(b"moved"), loop).result(HANG_BOUND)
+        assert reply.body == b"moved"
     finally:
         loop.call_soon_threadsafe(loop.stop)
         t.join(HANG_BOUND)
@@ -474,23 +476,38 @@ def test_client_is_bound_to_its_loop_not_to_a_thread(echo_server):
     loop.close()
 
 
-def test_loops_in_two_threads_read_into_buffers_of_their_own(echo_server):
-    # Clients opened in one thread, then used by loops running at the same
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_loops_in_two_threads_read_into_buffers_of_their_own(echo_server, loop_name):
+    # Clients opened in this thread, then used by loops running at the same
     # time in two threads: each thread's reads must land in its own buffer.
-    loops = [asyncio.new_event_loop() for _ in range(2)]
-    clients = [lp.run_until_complete(client(echo_server).__aenter__()) for lp in loops]
+    new_loop = uvloop.new_event_loop if loop_name == "uvloop" else asyncio.new_event_loop
+    loops = [new_loop() for _ in range(2)]
+    clients = []
+    together = threading.Barrier(2, timeout=HANG_BOUND)
+    threads = set()
 
     async def exchange(c, tag):
+        together.wait()  # both loops run from here on
+        threads.add(threading.get_ident())
         bodies = [bytes([tag, k % 256]) * 50_000 for k in range(40)]
-        replies = await asyncio.gather(*(c.request(b) for b in bodies))
+        async with asyncio.timeout(HANG_BOUND):
+            replies = await asyncio.gather(*(c.request(b) for b in bodies))
         return [r.body for r in replies] == bodies
 
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+    try:
+        clients = [lp.run_until_complete(client(echo_server).__aenter__()) for lp in loops]
         runs = [pool.submit(lp.run_until_complete, exchange(c, tag)) for tag, (lp, c) in enumerate(zip(loops, clients))]
-        assert [r.result(HANG_BOUND) for r in runs] == [True, True]
-    for lp, c in zip(loops, clients):
-        lp.run_until_complete(c.close())
-        lp.close()
+        assert [r.result(HANG_BOUND * 2) for r in runs] == [True, True]
+        assert len(threads) == 2
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for lp, c in zip(loops, clients):
+            if not lp.is_running():
+                lp.run_until_complete(c.close())
+        for lp in loops:
+            if not lp.is_running():
+                lp.close()
 
 
 # --------------------------------------------------------------------------- the server goes away
@@ -572,7 +589,11 @@ def test_reply_reader_decodes_what_each_read_put_in_its_buffer():
     # One buffer per thread, shared by the readers of that thread.
     assert rframe._rframe._ReplyReader(rframe.FrameDecoder()).get_buffer(-1).obj is view.obj
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        assert pool.submit(lambda: reader.get_buffer(-1).obj).result() is not view.obj
+        assert pool.submit(lambda: reader.get_buffer(-1).obj).result(HANG_BOUND) is not view.obj
+    # A thread that never asked for a buffer has nothing to read.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with pytest.raises(RuntimeError, match="get_buffer"):
+            pool.submit(reader.read, 1).result(HANG_BOUND)
 
 
 def test_server_stopping(arun):

@@ -807,7 +807,9 @@ class AsyncClient:
         if conn.loop_thread_known:
             # A loop that runs in this thread is the running loop (a thread
             # runs one loop at a time): no get_running_loop(), which on
-            # Python 3.11 makes a getpid() system call.
+            # Python 3.11 makes a getpid() system call. (Loops patched to
+            # nest, as nest_asyncio does, break that rule; a call from the
+            # inner loop then fails at its await, with asyncio's error.)
             if conn.loop._thread_id != _get_ident():  # type: ignore[attr-defined]
                 self._usable()  # the full check
         elif _get_running_loop() is not conn.loop:

@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyByteArray, PyList, PyMemoryView};
 
@@ -27,17 +27,23 @@ thread_local! {
     static READ_BUFFER: RefCell<Option<(Py<PyByteArray>, Py<PyMemoryView>)>> = const { RefCell::new(None) };
 }
 
-/// This thread's read buffer and its view, made on first use.
-fn read_buffer(py: Python<'_>) -> PyResult<(Py<PyByteArray>, Py<PyMemoryView>)> {
-    READ_BUFFER.with_borrow_mut(|slot| {
-        if let Some((buffer, view)) = slot {
-            return Ok((buffer.clone_ref(py), view.clone_ref(py)));
-        }
-        let buffer = PyByteArray::new_with(py, READ_BUFFER_SIZE, |_| Ok(()))?;
-        let view = PyMemoryView::from(&buffer)?.cast_into::<PyMemoryView>()?;
-        let made = (buffer.unbind(), view.unbind());
-        *slot = Some((made.0.clone_ref(py), made.1.clone_ref(py)));
-        Ok(made)
+/// This thread's read buffer's view, the buffer made on first use.
+fn read_buffer_view(py: Python<'_>) -> PyResult<Py<PyMemoryView>> {
+    if let Some(view) = READ_BUFFER.with_borrow(|slot| slot.as_ref().map(|(_, view)| view.clone_ref(py))) {
+        return Ok(view);
+    }
+    // Made outside the borrow: making objects can run the garbage
+    // collector, and with it Python code that could come back here.
+    let buffer = PyByteArray::new_with(py, READ_BUFFER_SIZE, |_| Ok(()))?;
+    let view = PyMemoryView::from(&buffer)?.cast_into::<PyMemoryView>()?.unbind();
+    // If such code did make one meanwhile, that one stays: its view is out.
+    Ok(READ_BUFFER.with_borrow_mut(|slot| slot.get_or_insert((buffer.unbind(), view)).1.clone_ref(py)))
+}
+
+/// This thread's read buffer: the one its loop was handed by `get_buffer`.
+fn read_buffer<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyByteArray>> {
+    READ_BUFFER.with_borrow(|slot| slot.as_ref().map(|(buffer, _)| buffer.bind(py).clone())).ok_or_else(|| {
+        PyRuntimeError::new_err("a read reported on a thread whose loop never called get_buffer(): nothing to decode")
     })
 }
 
@@ -60,7 +66,7 @@ impl PyReplyReader {
     #[pyo3(signature = (sizehint, /))]
     fn get_buffer(&self, py: Python<'_>, sizehint: isize) -> PyResult<Py<PyMemoryView>> {
         let _ = sizehint; // the buffer is as large as it is
-        Ok(read_buffer(py)?.1)
+        read_buffer_view(py)
     }
 
     /// ``BufferedProtocol.buffer_updated``'s decoding: the frames completed
@@ -68,7 +74,7 @@ impl PyReplyReader {
     /// loop just read into it), as ``FrameDecoder.feed`` returns them.
     #[pyo3(signature = (nbytes, /))]
     fn read<'py>(&self, py: Python<'py>, nbytes: usize) -> PyResult<Bound<'py, PyList>> {
-        let buffer = read_buffer(py)?.0.into_bound(py);
+        let buffer = read_buffer(py)?;
         self.decoder.get().feed_with(py, |buf| {
             // SAFETY: the GIL is held, so no Python code resizes or writes the
             // bytearray while the slice lives (copying it is all that happens);
