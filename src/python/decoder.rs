@@ -52,11 +52,10 @@ impl PyFrameDecoder {
             .lock_py_attached(py)
             .map_err(|_| PyRuntimeError::new_err("FrameDecoder is broken by an earlier panic"))
     }
-}
 
-impl PyFrameDecoder {
     /// The frames completed once `fill` has appended new bytes to the buffer.
-    /// `fill` runs before any frame is built (so before any Python code).
+    /// `fill` runs before any frame is built, so before the decoder runs any
+    /// Python code.
     pub fn feed_with<'py>(
         &self,
         py: Python<'py>,

@@ -3,8 +3,8 @@
 //! `_Connection` (python/rframe/_async.py) is an `asyncio.BufferedProtocol`:
 //! the event loop asks it for a buffer before every read and reports every
 //! read. Answering with a memoryview slice for `FrameDecoder.feed` costs a
-//! new view and a buffer export per read, more than the rest of a small
-//! reply's decoding; this reads the bytes straight from the bytearray.
+//! new view and a buffer export per read, a good part of what decoding a
+//! small reply costs; this reads the bytes straight from the bytearray.
 
 use std::cell::RefCell;
 
