@@ -445,129 +445,198 @@ pub enum FlatKey<'a> {
 /// parser, which also reports errors). What it accepts, it reads exactly as
 /// `json.loads` does.
 ///
-/// `known(position)` may give the key the caller expects at that position (a
-/// stream's headers repeat their keys); a key equal to it is reported as
-/// [`FlatKey::Known`] after one comparison instead of a scan. It must be plain
-/// text (see [`is_plain_text`]), as every [`FlatKey::Text`] key is.
+/// `known(position)` may give the [`key_token`] of the key the caller expects
+/// at that position (a stream's headers repeat their keys); a member that
+/// starts with that token is reported as [`FlatKey::Known`] after one
+/// comparison instead of a scan. Any other spelling of the same key (other
+/// white space around the colon) comes as [`FlatKey::Text`].
 pub fn scan_flat<'a, 'k>(
     bytes: &'a [u8],
     known: impl Fn(usize) -> Option<&'k [u8]>,
     mut pair: impl FnMut(FlatKey<'a>, FlatValue<'a>),
 ) -> Option<()> {
-    let mut i = 0;
-    let skip_ws = |i: &mut usize| {
-        while matches!(bytes.get(*i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            *i += 1;
-        }
-    };
-    let string = |i: &mut usize| -> Option<&'a str> {
-        if bytes.get(*i) != Some(&b'"') {
-            return None;
-        }
-        let start = *i + 1;
-        let len = plain_prefix(&bytes[start..]);
-        if bytes.get(start + len) != Some(&b'"') {
-            return None; // an escape, a control or non-ASCII character, or the end
-        }
-        *i = start + len + 1;
-        let text = &bytes[start..start + len];
-        debug_assert!(text.is_ascii());
-        // SAFETY: every byte is printable ASCII (checked by `plain_prefix`),
-        // which is valid UTF-8; this is the hot path of every header.
-        Some(unsafe { std::str::from_utf8_unchecked(text) })
-    };
-    skip_ws(&mut i);
-    if bytes.get(i) != Some(&b'{') {
-        return None;
-    }
-    i += 1;
-    skip_ws(&mut i);
-    if bytes.get(i) == Some(&b'}') {
-        i += 1;
+    // `rest` is what is left to read: every step matches its front and moves
+    // past it, so no step can read out of bounds or compute an index.
+    let mut rest = bytes;
+    skip_ws(&mut rest);
+    let [b'{', tail @ ..] = rest else { return None };
+    rest = tail;
+    skip_ws(&mut rest);
+    if let [b'}', tail @ ..] = rest {
+        rest = tail;
     } else {
         let mut position = 0;
         loop {
             let key = match known(position) {
-                Some(k)
-                    if bytes.get(i) == Some(&b'"')
-                        && bytes[i + 1..].starts_with(k)
-                        && bytes.get(i + 1 + k.len()) == Some(&b'"') =>
-                {
-                    debug_assert!(plain_prefix(k) == k.len(), "known keys must be plain text");
-                    i += k.len() + 2;
+                Some(token) if rest.len() >= token.len() && same(&rest[..token.len()], token) => {
+                    rest = &rest[token.len()..];
                     FlatKey::Known
                 }
-                _ => FlatKey::Text(string(&mut i)?),
+                _ => {
+                    let key = plain_string(&mut rest)?;
+                    // json.dumps separates with ": "; anything else the long way.
+                    if let [b':', b' ', tail @ ..] = rest {
+                        rest = tail;
+                    } else {
+                        skip_ws(&mut rest);
+                        let [b':', tail @ ..] = rest else { return None };
+                        rest = tail;
+                        skip_ws(&mut rest);
+                    }
+                    FlatKey::Text(key)
+                }
             };
             position += 1;
-            // json.dumps separates with ": " and ", "; anything else the long way.
-            if bytes.get(i..i + 2) == Some(b": ") {
-                i += 2;
-            } else {
-                skip_ws(&mut i);
-                if bytes.get(i) != Some(&b':') {
-                    return None;
-                }
-                i += 1;
-                skip_ws(&mut i);
-            }
-            let value = match *bytes.get(i)? {
-                b'"' => FlatValue::Str(string(&mut i)?),
-                b't' if bytes[i..].starts_with(b"true") => {
-                    i += 4;
+            let value = match *rest {
+                [b'"', ..] => FlatValue::Str(plain_string(&mut rest)?),
+                [b't', b'r', b'u', b'e', ref tail @ ..] => {
+                    rest = tail;
                     FlatValue::Bool(true)
                 }
-                b'f' if bytes[i..].starts_with(b"false") => {
-                    i += 5;
+                [b'f', b'a', b'l', b's', b'e', ref tail @ ..] => {
+                    rest = tail;
                     FlatValue::Bool(false)
                 }
-                b'n' if bytes[i..].starts_with(b"null") => {
-                    i += 4;
+                [b'n', b'u', b'l', b'l', ref tail @ ..] => {
+                    rest = tail;
                     FlatValue::Null
                 }
-                b'-' | b'0'..=b'9' => {
-                    let negative = bytes[i] == b'-';
-                    i += usize::from(negative);
-                    let start = i;
-                    let mut n = 0i64;
-                    while let Some(d @ b'0'..=b'9') = bytes.get(i) {
-                        n = n.wrapping_mul(10).wrapping_add(i64::from(d - b'0'));
-                        i += 1;
-                    }
-                    let digits = i - start;
+                [first @ (b'-' | b'0'..=b'9'), ..] => {
+                    let negative = first == b'-';
+                    let unsigned = &rest[usize::from(negative)..];
+                    let (n, count) = leading_digits(unsigned);
                     // JSON has no leading zeros; fractions and exponents are
                     // floats. At most 18 digits cannot overflow an i64.
-                    if digits == 0 || digits > 18 || (digits > 1 && bytes[start] == b'0') {
+                    if count == 0 || count > 18 || (count > 1 && unsigned[0] == b'0') {
                         return None;
                     }
-                    if matches!(bytes.get(i), Some(b'.' | b'e' | b'E')) {
+                    rest = &unsigned[count..];
+                    if let [b'.' | b'e' | b'E', ..] = rest {
                         return None;
                     }
+                    let n = n as i64;
                     FlatValue::Int(if negative { -n } else { n })
                 }
                 _ => return None,
             };
             pair(key, value);
-            if bytes.get(i..i + 2) == Some(b", ") {
-                i += 2;
+            if let [b',', b' ', tail @ ..] = rest {
+                rest = tail;
                 continue;
             }
-            skip_ws(&mut i);
-            match bytes.get(i)? {
-                b',' => {
-                    i += 1;
-                    skip_ws(&mut i);
+            skip_ws(&mut rest);
+            match rest {
+                [b',', tail @ ..] => {
+                    rest = tail;
+                    skip_ws(&mut rest);
                 }
-                b'}' => {
-                    i += 1;
+                [b'}', tail @ ..] => {
+                    rest = tail;
                     break;
                 }
                 _ => return None,
             }
         }
     }
-    skip_ws(&mut i);
-    (i == bytes.len()).then_some(())
+    skip_ws(&mut rest);
+    rest.is_empty().then_some(())
+}
+
+/// What [`scan_flat`] matches for a known key: the key in quotes, then
+/// json.dumps's `": "`. Only plain keys (see [`is_plain_text`]) have one: any
+/// other key's text differs from its JSON form.
+pub fn key_token(key: &str) -> Option<Box<[u8]>> {
+    if !is_plain_text(key) {
+        return None;
+    }
+    Some([b"\"", key.as_bytes(), b"\": "].concat().into_boxed_slice())
+}
+
+fn skip_ws(rest: &mut &[u8]) {
+    while let [b' ' | b'\t' | b'\n' | b'\r', tail @ ..] = *rest {
+        *rest = tail;
+    }
+}
+
+/// A JSON string at the front of `rest` whose text is plain (see
+/// [`is_plain`]), which is then its own value; `None` for any other string.
+fn plain_string<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+    let [b'"', tail @ ..] = *rest else { return None };
+    let (text, after) = tail.split_at(plain_prefix(tail));
+    // Not a quote: an escape, a control or non-ASCII character, or the end.
+    let [b'"', after @ ..] = after else { return None };
+    *rest = after;
+    debug_assert!(text.is_ascii());
+    // SAFETY: every byte is printable ASCII (checked by `plain_prefix`),
+    // which is valid UTF-8; this is the hot path of every header.
+    Some(unsafe { std::str::from_utf8_unchecked(text) })
+}
+
+/// `a == b` for slices of equal length, inline: a call to memcmp costs more
+/// than these short keys.
+#[inline(always)]
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    debug_assert_eq!(n, b.len());
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"));
+    if n >= 8 {
+        // Whole words, the last one overlapping the one before.
+        let mut at = 0;
+        while at + 8 < n {
+            if word(a, at) != word(b, at) {
+                return false;
+            }
+            at += 8;
+        }
+        word(a, n - 8) == word(b, n - 8)
+    } else if n >= 4 {
+        let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("four bytes"));
+        half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4)
+    } else {
+        a.iter().zip(b).all(|(x, y)| x == y)
+    }
+}
+
+/// The ASCII digits at the start of `bytes` as a number, and how many there
+/// are: exact up to 18 digits; past that the count only says "too many".
+fn leading_digits(bytes: &[u8]) -> (u64, usize) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const POW10: [u64; 9] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000];
+    let (mut n, mut count) = (0u64, 0usize);
+    while let Some(chunk) = bytes.get(count..count + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let values = w.wrapping_sub(ONES * u64::from(b'0'));
+        // The high bit is set in each byte that is not a digit: below '0' the
+        // subtraction borrows into it, above '9' adding 0x76 carries into it.
+        // Borrows and carries only come from such a byte, so the lowest set
+        // bit is exact.
+        let stop = (values | values.wrapping_add(ONES * 0x76)) & HIGH;
+        let k = (stop.trailing_zeros() / 8) as usize; // 8: all are digits
+        if k == 0 {
+            return (n, count);
+        }
+        // The k digits to the top bytes, then combined in pairs, fours, eight.
+        let x = values << (8 * (8 - k));
+        let x = (x.wrapping_mul(10).wrapping_add(x >> 8)) & 0x00ff_00ff_00ff_00ff;
+        let x = (x.wrapping_mul(100).wrapping_add(x >> 16)) & 0x0000_ffff_0000_ffff;
+        let x = (x.wrapping_mul(10_000).wrapping_add(x >> 32)) & 0xffff_ffff;
+        n = n.wrapping_mul(POW10[k]).wrapping_add(x);
+        count += k;
+        if k < 8 || count > 18 {
+            return (n, count);
+        }
+    }
+    // Fewer than eight bytes left: one at a time.
+    while let Some(&b) = bytes.get(count) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 || count > 18 {
+            break;
+        }
+        n = n.wrapping_mul(10).wrapping_add(u64::from(d));
+        count += 1;
+    }
+    (n, count)
 }
 
 /// True for JSON number text with no fraction or exponent (Python reads it as an int).
@@ -689,21 +758,67 @@ mod tests {
 
     #[test]
     fn known_keys_are_matched_whole() {
-        let scan = |bytes: &'static [u8], known: &'static [&'static [u8]]| {
+        let scan = |bytes: &'static [u8], known: &[&str]| {
+            let tokens: Vec<_> = known.iter().map(|k| key_token(k).unwrap()).collect();
             let mut keys = vec![];
-            scan_flat(bytes, |p| known.get(p).copied(), |k, _| keys.push(k)).map(|()| keys)
+            scan_flat(bytes, |p| tokens.get(p).map(|t| &t[..]), |k, _| keys.push(k)).map(|()| keys)
         };
         let header = br#"{"ab": 1, "c": "x", "total_size": 2}"#;
-        assert_eq!(
-            scan(header, &[b"ab", b"c", b"total_size"]).unwrap(),
-            [FlatKey::Known, FlatKey::Known, FlatKey::Known]
-        );
+        assert_eq!(scan(header, &["ab", "c", "total_size"]).unwrap(), [FlatKey::Known, FlatKey::Known, FlatKey::Known]);
         // A prefix, a longer key, another key: scanned as text.
         assert_eq!(
-            scan(header, &[b"a", b"cd", b"size"]).unwrap(),
+            scan(header, &["a", "cd", "size"]).unwrap(),
             [FlatKey::Text("ab"), FlatKey::Text("c"), FlatKey::Text("total_size")]
         );
-        assert_eq!(scan(br#"{"a": 1, "b": 2}"#, &[b"a"]).unwrap(), [FlatKey::Known, FlatKey::Text("b")]);
+        assert_eq!(scan(br#"{"a": 1, "b": 2}"#, &["a"]).unwrap(), [FlatKey::Known, FlatKey::Text("b")]);
+        // The same key with other white space is read, as text.
+        assert_eq!(scan(br#"{"a" : 1, "b":2}"#, &["a", "b"]).unwrap(), [FlatKey::Text("a"), FlatKey::Text("b")]);
+        // A token that runs past the end is no match.
+        assert_eq!(
+            scan(br#"{"total_size": 1}"#, &["total_size_longer_than_the_header"]),
+            Some(vec![FlatKey::Text("total_size")])
+        );
+        // Keys that need escapes have no token.
+        assert!(key_token("a\"b").is_none() && key_token("é").is_none() && key_token("a\nb").is_none());
+    }
+
+    #[test]
+    fn same_compares_every_length() {
+        for n in 0..40 {
+            let a: Vec<u8> = (0..n as u8).map(|i| b'a' + i % 26).collect();
+            assert!(same(&a, &a.clone()));
+            for at in 0..n {
+                let mut b = a.clone();
+                b[at] ^= 0x20;
+                assert!(!same(&a, &b), "length {n}, differing at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn leading_digits_reads_every_count_and_stops_at_any_other_byte() {
+        let naive = |s: &[u8]| {
+            let count = s.iter().take_while(|b| b.is_ascii_digit()).count();
+            let n = s[..count.min(18)].iter().fold(0u64, |n, &b| n * 10 + u64::from(b - b'0'));
+            (n, count)
+        };
+        for len in 0..=22 {
+            let digits: Vec<u8> = (0..len).map(|i| b"9876543210"[i % 10]).collect();
+            for stop in 0..=255u8 {
+                for tail in 0..10 {
+                    let mut s = digits.clone();
+                    s.push(stop);
+                    s.extend(std::iter::repeat_n(b'7', tail));
+                    let (n, count) = leading_digits(&s);
+                    let (want_n, want_count) = naive(&s);
+                    if want_count <= 18 {
+                        assert_eq!((n, count), (want_n, want_count), "{}", String::from_utf8_lossy(&s));
+                    } else {
+                        assert!(count > 18, "{}", String::from_utf8_lossy(&s));
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 
 use bytes::{Buf, BytesMut};
 
-use crate::codec::json::{is_plain_text, scan_flat, Entry, FlatKey, FlatValue, JsonWriter, TOTAL_SIZE};
+use crate::codec::json::{key_token, scan_flat, Entry, FlatKey, FlatValue, JsonWriter, TOTAL_SIZE};
 use crate::codec::{escape_bytes, Codec, FrameError, FrameModel, HeaderFacts};
 
 use super::errors::frame_error;
@@ -235,8 +235,8 @@ pub struct KeyCache {
 struct KnownKey {
     text: Box<str>,
     obj: Py<PyString>,
-    /// Whether [`scan_flat`] may take it as known (see [`is_plain_text`]).
-    plain: bool,
+    /// What [`scan_flat`] matches to take it as known (see [`key_token`]).
+    token: Option<Box<[u8]>>,
     is_total: bool,
 }
 
@@ -323,7 +323,7 @@ impl KeyCache {
         let keys = &self.keys;
         scan_flat(
             bytes,
-            |position| keys.get(position).filter(|k| k.plain).map(|k| k.text.as_bytes()),
+            |position| keys.get(position).and_then(|k| k.token.as_deref()),
             |key, value| {
                 let made;
                 let (name, text, is_total) = match key {
@@ -390,12 +390,8 @@ impl KeyCache {
         if position > self.keys.len() || position >= REMEMBERED_KEYS {
             return;
         }
-        let entry = KnownKey {
-            plain: is_plain_text(text),
-            is_total: text == TOTAL_SIZE,
-            text: Box::from(text),
-            obj: obj.unbind(),
-        };
+        let entry =
+            KnownKey { token: key_token(text), is_total: text == TOTAL_SIZE, text: Box::from(text), obj: obj.unbind() };
         if position < self.keys.len() {
             self.keys[position] = entry;
         } else {
