@@ -7,7 +7,6 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::codec::{ByteOrder, Checksum, Codec, DEFAULT_MAX_BODY, DEFAULT_MAX_HEADER};
 
 use super::decoder::PyFrameDecoder;
-use super::frame::PyFrame;
 use super::stream;
 
 /// How frames are laid out on the wire, and the limits a reader enforces.
@@ -143,7 +142,7 @@ impl PyCodec {
     /// the GIL released; a socket's timeout bounds the whole frame, as it bounds
     /// ``sendall``. Raises ``EOFError`` if the stream ended before the frame
     /// began and ``IncompleteFrame`` if it ended inside it.
-    fn read(&self, py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<PyFrame> {
+    fn read<'py>(&self, py: Python<'py>, source: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         stream::read_from(py, &self.codec(), source)
     }
 
@@ -194,7 +193,7 @@ pub fn pack_frame<'py>(
 
 /// ``Codec().read(source)``: one frame from a socket or file-like object.
 #[pyfunction]
-pub fn read_frame(py: Python<'_>, source: &Bound<'_, PyAny>) -> PyResult<PyFrame> {
+pub fn read_frame<'py>(py: Python<'py>, source: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     stream::read_from(py, &Codec::default(), source)
 }
 

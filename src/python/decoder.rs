@@ -12,7 +12,7 @@ use crate::codec::{Decoder, Frame};
 
 use super::codec::PyCodec;
 use super::errors::frame_error;
-use super::frame::PyFrame;
+use super::frame::new_frame;
 use super::header::{header_to_py, KeyCache, PyFrames};
 use super::stream::with_body;
 
@@ -73,7 +73,7 @@ impl PyFrameDecoder {
             match decoder.decode_with(buf, &mut model) {
                 Ok(Some(Frame { header, body })) => {
                     let header = header.map_or_else(|| PyDict::new(py), |h| h.into_bound(py));
-                    frames.append(PyFrame::from_parts(header, body.into_bound(py)))?
+                    frames.append(new_frame(header, body.into_bound(py))?)?
                 }
                 Ok(None) => return Ok(frames),
                 Err(err) => return Err(frame_error(py, &err)),
@@ -82,12 +82,12 @@ impl PyFrameDecoder {
     }
 }
 
-pub fn frame_to_py(py: Python<'_>, frame: Frame) -> PyResult<PyFrame> {
+pub fn frame_to_py(py: Python<'_>, frame: Frame) -> PyResult<Bound<'_, PyAny>> {
     let header = match &frame.header {
         Some(bytes) => header_to_py(py, bytes)?,
         None => PyDict::new(py),
     };
-    Ok(PyFrame::from_parts(header, PyBytes::new(py, &frame.body)))
+    new_frame(header, PyBytes::new(py, &frame.body))
 }
 
 #[pymethods]

@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 #[pyo3(name = "_rframe")]
 fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<codec::PyCodec>()?;
-    m.add_class::<frame::PyFrame>()?;
+    m.add("Frame", frame::frame_type(m.py())?)?;
     m.add_class::<decoder::PyFrameDecoder>()?;
     m.add_class::<server::PyServer>()?;
     m.add_class::<replies::PyReplyReader>()?;

@@ -29,7 +29,7 @@ use crate::server::{Bind, BoundAddr, BoxFuture, Handler, Level, Observer, Reply,
 
 use super::codec::PyCodec;
 use super::decoder::frame_to_py;
-use super::frame::PyFrame;
+use super::frame::frame_parts;
 use super::stream::{check_signals, header_bytes, with_body};
 
 /// More connections than this is a typo, not a plan (and the count must fit
@@ -184,24 +184,24 @@ fn describe(py: Python<'_>, err: &PyErr) -> String {
 /// Calls the handler and turns what it returns (bytes, str, (header, body),
 /// or Frame) into a reply.
 fn call_handler(py: Python<'_>, handler: &Py<PyAny>, codec: &Codec, frame: Frame) -> PyResult<Reply> {
-    let frame = Bound::new(py, frame_to_py(py, frame)?)?;
+    let frame = frame_to_py(py, frame)?;
     let result = handler.bind(py).call1((frame,))?;
-    let (header, body): (Option<Bound<'_, PyAny>>, Bound<'_, PyAny>) = if let Ok(f) = result.cast::<PyFrame>() {
-        let mut items = f.try_iter()?;
-        (Some(items.next().expect("header")?), items.next().expect("body")?)
-    } else if let Ok(t) = result.cast::<PyTuple>() {
-        if t.len() != 2 {
-            return Err(PyTypeError::new_err(format!(
-                "handler returned a tuple of {} items; expected (header, body)",
-                t.len()
-            )));
-        }
-        (Some(t.get_item(0)?), t.get_item(1)?)
-    } else if result.is_none() {
-        return Err(PyTypeError::new_err("handler returned None; expected bytes, str, (header, body) or Frame"));
-    } else {
-        (None, result)
-    };
+    let (header, body): (Option<Bound<'_, PyAny>>, Bound<'_, PyAny>) =
+        if let Some((header, body)) = frame_parts(&result) {
+            (Some(header.into_any()), body.into_any())
+        } else if let Ok(t) = result.cast::<PyTuple>() {
+            if t.len() != 2 {
+                return Err(PyTypeError::new_err(format!(
+                    "handler returned a tuple of {} items; expected (header, body)",
+                    t.len()
+                )));
+            }
+            (Some(t.get_item(0)?), t.get_item(1)?)
+        } else if result.is_none() {
+            return Err(PyTypeError::new_err("handler returned None; expected bytes, str, (header, body) or Frame"));
+        } else {
+            (None, result)
+        };
     let header = header.filter(|h| !h.is_none());
     let header = if codec.json_header {
         header

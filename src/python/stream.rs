@@ -15,7 +15,7 @@ use crate::io::fd;
 use crate::io::read::{read_frame, BodyBuffer, ByteSource};
 
 use super::errors::{read_error, wait_error};
-use super::frame::PyFrame;
+use super::frame::new_frame;
 use super::header::header_to_py;
 
 /// How reads and writes reach a Python object.
@@ -196,7 +196,7 @@ impl BodyBuffer for BodyBuf<'_> {
 }
 
 /// Reads one whole frame from a socket or file-like object.
-pub fn read_from(py: Python<'_>, codec: &Codec, source: &Bound<'_, PyAny>) -> PyResult<PyFrame> {
+pub fn read_from<'py>(py: Python<'py>, codec: &Codec, source: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let alloc = |len| BodyBuf::new(py, len);
     let result = match endpoint(source, "recv_into", "read_frame")? {
         Endpoint::Socket { fd, deadline } => read_frame(codec, &mut SocketSource { py, fd, deadline }, alloc),
@@ -207,7 +207,7 @@ pub fn read_from(py: Python<'_>, codec: &Codec, source: &Bound<'_, PyAny>) -> Py
         Some(bytes) => header_to_py(py, &bytes)?,
         None => PyDict::new(py),
     };
-    Ok(PyFrame::from_parts(header, frame.body.bytes))
+    new_frame(header, frame.body.bytes)
 }
 
 /// Calls `f` with the bytes of a body given as bytes, bytearray, memoryview
