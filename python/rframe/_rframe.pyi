@@ -46,7 +46,9 @@ class Frame:
     >>> header, body = Frame({"total_size": 2}, b"hi")
     """
 
-    def __init__(self, header: Optional[dict[str, Any]] = None, body: bytes = b"") -> None: ...
+    def __init__(
+        self, header: Optional[dict[str, Any]] = None, body: Optional[Union[bytes, bytearray, memoryview]] = None
+    ) -> None: ...
     @property
     def header(self) -> dict[str, Any]: ...
     @property

@@ -8,9 +8,10 @@
 //! frame, and 12% of its time (bench/decode_count.py, bench/framing.py).
 //!
 //! The object is a header dict and a body bytes, both strong references, set
-//! once when it is made and never changed. It does not take part in garbage
-//! collection (as the `#[pyclass]` did not): a frame only ever refers to its
-//! dict and bytes, so a cycle needs a header edited to hold the frame.
+//! once when it is made and never changed. It is not tracked by the garbage
+//! collector: a frame refers only to its dict and bytes, so a cycle needs a
+//! header edited to hold its own frame (which the `#[pyclass]`, tracked but
+//! visiting nothing, did not collect either).
 
 use std::any::Any;
 use std::ffi::{c_int, c_void, CStr};
@@ -90,7 +91,7 @@ fn pair<'py>(header: &Bound<'py, PyDict>, body: &Bound<'py, PyBytes>) -> PyResul
     PyTuple::new(header.py(), [header.as_any(), body.as_any()])
 }
 
-const DOC: &CStr = c"Frame(header=None, body=b'')
+const DOC: &CStr = c"Frame(header=None, body=None)
 --
 
 One frame: a header dict and a body.
@@ -100,8 +101,7 @@ It unpacks and compares like the tuple ``(header, body)``:
 >>> frame = Frame({\"total_size\": 2}, b\"hi\")
 >>> header, body = frame
 >>> frame == ({\"total_size\": 2}, b\"hi\")
-True
-";
+True";
 
 fn make_type(py: Python<'_>) -> PyResult<Py<PyType>> {
     // The tables must outlive the type, which lives as long as the process.
@@ -174,6 +174,11 @@ fn member(name: &'static CStr, offset: usize, doc: &'static CStr) -> ffi::PyMemb
 /// Runs the body of a slot CPython calls (always with the interpreter
 /// attached): an error is raised as the exception, a panic as
 /// `PanicException`; either way the slot returns `failed`.
+///
+/// The body runs without pyo3's own entry bookkeeping (it costs more than
+/// these slots do), so it must not drop a `Py` or a `PyErr`: pyo3 would queue
+/// the release for later, unbounded. An error is raised inside
+/// `Python::attach`, which does the bookkeeping, so its objects go at once.
 fn slot_body<T>(failed: T, body: impl FnOnce(Python<'_>) -> PyResult<T>) -> T {
     // SAFETY: CPython calls type slots with the interpreter attached.
     let py = unsafe { Python::assume_attached() };
@@ -182,7 +187,7 @@ fn slot_body<T>(failed: T, body: impl FnOnce(Python<'_>) -> PyResult<T>) -> T {
         Ok(Err(err)) => err,
         Err(payload) => panic_error(payload),
     };
-    err.restore(py);
+    Python::attach(|py| err.restore(py));
     failed
 }
 
@@ -197,11 +202,13 @@ fn panic_error(payload: Box<dyn Any + Send>) -> PyErr {
 
 /// `Frame(header=None, body=b"")`.
 unsafe extern "C" fn new(
-    _subtype: *mut ffi::PyTypeObject,
+    subtype: *mut ffi::PyTypeObject,
     args: *mut ffi::PyObject,
     kwargs: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
     slot_body(ptr::null_mut(), |py| {
+        // Frame is not a base type: the type called is always Frame itself.
+        debug_assert_eq!(Some(subtype), frame_type(py).ok().map(|t| t.as_type_ptr()));
         // SAFETY: CPython passes a tuple and a dict or NULL, borrowed.
         let args = unsafe { Bound::from_borrowed_ptr(py, args).cast_into_unchecked::<PyTuple>() };
         let kwargs = unsafe { Bound::from_borrowed_ptr_or_opt(py, kwargs) };
@@ -209,18 +216,30 @@ unsafe extern "C" fn new(
         let (header, body) = arguments(&args, kwargs.as_ref())?;
         let header = match header.filter(|h| !h.is_none()) {
             None => PyDict::new(py),
-            Some(h) => h.cast_into::<PyDict>().map_err(|e| {
-                PyTypeError::new_err(format!(
-                    "Frame() argument 'header' must be a dict, not {}",
-                    e.into_inner().get_type().name().map(|n| n.to_string()).unwrap_or_default()
-                ))
-            })?,
+            Some(h) => match h.cast_into::<PyDict>() {
+                Ok(dict) => dict,
+                Err(e) => {
+                    let name = e.into_inner().get_type().name()?;
+                    return Err(PyTypeError::new_err(format!("Frame() argument 'header' must be a dict, not {name}")));
+                }
+            },
         };
         let body = match body.filter(|b| !b.is_none()) {
             None => PyBytes::new(py, b""),
             Some(b) => match b.cast_into::<PyBytes>() {
                 Ok(bytes) => bytes,
-                Err(e) => py.get_type::<PyBytes>().call1((e.into_inner(),))?.cast_into::<PyBytes>()?,
+                Err(e) => {
+                    let b = e.into_inner();
+                    // Not bytes(b) for anything: bytes(5) is five zero bytes.
+                    // SAFETY: a live object; the call only inspects its type.
+                    if unsafe { ffi::PyObject_CheckBuffer(b.as_ptr()) } == 0 {
+                        return Err(PyTypeError::new_err(format!(
+                            "Frame() argument 'body' must be a bytes-like object, not {}",
+                            b.get_type().name()?
+                        )));
+                    }
+                    py.get_type::<PyBytes>().call1((b,))?.cast_into::<PyBytes>()?
+                }
             },
         };
         Ok(new_frame(header, body)?.into_ptr())
@@ -237,14 +256,20 @@ fn arguments<'py>(
     if args.len() > 2 {
         return Err(PyTypeError::new_err(format!("Frame() takes at most 2 arguments ({} given)", args.len())));
     }
-    let mut bound: [Argument<'py>; 2] = [args.get_item(0).ok(), args.get_item(1).ok()];
+    let mut bound: [Argument<'py>; 2] = [None, None];
+    for (at, arg) in args.iter().enumerate() {
+        bound[at] = Some(arg);
+    }
     for (key, value) in kwargs.into_iter().flatten() {
-        let at = match key.cast::<PyString>().ok().and_then(|k| k.to_str().ok()) {
-            Some("header") => 0,
-            Some("body") => 1,
-            _ => {
-                return Err(PyTypeError::new_err(format!("Frame() got an unexpected keyword argument {}", key.repr()?)))
-            }
+        // Compared without making a PyErr (see slot_body): keyword names are str.
+        // SAFETY: a live str and a NUL-terminated ASCII name; the call cannot fail.
+        let is = |name: &CStr| unsafe { ffi::PyUnicode_CompareWithASCIIString(key.as_ptr(), name.as_ptr()) == 0 };
+        let at = if is(c"header") {
+            0
+        } else if is(c"body") {
+            1
+        } else {
+            return Err(PyTypeError::new_err(format!("Frame() got an unexpected keyword argument {}", key.repr()?)));
         };
         if bound[at].is_some() {
             return Err(PyTypeError::new_err(format!("Frame() got multiple values for argument {}", key.repr()?)));
