@@ -235,6 +235,20 @@ def best_of(fn, repeat):
     return best, result
 
 
+def best_of_each(fns, repeat):
+    """``best_of`` for several functions at once, interleaved: each round runs
+    every one of them once, in an order that rotates, so a noisy moment on a
+    shared machine hits them alike instead of one peer's whole series. Returns
+    {name: (best seconds, last result)}."""
+    names = list(fns)
+    best = {name: (float("inf"), None) for name in names}
+    for r in range(repeat):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            dt, result = best_of(fns[name], 1)
+            best[name] = (min(best[name][0], dt), result)
+    return best
+
+
 # --------------------------------------------------------------------------
 # Row 1: pack one small frame
 # --------------------------------------------------------------------------
@@ -260,10 +274,11 @@ def bench_pack(rframe, n, repeat):
                 f(body, header)
         return run
 
-    res = {}
-    res["json"] = best_of(loop(pack_json), repeat)[0] / n * 1e9
-    res["orjson"] = best_of(loop(pack_orjson), repeat)[0] / n * 1e9 if orjson else None
-    res["rframe"] = best_of(loop(rframe.pack_frame), repeat)[0] / n * 1e9
+    fns = {"json": loop(pack_json), "rframe": loop(rframe.pack_frame)}
+    if orjson is not None:
+        fns["orjson"] = loop(pack_orjson)
+    res = {name: dt / n * 1e9 for name, (dt, _) in best_of_each(fns, repeat).items()}
+    res.setdefault("orjson", None)
     return res
 
 
@@ -310,8 +325,9 @@ def bench_decode(rframe, nframes, chunk, repeat):
     if orjson is not None:
         peers.append(("orjson", lambda: PyFrameDecoder("orjson")))
     peers.append(("rframe", rframe.FrameDecoder))
-    for name, make in peers:
-        dt, (n, last) = best_of(driver(make), repeat)
+    timed = best_of_each({name: driver(make) for name, make in peers}, repeat)
+    for name, _ in peers:
+        dt, (n, last) = timed[name]
         header, body = last  # a tuple, or an rframe.Frame
         if n != nframes or dict(header) != expected_last[0] or bytes(body) != expected_last[1]:
             raise SystemExit(
