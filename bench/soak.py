@@ -370,6 +370,7 @@ class Proc:
             stop_process(self.proc)
         finally:
             self.proc.stdout.close()
+            self.err.close()
 
 
 def start_command_server(*extra):

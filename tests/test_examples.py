@@ -100,6 +100,8 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self._reader.join(5)
+        if not self._reader.is_alive():
+            self.proc.stdout.close()  # else the pipe is left to the GC (a ResourceWarning)
 
 
 @pytest.fixture(scope="module", params=sorted(PAIRS))
