@@ -354,8 +354,9 @@ class Proc:
         try:
             self.port = parse_port(LineReader(self.proc.stdout).readline(30))
         except (TimeoutError, EOFError, ValueError) as e:
+            tail = self.stderr_tail()  # before close() closes the file
             self.close()
-            raise RuntimeError(f"{name} did not start: {e}; stderr: {self.stderr_tail()}") from None
+            raise RuntimeError(f"{name} did not start: {e}; stderr: {tail}") from None
 
     @property
     def pid(self):

@@ -203,8 +203,12 @@ class CliProcess:
         # whichever later test happened to collect them.
         for t in self._threads:
             t.join(HANG_BOUND)
+        if any(t.is_alive() for t in self._threads):
+            # Something else holds the pipe open (a child of the process?):
+            # fail here, not in the later test that would collect it.
+            pytest.fail(f"a pipe of {self.proc.args!r} is still open {HANG_BOUND} s after the process ended")
         for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None and not any(t.is_alive() for t in self._threads):
+            if stream is not None:
                 stream.close()
 
 

@@ -306,6 +306,10 @@ SHIFTING_HEADERS = [
     '{"md5": "\\"q\\"", "total_size": 3}',  # an escaped value
     '{"total_size": 3, "md5": 15}',
     '{"total_size": 3, "md5": 16}',
+    '{"total_size":3,"md5":17}',  # compact again, after the keys were remembered
+    '{"total_size":  3,"md5":\t18}',  # white space after the colons
+    '{"total_size" :3,"md5"\n:19}',  # white space before them
+    '{"total_size":3,"md5":20}',
 ]
 
 

@@ -100,8 +100,11 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self._reader.join(5)
-        if not self._reader.is_alive():
-            self.proc.stdout.close()  # else the pipe is left to the GC (a ResourceWarning)
+        if self._reader.is_alive():
+            # Something else holds the pipe open: fail here, not in the later
+            # test whose garbage collection would warn about it.
+            pytest.fail(f"the output pipe of {self.proc.args!r} is still open 5 s after the process ended")
+        self.proc.stdout.close()
 
 
 @pytest.fixture(scope="module", params=sorted(PAIRS))

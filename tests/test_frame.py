@@ -156,7 +156,7 @@ def test_frame_constructor_refuses_bad_arguments(args, kwargs, message):
 
 def test_frame_constructor_takes_any_bytes_like_body_and_none():
     assert Frame(None, None) == ({}, b"")
-    assert Frame(body=bytearray(b"ab")).body == b"ab"
+    assert type(Frame(body=bytearray(b"ab")).body) is bytes and Frame(body=bytearray(b"ab")).body == b"ab"
     assert type(Frame(body=memoryview(b"ab")).body) is bytes
 
 

@@ -182,8 +182,8 @@ fn check_scan_flat(bytes: &[u8]) {
     let mut again = vec![];
     json::scan_flat(bytes, |p| tokens.get(p).and_then(|t| t.as_deref()), |key, value| again.push((key, value)))
         .expect("scan_flat refused a header it accepted, given its keys");
-    // A key spelled as json.dumps spells it (`"key": `) is known; any other
-    // spelling is read as text, the same text.
+    // A key with white space before its colon is read as text, the same text;
+    // any other spelling is known.
     assert_eq!(again.len(), pairs.len(), "scan_flat with known keys read other members");
     for ((key, value), (first_key, first_value)) in again.iter().zip(&pairs) {
         assert_eq!(value, first_value, "scan_flat with known keys read another value");
@@ -191,6 +191,27 @@ fn check_scan_flat(bytes: &[u8]) {
             assert_eq!(text, first_key, "scan_flat with known keys read another key");
         }
     }
+    // The first member, when its token opens the object, must be known...
+    let opening = bytes.trim_ascii_start().strip_prefix(b"{").map(<[u8]>::trim_ascii_start);
+    if let (Some(rest), Some(Some(token))) = (opening, tokens.first()) {
+        if rest.starts_with(token) {
+            assert_eq!(again.first().map(|(key, _)| *key), Some(json::FlatKey::Known), "a key's token was missed");
+        }
+    }
+    // ...and a token one byte off is never taken for the key.
+    let altered: Vec<Option<Box<[u8]>>> = tokens
+        .iter()
+        .map(|t| {
+            t.clone().map(|mut t| {
+                t[1] ^= 0x01; // the key's first byte (or its closing quote)
+                t
+            })
+        })
+        .collect();
+    json::scan_flat(bytes, |p| altered.get(p).and_then(|t| t.as_deref()), |key, _| {
+        assert_ne!(key, json::FlatKey::Known, "scan_flat matched a token that differs from the key");
+    })
+    .expect("scan_flat refused a header it accepted, given other keys");
     let full: serde_json::Map<String, serde_json::Value> =
         serde_json::from_slice(bytes).expect("scan_flat accepted invalid JSON");
     // Python's json.loads reads `-0` as the int 0; serde_json as the float -0.0.
@@ -246,6 +267,8 @@ fn round_trip(codec: Codec, stream: &[u8], sizes: &[u8]) {
 }
 
 fuzz_target!(|data: &[u8]| {
+    // The fast path on any bytes, not only headers the codec accepted.
+    check_scan_flat(data);
     let Some(input) = Input::parse(data) else { return };
     let codec = codec_from(input.flags, input.limits);
 

@@ -448,8 +448,8 @@ pub enum FlatKey<'a> {
 /// `known(position)` may give the [`key_token`] of the key the caller expects
 /// at that position (a stream's headers repeat their keys); a member that
 /// starts with that token is reported as [`FlatKey::Known`] after one
-/// comparison instead of a scan. Any other spelling of the same key (other
-/// white space around the colon) comes as [`FlatKey::Text`].
+/// comparison instead of a scan. The same key with white space before its
+/// colon comes as [`FlatKey::Text`].
 pub fn scan_flat<'a, 'k>(
     bytes: &'a [u8],
     known: impl Fn(usize) -> Option<&'k [u8]>,
@@ -469,7 +469,14 @@ pub fn scan_flat<'a, 'k>(
         loop {
             let key = match known(position) {
                 Some(token) if rest.len() >= token.len() && same(&rest[..token.len()], token) => {
-                    rest = &rest[token.len()..];
+                    // The colon is in the token; json.dumps puts one space after it.
+                    rest = match &rest[token.len()..] {
+                        [b' ', tail @ ..] => tail,
+                        after => after,
+                    };
+                    if let [b' ' | b'\t' | b'\n' | b'\r', ..] = rest {
+                        skip_ws(&mut rest);
+                    }
                     FlatKey::Known
                 }
                 _ => {
@@ -542,14 +549,16 @@ pub fn scan_flat<'a, 'k>(
     rest.is_empty().then_some(())
 }
 
-/// What [`scan_flat`] matches for a known key: the key in quotes, then
-/// json.dumps's `": "`. Only plain keys (see [`is_plain_text`]) have one: any
-/// other key's text differs from its JSON form.
+/// What [`scan_flat`] matches for a known key: the key in quotes and the
+/// colon (`"key":`), whatever white space follows, so compact JSON (orjson's,
+/// serde_json's, JavaScript's) is matched as well as json.dumps's. Only plain
+/// keys (see [`is_plain_text`]) have one: any other key's text differs from
+/// its JSON form.
 pub fn key_token(key: &str) -> Option<Box<[u8]>> {
     if !is_plain_text(key) {
         return None;
     }
-    Some([b"\"", key.as_bytes(), b"\": "].concat().into_boxed_slice())
+    Some([b"\"", key.as_bytes(), b"\":"].concat().into_boxed_slice())
 }
 
 fn skip_ws(rest: &mut &[u8]) {
@@ -771,8 +780,10 @@ mod tests {
             [FlatKey::Text("ab"), FlatKey::Text("c"), FlatKey::Text("total_size")]
         );
         assert_eq!(scan(br#"{"a": 1, "b": 2}"#, &["a"]).unwrap(), [FlatKey::Known, FlatKey::Text("b")]);
-        // The same key with other white space is read, as text.
-        assert_eq!(scan(br#"{"a" : 1, "b":2}"#, &["a", "b"]).unwrap(), [FlatKey::Text("a"), FlatKey::Text("b")]);
+        // Compact JSON, and any white space after the colon: known.
+        assert_eq!(scan(br#"{"a":1,"b":  2}"#, &["a", "b"]).unwrap(), [FlatKey::Known, FlatKey::Known]);
+        // White space before the colon: read, as text.
+        assert_eq!(scan(b"{\"a\" : 1, \"b\"\t:2}", &["a", "b"]).unwrap(), [FlatKey::Text("a"), FlatKey::Text("b")]);
         // A token that runs past the end is no match.
         assert_eq!(
             scan(br#"{"total_size": 1}"#, &["total_size_longer_than_the_header"]),

@@ -3,9 +3,9 @@
 //! This one type is built on the C API (`PyType_FromSpec`) rather than as a
 //! `#[pyclass]`: a decoder makes one per frame and the program drops it soon
 //! after, and pyo3's generic object creation and destruction (a `tp_new` call
-//! through the base type, a trampoline on dealloc) cost about 320 instructions
-//! a frame more than this plain allocation does: a tenth of decoding a small
-//! frame, and 12% of its time (bench/decode_count.py, bench/framing.py).
+//! through the base type, a trampoline on dealloc) cost about 290 instructions
+//! a frame more than this plain allocation does: nearly a tenth of decoding a
+//! small frame, and 13% of its time (bench/decode_count.py, bench/framing.py).
 //!
 //! The object is a header dict and a body bytes, both strong references, set
 //! once when it is made and never changed. It is not tracked by the garbage

@@ -331,6 +331,11 @@ impl KeyCache {
                         let known = &keys[position];
                         (known.obj.bind(py), &*known.text, known.is_total)
                     }
+                    // The remembered key, spelled with white space before its colon.
+                    FlatKey::Text(text) if keys.get(position).is_some_and(|k| *k.text == *text) => {
+                        let known = &keys[position];
+                        (known.obj.bind(py), &*known.text, known.is_total)
+                    }
                     // Not interned: on some CPython versions interned strings
                     // are immortal, and a peer could send endless fresh keys.
                     FlatKey::Text(text) => {
