@@ -327,22 +327,18 @@ impl KeyCache {
             |key, value| {
                 let made;
                 let (name, text, is_total) = match key {
-                    FlatKey::Known => {
-                        let known = &keys[position];
-                        (known.obj.bind(py), &*known.text, known.is_total)
-                    }
+                    FlatKey::Known => keys[position].parts(py),
                     // The remembered key, spelled with white space before its colon.
-                    FlatKey::Text(text) if keys.get(position).is_some_and(|k| *k.text == *text) => {
-                        let known = &keys[position];
-                        (known.obj.bind(py), &*known.text, known.is_total)
-                    }
-                    // Not interned: on some CPython versions interned strings
-                    // are immortal, and a peer could send endless fresh keys.
-                    FlatKey::Text(text) => {
-                        made = ascii_str(py, text);
-                        fresh.push((position, text, made.clone()));
-                        (&made, text, text == TOTAL_SIZE)
-                    }
+                    FlatKey::Text(text) => match remembered(keys, position, text) {
+                        Some(known) => known.parts(py),
+                        // Not interned: on some CPython versions interned strings
+                        // are immortal, and a peer could send endless fresh keys.
+                        None => {
+                            made = ascii_str(py, text);
+                            fresh.push((position, text, made.clone()));
+                            (&made, text, text == TOTAL_SIZE)
+                        }
+                    },
                 };
                 position += 1;
                 if is_total {
@@ -379,10 +375,8 @@ impl KeyCache {
     /// with whether it is `total_size`.
     fn key<'py>(&mut self, py: Python<'py>, position: usize, text: &str) -> (Bound<'py, PyString>, bool) {
         let is_total = text == TOTAL_SIZE;
-        if let Some(known) = self.keys.get(position) {
-            if *known.text == *text {
-                return (known.obj.bind(py).clone(), is_total);
-            }
+        if let Some(known) = remembered(&self.keys, position, text) {
+            return (known.obj.bind(py).clone(), is_total);
         }
         let obj = PyString::new(py, text);
         self.remember(position, text, obj.clone());
@@ -403,6 +397,18 @@ impl KeyCache {
             self.keys.push(entry);
         }
     }
+}
+
+impl KnownKey {
+    /// The str, its text, and whether it is `total_size`.
+    fn parts<'a, 'py>(&'a self, py: Python<'py>) -> (&'a Bound<'py, PyString>, &'a str, bool) {
+        (self.obj.bind(py), &self.text, self.is_total)
+    }
+}
+
+/// The key remembered at `position`, if its text is `text`.
+fn remembered<'k>(keys: &'k [KnownKey], position: usize, text: &str) -> Option<&'k KnownKey> {
+    keys.get(position).filter(|known| *known.text == *text)
 }
 
 /// A str from text known to be ASCII (as [`scan_flat`]'s is): CPython's
