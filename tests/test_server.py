@@ -185,6 +185,58 @@ def test_client_leaving_mid_command_kills_it(server):
         kill_all(marker)
 
 
+def test_stop_cuts_a_reply_the_peer_does_not_read():
+    """A peer that stops reading a large result does not hold a stopping
+    server's connection until the idle timeout: the reply is cut off."""
+    size = 12 << 20  # more than loopback's socket buffers hold unread
+    server = rframe.Server(port=0)
+    server.start()
+    try:
+        with raw_socket(server) as s:
+            rframe.send_frame(s, b"", {"op": "run", "cmd": f"head -c {size} /dev/zero"})
+            # The reply fills the buffers and its write waits for this reader.
+            s.settimeout(HANG_BOUND)
+            first = s.recv(65536)
+            assert first
+            time.sleep(0.5)  # (let the command end and the write block: not synchronisation)
+            server.stop()
+            got = len(first)
+            while chunk := s.recv(1 << 20):
+                got += len(chunk)
+            assert got < size, "the whole reply went out: the write outlived stop()"
+    finally:
+        server.stop()
+
+
+def test_stop_from_a_handler():
+    """A handler may stop another server (no panic from a runtime inside a
+    runtime) or its own (it returns at once, not after the stop's grace)."""
+    other = rframe.Server(port=0)
+    other.start()
+
+    def handler(frame):
+        if frame.body == b"other":
+            other.stop()
+            return b"stopped other"
+        me.stop()
+        return b"stopping myself"
+
+    me = rframe.Server(port=0, handler=handler)
+    try:
+        with running(me):
+            with socket.create_connection(me.address, timeout=HANG_BOUND) as s:
+                rframe.send_frame(s, b"other")
+                assert rframe.read_frame(s).body == b"stopped other"
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(other.address, timeout=HANG_BOUND).close()
+            # The stop's grace is 5 s: a reply within 3 s shows it was not waited out.
+            with socket.create_connection(me.address, timeout=3) as s:
+                rframe.send_frame(s, b"self")
+                assert rframe.read_frame(s).body == b"stopping myself"
+    finally:
+        other.stop()
+
+
 def test_stop_kills_running_commands(tmp_path):
     marker = sleep_marker()
     server = rframe.Server(port=0)
@@ -343,6 +395,35 @@ def test_raw_command_line(server, cmd):
         # and the next raw command on the same connection
         s.sendall(b"echo second")
         assert rframe.read_frame(s).body == b"second\n"
+
+
+def test_raw_command_from_a_sender_that_shut_down_its_side(server):
+    """``printf 'cmd' | nc -N host port``: the end of stream ends the line, the
+    command runs to its end and its result comes back; then the server closes."""
+    with raw_socket(server) as s:
+        s.sendall(b"sleep 0.3; echo half-closed")
+        s.shutdown(socket.SHUT_WR)
+        header, body = rframe.read_frame(s)
+        assert (header["op"], header["returncode"], body) == ("result", 0, b"half-closed\n")
+        with pytest.raises(EOFError):
+            rframe.read_frame(s)
+
+
+def test_raw_command_line_too_long_is_refused_not_split(server):
+    """A line at the 64 KiB cap is refused whole: cut there, its rest would
+    run as a command of its own."""
+    with raw_socket(server) as s:
+        s.sendall(b"echo " + b"a" * (70 * 1024))
+        header, body = rframe.read_frame(s)
+        assert (header["op"], header["error"]) == ("error", "too-large"), header
+        assert "shorter than 64 KiB" in header["message"]
+        with pytest.raises((EOFError, ConnectionResetError)):
+            rframe.read_frame(s)
+    with raw_socket(server) as s:  # just under the cap: one command, one result
+        line = b"echo " + b"b" * (60 * 1024)
+        s.sendall(line)
+        header, body = rframe.read_frame(s)
+        assert (header["op"], body) == ("result", b"b" * (60 * 1024) + b"\n")
 
 
 def test_frame_split_after_its_first_byte_is_not_a_raw_command(server):
@@ -552,6 +633,20 @@ def test_auth_helpers_match_hmac():
     assert r.auth_verify(b"k", "client", sn, cn, expected)
     assert not r.auth_verify(b"k", "server", sn, cn, expected)
     assert not r.auth_verify(b"other", "client", sn, cn, expected)
+
+
+@pytest.mark.parametrize("name", ["timeout", "header_timeout", "idle_timeout"])
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf"), 1e10, 1e30])
+def test_time_limits_out_of_range_are_value_errors(name, value):
+    """Not a panic (a BaseException) and not a server whose connections fail:
+    a time limit past what the clock can add is refused up front."""
+    with pytest.raises(ValueError, match=f"{name} must be a positive number of seconds"):
+        rframe.Server(port=0, **{name: value})
+
+
+def test_time_limits_at_the_cap_serve():
+    with running(rframe.Server(port=0, timeout=1e9, header_timeout=1e9, idle_timeout=1e9)) as s, client_for(s) as c:
+        assert c.run("echo fine").stdout == b"fine\n"
 
 
 # --------------------------------------------------------------------------- protected mode

@@ -143,7 +143,12 @@ fn stop_and_wait(server: &Server, thread: Option<&JoinHandle<()>>, until: Instan
 }
 
 /// Waits (GIL released by the caller) until `thread` ends or `until` passes.
+/// A handler that stops its own server is on `thread`: it ends after the
+/// handler returns, so there is nothing to wait for here.
 fn join_by(thread: &JoinHandle<()>, until: Instant) -> bool {
+    if thread.thread().id() == std::thread::current().id() {
+        return false;
+    }
     while !thread.is_finished() {
         if Instant::now() >= until {
             return false;
@@ -236,9 +241,15 @@ pub struct PyServer {
     started: AtomicBool,
 }
 
+/// The longest time limit a server takes (about 31 years): a deadline is now
+/// plus the limit, and a larger one would overflow the clock.
+const MAX_SECONDS: f64 = 1e9;
+
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
-    if !(value.is_finite() && value > 0.0) {
-        return Err(PyValueError::new_err(format!("{name} must be a positive number of seconds, got {value}")));
+    if !(value.is_finite() && value > 0.0 && value <= MAX_SECONDS) {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a positive number of seconds up to {MAX_SECONDS:e}, got {value}"
+        )));
     }
     Ok(Duration::from_secs_f64(value))
 }

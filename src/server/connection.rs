@@ -35,6 +35,10 @@ const MAX_RAW_COMMAND: usize = 64 * 1024;
 /// Bytes of pipelined requests read ahead while a command runs (to notice a
 /// client that leaves); past this, reading waits.
 const READ_AHEAD: usize = 1 << 20;
+/// How long, and how many bytes at most, a refused peer's input is read and
+/// dropped before the connection closes (see `Conn::linger`).
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_MAX: usize = 4 << 20;
 /// The most buffer space reserved ahead for a body being received.
 const BODY_RESERVE: usize = (1 << 20) + 4096;
 /// A wrong proof is answered only after this pause, during which no other
@@ -65,6 +69,10 @@ struct Conn {
     /// Until authenticated, every read ends by this time.
     auth_deadline: Option<Instant>,
     server_nonce: Option<String>,
+    /// The peer shut down its sending side before its raw command line ran
+    /// (`printf 'ls' | nc -N host port`): that end of stream marked the end of
+    /// the line, so it does not count as leaving while the command runs.
+    sent_all: bool,
 }
 
 pub async fn serve(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
@@ -86,6 +94,7 @@ pub async fn serve(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>, s
         authenticated: !needs_auth,
         auth_deadline,
         server_nonce: None,
+        sent_all: false,
     };
     conn.log(Level::Debug, "connected".into());
     let end = conn.run().await;
@@ -94,8 +103,11 @@ pub async fn serve(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>, s
         if conn.shared.config.codec.json_header {
             let _ = conn.send(Reply::error(code, &message)).await;
         }
+        let _ = conn.stream.shutdown().await;
+        conn.linger().await;
+    } else {
+        let _ = conn.stream.shutdown().await;
     }
-    let _ = conn.stream.shutdown().await;
     conn.log(Level::Debug, "disconnected".into());
 }
 
@@ -195,6 +207,22 @@ impl Conn {
         }
     }
 
+    /// After refusing a request, reads and drops what the peer still sends, for
+    /// a moment (like nginx's lingering close): closing with bytes unread
+    /// resets the connection, and a reset can destroy the error frame before
+    /// the peer reads it.
+    async fn linger(&mut self) {
+        let until = Instant::now() + LINGER_TIME;
+        let mut dropped = 0;
+        let mut scratch = vec![0u8; 16 * 1024];
+        while dropped < LINGER_MAX {
+            match timeout_at(until.into(), self.stream.read(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => dropped += n,
+                _ => break,
+            }
+        }
+    }
+
     /// Reads more bytes into the buffer. `Ok(false)` at end of stream.
     async fn read_some(&mut self, deadline: Instant) -> Result<bool, End> {
         let deadline = match self.auth_deadline {
@@ -237,7 +265,11 @@ impl Conn {
             let quiet = if self.buf.len() < PREFIX_LEN { RAW_QUIET_SHORT } else { RAW_QUIET };
             let pause = deadline.min(Instant::now() + quiet);
             match tokio::time::timeout_at(pause.into(), self.stream.read_buf(&mut self.buf)).await {
-                Ok(Ok(0)) | Err(_) => break,
+                Ok(Ok(0)) => {
+                    self.sent_all = true;
+                    break;
+                }
+                Err(_) => break,
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) => return Err(End::Quiet),
             }
@@ -245,7 +277,14 @@ impl Conn {
         if !looks_raw(&codec, &self.buf) {
             return Ok(None);
         }
-        Ok(Some(self.buf.split_to(self.buf.len().min(MAX_RAW_COMMAND)).to_vec()))
+        if self.buf.len() >= MAX_RAW_COMMAND {
+            // Cut at the cap, its rest would run as a command of its own.
+            return Err(End::Error(
+                ErrorCode::TooLarge,
+                format!("a raw command line must be shorter than {} KiB", MAX_RAW_COMMAND / 1024),
+            ));
+        }
+        Ok(Some(self.buf.split().to_vec()))
     }
 
     async fn dispatch(&mut self, frame: Frame) -> Result<Reply, End> {
@@ -381,7 +420,7 @@ impl Conn {
             let peer_left = tokio::select! {
                 out = &mut run => break out,
                 _ = self.shutdown.wait_for(|stop| *stop) => return Err(End::Quiet),
-                read = self.stream.read_buf(&mut self.buf), if self.buf.len() < READ_AHEAD => matches!(read, Ok(0) | Err(_)),
+                read = self.stream.read_buf(&mut self.buf), if self.buf.len() < READ_AHEAD && !self.sent_all => matches!(read, Ok(0) | Err(_)),
             };
             if peer_left {
                 self.log(Level::Info, format!("left while running {shown}: killed"));
@@ -454,9 +493,15 @@ impl Conn {
                 self.stream.write_all_buf(&mut both).await
             }
         };
-        match tokio::time::timeout(self.shared.config.idle_timeout, write).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer did not read the response")),
+        let idle = self.shared.config.idle_timeout;
+        let mut stop = self.shutdown.clone();
+        // A stopping server does not wait for a peer that reads slowly.
+        tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "server stopping")),
+            r = tokio::time::timeout(idle, write) => match r {
+                Ok(r) => r,
+                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer did not read the response")),
+            },
         }
     }
 }

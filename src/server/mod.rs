@@ -212,16 +212,26 @@ impl Server {
 
     /// Waits (blocking) up to `grace` for every connection to finish after a
     /// stop. Returns false if some were still running.
+    ///
+    /// The wait runs as a task on `rt` and this thread blocks on a channel,
+    /// not in `block_on`: a Python handler (its thread inside a runtime of its
+    /// own) may stop another server.
     pub fn wait(&self, rt: &tokio::runtime::Runtime, grace: Duration) -> bool {
         let slots = self.slots.clone();
         let all = self.shared.config.max_connections as u32;
         let task = self.accept_task.lock().expect("lock").take();
-        rt.block_on(async move {
-            if let Some(task) = task {
-                let _ = task.await;
-            }
-            tokio::time::timeout(grace, slots.acquire_many(all)).await.is_ok()
-        })
+        let (done, finished) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            let all_ended = async {
+                if let Some(task) = task {
+                    let _ = task.await;
+                }
+                let _ = slots.acquire_many(all).await;
+            };
+            let _ = done.send(tokio::time::timeout(grace, all_ended).await.is_ok());
+        });
+        // The task answers by `grace`; the margin covers its scheduling.
+        finished.recv_timeout(grace + Duration::from_secs(1)).unwrap_or(false)
     }
 }
 
