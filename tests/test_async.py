@@ -733,6 +733,64 @@ def test_cancelled_requests_keep_the_connection_in_sync(arun, echo_server):
     assert stats["cancelled"] > 10 and stats["completed"] > 10, stats
 
 
+def test_close_while_connecting_leaves_it_closed(arun, server):
+    async def main():
+        c = client(server)
+        opening = asyncio.ensure_future(c.__aenter__())
+        await asyncio.sleep(0)  # it is connecting
+        await c.close()
+        with pytest.raises(ConnectionAbortedError, match="closed while it connected"):
+            await opening
+        assert c.closed
+        with pytest.raises(ConnectionAbortedError):
+            await c.request(b"after")
+
+    arun(main)
+
+
+def test_waits_for_a_full_write_buffer_that_time_out_leave_nothing_behind(arun):
+    """A peer that stops reading pauses the transport; calls that time out
+    waiting for room must not each leave a waiter behind."""
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts (in the kernel), never reads
+
+    async def main():
+        async with rframe.AsyncClient(*listener.getsockname()[:2], timeout=0.05) as c:
+            conn = c._conn
+            for _ in range(64):
+                if conn.paused:
+                    break
+                await c.send(b"x" * (1 << 20))
+            assert conn.paused
+            for _ in range(50):
+                with pytest.raises(TimeoutError):
+                    await c.request(b"y")
+            assert conn.drain_waiters == []
+
+    try:
+        arun(main)
+    finally:
+        listener.close()
+
+
+def test_waits_behind_a_file_transfer_keep_the_client_timeout(arun, server, tmp_path):
+    (tmp_path / "a").write_bytes(b"a")
+
+    async def main():
+        async with client(server, timeout=0.2) as c:
+            conn = c._conn
+            conn.held = asyncio.get_running_loop().create_future()  # what a transfer under way sets
+            try:
+                for call in (c.recv(), c.request(b"x"), c.upload(tmp_path / "a"), c.download("a", tmp_path / "b")):
+                    with pytest.raises(TimeoutError):
+                        await asyncio.wait_for(call, HANG_BOUND)
+            finally:
+                conn.held.set_result(None)
+                conn.held = None
+            assert not (tmp_path / "b").exists()
+
+    arun(main)
+
+
 def test_cancelled_run_closes_the_connection_and_kills_the_command(arun, server):
     marker = sleep_marker()
 

@@ -301,13 +301,21 @@ class Stop(Exception):
     pass
 
 
-def stop_after(n_calls: int):
+class StopRemote(rframe.RemoteError):
+    """What a progress callback that talks to another server may raise: an
+    error of the kind an error frame raises, but not from this transfer."""
+
+    def __init__(self, done):
+        super().__init__("io", f"the other server failed at {done}", {})
+
+
+def stop_after(n_calls: int, stop=Stop):
     calls = []
 
     def progress(done, total):
         calls.append(done)
         if len(calls) > n_calls:
-            raise Stop(done)
+            raise stop(done)
 
     return progress
 
@@ -323,13 +331,14 @@ def test_a_cut_upload_keeps_the_old_file(connect, server, root, here):
     assert (root / "f").read_bytes() == b"old"
 
 
-def test_a_cut_download_leaves_nothing(connect, server, root, here):
+@pytest.mark.parametrize("stop", [Stop, StopRemote])
+def test_a_cut_download_leaves_nothing(connect, server, root, here, stop):
     (root / "f").write_bytes(os.urandom(5 * CHUNK))
     (here / "f").write_bytes(b"old")
     with connect(server) as c:
-        with pytest.raises(Stop):
-            c.download("f", here / "f", overwrite=True, progress=stop_after(2))
-        assert c.closed
+        with pytest.raises(stop):
+            c.download("f", here / "f", overwrite=True, progress=stop_after(2, stop))
+        assert c.closed  # data was still coming: the connection was given up
     assert (here / "f").read_bytes() == b"old"
     assert parts(here) == []
 
@@ -758,6 +767,10 @@ def test_cli_put_get_ls(root, here):
         assert r.stdout.split()[1] == "5" and r.stdout.rstrip().endswith("a.txt")
         r = cli("get", "nope", *where, cwd=here)
         assert r.returncode == 1 and "nope" in r.stderr and not (here / "nope").exists()
+        for bad in (("put", "/"), ("put", "/dev/null"), ("get", "/")):  # not files: refused, no traceback
+            r = cli(*bad, *where, cwd=here)
+            assert r.returncode == 1 and r.stderr.startswith(f"rframe: {bad[0]} failed: "), r.stderr
+            assert "Traceback" not in r.stderr
     finally:
         server.proc.send_signal(signal.SIGTERM)
         assert server.wait() == 0

@@ -511,9 +511,12 @@ class AsyncClient:
             else:
                 async with asyncio.timeout(self.timeout):
                     conn = await self._make_connection(loop)
-            self._conn = conn
         finally:
             self._connecting = False
+        if self._closed_reason is not None:  # close() came while connecting
+            await self._shut(conn, self._closed_reason)
+            raise ConnectionAbortedError("the AsyncClient was closed while it connected")
+        self._conn = conn
         if self._token is not None:
             try:
                 await self._authenticate(self._token)
@@ -553,7 +556,11 @@ class AsyncClient:
             raise OSError(f"getaddrinfo returned nothing for {host!r}")
         error: Optional[BaseException] = None
         for family, type_, proto, _, addr in infos:
-            sock = socket.socket(family, type_, proto)
+            try:
+                sock = socket.socket(family, type_, proto)
+            except OSError as exc:  # a family this host lacks (IPv6 turned off): the next address
+                error = exc
+                continue
             try:
                 sock.setblocking(False)
                 await loop.sock_connect(sock, addr)
@@ -654,7 +661,12 @@ class AsyncClient:
             while conn.paused and conn.reason is None:
                 fut: asyncio.Future[None] = conn.loop.create_future()
                 conn.drain_waiters.append(fut)
-                await fut
+                try:
+                    await fut
+                finally:
+                    if fut.cancelled():  # timed out or cancelled, not woken: still listed
+                        with contextlib.suppress(ValueError):
+                            conn.drain_waiters.remove(fut)
 
         if self.timeout is None:
             await wait()
@@ -670,18 +682,22 @@ class AsyncClient:
         every wait, so a transfer that began meanwhile is waited for too."""
         while True:
             if conn.held is not None:
-                # Behind a transfer, within the client's timeout like any wait.
-                if self.timeout is None:
-                    await asyncio.shield(conn.held)
-                else:
-                    async with asyncio.timeout(self.timeout):
-                        await asyncio.shield(conn.held)
+                await self._behind_transfer(conn.held)
             elif conn.paused:
                 await self._writable(conn)
             else:
                 break
             if conn.reason is not None:
                 conn.raise_closed()
+
+    async def _behind_transfer(self, held: asyncio.Future[None]) -> None:
+        """Waits, within the client's timeout like any wait, for the file
+        transfer that holds the connection to end."""
+        if self.timeout is None:
+            await asyncio.shield(held)
+        else:
+            async with asyncio.timeout(self.timeout):
+                await asyncio.shield(held)
 
     @staticmethod
     def _begin(conn: _Connection, data: bytes, timeout: Optional[float], closes: Optional[str]) -> asyncio.Future[Frame]:
@@ -754,7 +770,7 @@ class AsyncClient:
         """
         conn = self._usable()
         while conn.held is not None:
-            await asyncio.shield(conn.held)
+            await self._behind_transfer(conn.held)
         if conn.unclaimed:
             frame = conn.take_unclaimed()
         else:
@@ -900,7 +916,7 @@ class AsyncClient:
         """Owns the connection for one transfer: other calls wait meanwhile."""
         conn = self._usable()
         while conn.held is not None:
-            await asyncio.shield(conn.held)
+            await self._behind_transfer(conn.held)
         if conn.reason is not None:
             conn.raise_closed()
         held = conn.held = conn.loop.create_future()
@@ -1030,11 +1046,16 @@ class AsyncClient:
                 if not isinstance(size, int) or size < 0:
                     conn.fail("the server broke the download protocol")
                     raise ConnectionAbortedError(f"the server announced no size for {remote_name!r}")
+                error_frame: Optional[RemoteError] = None
                 try:
                     if progress is not None:
                         progress(0, size)
                     while True:
-                        frame = await self._next(conn)
+                        try:
+                            frame = await self._next(conn)
+                        except RemoteError as exc:
+                            error_frame = exc
+                            raise
                         op = frame.header.get("op")
                         if op == "end":
                             break
@@ -1044,10 +1065,12 @@ class AsyncClient:
                         await loop.run_in_executor(None, target.write, frame.body)
                         if progress is not None:
                             progress(target.size, size)
-                except RemoteError:
-                    raise  # an error frame in place of the end: the stream is in step
-                except BaseException:
-                    conn.fail("a download was interrupted")
+                except BaseException as exc:
+                    # An error frame in place of the end leaves the stream in
+                    # step; anything else (progress() or the disk raising too)
+                    # leaves data coming.
+                    if exc is not error_frame:
+                        conn.fail("a download was interrupted")
                     raise
             # The commit (fsync, rename) runs to its end even if this task is
             # cancelled meanwhile; the temporary file goes only after it.

@@ -149,13 +149,8 @@ class Client:
             return
         self._close_requested = True
         self._closed_reason = "the client was closed"
-        if self._lock.acquire(blocking=False):
-            try:
-                if not self._in_call:
-                    self._abort(self._closed_reason)
-                    return
-            finally:
-                self._lock.release()
+        if self._finish_close():
+            return
         # A call is under way: wake it; it closes the socket on its way out
         # (closing it here could hand its descriptor number to another socket).
         try:
@@ -195,22 +190,38 @@ class Client:
             raise ConnectionAbortedError(f"the connection is closed ({self._closed_reason}); open a new Client")
         return self._sock
 
+    def _finish_close(self) -> bool:
+        """Closes the socket if close() was asked for and no call is under
+        way; True if it is closed. close() and every call's end both try: the
+        call holds the lock until just before its own try, so a close() that
+        found it taken is finished by that call."""
+        if not (self._close_requested and self._lock.acquire(blocking=False)):
+            return False
+        try:
+            if self._in_call:
+                return False
+            self._abort("the client was closed")
+            return True
+        finally:
+            self._lock.release()
+
     @contextlib.contextmanager
     def _call(self):
         """Holds the lock for one call; finishes a close() that came meanwhile."""
-        with self._lock:
-            self._in_call += 1
-            try:
-                yield
-            except BaseException as exc:
-                if self._close_requested and not isinstance(exc, ConnectionAbortedError):
-                    self._abort("the client was closed")
-                    raise ConnectionAbortedError(f"the connection was closed ({self._closed_reason})") from exc
-                raise
-            finally:
-                self._in_call -= 1
-                if self._close_requested and not self._in_call:
-                    self._abort("the client was closed")
+        try:
+            with self._lock:
+                self._in_call += 1
+                try:
+                    yield
+                except BaseException as exc:
+                    if self._close_requested and not isinstance(exc, ConnectionAbortedError):
+                        self._abort("the client was closed")
+                        raise ConnectionAbortedError(f"the connection was closed ({self._closed_reason})") from exc
+                    raise
+                finally:
+                    self._in_call -= 1
+        finally:
+            self._finish_close()
 
     # ------------------------------------------------------------------ frames
 
@@ -480,6 +491,7 @@ class Client:
                     self._abort("the server broke the download protocol")
                     raise ConnectionAbortedError(f"the server announced no size for {remote_name!r}")
                 received = 0
+                error_frame: Optional[RemoteError] = None
                 try:
                     if progress is not None:
                         progress(0, size)
@@ -490,7 +502,11 @@ class Client:
                     # hand-offs per chunk, which on two busy cores left the
                     # worker waiting for work about a quarter of the time.
                     while True:
-                        frame = self._read()
+                        try:
+                            frame = self._read()
+                        except RemoteError as exc:
+                            error_frame = exc
+                            raise
                         op = frame.header.get("op")
                         if op == "end":
                             break
@@ -501,10 +517,12 @@ class Client:
                         target.write(frame.body)
                         if progress is not None:
                             progress(received, size)
-                except RemoteError:
-                    raise  # an error frame in place of the end: the stream is in step
-                except BaseException:
-                    self._abort("a download was interrupted")
+                except BaseException as exc:
+                    # An error frame in place of the end leaves the stream in
+                    # step; anything else (progress() or the disk raising too)
+                    # leaves data coming.
+                    if exc is not error_frame:
+                        self._abort("a download was interrupted")
                     raise
                 return target.commit(frame.header, size)
         finally:

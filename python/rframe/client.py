@@ -260,7 +260,7 @@ def _files(session: _Session, args: argparse.Namespace) -> int:
         what = f"{e.filename}: {e.strerror}" if e.filename else str(e)
         _say(f"rframe: {args.action} failed: {what} (--overwrite replaces it)")
         return EXIT_FAILURE
-    except (OSError, EOFError, FrameError, RemoteError) as e:
+    except (OSError, EOFError, ValueError, RemoteError) as e:  # (FrameError is a ValueError, as a bad local path is)
         if isinstance(e, RemoteError) or session.connected or not isinstance(e, (ConnectionError, FileNotFoundError)):
             _say(f"rframe: {args.action} failed: {e}")
             return EXIT_FAILURE

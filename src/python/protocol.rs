@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 
 use crate::protocol::auth::{self, Role};
 
-fn role(name: &str) -> PyResult<Role> {
+fn parse_role(name: &str) -> PyResult<Role> {
     match name {
         "client" => Ok(Role::Client),
         "server" => Ok(Role::Server),
@@ -21,18 +21,12 @@ pub fn auth_nonce() -> String {
 
 /// The hex HMAC-SHA256 proof that ``role`` holds ``token`` (see PROTOCOL.md).
 #[pyfunction]
-pub fn auth_proof(token: &[u8], role_name: &str, server_nonce: &str, client_nonce: &str) -> PyResult<String> {
-    Ok(auth::proof(token, role(role_name)?, server_nonce, client_nonce))
+pub fn auth_proof(token: &[u8], role: &str, server_nonce: &str, client_nonce: &str) -> PyResult<String> {
+    Ok(auth::proof(token, parse_role(role)?, server_nonce, client_nonce))
 }
 
 /// Checks a proof in constant time.
 #[pyfunction]
-pub fn auth_verify(
-    token: &[u8],
-    role_name: &str,
-    server_nonce: &str,
-    client_nonce: &str,
-    proof: &str,
-) -> PyResult<bool> {
-    Ok(auth::verify(token, role(role_name)?, server_nonce, client_nonce, proof))
+pub fn auth_verify(token: &[u8], role: &str, server_nonce: &str, client_nonce: &str, proof: &str) -> PyResult<bool> {
+    Ok(auth::verify(token, parse_role(role)?, server_nonce, client_nonce, proof))
 }
