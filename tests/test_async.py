@@ -1149,10 +1149,15 @@ def test_bench_async_quick():
         assert len(cells) == 5, row
         assert cells[0] in ("sequential", "pipelined") and cells[2] in ("asyncio", "uvloop"), row
         assert float(cells[3].replace(",", "")) > 0 and float(cells[4].replace(",", "")) > 0
-    floor = [row for row in rows if row.startswith("| sequential | floor, no framing")]
-    assert len(floor) == nloops, out
-    assert len([row for row in rows if "above the floor" in row]) == nloops, out
-    ratios = [row for row in rows if "vs pure asyncio" in row]
+    for workload in ("sequential", "pipelined"):
+        floor = [row for row in rows if row.startswith(f"| {workload} | floor, no framing")]
+        assert len(floor) == nloops, out
+        assert len([row for row in rows if row.startswith(f"| {workload}, ") and "above the floor" in row]) == nloops, out
+        floor_ratios = [row for row in rows if row.startswith(f"| {workload}, ") and "no-framing floor CPU/request vs" in row]
+        assert len(floor_ratios) == nloops, out
+        for row in floor_ratios:
+            assert re.search(r"\| \d+\.\d\dx \| \(info\) \| - \|$", row), row
+    ratios = [row for row in rows if ": rframe " in row and "vs pure asyncio" in row]
     assert len(ratios) == 4 * nloops, out
     for row in ratios:
         assert re.search(r"\| \d+\.\d\dx \| (<=|>=) [\d.]+x \| (yes|no) \|$", row), row
