@@ -188,8 +188,13 @@ def test_client_leaving_mid_command_kills_it(server):
 def test_stop_cuts_a_reply_the_peer_does_not_read():
     """A peer that stops reading a large result does not hold a stopping
     server's connection until the idle timeout: the reply is cut off."""
-    size = 12 << 20  # more than loopback's socket buffers hold unread
-    server = rframe.Server(port=0)
+    def max_buffer(name):
+        with open(f"/proc/sys/net/ipv4/{name}") as f:
+            return int(f.read().split()[-1])
+
+    # More than the two ends' socket buffers can hold unread, at their largest.
+    size = max(12 << 20, 2 * (max_buffer("tcp_rmem") + max_buffer("tcp_wmem")))
+    server = rframe.Server(port=0, max_output=size)
     server.start()
     try:
         with raw_socket(server) as s:
@@ -229,12 +234,17 @@ def test_stop_from_a_handler():
                 assert rframe.read_frame(s).body == b"stopped other"
             with pytest.raises(ConnectionRefusedError):
                 socket.create_connection(other.address, timeout=HANG_BOUND).close()
-            # The stop's grace is 5 s: a reply within 3 s shows it was not waited out.
+    finally:
+        other.stop()
+    # A handler's reply to the request that stopped its server still goes out
+    # (every time: the stop must not race the write), and promptly: the
+    # stop's grace is 5 s, a reply within 3 s shows it was not waited out.
+    for _ in range(6):
+        me = rframe.Server(port=0, handler=handler)
+        with running(me):
             with socket.create_connection(me.address, timeout=3) as s:
                 rframe.send_frame(s, b"self")
                 assert rframe.read_frame(s).body == b"stopping myself"
-    finally:
-        other.stop()
 
 
 def test_stop_kills_running_commands(tmp_path):
@@ -460,6 +470,13 @@ def test_max_connections(tmp_path):
                 with pytest.raises(ConnectionAbortedError, match="busy"):
                     third.run("echo c")
             assert time.monotonic() - t0 < 2  # refused, not left hanging
+            # A request too large for the socket buffers, sent before the
+            # refusal is read: its sender gets the "busy" frame, not a broken
+            # pipe (the refused connection is drained for a moment).
+            for _ in range(3):
+                with socket.create_connection(s.address, timeout=HANG_BOUND) as raw:
+                    raw.sendall(rframe.pack_frame(b"x" * (2 << 20), op="run", cmd="cat"))
+                    assert rframe.read_frame(raw).header["error"] == "busy"
             a.close()
 
             def served():

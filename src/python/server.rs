@@ -143,12 +143,7 @@ fn stop_and_wait(server: &Server, thread: Option<&JoinHandle<()>>, until: Instan
 }
 
 /// Waits (GIL released by the caller) until `thread` ends or `until` passes.
-/// A handler that stops its own server is on `thread`: it ends after the
-/// handler returns, so there is nothing to wait for here.
 fn join_by(thread: &JoinHandle<()>, until: Instant) -> bool {
-    if thread.thread().id() == std::thread::current().id() {
-        return false;
-    }
     while !thread.is_finished() {
         if Instant::now() >= until {
             return false;
@@ -399,7 +394,14 @@ impl PyServer {
         let mut started = STARTED.lock().expect("lock");
         started.retain(|(s, _)| s.strong_count() > 0);
         let mine = started.iter().position(|(s, _)| s.as_ptr() == Arc::as_ptr(&self.server));
-        let Some((_, thread)) = mine.map(|i| started.swap_remove(i)) else { return Ok(()) };
+        let Some(i) = mine else { return Ok(()) };
+        if started[i].1.as_ref().is_some_and(|t| t.thread().id() == std::thread::current().id()) {
+            // A handler stopping its own server: its thread winds down once the
+            // handler returns. It stays listed, so that serve_forever()'s stop()
+            // and the exit hook still wait for it.
+            return Ok(());
+        }
+        let (_, thread) = started.swap_remove(i);
         drop(started);
         py.detach(|| stop_and_wait(&self.server, thread.as_ref(), Instant::now() + STOP_GRACE))
     }

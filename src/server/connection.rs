@@ -102,25 +102,47 @@ pub async fn serve(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>, s
         conn.log(Level::Warning, format!("closing: {message}"));
         if conn.shared.config.codec.json_header {
             let _ = conn.send(Reply::error(code, &message)).await;
+            let _ = conn.stream.shutdown().await;
+            linger(&mut conn.stream).await;
+        } else {
+            let _ = conn.stream.shutdown().await;
         }
-        let _ = conn.stream.shutdown().await;
-        conn.linger().await;
     } else {
         let _ = conn.stream.shutdown().await;
     }
     conn.log(Level::Debug, "disconnected".into());
 }
 
-/// Tells a connection over `max_connections` so, briefly, and closes it.
+/// After an error frame and the shutdown of our side, reads and drops what
+/// the peer still sends, for a moment (like nginx's lingering close): closing
+/// with bytes unread resets the connection, and a reset can destroy the error
+/// frame before the peer reads it.
+pub async fn linger(stream: &mut Box<dyn Stream>) {
+    let until = Instant::now() + LINGER_TIME;
+    let mut dropped = 0;
+    let mut scratch = vec![0u8; 16 * 1024];
+    while dropped < LINGER_MAX {
+        match timeout_at(until.into(), stream.read(&mut scratch)).await {
+            Ok(Ok(n)) if n > 0 => dropped += n,
+            _ => break,
+        }
+    }
+}
+
+/// Tells a connection over `max_connections` so, briefly, and shuts down our
+/// side. True if an answer went out (to be drained for, see [`linger`]).
 /// A length-only codec has no way to say it: the connection is just closed.
-pub async fn refuse_busy(mut stream: Box<dyn Stream>, codec: Codec) {
+pub async fn refuse_busy(stream: &mut Box<dyn Stream>, codec: Codec) -> bool {
+    let mut answered = false;
     if codec.json_header {
         let reply = Reply::error(ErrorCode::Busy, "server busy: max_connections reached, try again later");
         if let Ok(bytes) = codec.encode(reply.header.as_deref(), &reply.body) {
-            let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
+            answered =
+                matches!(tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await, Ok(Ok(())));
         }
     }
     let _ = stream.shutdown().await;
+    answered
 }
 
 impl Conn {
@@ -203,22 +225,6 @@ impl Conn {
                     format!("closed mid-request: {}", err.map(|e| e.to_string()).unwrap_or_default()),
                 );
                 return Err(End::Quiet);
-            }
-        }
-    }
-
-    /// After refusing a request, reads and drops what the peer still sends, for
-    /// a moment (like nginx's lingering close): closing with bytes unread
-    /// resets the connection, and a reset can destroy the error frame before
-    /// the peer reads it.
-    async fn linger(&mut self) {
-        let until = Instant::now() + LINGER_TIME;
-        let mut dropped = 0;
-        let mut scratch = vec![0u8; 16 * 1024];
-        while dropped < LINGER_MAX {
-            match timeout_at(until.into(), self.stream.read(&mut scratch)).await {
-                Ok(Ok(n)) if n > 0 => dropped += n,
-                _ => break,
             }
         }
     }
@@ -495,13 +501,15 @@ impl Conn {
         };
         let idle = self.shared.config.idle_timeout;
         let mut stop = self.shutdown.clone();
-        // A stopping server does not wait for a peer that reads slowly.
+        // A stopping server does not wait for a peer that reads slowly; but a
+        // reply that can go out does (biased: the write is polled first).
         tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "server stopping")),
+            biased;
             r = tokio::time::timeout(idle, write) => match r {
                 Ok(r) => r,
                 Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer did not read the response")),
             },
+            _ = stop.wait_for(|stop| *stop) => Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "server stopping")),
         }
     }
 }

@@ -128,6 +128,9 @@ struct Shared {
 /// At most this many connections are being told "busy" at once; past that,
 /// over-limit connections are closed without a word, so a flood costs nothing.
 const MAX_REFUSING: usize = 64;
+/// At most this many refused connections are drained after their answer
+/// (`connection::linger`, up to a second each); past that, closed at once.
+const MAX_LINGERING: usize = 256;
 
 pub struct Server {
     shared: Arc<Shared>,
@@ -285,6 +288,7 @@ async fn accept_loop(
         sweep_uploads(&shared, root, shutdown.clone());
     }
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
@@ -312,9 +316,19 @@ async fn accept_loop(
                 let Ok(refusal) = refusing.clone().try_acquire_owned() else { continue };
                 shared.observer.log(Level::Warning, format!("{peer}: refused, max_connections reached"));
                 let codec = shared.config.codec;
+                let lingering = lingering.clone();
                 tokio::spawn(async move {
-                    connection::refuse_busy(stream, codec).await;
+                    let mut stream = stream;
+                    let answered = connection::refuse_busy(&mut stream, codec).await;
                     drop(refusal);
+                    // Drained for a moment, so that a client that sent its
+                    // request at once reads the answer rather than a reset;
+                    // closed at once when too many linger already.
+                    if answered {
+                        if let Ok(_lingering) = lingering.try_acquire_owned() {
+                            connection::linger(&mut stream).await;
+                        }
+                    }
                 });
             }
         }
