@@ -36,7 +36,7 @@ const MAX_RAW_COMMAND: usize = 64 * 1024;
 /// client that leaves); past this, reading waits.
 const READ_AHEAD: usize = 1 << 20;
 /// How long, and how many bytes at most, a refused peer's input is read and
-/// dropped before the connection closes (see `Conn::linger`).
+/// dropped before the connection closes (see [`linger`]).
 const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_MAX: usize = 4 << 20;
 /// The most buffer space reserved ahead for a body being received.
