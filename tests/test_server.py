@@ -570,6 +570,24 @@ def test_auth_wrong_token(token_server, caplog):
     assert wait_until(lambda: any("authentication failed" in r.getMessage() for r in caplog.records), 5)
 
 
+def test_proofs_without_a_challenge_do_not_hold_up_logins(token_server):
+    """A proof sent with no challenge before it guesses nothing: it is refused
+    without taking the login turn, which wrong guesses hold for 0.5 s each."""
+    bogus = []
+    try:
+        for _ in range(12):  # 6 s of turns, were they taken
+            s = raw_socket(token_server)
+            bogus.append(s)
+            rframe.send_frame(s, b"", {"op": "auth", "nonce": "00", "client_nonce": "00", "proof": "00"})
+        with client_for(token_server, token="s3cret token", timeout=2.5) as c:
+            assert c.run("echo let in").stdout == b"let in\n"
+        for s in bogus:
+            assert rframe.read_frame(s).header["error"] == "auth"
+    finally:
+        for s in bogus:
+            s.close()
+
+
 def test_no_token_against_a_token_server(token_server):
     with client_for(token_server) as c:
         with pytest.raises(rframe.AuthenticationError, match="authentication required"):

@@ -352,13 +352,15 @@ impl Conn {
             self.server_nonce = Some(nonce);
             return Ok(Reply::new(Some(header), Bytes::new()));
         };
+        // A proof with no challenge before it guesses nothing: refused without
+        // a turn, so a stream of them cannot keep real logins waiting.
+        let (Some(sn), Some(cn)) = (self.server_nonce.take(), request.client_nonce) else {
+            return Err(self.auth_failed("proof without a challenge").await);
+        };
         // A guess is answered only in its turn (see Shared::login_turns), so
         // no guesser learns more than about two answers a second.
         let shared = self.shared.clone();
         let _turn = self.login_turn(&shared.login_turns).await?;
-        let (Some(sn), Some(cn)) = (self.server_nonce.take(), request.client_nonce) else {
-            return Err(self.auth_failed("proof without a challenge").await);
-        };
         if request.nonce.as_deref() != Some(sn.as_str()) || !auth::verify(&token, auth::Role::Client, &sn, &cn, &proof)
         {
             return Err(self.auth_failed("wrong token").await);
