@@ -506,11 +506,8 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         self._connecting = True
         try:
-            if self.timeout is None:
+            async with asyncio.timeout(self.timeout):  # (None: no limit)
                 conn = await self._make_connection(loop)
-            else:
-                async with asyncio.timeout(self.timeout):
-                    conn = await self._make_connection(loop)
         finally:
             self._connecting = False
         if self._closed_reason is not None:  # close() came while connecting
@@ -668,11 +665,8 @@ class AsyncClient:
                         with contextlib.suppress(ValueError):
                             conn.drain_waiters.remove(fut)
 
-        if self.timeout is None:
+        async with asyncio.timeout(self.timeout):
             await wait()
-        else:
-            async with asyncio.timeout(self.timeout):
-                await wait()
         if conn.reason is not None:
             conn.raise_closed()
 
@@ -693,11 +687,8 @@ class AsyncClient:
     async def _behind_transfer(self, held: asyncio.Future[None]) -> None:
         """Waits, within the client's timeout like any wait, for the file
         transfer that holds the connection to end."""
-        if self.timeout is None:
+        async with asyncio.timeout(self.timeout):
             await asyncio.shield(held)
-        else:
-            async with asyncio.timeout(self.timeout):
-                await asyncio.shield(held)
 
     @staticmethod
     def _begin(conn: _Connection, data: bytes, timeout: Optional[float], closes: Optional[str]) -> asyncio.Future[Frame]:

@@ -98,17 +98,17 @@ pub async fn serve(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>, s
     };
     conn.log(Level::Debug, "connected".into());
     let end = conn.run().await;
+    let mut told = false;
     if let End::Error(code, message) = end {
         conn.log(Level::Warning, format!("closing: {message}"));
         if conn.shared.config.codec.json_header {
             let _ = conn.send(Reply::error(code, &message)).await;
-            let _ = conn.stream.shutdown().await;
-            linger(&mut conn.stream).await;
-        } else {
-            let _ = conn.stream.shutdown().await;
+            told = true;
         }
-    } else {
-        let _ = conn.stream.shutdown().await;
+    }
+    let _ = conn.stream.shutdown().await;
+    if told {
+        linger(&mut conn.stream).await;
     }
     conn.log(Level::Debug, "disconnected".into());
 }
