@@ -339,8 +339,10 @@ def test_token(arun):
 
 
 @pytest.mark.asyncio
-async def test_token_client_and_a_server_without_token(server):
-    async with client(server, token="anything") as c:
+async def test_token_client_refuses_a_server_without_token(server):
+    with pytest.raises(rframe.AuthenticationError, match="has no token"):
+        await rframe.AsyncClient.connect(*server.address, token="anything", timeout=HANG_BOUND)
+    async with client(server) as c:  # without a token it serves
         assert (await c.run("echo welcome")).stdout == b"welcome\n"
 
 

@@ -630,8 +630,11 @@ def test_handshake_by_hand(token_server):
         assert rframe.read_frame(s).body == b"in\n"
 
 
-def test_token_client_against_a_server_without_token(server):
-    with client_for(server, token="anything") as c:
+def test_token_client_refuses_a_server_without_token(server):
+    # Such a server cannot prove the token: it could be anyone who took the port.
+    with pytest.raises(rframe.AuthenticationError, match="has no token"):
+        client_for(server, token="anything")
+    with client_for(server) as c:  # without a token it serves
         assert c.run("echo ok").stdout == b"ok\n"
 
 

@@ -841,10 +841,7 @@ class AsyncClient:
     # ------------------------------------------------------------------ authentication
 
     async def _authenticate(self, token: bytes) -> None:
-        step = auth_answer(token, await self._exchange(b"", auth_hello(), {}, self.timeout))
-        if step is None:
-            return  # a server without a token
-        header, server_nonce, client_nonce = step
+        header, server_nonce, client_nonce = auth_answer(token, await self._exchange(b"", auth_hello(), {}, self.timeout))
         reply = await self._exchange(b"", header, {}, self.timeout)
         if not auth_check_welcome(token, reply, server_nonce, client_nonce):
             conn = self._conn

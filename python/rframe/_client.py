@@ -54,8 +54,8 @@ class Client:
     connecting and each request's send and reply; :meth:`run` waits longer
     when the command itself has a longer ``timeout``. With ``token`` (``str``
     or ``bytes``) the client proves it holds the server's token, and checks the
-    server's proof in turn, before the constructor returns (a server without a
-    token accepts such a client too). ``codec`` must match the server's
+    server's proof in turn, before the constructor returns (so a server without
+    a token is refused: it cannot prove it). ``codec`` must match the server's
     (default: the course's format, a JSON header).
 
     Connection failures are the builtin exceptions (``ConnectionRefusedError``,
@@ -324,10 +324,7 @@ class Client:
     # ------------------------------------------------------------------ authentication
 
     def _authenticate(self, token: bytes) -> None:
-        step = auth_answer(token, self._exchange(b"", auth_hello(), {}))
-        if step is None:
-            return  # a server without a token
-        header, server_nonce, client_nonce = step
+        header, server_nonce, client_nonce = auth_answer(token, self._exchange(b"", auth_hello(), {}))
         reply = self._exchange(b"", header, {})
         if not auth_check_welcome(token, reply, server_nonce, client_nonce):
             self._abort(AUTH_SERVER_FAILED)

@@ -24,6 +24,7 @@ __all__ = [
     "CommandResult",
     "REPLY_GRACE",
     "CLOSING_CODES",
+    "MAX_SECONDS",
     "check_client_timeout",
     "token_bytes",
     "run_request",
@@ -141,10 +142,17 @@ def _decode(data: bytes, encoding: str) -> str:
 # --------------------------------------------------------------------------- arguments
 
 
+#: The longest limit in seconds the server and the clients take (about 31 years;
+#: the server's own bound, in src/python/server.rs): past it, what a limit is
+#: added to overflows.
+MAX_SECONDS = 1e9
+
+
 def check_client_timeout(timeout: Optional[float]) -> None:
-    """Raises ``ValueError`` unless ``timeout`` is ``None`` or a positive number of seconds."""
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    """Raises ``ValueError`` unless ``timeout`` is ``None`` or a number of seconds
+    more than 0 and at most ``MAX_SECONDS``."""
+    if timeout is not None and not 0 < timeout <= MAX_SECONDS:  # (NaN fails too)
+        raise ValueError(f"timeout must be None or more than 0 and at most {MAX_SECONDS:g} seconds, got {timeout!r}")
 
 
 def token_bytes(token: Optional[Union[str, bytes]], codec: Codec) -> Optional[bytes]:
@@ -190,8 +198,8 @@ def run_request(
     header: dict[str, Any] = {"op": "run", "cmd": wire_cmd}
     if timeout is not None:
         timeout = float(timeout)
-        if not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not 0 < timeout <= MAX_SECONDS:  # (NaN fails too)
+            raise ValueError(f"timeout must be more than 0 and at most {MAX_SECONDS:g} seconds, got {timeout!r}")
         header["timeout"] = timeout
     if env is not None:
         header["env"] = {str(k): str(v) for k, v in env.items()}
@@ -280,11 +288,9 @@ def raise_for_error(frame: Frame, abort: Callable[[str], None]) -> None:
 # error frames raised with raise_for_error):
 #
 #     reply = exchange(auth_hello())
-#     step = auth_answer(token, reply)
-#     if step is not None:                      # None: a server without a token
-#         header, server_nonce, client_nonce = step
-#         reply = exchange(header)
-#         auth_check_welcome(token, reply, server_nonce, client_nonce)   # or close and raise
+#     header, server_nonce, client_nonce = auth_answer(token, reply)   # or close and raise
+#     reply = exchange(header)
+#     auth_check_welcome(token, reply, server_nonce, client_nonce)     # or close and raise
 
 #: Why a client closes its connection when the server's proof is wrong.
 AUTH_SERVER_FAILED = "the server failed to prove it holds the token"
@@ -295,17 +301,22 @@ def auth_hello() -> dict[str, Any]:
     return {"op": "auth"}
 
 
-def auth_answer(token: bytes, reply: Frame) -> Optional[tuple[dict[str, Any], str, str]]:
-    """Step 3: the answer to the server's challenge ``reply``.
+def auth_answer(token: bytes, reply: Frame) -> tuple[dict[str, Any], str, str]:
+    """Step 3: the answer to the server's challenge ``reply``:
+    ``(header, server_nonce, client_nonce)``.
 
-    ``None`` when the server welcomed us at once (it has no token); else
-    ``(header, server_nonce, client_nonce)``. Raises
-    :class:`rframe.AuthenticationError` if ``reply`` is neither.
+    Raises :class:`rframe.AuthenticationError` if ``reply`` is no challenge,
+    also if it is a welcome: a server without a token cannot prove that it
+    holds ours, so it could be any server (one that took the port, or a
+    machine in the middle answering for the real one).
     """
     h = reply.header
     op = h.get("op")
     if op == "welcome":
-        return None
+        raise AuthenticationError(
+            "the server has no token, so it cannot prove that it holds yours: wrong server? "
+            "(connect without a token to use a server that has none)"
+        )
     if op != "challenge" or not isinstance(h.get("nonce"), str):
         raise AuthenticationError(f"the server did not answer the handshake (got {h!r})")
     server_nonce = h["nonce"]
