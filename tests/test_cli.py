@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -180,7 +181,11 @@ def test_server_help_explains_every_flag():
         assert flag in p.stdout, flag
 
 
-@pytest.mark.parametrize("args", [["--max-output", "lots"], ["--port", "70000"], ["--timeout", "0"], ["--cwd", "/no/such/dir"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--max-output", "lots"], ["--port", "70000"], ["--timeout", "0"], ["--timeout", "inf"], ["--idle-timeout", "1e10"],
+     ["--cwd", "/no/such/dir"]],
+)
 def test_server_bad_arguments(args):
     p = CliProcess("rframe.server", *args)
     assert p.wait() == 2
@@ -300,3 +305,93 @@ def test_server_header_and_idle_timeouts_are_flags():
     finally:
         server.proc.send_signal(signal.SIGTERM)
         assert server.wait() == 0, server.stderr
+
+
+# --------------------------------------------------------------------------- the client: edges
+
+
+@pytest.mark.parametrize(
+    "args", [["--port", "70000"], ["--port", "-1"], ["--timeout", "inf"], ["--timeout", "1e10"], ["--timeout", "nan"]]
+)
+def test_client_bad_arguments(args):
+    # (--port 70000 would reach port 4464: getaddrinfo truncates it)
+    r = run_client(*args, "-c", "echo never")
+    assert r.returncode == 2 and b"Traceback" not in r.stderr and args[0].encode() in r.stderr, r.stderr
+
+
+def test_client_token_file_and_environment(tmp_path):
+    from rframe._cli import read_token
+
+    empty = tmp_path / "empty"
+    empty.write_bytes(b" \n")
+    r = run_client("--token-file", empty, "-c", "echo never")
+    assert r.returncode == 2 and b"is empty" in r.stderr and b"Traceback" not in r.stderr
+    # A token that is not UTF-8 in the environment: its bytes, on both sides.
+    token = b"\xff\xfe-not-utf8"
+    env = {**ENV, "RFRAME_TOKEN": os.fsdecode(token)}
+    os.environ["RFRAME_TOKEN"] = os.fsdecode(token)
+    try:
+        assert read_token(None) == token
+    finally:
+        del os.environ["RFRAME_TOKEN"]
+    server = CliServer(env=env)
+    try:
+        r = run_client(*connect_args(server), "-c", "echo with-token", env=env)
+        assert (r.returncode, r.stdout) == (0, b"with-token\n"), r.stderr
+        with pytest.raises(rframe.AuthenticationError):
+            server.client(token=b"wrong")
+    finally:
+        server.terminate()
+
+
+def test_client_stdout_closed_early_is_quiet(cli_server):
+    # python -m rframe.client -c 'seq 200000' | true
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rframe.client", *map(str, connect_args(cli_server)), "-c", "seq 200000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=ENV,
+    )
+    with proc:
+        proc.stdout.close()  # before the client writes anything
+        proc.stdout = None
+        try:
+            _, err = proc.communicate(timeout=HANG_BOUND)
+        finally:
+            proc.kill()
+    assert (proc.returncode, err) == (1, b""), err
+
+
+def test_client_prompt_reconnects_after_the_server_closed_an_idle_connection():
+    server = CliServer("--idle-timeout", "0.3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rframe.client", *map(str, connect_args(server))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=ENV,
+    )
+    try:
+        proc.stdin.write(b"echo before\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"before\n"
+        time.sleep(1.0)  # the server closes the idle connection meanwhile
+        out, err = proc.communicate(b"echo after\n", timeout=HANG_BOUND)
+        assert (proc.returncode, out) == (0, b"after\n"), err
+    finally:
+        proc.kill()
+        proc.wait()
+        server.terminate()
+
+
+def test_client_ctrl_c_while_logging_in_is_quiet(tmp_path):
+    import socket
+
+    # A server that accepts and never answers: the handshake waits (no --timeout).
+    token = tmp_path / "token"
+    token.write_bytes(b"s3cret")
+    with socket.create_server(("127.0.0.1", 0)) as mute:
+        mute.settimeout(HANG_BOUND)
+        proc = CliProcess("rframe.client", "--port", mute.getsockname()[1], "--token-file", token)
+        conn, _ = mute.accept()
+        with conn:
+            conn.settimeout(HANG_BOUND)
+            assert conn.recv(64)  # the handshake's first frame is in
+            proc.proc.send_signal(signal.SIGINT)
+            assert proc.wait() == 130
+    assert "Traceback" not in proc.stderr, proc.stderr

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import select
 import sys
 import time
 from typing import Any, Optional, Sequence, TextIO
 
+from ._cli import port, read_token, seconds
 from ._client import Client
 from ._errors import AuthenticationError, CommandTimeout, FrameError, RemoteError
 
@@ -48,7 +50,7 @@ def _connection_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
         return value if defaults else argparse.SUPPRESS
 
     ap.add_argument("--host", default=default("127.0.0.1"), help="server address (default 127.0.0.1)")
-    ap.add_argument("--port", type=int, default=default(8848), help="server port (default 8848)")
+    ap.add_argument("--port", type=port, default=default(8848), help="server port (default 8848)")
     ap.add_argument("--unix", metavar="PATH", default=default(None), help="connect to this Unix socket instead of TCP")
     ap.add_argument(
         "--token-file",
@@ -59,7 +61,7 @@ def _connection_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
     )
     ap.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         metavar="SECONDS",
         default=default(None),
         help="limit for connecting and for each command or step of a transfer (the server's own limit applies "
@@ -99,14 +101,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _token(args: argparse.Namespace) -> Optional[bytes]:
-    if args.token_file:
-        with open(args.token_file, "rb") as f:
-            return f.read().rstrip() or None
-    env = os.environ.get("RFRAME_TOKEN")
-    return env.encode("utf-8") if env else None
-
-
 def _say(message: str) -> None:
     sys.stdout.flush()
     print(message, file=sys.stderr, flush=True)
@@ -125,6 +119,10 @@ class _Session:
         return self.args.unix or f"{self.args.host}:{self.args.port}"
 
     def connect(self) -> Client:
+        if self.client is not None and not self.client.closed and _readable(self.client.fileno()):
+            # Between commands nothing is due: the server closed the idle
+            # connection (--idle-timeout), or it is out of step. A new one.
+            self.client.close()
         if self.client is None or self.client.closed:
             a = self.args
             self.client = Client(a.host, a.port, unix_path=a.unix, token=self.token, timeout=a.timeout)
@@ -176,6 +174,10 @@ class _Session:
             _say("rframe: output truncated (over the server's --max-output)")
         code = result.returncode
         return 128 - code if code < 0 else code
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def _write(out: bytes, err: bytes) -> None:
@@ -238,24 +240,22 @@ def _progress(label: str) -> Optional[ProgressBar]:
 
 def _files(session: _Session, args: argparse.Namespace) -> int:
     """put, get or ls; the exit status."""
+    # What to print is printed after the transfer: a BrokenPipeError from stdout
+    # must not read as one from the connection.
     try:
         client = session.connect()
         if args.action == "put":
             r = client.upload(
                 args.file, args.name, overwrite=args.overwrite, checksum=args.checksum, progress=_progress(args.file)
             )
-            print(f"stored {r['name']}: {r['size']} bytes, {args.checksum} {r[args.checksum]}", flush=True)
+            lines = [f"stored {r['name']}: {r['size']} bytes, {args.checksum} {r[args.checksum]}"]
         elif args.action == "get":
             r = client.download(
                 args.name, args.file, overwrite=args.overwrite, checksum=args.checksum, progress=_progress(args.name)
             )
-            print(f"saved {r['name']}: {r['size']} bytes, {args.checksum} {r[args.checksum]}", flush=True)
+            lines = [f"saved {r['name']}: {r['size']} bytes, {args.checksum} {r[args.checksum]}"]
         else:
-            for e in client.list_files(args.name):
-                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e["mtime"]))
-                kind = "d" if e["type"] == "dir" else "-"
-                print(f"{kind} {e['size']:>12} {when} {e['name']}{'/' if kind == 'd' else ''}")
-            sys.stdout.flush()
+            lines = [_listing_line(e) for e in client.list_files(args.name)]
     except FileExistsError as e:
         what = f"{e.filename}: {e.strerror}" if e.filename else str(e)
         _say(f"rframe: {args.action} failed: {what} (--overwrite replaces it)")
@@ -265,7 +265,16 @@ def _files(session: _Session, args: argparse.Namespace) -> int:
             _say(f"rframe: {args.action} failed: {e}")
             return EXIT_FAILURE
         return session.failure(e)
+    for line in lines:
+        print(line)
+    sys.stdout.flush()
     return 0
+
+
+def _listing_line(entry: dict[str, Any]) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["mtime"]))
+    kind = "d" if entry["type"] == "dir" else "-"
+    return f"{kind} {entry['size']:>12} {when} {entry['name']}{'/' if kind == 'd' else ''}"
 
 
 def _loop(session: _Session) -> int:
@@ -304,37 +313,49 @@ def _loop(session: _Session) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the client; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if args.timeout is not None and not args.timeout > 0:
-        _say("rframe: --timeout must be more than 0")
-        return 2
     try:
-        token = _token(args)
-    except OSError as e:
+        token = read_token(args.token_file)
+    except (OSError, ValueError) as e:
         _say(f"rframe: cannot read the token: {e}")
         return 2
     session = _Session(args, token)
     try:
-        if args.action is not None:
-            if args.command is not None:
-                _say("rframe: -c and put/get/ls do not go together")
-                return 2
-            try:
-                return _files(session, args)
-            except KeyboardInterrupt:
-                _say("^C: interrupted (a transfer cut before its end is not kept)")
-                return 130
-        if args.command is not None:
-            if not args.command.strip():
-                _say("empty command refused")
-                return 2
-            try:
-                return session.run(args.command)
-            except KeyboardInterrupt:
-                _say("^C: interrupted (the command was killed)")
-                return 130
-        return _loop(session)
+        return _main(session, args)
+    except BrokenPipeError:
+        # Whoever read our stdout is gone (python -m rframe.client -c 'seq 1e6' | head -1).
+        # Quiet, as cat is; stdout goes to /dev/null so that closing it at exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_FAILURE
     finally:
         session.close()
+
+
+def _main(session: _Session, args: argparse.Namespace) -> int:
+    if args.action is not None:
+        if args.command is not None:
+            _say("rframe: -c and put/get/ls do not go together")
+            return 2
+        try:
+            return _files(session, args)
+        except KeyboardInterrupt:
+            _say("^C: interrupted (a transfer cut before its end is not kept)")
+            return 130
+    if args.command is not None:
+        if not args.command.strip():
+            _say("empty command refused")
+            return 2
+        try:
+            return session.run(args.command)
+        except KeyboardInterrupt:
+            _say("^C: interrupted (the command was killed)")
+            return 130
+    try:
+        return _loop(session)
+    except KeyboardInterrupt:  # while connecting, before the prompt
+        print()
+        return 130
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import sys
 import warnings
 from typing import Optional, Sequence
 
+from ._cli import port, read_token, seconds
 from ._rframe import Server
 
 __all__ = ["main", "parse_size"]
@@ -43,26 +44,6 @@ def parse_size(text: str) -> int:
     if not m or (m.group(3) and not m.group(2) and m.group(3).lower() != "b"):
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (examples: 1048576, 512K, 16M, 1G)")
     return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {value}")
-    return value
 
 
 def _positive_int(text: str) -> int:
@@ -84,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rframe.Client, or the course's section-15 client script.",
     )
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    ap.add_argument("--port", type=_port, default=8848, help="TCP port (default 8848; 0 picks a free one)")
+    ap.add_argument("--port", type=port, default=8848, help="TCP port (default 8848; 0 picks a free one)")
     ap.add_argument("--unix", metavar="PATH", help="listen on this Unix socket instead of TCP")
     ap.add_argument(
         "--token-file",
@@ -94,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=seconds,
         default=30.0,
         metavar="SECONDS",
         help="longest a command may run before its process group is killed (default 30; a client may ask for less)",
@@ -116,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--header-timeout",
-        type=_positive_float,
+        type=seconds,
         default=10.0,
         metavar="SECONDS",
         help="from a request's first byte to its complete header: one absolute deadline that trickled bytes do not "
@@ -124,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument(
         "--idle-timeout",
-        type=_positive_float,
+        type=seconds,
         default=300.0,
         metavar="SECONDS",
         help="how long a connection may sit between requests or stall inside a body before it is closed (default 300)",
@@ -169,19 +150,6 @@ class _Terminated(Exception):
 def _on_sigterm(signum, frame):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the shutdown
     raise _Terminated()
-
-
-def _read_token(args: argparse.Namespace) -> Optional[bytes]:
-    if args.token_file:
-        with open(args.token_file, "rb") as f:
-            token = f.read().rstrip()
-        if not token:
-            raise ValueError(f"the token file {args.token_file} is empty")
-        return token
-    env = os.environ.get("RFRAME_TOKEN")
-    if env:
-        return env.encode("utf-8")
-    return None
 
 
 def _raise_open_files_limit(max_connections: int, log: logging.Logger) -> None:
@@ -231,7 +199,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     log = logging.getLogger("rframe.server")
     try:
-        token = _read_token(args)
+        token = read_token(args.token_file)
     except (OSError, ValueError) as e:
         return _fail(f"cannot read the token: {e}")
     for flag, path in (("--cwd", args.cwd), ("--root", args.root)):

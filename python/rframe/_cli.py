@@ -1,0 +1,52 @@
+"""What ``python -m rframe.server`` and ``python -m rframe.client`` share: the
+argument types of their common flags, and how they find the token."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Optional
+
+from ._protocol import MAX_SECONDS
+
+__all__ = ["port", "seconds", "read_token"]
+
+
+def port(text: str) -> int:
+    """``--port``: 0..65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535, got {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """``--timeout`` and the like: more than 0, at most ``MAX_SECONDS``."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= MAX_SECONDS:  # (NaN fails too)
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_SECONDS:g} seconds, got {text!r}")
+    return value
+
+
+def read_token(token_file: Optional[str]) -> Optional[bytes]:
+    """The token: ``token_file``'s contents (trailing whitespace stripped),
+    else the ``RFRAME_TOKEN`` environment variable's bytes, else ``None``.
+
+    Raises ``OSError`` if the file cannot be read and ``ValueError`` if it is
+    empty (a token that silently became "no token" would turn authentication off).
+    """
+    if token_file:
+        with open(token_file, "rb") as f:
+            token = f.read().rstrip()
+        if not token:
+            raise ValueError(f"the token file {token_file} is empty")
+        return token
+    env = os.environ.get("RFRAME_TOKEN")
+    # The bytes as the environment holds them, whatever the locale's encoding.
+    return os.fsencode(env) if env else None
