@@ -163,6 +163,20 @@ def test_timeout_kills_the_process_group(server):
         kill_all(marker)
 
 
+def test_timeout_ends_a_command_that_left_its_group(server):
+    """A command that moves itself out of its process group is out of the
+    group kill's reach: the time limit still ends it, and the call gets its
+    CommandTimeout instead of waiting for the command to exit on its own."""
+    leave = "import os, time; os.setpgid(0, os.getpgid(os.getppid())); print('left', flush=True); time.sleep(60)"
+    with client_for(server) as c:
+        t0 = time.monotonic()
+        with pytest.raises(rframe.CommandTimeout) as info:
+            c.run(f"exec {sys.executable} -c \"{leave}\"", timeout=0.5)
+        assert time.monotonic() - t0 < 3
+        assert info.value.stdout == b"left\n" and info.value.result.returncode == -9
+        assert c.run("echo again").stdout == b"again\n"
+
+
 def test_server_timeout_applies_when_smaller(tmp_path):
     with running(rframe.Server(port=0, timeout=0.5)) as s, client_for(s) as c:
         t0 = time.monotonic()
@@ -436,6 +450,22 @@ def test_raw_command_line_too_long_is_refused_not_split(server):
         assert (header["op"], body) == ("result", b"b" * (60 * 1024) + b"\n")
 
 
+def test_raw_command_line_still_arriving_at_the_header_deadline_is_refused_not_split():
+    """A line trickled in, never pausing, past the header deadline: refused
+    whole with ``timeout``; run as far as it came, its rest would be a second command."""
+    with running(rframe.Server(port=0, header_timeout=0.4)) as server, raw_socket(server) as s:
+        s.sendall(b"echo ")
+        stop = time.monotonic() + 1.0
+        try:
+            while time.monotonic() < stop:
+                s.sendall(b"a")
+                time.sleep(0.005)  # well under the 20 ms pause that ends a line
+        except OSError:  # refused and closed meanwhile
+            pass
+        header, _ = rframe.read_frame(s)
+        assert (header["op"], header["error"]) == ("error", "timeout"), header
+
+
 def test_frame_split_after_its_first_byte_is_not_a_raw_command(server):
     """A run request's header is 32..126 bytes long, so its first byte is
     printable: arriving alone, it must still be read as a frame."""
@@ -501,6 +531,29 @@ def test_idle_connections_are_closed(tmp_path):
             assert 0.4 < time.monotonic() - t0 < 3
         with client_for(s) as c:  # a busy connection is not idle
             assert c.run("sleep 0.8; echo busy").stdout == b"busy\n"
+
+
+def test_a_slow_but_steady_reader_gets_a_large_result_whole():
+    """The idle timeout bounds a stall in sending a reply, not the whole
+    reply: 16 MiB read at about 8 MB/s takes longer than it, and arrives."""
+    size = 16 << 20
+    with running(rframe.Server(port=0, idle_timeout=0.5, max_output=size)) as s:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # before connecting: little buffered
+            sock.settimeout(HANG_BOUND)
+            sock.connect(s.address)
+            rframe.send_frame(sock, b"", {"op": "run", "cmd": f"head -c {size} /dev/zero"})
+            decoder, frames = rframe.FrameDecoder(), []
+            t0 = time.monotonic()
+            while not frames:
+                chunk = sock.recv(64 * 1024)
+                if not chunk:
+                    decoder.close()  # raises IncompleteFrame: the reply was cut
+                frames = decoder.feed(chunk)
+                time.sleep(0.008)
+            assert time.monotonic() - t0 > 0.5, "the test must outlast the idle timeout"
+            header, body = frames[0]
+            assert (header["op"], header["stdout_truncated"], len(body)) == ("result", False, size)
 
 
 def test_garbage_and_half_frames_cost_only_their_connection(tmp_path):

@@ -161,6 +161,10 @@ pub async fn run(spec: CommandSpec) -> io::Result<CommandOutput> {
                 _ = tokio::time::sleep_until(deadline), if status.is_none() && !timed_out => {
                     timed_out = true;
                     group.kill();
+                    // And the command itself, in case it left its group: else
+                    // nothing would end the wait for it. (Not reaped yet, so
+                    // its pid is still its own.)
+                    let _ = child.start_kill();
                 }
                 _ = tokio::time::sleep_until(drain_deadline.unwrap_or(deadline)), if drain_deadline.is_some() && !drained => {
                     break;

@@ -269,11 +269,16 @@ impl Conn {
         // be printable too: what follows decides.
         while self.buf.len() < MAX_RAW_COMMAND {
             let quiet = if self.buf.len() < PREFIX_LEN { RAW_QUIET_SHORT } else { RAW_QUIET };
-            let pause = deadline.min(Instant::now() + quiet);
-            match tokio::time::timeout_at(pause.into(), self.stream.read_buf(&mut self.buf)).await {
+            let pause = Instant::now() + quiet;
+            match tokio::time::timeout_at(deadline.min(pause).into(), self.stream.read_buf(&mut self.buf)).await {
                 Ok(Ok(0)) => {
                     self.sent_all = true;
                     break;
+                }
+                // Still coming at the header deadline: cut there, its rest
+                // would run as a command of its own.
+                Err(_) if deadline < pause => {
+                    return Err(End::Error(ErrorCode::Timeout, "the raw command line did not end in time".into()))
                 }
                 Err(_) => break,
                 Ok(Ok(_)) => {}
@@ -489,31 +494,43 @@ impl Conn {
         let head = codec
             .encode_head(header, reply.body.len())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-        let write = async {
+        let idle = self.shared.config.idle_timeout;
+        let stream = &mut self.stream;
+        let write = async move {
             if reply.body.len() <= 64 * 1024 {
                 let mut all = head;
                 all.extend_from_slice(&reply.body);
-                self.stream.write_all(&all).await
+                write_all_within(stream, &mut &all[..], idle).await
             } else {
                 // Head and body in one vectored write: no copy of the body, and
                 // no small write (and packet, under TCP_NODELAY) for the head alone.
                 let mut both = Buf::chain(&head[..], &reply.body[..]);
-                self.stream.write_all_buf(&mut both).await
+                write_all_within(stream, &mut both, idle).await
             }
         };
-        let idle = self.shared.config.idle_timeout;
         let mut stop = self.shutdown.clone();
         // A stopping server does not wait for a peer that reads slowly; but a
         // reply that can go out does (biased: the write is polled first).
         tokio::select! {
             biased;
-            r = tokio::time::timeout(idle, write) => match r {
-                Ok(r) => r,
-                Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer did not read the response")),
-            },
+            r = write => r,
             _ = stop.wait_for(|stop| *stop) => Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "server stopping")),
         }
     }
+}
+
+/// Writes all of `buf`; fails if the peer takes none of it for `idle` (a
+/// stall), however long a large reply to a slow but steady reader takes.
+async fn write_all_within(stream: &mut Box<dyn Stream>, buf: &mut impl Buf, idle: Duration) -> std::io::Result<()> {
+    while buf.has_remaining() {
+        match tokio::time::timeout(idle, stream.write_buf(buf)).await {
+            Ok(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer did not read the response")),
+        }
+    }
+    Ok(())
 }
 
 /// How a raw command line (the course client's request) is told from a frame
