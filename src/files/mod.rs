@@ -288,14 +288,18 @@ impl Upload {
 
     /// Makes the file durable and gives it its final name, atomically: a
     /// reader sees the old file or the whole new one, never a part.
-    pub fn commit(mut self) -> Result<(), FileError> {
+    ///
+    /// Once renamed the file is stored, whatever follows: `Ok(Some(error))`
+    /// says that syncing its directory failed, so the new name may not
+    /// survive a crash (an error here would tell the client "not stored"
+    /// about a file that is there).
+    pub fn commit(mut self) -> Result<Option<io::Error>, FileError> {
         let name = self.name.clone();
         self.file.sync_all().map_err(|e| FileError::from_io(&name, e))?;
         self.rename().map_err(|e| FileError::from_io(&name, e))?;
         self.done = true;
         // The rename itself is durable once the directory is.
-        cvt(unsafe { libc::fsync(self.dir.as_raw_fd()) }).map_err(|e| FileError::from_io(&name, e))?;
-        Ok(())
+        Ok(cvt(unsafe { libc::fsync(self.dir.as_raw_fd()) }).err())
     }
 
     fn rename(&self) -> io::Result<()> {

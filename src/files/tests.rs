@@ -28,7 +28,8 @@ impl Drop for Scratch {
 fn upload(root: &Root, name: &str, data: &[u8], overwrite: bool) -> Result<(), FileError> {
     let mut up = root.create(name, overwrite)?;
     up.write(data)?;
-    up.commit()
+    assert!(up.commit()?.is_none(), "the directory syncs");
+    Ok(())
 }
 
 fn names(root: &Root, dir: &str) -> Vec<String> {

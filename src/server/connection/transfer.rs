@@ -187,8 +187,10 @@ impl Conn {
             }
             Some(_) => {}
         }
-        if let Err(e) = blocking(move || upload.commit()).await {
-            return Ok(file_error(&e));
+        match blocking(move || upload.commit()).await {
+            Err(e) => return Ok(file_error(&e)),
+            Ok(Some(e)) => self.log(Level::Warning, format!("stored {name:?}, but syncing its directory failed: {e}")),
+            Ok(None) => {}
         }
         self.log(Level::Info, format!("stored {name:?}: {size} bytes"));
         Ok(reply(
@@ -304,24 +306,39 @@ impl Conn {
         };
         // Within what a client with the same codec takes.
         let limit = MAX_LISTING.min(self.shared.config.codec.max_body.min(MAX_LISTING as u64) as usize);
-        let mut body = b"[".to_vec();
-        let mut count = 0;
-        for e in &entries {
+        let items = entries.iter().map(|e| {
             let item = json!({"name": e.name, "type": e.kind.name(), "size": e.size, "mtime": e.mtime});
-            let item = serde_json::to_vec(&item).expect("serializable");
-            if body.len() + item.len() + 2 > limit {
-                truncated = true;
-                break;
-            }
-            if count > 0 {
-                body.extend_from_slice(b", ");
-            }
-            body.extend_from_slice(&item);
-            count += 1;
-        }
-        body.push(b']');
+            serde_json::to_vec(&item).expect("serializable")
+        });
+        let (body, count, cut) = json_array_within(items, limit);
+        truncated |= cut;
         Ok(reply(json!({"op": "listing", "name": name, "count": count, "truncated": truncated}), body.into()))
     }
+}
+
+/// A JSON array of the `items` (each a JSON value's text) that fit in `limit`
+/// bytes, brackets and separators included: the array, how many it holds,
+/// and whether any were left out.
+fn json_array_within(items: impl Iterator<Item = Vec<u8>>, limit: usize) -> (Vec<u8>, usize, bool) {
+    let mut body = b"[".to_vec();
+    let mut count = 0;
+    for item in items {
+        let separator = if count > 0 { 2 } else { 0 };
+        if body.len() + separator + item.len() + 1 > limit {
+            return (close_array(body), count, true);
+        }
+        if count > 0 {
+            body.extend_from_slice(b", ");
+        }
+        body.extend_from_slice(&item);
+        count += 1;
+    }
+    (close_array(body), count, false)
+}
+
+fn close_array(mut body: Vec<u8>) -> Vec<u8> {
+    body.push(b']');
+    body
 }
 
 enum TransferFrame {
@@ -341,4 +358,25 @@ fn read_chunk(file: File, mut hasher: Hasher, want: usize) -> JoinHandle<ReadChu
         hasher.update(&buf);
         Ok((file, hasher, buf))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_array_within;
+
+    #[test]
+    fn a_listing_fits_its_limit_exactly() {
+        let items = || ["1", "22", "333"].into_iter().map(|s| s.as_bytes().to_vec());
+        let whole = b"[1, 22, 333]";
+        assert_eq!(json_array_within(items(), whole.len()), (whole.to_vec(), 3, false));
+        // One byte less: the last item goes, whole, and the array still closes.
+        assert_eq!(json_array_within(items(), whole.len() - 1), (b"[1, 22]".to_vec(), 2, true));
+        for limit in 0..=whole.len() + 2 {
+            let (body, count, cut) = json_array_within(items(), limit);
+            assert!(body.len() <= limit.max(2), "limit {limit}: {} bytes", body.len());
+            assert_eq!(cut, count < 3);
+            let parsed: Vec<u64> = serde_json::from_slice(&body).unwrap();
+            assert_eq!(parsed.len(), count);
+        }
+    }
 }
