@@ -156,11 +156,17 @@ fn remove_stale_socket(path: &PathBuf) -> io::Result<()> {
             format!("{} exists and is not a socket", path.display()),
         ));
     }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(io::Error::new(
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(io::Error::new(
             io::ErrorKind::AddrInUse,
             format!("a server is already listening on {}", path.display()),
-        ));
+        )),
+        // Nobody listens: stale, left by a server that is gone.
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => std::fs::remove_file(path),
+        // (EACCES, say: another user's socket, maybe live.)
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("{} exists, and whether a server listens on it is unknown: {e}", path.display()),
+        )),
     }
-    std::fs::remove_file(path)
 }
