@@ -641,6 +641,33 @@ def test_proofs_without_a_challenge_do_not_hold_up_logins(token_server):
             s.close()
 
 
+def test_stop_does_not_wait_for_logins_waiting_their_turn():
+    """Wrong guesses are answered one at a time, 0.5 s apart: twelve of them
+    queue for 6 s. stop() closes the waiting ones at once instead."""
+    server = rframe.Server(port=0, token="s3cret", header_timeout=30)
+    guesses = []
+
+    def guess():
+        s = raw_socket(server)
+        guesses.append(s)
+        rframe.send_frame(s, b"", {"op": "auth"})
+        nonce = rframe.read_frame(s).header["nonce"]
+        rframe.send_frame(s, b"", {"op": "auth", "nonce": nonce, "client_nonce": "00" * 32, "proof": "00" * 32})
+
+    server.start()
+    try:
+        for _ in range(12):
+            guess()
+        time.sleep(0.3)  # the first holds the turn, the others wait for it
+        t0 = time.monotonic()
+        server.stop()
+        assert time.monotonic() - t0 < 2.5
+    finally:
+        server.stop()
+        for s in guesses:
+            s.close()
+
+
 def test_no_token_against_a_token_server(token_server):
     with client_for(token_server) as c:
         with pytest.raises(rframe.AuthenticationError, match="authentication required"):

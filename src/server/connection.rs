@@ -270,7 +270,11 @@ impl Conn {
         while self.buf.len() < MAX_RAW_COMMAND {
             let quiet = if self.buf.len() < PREFIX_LEN { RAW_QUIET_SHORT } else { RAW_QUIET };
             let pause = Instant::now() + quiet;
-            match tokio::time::timeout_at(deadline.min(pause).into(), self.stream.read_buf(&mut self.buf)).await {
+            let read = tokio::select! {
+                _ = self.shutdown.wait_for(|stop| *stop) => return Err(End::Quiet),
+                r = timeout_at(deadline.min(pause).into(), self.stream.read_buf(&mut self.buf)) => r,
+            };
+            match read {
                 Ok(Ok(0)) => {
                     self.sent_all = true;
                     break;
@@ -383,8 +387,10 @@ impl Conn {
         let deadline = self.auth_deadline.unwrap_or_else(|| Instant::now() + self.shared.config.header_timeout);
         let turn = timeout_at(deadline.into(), turns.acquire());
         tokio::pin!(turn);
+        let mut stop = self.shutdown.clone();
         loop {
             tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => return Err(End::Quiet),
                 turn = &mut turn => {
                     return match turn {
                         Ok(Ok(permit)) => Ok(permit),
