@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -319,7 +320,7 @@ def test_client_bad_arguments(args):
     assert r.returncode == 2 and b"Traceback" not in r.stderr and args[0].encode() in r.stderr, r.stderr
 
 
-def test_client_token_file_and_environment(tmp_path):
+def test_client_token_file_and_environment(tmp_path, monkeypatch):
     from rframe._cli import read_token
 
     empty = tmp_path / "empty"
@@ -329,11 +330,8 @@ def test_client_token_file_and_environment(tmp_path):
     # A token that is not UTF-8 in the environment: its bytes, on both sides.
     token = b"\xff\xfe-not-utf8"
     env = {**ENV, "RFRAME_TOKEN": os.fsdecode(token)}
-    os.environ["RFRAME_TOKEN"] = os.fsdecode(token)
-    try:
-        assert read_token(None) == token
-    finally:
-        del os.environ["RFRAME_TOKEN"]
+    monkeypatch.setenv("RFRAME_TOKEN", os.fsdecode(token))
+    assert read_token(None) == token
     server = CliServer(env=env)
     try:
         r = run_client(*connect_args(server), "-c", "echo with-token", env=env)
@@ -362,20 +360,24 @@ def test_client_stdout_closed_early_is_quiet(cli_server):
 
 def test_client_prompt_reconnects_after_the_server_closed_an_idle_connection():
     server = CliServer("--idle-timeout", "0.3")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rframe.client", *map(str, connect_args(server))],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=ENV,
-    )
     try:
-        proc.stdin.write(b"echo before\n")
-        proc.stdin.flush()
-        assert proc.stdout.readline() == b"before\n"
-        time.sleep(1.0)  # the server closes the idle connection meanwhile
-        out, err = proc.communicate(b"echo after\n", timeout=HANG_BOUND)
+        with subprocess.Popen(
+            [sys.executable, "-m", "rframe.client", *map(str, connect_args(server))],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=ENV,
+        ) as proc:
+            watchdog = threading.Timer(HANG_BOUND, proc.kill)  # bounds the readline below
+            watchdog.start()
+            try:
+                proc.stdin.write(b"echo before\n")
+                proc.stdin.flush()
+                assert proc.stdout.readline() == b"before\n"
+                time.sleep(1.0)  # the server closes the idle connection meanwhile
+                out, err = proc.communicate(b"echo after\n", timeout=HANG_BOUND)
+            finally:
+                watchdog.cancel()
+                proc.kill()
         assert (proc.returncode, out) == (0, b"after\n"), err
     finally:
-        proc.kill()
-        proc.wait()
         server.terminate()
 
 

@@ -115,10 +115,14 @@ def test_run_accepts_paths_and_bytes(client, tmp_path):
     assert client.run(b"echo raw-bytes").stdout == b"raw-bytes\n"
 
 
-def test_run_validates_timeout(client):
-    with pytest.raises(ValueError):
-        client.run("true", timeout=0)
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), 2e9])
+def test_timeouts_are_validated(server, client, timeout):
+    # (past 1e9 s a socket timeout overflows: OverflowError, not this)
+    with pytest.raises(ValueError, match="at most 1e\\+09 seconds"):
+        client.run("true", timeout=timeout)
     assert client.run("true").ok
+    with pytest.raises(ValueError, match="at most 1e\\+09 seconds"):
+        client_for(server, timeout=timeout)
 
 
 def test_per_call_timeout_extends_the_socket_timeout(server):

@@ -7,7 +7,7 @@ import argparse
 import os
 from typing import Optional
 
-from ._protocol import MAX_SECONDS
+from ._protocol import check_seconds
 
 __all__ = ["port", "seconds", "read_token"]
 
@@ -24,14 +24,15 @@ def port(text: str) -> int:
 
 
 def seconds(text: str) -> float:
-    """``--timeout`` and the like: more than 0, at most ``MAX_SECONDS``."""
+    """``--timeout`` and the like: see :func:`rframe._protocol.check_seconds`."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value <= MAX_SECONDS:  # (NaN fails too)
-        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_SECONDS:g} seconds, got {text!r}")
-    return value
+    try:
+        return check_seconds(value, "the value")
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def read_token(token_file: Optional[str]) -> Optional[bytes]:

@@ -25,6 +25,7 @@ __all__ = [
     "REPLY_GRACE",
     "CLOSING_CODES",
     "MAX_SECONDS",
+    "check_seconds",
     "check_client_timeout",
     "token_bytes",
     "run_request",
@@ -148,11 +149,19 @@ def _decode(data: bytes, encoding: str) -> str:
 MAX_SECONDS = 1e9
 
 
+def check_seconds(value: float, name: str = "timeout") -> float:
+    """``value`` as a float; ``ValueError`` unless it is more than 0 and at
+    most ``MAX_SECONDS``."""
+    seconds = float(value)
+    if not 0 < seconds <= MAX_SECONDS:  # (NaN fails too)
+        raise ValueError(f"{name} must be more than 0 and at most {MAX_SECONDS:g} seconds, got {value!r}")
+    return seconds
+
+
 def check_client_timeout(timeout: Optional[float]) -> None:
-    """Raises ``ValueError`` unless ``timeout`` is ``None`` or a number of seconds
-    more than 0 and at most ``MAX_SECONDS``."""
-    if timeout is not None and not 0 < timeout <= MAX_SECONDS:  # (NaN fails too)
-        raise ValueError(f"timeout must be None or more than 0 and at most {MAX_SECONDS:g} seconds, got {timeout!r}")
+    """Raises ``ValueError`` unless ``timeout`` is ``None`` or passes :func:`check_seconds`."""
+    if timeout is not None:
+        check_seconds(timeout)
 
 
 def token_bytes(token: Optional[Union[str, bytes]], codec: Codec) -> Optional[bytes]:
@@ -197,10 +206,7 @@ def run_request(
         wire_cmd = [os.fsdecode(a) if isinstance(a, (bytes, os.PathLike)) else str(a) for a in cmd]
     header: dict[str, Any] = {"op": "run", "cmd": wire_cmd}
     if timeout is not None:
-        timeout = float(timeout)
-        if not 0 < timeout <= MAX_SECONDS:  # (NaN fails too)
-            raise ValueError(f"timeout must be more than 0 and at most {MAX_SECONDS:g} seconds, got {timeout!r}")
-        header["timeout"] = timeout
+        header["timeout"] = check_seconds(timeout)
     if env is not None:
         header["env"] = {str(k): str(v) for k, v in env.items()}
     if cwd is not None:
