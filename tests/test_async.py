@@ -9,6 +9,7 @@ awaited", no "Event loop is closed". Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import doctest
 import gc
@@ -596,6 +597,47 @@ def test_reply_reader_decodes_what_each_read_put_in_its_buffer():
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         with pytest.raises(RuntimeError, match="get_buffer"):
             pool.submit(reader.read, 1).result(HANG_BOUND)
+
+
+def test_reply_reader_delivers_to_waiters_and_returns_the_rest_in_order():
+    # buffer_updated's hot path: frames go to the oldest futures; a done
+    # future (its caller left) takes its frame, which is dropped; the first
+    # error frame, or frame nobody waits for, comes back with all after it.
+    loop = asyncio.new_event_loop()
+    try:
+        reader = rframe._rframe._ReplyReader(rframe.FrameDecoder())
+
+        def read(data: bytes, waiters):
+            reader.get_buffer(-1)[: len(data)] = data
+            return reader.deliver(len(data), waiters)
+
+        a, gone, b = loop.create_future(), loop.create_future(), loop.create_future()
+        gone.cancel()
+        waiters = collections.deque([a, gone, b])
+        assert read(b"".join(rframe.pack_frame(b"%d" % i) for i in range(3)), waiters) is None
+        assert (a.result().body, b.result().body, list(waiters)) == (b"0", b"2", [])
+
+        c, d = loop.create_future(), loop.create_future()
+        waiters = collections.deque([c, d])
+        error = rframe.pack_frame(b"", op="error", error="busy")
+        # "op" equal to "error" only as that string, as json.loads gives it
+        not_errors = rframe.pack_frame(b"", op=["error"]) + rframe.pack_frame(b"", op="errors")
+        rest = read(rframe.pack_frame(b"x") + error + rframe.pack_frame(b"y"), waiters)
+        assert c.result().body == b"x" and not d.done() and list(waiters) == [d]
+        assert [(f.header.get("op"), f.body) for f in rest] == [("error", b""), (None, b"y")]
+        e = loop.create_future()
+        rest = read(not_errors + rframe.pack_frame(b"z"), collections.deque([d, e]))
+        assert d.result().header["op"] == ["error"] and e.result().header["op"] == "errors"
+        assert [f.body for f in rest] == [b"z"]  # nobody waits for it
+        # A length-only codec's frames have empty headers: never errors.
+        raw = rframe._rframe._ReplyReader(rframe.FrameDecoder(rframe.Codec(json_header=False)))
+        f = loop.create_future()
+        raw.get_buffer(-1)[:5] = b"\x01\x00\x00\x00q"
+        assert raw.deliver(5, collections.deque([f])) is None and f.result().body == b"q"
+        with pytest.raises(rframe.FrameError):
+            read(b"\xff\xff\xff\xff", collections.deque())
+    finally:
+        loop.close()
 
 
 def test_server_stopping(arun):

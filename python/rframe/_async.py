@@ -143,9 +143,13 @@ class _Connection(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         try:
-            frames = self.reader.read(nbytes)
+            # Frames for waiting calls go to their futures in Rust; the rest
+            # (error frames, frames nobody waits for yet) come back, in order.
+            frames = self.reader.deliver(nbytes, self.waiters)
         except FrameError as exc:
             self.fail(f"reading a frame failed: {type(exc).__name__}", first=exc)
+            return
+        if frames is None:
             return
         waiters = self.waiters
         for frame in frames:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 from os import PathLike
 from typing import Any, Callable, Iterator, Literal, Mapping, Optional, Sequence, Union, overload
 
@@ -148,6 +150,8 @@ class _ReplyReader:
         """``BufferedProtocol.get_buffer``: a view of the calling thread's read buffer."""
     def read(self, nbytes: int, /) -> list[Frame]:
         """The frames completed by the first ``nbytes`` of the calling thread's read buffer."""
+    def deliver(self, nbytes: int, waiters: collections.deque[asyncio.Future[Frame]], /) -> Optional[list[Frame]]:
+        """Decode as ``read`` and resolve the oldest waiters with the frames; return the frames left, or ``None``."""
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Start writing a stretch of a file to disk and return at once (Linux ``sync_file_range``)."""

@@ -10,9 +10,11 @@ use std::cell::RefCell;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyList, PyMemoryView};
+use pyo3::types::{PyBool, PyByteArray, PyList, PyMemoryView, PyString};
+use pyo3::{ffi, intern};
 
 use super::decoder::PyFrameDecoder;
+use super::frame::frame_parts;
 
 /// Bytes read from a socket at a time (asyncio's own default).
 const READ_BUFFER_SIZE: usize = 256 * 1024;
@@ -88,5 +90,68 @@ impl PyReplyReader {
             buf.extend_from_slice(read);
             Ok(())
         })
+    }
+
+    /// ``buffer_updated``'s hot path: decodes the read (as ``read`` does) and
+    /// gives each frame to the oldest future in ``waiters`` (a deque) with
+    /// ``set_result``; a future already done (its caller left) still takes
+    /// its frame, which is dropped. It stops at the first frame that needs
+    /// more than that, an error frame or one that nobody waits for yet, and
+    /// returns it and the frames after it, in order, for the caller to
+    /// handle; ``None`` when every frame was handed over.
+    #[pyo3(signature = (nbytes, waiters, /))]
+    fn deliver<'py>(
+        &self,
+        py: Python<'py>,
+        nbytes: usize,
+        waiters: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        // Decoded first, whole: set_result schedules the futures' callbacks
+        // with the loop's call_soon, which may be Python code; it runs with
+        // the decoder unlocked.
+        let frames = self.read(py, nbytes)?;
+        let (popleft, done, set_result) = (intern!(py, "popleft"), intern!(py, "done"), intern!(py, "set_result"));
+        for (i, frame) in frames.iter().enumerate() {
+            if is_error_frame(&frame)? || waiters.len()? == 0 {
+                return Ok(Some(frames.get_slice(i, frames.len()).cast_into::<PyList>()?));
+            }
+            let fut = call_method(waiters, popleft, None)?;
+            if !call_method(&fut, done, None)?.is(PyBool::new(py, true)) {
+                call_method(&fut, set_result, Some(&frame))?;
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Whether `frame`'s header says ``"op": "error"`` (a JSON header's value:
+/// only the string ``"error"`` equals it).
+fn is_error_frame(frame: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let Some((header, _)) = frame_parts(frame) else { return Ok(false) };
+    match header.get_item(intern!(frame.py(), "op"))? {
+        Some(op) => Ok(op.cast::<PyString>().is_ok_and(|op| op.to_str().is_ok_and(|op| op == "error"))),
+        None => Ok(false),
+    }
+}
+
+/// `obj.name()` or `obj.name(arg)`. Under abi3 before Python 3.12, pyo3's
+/// `call_method` makes a bound method and an argument tuple for every call;
+/// `PyObject_CallMethodObjArgs` looks the method up without binding it and
+/// passes the arguments on the stack.
+fn call_method<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+    arg: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let end = std::ptr::null_mut::<ffi::PyObject>();
+    // SAFETY: every pointer is a live object borrowed for the call, and the
+    // argument list ends with NULL, as the function requires; it returns a
+    // new reference or NULL with an exception set.
+    unsafe {
+        let result = match arg {
+            Some(arg) => ffi::PyObject_CallMethodObjArgs(obj.as_ptr(), name.as_ptr(), arg.as_ptr(), end),
+            None => ffi::PyObject_CallMethodObjArgs(obj.as_ptr(), name.as_ptr(), end),
+        };
+        Bound::from_owned_ptr_or_err(obj.py(), result)
     }
 }
