@@ -330,6 +330,50 @@ async def _floor_one(proto, seq, body):
     await proto.request()
 
 
+# -- the framing floor: the floor plus rframe's framing, no client
+
+
+class _FramedFloor(_Floor):
+    """The sequential floor with the framing rframe's client does, and nothing
+    else of a client: each request packed by ``Codec.pack``, each read decoded
+    and handed to the waiting future by the Rust reader ``AsyncClient`` uses.
+    No coroutine per request, no checks of the connection's state, no
+    timeouts, no error frames: how far above the floor framing alone puts a
+    client, which the CPU target must leave room for."""
+
+    def __init__(self):
+        super().__init__()
+        import rframe
+        from rframe._rframe import _ReplyReader
+
+        self.pack = rframe.Codec().pack
+        self.reader = _ReplyReader(rframe.FrameDecoder())
+        self.get_buffer = self.reader.get_buffer
+        self.waiters = collections.deque()
+
+    def buffer_updated(self, nbytes):
+        if self.reader.deliver(nbytes, self.waiters) is not None:
+            raise RuntimeError("the framing floor got a frame nobody waited for, or an error frame")
+
+
+async def _open_framed_floor(port):
+    loop = asyncio.get_running_loop()
+    _, proto = await asyncio.wait_for(loop.create_connection(_FramedFloor, HOST, port), 30)
+    return proto
+
+
+async def _framed_floor_sequential(proto, reqs):
+    create_future, write, pack, waiters = asyncio.get_running_loop().create_future, proto.transport.write, proto.pack, proto.waiters
+    for seq, body in reqs:
+        data = pack(body, {"seq": seq})
+        fut = create_future()
+        waiters.append(fut)
+        write(data)
+        frame = await fut
+        if frame.body != body or frame.header["seq"] != seq:
+            _bad(seq, frame.header, frame.body, body)
+
+
 # kind -> workload -> (label, open, close, driver); a "sequential" driver runs
 # one connection's requests one after another, a "pipelined" one makes one request.
 CLIENTS = {
@@ -349,6 +393,11 @@ CLIENTS["floor"] = {
                    _open_floor, _close_floor, _floor_sequential),
     "pipelined": ("floor, no framing: prebuilt frames, writes joined per iteration, a future per reply's worth "
                   "of bytes (reference, not a client)", _open_floor_pipelined, _close_floor, _floor_one),
+}
+CLIENTS["framing floor"] = {
+    "sequential": ("framing floor: the sequential floor plus rframe's `Codec.pack` and Rust reply reader, "
+                   "no client logic (reference, not a client)", _open_framed_floor, _close_floor,
+                   _framed_floor_sequential),
 }
 WORKLOADS = ("sequential", "pipelined")
 
@@ -549,6 +598,13 @@ def main(argv=None):
                   f"{fl['cpu_us'] / pa['cpu_us']:.2f}x | (info) | - |")
             print(f"| {workload}, {loop}: CPU/request above the floor, rframe / pure asyncio | "
                   f"{fmt(rf['cpu_us'] - fl['cpu_us'], 1)} / {fmt(pa['cpu_us'] - fl['cpu_us'], 1)} us | (info) | - |")
+            framed = res.get((workload, "framing floor", loop))
+            if framed is not None:
+                # What the CPU target leaves a client above the floor, and
+                # how much of it the framing alone takes.
+                print(f"| {workload}, {loop}: framing floor's CPU/request over the floor / the target's room over it | "
+                      f"{fmt(framed['cpu_us'] - fl['cpu_us'], 1)} / {fmt(pa['cpu_us'] / 2 - fl['cpu_us'], 1)} us "
+                      f"| (info) | - |")
     print()
 
     if probe:

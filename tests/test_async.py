@@ -1201,6 +1201,12 @@ def test_bench_async_quick():
         assert len(floor_ratios) == nloops, out
         for row in floor_ratios:
             assert re.search(r"\| \d+\.\d\dx \| \(info\) \| - \|$", row), row
+    # The framing floor: a sequential reference row and its room line per loop.
+    assert len([row for row in rows if row.startswith("| sequential | framing floor:")]) == nloops, out
+    room = [row for row in rows if "framing floor's CPU/request over the floor" in row]
+    assert len(room) == nloops and all(row.startswith("| sequential, ") for row in room), out
+    for row in room:
+        assert re.search(r"\| -?[\d.]+ / -?[\d.]+ us \| \(info\) \| - \|$", row), row
     ratios = [row for row in rows if ": rframe " in row and "vs pure asyncio" in row]
     assert len(ratios) == 4 * nloops, out
     for row in ratios:
