@@ -341,19 +341,31 @@ class _FramedFloor(_Floor):
     timeouts, no error frames: how far above the floor framing alone puts a
     client, which the CPU target must leave room for."""
 
-    def __init__(self):
-        super().__init__()
+    def __init__(self):  # (not _Floor's: the reader brings its own buffer)
         import rframe
         from rframe._rframe import _ReplyReader
 
+        self.transport = None
+        self.lost = asyncio.get_running_loop().create_future()
         self.pack = rframe.Codec().pack
         self.reader = _ReplyReader(rframe.FrameDecoder())
         self.get_buffer = self.reader.get_buffer
         self.waiters = collections.deque()
 
     def buffer_updated(self, nbytes):
+        # (An exception raised here would only be logged by the loop.)
         if self.reader.deliver(nbytes, self.waiters) is not None:
-            raise RuntimeError("the framing floor got a frame nobody waited for, or an error frame")
+            self._fail(RuntimeError("the framing floor got a frame nobody waited for, or an error frame"))
+
+    def connection_lost(self, exc):
+        self._fail(ConnectionResetError(f"the framing floor's connection was lost: {exc}"))
+        super().connection_lost(exc)
+
+    def _fail(self, exc):
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_exception(exc)
 
 
 async def _open_framed_floor(port):

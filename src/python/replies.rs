@@ -10,7 +10,7 @@ use std::cell::RefCell;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyList, PyMemoryView, PyString};
+use pyo3::types::{PyByteArray, PyList, PyMemoryView, PyString};
 use pyo3::{ffi, intern};
 
 use super::decoder::PyFrameDecoder;
@@ -113,10 +113,10 @@ impl PyReplyReader {
         let (popleft, done, set_result) = (intern!(py, "popleft"), intern!(py, "done"), intern!(py, "set_result"));
         for (i, frame) in frames.iter().enumerate() {
             if is_error_frame(&frame)? || waiters.len()? == 0 {
-                return Ok(Some(frames.get_slice(i, frames.len()).cast_into::<PyList>()?));
+                return Ok(Some(frames.get_slice(i, frames.len())));
             }
             let fut = call_method(waiters, popleft, None)?;
-            if !call_method(&fut, done, None)?.is(PyBool::new(py, true)) {
+            if !call_method(&fut, done, None)?.is_truthy()? {
                 call_method(&fut, set_result, Some(&frame))?;
             }
         }
