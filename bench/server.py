@@ -21,7 +21,7 @@ Every number is measured in this run, on this machine; nothing is hard-coded.
 
    Reported: requests/s (wall time of the measured phase), per-request latency
    p50/p99 as the client sees it, and the server process's CPU time (user +
-   system of all its threads, from ``/proc/PID/stat``) per request.
+   system of all its threads, from its CPU-time clock) per request.
 
 2. ``run("true")`` from 8 concurrent clients against rframe's command server,
    against the rate at which this machine spawns
@@ -394,7 +394,17 @@ class LineReader:
 
 
 def cpu_seconds(pid):
-    """user + system time of all threads of a process (``/proc/PID/stat``)."""
+    """user + system time of all threads of a process, dead ones included.
+
+    Read from the process's CPU-time clock, in nanoseconds: Linux names it
+    by its pid (glibc's clock_getcpuclockid, which Python does not expose,
+    computes the same id). ``/proc/PID/stat`` counts in clock ticks (10 ms:
+    0.5 us per request over 20,000 requests) and is the fallback.
+    """
+    try:
+        return time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
+    except OSError:
+        pass
     with open(f"/proc/{pid}/stat", "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()
     # after the comm field: state is field 3, so utime (14) and stime (15)
@@ -737,7 +747,7 @@ def main(argv=None):
           f"{conns} connections, {requests:,} requests per round after {warmup:,} warm-up requests; "
           f"best of up to {rounds} rounds (highest req/s, lowest CPU/request); whole run {elapsed:.1f} s")
     print("- latency: one request's write to its whole reply, as the client sees it (us); "
-          "server CPU: user+system time of the server process, all threads (/proc/PID/stat), "
+          "server CPU: user+system time of the server process, all threads (its CPU-time clock), "
           "per request (us); busy: server CPU time / wall time (1.00 = one core)")
     print()
     cols = ("server", "framing", "req/s", "p50 us", "p99 us", "server CPU us/req", "server busy", "client CPU us/req")
