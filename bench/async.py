@@ -39,6 +39,7 @@ import os
 import platform
 import random
 import select
+import statistics
 import struct
 import subprocess
 import sys
@@ -610,6 +611,17 @@ def main(argv=None):
                   f"{fl['cpu_us'] / pa['cpu_us']:.2f}x | (info) | - |")
             print(f"| {workload}, {loop}: CPU/request above the floor, rframe / pure asyncio | "
                   f"{fmt(rf['cpu_us'] - fl['cpu_us'], 1)} / {fmt(pa['cpu_us'] - fl['cpu_us'], 1)} us | (info) | - |")
+            # Rounds take turns, so round r of each client ran within moments
+            # of the others': a ratio per round pairs clients that met the
+            # same machine, and its median is less moved by one lucky round
+            # than the ratio of the best rounds above.
+            for kind, name in (("rframe", "rframe"), ("framing floor", "framing floor")):
+                if (workload, kind, loop) in raw:
+                    paired = statistics.median(
+                        a["cpu"] / a["requests"] / (b["cpu"] / b["requests"])
+                        for a, b in zip(raw[(workload, kind, loop)], raw[(workload, "asyncio", loop)]))
+                    print(f"| {workload}, {loop}: {name} CPU/request vs pure asyncio, median of the rounds' ratios | "
+                          f"{paired:.2f}x | (info) | - |")
             framed = res.get((workload, "framing floor", loop))
             if framed is not None:
                 # What the CPU target leaves a client above the floor, and
