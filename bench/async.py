@@ -615,12 +615,12 @@ def main(argv=None):
             # of the others': a ratio per round pairs clients that met the
             # same machine, and its median is less moved by one lucky round
             # than the ratio of the best rounds above.
-            for kind, name in (("rframe", "rframe"), ("framing floor", "framing floor")):
+            for kind in ("rframe", "framing floor"):
                 if (workload, kind, loop) in raw:
                     paired = statistics.median(
                         a["cpu"] / a["requests"] / (b["cpu"] / b["requests"])
                         for a, b in zip(raw[(workload, kind, loop)], raw[(workload, "asyncio", loop)]))
-                    print(f"| {workload}, {loop}: {name} CPU/request vs pure asyncio, median of the rounds' ratios | "
+                    print(f"| {workload}, {loop}: {kind} CPU/request vs pure asyncio, median of the rounds' ratios | "
                           f"{paired:.2f}x | (info) | - |")
             framed = res.get((workload, "framing floor", loop))
             if framed is not None:
