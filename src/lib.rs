@@ -3,6 +3,8 @@
 //! Layers, each in its own folder:
 //! - [`codec`]: the sans-IO protocol core (no PyO3, tested by `cargo test`);
 //! - [`io`]: blocking reads and writes;
+//! - [`server`], [`exec`], [`files`], [`tls`]: the tokio server, running
+//!   commands, files beneath a root, and the server's TLS identity;
 //! - `python`: the PyO3 bindings, which convert types and map errors (feature
 //!   `python`, on by default).
 
@@ -15,3 +17,4 @@ pub mod protocol;
 mod python;
 pub mod runtime;
 pub mod server;
+pub mod tls;

@@ -151,8 +151,8 @@ impl Conn {
             self.closed = true;
             return;
         };
-        let verified = auth::verify(&token, auth::Role::Client, &sn, &cn, &proof);
-        assert_eq!(verified, proof.eq_ignore_ascii_case(&auth::proof(&token, auth::Role::Client, &sn, &cn)));
+        let verified = auth::verify(&token, auth::Role::Client, &sn, &cn, None, &proof);
+        assert_eq!(verified, proof.eq_ignore_ascii_case(&auth::proof(&token, auth::Role::Client, &sn, &cn, None)));
         if request.nonce.as_deref() != Some(sn.as_str()) || !verified {
             self.closed = true;
             return;
@@ -215,12 +215,12 @@ fn check_verify(request: &RequestHeader) {
     let cn = request.client_nonce.as_deref().unwrap_or_default();
     let proof = request.proof.as_deref().unwrap_or_default();
     for role in [auth::Role::Client, auth::Role::Server] {
-        let right = auth::proof(TOKEN, role, sn, cn);
-        assert_eq!(auth::verify(TOKEN, role, sn, cn, proof), proof.eq_ignore_ascii_case(&right));
-        assert!(auth::verify(TOKEN, role, sn, cn, &right.to_ascii_uppercase()));
+        let right = auth::proof(TOKEN, role, sn, cn, None);
+        assert_eq!(auth::verify(TOKEN, role, sn, cn, None, proof), proof.eq_ignore_ascii_case(&right));
+        assert!(auth::verify(TOKEN, role, sn, cn, None, &right.to_ascii_uppercase()));
     }
-    let client = auth::proof(TOKEN, auth::Role::Client, sn, cn);
-    assert!(!auth::verify(TOKEN, auth::Role::Server, sn, cn, &client));
+    let client = auth::proof(TOKEN, auth::Role::Client, sn, cn, None);
+    assert!(!auth::verify(TOKEN, auth::Role::Server, sn, cn, None, &client));
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -29,6 +29,8 @@ pub struct RequestHeader {
     pub nonce: Option<String>,
     pub client_nonce: Option<String>,
     pub proof: Option<String>,
+    /// In a proof: the channel its proof is bound to (see `auth`).
+    pub channel_binding: Option<String>,
 }
 
 /// The fields of the file requests (`put`, `get`, `list`) and of the `data`
@@ -94,6 +96,7 @@ pub enum ErrorCode {
     Exists,
     Checksum,
     Io,
+    TlsRequired,
 }
 
 impl ErrorCode {
@@ -111,6 +114,7 @@ impl ErrorCode {
             ErrorCode::Exists => "exists",
             ErrorCode::Checksum => "checksum",
             ErrorCode::Io => "io",
+            ErrorCode::TlsRequired => "tls-required",
         }
     }
 }
@@ -176,6 +180,14 @@ pub fn looks_like_raw_command(first: &[u8]) -> bool {
         && first.iter().all(|b| (0x20..0x7f).contains(b) || matches!(b, b'\t' | b'\r' | b'\n') || *b >= 0x80)
 }
 
+/// How a TLS connection starts: a handshake record (content type 22) of TLS
+/// 1.0 to 1.3's record versions (a ClientHello's is 3.1 for compatibility).
+/// A server on a port that serves both tells the two apart by this, where the
+/// codec would refuse the same bytes as a frame's length.
+pub fn looks_like_tls_hello(first: &[u8]) -> bool {
+    first.len() >= 3 && first[0] == 0x16 && first[1] == 0x03 && (1..=4).contains(&first[2])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +243,16 @@ mod tests {
         let short = "x".repeat(MAX_ERROR_MESSAGE);
         let h: serde_json::Value = serde_json::from_slice(&error_header(ErrorCode::BadRequest, &short)).unwrap();
         assert_eq!(h["message"], short.as_str());
+    }
+
+    #[test]
+    fn tls_hellos_are_told_by_their_record_header() {
+        assert!(looks_like_tls_hello(&[0x16, 0x03, 0x01, 0x02, 0x00]));
+        assert!(looks_like_tls_hello(&[0x16, 0x03, 0x03]));
+        assert!(!looks_like_tls_hello(&[0x16, 0x03]));
+        assert!(!looks_like_tls_hello(&[0x16, 0x03, 0x00]));
+        assert!(!looks_like_tls_hello(&[0x17, 0x03, 0x03]));
+        assert!(!looks_like_tls_hello(b"ls -l"));
     }
 
     #[test]

@@ -19,14 +19,30 @@ pub fn auth_nonce() -> String {
     auth::nonce()
 }
 
-/// The hex HMAC-SHA256 proof that ``role`` holds ``token`` (see PROTOCOL.md).
+/// The hex HMAC-SHA256 proof that ``role`` holds ``token`` (see PROTOCOL.md);
+/// ``binding``: the SHA-256 of the server's certificate on TLS.
 #[pyfunction]
-pub fn auth_proof(token: &[u8], role: &str, server_nonce: &str, client_nonce: &str) -> PyResult<String> {
-    Ok(auth::proof(token, parse_role(role)?, server_nonce, client_nonce))
+#[pyo3(signature = (token, role, server_nonce, client_nonce, *, binding=None))]
+pub fn auth_proof(
+    token: &[u8],
+    role: &str,
+    server_nonce: &str,
+    client_nonce: &str,
+    binding: Option<&[u8]>,
+) -> PyResult<String> {
+    Ok(auth::proof(token, parse_role(role)?, server_nonce, client_nonce, binding))
 }
 
 /// Checks a proof in constant time.
 #[pyfunction]
-pub fn auth_verify(token: &[u8], role: &str, server_nonce: &str, client_nonce: &str, proof: &str) -> PyResult<bool> {
-    Ok(auth::verify(token, parse_role(role)?, server_nonce, client_nonce, proof))
+#[pyo3(signature = (token, role, server_nonce, client_nonce, proof, *, binding=None))]
+pub fn auth_verify(
+    token: &[u8],
+    role: &str,
+    server_nonce: &str,
+    client_nonce: &str,
+    proof: &str,
+    binding: Option<&[u8]>,
+) -> PyResult<bool> {
+    Ok(auth::verify(token, parse_role(role)?, server_nonce, client_nonce, binding, proof))
 }

@@ -25,7 +25,8 @@ use tokio::sync::mpsc;
 
 use crate::codec::{Codec, Frame};
 use crate::runtime;
-use crate::server::{Bind, BoundAddr, BoxFuture, Handler, Level, Observer, Reply, Server, ServerConfig};
+use crate::server::{Bind, BoundAddr, BoxFuture, Handler, Level, Observer, Reply, Server, ServerConfig, TlsMode};
+use crate::tls::{Identity, IdentitySource};
 
 use super::codec::PyCodec;
 use super::decoder::frame_to_py;
@@ -236,6 +237,35 @@ pub struct PyServer {
     started: AtomicBool,
 }
 
+/// Where the certificate comes from: PEM files (both), else made and kept in
+/// ``tls_dir`` (default: the per-user state directory).
+fn identity_source(cert: Option<PathBuf>, key: Option<PathBuf>, dir: Option<PathBuf>) -> PyResult<IdentitySource> {
+    match (cert, key, dir) {
+        (Some(cert), Some(key), None) => Ok(IdentitySource::Files { cert, key }),
+        (None, None, dir) => Ok(IdentitySource::Generated(dir)),
+        (_, _, Some(_)) => Err(PyValueError::new_err(
+            "tls_dir is where a generated certificate is kept: give it, or tls_cert and tls_key, not both",
+        )),
+        _ => Err(PyValueError::new_err("tls_cert and tls_key go together: the certificate and its private key")),
+    }
+}
+
+/// The fingerprint of the certificate a server with these arguments would
+/// use (made and kept first, for a generated one): what
+/// ``python -m rframe.server --fingerprint`` prints.
+#[pyfunction]
+#[pyo3(signature = (*, tls_cert=None, tls_key=None, tls_dir=None))]
+pub fn server_fingerprint(
+    py: Python<'_>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_dir: Option<PathBuf>,
+) -> PyResult<String> {
+    let source = identity_source(tls_cert, tls_key, tls_dir)?;
+    let identity = py.detach(|| Identity::load(&source))?;
+    Ok(hex::encode(identity.cert_hash()))
+}
+
 /// The longest time limit a server takes (about 31 years): a deadline is now
 /// plus the limit, and a larger one would overflow the clock.
 const MAX_SECONDS: f64 = 1e9;
@@ -255,7 +285,8 @@ impl PyServer {
     #[pyo3(signature = (
         host="127.0.0.1", port=8848, *, unix_path=None, handler=None, token=None, codec=None,
         timeout=30.0, max_output=16777216, max_connections=1024, allow=None, shell=true, cwd=None,
-        root=None, insecure=false, header_timeout=10.0, idle_timeout=300.0, encoding="utf-8"
+        root=None, insecure=false, header_timeout=10.0, idle_timeout=300.0, encoding="utf-8",
+        tls=None, tls_cert=None, tls_key=None, tls_dir=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -277,6 +308,10 @@ impl PyServer {
         header_timeout: f64,
         idle_timeout: f64,
         encoding: &str,
+        tls: Option<bool>,
+        tls_cert: Option<PathBuf>,
+        tls_key: Option<PathBuf>,
+        tls_dir: Option<PathBuf>,
     ) -> PyResult<PyServer> {
         let token = match token {
             None => None,
@@ -312,25 +347,6 @@ impl PyServer {
             Some(path) => Bind::Unix(path),
             None => Bind::Tcp { host: host.to_owned(), port },
         };
-        let local = py.detach(|| bind.is_local())?;
-        if token.is_none() && !local && insecure {
-            let warn = format!(
-                "serving on {host}:{port} without a token (insecure=True): anyone who can reach it can run commands"
-            );
-            PyErr::warn(
-                py,
-                &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
-                &std::ffi::CString::new(warn).expect("no NUL"),
-                1,
-            )?;
-        }
-        if token.is_none() && !insecure && !local {
-            return Err(PyValueError::new_err(format!(
-                "refusing to serve on {host}:{port} without a token: anyone who can reach it could run commands. \
-                 Set a token (token=..., --token-file or RFRAME_TOKEN), bind to 127.0.0.1 or a Unix socket, \
-                 or pass insecure=True (--insecure) if you really mean it"
-            )));
-        }
         let config = ServerConfig {
             codec,
             token,
@@ -344,11 +360,40 @@ impl PyServer {
             header_timeout: seconds("header_timeout", header_timeout)?,
             idle_timeout: seconds("idle_timeout", idle_timeout)?,
             encoding: encoding.to_owned(),
+            tls: match tls {
+                None => TlsMode::Auto,
+                Some(true) => TlsMode::On,
+                Some(false) => TlsMode::Off,
+            },
+            tls_identity: identity_source(tls_cert, tls_key, tls_dir)?,
+            insecure,
         };
         let has_handler = handler.is_some();
         let handler = handler.map(|handler| Arc::new(PyHandler { handler, codec }) as Arc<dyn Handler>);
-        let server = py.detach(|| Server::bind(bind, config, handler, Arc::new(PyLog)))?;
+        let server = py.detach(|| Server::bind(bind, config, handler, Arc::new(PyLog))).map_err(|e| {
+            // What the server refuses to expose (exposure::check) is a bad argument.
+            if e.kind() == std::io::ErrorKind::InvalidInput {
+                PyValueError::new_err(e.to_string())
+            } else {
+                e.into()
+            }
+        })?;
+        for warning in server.warnings() {
+            PyErr::warn(
+                py,
+                &py.get_type::<pyo3::exceptions::PyRuntimeWarning>(),
+                &std::ffi::CString::new(warning.as_str()).expect("no NUL"),
+                1,
+            )?;
+        }
         Ok(PyServer { server: Arc::new(server), has_handler, started: Default::default() })
+    }
+
+    /// The lowercase hex SHA-256 of the TLS certificate's DER bytes (what
+    /// clients pin with ``fingerprint=``), or ``None`` without TLS.
+    #[getter]
+    fn tls_fingerprint(&self) -> Option<String> {
+        self.server.tls_fingerprint()
     }
 
     /// The bound address: ``(host, port)``, or the Unix socket's path.

@@ -12,7 +12,7 @@ use tokio::sync::{watch, SemaphorePermit};
 use tokio::time::timeout_at;
 
 use super::listener::Stream;
-use super::{Level, Reply, ServerConfig, Shared};
+use super::{tls_accept, Level, Reply, ServerConfig, Shared};
 use crate::codec::{Codec, Decoder, Frame, FrameError, MAX_PREFIX_VALUE, PREFIX_LEN};
 use crate::exec::{self, CommandSpec, Program};
 use crate::protocol::{self, auth, Cmd, ErrorCode, RequestHeader, ResultHeader};
@@ -73,31 +73,78 @@ struct Conn {
     /// (`printf 'ls' | nc -N host port`): that end of stream marked the end of
     /// the line, so it does not count as leaving while the command runs.
     sent_all: bool,
+    /// On TLS: the certificate hash the login's proofs are bound to.
+    binding: Option<[u8; 32]>,
 }
 
-pub async fn serve(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+/// Serves one connection. `peer_local`: the peer is on this machine (a
+/// loopback address, the Unix socket), the only place a TLS server takes
+/// plaintext from.
+pub async fn serve(
+    stream: Box<dyn Stream>,
+    peer: String,
+    peer_local: bool,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let needs_auth = shared.config.token.is_some();
     let codec = if needs_auth {
         Codec { byteorder: shared.config.codec.byteorder, ..PRE_AUTH_CODEC }
     } else {
         shared.config.codec
     };
-    // Like OpenSSH's LoginGraceTime: one deadline, from accept, to authenticate.
-    let auth_deadline = needs_auth.then(|| Instant::now() + shared.config.header_timeout);
+    let accepted = Instant::now();
+    // Like OpenSSH's LoginGraceTime: one deadline, from accept, to authenticate
+    // (the TLS handshake included).
+    let auth_deadline = needs_auth.then(|| accepted + shared.config.header_timeout);
+    let mut buf = BytesMut::with_capacity(4096);
+    let (mut stream, mut binding, mut refusal) = (stream, None, None);
+    if let Some(tls) = &shared.tls {
+        let config = &shared.config;
+        // A local client may connect and wait before its first request, as on
+        // a plaintext server; a remote one must start its handshake at once.
+        let first_byte = accepted + if peer_local { config.idle_timeout } else { config.header_timeout };
+        let deadline = auth_deadline.unwrap_or(accepted + config.header_timeout);
+        match tls_accept::open(stream, &mut buf, &codec, first_byte, deadline, tls, &mut shutdown).await {
+            tls_accept::Opening::Tls(s) => {
+                stream = s;
+                binding = Some(tls.cert_hash);
+            }
+            tls_accept::Opening::Plain(s) => {
+                stream = s;
+                if !peer_local {
+                    refusal = Some(End::Error(
+                        ErrorCode::TlsRequired,
+                        "this server takes TLS from other machines: connect with TLS (rframe.Client(tls=True), \
+                         python -m rframe.client --tls)"
+                            .into(),
+                    ));
+                }
+            }
+            tls_accept::Opening::Closed(why) => {
+                shared.observer.log(Level::Debug, format!("{peer}: {why}"));
+                return;
+            }
+        }
+    }
     let mut conn = Conn {
         stream,
         peer,
         shared,
         shutdown,
-        buf: BytesMut::with_capacity(4096),
+        buf,
         decoder: Decoder::new(codec),
         authenticated: !needs_auth,
         auth_deadline,
         server_nonce: None,
         sent_all: false,
+        binding,
     };
-    conn.log(Level::Debug, "connected".into());
-    let end = conn.run().await;
+    conn.log(Level::Debug, if binding.is_some() { "connected (TLS)".into() } else { "connected".into() });
+    let end = match refusal {
+        Some(end) => end,
+        None => conn.run().await,
+    };
     let mut told = false;
     if let End::Error(code, message) = end {
         conn.log(Level::Warning, format!("closing: {message}"));
@@ -355,11 +402,18 @@ impl Conn {
         let Some(token) = self.shared.config.token.clone() else {
             return Ok(Reply::new(Some(protocol::op_header("welcome", &[], 0)), Bytes::new()));
         };
+        let hash = self.binding;
+        let binding = hash.as_ref().map(|hash| &hash[..]);
+        let channel = if binding.is_some() { auth::TLS_SERVER_END_POINT } else { auth::NO_BINDING };
         let Some(proof) = request.proof else {
             let nonce = auth::nonce();
-            let header = protocol::op_header("challenge", &[("nonce", &nonce)], 0);
+            let mut fields = serde_json::Map::new();
+            fields.insert("op".into(), "challenge".into());
+            fields.insert("nonce".into(), nonce.as_str().into());
+            fields.insert("version".into(), auth::VERSION.into());
+            fields.insert("channel_binding".into(), channel.into());
             self.server_nonce = Some(nonce);
-            return Ok(Reply::new(Some(header), Bytes::new()));
+            return Ok(Reply::new(Some(protocol::json_header(fields, 0)), Bytes::new()));
         };
         // A proof with no challenge before it guesses nothing: refused without
         // a turn, so a stream of them cannot keep real logins waiting.
@@ -370,14 +424,27 @@ impl Conn {
         // no guesser learns more than about two answers a second.
         let shared = self.shared.clone();
         let _turn = self.login_turn(&shared.login_turns).await?;
-        if request.nonce.as_deref() != Some(sn.as_str()) || !auth::verify(&token, auth::Role::Client, &sn, &cn, &proof)
+        // The binding the client says it used must be this connection's: a
+        // client on TLS whose proof reaches us in plaintext (or the other way
+        // round) went through something in the middle. Checked in the turn,
+        // like any wrong proof, so it teaches a guesser nothing faster.
+        if request.channel_binding.as_deref().unwrap_or(auth::NO_BINDING) != channel {
+            let why = format!(
+                "channel binding mismatch (the client's proof is bound to {:?}, this connection is {channel:?}): \
+                 a relay in the middle?",
+                request.channel_binding.as_deref().unwrap_or(auth::NO_BINDING)
+            );
+            return Err(self.auth_failed(&why).await);
+        }
+        if request.nonce.as_deref() != Some(sn.as_str())
+            || !auth::verify(&token, auth::Role::Client, &sn, &cn, binding, &proof)
         {
             return Err(self.auth_failed("wrong token").await);
         }
         self.authenticated = true;
         self.decoder = Decoder::new(self.shared.config.codec);
         self.log(Level::Info, "authenticated".into());
-        let server_proof = auth::proof(&token, auth::Role::Server, &sn, &cn);
+        let server_proof = auth::proof(&token, auth::Role::Server, &sn, &cn, binding);
         Ok(Reply::new(Some(protocol::op_header("welcome", &[("proof", &server_proof)], 0)), Bytes::new()))
     }
 

@@ -23,7 +23,7 @@ impl Bind {
             Bind::Unix(_) => Ok(true),
             Bind::Tcp { host, port } => {
                 let addrs: Vec<SocketAddr> = (host.as_str(), *port).to_socket_addrs()?.collect();
-                Ok(!addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback()))
+                Ok(!addrs.is_empty() && addrs.iter().all(|a| is_loopback(a.ip())))
             }
         }
     }
@@ -121,17 +121,19 @@ pub enum Listener {
 }
 
 impl Listener {
-    pub async fn accept(&self) -> io::Result<(Box<dyn Stream>, String)> {
+    /// A connection, its peer's name for logs, and whether the peer is on
+    /// this machine (a loopback address or the Unix socket).
+    pub async fn accept(&self) -> io::Result<(Box<dyn Stream>, String, bool)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 // Responses go out as soon as they are written.
                 s.set_nodelay(true)?;
-                Ok((Box::new(s), peer.to_string()))
+                Ok((Box::new(s), peer.to_string(), is_loopback(peer.ip())))
             }
             Listener::Unix(l, path) => {
                 let (s, _) = l.accept().await?;
-                Ok((Box::new(s), format!("unix:{}", path.display())))
+                Ok((Box::new(s), format!("unix:{}", path.display()), true))
             }
         }
     }
@@ -142,6 +144,15 @@ impl Listener {
             drop(l);
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// 127.0.0.0/8 and ::1, also as an IPv4-mapped IPv6 address (a dual-stack
+/// listener's view of 127.0.0.1).
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
     }
 }
 

@@ -2,9 +2,12 @@
 //! lives in `connection`; how a command runs lives in `crate::exec`.
 
 mod connection;
+pub mod exposure;
 mod listener;
+mod tls_accept;
 
 pub use connection::{command_spec, looks_raw, raw_request, PRE_AUTH_CODEC};
+pub use exposure::TlsMode;
 pub use listener::{Bind, BoundAddr};
 
 use std::future::Future;
@@ -20,6 +23,7 @@ use tokio::task::JoinHandle;
 use crate::codec::{Codec, Frame};
 use crate::files::Root;
 use crate::protocol::{error_header, ErrorCode};
+use crate::tls::{Identity, IdentitySource, ServerTls};
 
 /// What a server does, and the limits it keeps.
 #[derive(Debug, Clone)]
@@ -44,6 +48,12 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// What the output encoding is said to be in result headers.
     pub encoding: String,
+    /// TLS on, off, or decided by the address (see [`exposure::check`]).
+    pub tls: TlsMode,
+    /// The certificate TLS uses.
+    pub tls_identity: IdentitySource,
+    /// Serve the network without a token, or without TLS (loudly).
+    pub insecure: bool,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +71,9 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             encoding: "utf-8".into(),
+            tls: TlsMode::Auto,
+            tls_identity: IdentitySource::Generated(None),
+            insecure: false,
         }
     }
 }
@@ -123,6 +136,9 @@ struct Shared {
     login_turns: Semaphore,
     handler: Option<Arc<dyn Handler>>,
     observer: Arc<dyn Observer>,
+    /// Set on a TLS server: a ClientHello gets TLS, plaintext is served to
+    /// peers on this machine only.
+    tls: Option<ServerTls>,
 }
 
 /// At most this many connections are being told "busy" at once; past that,
@@ -139,11 +155,15 @@ pub struct Server {
     slots: Arc<Semaphore>,
     shutdown: watch::Sender<bool>,
     accept_task: Mutex<Option<JoinHandle<()>>>,
+    warnings: Vec<String>,
 }
 
 impl Server {
     /// Binds the listening socket; serving starts with [`Server::start`] or
-    /// [`Server::serve_here`].
+    /// [`Server::serve_here`]. Refuses (`InvalidInput`) what
+    /// [`exposure::check`] refuses: a network address without a long token or
+    /// without TLS, unless `insecure`; what `insecure` allows is logged as a
+    /// warning and kept in [`Server::warnings`].
     pub fn bind(
         bind: Bind,
         config: ServerConfig,
@@ -156,17 +176,46 @@ impl Server {
             )),
             None => None,
         };
+        let where_ = match &bind {
+            Bind::Tcp { host, port } => format!("{host}:{port}"),
+            Bind::Unix(path) => path.display().to_string(),
+        };
+        let exposure = exposure::check(&where_, bind.is_local()?, config.token.as_deref(), config.tls, config.insecure)
+            .map_err(|message| std::io::Error::new(std::io::ErrorKind::InvalidInput, message))?;
+        let tls = match exposure.tls {
+            true => Some(
+                Identity::load(&config.tls_identity)
+                    .and_then(Identity::server_tls)
+                    .map_err(|e| std::io::Error::new(e.kind(), format!("TLS: {e}")))?,
+            ),
+            false => None,
+        };
         let socket = listener::BoundSocket::bind(&bind)?;
         let address = socket.address()?;
+        for warning in &exposure.warnings {
+            observer.log(Level::Warning, warning.clone());
+        }
         let slots = Arc::new(Semaphore::new(config.max_connections));
         Ok(Server {
-            shared: Arc::new(Shared { config, root, login_turns: Semaphore::new(1), handler, observer }),
+            shared: Arc::new(Shared { config, root, login_turns: Semaphore::new(1), handler, observer, tls }),
             address,
             socket: Mutex::new(Some(socket)),
             slots,
             shutdown: watch::channel(false).0,
             accept_task: Mutex::new(None),
+            warnings: exposure.warnings,
         })
+    }
+
+    /// The lowercase hex SHA-256 of the TLS certificate's DER bytes, which
+    /// clients pin; `None` without TLS.
+    pub fn tls_fingerprint(&self) -> Option<String> {
+        self.shared.tls.as_ref().map(ServerTls::fingerprint)
+    }
+
+    /// What an insecure configuration was warned of at bind.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub fn address(&self) -> &BoundAddr {
@@ -294,7 +343,7 @@ async fn accept_loop(
             _ = shutdown.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, peer) = match accepted {
+        let (stream, peer, peer_local) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
@@ -308,7 +357,7 @@ async fn accept_loop(
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    connection::serve(stream, peer, shared, shutdown).await;
+                    connection::serve(stream, peer, peer_local, shared, shutdown).await;
                     drop(permit);
                 });
             }

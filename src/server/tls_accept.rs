@@ -1,0 +1,149 @@
+//! The opening of a connection to a TLS server: one port serves both, and the
+//! first bytes decide. A TLS ClientHello gets the handshake; anything else is
+//! plaintext (a frame, or the course client's command line), which the
+//! connection serves only to a peer on this machine.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::timeout_at;
+
+use super::listener::Stream;
+use crate::codec::{Codec, PREFIX_LEN};
+use crate::protocol::looks_like_tls_hello;
+use crate::tls::ServerTls;
+
+pub enum Opening {
+    /// The TLS handshake is done: frames follow inside it.
+    Tls(Box<dyn Stream>),
+    /// Plaintext; its first bytes are in the buffer handed to [`open`].
+    Plain(Box<dyn Stream>),
+    /// The peer left, the server is stopping, a deadline passed, or the
+    /// handshake failed (why, for the log).
+    Closed(String),
+}
+
+/// Reads the first bytes into `buf` and, for a ClientHello, runs the TLS
+/// handshake. `first_byte` bounds the wait for the first byte (a local
+/// client may connect and wait, as the course's does); `deadline` bounds the
+/// rest: the hello and the whole handshake.
+pub async fn open(
+    mut stream: Box<dyn Stream>,
+    buf: &mut BytesMut,
+    codec: &Codec,
+    first_byte: Instant,
+    deadline: Instant,
+    tls: &ServerTls,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Opening {
+    // A frame's four length bytes, a course line, or a TLS record header:
+    // the first three decide, once the codec has had its say on four.
+    while buf.len() < PREFIX_LEN && (buf.is_empty() || buf[0] == 0x16) {
+        let until = if buf.is_empty() { first_byte.min(deadline) } else { deadline };
+        let read = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return Opening::Closed("server stopping".into()),
+            read = timeout_at(until.into(), stream.read_buf(buf)) => read,
+        };
+        match read {
+            Ok(Ok(0)) if buf.is_empty() => return Opening::Closed("closed before a request".into()),
+            Ok(Ok(0)) => break,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Opening::Closed(format!("read failed: {e}")),
+            Err(_) => return Opening::Closed("nothing arrived in time".into()),
+        }
+    }
+    if !is_tls(codec, buf) {
+        return Opening::Plain(stream);
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+    let rewound = Rewind { prefix: buf.split(), inner: stream };
+    let handshake = tokio::select! {
+        _ = shutdown.wait_for(|stop| *stop) => return Opening::Closed("server stopping".into()),
+        done = timeout_at(deadline.into(), acceptor.accept(rewound)) => done,
+    };
+    match handshake {
+        Ok(Ok(stream)) => Opening::Tls(Box::new(stream)),
+        Ok(Err(e)) => Opening::Closed(format!("TLS handshake failed: {e}")),
+        Err(_) => Opening::Closed("TLS handshake not finished in time".into()),
+    }
+}
+
+/// A TLS record header where the codec would refuse the same four bytes as a
+/// frame's length: never a frame this server could have read.
+pub fn is_tls(codec: &Codec, first: &[u8]) -> bool {
+    looks_like_tls_hello(first)
+        && first.len() >= PREFIX_LEN
+        && codec.parse_length(first[..PREFIX_LEN].try_into().expect("four bytes")).is_err()
+}
+
+/// A stream that first gives back bytes already read from it.
+struct Rewind {
+    prefix: BytesMut,
+    inner: Box<dyn Stream>,
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.has_remaining() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::PRE_AUTH_CODEC;
+
+    #[test]
+    fn a_hello_is_tls_and_a_frame_never_is() {
+        let hello = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01];
+        assert!(is_tls(&Codec::default(), &hello));
+        assert!(is_tls(&PRE_AUTH_CODEC, &hello));
+        assert!(!is_tls(&Codec::default(), &hello[..3]));
+        // A frame whose header is 790 bytes starts 16 03 00: a frame.
+        assert!(!is_tls(&Codec::default(), &790u32.to_le_bytes()));
+        // One of 66,326 (16 03 01 00) would be over the default max_header.
+        assert!(is_tls(&Codec::default(), &66_326u32.to_le_bytes()));
+        // A codec whose limits take the hello's bytes as a length reads a frame.
+        let huge = Codec { max_header: u64::MAX, max_body: u64::MAX, ..Codec::default() };
+        assert!(!is_tls(&huge, &hello));
+        assert!(!is_tls(&Codec::default(), b"ls -l"));
+    }
+}
