@@ -16,6 +16,7 @@ b'{"file_name": "a.txt", "total_size": 5}hello'
 from ._errors import (
     AuthenticationError,
     ChecksumError,
+    FingerprintMismatch,
     CommandError,
     CommandTimeout,
     FrameError,
@@ -28,6 +29,7 @@ from ._errors import (
 )
 from ._rframe import Codec, Frame, FrameDecoder, Server, pack_frame, read_frame, send_frame
 from ._client import Client, CommandResult
+from ._tls import new_token
 
 from typing import TYPE_CHECKING
 
@@ -71,6 +73,8 @@ __all__ = [
     "CommandError",
     "CommandTimeout",
     "AuthenticationError",
+    "FingerprintMismatch",
+    "new_token",
     "RemoteError",
     "RemoteFileNotFoundError",
     "RemoteFileExistsError",

@@ -35,7 +35,7 @@ import threading
 import warnings
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
-from . import _files
+from . import _files, _tls
 from ._errors import FrameError, RemoteError
 from ._files import Progress
 from ._protocol import (
@@ -51,6 +51,7 @@ from ._protocol import (
     raise_for_error,
     run_request,
     token_bytes,
+    where,
 )
 from ._rframe import Codec, Frame, _ReplyReader
 
@@ -458,6 +459,8 @@ class AsyncClient:
         token: Optional[Union[str, bytes]] = None,
         codec: Optional[Codec] = None,
         timeout: Optional[float] = None,
+        tls: _tls.TLSArg = None,
+        fingerprint: Optional[str] = None,
     ) -> None:
         check_client_timeout(timeout)
         self.codec = codec if codec is not None else _DEFAULT_CODEC
@@ -465,6 +468,10 @@ class AsyncClient:
         self._token = token_bytes(token, self.codec)
         self.address: Any = os.fspath(unix_path) if unix_path is not None else (host, port)
         self._unix = unix_path is not None
+        self._pinned = _tls.normalize_fingerprint(fingerprint) if fingerprint is not None else None
+        self._tls = _tls.client_context(tls, host=None if self._unix else host, fingerprint=self._pinned, token=self._token)
+        #: The server certificate's SHA-256 (lowercase hex) on TLS, else ``None``.
+        self.tls_fingerprint: Optional[str] = None
         self._pid = os.getpid()
         self._generation = _fork_generation
         self._conn: Optional[_Connection] = None
@@ -483,9 +490,13 @@ class AsyncClient:
         token: Optional[Union[str, bytes]] = None,
         codec: Optional[Codec] = None,
         timeout: Optional[float] = None,
+        tls: _tls.TLSArg = None,
+        fingerprint: Optional[str] = None,
     ) -> "AsyncClient":
         """Create a client and connect it (arguments as for the constructor)."""
-        client = cls(host, port, unix_path=unix_path, token=token, codec=codec, timeout=timeout)
+        client = cls(
+            host, port, unix_path=unix_path, token=token, codec=codec, timeout=timeout, tls=tls, fingerprint=fingerprint
+        )
         await client._open()
         return client
 
@@ -518,21 +529,34 @@ class AsyncClient:
             await self._shut(conn, self._closed_reason)
             raise ConnectionAbortedError("the AsyncClient was closed while it connected")
         self._conn = conn
-        if self._token is not None:
-            try:
-                await self._authenticate(self._token)
-            except BaseException:
-                await self._shut(conn, "the handshake failed")
-                raise
+        binding = None
+        try:
+            if self._tls is not None:
+                # Checked before a single frame goes out.
+                cert = _tls.PeerCertificate.of(
+                    conn.transport.get_extra_info("ssl_object"), where(self.address), self._pinned
+                )
+                self.tls_fingerprint, binding = cert.fingerprint, cert.binding
+            if self._token is not None:
+                await self._authenticate(self._token, binding)
+        except BaseException:
+            await self._shut(conn, "the handshake failed")
+            raise
 
     async def _make_connection(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         sock = await (self._connect_unix(loop) if self._unix else self._connect_tcp(loop))
         conn = _Connection(loop, self.codec)
+        # With TLS the handshake runs inside these calls (no name check: the
+        # pin or the token's binding judges the certificate, unless the
+        # caller's own context checks names).
+        ssl_args: dict[str, Any] = {}
+        if self._tls is not None:
+            ssl_args = {"ssl": self._tls, "server_hostname": "" if self._unix else self.address[0]}
         try:
             if self._unix:
-                await loop.create_unix_connection(lambda: conn, sock=sock)
+                await loop.create_unix_connection(lambda: conn, sock=sock, **ssl_args)
             else:
-                await loop.create_connection(lambda: conn, sock=sock)
+                await loop.create_connection(lambda: conn, sock=sock, **ssl_args)
         except BaseException:
             sock.close()
             raise
@@ -844,10 +868,11 @@ class AsyncClient:
 
     # ------------------------------------------------------------------ authentication
 
-    async def _authenticate(self, token: bytes) -> None:
-        header, server_nonce, client_nonce = auth_answer(token, await self._exchange(b"", auth_hello(), {}, self.timeout))
+    async def _authenticate(self, token: bytes, binding: Optional[bytes]) -> None:
+        hello = await self._exchange(b"", auth_hello(), {}, self.timeout)
+        header, server_nonce, client_nonce = auth_answer(token, hello, binding)
         reply = await self._exchange(b"", header, {}, self.timeout)
-        if not auth_check_welcome(token, reply, server_nonce, client_nonce):
+        if not auth_check_welcome(token, reply, server_nonce, client_nonce, binding):
             conn = self._conn
             if conn is not None:
                 conn.fail(AUTH_SERVER_FAILED)

@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from . import _files
+from . import _files, _tls
 from ._files import Progress
 from ._protocol import CLOSING_CODES as _CLOSING_CODES  # noqa: F401 - its old home
 from ._protocol import (
@@ -34,6 +34,7 @@ from ._protocol import (
     raise_for_error,
     run_request,
     token_bytes,
+    where,
 )
 from ._errors import RemoteError
 from ._rframe import Codec, Frame
@@ -97,6 +98,8 @@ class Client:
         token: Optional[Union[str, bytes]] = None,
         codec: Optional[Codec] = None,
         timeout: Optional[float] = None,
+        tls: _tls.TLSArg = None,
+        fingerprint: Optional[str] = None,
     ) -> None:
         check_client_timeout(timeout)
         self.codec = codec if codec is not None else Codec()
@@ -105,7 +108,14 @@ class Client:
         self._in_call = 0
         self._close_requested = False
         self._closed_reason: Optional[str] = None
+        self._sock: Optional[socket.socket] = None
+        #: The server certificate's SHA-256 (lowercase hex) on TLS, else ``None``.
+        self.tls_fingerprint: Optional[str] = None
         token_data = token_bytes(token, self.codec)
+        pinned = _tls.normalize_fingerprint(fingerprint) if fingerprint is not None else None
+        context = _tls.client_context(
+            tls, host=None if unix_path is not None else host, fingerprint=pinned, token=token_data
+        )
         if unix_path is not None:
             self.address: Any = os.fspath(unix_path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -123,10 +133,21 @@ class Client:
             except OSError:  # pragma: no cover - not every platform allows it
                 pass
         sock.settimeout(timeout)
-        self._sock: Optional[socket.socket] = sock
+        binding = None
+        try:
+            if context is not None:
+                # The handshake runs here, within the timeout; the pin is
+                # checked before a single frame goes out.
+                sock = context.wrap_socket(sock, server_hostname=None if unix_path is not None else host)
+                cert = _tls.PeerCertificate.of(sock, where(self.address), pinned)
+                self.tls_fingerprint, binding = cert.fingerprint, cert.binding
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
         if token_data is not None:
             try:
-                self._authenticate(token_data)
+                self._authenticate(token_data, binding)
             except BaseException:
                 self.close()
                 raise
@@ -323,10 +344,10 @@ class Client:
 
     # ------------------------------------------------------------------ authentication
 
-    def _authenticate(self, token: bytes) -> None:
-        header, server_nonce, client_nonce = auth_answer(token, self._exchange(b"", auth_hello(), {}))
+    def _authenticate(self, token: bytes, binding: Optional[bytes]) -> None:
+        header, server_nonce, client_nonce = auth_answer(token, self._exchange(b"", auth_hello(), {}), binding)
         reply = self._exchange(b"", header, {})
-        if not auth_check_welcome(token, reply, server_nonce, client_nonce):
+        if not auth_check_welcome(token, reply, server_nonce, client_nonce, binding):
             self._abort(AUTH_SERVER_FAILED)
             raise auth_server_failed()
 

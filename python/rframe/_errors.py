@@ -8,6 +8,7 @@ that ``help()`` shows. The Rust bindings import this module to raise them.
 from __future__ import annotations
 
 import errno as _errno
+import ssl
 import subprocess
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "RemoteError",
     "RemoteFileNotFoundError",
     "RemoteFileExistsError",
+    "FingerprintMismatch",
 ]
 
 
@@ -164,7 +166,7 @@ class RemoteError(Exception):
     ``code`` is the protocol's machine-readable code (``"bad-request"``,
     ``"not-allowed"``, ``"busy"``, ``"too-large"``, ``"timeout"``,
     ``"handler"``, ``"spawn"``, ``"not-found"``, ``"exists"``, ``"checksum"``,
-    ``"io"``; see PROTOCOL.md), ``message`` the server's
+    ``"io"``, ``"tls-required"``; see PROTOCOL.md), ``message`` the server's
     explanation, ``header`` the whole error header.
 
     >>> err = RemoteError("not-allowed", "'rm' is not an allowed program")
@@ -210,6 +212,45 @@ class RemoteFileExistsError(RemoteError, FileExistsError):
         self._remember(code, message, header)
 
     __str__ = RemoteError.__str__
+
+
+class FingerprintMismatch(ssl.SSLCertVerificationError):
+    """The server's TLS certificate is not the one pinned (``fingerprint=``,
+    or the CLI's known-servers file): it may be another machine in the middle.
+
+    Raised after the TLS handshake and before the first frame, so nothing of
+    the token or of any request was sent. ``server`` is where the client
+    connected, ``expected`` and ``actual`` the lowercase hex SHA-256 of the
+    pinned and the presented certificates.
+
+    >>> err = FingerprintMismatch("h:1", "aa" * 32, "bb" * 32)
+    >>> isinstance(err, ssl.SSLCertVerificationError), err.actual[:4]
+    (True, 'bbbb')
+    """
+
+    #: OpenSSL's X509_V_ERR_CERT_REJECTED: "certificate rejected".
+    CERT_REJECTED = 28
+
+    def __init__(self, server, expected, actual, hint=""):
+        message = (
+            f"the TLS certificate of {server} has fingerprint sha256:{actual}, "
+            f"but sha256:{expected} was pinned: someone may be in the middle"
+        )
+        if hint:
+            message += f"; {hint}"
+        super().__init__(self.CERT_REJECTED, message)
+        self.server = server
+        self.expected = expected
+        self.actual = actual
+        self.hint = hint
+        self.verify_code = self.CERT_REJECTED
+        self.verify_message = message
+
+    def __str__(self):
+        return self.verify_message
+
+    def __reduce__(self):
+        return (type(self), (self.server, self.expected, self.actual, self.hint))
 
 
 #: The error codes raised as a subclass of RemoteError (and of a builtin).

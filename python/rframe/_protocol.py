@@ -28,6 +28,7 @@ __all__ = [
     "check_seconds",
     "check_client_timeout",
     "token_bytes",
+    "where",
     "run_request",
     "command_result",
     "raise_for_error",
@@ -42,7 +43,7 @@ __all__ = [
 REPLY_GRACE = 5.0
 
 #: Error codes after which the server closes the connection.
-CLOSING_CODES = frozenset({"auth", "busy", "too-large", "timeout"})
+CLOSING_CODES = frozenset({"auth", "busy", "too-large", "timeout", "tls-required"})
 
 _Body = Union[bytes, bytearray, memoryview, str]
 
@@ -162,6 +163,19 @@ def check_client_timeout(timeout: Optional[float]) -> None:
     """Raises ``ValueError`` unless ``timeout`` is ``None`` or passes :func:`check_seconds`."""
     if timeout is not None:
         check_seconds(timeout)
+
+
+def where(address: Any) -> str:
+    """``host:port`` (``[v6]:port``), or a Unix socket's path: a client's
+    address as messages name it.
+
+    >>> where(("::1", 8848)), where(("example.org", 8848)), where("/run/rframe.sock")
+    ('[::1]:8848', 'example.org:8848', '/run/rframe.sock')
+    """
+    if isinstance(address, str):
+        return address
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def token_bytes(token: Optional[Union[str, bytes]], codec: Codec) -> Optional[bytes]:
@@ -291,12 +305,13 @@ def raise_for_error(frame: Frame, abort: Callable[[str], None]) -> None:
 # --------------------------------------------------------------------------- the token handshake
 #
 # A client drives it like this (each exchange is one request and its reply,
-# error frames raised with raise_for_error):
+# error frames raised with raise_for_error; `binding` is the SHA-256 of the
+# server's certificate on TLS, None in plaintext):
 #
 #     reply = exchange(auth_hello())
-#     header, server_nonce, client_nonce = auth_answer(token, reply)   # or close and raise
+#     header, server_nonce, client_nonce = auth_answer(token, reply, binding)   # or close and raise
 #     reply = exchange(header)
-#     auth_check_welcome(token, reply, server_nonce, client_nonce)     # or close and raise
+#     auth_check_welcome(token, reply, server_nonce, client_nonce, binding)     # or close and raise
 
 #: Why a client closes its connection when the server's proof is wrong.
 AUTH_SERVER_FAILED = "the server failed to prove it holds the token"
@@ -307,14 +322,22 @@ def auth_hello() -> dict[str, Any]:
     return {"op": "auth"}
 
 
-def auth_answer(token: bytes, reply: Frame) -> tuple[dict[str, Any], str, str]:
+#: The handshake's ``channel_binding`` on TLS, and without TLS.
+TLS_SERVER_END_POINT = "tls-server-end-point"
+NO_BINDING = "none"
+
+
+def auth_answer(token: bytes, reply: Frame, binding: Optional[bytes] = None) -> tuple[dict[str, Any], str, str]:
     """Step 3: the answer to the server's challenge ``reply``:
-    ``(header, server_nonce, client_nonce)``.
+    ``(header, server_nonce, client_nonce)``; the proof is bound to
+    ``binding`` (the server certificate's SHA-256 on TLS).
 
     Raises :class:`rframe.AuthenticationError` if ``reply`` is no challenge,
     also if it is a welcome: a server without a token cannot prove that it
     holds ours, so it could be any server (one that took the port, or a
-    machine in the middle answering for the real one).
+    machine in the middle answering for the real one). Also if the server's
+    side of the channel is not ours: on TLS, a challenge not bound to TLS came
+    from something that ended TLS in the middle, and nothing is sent to it.
     """
     h = reply.header
     op = h.get("op")
@@ -325,14 +348,32 @@ def auth_answer(token: bytes, reply: Frame) -> tuple[dict[str, Any], str, str]:
         )
     if op != "challenge" or not isinstance(h.get("nonce"), str):
         raise AuthenticationError(f"the server did not answer the handshake (got {h!r})")
+    theirs = h.get("channel_binding", NO_BINDING)
+    ours = TLS_SERVER_END_POINT if binding is not None else NO_BINDING
+    if theirs != ours:
+        if binding is not None:
+            raise AuthenticationError(
+                "this connection is TLS, but the server's handshake is not bound to it: something in the middle "
+                "ended TLS (or the server predates TLS); no proof was sent"
+            )
+        raise AuthenticationError(
+            f"the server binds its handshake to {theirs!r}, and this connection is plaintext: something in the "
+            "middle stripped TLS? Connect with TLS (tls=True); no proof was sent"
+        )
     server_nonce = h["nonce"]
     client_nonce = auth_nonce()
-    proof = auth_proof(token, "client", server_nonce, client_nonce)
-    return {"op": "auth", "nonce": server_nonce, "client_nonce": client_nonce, "proof": proof}, server_nonce, client_nonce
+    proof = auth_proof(token, "client", server_nonce, client_nonce, binding=binding)
+    header = {"op": "auth", "nonce": server_nonce, "client_nonce": client_nonce, "proof": proof}
+    if binding is not None:
+        header["channel_binding"] = TLS_SERVER_END_POINT
+    return header, server_nonce, client_nonce
 
 
-def auth_check_welcome(token: bytes, reply: Frame, server_nonce: str, client_nonce: str) -> bool:
-    """Step 4: true if ``reply`` is a welcome with the server's valid proof.
+def auth_check_welcome(
+    token: bytes, reply: Frame, server_nonce: str, client_nonce: str, binding: Optional[bytes] = None
+) -> bool:
+    """Step 4: true if ``reply`` is a welcome with the server's valid proof
+    (bound to ``binding``, as in :func:`auth_answer`).
 
     On ``False`` the client must close the connection and raise
     :func:`auth_server_failed`.
@@ -341,7 +382,7 @@ def auth_check_welcome(token: bytes, reply: Frame, server_nonce: str, client_non
     return (
         reply.header.get("op") == "welcome"
         and isinstance(proof, str)
-        and auth_verify(token, "server", server_nonce, client_nonce, proof)
+        and auth_verify(token, "server", server_nonce, client_nonce, proof, binding=binding)
     )
 
 
