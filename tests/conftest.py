@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# A server's generated TLS certificate and the client CLI's known-servers file
+# go to the per-user state and config directories: for the tests (and the
+# servers and clients they start), a directory of their own, not the user's.
+_HOME = tempfile.mkdtemp(prefix="rframe-tests-home-")
+atexit.register(shutil.rmtree, _HOME, True)
+os.environ["XDG_STATE_HOME"] = os.path.join(_HOME, "state")
+os.environ["XDG_CONFIG_HOME"] = os.path.join(_HOME, "config")
 
 # Hang bound: no single blocking step of a test may take longer than this.
 HANG_BOUND = 10.0

@@ -102,10 +102,11 @@ def test_server_insecure_warns():
 
 def test_server_token_file_and_env(tmp_path):
     token_file = tmp_path / "token"
-    token_file.write_text("file-token\n")
+    file_token = "file-token-" + "x" * 32
+    token_file.write_text(file_token + "\n")
     server = CliServer("--token-file", token_file, "--host", "0.0.0.0")
     try:
-        with rframe.Client("127.0.0.1", server.port, token="file-token", timeout=HANG_BOUND) as c:
+        with rframe.Client("127.0.0.1", server.port, token=file_token, timeout=HANG_BOUND) as c:
             assert c.run("echo with-file-token").stdout == b"with-file-token\n"
         with pytest.raises(rframe.AuthenticationError):
             rframe.Client("127.0.0.1", server.port, token="wrong", timeout=HANG_BOUND)

@@ -16,6 +16,9 @@ import pytest
 import rframe
 import rframe._client
 import rframe._errors
+import rframe._known_servers
+import rframe._protocol
+import rframe._tls
 from conftest import HANG_BOUND
 from server_helpers import client_for, kill_all, pgrep, running, sleep_marker, wait_until
 
@@ -307,7 +310,11 @@ def test_errors_exported():
         assert name in rframe.__all__ and getattr(rframe, name)
 
 
-@pytest.mark.parametrize("module", [rframe._client, rframe._errors], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module",
+    [rframe._client, rframe._errors, rframe._tls, rframe._known_servers, rframe._protocol],
+    ids=lambda m: m.__name__,
+)
 def test_doctests(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

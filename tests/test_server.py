@@ -791,13 +791,19 @@ def test_protected_mode_refuses_public_bind_without_token():
 
 
 def test_protected_mode_insecure_or_token_binds():
-    with pytest.warns(RuntimeWarning, match="without a token"):
+    with pytest.warns(RuntimeWarning) as warned:
         s = rframe.Server(host="0.0.0.0", port=0, insecure=True)
-    assert s.address[0] == "0.0.0.0" and s.address[1] > 0
+    said = [str(w.message) for w in warned]
+    assert any("without a token" in m for m in said) and any("without TLS" in m for m in said), said
+    assert s.address[0] == "0.0.0.0" and s.address[1] > 0 and s.tls_fingerprint is None
     s.stop()
-    with running(rframe.Server(host="0.0.0.0", port=0, token="t")) as s:
-        with rframe.Client("127.0.0.1", s.address[1], token="t", timeout=HANG_BOUND) as c:
+    token = rframe.new_token()
+    with running(rframe.Server(host="0.0.0.0", port=0, token=token)) as s:
+        # TLS, by default off loopback; plaintext still from this machine.
+        assert s.tls_fingerprint is not None
+        with rframe.Client("127.0.0.1", s.address[1], token=token, timeout=HANG_BOUND) as c:
             assert c.run("echo public").stdout == b"public\n"
+            assert c.tls_fingerprint is None
 
 
 # --------------------------------------------------------------------------- handlers

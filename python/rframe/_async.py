@@ -397,7 +397,9 @@ class AsyncClient:
     once (then ``await client.close()``). Arguments, results and exceptions
     are those of the blocking :class:`rframe.Client`: ``(host, port)`` over
     TCP or the Unix socket ``unix_path``; ``token`` for the server's HMAC
-    handshake (done while connecting); ``codec`` as the server's; ``timeout``
+    handshake (done while connecting); ``tls`` and ``fingerprint`` (TLS run by
+    the event loop's ``ssl=``; the pin checked before the first frame);
+    ``codec`` as the server's; ``timeout``
     (seconds, ``None`` = no limit) bounds connecting and each call, and
     :meth:`run` waits longer when the command's own ``timeout`` is longer. A
     call that runs out of time raises the builtin ``TimeoutError``.

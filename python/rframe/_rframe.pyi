@@ -97,8 +97,17 @@ class Server:
 
     Binds at construction (``port=0`` picks a free port, see ``address``);
     ``start()`` serves in the background, ``serve_forever()`` in the foreground.
-    Binding a non-loopback host without a token raises ``ValueError`` unless
-    ``insecure=True`` (which warns with ``RuntimeWarning``). Logs through
+    Binding a non-loopback host needs a token of 32 or more bytes
+    (:func:`rframe.new_token` makes one) and serves TLS 1.3; without them it
+    raises ``ValueError``, unless ``insecure=True`` (no token needed, and
+    plaintext unless ``tls=True``; each warns with ``RuntimeWarning``).
+    ``tls=None`` decides by the address (on off loopback), ``True`` turns it
+    on anywhere, ``False`` off (off loopback only with ``insecure=True``). A
+    TLS server still serves plaintext on the same port to clients on this
+    machine; others get a ``tls-required`` error. Its certificate is made on
+    first use and kept in ``tls_dir`` (default: ``$XDG_STATE_HOME/rframe``,
+    else ``~/.local/state/rframe``), or read from ``tls_cert`` and
+    ``tls_key`` (PEM). Logs through
     ``logging.getLogger("rframe.server")``: one INFO line per command.
     With ``root`` (a directory) it also serves files beneath it to
     ``Client.upload``, ``Client.download`` and ``Client.list_files``; names
@@ -130,7 +139,14 @@ class Server:
         header_timeout: float = 10.0,
         idle_timeout: float = 300.0,
         encoding: str = "utf-8",
+        tls: Optional[bool] = None,
+        tls_cert: Optional[Union[str, PathLike[str]]] = None,
+        tls_key: Optional[Union[str, PathLike[str]]] = None,
+        tls_dir: Optional[Union[str, PathLike[str]]] = None,
     ) -> None: ...
+    @property
+    def tls_fingerprint(self) -> Optional[str]:
+        """The lowercase hex SHA-256 of the TLS certificate's DER bytes (what clients pin), ``None`` without TLS."""
     @property
     def address(self) -> Union[tuple[str, int], str]:
         """``(host, port)`` for TCP, the socket's path for a Unix socket."""
@@ -159,8 +175,27 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
 def auth_nonce() -> str:
     """32 random bytes from the OS, as hex: a handshake nonce."""
 
-def auth_proof(token: bytes, role: Literal["client", "server"], server_nonce: str, client_nonce: str) -> str:
-    """The hex HMAC-SHA256 proof that ``role`` holds ``token`` (see PROTOCOL.md)."""
+def auth_proof(
+    token: bytes, role: Literal["client", "server"], server_nonce: str, client_nonce: str, *, binding: Optional[bytes] = None
+) -> str:
+    """The hex HMAC-SHA256 proof that ``role`` holds ``token`` (see PROTOCOL.md); ``binding``:
+    the SHA-256 of the server's certificate on TLS."""
 
-def auth_verify(token: bytes, role: Literal["client", "server"], server_nonce: str, client_nonce: str, proof: str) -> bool:
+def auth_verify(
+    token: bytes,
+    role: Literal["client", "server"],
+    server_nonce: str,
+    client_nonce: str,
+    proof: str,
+    *,
+    binding: Optional[bytes] = None,
+) -> bool:
     """Checks a proof in constant time."""
+
+def server_fingerprint(
+    *,
+    tls_cert: Optional[Union[str, PathLike[str]]] = None,
+    tls_key: Optional[Union[str, PathLike[str]]] = None,
+    tls_dir: Optional[Union[str, PathLike[str]]] = None,
+) -> str:
+    """The fingerprint of the certificate a server with these arguments uses (made and kept first, if generated)."""

@@ -8,6 +8,13 @@ byte. ``q`` (or end of input) quits; an empty line is refused.
     python -m rframe.client -c "uname -a"        # one command; exit with its status
     python -m rframe.client --unix /tmp/rframe.sock -c "ls"
 
+Any host that is not loopback is reached over TLS. The first connection to a
+server records its certificate's fingerprint in the known-servers file
+(``~/.config/rframe/known_servers``), as ssh records host keys; later ones
+refuse a different certificate. ``--fingerprint`` pins one instead:
+
+    python -m rframe.client --host 192.168.14.97 --token-file ~/.rframe-token -c "uname -a"
+
 With ``-c`` the exit status is the command's (128+N if signal N killed it, 124
 if it timed out, 1 if the server could not be reached or refused).
 
@@ -33,7 +40,10 @@ from typing import Any, Optional, Sequence, TextIO
 
 from ._cli import port, read_token, seconds
 from ._client import Client
-from ._errors import AuthenticationError, CommandTimeout, FrameError, RemoteError
+from ._errors import AuthenticationError, CommandTimeout, FingerprintMismatch, RemoteError
+from ._known_servers import KnownServers, default_path
+from ._protocol import where
+from ._tls import is_loopback_host, normalize_fingerprint, pinning_context
 
 __all__ = ["main"]
 
@@ -67,6 +77,44 @@ def _connection_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
         help="limit for connecting and for each command or step of a transfer (the server's own limit applies "
         "too); default: no client-side limit",
     )
+    ap.add_argument(
+        "--tls",
+        dest="tls",
+        action="store_const",
+        const=True,
+        default=default(None),
+        help="use TLS even on loopback or a Unix socket (default: TLS to any host that is not loopback)",
+    )
+    ap.add_argument(
+        "--no-tls",
+        dest="tls",
+        action="store_const",
+        const=False,
+        default=default(None),
+        help="plaintext even to another host (for a server started with --insecure)",
+    )
+    ap.add_argument(
+        "--fingerprint",
+        metavar="FP",
+        type=_fingerprint,
+        default=default(None),
+        help="the server certificate's SHA-256 fingerprint (python -m rframe.server --fingerprint prints it); "
+        "default: the one recorded in the known-servers file, or recorded there on first use",
+    )
+    ap.add_argument(
+        "--known-servers",
+        metavar="FILE",
+        default=default(None),
+        help="where fingerprints are recorded on first use (default $XDG_CONFIG_HOME/rframe/known_servers, "
+        "else ~/.config/rframe/known_servers)",
+    )
+
+
+def _fingerprint(text: str) -> str:
+    try:
+        return normalize_fingerprint(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _transfer_options(ap: argparse.ArgumentParser) -> None:
@@ -124,9 +172,40 @@ class _Session:
             # connection (--idle-timeout), or it is out of step. A new one.
             self.client.close()
         if self.client is None or self.client.closed:
-            a = self.args
-            self.client = Client(a.host, a.port, unix_path=a.unix, token=self.token, timeout=a.timeout)
+            self.client = self._open()
         return self.client
+
+    def _open(self) -> Client:
+        a = self.args
+        common: dict[str, Any] = {"unix_path": a.unix, "token": self.token, "timeout": a.timeout}
+        uses_tls = a.tls if a.tls is not None else a.unix is None and not is_loopback_host(a.host)
+        if not uses_tls or a.fingerprint is not None or a.unix is not None:
+            return Client(a.host, a.port, tls=a.tls, fingerprint=a.fingerprint, **common)
+        # Trust on first use, as ssh: a recorded certificate is pinned...
+        known = KnownServers(a.known_servers or default_path())
+        server = where((a.host, a.port))
+        recorded = known.lookup(server)
+        if recorded is not None:
+            pinned, line = recorded
+            try:
+                return Client(a.host, a.port, tls=True, fingerprint=pinned, **common)
+            except FingerprintMismatch as e:
+                hint = f"if the server really has a new certificate, remove line {line} of {known.path}"
+                raise FingerprintMismatch(server, pinned, e.actual, hint) from None
+        # ...and a new server's is recorded once it is reached (and, with a
+        # token, has proven that it holds it).
+        client = Client(a.host, a.port, tls=True if self.token is not None else pinning_context(), **common)
+        assert client.tls_fingerprint is not None
+        try:
+            known.add(server, client.tls_fingerprint)
+        except BaseException:
+            client.close()
+            raise
+        _say(
+            f"rframe: first connection to {server}: its certificate sha256:{client.tls_fingerprint} "
+            f"is now trusted (recorded in {known.path})"
+        )
+        return client
 
     @property
     def connected(self) -> bool:
@@ -143,6 +222,8 @@ class _Session:
             _say(f"rframe: cannot connect to {self.where()}: {why}")
         elif isinstance(exc, FileNotFoundError):
             _say(f"rframe: cannot connect to {self.where()}: no such socket (is python -m rframe.server running?)")
+        elif isinstance(exc, FingerprintMismatch):
+            _say(f"rframe: REFUSED: {exc}")
         elif isinstance(exc, AuthenticationError):
             _say(f"rframe: authentication failed: {exc} (check --token-file or RFRAME_TOKEN)")
         elif isinstance(exc, RemoteError):
@@ -155,7 +236,7 @@ class _Session:
         """Connects now; 0, or the exit status after reporting why it failed."""
         try:
             self.connect()
-        except (OSError, EOFError, FrameError, RemoteError) as e:
+        except (OSError, EOFError, ValueError, RemoteError) as e:  # (FrameError is a ValueError)
             return self.failure(e)
         return 0
 
@@ -167,7 +248,7 @@ class _Session:
             _write(e.stdout, e.stderr)
             _say(f"rframe: timed out after {e.timeout:g} s (the command was killed)")
             return EXIT_TIMEOUT
-        except (OSError, EOFError, FrameError, RemoteError) as e:
+        except (OSError, EOFError, ValueError, RemoteError) as e:  # (FrameError is a ValueError)
             return self.failure(e)
         _write(result.stdout, result.stderr)
         if result.stdout_truncated or result.stderr_truncated:

@@ -8,10 +8,17 @@ Ctrl-C or SIGTERM: running commands are killed, and it exits with status 0.
     python -m rframe.server --port 0                 # any free port
     python -m rframe.server --unix /tmp/rframe.sock  # a Unix socket
     python -m rframe.server --root ~/shared          # also serve files: put, get, ls
-    RFRAME_TOKEN=s3cret python -m rframe.server --host 0.0.0.0
 
-Anything but loopback or a Unix socket needs a token (``--token-file`` or
-``RFRAME_TOKEN``): whoever can reach the port can run commands as you.
+On a network (TLS with a certificate made on first use, and a token):
+
+    python -m rframe.server --new-token ~/.rframe-token     # 32 random bytes, mode 0600
+    python -m rframe.server --host 0.0.0.0 --token-file ~/.rframe-token
+    python -m rframe.server --fingerprint                   # what clients pin
+
+Anything but loopback or a Unix socket needs a token of 32 or more characters
+(``--token-file`` or ``RFRAME_TOKEN``), and serves TLS: whoever can reach the
+port could otherwise run commands as you, and whoever is on the path could read
+and change them. ``--insecure`` lifts both, loudly.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ import warnings
 from typing import Optional, Sequence
 
 from ._cli import port, read_token, seconds
-from ._rframe import Server
+from ._rframe import Server, server_fingerprint
+from ._tls import new_token
 
 __all__ = ["main", "parse_size"]
 
@@ -131,7 +139,33 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--insecure",
         action="store_true",
-        help="allow listening on a non-loopback address without a token (anyone who can reach it can run commands)",
+        help="allow a non-loopback address without a token, and serve it in plaintext unless --tls is given "
+        "(anyone who can reach it can run commands; anyone on the path can read and change them)",
+    )
+    tls = ap.add_argument_group(
+        "TLS",
+        "A non-loopback address serves TLS 1.3 (unless --insecure); loopback and Unix sockets only with --tls. "
+        "Either way plaintext is still served to clients on this machine, on the same port.",
+    )
+    tls.add_argument("--tls", action="store_true", help="serve TLS on any address, loopback included")
+    tls.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="where the server's own certificate is made on first use and kept, with its key, mode 0600 "
+        "(default $XDG_STATE_HOME/rframe, else ~/.local/state/rframe)",
+    )
+    tls.add_argument("--tls-cert", metavar="FILE", help="use this certificate (PEM; with --tls-key) instead")
+    tls.add_argument("--tls-key", metavar="FILE", help="the private key of --tls-cert (PEM)")
+    tls.add_argument(
+        "--fingerprint",
+        action="store_true",
+        help="print the SHA-256 fingerprint of the certificate (making it first if need be) and exit",
+    )
+    ap.add_argument(
+        "--new-token",
+        metavar="FILE",
+        help="write a new random token (32 bytes, base64url) to FILE, readable by you alone, and exit; "
+        "FILE must not exist",
     )
     ap.add_argument(
         "--log-level",
@@ -189,9 +223,31 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _write_new_token(path: str) -> int:
+    """``--new-token FILE``: a new token in a new file that only its owner reads."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _fail(f"{path} exists: remove it first, or choose another name (a token is never overwritten)")
+    except OSError as e:
+        return _fail(f"cannot create {path}: {e.strerror or e}")
+    with os.fdopen(fd, "w") as f:
+        f.write(new_token() + "\n")
+    print(f"wrote a new token to {path}; start the server with --token-file {path}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the server until Ctrl-C or SIGTERM; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.new_token is not None:
+        return _write_new_token(args.new_token)
+    if args.fingerprint:
+        try:
+            print(f"sha256:{server_fingerprint(tls_cert=args.tls_cert, tls_key=args.tls_key, tls_dir=args.tls_dir)}")
+        except (OSError, ValueError) as e:
+            return _fail(f"cannot read or make the certificate: {e}")
+        return 0
     logging.basicConfig(
         level=args.log_level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -224,6 +280,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 cwd=args.cwd,
                 root=args.root,
                 insecure=args.insecure,
+                tls=True if args.tls else None,
+                tls_cert=args.tls_cert,
+                tls_key=args.tls_key,
+                tls_dir=args.tls_dir,
             )
     except ValueError as e:
         return _fail(str(e))
@@ -238,10 +298,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         print(f"rframe server listening on {where} (Ctrl-C to stop)", flush=True)
+        if server.tls_fingerprint is not None:
+            print(f"TLS certificate fingerprint: sha256:{server.tls_fingerprint}", flush=True)
         log.info(
-            "serving on %s: %s, timeout %gs, max output %d bytes, %s",
+            "serving on %s: %s, %s, timeout %gs, max output %d bytes, %s",
             where,
             "token required" if token else "no token",
+            "TLS (and plaintext from this machine)" if server.tls_fingerprint else "plaintext",
             args.timeout,
             args.max_output,
             f"allowed: {', '.join(args.allow)}" if args.allow else ("no shell" if args.no_shell else "/bin/sh -c"),
