@@ -77,20 +77,28 @@ def _echo(frame):
     return h, frame.body
 
 
-@pytest.fixture(scope="module")
-def server():
-    with running(rframe.Server(port=0)) as s:
+# The shared servers serve TLS too: with "tls" every test that takes them and
+# opens its clients with client() runs over TLS (the loop's ssl= transport).
+TRANSPORTS = ["plain", "tls"]
+
+
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def server(request):
+    with running(rframe.Server(port=0, tls=request.param == "tls")) as s:
         yield s
 
 
-@pytest.fixture(scope="module")
-def echo_server():
-    with running(rframe.Server(port=0, handler=_echo)) as s:
+@pytest.fixture(scope="module", params=TRANSPORTS)
+def echo_server(request):
+    with running(rframe.Server(port=0, handler=_echo, tls=request.param == "tls")) as s:
         yield s
 
 
 def client(server, **kwargs) -> rframe.AsyncClient:
     kwargs.setdefault("timeout", HANG_BOUND)
+    if server.tls_fingerprint is not None:
+        kwargs.setdefault("tls", True)
+        kwargs.setdefault("fingerprint", server.tls_fingerprint)
     if isinstance(server.address, str):
         return rframe.AsyncClient(unix_path=server.address, **kwargs)
     return rframe.AsyncClient(*server.address, **kwargs)

@@ -80,14 +80,23 @@ class AsyncFacade:
         self.close()
 
 
-@pytest.fixture(params=["Client", "AsyncClient"])
-def connect(request):
-    """connect(server, **kwargs): a client of the parametrized kind."""
+@pytest.fixture(params=["Client", "AsyncClient", "Client-tls", "AsyncClient-tls"])
+def connect(request, monkeypatch):
+    """connect(server, **kwargs): a client of the parametrized kind. The -tls
+    kinds make every server the test starts serve TLS (rframe.Server and
+    make_server take tls=True), and connect over it, pinned."""
     opened = []
+    if request.param.endswith("-tls"):
+        plain_server = rframe.Server
+        monkeypatch.setattr(rframe, "Server", lambda *args, **kwargs: plain_server(*args, tls=True, **kwargs))
 
     def make(server, **kwargs):
         address = server.address
-        if request.param == "Client":
+        fingerprint = getattr(server, "tls_fingerprint", None)  # (a fake server has none)
+        if fingerprint is not None:
+            kwargs.setdefault("tls", True)
+            kwargs.setdefault("fingerprint", fingerprint)
+        if request.param.startswith("Client"):
             kwargs.setdefault("timeout", HANG_BOUND)
             if isinstance(address, str):
                 c = rframe.Client(unix_path=address, **kwargs)
