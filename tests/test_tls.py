@@ -556,3 +556,17 @@ def test_a_peer_on_another_machine_needs_tls(peer_namespace, tmp_path):
 
     seen = json.loads(r.stdout)
     assert seen == {"frame": "tls-required", "raw": "tls-required", "tls": [True, "over-the-wire\n"]}
+
+
+def test_a_context_of_the_callers_own_is_used_as_given(tls_server, tls_dir):
+    # It verifies certificates against a CA, and the generated one is signed
+    # by none the context knows: refused by the context itself.
+    strict = ssl.create_default_context()
+    with pytest.raises(ssl.SSLCertVerificationError):
+        rframe.Client(*tls_server.address, tls=strict, token=TOKEN, timeout=HANG_BOUND)
+    # Told to trust that very certificate (it names "rframe", not the address).
+    trusting = ssl.create_default_context(cafile=tls_dir / "server.pem")
+    trusting.check_hostname = False
+    with rframe.Client(*tls_server.address, tls=trusting, token=TOKEN, timeout=HANG_BOUND) as c:
+        assert c.tls_fingerprint == tls_server.tls_fingerprint
+        assert c.run("echo ca").stdout == b"ca\n"
