@@ -570,3 +570,21 @@ def test_a_context_of_the_callers_own_is_used_as_given(tls_server, tls_dir):
     with rframe.Client(*tls_server.address, tls=trusting, token=TOKEN, timeout=HANG_BOUND) as c:
         assert c.tls_fingerprint == tls_server.tls_fingerprint
         assert c.run("echo ca").stdout == b"ca\n"
+
+
+def test_a_local_frame_that_starts_like_a_hello_is_a_frame(tmp_path):
+    """A header of 278 bytes (0x116) makes a frame start with 0x16, as a TLS
+    record does: the next three bytes tell them apart, and a local client that
+    waited before sending it (longer than a handshake may take) is served."""
+    header = {"k": ""}
+    while len(rframe.pack_frame(b"", header)) - 4 < 278:
+        header["k"] += "x"
+    frame = rframe.pack_frame(b"", header)
+    assert frame[0] == 0x16
+    with running(rframe.Server(port=0, tls=True, tls_dir=tmp_path, handler=lambda f: b"echo", header_timeout=0.5)) as s:
+        with connect_raw(s.address) as sock:
+            time.sleep(1.0)
+            sock.sendall(frame[:2])
+            time.sleep(0.2)
+            sock.sendall(frame[2:])
+            assert rframe.read_frame(sock).body == b"echo"

@@ -103,9 +103,12 @@ pub async fn serve(
         let config = &shared.config;
         // A local client may connect and wait before its first request, as on
         // a plaintext server; a remote one must start its handshake at once.
-        let first_byte = accepted + if peer_local { config.idle_timeout } else { config.header_timeout };
-        let deadline = auth_deadline.unwrap_or(accepted + config.header_timeout);
-        match tls_accept::open(stream, &mut buf, &codec, first_byte, deadline, tls, &mut shutdown).await {
+        let deadlines = tls_accept::Deadlines {
+            first_byte: accepted + if peer_local { config.idle_timeout } else { config.header_timeout },
+            handshake: config.header_timeout,
+            login: auth_deadline,
+        };
+        match tls_accept::open(stream, &mut buf, &codec, deadlines, tls, &mut shutdown).await {
             tls_accept::Opening::Tls(s) => {
                 stream = s;
                 binding = Some(tls.cert_hash);

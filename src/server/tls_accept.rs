@@ -6,7 +6,7 @@
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -28,30 +28,41 @@ pub enum Opening {
     Closed(String),
 }
 
+/// When the opening must be done by.
+pub struct Deadlines {
+    /// For the first byte (a local client may connect and wait, as the
+    /// course's does).
+    pub first_byte: Instant,
+    /// From the first byte: for the rest of the hello and the handshake.
+    pub handshake: Duration,
+    /// The login deadline, on a server with a token: bounds it all.
+    pub login: Option<Instant>,
+}
+
 /// Reads the first bytes into `buf` and, for a ClientHello, runs the TLS
-/// handshake. `first_byte` bounds the wait for the first byte (a local
-/// client may connect and wait, as the course's does); `deadline` bounds the
-/// rest: the hello and the whole handshake.
+/// handshake, within `deadlines`.
 pub async fn open(
     mut stream: Box<dyn Stream>,
     buf: &mut BytesMut,
     codec: &Codec,
-    first_byte: Instant,
-    deadline: Instant,
+    deadlines: Deadlines,
     tls: &ServerTls,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Opening {
+    let by_login = |t: Instant| deadlines.login.map_or(t, |login| login.min(t));
+    let mut deadline = by_login(deadlines.first_byte);
     // A frame's four length bytes, a course line, or a TLS record header:
     // the first three decide, once the codec has had its say on four.
     while buf.len() < PREFIX_LEN && (buf.is_empty() || buf[0] == 0x16) {
-        let until = if buf.is_empty() { first_byte.min(deadline) } else { deadline };
+        let first = buf.is_empty();
         let read = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => return Opening::Closed("server stopping".into()),
-            read = timeout_at(until.into(), stream.read_buf(buf)) => read,
+            read = timeout_at(deadline.into(), stream.read_buf(buf)) => read,
         };
         match read {
             Ok(Ok(0)) if buf.is_empty() => return Opening::Closed("closed before a request".into()),
             Ok(Ok(0)) => break,
+            Ok(Ok(_)) if first => deadline = by_login(Instant::now() + deadlines.handshake),
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Opening::Closed(format!("read failed: {e}")),
             Err(_) => return Opening::Closed("nothing arrived in time".into()),
