@@ -15,6 +15,11 @@ use tokio::process::Command;
 /// pipes are abandoned (a process that left the group can hold them forever).
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
+/// Variables a command never gets, whatever the server's environment or the
+/// request says: the server may be embedded in a process that still holds its
+/// token there, and a command is not trusted with the secret that admits it.
+pub const SCRUBBED_ENV: &[&str] = &["RFRAME_TOKEN"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Program {
     /// Run by `/bin/sh -c`.
@@ -99,8 +104,12 @@ fn command(spec: &CommandSpec) -> io::Result<Command> {
             c
         }
     };
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if spec.input.is_some() { Stdio::piped() } else { Stdio::null() })
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    // After the request's variables, so that a request cannot put them back.
+    for name in SCRUBBED_ENV {
+        cmd.env_remove(name);
+    }
+    cmd.stdin(if spec.input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own group, so one killpg reaches everything it started.
@@ -272,6 +281,14 @@ mod tests {
         s.env = vec![("GREETING".into(), "hi; rm -rf /".into())];
         s.cwd = Some("/tmp".into());
         assert_eq!(block_on(run(s)).unwrap().stdout, b"hi; rm -rf /\n/tmp\n");
+    }
+
+    #[test]
+    fn scrubbed_variables_never_reach_a_command() {
+        let mut s = spec("printenv RFRAME_TOKEN");
+        s.env = vec![("RFRAME_TOKEN".into(), "from-the-request".into())];
+        let out = block_on(run(s)).unwrap();
+        assert_eq!((out.stdout.as_slice(), out.returncode), (&b""[..], 1));
     }
 
     #[test]
