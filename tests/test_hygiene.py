@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 import rframe
-from server_helpers import ENV, cli_server, client_for, running
+from conftest import HANG_BOUND
+from server_helpers import ENV, CliProcess, CliServer, cli_server, client_for, running
 
 TOKEN = "s3cret-hygiene"
 
@@ -44,3 +47,44 @@ def test_read_token_takes_the_variable_out_of_the_environment(monkeypatch, tmp_p
     monkeypatch.setenv("RFRAME_TOKEN", TOKEN)
     assert read_token(str(token_file)) == b"from-the-file"
     assert "RFRAME_TOKEN" not in os.environ
+
+
+# --------------------------------------------------------------------------- a session of its own
+
+# Starts the server as the leader of a new session whose controlling terminal
+# is the pty named by argv[1], as a server started from a terminal is.
+WITH_TTY = """\
+import os, sys
+os.setsid()
+# A session leader's first terminal opened becomes its controlling terminal.
+os.close(os.open(sys.argv[1], os.O_RDWR))
+os.execv(sys.executable, [sys.executable, "-m", "rframe.server", *sys.argv[2:]])
+"""
+
+
+def _controlling_tty(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        # Field 7, tty_nr; the fields after the parenthesized name count from 3.
+        return int(f.read().rpartition(")")[2].split()[4])
+
+
+def test_a_command_that_opens_the_terminal_fails_at_once(tmp_path):
+    master, slave = os.openpty()
+    script = tmp_path / "with_tty.py"
+    script.write_text(WITH_TTY)
+    server = CliProcess(str(script), os.ttyname(slave), "--port", "0")
+    os.close(slave)
+    try:
+        where = server.wait_line(CliServer.LINE).group(1)
+        assert _controlling_tty(server.proc.pid) != 0, "the server got no terminal: the test proves nothing"
+        host, _, port = where.rpartition(":")
+        with rframe.Client(host, int(port), timeout=HANG_BOUND) as c:
+            # Within the server's session this opens, and reading would stop
+            # the command until its time limit.
+            r = c.run("exec </dev/tty; echo opened", timeout=HANG_BOUND)
+            assert r.returncode != 0 and r.stdout == b"", r
+            r = c.run(["python3", "-c", "import os; print(os.getsid(0) == os.getpid())"])
+            assert r.stdout == b"True\n"
+    finally:
+        server.stop()
+        os.close(master)

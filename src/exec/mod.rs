@@ -1,4 +1,4 @@
-//! Running one command: its own process group, both pipes drained at once,
+//! Running one command: its own session, both pipes drained at once,
 //! output capped, a time limit, and nothing left running afterwards.
 
 use std::io;
@@ -112,9 +112,19 @@ fn command(spec: &CommandSpec) -> io::Result<Command> {
     cmd.stdin(if spec.input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own group, so one killpg reaches everything it started.
-        .process_group(0)
         .kill_on_drop(true);
+    // A session of its own, which is also a process group of its own (pgid =
+    // pid), so one killpg reaches everything it started. Without a
+    // controlling terminal, a command that opens /dev/tty (a password prompt)
+    // gets ENXIO at once, instead of stopping on the server's terminal until
+    // its time limit; and being a session leader, the command itself cannot
+    // move to another group. (Not with process_group(0) as well: setsid
+    // fails in a process that already leads a group.)
+    // SAFETY: setsid is async-signal-safe, and the closure touches no memory
+    // of the parent's.
+    unsafe {
+        cmd.pre_exec(|| if libc::setsid() == -1 { Err(io::Error::last_os_error()) } else { Ok(()) });
+    }
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
@@ -170,9 +180,10 @@ pub async fn run(spec: CommandSpec) -> io::Result<CommandOutput> {
                 _ = tokio::time::sleep_until(deadline), if status.is_none() && !timed_out => {
                     timed_out = true;
                     group.kill();
-                    // And the command itself, in case it left its group: else
-                    // nothing would end the wait for it. (Not reaped yet, so
-                    // its pid is still its own.)
+                    // And the command itself: leading its session, it cannot
+                    // leave its group, but if it ever could, nothing else would
+                    // end the wait for it. (Not reaped yet, so its pid is still
+                    // its own.)
                     let _ = child.start_kill();
                 }
                 _ = tokio::time::sleep_until(drain_deadline.unwrap_or(deadline)), if drain_deadline.is_some() && !drained => {
@@ -237,6 +248,17 @@ mod tests {
         assert_eq!(out.returncode, -libc::SIGKILL);
         assert_eq!(out.stdout, b"started\n");
         assert!(out.duration < Duration::from_secs(5), "{:?}", out.duration);
+    }
+
+    #[test]
+    fn a_command_leads_a_session_of_its_own_without_a_terminal() {
+        // Fields 5 and 6 of /proc/PID/stat: process group and session (the
+        // shell's name, field 2, has no space).
+        let out = block_on(run(spec("cut -d' ' -f5,6 /proc/$$/stat; echo $$; exec </dev/tty"))).unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (ids, pid) = text.split_once('\n').unwrap();
+        assert_eq!(ids, format!("{} {}", pid.trim(), pid.trim()));
+        assert_ne!(out.returncode, 0, "/dev/tty opened");
     }
 
     #[test]
