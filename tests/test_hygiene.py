@@ -88,3 +88,18 @@ def test_a_command_that_opens_the_terminal_fails_at_once(tmp_path):
     finally:
         server.stop()
         os.close(master)
+
+
+# --------------------------------------------------------------------------- the socket file
+
+
+def test_the_unix_socket_file_is_private_whatever_the_umask(tmp_path):
+    path = tmp_path / "open.sock"
+    old = os.umask(0o000)
+    try:
+        server = rframe.Server(unix_path=str(path))
+    finally:
+        os.umask(old)
+    with running(server) as s, client_for(s) as c:
+        assert path.stat().st_mode & 0o7777 == 0o600
+        assert c.run("echo private").stdout == b"private\n"
