@@ -3,13 +3,16 @@ file's mode, log lines, and the memory that command output may take."""
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import unicodedata
 
 import pytest
 
 import rframe
 from conftest import HANG_BOUND
-from server_helpers import ENV, CliProcess, CliServer, cli_server, client_for, running
+from server_helpers import ENV, CliProcess, CliServer, cli_server, client_for, running, wait_until
 
 TOKEN = "s3cret-hygiene"
 
@@ -103,3 +106,48 @@ def test_the_unix_socket_file_is_private_whatever_the_umask(tmp_path):
     with running(server) as s, client_for(s) as c:
         assert path.stat().st_mode & 0o7777 == 0o600
         assert c.run("echo private").stdout == b"private\n"
+
+
+# --------------------------------------------------------------------------- log lines
+
+
+def _raw_controls(text: str) -> list[str]:
+    return [c for c in text if unicodedata.category(c) == "Cc" or c in "\u2028\u2029"]
+
+
+def _server_messages(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "rframe.server"]
+
+
+def _logged(caplog, *needles: str) -> bool:
+    return all(any(n in m for m in _server_messages(caplog)) for n in needles)
+
+
+def test_log_lines_quote_what_peers_send_on_one_line(caplog, tmp_path):
+    caplog.set_level(logging.DEBUG, logger="rframe.server")
+    nasty = "a\nb\rc\x1b[31md\u2028e\u0085f\x7f"
+    (tmp_path / "root").mkdir()
+    local = tmp_path / "local.txt"
+    local.write_bytes(b"x")
+    with running(rframe.Server(port=0, root=str(tmp_path / "root"))) as s:
+        with client_for(s) as c:
+            c.run(f"true {nasty}")
+            c.upload(str(local), "new\nline.txt")
+        # A header whose total_size is a string holding a newline (escaped,
+        # as JSON must) and a line separator (raw, as JSON may).
+        with socket.create_connection(s.address, timeout=HANG_BOUND) as sock:
+            head = '{"total_size": "1\\n2\u2028fake line"}'.encode()
+            sock.sendall(len(head).to_bytes(4, "little") + head)
+            assert rframe.read_frame(sock).header["error"] == "bad-request"
+
+    def bad_handler(frame):
+        raise ValueError(frame.body.decode())
+
+    with running(rframe.Server(port=0, handler=bad_handler)) as s, client_for(s) as c:
+        with pytest.raises(rframe.RemoteError):
+            c.request(nasty.encode())
+    expected = ["line.txt", "fake line", "ValueError: a\\nb\\rc\\x1b[31md\\u2028e\\u0085f\\x7f"]
+    assert wait_until(lambda: _logged(caplog, *expected)), _server_messages(caplog)
+    for message in _server_messages(caplog):
+        assert _raw_controls(message) == [] and len(message.splitlines()) == 1, repr(message)
+    assert _logged(caplog, "\\u2028fake line", "new\\nline.txt")

@@ -3,6 +3,7 @@
 
 mod connection;
 mod listener;
+mod log;
 
 pub use connection::{command_spec, looks_raw, raw_request, PRE_AUTH_CODEC};
 pub use listener::{Bind, BoundAddr};
@@ -159,6 +160,8 @@ impl Server {
         let socket = listener::BoundSocket::bind(&bind)?;
         let address = socket.address()?;
         let slots = Arc::new(Semaphore::new(config.max_connections));
+        // Every log line passes here: messages quote what peers send.
+        let observer = Arc::new(log::Escaping(observer));
         Ok(Server {
             shared: Arc::new(Shared { config, root, login_turns: Semaphore::new(1), handler, observer }),
             address,
