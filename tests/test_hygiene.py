@@ -151,3 +151,44 @@ def test_log_lines_quote_what_peers_send_on_one_line(caplog, tmp_path):
     for message in _server_messages(caplog):
         assert _raw_controls(message) == [] and len(message.splitlines()) == 1, repr(message)
     assert _logged(caplog, "\\u2028fake line", "new\\nline.txt")
+
+
+# --------------------------------------------------------------------------- the output budget
+
+MiB = 1 << 20
+
+
+def test_commands_share_one_output_budget(tmp_path, start_thread, caplog):
+    caplog.set_level(logging.WARNING, logger="rframe.server")
+    first, second = tmp_path / "first-printed", tmp_path / "second-printed"
+    wait_for = "while [ ! -e {} ]; do sleep 0.01; done"
+    # Each holds its output while the other prints: 2 MiB against 1 MiB.
+    commands = [
+        f"head -c {MiB} /dev/zero; touch {first}; {wait_for.format(second)}",
+        f"{wait_for.format(first)}; head -c {MiB} /dev/zero; touch {second}",
+    ]
+    server = rframe.Server(port=0, max_output=MiB, output_budget=MiB)
+    with running(server) as s:
+
+        def run(cmd):
+            with client_for(s) as c:
+                return c.run(cmd, timeout=HANG_BOUND)
+
+        results = [w.result() for w in [start_thread(run, cmd) for cmd in commands]]
+        assert all(r.returncode == 0 for r in results), results
+        assert sum(len(r.stdout) + len(r.stderr) for r in results) <= MiB
+        assert any(r.stdout_truncated for r in results)
+        assert wait_until(lambda: any("output budget" in m for m in _server_messages(caplog)))
+
+        # Sent, their output gives its budget back.
+        def whole():
+            r = run(f"head -c {MiB} /dev/zero")
+            return len(r.stdout) == MiB and not r.stdout_truncated
+
+        assert wait_until(whole)
+
+
+def test_the_output_budget_has_a_flag(tmp_path):
+    with cli_server("--output-budget", "1K", "--max-output", "1M") as server, server.client() as c:
+        r = c.run("head -c 5000 /dev/zero")
+        assert (len(r.stdout), r.stdout_truncated) == (1024, True)

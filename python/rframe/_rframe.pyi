@@ -103,6 +103,9 @@ class Server:
     With ``root`` (a directory) it also serves files beneath it to
     ``Client.upload``, ``Client.download`` and ``Client.list_files``; names
     cannot lead out of it, whether by ``..``, an absolute path or a symlink.
+    ``max_output`` bounds the stdout and the stderr one command keeps;
+    ``output_budget`` bounds the output all commands hold in memory at once,
+    and past it output is dropped and flagged truncated as well.
 
     >>> with Server(port=0) as server:
     ...     with Client(*server.address) as client:
@@ -130,6 +133,7 @@ class Server:
         header_timeout: float = 10.0,
         idle_timeout: float = 300.0,
         encoding: str = "utf-8",
+        output_budget: int = 268435456,
     ) -> None: ...
     @property
     def address(self) -> Union[tuple[str, int], str]:

@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         "says so (K/M/G suffixes, default 16M)",
     )
     ap.add_argument(
+        "--output-budget",
+        type=parse_size,
+        default=256 << 20,
+        metavar="BYTES",
+        help="bytes of command output held in memory at once, by all commands together; past it, output "
+        "is read and dropped and the result says so (default 256M)",
+    )
+    ap.add_argument(
         "--max-connections",
         type=_positive_int,
         default=1024,
@@ -224,6 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 cwd=args.cwd,
                 root=args.root,
                 insecure=args.insecure,
+                output_budget=args.output_budget,
             )
     except ValueError as e:
         return _fail(str(e))

@@ -255,7 +255,8 @@ impl PyServer {
     #[pyo3(signature = (
         host="127.0.0.1", port=8848, *, unix_path=None, handler=None, token=None, codec=None,
         timeout=30.0, max_output=16777216, max_connections=1024, allow=None, shell=true, cwd=None,
-        root=None, insecure=false, header_timeout=10.0, idle_timeout=300.0, encoding="utf-8"
+        root=None, insecure=false, header_timeout=10.0, idle_timeout=300.0, encoding="utf-8",
+        output_budget=268435456
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -277,6 +278,7 @@ impl PyServer {
         header_timeout: f64,
         idle_timeout: f64,
         encoding: &str,
+        output_budget: usize,
     ) -> PyResult<PyServer> {
         let token = match token {
             None => None,
@@ -344,6 +346,7 @@ impl PyServer {
             header_timeout: seconds("header_timeout", header_timeout)?,
             idle_timeout: seconds("idle_timeout", idle_timeout)?,
             encoding: encoding.to_owned(),
+            output_budget,
         };
         let has_handler = handler.is_some();
         let handler = handler.map(|handler| Arc::new(PyHandler { handler, codec }) as Arc<dyn Handler>);

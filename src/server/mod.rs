@@ -45,6 +45,9 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// What the output encoding is said to be in result headers.
     pub encoding: String,
+    /// Bytes of command output held in memory at once, by all commands
+    /// together (each keeps at most `max_output` of stdout and of stderr).
+    pub output_budget: usize,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +65,7 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             encoding: "utf-8".into(),
+            output_budget: 256 << 20,
         }
     }
 }
@@ -124,6 +128,7 @@ struct Shared {
     login_turns: Semaphore,
     handler: Option<Arc<dyn Handler>>,
     observer: Arc<dyn Observer>,
+    output_budget: Arc<crate::exec::OutputBudget>,
 }
 
 /// At most this many connections are being told "busy" at once; past that,
@@ -162,8 +167,9 @@ impl Server {
         let slots = Arc::new(Semaphore::new(config.max_connections));
         // Every log line passes here: messages quote what peers send.
         let observer = Arc::new(log::Escaping(observer));
+        let output_budget = crate::exec::OutputBudget::new(config.output_budget);
         Ok(Server {
-            shared: Arc::new(Shared { config, root, login_turns: Semaphore::new(1), handler, observer }),
+            shared: Arc::new(Shared { config, root, login_turns: Semaphore::new(1), handler, observer, output_budget }),
             address,
             socket: Mutex::new(Some(socket)),
             slots,
