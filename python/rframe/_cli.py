@@ -41,13 +41,16 @@ def read_token(token_file: Optional[str]) -> Optional[bytes]:
 
     Raises ``OSError`` if the file cannot be read and ``ValueError`` if it is
     empty (a token that silently became "no token" would turn authentication off).
+
+    ``RFRAME_TOKEN`` is removed from the environment either way, so that no
+    process started from here afterwards inherits the secret.
     """
+    env = os.environ.pop("RFRAME_TOKEN", None)
     if token_file:
         with open(token_file, "rb") as f:
             token = f.read().rstrip()
         if not token:
             raise ValueError(f"the token file {token_file} is empty")
         return token
-    env = os.environ.get("RFRAME_TOKEN")
     # The bytes as the environment holds them, whatever the locale's encoding.
     return os.fsencode(env) if env else None

@@ -112,6 +112,9 @@ class Server:
     With ``root`` (a directory) it also serves files beneath it to
     ``Client.upload``, ``Client.download`` and ``Client.list_files``; names
     cannot lead out of it, whether by ``..``, an absolute path or a symlink.
+    ``max_output`` bounds the stdout and the stderr one command keeps;
+    ``output_budget`` bounds the output all commands hold in memory at once,
+    and past it output is dropped and flagged truncated as well.
 
     >>> with Server(port=0) as server:
     ...     with Client(*server.address) as client:
@@ -143,6 +146,7 @@ class Server:
         tls_cert: Optional[Union[str, PathLike[str]]] = None,
         tls_key: Optional[Union[str, PathLike[str]]] = None,
         tls_dir: Optional[Union[str, PathLike[str]]] = None,
+        output_budget: int = 268435456,
     ) -> None: ...
     @property
     def tls_fingerprint(self) -> Optional[str]:

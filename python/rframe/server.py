@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
         "says so (K/M/G suffixes, default 16M)",
     )
     ap.add_argument(
+        "--output-budget",
+        type=parse_size,
+        default=256 << 20,
+        metavar="BYTES",
+        help="bytes of command output held in memory at once, by all commands together; past it, output "
+        "is read and dropped and the result says so (default 256M)",
+    )
+    ap.add_argument(
         "--max-connections",
         type=_positive_int,
         default=1024,
@@ -284,6 +292,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 tls_cert=args.tls_cert,
                 tls_key=args.tls_key,
                 tls_dir=args.tls_dir,
+                output_budget=args.output_budget,
             )
     except ValueError as e:
         return _fail(str(e))

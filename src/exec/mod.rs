@@ -1,10 +1,12 @@
-//! Running one command: its own process group, both pipes drained at once,
+//! Running one command: its own session, both pipes drained at once,
 //! output capped, a time limit, and nothing left running afterwards.
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,6 +16,85 @@ use tokio::process::Command;
 /// How long output may still trickle in after the command exited, before the
 /// pipes are abandoned (a process that left the group can hold them forever).
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// Variables a command never gets, whatever the server's environment or the
+/// request says: the server may be embedded in a process that still holds its
+/// token there, and a command is not trusted with the secret that admits it.
+pub const SCRUBBED_ENV: &[&str] = &["RFRAME_TOKEN"];
+
+/// Bytes of command output that may be held in memory at once, shared by all
+/// the commands of a server: `max_output` bounds one command, this bounds them
+/// all, however many run.
+#[derive(Debug)]
+pub struct OutputBudget {
+    cap: usize,
+    used: AtomicUsize,
+}
+
+impl OutputBudget {
+    pub fn new(cap: usize) -> Arc<OutputBudget> {
+        Arc::new(OutputBudget { cap, used: AtomicUsize::new(0) })
+    }
+
+    /// Bytes drawn and not yet given back.
+    pub fn in_use(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Draws up to `want` bytes; returns how many it got.
+    fn draw(&self, want: usize) -> usize {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            let got = want.min(self.cap.saturating_sub(used));
+            if got == 0 {
+                return 0;
+            }
+            match self.used.compare_exchange_weak(used, used + got, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return got,
+                Err(now) => used = now,
+            }
+        }
+    }
+}
+
+/// Output bytes drawn from a budget (if any), given back when dropped: with
+/// the output they stand for, which a reply's body owns until it is sent.
+#[derive(Debug, Default)]
+pub struct Held {
+    budget: Option<Arc<OutputBudget>>,
+    bytes: usize,
+}
+
+impl Held {
+    fn new(budget: Option<Arc<OutputBudget>>) -> Held {
+        Held { budget, bytes: 0 }
+    }
+
+    /// Draws up to `want` more bytes; returns how many it got (all of them
+    /// without a budget).
+    fn draw(&mut self, want: usize) -> usize {
+        let got = self.budget.as_ref().map_or(want, |b| b.draw(want));
+        self.bytes += got;
+        got
+    }
+
+    /// One hold for the bytes of both.
+    pub fn merge(mut self, mut other: Held) -> Held {
+        if self.budget.is_none() {
+            self.budget = other.budget.take();
+        }
+        self.bytes += std::mem::take(&mut other.bytes);
+        self
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.used.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Program {
@@ -33,9 +114,12 @@ pub struct CommandSpec {
     pub timeout: Duration,
     /// Bytes kept of stdout and of stderr each; the rest is read and dropped.
     pub max_output: usize,
+    /// What the kept bytes are drawn from; past it, the rest is read and
+    /// dropped too. `None`: `max_output` alone bounds them.
+    pub budget: Option<Arc<OutputBudget>>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct CommandOutput {
     /// Exit status, or minus the signal number that killed it.
     pub returncode: i32,
@@ -43,6 +127,10 @@ pub struct CommandOutput {
     pub stderr: Vec<u8>,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
+    /// The budget (not `max_output`) ran out: other commands hold it.
+    pub budget_ran_out: bool,
+    /// The budget stdout and stderr are drawn from, until this is dropped.
+    pub held: Held,
     pub timed_out: bool,
     pub duration: Duration,
 }
@@ -67,18 +155,30 @@ impl Drop for GroupGuard {
     }
 }
 
-/// Reads `pipe` to its end, keeping at most `cap` bytes.
-async fn read_capped(mut pipe: impl AsyncRead + Unpin, cap: usize, kept: &mut Vec<u8>, truncated: &mut bool) {
+/// What one pipe's reader kept.
+#[derive(Default)]
+struct Kept {
+    bytes: Vec<u8>,
+    truncated: bool,
+    budget_ran_out: bool,
+    held: Held,
+}
+
+/// Reads `pipe` to its end, keeping at most `cap` bytes, drawn from `held`.
+/// Once anything is dropped, all that follows is: what is kept is always a
+/// beginning of the output, never one with a hole in it.
+async fn read_capped(mut pipe: impl AsyncRead + Unpin, cap: usize, kept: &mut Kept) {
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         match pipe.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
+            Ok(_) if kept.truncated => {}
             Ok(n) => {
-                let room = cap.saturating_sub(kept.len());
-                kept.extend_from_slice(&chunk[..n.min(room)]);
-                if n > room {
-                    *truncated = true;
-                }
+                let want = n.min(cap.saturating_sub(kept.bytes.len()));
+                let got = kept.held.draw(want);
+                kept.bytes.extend_from_slice(&chunk[..got]);
+                kept.budget_ran_out = got < want;
+                kept.truncated = got < n;
             }
         }
     }
@@ -99,13 +199,27 @@ fn command(spec: &CommandSpec) -> io::Result<Command> {
             c
         }
     };
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(if spec.input.is_some() { Stdio::piped() } else { Stdio::null() })
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+    // After the request's variables, so that a request cannot put them back.
+    for name in SCRUBBED_ENV {
+        cmd.env_remove(name);
+    }
+    cmd.stdin(if spec.input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        // Its own group, so one killpg reaches everything it started.
-        .process_group(0)
         .kill_on_drop(true);
+    // A session of its own, which is also a process group of its own (pgid =
+    // pid), so one killpg reaches everything it started. Without a
+    // controlling terminal, a command that opens /dev/tty (a password prompt)
+    // gets ENXIO at once, instead of stopping on the server's terminal until
+    // its time limit; and being a session leader, the command itself cannot
+    // move to another group. (Not with process_group(0) as well: setsid
+    // fails in a process that already leads a group.)
+    // SAFETY: setsid is async-signal-safe, and the closure touches no memory
+    // of the parent's.
+    unsafe {
+        cmd.pre_exec(|| if libc::setsid() == -1 { Err(io::Error::last_os_error()) } else { Ok(()) });
+    }
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
@@ -122,8 +236,8 @@ pub async fn run(spec: CommandSpec) -> io::Result<CommandOutput> {
     let stdin = child.stdin.take();
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let (mut out_cut, mut err_cut) = (false, false);
+    let mut out = Kept { held: Held::new(spec.budget.clone()), ..Kept::default() };
+    let mut err = Kept { held: Held::new(spec.budget.clone()), ..Kept::default() };
     let input = spec.input.clone();
     let feed = async move {
         if let (Some(mut stdin), Some(input)) = (stdin, input) {
@@ -140,8 +254,8 @@ pub async fn run(spec: CommandSpec) -> io::Result<CommandOutput> {
         let reading = async {
             tokio::join!(
                 feed,
-                read_capped(stdout, spec.max_output, &mut out, &mut out_cut),
-                read_capped(stderr, spec.max_output, &mut err, &mut err_cut),
+                read_capped(stdout, spec.max_output, &mut out),
+                read_capped(stderr, spec.max_output, &mut err),
             )
         };
         tokio::pin!(reading);
@@ -161,9 +275,10 @@ pub async fn run(spec: CommandSpec) -> io::Result<CommandOutput> {
                 _ = tokio::time::sleep_until(deadline), if status.is_none() && !timed_out => {
                     timed_out = true;
                     group.kill();
-                    // And the command itself, in case it left its group: else
-                    // nothing would end the wait for it. (Not reaped yet, so
-                    // its pid is still its own.)
+                    // And the command itself: leading its session, it cannot
+                    // leave its group, but if it ever could, nothing else would
+                    // end the wait for it. (Not reaped yet, so its pid is still
+                    // its own.)
                     let _ = child.start_kill();
                 }
                 _ = tokio::time::sleep_until(drain_deadline.unwrap_or(deadline)), if drain_deadline.is_some() && !drained => {
@@ -176,10 +291,12 @@ pub async fn run(spec: CommandSpec) -> io::Result<CommandOutput> {
     let returncode = status.code().unwrap_or_else(|| -status.signal().unwrap_or(0));
     Ok(CommandOutput {
         returncode,
-        stdout: out,
-        stderr: err,
-        stdout_truncated: out_cut,
-        stderr_truncated: err_cut,
+        stdout: std::mem::take(&mut out.bytes),
+        stderr: std::mem::take(&mut err.bytes),
+        stdout_truncated: out.truncated,
+        stderr_truncated: err.truncated,
+        budget_ran_out: out.budget_ran_out || err.budget_ran_out,
+        held: std::mem::take(&mut out.held).merge(std::mem::take(&mut err.held)),
         timed_out,
         duration: started.elapsed(),
     })
@@ -197,6 +314,7 @@ mod tests {
             input: None,
             timeout: Duration::from_secs(10),
             max_output: 1 << 20,
+            budget: None,
         }
     }
 
@@ -231,6 +349,17 @@ mod tests {
     }
 
     #[test]
+    fn a_command_leads_a_session_of_its_own_without_a_terminal() {
+        // Fields 5 and 6 of /proc/PID/stat: process group and session (the
+        // shell's name, field 2, has no space).
+        let out = block_on(run(spec("cut -d' ' -f5,6 /proc/$$/stat; echo $$; exec </dev/tty"))).unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (ids, pid) = text.split_once('\n').unwrap();
+        assert_eq!(ids, format!("{} {}", pid.trim(), pid.trim()));
+        assert_ne!(out.returncode, 0, "/dev/tty opened");
+    }
+
+    #[test]
     fn background_job_holding_the_pipes_does_not_hang() {
         let out = block_on(run(spec("sleep 300 & echo done"))).unwrap();
         assert_eq!(out.stdout, b"done\n");
@@ -247,6 +376,40 @@ mod tests {
         assert!(out.stdout_truncated);
         assert_eq!(out.stderr.len(), 10);
         assert!(!out.stderr_truncated);
+    }
+
+    #[test]
+    fn kept_output_draws_from_the_budget_until_it_is_dropped() {
+        let budget = OutputBudget::new(1500);
+        let mut s = spec("head -c 1000 /dev/zero; head -c 1000 /dev/zero >&2");
+        s.budget = Some(budget.clone());
+        let first = block_on(run(s.clone())).unwrap();
+        assert_eq!(first.stdout.len() + first.stderr.len(), 1500);
+        assert!(first.stdout_truncated || first.stderr_truncated);
+        assert!(first.budget_ran_out);
+        assert_eq!(budget.in_use(), 1500);
+        // Held: the next command keeps nothing, and says so.
+        let second = block_on(run(s.clone())).unwrap();
+        assert_eq!((second.stdout.len(), second.stderr.len()), (0, 0));
+        assert!(second.stdout_truncated && second.stderr_truncated && second.budget_ran_out);
+        drop((first, second));
+        assert_eq!(budget.in_use(), 0);
+        let mut s = spec("head -c 1000 /dev/zero");
+        s.budget = Some(budget.clone());
+        let third = block_on(run(s)).unwrap();
+        assert_eq!((third.stdout.len(), third.stdout_truncated, third.budget_ran_out), (1000, false, false));
+    }
+
+    #[test]
+    fn a_budget_never_gives_more_than_it_has() {
+        let budget = OutputBudget::new(100);
+        let (mut a, mut b) = (Held::new(Some(budget.clone())), Held::new(Some(budget.clone())));
+        assert_eq!((a.draw(60), b.draw(60), a.draw(1)), (60, 40, 0));
+        let both = a.merge(b);
+        assert_eq!(budget.in_use(), 100);
+        drop(both);
+        assert_eq!(budget.in_use(), 0);
+        assert_eq!(Held::new(None).draw(usize::MAX), usize::MAX);
     }
 
     #[test]
@@ -272,6 +435,14 @@ mod tests {
         s.env = vec![("GREETING".into(), "hi; rm -rf /".into())];
         s.cwd = Some("/tmp".into());
         assert_eq!(block_on(run(s)).unwrap().stdout, b"hi; rm -rf /\n/tmp\n");
+    }
+
+    #[test]
+    fn scrubbed_variables_never_reach_a_command() {
+        let mut s = spec("printenv RFRAME_TOKEN");
+        s.env = vec![("RFRAME_TOKEN".into(), "from-the-request".into())];
+        let out = block_on(run(s)).unwrap();
+        assert_eq!((out.stdout.as_slice(), out.returncode), (&b""[..], 1));
     }
 
     #[test]

@@ -286,7 +286,7 @@ impl PyServer {
         host="127.0.0.1", port=8848, *, unix_path=None, handler=None, token=None, codec=None,
         timeout=30.0, max_output=16777216, max_connections=1024, allow=None, shell=true, cwd=None,
         root=None, insecure=false, header_timeout=10.0, idle_timeout=300.0, encoding="utf-8",
-        tls=None, tls_cert=None, tls_key=None, tls_dir=None
+        tls=None, tls_cert=None, tls_key=None, tls_dir=None, output_budget=268435456
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -312,6 +312,7 @@ impl PyServer {
         tls_cert: Option<PathBuf>,
         tls_key: Option<PathBuf>,
         tls_dir: Option<PathBuf>,
+        output_budget: usize,
     ) -> PyResult<PyServer> {
         let token = match token {
             None => None,
@@ -367,6 +368,7 @@ impl PyServer {
             },
             tls_identity: identity_source(tls_cert, tls_key, tls_dir)?,
             insecure,
+            output_budget,
         };
         let has_handler = handler.is_some();
         let handler = handler.map(|handler| Arc::new(PyHandler { handler, codec }) as Arc<dyn Handler>);

@@ -496,13 +496,14 @@ impl Conn {
             Some(Cmd::Argv(a)) => format!("{a:?}"),
             None => "nothing".into(),
         };
-        let spec = match command_spec(&self.shared.config, request, body) {
+        let mut spec = match command_spec(&self.shared.config, request, body) {
             Ok(spec) => spec,
             Err(reply) => {
                 self.log(Level::Warning, format!("refused {shown}"));
                 return Ok(reply);
             }
         };
+        spec.budget = Some(self.shared.output_budget.clone());
         let run = exec::run(spec);
         tokio::pin!(run);
         let output = loop {
@@ -533,6 +534,14 @@ impl Conn {
                 out.stdout.len() + out.stderr.len()
             ),
         );
+        if out.budget_ran_out {
+            // Once per command, so a flood of output makes no flood of lines.
+            let budget = self.shared.config.output_budget;
+            self.log(
+                Level::Warning,
+                format!("output of {shown} truncated: the output budget ({budget} bytes, server-wide) is in use"),
+            );
+        }
         let header = ResultHeader {
             op: "result".into(),
             returncode: out.returncode,
@@ -547,7 +556,10 @@ impl Conn {
         };
         let mut body = out.stdout;
         body.extend_from_slice(&out.stderr);
-        Ok(Reply::new(Some(serde_json::to_vec(&header).expect("serializable")), body.into()))
+        // The body keeps its bytes drawn from the budget until it is dropped:
+        // once sent, or with a connection that ends first.
+        let body = Bytes::from_owner(HeldOutput { bytes: body, _held: out.held });
+        Ok(Reply::new(Some(serde_json::to_vec(&header).expect("serializable")), body))
     }
 
     /// Writes one response, within the idle timeout (a peer that never reads
@@ -592,6 +604,18 @@ impl Conn {
             r = write => r,
             _ = stop.wait_for(|stop| *stop) => Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "server stopping")),
         }
+    }
+}
+
+/// A command's output, and its bytes of the output budget.
+struct HeldOutput {
+    bytes: Vec<u8>,
+    _held: exec::Held,
+}
+
+impl AsRef<[u8]> for HeldOutput {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
@@ -678,6 +702,8 @@ pub fn command_spec(config: &ServerConfig, request: RequestHeader, body: Bytes) 
         input: request.input.then_some(body),
         timeout,
         max_output: config.max_output,
+        // Set by the connection that runs it: this stays a pure check.
+        budget: None,
     })
 }
 

@@ -3,8 +3,8 @@
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, RawFd};
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
@@ -83,7 +83,7 @@ impl BoundSocket {
             }
             Bind::Unix(path) => {
                 remove_stale_socket(path)?;
-                BoundSocket::Unix(std::os::unix::net::UnixListener::bind(path)?, path.clone())
+                BoundSocket::Unix(bind_private(path)?, path.clone())
             }
         };
         match &socket {
@@ -156,6 +156,51 @@ pub fn is_loopback(ip: std::net::IpAddr) -> bool {
     }
 }
 
+/// A Unix socket whose file has mode 0600, whatever the umask: only this
+/// user can connect.
+///
+/// std's `UnixListener::bind` binds and listens in one call, so a peer could
+/// connect between the bind and a chmod, and the check of the file's mode is
+/// made only at connect. Here the socket is bound, its file chmodded, and only
+/// then listens: until `listen`, a connect is refused. (Setting the umask
+/// around the bind would do it too, but the umask is the whole process's, and
+/// another thread creating a file meanwhile would get it.)
+fn bind_private(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+
+    // SAFETY: sockaddr_un is plain data, for which all zeroes is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+        let message =
+            format!("{:?}: a Unix socket's path is 1 to {} bytes, without NUL", path, addr.sun_path.len() - 1);
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+    }
+    for (to, from) in addr.sun_path.iter_mut().zip(bytes) {
+        *to = *from as libc::c_char;
+    }
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1;
+    // SAFETY: plain syscalls; the descriptor is owned at once, and `addr`
+    // outlives the call that reads `len` bytes of it.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len as libc::socklen_t) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let listening = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| set_backlog(fd.as_raw_fd()));
+    if let Err(e) = listening {
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(fd.into())
+}
+
 /// A socket file left by a server that died is removed; one that a live
 /// server answers on is an "address in use" error.
 fn remove_stale_socket(path: &PathBuf) -> io::Result<()> {
@@ -179,5 +224,25 @@ fn remove_stale_socket(path: &PathBuf) -> io::Result<()> {
             e.kind(),
             format!("{} exists, and whether a server listens on it is unknown: {e}", path.display()),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_unix_socket_file_is_private() {
+        let dir = std::env::temp_dir().join(format!("rframe-listener-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock");
+        let socket = BoundSocket::bind(&Bind::Unix(path.clone())).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        drop(socket);
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(mode, 0o600, "{mode:o}");
+        assert!(BoundSocket::bind(&Bind::Unix(PathBuf::new())).is_err());
+        assert!(BoundSocket::bind(&Bind::Unix(dir.join("x".repeat(200)))).is_err());
     }
 }

@@ -4,6 +4,7 @@
 mod connection;
 pub mod exposure;
 mod listener;
+mod log;
 mod tls_accept;
 
 pub use connection::{command_spec, looks_raw, raw_request, PRE_AUTH_CODEC};
@@ -54,6 +55,9 @@ pub struct ServerConfig {
     pub tls_identity: IdentitySource,
     /// Serve the network without a token, or without TLS (loudly).
     pub insecure: bool,
+    /// Bytes of command output held in memory at once, by all commands
+    /// together (each keeps at most `max_output` of stdout and of stderr).
+    pub output_budget: usize,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +78,7 @@ impl Default for ServerConfig {
             tls: TlsMode::Auto,
             tls_identity: IdentitySource::Generated(None),
             insecure: false,
+            output_budget: 256 << 20,
         }
     }
 }
@@ -139,6 +144,7 @@ struct Shared {
     /// Set on a TLS server: a ClientHello gets TLS, plaintext is served to
     /// peers on this machine only.
     tls: Option<ServerTls>,
+    output_budget: Arc<crate::exec::OutputBudget>,
 }
 
 /// At most this many connections are being told "busy" at once; past that,
@@ -196,8 +202,19 @@ impl Server {
             observer.log(Level::Warning, warning.clone());
         }
         let slots = Arc::new(Semaphore::new(config.max_connections));
+        // Every log line passes here: messages quote what peers send.
+        let observer = Arc::new(log::Escaping(observer));
+        let output_budget = crate::exec::OutputBudget::new(config.output_budget);
         Ok(Server {
-            shared: Arc::new(Shared { config, root, login_turns: Semaphore::new(1), handler, observer, tls }),
+            shared: Arc::new(Shared {
+                config,
+                root,
+                login_turns: Semaphore::new(1),
+                handler,
+                observer,
+                tls,
+                output_budget,
+            }),
             address,
             socket: Mutex::new(Some(socket)),
             slots,
