@@ -12,6 +12,7 @@ use tokio::sync::{watch, SemaphorePermit};
 use tokio::time::timeout_at;
 
 use super::listener::Stream;
+use super::startups::StartupGuard;
 use super::{Level, Reply, ServerConfig, Shared};
 use crate::codec::{Codec, Decoder, Frame, FrameError, MAX_PREFIX_VALUE, PREFIX_LEN};
 use crate::exec::{self, CommandSpec, Program};
@@ -73,9 +74,18 @@ struct Conn {
     /// (`printf 'ls' | nc -N host port`): that end of stream marked the end of
     /// the line, so it does not count as leaving while the command runs.
     sent_all: bool,
+    /// Counts this connection as unauthenticated (`super::startups`) until
+    /// it proves the token.
+    startup: Option<StartupGuard>,
 }
 
-pub async fn serve(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    stream: Box<dyn Stream>,
+    peer: String,
+    shared: Arc<Shared>,
+    shutdown: watch::Receiver<bool>,
+    startup: Option<StartupGuard>,
+) {
     let needs_auth = shared.config.token.is_some();
     let codec = if needs_auth {
         Codec { byteorder: shared.config.codec.byteorder, ..PRE_AUTH_CODEC }
@@ -95,6 +105,7 @@ pub async fn serve(stream: Box<dyn Stream>, peer: String, shared: Arc<Shared>, s
         auth_deadline,
         server_nonce: None,
         sent_all: false,
+        startup,
     };
     conn.log(Level::Debug, "connected".into());
     let end = conn.run().await;
@@ -375,6 +386,7 @@ impl Conn {
             return Err(self.auth_failed("wrong token").await);
         }
         self.authenticated = true;
+        self.startup = None;
         self.decoder = Decoder::new(self.shared.config.codec);
         self.log(Level::Info, "authenticated".into());
         let server_proof = auth::proof(&token, auth::Role::Server, &sn, &cn);

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 
@@ -121,17 +121,19 @@ pub enum Listener {
 }
 
 impl Listener {
-    pub async fn accept(&self) -> io::Result<(Box<dyn Stream>, String)> {
+    /// A new connection, its peer as logged, and the peer's address (`None`
+    /// for a Unix socket's peer).
+    pub async fn accept(&self) -> io::Result<(Box<dyn Stream>, String, Option<IpAddr>)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 // Responses go out as soon as they are written.
                 s.set_nodelay(true)?;
-                Ok((Box::new(s), peer.to_string()))
+                Ok((Box::new(s), peer.to_string(), Some(peer.ip())))
             }
             Listener::Unix(l, path) => {
                 let (s, _) = l.accept().await?;
-                Ok((Box::new(s), format!("unix:{}", path.display())))
+                Ok((Box::new(s), format!("unix:{}", path.display()), None))
             }
         }
     }

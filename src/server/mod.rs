@@ -3,9 +3,11 @@
 
 mod connection;
 mod listener;
+mod startups;
 
 pub use connection::{command_spec, looks_raw, raw_request, PRE_AUTH_CODEC};
 pub use listener::{Bind, BoundAddr};
+pub use startups::MaxStartups;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -44,6 +46,11 @@ pub struct ServerConfig {
     pub idle_timeout: Duration,
     /// What the output encoding is said to be in result headers.
     pub encoding: String,
+    /// With a token: connections not yet authenticated, in all (see [`MaxStartups`]).
+    pub max_startups: MaxStartups,
+    /// With a token: connections not yet authenticated from one address (an
+    /// IPv6 /64); Unix-socket peers are not counted here.
+    pub max_startups_per_source: usize,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +68,11 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(300),
             encoding: "utf-8".into(),
+            max_startups: MaxStartups::default(),
+            // Fewer than `start`: one address alone never brings on the draw.
+            // A client opening many connections at once from one host gets
+            // this many logins in flight; each takes a round trip or two.
+            max_startups_per_source: 16,
         }
     }
 }
@@ -123,6 +135,9 @@ struct Shared {
     login_turns: Semaphore,
     handler: Option<Arc<dyn Handler>>,
     observer: Arc<dyn Observer>,
+    /// Unauthenticated connections, counted and capped; `None` without a
+    /// token, where every connection is authenticated at once.
+    startups: Option<Arc<startups::Startups>>,
 }
 
 /// At most this many connections are being told "busy" at once; past that,
@@ -156,11 +171,22 @@ impl Server {
             )),
             None => None,
         };
+        if config.token.is_some() {
+            let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+            config.max_startups.validate().map_err(invalid)?;
+            if config.max_startups_per_source == 0 {
+                return Err(invalid("max_startups_per_source must be at least 1".into()));
+            }
+        }
         let socket = listener::BoundSocket::bind(&bind)?;
         let address = socket.address()?;
         let slots = Arc::new(Semaphore::new(config.max_connections));
+        let startups = config
+            .token
+            .is_some()
+            .then(|| Arc::new(startups::Startups::new(config.max_startups, config.max_startups_per_source)));
         Ok(Server {
-            shared: Arc::new(Shared { config, root, login_turns: Semaphore::new(1), handler, observer }),
+            shared: Arc::new(Shared { config, root, login_turns: Semaphore::new(1), handler, observer, startups }),
             address,
             socket: Mutex::new(Some(socket)),
             slots,
@@ -245,6 +271,14 @@ impl Drop for Server {
     }
 }
 
+/// Sleeps until `due`, or forever.
+async fn sleep_until_due(due: Option<std::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Names a start-up sweep of the root reads at most.
 const SWEEP_BUDGET: usize = 100_000;
 
@@ -289,12 +323,20 @@ async fn accept_loop(
     }
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
+    let mut refusals = startups::Refusals::default();
+    let mut rng = startups::seed();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => accepted,
+            _ = sleep_until_due(refusals.due()) => {
+                if let Some(line) = refusals.flush(std::time::Instant::now()) {
+                    shared.observer.log(Level::Warning, line);
+                }
+                continue;
+            }
         };
-        let (stream, peer) = match accepted {
+        let (stream, peer, ip) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
@@ -303,12 +345,28 @@ async fn accept_loop(
                 continue;
             }
         };
+        let source = startups::Source::of(ip);
+        let startup = match &shared.startups {
+            None => None,
+            Some(startups) => match startups.admit(source, startups::roll(&mut rng)) {
+                Ok(guard) => Some(guard),
+                Err(refusal) => {
+                    // Closed unread: the cheapest answer a flood can get.
+                    drop(stream);
+                    let now = std::time::Instant::now();
+                    if let Some(line) = refusals.note(refusal, &peer, startups.limits(), now) {
+                        shared.observer.log(Level::Warning, line);
+                    }
+                    continue;
+                }
+            },
+        };
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    connection::serve(stream, peer, shared, shutdown).await;
+                    connection::serve(stream, peer, shared, shutdown, startup).await;
                     drop(permit);
                 });
             }
