@@ -2,6 +2,7 @@
 //! lives in `connection`; how a command runs lives in `crate::exec`.
 
 mod connection;
+mod guesses;
 mod listener;
 mod startups;
 
@@ -138,6 +139,8 @@ struct Shared {
     /// Unauthenticated connections, counted and capped; `None` without a
     /// token, where every connection is authenticated at once.
     startups: Option<Arc<startups::Startups>>,
+    /// Sources whose proofs wait for `login_turns` (see `guesses`).
+    guesses: Mutex<guesses::Guesses>,
 }
 
 /// At most this many connections are being told "busy" at once; past that,
@@ -185,8 +188,17 @@ impl Server {
             .token
             .is_some()
             .then(|| Arc::new(startups::Startups::new(config.max_startups, config.max_startups_per_source)));
+        let guesses = Mutex::default();
         Ok(Server {
-            shared: Arc::new(Shared { config, root, login_turns: Semaphore::new(1), handler, observer, startups }),
+            shared: Arc::new(Shared {
+                config,
+                root,
+                login_turns: Semaphore::new(1),
+                handler,
+                observer,
+                startups,
+                guesses,
+            }),
             address,
             socket: Mutex::new(Some(socket)),
             slots,
@@ -366,7 +378,7 @@ async fn accept_loop(
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    connection::serve(stream, peer, shared, shutdown, startup).await;
+                    connection::serve(stream, peer, shared, shutdown, startup, source).await;
                     drop(permit);
                 });
             }
