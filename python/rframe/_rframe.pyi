@@ -103,6 +103,10 @@ class Server:
     With ``root`` (a directory) it also serves files beneath it to
     ``Client.upload``, ``Client.download`` and ``Client.list_files``; names
     cannot lead out of it, whether by ``..``, an absolute path or a symlink.
+    With a token, connections that have not authenticated yet are capped as
+    sshd's ``MaxStartups`` caps them: ``max_startups=(start, rate, full)``
+    (``None``: ``(64, 30, 256)``; an int N: none past N) and
+    ``max_startups_per_source`` from one address; one over is closed at once.
 
     >>> with Server(port=0) as server:
     ...     with Client(*server.address) as client:
@@ -130,6 +134,8 @@ class Server:
         header_timeout: float = 10.0,
         idle_timeout: float = 300.0,
         encoding: str = "utf-8",
+        max_startups: Optional[Union[int, tuple[int, int, int]]] = None,
+        max_startups_per_source: int = 16,
     ) -> None: ...
     @property
     def address(self) -> Union[tuple[str, int], str]:
