@@ -508,7 +508,11 @@ LOGIN_DEADLINE = 1.5
 def token_server(tmp_path_factory):
     token_file = tmp_path_factory.mktemp("token") / "token"
     token_file.write_text(TOKEN)
-    with cli_server("--token-file", token_file, "--header-timeout", LOGIN_DEADLINE) as server:
+    # All of test_auth_brute_force's 20 guesses must reach the throttle: the
+    # per-source cap (16 by default) would close 4 at accept, unlogged. That
+    # cap is tested in test_preauth.py.
+    args = ("--token-file", token_file, "--header-timeout", LOGIN_DEADLINE, "--max-startups-per-source", 32)
+    with cli_server(*args) as server:
         yield server
 
 
@@ -595,12 +599,14 @@ BURST = 20
 
 
 def test_auth_brute_force_is_throttled_and_logged(token_server):
-    """20 wrong tokens at once, each on its own connection: proofs are checked
-    one at a time server-wide and a wrong one keeps its turn for the failure
-    delay, so the burst gets about two answers a second; the guesses that
-    cannot get their turn by the login deadline are closed unanswered. None
-    gets in, every one is logged, a client that logged in before is served
-    meanwhile, and the right token logs in once the burst is over."""
+    """20 wrong tokens at once, each on its own connection, from one address:
+    its first wrong proof is checked at once (the address had no failure in the
+    last minute), after which its proofs are checked one at a time in the
+    server-wide turn, which a wrong one keeps for the failure delay, so the
+    burst gets about two answers a second; the guesses that cannot get their
+    turn by the login deadline are closed unanswered. None gets in, every one
+    is logged, a client that logged in before is served meanwhile, and the
+    right token logs in once the burst is over."""
     already = token_server.stderr.count("authentication failed: ")
     refused, closed, errors = [], [], []
     barrier = threading.Barrier(BURST, timeout=HANG_BOUND)
@@ -631,12 +637,14 @@ def test_auth_brute_force_is_throttled_and_logged(token_server):
         assert after.run("echo after").stdout == b"after\n"
     assert not errors, errors[:3]
     assert len(refused) + len(closed) == BURST, "a wrong token got in, or a guess hung"
-    # Answers come one at a time, a failure delay apart, whatever the parallelism.
+    # Answers come one at a time, a failure delay apart, whatever the
+    # parallelism; the one checked without a turn may come beside the first
+    # one in turn (PROTOCOL.md, auth).
     answers = sorted(t - t0 for t in refused)
     assert answers and answers[0] >= 0.9 * AUTH_FAILURE_DELAY, answers
-    gaps = [b - a for a, b in zip(answers, answers[1:])]
-    assert all(g >= 0.8 * AUTH_FAILURE_DELAY for g in gaps), gaps
-    assert len(refused) <= LOGIN_DEADLINE / AUTH_FAILURE_DELAY + 2, answers
+    gaps = [b - a for a, b in zip(answers[1:], answers[2:])]
+    assert all(g >= 0.8 * AUTH_FAILURE_DELAY for g in gaps), answers
+    assert len(refused) <= LOGIN_DEADLINE / AUTH_FAILURE_DELAY + 3, answers
     # "wrong token" for the guesses answered, "no turn before the login deadline" for the others
     logged = lambda: token_server.stderr.count("authentication failed: ") - already  # noqa: E731
     assert wait_until(lambda: logged() >= BURST, 5), token_server.stderr[-2000:]

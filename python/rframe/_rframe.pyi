@@ -115,6 +115,10 @@ class Server:
     ``max_output`` bounds the stdout and the stderr one command keeps;
     ``output_budget`` bounds the output all commands hold in memory at once,
     and past it output is dropped and flagged truncated as well.
+    With a token, connections that have not authenticated yet are capped as
+    sshd's ``MaxStartups`` caps them: ``max_startups=(start, rate, full)``
+    (``None``: ``(64, 30, 256)``; an int N: none past N) and
+    ``max_startups_per_source`` from one address; one over is closed at once.
 
     >>> with Server(port=0) as server:
     ...     with Client(*server.address) as client:
@@ -147,6 +151,8 @@ class Server:
         tls_key: Optional[Union[str, PathLike[str]]] = None,
         tls_dir: Optional[Union[str, PathLike[str]]] = None,
         output_budget: int = 268435456,
+        max_startups: Optional[Union[int, tuple[int, int, int]]] = None,
+        max_startups_per_source: int = 16,
     ) -> None: ...
     @property
     def tls_fingerprint(self) -> Optional[str]:

@@ -64,6 +64,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _max_startups(text: str):
+    """``N`` or OpenSSH's ``START:RATE:FULL``, as ``rframe.Server(max_startups=...)`` takes it."""
+    parts = text.split(":")
+    try:
+        numbers = [int(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) not in (1, 3):
+        raise argparse.ArgumentTypeError(f"not N or START:RATE:FULL: {text!r} (example: 64:30:256)")
+    return numbers[0] if len(numbers) == 1 else tuple(numbers)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m rframe.server",
@@ -110,6 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=1024,
         metavar="N",
         help="connections served at once; one more is told 'busy' and closed (default 1024)",
+    )
+    ap.add_argument(
+        "--max-startups",
+        type=_max_startups,
+        default=(64, 30, 256),
+        metavar="START:RATE:FULL",
+        help="with a token, connections that have not authenticated yet, as in sshd: past START, a new one is "
+        "closed at once with a chance of RATE percent, rising to 100 at FULL; a single N closes every one past N "
+        "(default 64:30:256)",
+    )
+    ap.add_argument(
+        "--max-startups-per-source",
+        type=_positive_int,
+        default=16,
+        metavar="N",
+        help="with a token, connections from one address (IPv6: one /64) that have not authenticated yet; "
+        "one more from there is closed at once (default 16)",
     )
     ap.add_argument(
         "--header-timeout",
@@ -293,6 +322,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 tls_key=args.tls_key,
                 tls_dir=args.tls_dir,
                 output_budget=args.output_budget,
+                max_startups=args.max_startups,
+                max_startups_per_source=args.max_startups_per_source,
             )
     except ValueError as e:
         return _fail(str(e))

@@ -25,7 +25,9 @@ use tokio::sync::mpsc;
 
 use crate::codec::{Codec, Frame};
 use crate::runtime;
-use crate::server::{Bind, BoundAddr, BoxFuture, Handler, Level, Observer, Reply, Server, ServerConfig, TlsMode};
+use crate::server::{
+    Bind, BoundAddr, BoxFuture, Handler, Level, MaxStartups, Observer, Reply, Server, ServerConfig, TlsMode,
+};
 use crate::tls::{Identity, IdentitySource};
 
 use super::codec::PyCodec;
@@ -270,6 +272,31 @@ pub fn server_fingerprint(
 /// plus the limit, and a larger one would overflow the clock.
 const MAX_SECONDS: f64 = 1e9;
 
+/// `max_startups`: `N` (at most N unauthenticated connections) or OpenSSH's
+/// `(start, rate, full)`.
+fn max_startups(value: &Bound<'_, PyAny>) -> PyResult<MaxStartups> {
+    let wrong = || {
+        PyValueError::new_err(format!(
+            "max_startups must be a whole number N or a tuple (start, rate, full), got {}",
+            value.repr().map(|r| r.to_string()).unwrap_or_else(|_| "?".into())
+        ))
+    };
+    let limits = if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(wrong());
+    } else if let Ok(n) = value.extract::<usize>() {
+        MaxStartups { start: n, rate: 100, full: n }
+    } else if let Ok((start, rate, full)) = value.extract::<(usize, u32, usize)>() {
+        MaxStartups { start, rate, full }
+    } else {
+        return Err(wrong());
+    };
+    limits.validate().map_err(PyValueError::new_err)?;
+    if limits.full > MAX_CONNECTIONS {
+        return Err(PyValueError::new_err(format!("max_startups: full must be at most {MAX_CONNECTIONS}")));
+    }
+    Ok(limits)
+}
+
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     if !(value.is_finite() && value > 0.0 && value <= MAX_SECONDS) {
         return Err(PyValueError::new_err(format!(
@@ -286,7 +313,8 @@ impl PyServer {
         host="127.0.0.1", port=8848, *, unix_path=None, handler=None, token=None, codec=None,
         timeout=30.0, max_output=16777216, max_connections=1024, allow=None, shell=true, cwd=None,
         root=None, insecure=false, header_timeout=10.0, idle_timeout=300.0, encoding="utf-8",
-        tls=None, tls_cert=None, tls_key=None, tls_dir=None, output_budget=268435456
+        tls=None, tls_cert=None, tls_key=None, tls_dir=None, output_budget=268435456,
+        max_startups=None, max_startups_per_source=16
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -313,6 +341,8 @@ impl PyServer {
         tls_key: Option<PathBuf>,
         tls_dir: Option<PathBuf>,
         output_budget: usize,
+        max_startups: Option<&Bound<'_, PyAny>>,
+        max_startups_per_source: usize,
     ) -> PyResult<PyServer> {
         let token = match token {
             None => None,
@@ -340,6 +370,13 @@ impl PyServer {
             ));
         }
         let default = ServerConfig::default();
+        let max_startups = match max_startups {
+            Some(value) if !value.is_none() => self::max_startups(value)?,
+            _ => default.max_startups,
+        };
+        if max_startups_per_source == 0 || max_startups_per_source > MAX_CONNECTIONS {
+            return Err(PyValueError::new_err(format!("max_startups_per_source must be from 1 to {MAX_CONNECTIONS}")));
+        }
         let codec = codec.map(|c| c.get().codec()).unwrap_or(default.codec);
         if token.is_some() && !codec.json_header {
             return Err(PyValueError::new_err("token needs a JSON-header codec: the handshake travels in headers"));
@@ -369,6 +406,8 @@ impl PyServer {
             tls_identity: identity_source(tls_cert, tls_key, tls_dir)?,
             insecure,
             output_budget,
+            max_startups,
+            max_startups_per_source,
         };
         let has_handler = handler.is_some();
         let handler = handler.map(|handler| Arc::new(PyHandler { handler, codec }) as Arc<dyn Handler>);

@@ -12,6 +12,7 @@ use tokio::sync::{watch, SemaphorePermit};
 use tokio::time::timeout_at;
 
 use super::listener::Stream;
+use super::startups::{Source, StartupGuard};
 use super::{tls_accept, Level, Reply, ServerConfig, Shared};
 use crate::codec::{Codec, Decoder, Frame, FrameError, MAX_PREFIX_VALUE, PREFIX_LEN};
 use crate::exec::{self, CommandSpec, Program};
@@ -41,8 +42,9 @@ const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_MAX: usize = 4 << 20;
 /// The most buffer space reserved ahead for a body being received.
 const BODY_RESERVE: usize = (1 << 20) + 4096;
-/// A wrong proof is answered only after this pause, during which no other
-/// proof is checked on the server: about two guesses a second in all.
+/// A wrong proof is answered only after this pause. If it held the login
+/// turn, no proof from a source that failed lately is checked meanwhile:
+/// about two guesses a second among all such sources (see `super::guesses`).
 const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(500);
 
 enum Request {
@@ -75,6 +77,10 @@ struct Conn {
     sent_all: bool,
     /// On TLS: the certificate hash the login's proofs are bound to.
     binding: Option<[u8; 32]>,
+    /// Counts this connection as unauthenticated (`super::startups`) until
+    /// it proves the token.
+    startup: Option<StartupGuard>,
+    source: Source,
 }
 
 /// Serves one connection. `peer_local`: the peer is on this machine (a
@@ -86,6 +92,8 @@ pub async fn serve(
     peer_local: bool,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
+    startup: Option<StartupGuard>,
+    source: Source,
 ) {
     let needs_auth = shared.config.token.is_some();
     let codec = if needs_auth {
@@ -142,6 +150,8 @@ pub async fn serve(
         server_nonce: None,
         sent_all: false,
         binding,
+        startup,
+        source,
     };
     conn.log(Level::Debug, if binding.is_some() { "connected (TLS)".into() } else { "connected".into() });
     let end = match refusal {
@@ -423,28 +433,59 @@ impl Conn {
         let (Some(sn), Some(cn)) = (self.server_nonce.take(), request.client_nonce) else {
             return Err(self.auth_failed("proof without a challenge").await);
         };
-        // A guess is answered only in its turn (see Shared::login_turns), so
-        // no guesser learns more than about two answers a second.
-        let shared = self.shared.clone();
-        let _turn = self.login_turn(&shared.login_turns).await?;
         // The binding the client says it used must be this connection's: a
         // client on TLS whose proof reaches us in plaintext (or the other way
-        // round) went through something in the middle. Checked in the turn,
-        // like any wrong proof, so it teaches a guesser nothing faster.
-        if request.channel_binding.as_deref().unwrap_or(auth::NO_BINDING) != channel {
-            let why = format!(
-                "channel binding mismatch (the client's proof is bound to {:?}, this connection is {channel:?}): \
-                 a relay in the middle?",
-                request.channel_binding.as_deref().unwrap_or(auth::NO_BINDING)
-            );
-            return Err(self.auth_failed(&why).await);
-        }
-        if request.nonce.as_deref() != Some(sn.as_str())
-            || !auth::verify(&token, auth::Role::Client, &sn, &cn, binding, &proof)
-        {
+        // round) went through something in the middle. Such a proof counts as
+        // a wrong one, turn and all, so it teaches a guesser nothing faster.
+        let claimed = request.channel_binding.as_deref().unwrap_or(auth::NO_BINDING);
+        let mismatch = claimed != channel;
+        let right = || {
+            !mismatch
+                && request.nonce.as_deref() == Some(sn.as_str())
+                && auth::verify(&token, auth::Role::Client, &sn, &cn, binding, &proof)
+        };
+        let shared = self.shared.clone();
+        let source = self.source;
+        // Checked and recorded under one lock: a source's parallel proofs see
+        // its first failure, so it gets one check without a turn, not one per
+        // connection.
+        let at_once = {
+            let mut guesses = shared.guesses.lock().expect("lock");
+            let at_once = (!guesses.must_wait(source, Instant::now())).then(&right);
+            if at_once == Some(false) {
+                guesses.failed(source, Instant::now());
+            }
+            at_once
+        };
+        // A source that guessed wrong lately is answered only in its turn (see
+        // Shared::login_turns), so guessers learn about two answers a second
+        // among them, however many connections they open.
+        let (_turn, right) = match at_once {
+            Some(right) => (None, right),
+            None => {
+                let turn = self.login_turn(&shared.login_turns).await?;
+                let right = right();
+                let mut guesses = shared.guesses.lock().expect("lock");
+                if right {
+                    guesses.succeeded(source);
+                } else {
+                    guesses.failed(source, Instant::now());
+                }
+                (Some(turn), right)
+            }
+        };
+        if !right {
+            if mismatch {
+                let why = format!(
+                    "channel binding mismatch (the client's proof is bound to {claimed:?}, this connection is \
+                     {channel:?}): a relay in the middle?"
+                );
+                return Err(self.auth_failed(&why).await);
+            }
             return Err(self.auth_failed("wrong token").await);
         }
         self.authenticated = true;
+        self.startup = None;
         self.decoder = Decoder::new(self.shared.config.codec);
         self.log(Level::Info, "authenticated".into());
         let server_proof = auth::proof(&token, auth::Role::Server, &sn, &cn, binding);
@@ -481,7 +522,7 @@ impl Conn {
     }
 
     /// Logs a failed login and answers it after a pause (the caller holds
-    /// the login turn meanwhile).
+    /// the login turn meanwhile, if it took one).
     async fn auth_failed(&mut self, why: &str) -> End {
         self.log(Level::Warning, format!("authentication failed: {why}"));
         tokio::time::sleep(AUTH_FAILURE_DELAY).await;

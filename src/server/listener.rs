@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -121,19 +121,19 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// A connection, its peer's name for logs, and whether the peer is on
-    /// this machine (a loopback address or the Unix socket).
-    pub async fn accept(&self) -> io::Result<(Box<dyn Stream>, String, bool)> {
+    /// A new connection, its peer as logged, and the peer's address (`None`
+    /// for a Unix socket's peer).
+    pub async fn accept(&self) -> io::Result<(Box<dyn Stream>, String, Option<IpAddr>)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 // Responses go out as soon as they are written.
                 s.set_nodelay(true)?;
-                Ok((Box::new(s), peer.to_string(), is_loopback(peer.ip())))
+                Ok((Box::new(s), peer.to_string(), Some(peer.ip())))
             }
             Listener::Unix(l, path) => {
                 let (s, _) = l.accept().await?;
-                Ok((Box::new(s), format!("unix:{}", path.display()), true))
+                Ok((Box::new(s), format!("unix:{}", path.display()), None))
             }
         }
     }

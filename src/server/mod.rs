@@ -3,13 +3,16 @@
 
 mod connection;
 pub mod exposure;
+mod guesses;
 mod listener;
 mod log;
+mod startups;
 mod tls_accept;
 
 pub use connection::{command_spec, looks_raw, raw_request, PRE_AUTH_CODEC};
 pub use exposure::TlsMode;
 pub use listener::{Bind, BoundAddr};
+pub use startups::MaxStartups;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -58,6 +61,11 @@ pub struct ServerConfig {
     /// Bytes of command output held in memory at once, by all commands
     /// together (each keeps at most `max_output` of stdout and of stderr).
     pub output_budget: usize,
+    /// With a token: connections not yet authenticated, in all (see [`MaxStartups`]).
+    pub max_startups: MaxStartups,
+    /// With a token: connections not yet authenticated from one address (an
+    /// IPv6 /64); Unix-socket peers are not counted here.
+    pub max_startups_per_source: usize,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +87,11 @@ impl Default for ServerConfig {
             tls_identity: IdentitySource::Generated(None),
             insecure: false,
             output_budget: 256 << 20,
+            max_startups: MaxStartups::default(),
+            // Fewer than `start`: one address alone never brings on the draw.
+            // A client opening many connections at once from one host gets
+            // this many logins in flight; each takes a round trip or two.
+            max_startups_per_source: 16,
         }
     }
 }
@@ -145,6 +158,11 @@ struct Shared {
     /// peers on this machine only.
     tls: Option<ServerTls>,
     output_budget: Arc<crate::exec::OutputBudget>,
+    /// Unauthenticated connections, counted and capped; `None` without a
+    /// token, where every connection is authenticated at once.
+    startups: Option<Arc<startups::Startups>>,
+    /// Sources whose proofs wait for `login_turns` (see `guesses`).
+    guesses: Mutex<guesses::Guesses>,
 }
 
 /// At most this many connections are being told "busy" at once; past that,
@@ -196,6 +214,13 @@ impl Server {
             ),
             false => None,
         };
+        if config.token.is_some() {
+            let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+            config.max_startups.validate().map_err(invalid)?;
+            if config.max_startups_per_source == 0 {
+                return Err(invalid("max_startups_per_source must be at least 1".into()));
+            }
+        }
         let socket = listener::BoundSocket::bind(&bind)?;
         let address = socket.address()?;
         for warning in &exposure.warnings {
@@ -205,6 +230,11 @@ impl Server {
         // Every log line passes here: messages quote what peers send.
         let observer = Arc::new(log::Escaping(observer));
         let output_budget = crate::exec::OutputBudget::new(config.output_budget);
+        let startups = config
+            .token
+            .is_some()
+            .then(|| Arc::new(startups::Startups::new(config.max_startups, config.max_startups_per_source)));
+        let guesses = Mutex::default();
         Ok(Server {
             shared: Arc::new(Shared {
                 config,
@@ -214,6 +244,8 @@ impl Server {
                 observer,
                 tls,
                 output_budget,
+                startups,
+                guesses,
             }),
             address,
             socket: Mutex::new(Some(socket)),
@@ -311,6 +343,14 @@ impl Drop for Server {
     }
 }
 
+/// Sleeps until `due`, or forever.
+async fn sleep_until_due(due: Option<std::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Names a start-up sweep of the root reads at most.
 const SWEEP_BUDGET: usize = 100_000;
 
@@ -355,12 +395,20 @@ async fn accept_loop(
     }
     let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
     let lingering = Arc::new(Semaphore::new(MAX_LINGERING));
+    let mut refusals = startups::Refusals::default();
+    let mut rng = startups::seed();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,
             accepted = listener.accept() => accepted,
+            _ = sleep_until_due(refusals.due()) => {
+                if let Some(line) = refusals.flush(std::time::Instant::now()) {
+                    shared.observer.log(Level::Warning, line);
+                }
+                continue;
+            }
         };
-        let (stream, peer, peer_local) = match accepted {
+        let (stream, peer, ip) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
                 // Out of descriptors and the like: back off instead of spinning.
@@ -369,12 +417,29 @@ async fn accept_loop(
                 continue;
             }
         };
+        let source = startups::Source::of(ip);
+        let peer_local = ip.is_none_or(listener::is_loopback);
+        let startup = match &shared.startups {
+            None => None,
+            Some(startups) => match startups.admit(source, startups::roll(&mut rng)) {
+                Ok(guard) => Some(guard),
+                Err(refusal) => {
+                    // Closed unread: the cheapest answer a flood can get.
+                    drop(stream);
+                    let now = std::time::Instant::now();
+                    if let Some(line) = refusals.note(refusal, &peer, startups.limits(), now) {
+                        shared.observer.log(Level::Warning, line);
+                    }
+                    continue;
+                }
+            },
+        };
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let shared = shared.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    connection::serve(stream, peer, peer_local, shared, shutdown).await;
+                    connection::serve(stream, peer, peer_local, shared, shutdown, startup, source).await;
                     drop(permit);
                 });
             }
