@@ -593,3 +593,36 @@ def test_a_local_frame_that_starts_like_a_hello_is_a_frame(tmp_path):
             time.sleep(0.2)
             sock.sendall(frame[2:])
             assert rframe.read_frame(sock).body == b"echo"
+
+
+def test_a_peer_that_reads_nothing_gives_its_place_back_at_the_login_deadline(tmp_path):
+    """Before login a stalled write lasts no longer than the login deadline,
+    and closing (a close_notify nobody reads) is bounded too: otherwise a few
+    such peers would hold every unauthenticated place for the idle timeout."""
+    server = rframe.Server(port=0, tls=True, tls_dir=tmp_path, token=TOKEN, header_timeout=1, max_startups_per_source=1)
+
+    def can_log_in():
+        try:
+            with rframe.Client(*s.address, tls=True, token=TOKEN, timeout=HANG_BOUND) as c:
+                return c.run("echo in").stdout == b"in\n"
+        except (ConnectionError, ssl.SSLError):
+            return False  # closed at once: the one place of this address is taken
+
+    with running(server) as s:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(HANG_BOUND)
+        raw.connect(s.address)
+        with pinning_context().wrap_socket(raw) as stuck:
+            hellos = rframe.pack_frame(header={"op": "auth"}) * 100
+            stuck.settimeout(0.5)
+            sent = 0
+            try:
+                while sent < 100_000:  # each is answered with a challenge that nobody reads
+                    stuck.sendall(hellos)
+                    sent += 100
+            except (TimeoutError, OSError):
+                pass
+            assert 0 < sent < 100_000, "the server never stopped reading"
+            assert not can_log_in()
+            assert wait_until(can_log_in, 8)

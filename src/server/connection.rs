@@ -83,6 +83,14 @@ struct Conn {
     source: Source,
 }
 
+/// The codec a connection starts with: small limits until the token is proven.
+pub fn opening_codec(config: &ServerConfig) -> Codec {
+    match config.token {
+        Some(_) => Codec { byteorder: config.codec.byteorder, ..PRE_AUTH_CODEC },
+        None => config.codec,
+    }
+}
+
 /// Serves one connection. `peer_local`: the peer is on this machine (a
 /// loopback address, the Unix socket), the only place a TLS server takes
 /// plaintext from.
@@ -96,11 +104,7 @@ pub async fn serve(
     source: Source,
 ) {
     let needs_auth = shared.config.token.is_some();
-    let codec = if needs_auth {
-        Codec { byteorder: shared.config.codec.byteorder, ..PRE_AUTH_CODEC }
-    } else {
-        shared.config.codec
-    };
+    let codec = opening_codec(&shared.config);
     let accepted = Instant::now();
     // Like OpenSSH's LoginGraceTime: one deadline, from accept, to authenticate
     // (the TLS handshake included).
@@ -166,7 +170,9 @@ pub async fn serve(
             told = true;
         }
     }
-    let _ = conn.stream.shutdown().await;
+    // Bounded: on TLS this also flushes records and a close_notify, which a
+    // peer that reads nothing would hold up forever.
+    let _ = tokio::time::timeout(LINGER_TIME, conn.stream.shutdown()).await;
     if told {
         linger(&mut conn.stream).await;
     }
@@ -623,7 +629,15 @@ impl Conn {
         let head = codec
             .encode_head(header, reply.body.len())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-        let idle = self.shared.config.idle_timeout;
+        // A peer that does not read stalls a write for the idle timeout at
+        // most; before it has logged in, no longer than its login deadline
+        // (it holds one of the few unauthenticated places meanwhile).
+        let idle = match self.auth_deadline {
+            Some(login) if !self.authenticated => {
+                self.shared.config.idle_timeout.min(login.saturating_duration_since(Instant::now()))
+            }
+            _ => self.shared.config.idle_timeout,
+        };
         let stream = &mut self.stream;
         let write = async move {
             if reply.body.len() <= 64 * 1024 {

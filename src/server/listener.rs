@@ -15,20 +15,6 @@ pub enum Bind {
     Unix(PathBuf),
 }
 
-impl Bind {
-    /// True if only this machine can reach the address: a loopback host (every
-    /// address it resolves to) or a Unix socket.
-    pub fn is_local(&self) -> io::Result<bool> {
-        match self {
-            Bind::Unix(_) => Ok(true),
-            Bind::Tcp { host, port } => {
-                let addrs: Vec<SocketAddr> = (host.as_str(), *port).to_socket_addrs()?.collect();
-                Ok(!addrs.is_empty() && addrs.iter().all(|a| is_loopback(a.ip())))
-            }
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BoundAddr {
     Tcp(SocketAddr),

@@ -200,20 +200,6 @@ impl Server {
             )),
             None => None,
         };
-        let where_ = match &bind {
-            Bind::Tcp { host, port } => format!("{host}:{port}"),
-            Bind::Unix(path) => path.display().to_string(),
-        };
-        let exposure = exposure::check(&where_, bind.is_local()?, config.token.as_deref(), config.tls, config.insecure)
-            .map_err(|message| std::io::Error::new(std::io::ErrorKind::InvalidInput, message))?;
-        let tls = match exposure.tls {
-            true => Some(
-                Identity::load(&config.tls_identity)
-                    .and_then(Identity::server_tls)
-                    .map_err(|e| std::io::Error::new(e.kind(), format!("TLS: {e}")))?,
-            ),
-            false => None,
-        };
         if config.token.is_some() {
             let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
             config.max_startups.validate().map_err(invalid)?;
@@ -221,8 +207,29 @@ impl Server {
                 return Err(invalid("max_startups_per_source must be at least 1".into()));
             }
         }
+        // Judged by the address actually bound, not by a name looked up twice.
         let socket = listener::BoundSocket::bind(&bind)?;
         let address = socket.address()?;
+        let local = match &address {
+            BoundAddr::Tcp(a) => listener::is_loopback(a.ip()),
+            BoundAddr::Unix(_) => true,
+        };
+        let exposure =
+            exposure::check(&address.to_string(), local, config.token.as_deref(), config.tls, config.insecure)
+                .map_err(|message| std::io::Error::new(std::io::ErrorKind::InvalidInput, message))?;
+        let tls = match exposure.tls {
+            true => {
+                if !tls_accept::tells_hellos_apart(&connection::opening_codec(&config)) {
+                    let message = "TLS needs a codec that refuses the bytes a TLS hello starts with as a frame's \
+                                   length (16 03 01 ..): lower max_header (JSON) or max_body (length-only) below \
+                                   66,326, or use big-endian byte order";
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, message));
+                }
+                let identity = Identity::load(&config.tls_identity).and_then(Identity::server_tls);
+                Some(identity.map_err(|e| std::io::Error::new(e.kind(), format!("TLS certificate: {e}")))?)
+            }
+            false => None,
+        };
         for warning in &exposure.warnings {
             observer.log(Level::Warning, warning.clone());
         }

@@ -92,6 +92,12 @@ pub fn is_tls(codec: &Codec, first: &[u8]) -> bool {
         && codec.parse_length(first[..PREFIX_LEN].try_into().expect("four bytes")).is_err()
 }
 
+/// True if `codec` refuses, as a frame's length, every four bytes a TLS
+/// handshake record can start with: only then can one port serve both.
+pub fn tells_hellos_apart(codec: &Codec) -> bool {
+    (1..=4u8).all(|minor| (0..=u8::MAX).all(|high| codec.parse_length([0x16, 0x03, minor, high]).is_err()))
+}
+
 /// A stream that first gives back bytes already read from it.
 struct Rewind {
     prefix: BytesMut,
@@ -155,6 +161,15 @@ mod tests {
         // A codec whose limits take the hello's bytes as a length reads a frame.
         let huge = Codec { max_header: u64::MAX, max_body: u64::MAX, ..Codec::default() };
         assert!(!is_tls(&huge, &hello));
+        // Such a codec cannot share its port with TLS; the usual ones can.
+        assert!(!tells_hellos_apart(&huge));
+        assert!(tells_hellos_apart(&Codec::default()) && tells_hellos_apart(&PRE_AUTH_CODEC));
+        let length_only = Codec { json_header: false, ..Codec::default() };
+        assert!(!tells_hellos_apart(&length_only));
+        let big_endian = Codec { byteorder: crate::codec::ByteOrder::Big, ..length_only };
+        assert!(tells_hellos_apart(&big_endian));
+        assert!(!tells_hellos_apart(&Codec { max_header: 66_326, ..Codec::default() }));
+        assert!(tells_hellos_apart(&Codec { max_header: 66_325, ..Codec::default() }));
         assert!(!is_tls(&Codec::default(), b"ls -l"));
     }
 }
