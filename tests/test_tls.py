@@ -262,24 +262,57 @@ def test_tls_needs_something_that_says_whom_you_talk_to():
 
 
 @pytest.mark.parametrize("kind", ["Client", "AsyncClient"])
-def test_a_wrong_fingerprint_is_refused_before_anything_is_sent(tls_server, kind, caplog):
-    log = server_log(caplog)
-    wrong = "0" * 64
-    if kind == "Client":
+def test_a_wrong_fingerprint_is_refused_before_anything_is_sent(tmp_path, kind):
+    """A TLS endpoint of the stdlib's, holding a certificate like any server's,
+    records what it receives after the handshake: nothing, not even the
+    handshake's first frame, reaches it from a client that pinned another."""
+    fingerprint = rframe._rframe.server_fingerprint(tls_dir=tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "server.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    received = []
+
+    def serve():
+        conn, _ = listener.accept()
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.settimeout(HANG_BOUND)
+            try:
+                while data := tls.recv(65536):
+                    received.append(data)
+            except (OSError, ssl.SSLError):
+                pass
+            received.append(b"<closed>")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    address, wrong = listener.getsockname(), "0" * 64
+    try:
         with pytest.raises(rframe.FingerprintMismatch) as info:
-            rframe.Client(*tls_server.address, tls=True, token=TOKEN, fingerprint=wrong, timeout=HANG_BOUND)
-    else:
-        with pytest.raises(rframe.FingerprintMismatch) as info:
-            asyncio.run(
-                rframe.AsyncClient.connect(*tls_server.address, tls=True, token=TOKEN, fingerprint=wrong, timeout=HANG_BOUND)
-            )
+            if kind == "Client":
+                rframe.Client(*address, tls=True, token=TOKEN, fingerprint=wrong, timeout=HANG_BOUND)
+            else:
+                asyncio.run(rframe.AsyncClient.connect(*address, tls=True, token=TOKEN, fingerprint=wrong, timeout=HANG_BOUND))
+        thread.join(HANG_BOUND)
+    finally:
+        listener.close()
+    assert received == [b"<closed>"]
     err = info.value
     assert isinstance(err, ssl.SSLCertVerificationError)
-    assert (err.expected, err.actual) == (wrong, tls_server.tls_fingerprint)
-    assert wrong in str(err) and tls_server.tls_fingerprint in str(err)
-    # The connection reached the server, and ended without a single request.
-    assert wait_until(lambda: "connected (TLS)" in log() and "disconnected" in log(), 5), log()
-    assert "auth" not in log().replace("authenticat", "")  # no request, no failed login
+    assert (err.expected, err.actual) == (wrong, fingerprint)
+    assert wrong in str(err) and fingerprint in str(err)
+    # The same endpoint, pinned right, gets the handshake's first frame: the
+    # check above could have failed.
+    listener = socket.create_server(("127.0.0.1", 0))
+    received.clear()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises((ConnectionError, rframe.AuthenticationError, TimeoutError)):
+            rframe.Client(*listener.getsockname(), tls=True, token=TOKEN, fingerprint=fingerprint, timeout=1)
+        thread.join(HANG_BOUND)
+    finally:
+        listener.close()
+    assert b"auth" in b"".join(received)
 
 
 def test_a_second_server_with_the_same_token_is_refused_by_a_pinned_client(tls_server, tmp_path):
@@ -626,3 +659,72 @@ def test_a_peer_that_reads_nothing_gives_its_place_back_at_the_login_deadline(tm
             assert 0 < sent < 100_000, "the server never stopped reading"
             assert not can_log_in()
             assert wait_until(can_log_in, 8)
+
+
+def test_a_reply_trickled_over_tls_is_bounded_by_the_clients_timeout(tmp_path):
+    """On a plain socket the timeout bounds the whole reply; over TLS too, not
+    each record (a byte every 0.2 s would otherwise never time out)."""
+    rframe._rframe.server_fingerprint(tls_dir=tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tmp_path / "server.pem")
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve():
+        conn, _ = listener.accept()
+        with ctx.wrap_socket(conn, server_side=True) as tls:
+            rframe.read_frame(tls)
+            for byte in rframe.pack_frame(b"x" * 100, {"op": "slow"}):
+                if stop.wait(0.2):
+                    return
+                tls.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        fingerprint = rframe._rframe.server_fingerprint(tls_dir=tmp_path)
+        with rframe.Client(*listener.getsockname(), tls=True, fingerprint=fingerprint, timeout=1) as c:
+            t0 = time.monotonic()
+            with pytest.raises(TimeoutError):
+                c.request(b"hi")
+            assert time.monotonic() - t0 < 5  # the reply would take 26 s
+    finally:
+        stop.set()
+        thread.join(HANG_BOUND)
+        listener.close()
+
+
+def test_tls_arguments_imply_tls_and_bad_ones_say_so(tmp_path):
+    with running(rframe.Server(port=0, tls_dir=tmp_path / "tls")) as s:  # loopback, but TLS was meant
+        assert s.tls_fingerprint is not None
+        # A pin implies TLS too, on loopback.
+        with rframe.Client(*s.address, fingerprint=s.tls_fingerprint, timeout=HANG_BOUND) as c:
+            assert c.tls_fingerprint == s.tls_fingerprint
+    junk = tmp_path / "junk.pem"
+    junk.write_text("junk\n")
+    p = CliProcess("rframe.server", "--port", "0", "--tls-cert", junk, "--tls-key", junk)
+    assert p.wait() == 2
+    assert "TLS certificate" in p.stderr and "junk.pem" in p.stderr and "cannot listen" not in p.stderr
+    # A codec that would read a TLS hello as a frame cannot share its port with TLS.
+    with pytest.raises(ValueError, match="hello"):
+        rframe.Server(port=0, tls=True, tls_dir=tmp_path / "tls", handler=lambda f: f.body, codec=rframe.Codec(json_header=False))
+
+
+def test_plaintext_by_name_is_checked_against_the_address_reached(monkeypatch):
+    """A name taken for loopback (plaintext) must reach loopback: if it
+    resolved elsewhere, the client closes before it sends a byte."""
+    with running(rframe.Server(port=0)) as s:
+        real = socket.socket.getpeername
+
+        def elsewhere(sock):
+            host, port = real(sock)[:2]
+            return ("192.0.2.7", port)  # what a lying resolver would have led to (never contacted)
+
+        monkeypatch.setattr(socket.socket, "getpeername", elsewhere)
+        with pytest.raises(ConnectionRefusedError, match="not a loopback address"):
+            rframe.Client("localhost", s.address[1], timeout=HANG_BOUND)
+        with pytest.raises(ConnectionRefusedError, match="not a loopback address"):
+            asyncio.run(rframe.AsyncClient.connect("localhost", s.address[1], timeout=HANG_BOUND))
+        monkeypatch.undo()
+        with rframe.Client("localhost", s.address[1], timeout=HANG_BOUND) as c:
+            assert c.run("echo local").stdout == b"local\n"

@@ -472,6 +472,7 @@ class AsyncClient:
         self._unix = unix_path is not None
         self._pinned = _tls.normalize_fingerprint(fingerprint) if fingerprint is not None else None
         self._tls = _tls.client_context(tls, host=None if self._unix else host, fingerprint=self._pinned, token=self._token)
+        self._check_loopback = tls is None and self._tls is None and not self._unix
         #: The server certificate's SHA-256 (lowercase hex) on TLS, else ``None``.
         self.tls_fingerprint: Optional[str] = None
         self._pid = os.getpid()
@@ -542,7 +543,9 @@ class AsyncClient:
             if self._token is not None:
                 await self._authenticate(self._token, binding)
         except BaseException:
-            await self._shut(conn, "the handshake failed")
+            # Aborted, not closed: a peer that failed the pin or the login
+            # is not waited for (a TLS close waits for its close_notify).
+            await self._shut(conn, "the handshake failed", graceful=False)
             raise
 
     async def _make_connection(self, loop: asyncio.AbstractEventLoop) -> _Connection:
@@ -554,7 +557,13 @@ class AsyncClient:
         ssl_args: dict[str, Any] = {}
         if self._tls is not None:
             ssl_args = {"ssl": self._tls, "server_hostname": "" if self._unix else self.address[0]}
+            if self.timeout is not None:
+                # close() waits for the peer's close_notify no longer than a call may take.
+                ssl_args["ssl_shutdown_timeout"] = self.timeout
         try:
+            if self._check_loopback:
+                # Plaintext chosen by the name alone: checked against the address reached.
+                _tls.check_loopback_peer(sock, self.address[0])
             if self._unix:
                 await loop.create_unix_connection(lambda: conn, sock=sock, **ssl_args)
             else:
@@ -627,8 +636,8 @@ class AsyncClient:
             raise RuntimeError(f"{self!r} belongs to another event loop: close it there")
         await self._shut(conn, "the client was closed")
 
-    async def _shut(self, conn: _Connection, reason: str) -> None:
-        conn.fail(reason, graceful=True)
+    async def _shut(self, conn: _Connection, reason: str, graceful: bool = True) -> None:
+        conn.fail(reason, graceful=graceful)
         if not conn.lost.done():
             # connection_lost comes on the loop's next turn (abort() or an
             # empty write buffer); shielded so a cancelled close() still closes.

@@ -141,6 +141,9 @@ class Client:
                 sock = context.wrap_socket(sock, server_hostname=None if unix_path is not None else host)
                 cert = _tls.PeerCertificate.of(sock, where(self.address), pinned)
                 self.tls_fingerprint, binding = cert.fingerprint, cert.binding
+            elif tls is None and unix_path is None:
+                # Plaintext chosen by the name alone: checked against the address reached.
+                _tls.check_loopback_peer(sock, host)
         except BaseException:
             sock.close()
             raise
@@ -174,8 +177,10 @@ class Client:
             return
         # A call is under way: wake it; it closes the socket on its way out
         # (closing it here could hand its descriptor number to another socket).
+        # The socket's own shutdown, not SSLSocket's: that one drops its TLS
+        # state first, and a send racing it would go out unencrypted.
         try:
-            sock.shutdown(socket.SHUT_RDWR)
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
         except OSError:
             pass
 

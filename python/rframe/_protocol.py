@@ -18,7 +18,7 @@ import os
 from typing import Any, Callable, Mapping, Optional, Union
 
 from ._errors import REMOTE_ERRORS, AuthenticationError, CommandError, CommandTimeout, RemoteError
-from ._rframe import Codec, Frame, auth_nonce, auth_proof, auth_verify
+from ._rframe import CHANNEL_BINDING_NONE, CHANNEL_BINDING_TLS, Codec, Frame, auth_nonce, auth_proof, auth_verify
 
 __all__ = [
     "CommandResult",
@@ -322,9 +322,6 @@ def auth_hello() -> dict[str, Any]:
     return {"op": "auth"}
 
 
-#: The handshake's ``channel_binding`` on TLS, and without TLS.
-TLS_SERVER_END_POINT = "tls-server-end-point"
-NO_BINDING = "none"
 
 
 def auth_answer(token: bytes, reply: Frame, binding: Optional[bytes] = None) -> tuple[dict[str, Any], str, str]:
@@ -348,8 +345,8 @@ def auth_answer(token: bytes, reply: Frame, binding: Optional[bytes] = None) -> 
         )
     if op != "challenge" or not isinstance(h.get("nonce"), str):
         raise AuthenticationError(f"the server did not answer the handshake (got {h!r})")
-    theirs = h.get("channel_binding", NO_BINDING)
-    ours = TLS_SERVER_END_POINT if binding is not None else NO_BINDING
+    theirs = h.get("channel_binding", CHANNEL_BINDING_NONE)
+    ours = CHANNEL_BINDING_TLS if binding is not None else CHANNEL_BINDING_NONE
     if theirs != ours:
         if binding is not None:
             raise AuthenticationError(
@@ -365,7 +362,7 @@ def auth_answer(token: bytes, reply: Frame, binding: Optional[bytes] = None) -> 
     proof = auth_proof(token, "client", server_nonce, client_nonce, binding=binding)
     header = {"op": "auth", "nonce": server_nonce, "client_nonce": client_nonce, "proof": proof}
     if binding is not None:
-        header["channel_binding"] = TLS_SERVER_END_POINT
+        header["channel_binding"] = CHANNEL_BINDING_TLS
     return header, server_nonce, client_nonce
 
 

@@ -103,6 +103,7 @@ class Server:
     plaintext unless ``tls=True``; each warns with ``RuntimeWarning``).
     ``tls=None`` decides by the address (on off loopback), ``True`` turns it
     on anywhere, ``False`` off (off loopback only with ``insecure=True``). A
+    ``tls_cert``, ``tls_key`` or ``tls_dir`` given with ``tls=None`` mean TLS. A
     TLS server still serves plaintext on the same port to clients on this
     machine; others get a ``tls-required`` error. Its certificate is made on
     first use and kept in ``tls_dir`` (default: ``$XDG_STATE_HOME/rframe``,
@@ -181,6 +182,12 @@ class _ReplyReader:
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Start writing a stretch of a file to disk and return at once (Linux ``sync_file_range``)."""
+
+#: The application protocol TLS connections name (ALPN).
+TLS_ALPN: str
+#: The handshake's ``channel_binding`` on TLS, and on plaintext (PROTOCOL.md).
+CHANNEL_BINDING_TLS: str
+CHANNEL_BINDING_NONE: str
 
 def auth_nonce() -> str:
     """32 random bytes from the OS, as hex: a handshake nonce."""

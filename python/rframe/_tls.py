@@ -13,16 +13,20 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import secrets
+import socket
 import ssl
 from typing import Optional, Union
 
 from ._errors import FingerprintMismatch
+from ._rframe import TLS_ALPN as ALPN  # the application protocol both ends name in the handshake
 
 __all__ = [
     "ALPN",
     "TLSArg",
     "normalize_fingerprint",
     "is_loopback_host",
+    "uses_tls",
+    "check_loopback_peer",
     "client_context",
     "pinning_context",
     "PeerCertificate",
@@ -40,8 +44,6 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-#: The application protocol both ends name in the TLS handshake.
-ALPN = "rframe/1"
 
 TLSArg = Union[None, bool, ssl.SSLContext]
 
@@ -65,10 +67,12 @@ def normalize_fingerprint(fingerprint: str) -> str:
 
 
 def is_loopback_host(host: str) -> bool:
-    """True for a loopback address (127.0.0.0/8, ::1) or ``localhost``, the
-    names that reach this machine without a network (RFC 6761)."""
+    """True for a loopback address (127.0.0.0/8, ::1) or ``localhost``: what
+    a client decides plaintext by before it connects (and checks after, see
+    :func:`check_loopback_peer`). Other names, ``*.localhost`` among them,
+    may be looked up on the network, so they get TLS."""
     name = host.strip().rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    if name == "localhost":
         return True
     try:
         address = ipaddress.ip_address(name.strip("[]"))
@@ -77,6 +81,28 @@ def is_loopback_host(host: str) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped.is_loopback
     return address.is_loopback
+
+
+def uses_tls(tls: Optional[bool], host: Optional[str], fingerprint: Optional[str] = None) -> bool:
+    """Whether a client connects with TLS: as told, else with a pin, or to
+    any host that is not loopback (``host=None``: a Unix socket)."""
+    if tls is not None:
+        return tls
+    return fingerprint is not None or (host is not None and not is_loopback_host(host))
+
+
+def check_loopback_peer(sock: socket.socket, host: str) -> None:
+    """After a plaintext connection chosen because ``host`` looked local: the
+    address it reached must be loopback too, or the client closes and says so
+    (a name that resolved elsewhere would get the token's proof in the clear)."""
+    address = ipaddress.ip_address(sock.getpeername()[0].split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if not address.is_loopback:
+        raise ConnectionRefusedError(
+            f"{host} reached {address}, which is not a loopback address: refusing plaintext there "
+            "(tls=True to connect over TLS)"
+        )
 
 
 def pinning_context() -> ssl.SSLContext:
@@ -106,7 +132,7 @@ def client_context(
         return tls
     if tls is not None and not isinstance(tls, bool):
         raise TypeError(f"tls must be None, True, False or an ssl.SSLContext, not {type(tls).__name__}")
-    use_tls = tls if tls is not None else host is not None and not is_loopback_host(host)
+    use_tls = uses_tls(tls, host, fingerprint)
     if not use_tls:
         if fingerprint is not None:
             raise ValueError("fingerprint pins a TLS certificate: it needs TLS (tls=False was given, or a local address)")

@@ -43,7 +43,7 @@ from ._client import Client
 from ._errors import AuthenticationError, CommandTimeout, FingerprintMismatch, RemoteError
 from ._known_servers import KnownServers, default_path
 from ._protocol import where
-from ._tls import is_loopback_host, normalize_fingerprint, pinning_context
+from ._tls import normalize_fingerprint, pinning_context, uses_tls
 
 __all__ = ["main"]
 
@@ -178,8 +178,7 @@ class _Session:
     def _open(self) -> Client:
         a = self.args
         common: dict[str, Any] = {"unix_path": a.unix, "token": self.token, "timeout": a.timeout}
-        uses_tls = a.tls if a.tls is not None else a.unix is None and not is_loopback_host(a.host)
-        if not uses_tls or a.fingerprint is not None or a.unix is not None:
+        if a.unix is not None or a.fingerprint is not None or not uses_tls(a.tls, a.host):
             return Client(a.host, a.port, tls=a.tls, fingerprint=a.fingerprint, **common)
         # Trust on first use, as ssh: a recorded certificate is pinned...
         known = KnownServers(a.known_servers or default_path())
@@ -252,7 +251,7 @@ class _Session:
             return self.failure(e)
         _write(result.stdout, result.stderr)
         if result.stdout_truncated or result.stderr_truncated:
-            _say("rframe: output truncated (over the server's --max-output)")
+            _say("rframe: output truncated (over the server's --max-output, or its --output-budget)")
         code = result.returncode
         return 128 - code if code < 0 else code
 

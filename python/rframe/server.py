@@ -329,6 +329,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return _fail(str(e))
     except OSError as e:
         where = args.unix or f"{args.host}:{args.port}"
+        if e.errno is None and str(e).startswith("TLS certificate:"):  # (from Server::bind)
+            return _fail(str(e))
         return _fail(f"cannot listen on {where}: {e.strerror or e}")
 
     for w in caught:

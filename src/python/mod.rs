@@ -19,6 +19,10 @@ use pyo3::prelude::*;
 fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<codec::PyCodec>()?;
     m.add("Frame", frame::frame_type(m.py())?)?;
+    // Facts of the protocol that the Python side needs too, defined once.
+    m.add("TLS_ALPN", std::str::from_utf8(crate::tls::ALPN).expect("ASCII"))?;
+    m.add("CHANNEL_BINDING_TLS", crate::protocol::auth::TLS_SERVER_END_POINT)?;
+    m.add("CHANNEL_BINDING_NONE", crate::protocol::auth::NO_BINDING)?;
     m.add_class::<decoder::PyFrameDecoder>()?;
     m.add_class::<server::PyServer>()?;
     m.add_class::<replies::PyReplyReader>()?;

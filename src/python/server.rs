@@ -399,6 +399,8 @@ impl PyServer {
             idle_timeout: seconds("idle_timeout", idle_timeout)?,
             encoding: encoding.to_owned(),
             tls: match tls {
+                // A certificate given, or where to keep one: TLS was meant.
+                None if tls_cert.is_some() || tls_key.is_some() || tls_dir.is_some() => TlsMode::On,
                 None => TlsMode::Auto,
                 Some(true) => TlsMode::On,
                 Some(false) => TlsMode::Off,

@@ -85,6 +85,42 @@ struct ObjectSource<'py> {
     obj: Bound<'py, PyAny>,
     method: &'static str,
     scratch: Option<Bound<'py, PyByteArray>>,
+    deadline: Option<Deadline>,
+}
+
+/// An object with a timeout of its own (an `ssl.SSLSocket`) applies it to each
+/// read; a frame is bounded as a whole, as on a plain socket: each read gets
+/// what is left, and the timeout is put back afterwards.
+struct Deadline {
+    at: Instant,
+    timeout: f64,
+}
+
+impl Deadline {
+    fn of(obj: &Bound<'_, PyAny>) -> PyResult<Option<Deadline>> {
+        if !obj.hasattr("gettimeout")? || !obj.hasattr("settimeout")? {
+            return Ok(None);
+        }
+        let timeout: Option<f64> = obj.call_method0("gettimeout")?.extract()?;
+        Ok(timeout
+            .filter(|t| *t > 0.0 && t.is_finite())
+            .map(|timeout| Deadline { at: Instant::now() + Duration::from_secs_f64(timeout.min(1e9)), timeout }))
+    }
+
+    /// Gives the next read what is left of the time, or fails once none is.
+    fn arm(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let left = self.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(pyo3::exceptions::PyTimeoutError::new_err("timed out"));
+        }
+        obj.call_method1("settimeout", (left.as_secs_f64(),))?;
+        Ok(())
+    }
+
+    fn restore(&self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        obj.call_method1("settimeout", (self.timeout,))?;
+        Ok(())
+    }
 }
 
 const SCRATCH: usize = 256 * 1024;
@@ -100,7 +136,8 @@ impl<'py> ObjectSource<'py> {
                     obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
                 ))
             })?;
-        Ok(ObjectSource { obj, method, scratch: None })
+        let deadline = Deadline::of(&obj)?;
+        Ok(ObjectSource { obj, method, scratch: None, deadline })
     }
 }
 
@@ -108,6 +145,9 @@ impl ByteSource for ObjectSource<'_> {
     type Error = PyErr;
     fn read_some(&mut self, buf: &mut [u8]) -> PyResult<usize> {
         let py = self.obj.py();
+        if let Some(deadline) = &self.deadline {
+            deadline.arm(&self.obj)?;
+        }
         let want = buf.len().min(SCRATCH);
         let n = if self.method == "read" {
             let got = self.obj.call_method1("read", (want,))?;
@@ -200,7 +240,17 @@ pub fn read_from<'py>(py: Python<'py>, codec: &Codec, source: &Bound<'py, PyAny>
     let alloc = |len| BodyBuf::new(py, len);
     let result = match endpoint(source, "recv_into", "read_frame")? {
         Endpoint::Socket { fd, deadline } => read_frame(codec, &mut SocketSource { py, fd, deadline }, alloc),
-        Endpoint::Object(obj) => read_frame(codec, &mut ObjectSource::new(obj)?, alloc),
+        Endpoint::Object(obj) => {
+            let mut source = ObjectSource::new(obj)?;
+            let read = read_frame(codec, &mut source, alloc);
+            if let Some(deadline) = &source.deadline {
+                let restored = deadline.restore(&source.obj);
+                if read.is_ok() {
+                    restored?;
+                }
+            }
+            read
+        }
     };
     let frame = result.map_err(|e| read_error(py, e))?;
     let header = match frame.header {
