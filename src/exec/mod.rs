@@ -1,17 +1,18 @@
 //! Running one command: its own session, both pipes drained at once,
 //! output capped, a time limit, and nothing left running afterwards.
+//! Starting it and waiting for it: `spawn.rs`.
+
+mod spawn;
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
 
 /// How long output may still trickle in after the command exited, before the
 /// pipes are abandoned (a process that left the group can hold them forever).
@@ -184,54 +185,18 @@ async fn read_capped(mut pipe: impl AsyncRead + Unpin, cap: usize, kept: &mut Ke
     }
 }
 
-fn command(spec: &CommandSpec) -> io::Result<Command> {
-    let mut cmd = match &spec.program {
-        Program::Shell(line) => {
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(line);
-            c
-        }
-        Program::Argv(argv) => {
-            let (first, rest) =
-                argv.split_first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-            let mut c = Command::new(first);
-            c.args(rest);
-            c
-        }
-    };
-    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
-    // After the request's variables, so that a request cannot put them back.
-    for name in SCRUBBED_ENV {
-        cmd.env_remove(name);
-    }
-    cmd.stdin(if spec.input.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    // A session of its own, which is also a process group of its own (pgid =
-    // pid), so one killpg reaches everything it started. Without a
-    // controlling terminal, a command that opens /dev/tty (a password prompt)
-    // gets ENXIO at once, instead of stopping on the server's terminal until
-    // its time limit; and being a session leader, the command itself cannot
-    // move to another group. (Not with process_group(0) as well: setsid
-    // fails in a process that already leads a group.)
-    // SAFETY: setsid is async-signal-safe, and the closure touches no memory
-    // of the parent's.
-    unsafe {
-        cmd.pre_exec(|| if libc::setsid() == -1 { Err(io::Error::last_os_error()) } else { Ok(()) });
-    }
-    if let Some(cwd) = &spec.cwd {
-        cmd.current_dir(cwd);
-    }
-    Ok(cmd)
-}
-
 /// Runs a command to completion (or to its time limit). An error means it
 /// could not be started.
 pub async fn run(spec: CommandSpec) -> io::Result<CommandOutput> {
     let started = Instant::now();
-    let mut child = command(&spec)?.spawn()?;
-    let mut group = GroupGuard(child.id().map(|id| id as i32));
+    // In a session of its own, which is also a process group of its own (pgid =
+    // pid), so one killpg reaches everything it started. Without a controlling
+    // terminal, a command that opens /dev/tty (a password prompt) gets ENXIO at
+    // once, instead of stopping on the server's terminal until its time limit;
+    // and being a session leader, the command itself cannot move to another
+    // group. Dropped (the request abandoned), the child is killed and reaped.
+    let mut child = spawn::spawn(&spec)?;
+    let mut group = GroupGuard(Some(child.pid()));
 
     let stdin = child.stdin.take();
     let stdout = child.stdout.take().expect("stdout is piped");
