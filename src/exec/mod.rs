@@ -268,12 +268,11 @@ pub async fn run(spec: CommandSpec) -> io::Result<CommandOutput> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(line: &str) -> CommandSpec {
+impl CommandSpec {
+    /// `program` with nothing else asked: a 10 s limit, 1 MiB of output.
+    pub(crate) fn for_tests(program: Program) -> CommandSpec {
         CommandSpec {
-            program: Program::Shell(line.into()),
+            program,
             env: vec![],
             cwd: None,
             input: None,
@@ -281,6 +280,15 @@ mod tests {
             max_output: 1 << 20,
             budget: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(line: &str) -> CommandSpec {
+        CommandSpec::for_tests(Program::Shell(line.into()))
     }
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {

@@ -586,15 +586,7 @@ mod tests {
     use super::*;
 
     fn spec(program: Program) -> CommandSpec {
-        CommandSpec {
-            program,
-            env: vec![],
-            cwd: None,
-            input: None,
-            timeout: Duration::from_secs(10),
-            max_output: 1 << 20,
-            budget: None,
-        }
+        CommandSpec::for_tests(program)
     }
 
     fn argv(words: &[&str]) -> CommandSpec {
@@ -673,6 +665,15 @@ mod tests {
     /// Whether the process is gone, reaped (a zombie keeps its /proc entry).
     fn reaped(pid: libc::pid_t) -> bool {
         !Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    /// Waits (5 s at most) for a dropped child to be reaped.
+    async fn assert_reaped(pid: libc::pid_t) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !reaped(pid) {
+            assert!(Instant::now() < deadline, "{pid} left behind");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[test]
@@ -810,11 +811,7 @@ mod tests {
             let child = spawn(&argv(&["sleep", "100"])).unwrap();
             let pid = child.pid();
             drop(child);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !reaped(pid) {
-                assert!(Instant::now() < deadline, "{pid} left behind");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            assert_reaped(pid).await;
         });
     }
 
@@ -874,11 +871,7 @@ mod tests {
             let child = spawn_with(&argv(&["sleep", "100"]), std_hook::start, std_hook::watch).unwrap();
             let pid = child.pid();
             drop(child);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !reaped(pid) {
-                assert!(Instant::now() < deadline, "{pid} left behind");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            assert_reaped(pid).await;
         });
     }
 }
