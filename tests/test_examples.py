@@ -301,6 +301,42 @@ def test_bench_quick():
         assert re.fullmatch(r"\d[\d.]*x", cells[5]), row
 
 
+def test_bench_setup_quick(tmp_path):
+    """bench/setup.py --quick times both rframe rows; ssh and asyncssh each
+    get a row or a note saying why not; nothing is left behind."""
+    env = dict(ENV, TMPDIR=str(tmp_path))  # the script's temporary directory lands here
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "setup.py"), "--quick"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:  # hung: end it and whatever it started (sshd, the server)
+            os.killpg(proc.pid, 9)
+            proc.communicate()
+    assert proc.returncode == 0, out + err
+    assert re.search(r"Python 3\.\d+", out) and "nproc=" in out
+    rows = {
+        cells[0]: cells
+        for cells in ([c.strip() for c in line.strip("|").split("|")] for line in out.splitlines())
+        if cells[0].startswith(("rframe ", "`ssh ", "asyncssh "))
+    }
+    names = {name.split()[0].strip("`"): cells for name, cells in rows.items()}
+    rframe_rows = [cells for name, cells in rows.items() if name.startswith("rframe ")]
+    assert [("plaintext" in c[0], "TLS" in c[0]) for c in rframe_rows] == [(True, False), (False, True)], out
+    for cells in rows.values():
+        assert len(cells) == 5, cells
+        assert float(cells[1]) > 0 and float(cells[2]) >= float(cells[1]), cells  # median <= p90
+        assert 1 <= int(cells[3]) <= 5 and re.fullmatch(r"\d+\.\d\dx", cells[4]), cells
+    assert rframe_rows[1][4] == "1.00x"
+    for peer in ("ssh", "asyncssh"):
+        # a peer that cannot run here is skipped, one that fails is dropped: a note either way
+        assert peer in names or re.search(rf"^Note: (.* )?{peer}\b.*(skipped|dropped after)", out, re.M), out
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
 def test_bench_decode_count_small():
     """bench/decode_count.py counts every decoder's instructions per frame."""
