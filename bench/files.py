@@ -96,10 +96,13 @@ def peer_main() -> None:
 
 def server_main(root: str, tls_dir: str) -> None:
     """The rframe server, as ``python -m rframe.server --root ROOT --log-level
-    WARNING`` would run it, with TLS on (a certificate generated into
-    ``tls_dir``). Its first line is ``PORT FINGERPRINT``."""
+    WARNING --idle-timeout 3600`` would run it, with TLS on (a certificate
+    generated into ``tls_dir``). Its first line is ``PORT FINGERPRINT``."""
     logging.basicConfig(level=logging.WARNING)
-    server = rframe.Server("127.0.0.1", 0, root=root, tls=True, tls_dir=tls_dir)
+    # idle_timeout: each client's connection waits while the other's
+    # transfers run, which on a busy disk has taken longer than the default
+    # 300 s (the server then closed the waiting connection)
+    server = rframe.Server("127.0.0.1", 0, root=root, tls=True, tls_dir=tls_dir, idle_timeout=3600)
     print(server.address[1], server.tls_fingerprint, flush=True)
     try:
         server.serve_forever()
