@@ -1,4 +1,4 @@
-"""Smoke tests for examples/ and bench/framing.py --quick.
+"""Smoke tests for examples/ and the bench scripts' --quick modes.
 
 Every example runs as a real subprocess of ``sys.executable``; servers listen on
 port 0 and are found through their first output line, ``listening on HOST:PORT``.
@@ -301,22 +301,48 @@ def test_bench_quick():
         assert re.fullmatch(r"\d[\d.]*x", cells[5]), row
 
 
+def run_bench(script, *args, tmp_path, timeout):
+    """A bench script in a session of its own, its temporary files in
+    ``tmp_path``; if it hangs, it and everything it started are killed."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=dict(ENV, TMPDIR=str(tmp_path)), start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_bench_server_tls_quick(tmp_path):
+    """bench/server.py --quick, the rframe rows only: the TLS servers answer the
+    pinning TLS client, their rows and the TLS / plaintext ratios are printed,
+    and their certificate directories are removed."""
+    only = [arg for kind in ("rframe", "rframe-tls", "rframe-int32", "rframe-int32-tls") for arg in ("--only", kind)]
+    r = run_bench("server.py", "--quick", *only, tmp_path=tmp_path, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| rframe.Server(")]
+    assert len(rows) == 4 and sum("tls=True), TLS 1.3" in row for row in rows) == 2, r.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[2].replace(",", "")) > 0 and float(cells[5]) > 0, row
+    for name in ("rframe TLS server CPU/request vs rframe plaintext", "rframe TLS req/s vs rframe plaintext",
+                 "rframe length-only TLS server CPU/request vs plaintext", "rframe length-only TLS req/s vs plaintext"):
+        assert re.search(rf"^\| {re.escape(name)} \| \d+\.\d\dx \|", r.stdout, re.M), (name, r.stdout)
+    assert "FAILED" not in r.stdout
+    assert os.listdir(tmp_path) == []
+
+
 def test_bench_setup_quick(tmp_path):
     """bench/setup.py --quick times both rframe rows; ssh and asyncssh each
     get a row or a note saying why not; nothing is left behind."""
-    env = dict(ENV, TMPDIR=str(tmp_path))  # the script's temporary directory lands here
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "setup.py"), "--quick"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
-        start_new_session=True,
-    )
-    try:
-        out, err = proc.communicate(timeout=240)
-    finally:
-        if proc.poll() is None:  # hung: end it and whatever it started (sshd, the server)
-            os.killpg(proc.pid, 9)
-            proc.communicate()
-    assert proc.returncode == 0, out + err
+    r = run_bench("setup.py", "--quick", tmp_path=tmp_path, timeout=240)
+    out = r.stdout
+    assert r.returncode == 0, out + r.stderr
     assert re.search(r"Python 3\.\d+", out) and "nproc=" in out
     rows = {
         cells[0]: cells
