@@ -5,10 +5,14 @@ Every number is measured in this run, on this machine; nothing is hard-coded.
 
 A file of random bytes (1 GiB by default) is moved over loopback TCP, each way:
 
-* **rframe**: ``Client.upload`` to, and ``Client.download`` from, a
-  ``python -m rframe.server --root DIR`` in a process of its own. Both ends
-  hash the file (sha256), the receiver verifies the digest, fsyncs, and renames
-  the file into place.
+* **rframe**: ``Client.upload`` to, and ``Client.download`` from, an
+  ``rframe.Server(root=DIR, tls=True)`` in a process of its own (``files.py
+  --_server``: what ``python -m rframe.server --root DIR`` runs, with TLS on).
+  Both ends hash the file (sha256), the receiver verifies the digest, fsyncs,
+  and renames the file into place. Twice: a plaintext client (TLS is off on
+  loopback unless asked for) and a TLS 1.3 client pinning the server's
+  certificate fingerprint, each on one connection opened before the timed
+  transfers (so the TLS handshake is not timed), their transfers taking turns.
 * **sendfile**: the plain Python transfer. The sender calls
   ``socket.sendfile`` (zero-copy); the receiver, a loop of ``recv_into`` a
   1 MiB buffer and ``write`` to the file. No digest. Measured twice: as is
@@ -34,6 +38,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import resource
@@ -89,6 +94,22 @@ def peer_main() -> None:
                     conn.sendfile(f)
 
 
+def server_main(root: str, tls_dir: str) -> None:
+    """The rframe server, as ``python -m rframe.server --root ROOT --log-level
+    WARNING --idle-timeout 3600`` would run it, with TLS on (a certificate
+    generated into ``tls_dir``). Its first line is ``PORT FINGERPRINT``."""
+    logging.basicConfig(level=logging.WARNING)
+    # idle_timeout: each client's connection waits while the other's
+    # transfers run, which on a busy disk has taken longer than the default
+    # 300 s (the server then closed the waiting connection)
+    server = rframe.Server("127.0.0.1", 0, root=root, tls=True, tls_dir=tls_dir, idle_timeout=3600)
+    print(server.address[1], server.tls_fingerprint, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
 def receive_into(conn: socket.socket, path: str, size: int, sync: bool, view: memoryview) -> None:
     with open(path, "wb") as out:
         left = size
@@ -114,6 +135,7 @@ class Process:
             self.close()
             raise RuntimeError(f"{argv} did not start: {line!r}")
         self.port = int(m.group(1))
+        self.match = m
 
     def peak_rss_kib(self) -> int:
         with open(f"/proc/{self.proc.pid}/status") as f:
@@ -180,9 +202,13 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="16 MiB, 1 round")
     ap.add_argument("--dir", help="work directory (default: a new one under the system temp dir)")
     ap.add_argument("--_peer", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--_server", nargs=2, metavar=("ROOT", "TLS_DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._peer:
         peer_main()
+        return 0
+    if args._server:
+        server_main(*args._server)
         return 0
     if args.quick:
         args.size, args.rounds = 16 << 20, 1
@@ -193,9 +219,10 @@ def main() -> int:
     src = os.path.join(work, "source.bin")
     make_source(src, size)
     server = Process(
-        [sys.executable, "-m", "rframe.server", "--port", "0", "--root", root, "--log-level", "WARNING"],
-        r":(\d+) \(Ctrl-C",
+        [sys.executable, os.path.abspath(__file__), "--_server", root, os.path.join(work, "tls")],
+        r"^(\d+) ([0-9a-f]{64})$",
     )
+    fingerprint = server.match.group(2)
     peer = Process([sys.executable, os.path.abspath(__file__), "--_peer"], r"^(\d+)$")
     view = memoryview(bytearray(BUF))
     times: dict[str, list[float]] = {}
@@ -207,12 +234,17 @@ def main() -> int:
     peer_out = os.path.join(work, "peer.bin")
     try:
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        with rframe.Client("127.0.0.1", server.port, timeout=300) as client:
+        # both connections (the TLS one with its handshake) are made before
+        # timing; their transfers take turns, so both meet the same machine
+        with rframe.Client("127.0.0.1", server.port, timeout=300) as plain, rframe.Client(
+            "127.0.0.1", server.port, tls=True, fingerprint=fingerprint, timeout=300
+        ) as tls:
             for _ in range(args.rounds):
-                record("rframe upload", lambda: client.upload(src, "up.bin", overwrite=True))
-                record("rframe download", lambda: client.download("up.bin", out, overwrite=True))
-                os.unlink(out)
-                os.unlink(os.path.join(root, "up.bin"))
+                for tag, client in (("", plain), (" TLS", tls)):
+                    record(f"rframe{tag} upload", lambda: client.upload(src, "up.bin", overwrite=True))
+                    record(f"rframe{tag} download", lambda: client.download("up.bin", out, overwrite=True))
+                    os.unlink(out)
+                    os.unlink(os.path.join(root, "up.bin"))
         client_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
         server_peak = server.peak_rss_kib()
         for _ in range(args.rounds):
@@ -253,10 +285,20 @@ def main() -> int:
             f">= 0.70x sendfile: {'met' if met else '**missed**'} |"
         )
     print()
+    print("rframe over TLS 1.3 against rframe plaintext, the same server; each client's one connection "
+          "(the TLS handshake included) opened before timing:")
+    print()
+    print("| transfer | rframe plaintext MB/s | rframe TLS 1.3 MB/s | TLS / plaintext | target |")
+    print("|---|---:|---:|---:|---|")
+    for way in ("upload", "download"):
+        r, t = rate[f"rframe {way}"], rate[f"rframe TLS {way}"]
+        print(f"| {way} | {r:,.0f} | {t:,.0f} | {t / r:.2f}x | >= 0.85x: {'met' if t / r >= 0.85 else '**missed**'} |")
+    print()
     print(f"For scale: local `cp` {rate['cp']:,.0f} MB/s, `cp` + `sync FILE` {rate['cp + sync']:,.0f} MB/s.")
     print(
         f"Memory: the rframe server's peak RSS {server_peak / 1024:.0f} MiB; this process grew by "
-        f"{client_growth / 1024:.0f} MiB during the rframe transfers of {size / (1 << 20):.0f} MiB files."
+        f"{client_growth / 1024:.0f} MiB during the rframe transfers (plaintext and TLS) of "
+        f"{size / (1 << 20):.0f} MiB files."
     )
     return 0
 

@@ -17,7 +17,12 @@ Every number is measured in this run, on this machine; nothing is hard-coded.
    * an asyncio streams server (``readexactly``, ``struct`` + ``json``);
    * the same on uvloop;
    * Twisted's ``Int32StringReceiver`` (big-endian length, no JSON header);
-   * for comparison with Twisted, rframe with the same length-only codec.
+   * for comparison with Twisted, rframe with the same length-only codec;
+   * both rframe servers again over TLS 1.3 (``tls=True``, a certificate
+     generated into a temporary directory), driven by the same client with an
+     ``ssl.SSLContext`` that checks the server's certificate fingerprint.
+     Every connection, TLS handshake included, is opened before the warm-up:
+     the timed rounds carry requests only.
 
    Reported: requests/s (wall time of the measured phase), per-request latency
    p50/p99 as the client sees it, and the server process's CPU time (user +
@@ -44,9 +49,13 @@ import json
 import os
 import platform
 import random
+import hashlib
 import select
+import shutil
+import signal
 import socket
 import socketserver
+import ssl
 import struct
 import subprocess
 import sys
@@ -64,22 +73,32 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # kind -> (client framing, description)
 KINDS = {
     "rframe": ("json", "rframe.Server(handler=upper)"),
+    "rframe-tls": ("json", "rframe.Server(handler=upper, tls=True), TLS 1.3"),
     "threading": ("json", "socketserver.ThreadingTCPServer, struct + json (course style)"),
     "asyncio": ("json", "asyncio streams, struct + json"),
     "uvloop": ("json", "asyncio streams on uvloop, struct + json"),
     "twisted": ("int32", "Twisted Int32StringReceiver (no JSON header)"),
     "rframe-int32": ("int32", "rframe.Server(handler=upper, codec=Codec(json_header=False, byteorder='big'))"),
+    "rframe-int32-tls": ("int32", "rframe.Server(handler=upper, codec=Codec(json_header=False, byteorder='big'), "
+                                  "tls=True), TLS 1.3"),
     "rframe-cmd": ("json", "rframe.Server() command server"),
 }
 
 
-def _announce(port):
-    """The first line of a server's stdout is its port."""
-    sys.stdout.write(f"{port}\n")
+# the servers that speak TLS: the driver gives each a certificate directory
+# of its own (--tls-dir) and pins the fingerprint the server announces
+TLS_KINDS = {"rframe-tls", "rframe-int32-tls"}
+ALPN = "rframe/1"
+
+
+def _announce(port, fingerprint=None):
+    """The first line of a server's stdout is its port, then, for a TLS
+    server, a space and its certificate's fingerprint (hex SHA-256 of the DER)."""
+    sys.stdout.write(f"{port}\n" if fingerprint is None else f"{port} {fingerprint}\n")
     sys.stdout.flush()
 
 
-def serve_rframe(port, length_only=False):
+def serve_rframe(port, length_only=False, tls_dir=None):
     import rframe
 
     if length_only:
@@ -92,8 +111,11 @@ def serve_rframe(port, length_only=False):
             return frame.header, frame.body.upper()
 
         codec = None
-    server = rframe.Server(HOST, port, handler=upper, codec=codec)
-    _announce(server.address[1])
+    if tls_dir is None:
+        server = rframe.Server(HOST, port, handler=upper, codec=codec)
+    else:
+        server = rframe.Server(HOST, port, handler=upper, codec=codec, tls=True, tls_dir=tls_dir)
+    _announce(server.address[1], server.tls_fingerprint)
     server.serve_forever()
 
 
@@ -203,13 +225,35 @@ def serve_twisted(port):
 
 SERVE = {
     "rframe": serve_rframe,
+    "rframe-tls": lambda port, tls_dir: serve_rframe(port, tls_dir=tls_dir),
     "rframe-int32": lambda port: serve_rframe(port, length_only=True),
+    "rframe-int32-tls": lambda port, tls_dir: serve_rframe(port, length_only=True, tls_dir=tls_dir),
     "rframe-cmd": serve_rframe_cmd,
     "threading": serve_threading,
     "asyncio": serve_asyncio,
     "uvloop": serve_uvloop,
     "twisted": serve_twisted,
 }
+
+
+def serve(kind, port, tls_dir):
+    """Runs one server in the foreground until SIGTERM or Ctrl-C. A TLS
+    server without ``tls_dir`` keeps its certificate in a temporary
+    directory, removed when it stops."""
+    # SIGTERM (how the driver stops a server) as SystemExit, so that the
+    # finally clauses run
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    if kind not in TLS_KINDS:
+        SERVE[kind](port)
+        return
+    made = tls_dir is None
+    if made:
+        tls_dir = tempfile.mkdtemp(prefix="rframe-bench-tls-")
+    try:
+        SERVE[kind](port, tls_dir)
+    finally:
+        if made:
+            shutil.rmtree(tls_dir, ignore_errors=True)
 
 
 def available(kind):
@@ -296,14 +340,45 @@ async def _client_conn(reader, writer, reqs, workload, framing, lat):
         _check(workload, framing, expect, header, body)
 
 
+def tls_context():
+    """The client's TLS: 1.3 only, ALPN ``rframe/1``, no CA or host name check
+    (the server's certificate is self-signed): the peer is judged by its
+    fingerprint instead, checked after the handshake by :func:`check_peer`."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.set_alpn_protocols([ALPN])
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def check_peer(writer, fingerprint):
+    """Before anything is sent: the server's certificate is the one it
+    announced, and it chose rframe's protocol."""
+    ssl_object = writer.get_extra_info("ssl_object")
+    der = ssl_object.getpeercert(binary_form=True)
+    got = hashlib.sha256(der).hexdigest() if der else None
+    if got != fingerprint:
+        raise RuntimeError(f"TLS: the server's certificate has fingerprint {got}, expected {fingerprint}")
+    if ssl_object.version() != "TLSv1.3" or ssl_object.selected_alpn_protocol() != ALPN:
+        raise RuntimeError(f"TLS: {ssl_object.version()} with ALPN {ssl_object.selected_alpn_protocol()!r}, "
+                           f"expected TLSv1.3 with {ALPN!r}")
+
+
 async def _client_main(cfg):
     port, framing, workload = cfg["port"], cfg["framing"], cfg["workload"]
     nconn, requests, warmup = cfg["conns"], cfg["requests"], cfg["warmup"]
+    fingerprint = cfg.get("fingerprint")
+    ctx = tls_context() if fingerprint else None
     rng = random.Random(1234)
     conns = []
+    # every connection (and its TLS handshake) is made before the warm-up:
+    # the rounds time requests only
     for _ in range(nconn):
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port), 10)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(HOST, port, ssl=ctx), 10)
         writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ctx is not None:
+            check_peer(writer, fingerprint)
         conns.append((reader, writer))
 
     def split(total, seq0):
@@ -426,13 +501,16 @@ class ServerProcess:
     def __init__(self, kind):
         self.kind = kind
         self.err = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(
-            [sys.executable, os.path.abspath(__file__), "--serve", kind, "--port", "0"],
-            stdout=subprocess.PIPE, stderr=self.err, stdin=subprocess.DEVNULL,
-        )
+        self.tls_dir = tempfile.mkdtemp(prefix="rframe-bench-tls-") if kind in TLS_KINDS else None
+        argv = [sys.executable, os.path.abspath(__file__), "--serve", kind, "--port", "0"]
+        if self.tls_dir:
+            argv += ["--tls-dir", self.tls_dir]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.err, stdin=subprocess.DEVNULL)
         try:
-            self.port = int(LineReader(self.proc.stdout).readline(30))
-        except (TimeoutError, EOFError, ValueError) as e:
+            first = LineReader(self.proc.stdout).readline(30).split()
+            self.port = int(first[0])
+            self.fingerprint = first[1] if kind in TLS_KINDS else None
+        except (TimeoutError, EOFError, ValueError, IndexError) as e:
             self.close()
             raise RuntimeError(f"server {kind!r} did not start: {e}; stderr: {self.stderr_tail()}") from None
 
@@ -449,6 +527,8 @@ class ServerProcess:
             stop_process(self.proc)
         finally:
             self.proc.stdout.close()
+            if self.tls_dir:
+                shutil.rmtree(self.tls_dir, ignore_errors=True)
 
 
 class ClientProcess:
@@ -503,6 +583,7 @@ class Bench:
             cfg = {
                 "port": self.server.port, "framing": framing, "workload": workload, "conns": conns,
                 "requests": requests, "warmup": warmup, "uvloop": use_uvloop,
+                "fingerprint": self.server.fingerprint,
             }
             self.client = ClientProcess(cfg, timeout)
         except Exception as e:
@@ -625,16 +706,22 @@ def main(argv=None):
     ap.add_argument("--serve", metavar="KIND", choices=list(SERVE),
                     help="run one server in the foreground (prints its port first), e.g. for perf")
     ap.add_argument("--port", type=int, default=0, help="port for --serve (0: a free one)")
+    ap.add_argument("--tls-dir", metavar="DIR",
+                    help="for --serve of a TLS server: where its generated certificate is kept "
+                         "(default: a temporary directory, removed when it stops)")
     ap.add_argument("--drive", metavar="PORT", type=int,
                     help="only drive a server already listening on PORT (e.g. one started with --serve, "
                          "to profile it) with the benchmark's client, and print each round")
     ap.add_argument("--framing", choices=["json", "int32"], default="json", help="the client's framing for --drive")
+    ap.add_argument("--fingerprint", metavar="HEX",
+                    help="for --drive: connect with TLS and pin this certificate fingerprint "
+                         "(a TLS server started with --serve prints it after its port)")
     ap.add_argument("--_client", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.serve:
         try:
-            SERVE[args.serve](args.port)
+            serve(args.serve, args.port, args.tls_dir)
         except KeyboardInterrupt:
             pass
         return 0
@@ -656,7 +743,7 @@ def main(argv=None):
 
     if args.drive:
         cfg = {"port": args.drive, "framing": args.framing, "workload": "upper", "conns": conns,
-               "requests": requests, "warmup": warmup, "uvloop": use_uvloop}
+               "requests": requests, "warmup": warmup, "uvloop": use_uvloop, "fingerprint": args.fingerprint}
         client = ClientProcess(cfg, timeout)
         try:
             for _ in range(rounds):
@@ -672,7 +759,7 @@ def main(argv=None):
 
     t_start = time.perf_counter()
     results, skipped, failed = {}, {}, {}
-    order = ["rframe", "uvloop", "asyncio", "twisted", "rframe-int32", "threading"]
+    order = ["rframe", "rframe-tls", "uvloop", "asyncio", "twisted", "rframe-int32", "rframe-int32-tls", "threading"]
     fast, slow = [], []
     for kind in order:
         if not want(kind):
@@ -746,6 +833,9 @@ def main(argv=None):
     print(f"- client: asyncio streams{' on uvloop' if use_uvloop else ' (no uvloop)'}, one process, "
           f"{conns} connections, {requests:,} requests per round after {warmup:,} warm-up requests; "
           f"best of up to {rounds} rounds (highest req/s, lowest CPU/request); whole run {elapsed:.1f} s")
+    print("- TLS rows: TLS 1.3, the client (the same one, with an ssl.SSLContext) checks the server's "
+          "certificate fingerprint; connections and their handshakes are set up before the warm-up, "
+          "so the timed rounds carry requests only")
     print("- latency: one request's write to its whole reply, as the client sees it (us); "
           "server CPU: user+system time of the server process, all threads (its CPU-time clock), "
           "per request (us); busy: server CPU time / wall time (1.00 = one core)")
@@ -796,11 +886,20 @@ def main(argv=None):
         p = results.get(peer)
         if p and rf:
             ratio(f"rframe CPU/request vs {peer}", rf["server_cpu_us"], p["server_cpu_us"], "(info)", lambda r: True)
+    rt = results.get("rframe-tls")
+    ratio("rframe TLS server CPU/request vs rframe plaintext", rt and rt["server_cpu_us"], rf and rf["server_cpu_us"],
+          "<= 1.3x", lambda r: r <= 1.3)
+    ratio("rframe TLS req/s vs rframe plaintext", rt and rt["rate"], rf and rf["rate"], ">= 0.8x", lambda r: r >= 0.8)
     ri, tw_r = results.get("rframe-int32"), results.get("twisted")
     if ri and tw_r:
         ratio("rframe length-only CPU/request vs Twisted", ri["server_cpu_us"], tw_r["server_cpu_us"],
               "(info)", lambda r: True)
         ratio("rframe length-only req/s vs Twisted", ri["rate"], tw_r["rate"], "(info)", lambda r: True)
+    rit = results.get("rframe-int32-tls")
+    if ri and rit:
+        ratio("rframe length-only TLS server CPU/request vs plaintext", rit["server_cpu_us"], ri["server_cpu_us"],
+              "(info)", lambda r: True)
+        ratio("rframe length-only TLS req/s vs plaintext", rit["rate"], ri["rate"], "(info)", lambda r: True)
     ratio("rframe run(\"true\") runs/s vs local subprocess.run", cmd and cmd["rate"], spawn and spawn["rate"],
           ">= 0.80x", lambda r: r >= 0.8)
 

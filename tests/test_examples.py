@@ -1,4 +1,4 @@
-"""Smoke tests for examples/ and bench/framing.py --quick.
+"""Smoke tests for examples/ and the bench scripts' --quick modes.
 
 Every example runs as a real subprocess of ``sys.executable``; servers listen on
 port 0 and are found through their first output line, ``listening on HOST:PORT``.
@@ -299,6 +299,68 @@ def test_bench_quick():
         float(cells[2].replace(",", ""))  # peer value
         float(cells[3].replace(",", ""))  # rframe value
         assert re.fullmatch(r"\d[\d.]*x", cells[5]), row
+
+
+def run_bench(script, *args, tmp_path, timeout):
+    """A bench script in a session of its own, its temporary files in
+    ``tmp_path``; if it hangs, it and everything it started are killed."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / script), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        env=dict(ENV, TMPDIR=str(tmp_path)), start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_bench_server_tls_quick(tmp_path):
+    """bench/server.py --quick, the rframe rows only: the TLS servers answer the
+    pinning TLS client, their rows and the TLS / plaintext ratios are printed,
+    and their certificate directories are removed."""
+    only = [arg for kind in ("rframe", "rframe-tls", "rframe-int32", "rframe-int32-tls") for arg in ("--only", kind)]
+    r = run_bench("server.py", "--quick", *only, tmp_path=tmp_path, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| rframe.Server(")]
+    assert len(rows) == 4 and sum("tls=True), TLS 1.3" in row for row in rows) == 2, r.stdout
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert float(cells[2].replace(",", "")) > 0 and float(cells[5]) > 0, row
+    for name in ("rframe TLS server CPU/request vs rframe plaintext", "rframe TLS req/s vs rframe plaintext",
+                 "rframe length-only TLS server CPU/request vs plaintext", "rframe length-only TLS req/s vs plaintext"):
+        assert re.search(rf"^\| {re.escape(name)} \| \d+\.\d\dx \|", r.stdout, re.M), (name, r.stdout)
+    assert "FAILED" not in r.stdout
+    assert os.listdir(tmp_path) == []
+
+
+def test_bench_setup_quick(tmp_path):
+    """bench/setup.py --quick times both rframe rows; ssh and asyncssh each
+    get a row or a note saying why not; nothing is left behind."""
+    r = run_bench("setup.py", "--quick", tmp_path=tmp_path, timeout=240)
+    out = r.stdout
+    assert r.returncode == 0, out + r.stderr
+    assert re.search(r"Python 3\.\d+", out) and "nproc=" in out
+    rows = {
+        cells[0]: cells
+        for cells in ([c.strip() for c in line.strip("|").split("|")] for line in out.splitlines())
+        if cells[0].startswith(("rframe ", "`ssh ", "asyncssh "))
+    }
+    names = {name.split()[0].strip("`"): cells for name, cells in rows.items()}
+    rframe_rows = [cells for name, cells in rows.items() if name.startswith("rframe ")]
+    assert [("plaintext" in c[0], "TLS" in c[0]) for c in rframe_rows] == [(True, False), (False, True)], out
+    for cells in rows.values():
+        assert len(cells) == 5, cells
+        assert float(cells[1]) > 0 and float(cells[2]) >= float(cells[1]), cells  # median <= p90
+        assert 1 <= int(cells[3]) <= 5 and re.fullmatch(r"\d+\.\d\dx", cells[4]), cells
+    assert rframe_rows[1][4] == "1.00x"
+    for peer in ("ssh", "asyncssh"):
+        # a peer that cannot run here is skipped, one that fails is dropped: a note either way
+        assert peer in names or re.search(rf"^Note: (.* )?{peer}\b.*(skipped|dropped after)", out, re.M), out
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")

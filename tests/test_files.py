@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import resource
 import signal
 import socket
@@ -823,12 +824,21 @@ def test_bench_files_quick():
         capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV,
     )
     assert r.returncode == 0, r.stdout + r.stderr
-    rows = [line for line in r.stdout.splitlines() if line.startswith("| upload") or line.startswith("| download")]
-    assert len(rows) == 2, r.stdout
-    for row in rows:
-        cells = [c.strip() for c in row.strip("|").split("|")]
-        assert all(float(cells[i].replace(",", "")) > 0 for i in (1, 2, 4)), row
-        assert cells[3].endswith("x") and cells[5].endswith("x"), row
+    rows = [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in r.stdout.splitlines()
+        if line.startswith("| upload") or line.startswith("| download")
+    ]
+    # against sendfile, then TLS against plaintext
+    assert [(cells[0], len(cells)) for cells in rows] == [
+        ("upload", 7), ("download", 7), ("upload", 5), ("download", 5)
+    ], r.stdout
+    for cells in rows[:2]:
+        assert all(float(cells[i].replace(",", "")) > 0 for i in (1, 2, 4)), cells
+        assert cells[3].endswith("x") and cells[5].endswith("x"), cells
+    for cells in rows[2:]:
+        assert all(float(cells[i].replace(",", "")) > 0 for i in (1, 2)), cells
+        assert re.fullmatch(r"\d+\.\d\dx", cells[3]) and cells[4].startswith(">= 0.85x"), cells
     assert "cp" in r.stdout and "peak RSS" in r.stdout
 
 
