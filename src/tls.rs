@@ -139,7 +139,13 @@ impl Identity {
         // cmake, no nasm). ring has no post-quantum key exchange, which is why
         // rustls deprecates this; the classical X25519/P-256 groups remain.
         #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut provider = rustls::crypto::ring::default_provider();
+        // AES-128-GCM first, and the server's order, not the client's
+        // (OpenSSL asks for AES-256 first): four fewer AES rounds per block,
+        // a quarter less CPU on every byte moved, and a mandatory TLS 1.3
+        // suite of the same standing.
+        provider.cipher_suites.sort_by_key(|suite| suite.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        let provider = Arc::new(provider);
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| invalid(e.to_string()))?
@@ -147,6 +153,7 @@ impl Identity {
             .with_single_cert(self.certs, self.key)
             .map_err(|e| invalid(format!("the certificate and key do not make a usable pair: {e}")))?;
         config.alpn_protocols = vec![ALPN.to_vec()];
+        config.ignore_client_order = true;
         config.send_tls13_tickets = 0;
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(ServerTls { config: Arc::new(config), cert_hash })
