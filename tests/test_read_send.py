@@ -487,3 +487,24 @@ def test_module_send_frame_equals_default_codec_send():
     rframe.send_frame(one, b"abc", {"z": 1}, y=[2])
     Codec().send(two, b"abc", {"z": 1}, y=[2])
     assert one.data() == two.data() == ref.pack_frame(b"abc", {"z": 1}, y=[2])
+
+
+def test_send_frame_hands_an_object_sink_the_body_itself():
+    """An object with sendall (an ssl.SSLSocket, say) gets the head packed and
+    the body object as it was given: a large body is not copied first."""
+
+    class Sink:
+        def __init__(self):
+            self.sent = []
+
+        def sendall(self, data):
+            self.sent.append(data)
+
+    sink = Sink()
+    body = memoryview(bytearray(b"x" * 100_000))
+    rframe.send_frame(sink, body, {"k": "v"})
+    assert sink.sent[1] is body
+    assert b"".join(bytes(d) for d in sink.sent) == rframe.pack_frame(bytes(body), {"k": "v"})
+    sink = Sink()
+    rframe.send_frame(sink, "text body")  # a str is sent as its UTF-8 bytes
+    assert b"".join(sink.sent) == rframe.pack_frame(b"text body")

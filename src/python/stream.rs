@@ -392,8 +392,24 @@ pub fn send<'py>(
     header: Option<&Bound<'py, PyAny>>,
     fields: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<()> {
-    with_body(body, |body| {
-        let head = encode_head(py, codec, header, fields, body)?;
-        send_to(py, sink, &head, body)
+    with_body(body, |bytes| {
+        let head = encode_head(py, codec, header, fields, bytes)?;
+        match body {
+            // An ssl.SSLSocket (or any object with sendall): the body object
+            // goes as it is, not copied into a new bytes first (a 1 MiB
+            // upload chunk cost a fresh allocation and its page faults).
+            Some(body)
+                if !body.is_instance_of::<PyString>()
+                    && !is_plain_socket(sink, "sendall")?
+                    && sink.hasattr("sendall")? =>
+            {
+                sink.call_method1("sendall", (PyBytes::new(py, &head),))?;
+                if !bytes.is_empty() {
+                    sink.call_method1("sendall", (body,))?;
+                }
+                Ok(())
+            }
+            _ => send_to(py, sink, &head, bytes),
+        }
     })
 }
