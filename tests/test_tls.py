@@ -728,3 +728,20 @@ def test_plaintext_by_name_is_checked_against_the_address_reached(monkeypatch):
         monkeypatch.undo()
         with rframe.Client("localhost", s.address[1], timeout=HANG_BOUND) as c:
             assert c.run("echo local").stdout == b"local\n"
+
+
+def test_a_reply_larger_than_the_socket_buffers_arrives_whole_over_tls(tmp_path):
+    """The end of a reply that TLS could not write at once (the peer was not
+    reading) goes out when the peer reads, not with the next reply, which the
+    peer never asks for while it waits for this one."""
+    with running(rframe.Server(port=0, tls=True, tls_dir=tmp_path)) as s:
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.settimeout(HANG_BOUND)
+        raw.connect(s.address)
+        with pinning_context().wrap_socket(raw) as tls:
+            for size in (4 << 20, 9 << 20 | 12345):
+                rframe.send_frame(tls, header={"op": "run", "cmd": f"head -c {size} /dev/zero"})
+                time.sleep(0.5)  # the server writes until every buffer is full, and waits
+                reply = rframe.read_frame(tls)
+                assert (reply.header["op"], len(reply.body)) == ("result", size)

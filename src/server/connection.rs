@@ -685,7 +685,14 @@ async fn write_all_within(stream: &mut Box<dyn Stream>, buf: &mut impl Buf, idle
             Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer did not read the response")),
         }
     }
-    Ok(())
+    // TLS takes a reply's last bytes into its records before the socket has
+    // room for them, and sends them only on a later write or a flush: without
+    // one, the end of a reply could wait for the next request, which the peer
+    // sends only once it has the reply. (A no-op on a plain socket.)
+    match tokio::time::timeout(idle, stream.flush()).await {
+        Ok(flushed) => flushed,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer did not read the response")),
+    }
 }
 
 /// How a raw command line (the course client's request) is told from a frame
