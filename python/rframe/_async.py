@@ -470,9 +470,7 @@ class AsyncClient:
         self._token = token_bytes(token, self.codec)
         self.address: Any = os.fspath(unix_path) if unix_path is not None else (host, port)
         self._unix = unix_path is not None
-        self._pinned = _tls.normalize_fingerprint(fingerprint) if fingerprint is not None else None
-        self._tls = _tls.client_context(tls, host=None if self._unix else host, fingerprint=self._pinned, token=self._token)
-        self._check_loopback = tls is None and self._tls is None and not self._unix
+        self._tls = _tls.ClientTLS(tls, host=None if self._unix else host, fingerprint=fingerprint, token=self._token)
         #: The server certificate's SHA-256 (lowercase hex) on TLS, else ``None``.
         self.tls_fingerprint: Optional[str] = None
         self._pid = os.getpid()
@@ -534,11 +532,9 @@ class AsyncClient:
         self._conn = conn
         binding = None
         try:
-            if self._tls is not None:
+            if self._tls.context is not None:
                 # Checked before a single frame goes out.
-                cert = _tls.PeerCertificate.of(
-                    conn.transport.get_extra_info("ssl_object"), where(self.address), self._pinned
-                )
+                cert = self._tls.check_peer(conn.transport.get_extra_info("ssl_object"), where(self.address))
                 self.tls_fingerprint, binding = cert.fingerprint, cert.binding
             if self._token is not None:
                 await self._authenticate(self._token, binding)
@@ -555,15 +551,13 @@ class AsyncClient:
         # pin or the token's binding judges the certificate, unless the
         # caller's own context checks names).
         ssl_args: dict[str, Any] = {}
-        if self._tls is not None:
-            ssl_args = {"ssl": self._tls, "server_hostname": "" if self._unix else self.address[0]}
+        if self._tls.context is not None:
+            ssl_args = {"ssl": self._tls.context, "server_hostname": self._tls.server_hostname}
             if self.timeout is not None:
                 # close() waits for the peer's close_notify no longer than a call may take.
                 ssl_args["ssl_shutdown_timeout"] = self.timeout
         try:
-            if self._check_loopback:
-                # Plaintext chosen by the name alone: checked against the address reached.
-                _tls.check_loopback_peer(sock, self.address[0])
+            self._tls.check_plaintext(sock)
             if self._unix:
                 await loop.create_unix_connection(lambda: conn, sock=sock, **ssl_args)
             else:

@@ -112,10 +112,7 @@ class Client:
         #: The server certificate's SHA-256 (lowercase hex) on TLS, else ``None``.
         self.tls_fingerprint: Optional[str] = None
         token_data = token_bytes(token, self.codec)
-        pinned = _tls.normalize_fingerprint(fingerprint) if fingerprint is not None else None
-        context = _tls.client_context(
-            tls, host=None if unix_path is not None else host, fingerprint=pinned, token=token_data
-        )
+        choice = _tls.ClientTLS(tls, host=None if unix_path is not None else host, fingerprint=fingerprint, token=token_data)
         if unix_path is not None:
             self.address: Any = os.fspath(unix_path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -135,15 +132,14 @@ class Client:
         sock.settimeout(timeout)
         binding = None
         try:
-            if context is not None:
+            if choice.context is not None:
                 # The handshake runs here, within the timeout; the pin is
                 # checked before a single frame goes out.
-                sock = context.wrap_socket(sock, server_hostname=None if unix_path is not None else host)
-                cert = _tls.PeerCertificate.of(sock, where(self.address), pinned)
+                sock = choice.context.wrap_socket(sock, server_hostname=choice.host)
+                cert = choice.check_peer(sock, where(self.address))
                 self.tls_fingerprint, binding = cert.fingerprint, cert.binding
-            elif tls is None and unix_path is None:
-                # Plaintext chosen by the name alone: checked against the address reached.
-                _tls.check_loopback_peer(sock, host)
+            else:
+                choice.check_plaintext(sock)
         except BaseException:
             sock.close()
             raise

@@ -30,6 +30,7 @@ __all__ = [
     "client_context",
     "pinning_context",
     "PeerCertificate",
+    "ClientTLS",
     "new_token",
 ]
 
@@ -171,3 +172,38 @@ class PeerCertificate:
         if pinned is not None and cert.fingerprint != pinned:
             raise FingerprintMismatch(server, pinned, cert.fingerprint)
         return cert
+
+
+class ClientTLS:
+    """What a client decided about TLS, and the checks it makes once its
+    socket is connected; both clients drive one.
+
+    ``host`` is ``None`` for a Unix socket. ``context`` is the
+    :class:`ssl.SSLContext` to connect with, ``None`` for plaintext.
+    """
+
+    __slots__ = ("context", "pinned", "host", "_check_loopback")
+
+    def __init__(self, tls: TLSArg, *, host: Optional[str], fingerprint: Optional[str], token: Optional[bytes]) -> None:
+        self.pinned = normalize_fingerprint(fingerprint) if fingerprint is not None else None
+        self.context = client_context(tls, host=host, fingerprint=self.pinned, token=token)
+        self.host = host
+        # Plaintext chosen by the name alone is checked against the address reached.
+        self._check_loopback = tls is None and self.context is None and host is not None
+
+    @property
+    def server_hostname(self) -> str:
+        """The name the TLS handshake gives (SNI; ``""`` on a Unix socket)."""
+        return self.host if self.host is not None else ""
+
+    def check_plaintext(self, sock: socket.socket) -> None:
+        """Once connected: if plaintext was chosen by the name alone, the
+        address reached must be loopback (see :func:`check_loopback_peer`)."""
+        if self._check_loopback:
+            assert self.host is not None
+            check_loopback_peer(sock, self.host)
+
+    def check_peer(self, ssl_object: Union[ssl.SSLSocket, ssl.SSLObject], server: str) -> PeerCertificate:
+        """After the TLS handshake, before anything is sent: the peer's
+        certificate, checked against the pin (see :meth:`PeerCertificate.of`)."""
+        return PeerCertificate.of(ssl_object, server, self.pinned)
