@@ -100,6 +100,39 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order of PROTOCOL.md's table ("Errors").
+    pub const ALL: [ErrorCode; 13] = [
+        ErrorCode::BadRequest,
+        ErrorCode::NotAllowed,
+        ErrorCode::Auth,
+        ErrorCode::Busy,
+        ErrorCode::TooLarge,
+        ErrorCode::Timeout,
+        ErrorCode::Handler,
+        ErrorCode::Spawn,
+        ErrorCode::NotFound,
+        ErrorCode::Exists,
+        ErrorCode::Checksum,
+        ErrorCode::Io,
+        ErrorCode::TlsRequired,
+    ];
+
+    /// The code of this name, as an `error` response carries it.
+    pub fn from_name(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|code| code.name() == name)
+    }
+
+    /// Whether the server always closes the connection after an error of this
+    /// code (PROTOCOL.md, "Errors": "the connection is closed"), so a client
+    /// closes its end too. (A server may close after others as well, in the
+    /// middle of a transfer; the client learns that from the closed stream.)
+    pub fn closes(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Auth | ErrorCode::Busy | ErrorCode::TooLarge | ErrorCode::Timeout | ErrorCode::TlsRequired
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ErrorCode::BadRequest => "bad-request",
@@ -118,6 +151,36 @@ impl ErrorCode {
         }
     }
 }
+
+/// The `op` of an error response.
+pub const ERROR_OP: &str = "error";
+
+/// Whether a reply whose header has this `op` is an error response: only the
+/// string `"error"` is (`op` is `None` when the header has no `op`, or one
+/// that is not a string). A client raises such a reply as an error instead of
+/// handing it to the request that waits for it.
+pub fn is_error_reply(op: Option<&str>) -> bool {
+    op == Some(ERROR_OP)
+}
+
+/// Whether the server has closed the connection after an error response of
+/// code `code` (see [`ErrorCode::closes`]); a code this build does not know
+/// does not close it.
+pub fn error_closes(code: &str) -> bool {
+    ErrorCode::from_name(code).is_some_and(ErrorCode::closes)
+}
+
+/// The longest time limit, in seconds, that a server and the clients take
+/// (about 31 years): a deadline is now plus the limit, and a larger one would
+/// overflow the clock.
+pub const MAX_SECONDS: f64 = 1e9;
+
+/// The largest `data` frame body of a file transfer that either side sends
+/// (a `get`'s `chunk_size` and a `ready`'s may ask for less).
+pub const TRANSFER_CHUNK: usize = 1 << 20;
+
+/// The port a server listens on unless told otherwise (the course's).
+pub const DEFAULT_PORT: u16 = 8848;
 
 /// The most characters of a message an error response carries. Messages quote
 /// the request (a command, a bad value), and JSON escaping can make a quote six
@@ -243,6 +306,51 @@ mod tests {
         let short = "x".repeat(MAX_ERROR_MESSAGE);
         let h: serde_json::Value = serde_json::from_slice(&error_header(ErrorCode::BadRequest, &short)).unwrap();
         assert_eq!(h["message"], short.as_str());
+    }
+
+    #[test]
+    fn every_code_is_found_by_its_name() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_name(code.name()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_name("bad-response"), None);
+        assert_eq!(ErrorCode::from_name("Busy"), None);
+    }
+
+    #[test]
+    fn codes_and_their_closing_are_those_of_protocol_md() {
+        // PROTOCOL.md's table of error codes, a row "| `code` | when |" each;
+        // those after which the server closes the connection say so.
+        let protocol = include_str!("../../PROTOCOL.md");
+        let table = protocol.split_once("\n## Errors\n").expect("an Errors section").1;
+        let rows: Vec<(&str, bool)> = table
+            .lines()
+            .skip_while(|line| !line.starts_with("|---"))
+            .skip(1)
+            .take_while(|line| line.starts_with('|'))
+            .map(|line| {
+                let code = line.split('`').nth(1).expect("a code in backquotes");
+                (code, line.contains("(the connection is closed)"))
+            })
+            .collect();
+        let ours: Vec<(&str, bool)> = ErrorCode::ALL.iter().map(|c| (c.name(), c.closes())).collect();
+        assert_eq!(rows, ours);
+    }
+
+    #[test]
+    fn only_known_closing_codes_close() {
+        assert!(error_closes("busy") && error_closes("auth") && error_closes("tls-required"));
+        assert!(!error_closes("not-found") && !error_closes("io"));
+        assert!(!error_closes("bad-response") && !error_closes(""));
+    }
+
+    #[test]
+    fn only_the_string_error_is_an_error_reply() {
+        assert!(is_error_reply(Some("error")));
+        assert!(!is_error_reply(Some("errors")));
+        assert!(!is_error_reply(Some("Error")));
+        assert!(!is_error_reply(Some("result")));
+        assert!(!is_error_reply(None));
     }
 
     #[test]

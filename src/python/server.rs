@@ -24,6 +24,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use tokio::sync::mpsc;
 
 use crate::codec::{Codec, Frame};
+use crate::protocol::MAX_SECONDS;
 use crate::runtime;
 use crate::server::{
     Bind, BoundAddr, BoxFuture, Handler, Level, MaxStartups, Observer, Reply, Server, ServerConfig, TlsMode,
@@ -267,10 +268,6 @@ pub fn server_fingerprint(
     let identity = py.detach(|| Identity::load(&source))?;
     Ok(hex::encode(identity.cert_hash()))
 }
-
-/// The longest time limit a server takes (about 31 years): a deadline is now
-/// plus the limit, and a larger one would overflow the clock.
-const MAX_SECONDS: f64 = 1e9;
 
 /// `max_startups`: `N` (at most N unauthenticated connections) or OpenSSH's
 /// `(start, rate, full)`.

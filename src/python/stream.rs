@@ -102,9 +102,10 @@ impl Deadline {
             return Ok(None);
         }
         let timeout: Option<f64> = obj.call_method0("gettimeout")?.extract()?;
-        Ok(timeout
-            .filter(|t| *t > 0.0 && t.is_finite())
-            .map(|timeout| Deadline { at: Instant::now() + Duration::from_secs_f64(timeout.min(1e9)), timeout }))
+        Ok(timeout.filter(|t| *t > 0.0 && t.is_finite()).map(|timeout| Deadline {
+            at: Instant::now() + Duration::from_secs_f64(timeout.min(crate::protocol::MAX_SECONDS)),
+            timeout,
+        }))
     }
 
     /// Gives the next read what is left of the time, or fails once none is.

@@ -748,7 +748,9 @@ pub fn command_spec(config: &ServerConfig, request: RequestHeader, body: Bytes) 
         return Err(bad(ErrorCode::BadRequest, "empty command".into()));
     }
     let timeout = match request.timeout {
-        Some(t) if t.is_finite() && t > 0.0 => config.timeout.min(Duration::from_secs_f64(t.min(1e9))),
+        Some(t) if t.is_finite() && t > 0.0 => {
+            config.timeout.min(Duration::from_secs_f64(t.min(protocol::MAX_SECONDS)))
+        }
         Some(t) => {
             return Err(bad(ErrorCode::BadRequest, format!("timeout must be a positive number of seconds, got {t}")))
         }

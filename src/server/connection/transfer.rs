@@ -22,7 +22,7 @@ use crate::protocol::{self, ErrorCode, FileRequest};
 use crate::server::{Level, Reply};
 
 /// The largest `data` frame body sent, and taken.
-pub const CHUNK: usize = 1 << 20;
+pub use crate::protocol::TRANSFER_CHUNK as CHUNK;
 /// At most this many bytes of listing in one reply.
 const MAX_LISTING: usize = 4 << 20;
 
