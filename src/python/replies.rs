@@ -15,6 +15,7 @@ use pyo3::{ffi, intern};
 
 use super::decoder::PyFrameDecoder;
 use super::frame::frame_parts;
+use crate::protocol;
 
 /// Bytes read from a socket at a time (asyncio's own default).
 const READ_BUFFER_SIZE: usize = 256 * 1024;
@@ -124,14 +125,13 @@ impl PyReplyReader {
     }
 }
 
-/// Whether `frame`'s header says ``"op": "error"`` (a JSON header's value:
-/// only the string ``"error"`` equals it).
+/// Whether `frame` is an error response ([`protocol::is_error_reply`]), its
+/// header's `op` converted: a string, or `None` (no `op`, another type).
 fn is_error_frame(frame: &Bound<'_, PyAny>) -> PyResult<bool> {
     let Some((header, _)) = frame_parts(frame) else { return Ok(false) };
-    match header.get_item(intern!(frame.py(), "op"))? {
-        Some(op) => Ok(op.cast::<PyString>().is_ok_and(|op| op.to_str().is_ok_and(|op| op == "error"))),
-        None => Ok(false),
-    }
+    let op = header.get_item(intern!(frame.py(), "op"))?;
+    let op = op.as_ref().and_then(|op| op.cast::<PyString>().ok()).and_then(|op| op.to_str().ok());
+    Ok(protocol::is_error_reply(op))
 }
 
 /// `obj.name()` or `obj.name(arg)`. Under abi3 before Python 3.12, pyo3's
