@@ -3,7 +3,7 @@
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Checksum {
     Md5,
     Sha256,

@@ -28,7 +28,7 @@ pub const MAX_PREFIX_VALUE: u64 = i32::MAX as u64;
 pub const DEFAULT_MAX_HEADER: u64 = 64 * 1024;
 pub const DEFAULT_MAX_BODY: u64 = 256 * 1024 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ByteOrder {
     Little,
     Big,
@@ -98,7 +98,7 @@ pub enum Announced {
 }
 
 /// The frame layout and the limits a reader enforces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Codec {
     pub json_header: bool,
     pub byteorder: ByteOrder,
@@ -249,5 +249,29 @@ impl Codec {
         let mut out = self.encode_head(header, body.len())?;
         out.extend_from_slice(body);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codecs_are_equal_and_hash_alike_by_every_setting() {
+        // `rframe.Codec`'s == and hash() are these.
+        let base = Codec::default();
+        let variants = [
+            Codec { json_header: false, ..base },
+            Codec { byteorder: ByteOrder::Big, ..base },
+            Codec { max_header: base.max_header - 1, ..base },
+            Codec { max_body: base.max_body - 1, ..base },
+            Codec { checksum: Some(Checksum::Md5), ..base },
+            Codec { checksum: Some(Checksum::Sha256), ..base },
+        ];
+        let mut set: HashSet<Codec> = variants.into_iter().collect();
+        assert_eq!(set.len(), variants.len(), "each setting tells codecs apart");
+        assert!(set.insert(base));
+        assert!(!set.insert(Codec::default()), "equal settings: one codec");
     }
 }

@@ -22,41 +22,16 @@ use super::stream;
 #[pyclass(frozen, eq, hash, name = "Codec", module = "rframe")]
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PyCodec {
-    pub inner: CodecKey,
-}
-
-/// The codec's settings, hashable for `Codec.__hash__`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct CodecKey {
-    json_header: bool,
-    big_endian: bool,
-    max_header: u64,
-    max_body: u64,
-    checksum: Option<&'static str>,
+    inner: Codec,
 }
 
 impl PyCodec {
     pub fn codec(&self) -> Codec {
-        let k = self.inner;
-        Codec {
-            json_header: k.json_header,
-            byteorder: if k.big_endian { ByteOrder::Big } else { ByteOrder::Little },
-            max_header: k.max_header,
-            max_body: k.max_body,
-            checksum: k.checksum.and_then(Checksum::from_name),
-        }
+        self.inner
     }
 
     pub fn from_codec(c: Codec) -> PyCodec {
-        PyCodec {
-            inner: CodecKey {
-                json_header: c.json_header,
-                big_endian: c.byteorder == ByteOrder::Big,
-                max_header: c.max_header,
-                max_body: c.max_body,
-                checksum: c.checksum.map(Checksum::name),
-            },
-        }
+        PyCodec { inner: c }
     }
 }
 
@@ -117,7 +92,7 @@ impl PyCodec {
 
     #[getter]
     fn checksum(&self) -> Option<&'static str> {
-        self.inner.checksum
+        self.inner.checksum.map(Checksum::name)
     }
 
     /// The bytes of one frame: ``header`` (a dict) updated with ``fields``, with
