@@ -53,7 +53,7 @@ from ._protocol import (
     token_bytes,
     where,
 )
-from ._rframe import Codec, Frame, _ReplyReader
+from ._rframe import DEFAULT_PORT, Codec, Frame, _ReplyReader
 
 __all__ = ["AsyncClient", "read_frame_async", "send_frame_async"]
 
@@ -455,7 +455,7 @@ class AsyncClient:
     def __init__(
         self,
         host: str = "127.0.0.1",
-        port: int = 8848,
+        port: int = DEFAULT_PORT,
         *,
         unix_path: Optional[Union[str, os.PathLike[str]]] = None,
         token: Optional[Union[str, bytes]] = None,
@@ -485,7 +485,7 @@ class AsyncClient:
     async def connect(
         cls,
         host: str = "127.0.0.1",
-        port: int = 8848,
+        port: int = DEFAULT_PORT,
         *,
         unix_path: Optional[Union[str, os.PathLike[str]]] = None,
         token: Optional[Union[str, bytes]] = None,

@@ -37,7 +37,7 @@ from ._protocol import (
     where,
 )
 from ._errors import RemoteError
-from ._rframe import Codec, Frame
+from ._rframe import DEFAULT_PORT, Codec, Frame
 
 __all__ = ["Client", "CommandResult"]
 
@@ -92,7 +92,7 @@ class Client:
     def __init__(
         self,
         host: str = "127.0.0.1",
-        port: int = 8848,
+        port: int = DEFAULT_PORT,
         *,
         unix_path: Optional[Union[str, os.PathLike]] = None,
         token: Optional[Union[str, bytes]] = None,

@@ -22,7 +22,7 @@ import stat
 from typing import Any, Callable, Optional, Union
 
 from ._errors import ChecksumError, RemoteError
-from ._rframe import Frame, start_writeback
+from ._rframe import PART_SUFFIX, TRANSFER_CHUNK, WRITEBACK_EVERY, Frame, start_writeback
 
 __all__ = [
     "CHUNK",
@@ -41,14 +41,14 @@ __all__ = [
     "LocalFile",
 ]
 
-#: The largest chunk a client sends (the server may ask for less).
-CHUNK = 1 << 20
+#: The largest chunk a client sends (the server may ask for less): the Rust
+#: core's ``TRANSFER_CHUNK``, the server's too.
+CHUNK = TRANSFER_CHUNK
 CHECKSUMS = ("sha256", "md5")
-#: Uploads and downloads in progress carry this suffix (and a leading dot).
-PART_SUFFIX = ".rframe-part"
-#: A download hands what it wrote to the disk every this many bytes, so the
-#: fsync at the end waits for the last stretch only.
-WRITEBACK_EVERY = 8 << 20
+# Imported from the Rust core, where the server's uploads use them too:
+# PART_SUFFIX, the suffix (after a leading dot) that uploads and downloads in
+# progress carry; WRITEBACK_EVERY, every how many bytes a download hands what
+# it wrote to the disk, so the fsync at the end waits for the last stretch only.
 
 Progress = Optional[Callable[[int, int], Any]]
 _Path = Union[str, "os.PathLike[str]"]

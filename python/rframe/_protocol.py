@@ -18,7 +18,17 @@ import os
 from typing import Any, Callable, Mapping, Optional, Union
 
 from ._errors import REMOTE_ERRORS, AuthenticationError, CommandError, CommandTimeout, RemoteError
-from ._rframe import CHANNEL_BINDING_NONE, CHANNEL_BINDING_TLS, Codec, Frame, auth_nonce, auth_proof, auth_verify
+from ._rframe import (
+    CHANNEL_BINDING_NONE,
+    CHANNEL_BINDING_TLS,
+    ERROR_CODES,
+    MAX_SECONDS,
+    Codec,
+    Frame,
+    auth_nonce,
+    auth_proof,
+    auth_verify,
+)
 
 __all__ = [
     "CommandResult",
@@ -42,8 +52,9 @@ __all__ = [
 #: what is left in the pipes and send the reply.
 REPLY_GRACE = 5.0
 
-#: Error codes after which the server closes the connection.
-CLOSING_CODES = frozenset({"auth", "busy", "too-large", "timeout", "tls-required"})
+#: Error codes after which the server closes the connection (from the Rust
+#: core's ``ERROR_CODES``: each code and whether it closes).
+CLOSING_CODES = frozenset(code for code, closes in ERROR_CODES if closes)
 
 _Body = Union[bytes, bytearray, memoryview, str]
 
@@ -144,10 +155,9 @@ def _decode(data: bytes, encoding: str) -> str:
 # --------------------------------------------------------------------------- arguments
 
 
-#: The longest limit in seconds the server and the clients take (about 31 years;
-#: the server's own bound, in src/python/server.rs): past it, what a limit is
-#: added to overflows.
-MAX_SECONDS = 1e9
+# MAX_SECONDS (imported above from the Rust core, which bounds the server's
+# limits by it too): the longest limit in seconds the server and the clients
+# take (about 31 years); past it, what a limit is added to overflows.
 
 
 def check_seconds(value: float, name: str = "timeout") -> float:

@@ -188,6 +188,18 @@ TLS_ALPN: str
 #: The handshake's ``channel_binding`` on TLS, and on plaintext (PROTOCOL.md).
 CHANNEL_BINDING_TLS: str
 CHANNEL_BINDING_NONE: str
+#: Every error code of PROTOCOL.md and whether the server closes the connection after it.
+ERROR_CODES: tuple[tuple[str, bool], ...]
+#: The longest time limit in seconds that the server and the clients take.
+MAX_SECONDS: float
+#: The port a server listens on unless told otherwise.
+DEFAULT_PORT: int
+#: The largest ``data`` frame body of a file transfer.
+TRANSFER_CHUNK: int
+#: The suffix of the temporary name of a file being received.
+PART_SUFFIX: str
+#: Every this many bytes, a file being received is handed to the disk.
+WRITEBACK_EVERY: int
 
 def auth_nonce() -> str:
     """32 random bytes from the OS, as hex: a handshake nonce."""

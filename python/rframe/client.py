@@ -43,6 +43,7 @@ from ._client import Client
 from ._errors import AuthenticationError, CommandTimeout, FingerprintMismatch, RemoteError
 from ._known_servers import KnownServers, default_path
 from ._protocol import where
+from ._rframe import DEFAULT_PORT
 from ._tls import normalize_fingerprint, pinning_context, uses_tls
 
 __all__ = ["main"]
@@ -60,7 +61,7 @@ def _connection_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
         return value if defaults else argparse.SUPPRESS
 
     ap.add_argument("--host", default=default("127.0.0.1"), help="server address (default 127.0.0.1)")
-    ap.add_argument("--port", type=port, default=default(8848), help="server port (default 8848)")
+    ap.add_argument("--port", type=port, default=default(DEFAULT_PORT), help=f"server port (default {DEFAULT_PORT})")
     ap.add_argument("--unix", metavar="PATH", default=default(None), help="connect to this Unix socket instead of TCP")
     ap.add_argument(
         "--token-file",

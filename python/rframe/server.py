@@ -33,7 +33,7 @@ import warnings
 from typing import Optional, Sequence
 
 from ._cli import port, read_token, seconds
-from ._rframe import Server, server_fingerprint
+from ._rframe import DEFAULT_PORT, Server, server_fingerprint
 from ._tls import new_token
 
 __all__ = ["main", "parse_size"]
@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
         "rframe.Client, or the course's section-15 client script.",
     )
     ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    ap.add_argument("--port", type=port, default=8848, help="TCP port (default 8848; 0 picks a free one)")
+    ap.add_argument(
+        "--port", type=port, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one)"
+    )
     ap.add_argument("--unix", metavar="PATH", help="listen on this Unix socket instead of TCP")
     ap.add_argument(
         "--token-file",

@@ -23,6 +23,12 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("TLS_ALPN", std::str::from_utf8(crate::tls::ALPN).expect("ASCII"))?;
     m.add("CHANNEL_BINDING_TLS", crate::protocol::auth::TLS_SERVER_END_POINT)?;
     m.add("CHANNEL_BINDING_NONE", crate::protocol::auth::NO_BINDING)?;
+    m.add("ERROR_CODES", protocol::error_codes(m.py())?)?;
+    m.add("MAX_SECONDS", crate::protocol::MAX_SECONDS)?;
+    m.add("DEFAULT_PORT", crate::protocol::DEFAULT_PORT)?;
+    m.add("TRANSFER_CHUNK", crate::protocol::TRANSFER_CHUNK)?;
+    m.add("PART_SUFFIX", crate::files::PART_SUFFIX)?;
+    m.add("WRITEBACK_EVERY", crate::files::WRITEBACK_EVERY)?;
     m.add_class::<decoder::PyFrameDecoder>()?;
     m.add_class::<server::PyServer>()?;
     m.add_class::<replies::PyReplyReader>()?;

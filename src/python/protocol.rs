@@ -3,7 +3,16 @@
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use pyo3::types::PyTuple;
+
 use crate::protocol::auth::{self, Role};
+use crate::protocol::ErrorCode;
+
+/// `ERROR_CODES`: every error code and whether the server closes the
+/// connection after it, as `((code, closes), ...)` in PROTOCOL.md's order.
+pub fn error_codes(py: Python<'_>) -> PyResult<Bound<'_, PyTuple>> {
+    PyTuple::new(py, ErrorCode::ALL.map(|code| (code.name(), code.closes())))
+}
 
 fn parse_role(name: &str) -> PyResult<Role> {
     match name {
