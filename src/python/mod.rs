@@ -1,5 +1,8 @@
 //! The PyO3 bindings: Python classes and functions that convert types, call the
-//! codec and I/O layers, and map their errors. No protocol logic lives here.
+//! codec, protocol, I/O and server layers, and map their errors. No protocol
+//! logic lives here: what is an error reply is `protocol::is_error_reply`'s to
+//! say, what a server may be configured with `ServerConfig::check`'s, and the
+//! constants below are the core's, exported so that Python has no copies.
 
 mod codec;
 mod decoder;

@@ -36,10 +36,6 @@ use super::decoder::frame_to_py;
 use super::frame::frame_parts;
 use super::stream::{check_signals, header_bytes, with_body};
 
-/// More connections than this is a typo, not a plan (and the count must fit
-/// the semaphore that keeps it).
-const MAX_CONNECTIONS: usize = 1 << 24;
-
 /// How long `stop()` waits for connections to wind down.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Log lines waiting for the log thread; past this they are dropped, so a
@@ -270,7 +266,7 @@ pub fn server_fingerprint(
 }
 
 /// `max_startups`: `N` (at most N unauthenticated connections) or OpenSSH's
-/// `(start, rate, full)`.
+/// `(start, rate, full)`; `ServerConfig::check` checks the numbers.
 fn max_startups(value: &Bound<'_, PyAny>) -> PyResult<MaxStartups> {
     let wrong = || {
         PyValueError::new_err(format!(
@@ -287,10 +283,6 @@ fn max_startups(value: &Bound<'_, PyAny>) -> PyResult<MaxStartups> {
     } else {
         return Err(wrong());
     };
-    limits.validate().map_err(PyValueError::new_err)?;
-    if limits.full > MAX_CONNECTIONS {
-        return Err(PyValueError::new_err(format!("max_startups: full must be at most {MAX_CONNECTIONS}")));
-    }
     Ok(limits)
 }
 
@@ -347,9 +339,6 @@ impl PyServer {
             Some(t) => {
                 let bytes: Vec<u8> =
                     if let Ok(s) = t.cast::<PyString>() { s.to_str()?.as_bytes().to_vec() } else { t.extract()? };
-                if bytes.is_empty() {
-                    return Err(PyValueError::new_err("token must not be empty"));
-                }
                 Some(bytes)
             }
         };
@@ -358,26 +347,12 @@ impl PyServer {
                 "handler must be callable: handler(frame) -> bytes | str | (header, body) | Frame",
             ));
         }
-        if max_connections == 0 || max_connections > MAX_CONNECTIONS {
-            return Err(PyValueError::new_err(format!("max_connections must be from 1 to {MAX_CONNECTIONS}")));
-        }
-        if handler.is_some() && root.is_some() {
-            return Err(PyValueError::new_err(
-                "root serves files from the command server; a handler server passes every frame to its handler",
-            ));
-        }
         let default = ServerConfig::default();
         let max_startups = match max_startups {
             Some(value) if !value.is_none() => self::max_startups(value)?,
             _ => default.max_startups,
         };
-        if max_startups_per_source == 0 || max_startups_per_source > MAX_CONNECTIONS {
-            return Err(PyValueError::new_err(format!("max_startups_per_source must be from 1 to {MAX_CONNECTIONS}")));
-        }
         let codec = codec.map(|c| c.get().codec()).unwrap_or(default.codec);
-        if token.is_some() && !codec.json_header {
-            return Err(PyValueError::new_err("token needs a JSON-header codec: the handshake travels in headers"));
-        }
         let bind = match unix_path {
             Some(path) => Bind::Unix(path),
             None => Bind::Tcp { host: host.to_owned(), port },
@@ -411,7 +386,7 @@ impl PyServer {
         let has_handler = handler.is_some();
         let handler = handler.map(|handler| Arc::new(PyHandler { handler, codec }) as Arc<dyn Handler>);
         let server = py.detach(|| Server::bind(bind, config, handler, Arc::new(PyLog))).map_err(|e| {
-            // What the server refuses to expose (exposure::check) is a bad argument.
+            // What the server's checks refuse (ServerConfig::check, exposure::check) is a bad argument.
             if e.kind() == std::io::ErrorKind::InvalidInput {
                 PyValueError::new_err(e.to_string())
             } else {

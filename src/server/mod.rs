@@ -1,6 +1,7 @@
 //! The tokio server: accept loop, limits, shutdown. What a connection does
 //! lives in `connection`; how a command runs lives in `crate::exec`.
 
+mod config;
 mod connection;
 pub mod exposure;
 mod guesses;
@@ -9,6 +10,7 @@ mod log;
 mod startups;
 mod tls_accept;
 
+pub use config::MAX_CONNECTIONS;
 pub use connection::{command_spec, looks_raw, raw_request, PRE_AUTH_CODEC};
 pub use exposure::TlsMode;
 pub use listener::{Bind, BoundAddr};
@@ -185,28 +187,23 @@ pub struct Server {
 impl Server {
     /// Binds the listening socket; serving starts with [`Server::start`] or
     /// [`Server::serve_here`]. Refuses (`InvalidInput`) what
-    /// [`exposure::check`] refuses: a network address without a long token or
-    /// without TLS, unless `insecure`; what `insecure` allows is logged as a
-    /// warning and kept in [`Server::warnings`].
+    /// [`ServerConfig::check`] refuses, and what [`exposure::check`] refuses:
+    /// a network address without a long token or without TLS, unless
+    /// `insecure`; what `insecure` allows is logged as a warning and kept in
+    /// [`Server::warnings`].
     pub fn bind(
         bind: Bind,
         config: ServerConfig,
         handler: Option<Arc<dyn Handler>>,
         observer: Arc<dyn Observer>,
     ) -> std::io::Result<Server> {
+        config.check(handler.is_some()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let root = match &config.root {
             Some(path) => Some(Arc::new(
                 Root::open(path).map_err(|e| std::io::Error::new(e.kind(), format!("root {}: {e}", path.display())))?,
             )),
             None => None,
         };
-        if config.token.is_some() {
-            let invalid = |e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
-            config.max_startups.validate().map_err(invalid)?;
-            if config.max_startups_per_source == 0 {
-                return Err(invalid("max_startups_per_source must be at least 1".into()));
-            }
-        }
         // Judged by the address actually bound, not by a name looked up twice.
         let socket = listener::BoundSocket::bind(&bind)?;
         let address = socket.address()?;
