@@ -12,21 +12,20 @@ half-written file under the final name.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import hashlib
 import os
-import secrets
 import stat
 from typing import Any, Callable, Optional, Union
 
 from ._errors import ChecksumError, RemoteError
-from ._rframe import PART_SUFFIX, TRANSFER_CHUNK, WRITEBACK_EVERY, Frame, start_writeback
+from ._rframe import PART_SUFFIX, TRANSFER_CHUNK, WRITEBACK_EVERY, Frame, _PartFile
 
 __all__ = [
     "CHUNK",
     "CHECKSUMS",
+    "PART_SUFFIX",
+    "WRITEBACK_EVERY",
     "Progress",
     "check_checksum",
     "put_request",
@@ -45,10 +44,11 @@ __all__ = [
 #: core's ``TRANSFER_CHUNK``, the server's too.
 CHUNK = TRANSFER_CHUNK
 CHECKSUMS = ("sha256", "md5")
-# Imported from the Rust core, where the server's uploads use them too:
-# PART_SUFFIX, the suffix (after a leading dot) that uploads and downloads in
-# progress carry; WRITEBACK_EVERY, every how many bytes a download hands what
-# it wrote to the disk, so the fsync at the end waits for the last stretch only.
+# Re-exported from the Rust core, whose temporary files serve the server's
+# uploads and LocalFile alike: PART_SUFFIX, the suffix (after a leading dot)
+# that uploads and downloads in progress carry; WRITEBACK_EVERY, every how many
+# bytes what was written is handed to the disk, so the fsync at the end waits
+# for the last stretch only.
 
 Progress = Optional[Callable[[int, int], Any]]
 _Path = Union[str, "os.PathLike[str]"]
@@ -161,9 +161,10 @@ class ChunkReader:
 class LocalFile:
     """The receiving end of a download.
 
-    Bytes go to a temporary file beside ``path``; :meth:`commit` checks the
-    size and digest, fsyncs and renames it into place (refusing an existing
-    ``path`` unless ``overwrite``, atomically); :meth:`discard` removes it.
+    Bytes go to a temporary file beside ``path`` (the Rust core's, the one the
+    server's uploads use); :meth:`commit` checks the size and digest, fsyncs
+    and renames it into place (refusing an existing ``path`` unless
+    ``overwrite``, atomically); :meth:`discard` removes it.
     """
 
     def __init__(self, path: str, *, overwrite: bool, checksum: str) -> None:
@@ -174,31 +175,21 @@ class LocalFile:
             raise IsADirectoryError(errno.EISDIR, "is a directory", path)
         if not overwrite and os.path.lexists(path):
             raise FileExistsError(errno.EEXIST, "already exists, and overwrite was not asked for", path)
-        directory, base = os.path.split(os.path.abspath(path))
+        directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise FileNotFoundError(errno.ENOENT, "no such directory", directory)
-        self._dir = directory
-        # 64 bytes of the name at most: the temporary name must fit NAME_MAX.
-        stem = os.fsencode(base)[:64].decode(errors="ignore") if isinstance(base, str) else base
-        self.temp = os.path.join(directory, f".{stem}.{secrets.token_hex(6)}{PART_SUFFIX}")
-        fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-        # Held while the file is open, as the server does for uploads: a
-        # server whose root holds this directory then never sweeps it away.
-        with contextlib.suppress(OSError):  # no locks here: the sweep's age rule alone protects it
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        self._file = os.fdopen(fd, "wb")
+        # Created and locked (as the server's uploads are: a server whose root
+        # holds this directory then never sweeps it away), written with the
+        # GIL released, handed to the disk every WRITEBACK_EVERY bytes.
+        self._part = _PartFile(os.path.abspath(path), overwrite)
+        self.temp = os.path.join(directory, os.fsdecode(self._part.temp))
         self._hash = hashlib.new(checksum)
         self.size = 0
-        self._handed_to_disk = 0
 
     def write(self, data: bytes) -> None:
-        self._file.write(data)
+        self._part.write(data)
         self._hash.update(data)
         self.size += len(data)
-        if self.size - self._handed_to_disk >= WRITEBACK_EVERY:
-            self._file.flush()
-            start_writeback(self._file.fileno(), self._handed_to_disk, self.size - self._handed_to_disk)
-            self._handed_to_disk = self.size
 
     def commit(self, end: dict[str, Any], expected_size: int) -> dict[str, Any]:
         """Verifies against the ``end`` header, then gives the file its name."""
@@ -215,41 +206,12 @@ class LocalFile:
                 expected=claimed if isinstance(claimed, str) else None,
                 actual=digest,
             )
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        if self.overwrite:
-            os.replace(self.temp, self.path)
-        else:
-            self._rename_no_replace()
-        self._sync_dir()
-        return {"name": self.path, "size": self.size, self.checksum: digest}
-
-    def _rename_no_replace(self) -> None:
         try:
-            os.link(self.temp, self.path)  # fails if path exists: atomic no-replace
+            self._part.commit()
         except FileExistsError:
             raise FileExistsError(errno.EEXIST, "already exists, and overwrite was not asked for", self.path) from None
-        except OSError as exc:  # a file system without hard links
-            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-                raise
-            if os.path.lexists(self.path):
-                raise FileExistsError(errno.EEXIST, "already exists, and overwrite was not asked for", self.path) from None
-            os.rename(self.temp, self.path)
-            return
-        os.unlink(self.temp)
-
-    def _sync_dir(self) -> None:
-        with contextlib.suppress(OSError):  # not every platform opens directories
-            fd = os.open(self._dir, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        return {"name": self.path, "size": self.size, self.checksum: digest}
 
     def discard(self) -> None:
         """Removes the temporary file; ``path`` is left as it was."""
-        with contextlib.suppress(OSError):
-            self._file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.temp)
+        self._part.discard()

@@ -180,6 +180,16 @@ class _ReplyReader:
     def deliver(self, nbytes: int, waiters: collections.deque[asyncio.Future[Frame]], /) -> Optional[list[Frame]]:
         """Decode as ``read`` and resolve the oldest waiters with the frames; return the frames left, or ``None``."""
 
+class _PartFile:
+    """A file being received at a local path: a locked temporary file beside it, renamed into place by ``commit``."""
+
+    def __init__(self, path: Union[str, PathLike[str]], overwrite: bool) -> None: ...
+    @property
+    def temp(self) -> bytes: ...
+    def write(self, data: bytes, /) -> None: ...
+    def commit(self) -> None: ...
+    def discard(self) -> None: ...
+
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Start writing a stretch of a file to disk and return at once (Linux ``sync_file_range``)."""
 

@@ -158,28 +158,7 @@ impl Root {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(FileError::from_io(name, e)),
         }
-        // Short enough for NAME_MAX (255 bytes) whatever the target's length.
-        let stem = truncate(last, 64);
-        let mut random = [0u8; 6];
-        getrandom::fill(&mut random)
-            .map_err(|e| FileError::Io { name: name.into(), source: io::Error::other(e.to_string()) })?;
-        let temp = cstring(format!(".{stem}.{}{PART_SUFFIX}", hex::encode(random)).as_bytes())
-            .map_err(|e| FileError::from_io(name, e))?;
-        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), temp.as_ptr(), flags, 0o666 as libc::c_uint) })
-            .map_err(|e| FileError::from_io(name, e))?;
-        lock_in_use(fd);
-        Ok(Upload {
-            name: name.to_owned(),
-            dir,
-            temp,
-            target,
-            file: unsafe { File::from_raw_fd(fd) },
-            overwrite,
-            written: 0,
-            handed_to_disk: 0,
-            done: false,
-        })
+        Upload::beside(name.to_owned(), dir, target, overwrite).map_err(|e| FileError::from_io(name, e))
     }
 
     /// The entries of directory `name` (`""` or `"."`: the root), sorted by
@@ -272,8 +251,61 @@ pub struct Upload {
 }
 
 impl Upload {
+    /// Starts receiving a file at a local `path`, outside any root (the
+    /// Python clients' downloads): the same temporary file beside it, that
+    /// [`Upload::commit_io`] renames into place. Whether `path` may be
+    /// written (a directory, an existing file) is the caller's to check first.
+    pub fn local(path: &Path, overwrite: bool) -> io::Result<Upload> {
+        let base = path.file_name().ok_or_else(|| io::Error::from_raw_os_error(libc::EISDIR))?;
+        let dir_path = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let c = cstring(dir_path.as_os_str().as_bytes())?;
+        let dir = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+        let dir = unsafe { OwnedFd::from_raw_fd(dir) };
+        let name = path.to_string_lossy().into_owned();
+        Upload::beside(name, dir, cstring(base.as_bytes())?, overwrite)
+    }
+
+    /// A new temporary file in `dir`, named after `target` (see
+    /// [`is_upload_temp`]), created exclusively and locked while in use.
+    fn beside(name: String, dir: OwnedFd, target: CString, overwrite: bool) -> io::Result<Upload> {
+        // Short enough for NAME_MAX (255 bytes) whatever the target's length;
+        // what is not UTF-8 is left out.
+        let stem: String =
+            target.to_bytes()[..target.to_bytes().len().min(64)].utf8_chunks().map(|c| c.valid()).collect();
+        let mut random = [0u8; 6];
+        getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
+        let temp = cstring(format!(".{stem}.{}{PART_SUFFIX}", hex::encode(random)).as_bytes())?;
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), temp.as_ptr(), flags, 0o666 as libc::c_uint) })?;
+        lock_in_use(fd);
+        Ok(Upload {
+            name,
+            dir,
+            temp,
+            target,
+            file: unsafe { File::from_raw_fd(fd) },
+            overwrite,
+            written: 0,
+            handed_to_disk: 0,
+            done: false,
+        })
+    }
+
+    /// The temporary file's name, in the target's directory.
+    pub fn temp_name(&self) -> &CStr {
+        &self.temp
+    }
+
     pub fn write(&mut self, data: &[u8]) -> Result<(), FileError> {
-        self.file.write_all(data).map_err(|e| FileError::from_io(&self.name, e))?;
+        self.write_io(data).map_err(|e| FileError::from_io(&self.name, e))
+    }
+
+    /// [`Upload::write`], with the error as the system gave it.
+    pub fn write_io(&mut self, data: &[u8]) -> io::Result<()> {
+        self.file.write_all(data)?;
         self.written += data.len() as u64;
         if self.written - self.handed_to_disk >= WRITEBACK_EVERY {
             start_writeback(self.file.as_raw_fd(), self.handed_to_disk, self.written - self.handed_to_disk);
@@ -293,10 +325,16 @@ impl Upload {
     /// says that syncing its directory failed, so the new name may not
     /// survive a crash (an error here would tell the client "not stored"
     /// about a file that is there).
-    pub fn commit(mut self) -> Result<Option<io::Error>, FileError> {
+    pub fn commit(self) -> Result<Option<io::Error>, FileError> {
         let name = self.name.clone();
-        self.file.sync_all().map_err(|e| FileError::from_io(&name, e))?;
-        self.rename().map_err(|e| FileError::from_io(&name, e))?;
+        self.commit_io().map_err(|e| FileError::from_io(&name, e))
+    }
+
+    /// [`Upload::commit`], with the error as the system gave it (`EEXIST`:
+    /// the final name was taken meanwhile, and `overwrite` was not asked for).
+    pub fn commit_io(mut self) -> io::Result<Option<io::Error>> {
+        self.file.sync_all()?;
+        self.rename()?;
         self.done = true;
         // The rename itself is durable once the directory is.
         Ok(cvt(unsafe { libc::fsync(self.dir.as_raw_fd()) }).err())
@@ -536,15 +574,6 @@ fn clear_errno() {
     unsafe {
         *libc::__error() = 0
     };
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// The directory `name` in `dir`, refused if it is a symlink.

@@ -291,3 +291,61 @@ fn walkdir_count(dir: &std::path::Path) -> usize {
         })
         .sum()
 }
+
+#[test]
+fn a_local_file_takes_its_name_only_when_committed() {
+    let s = Scratch::new();
+    let path = s.0.join("local.bin");
+    let mut up = Upload::local(&path, false).unwrap();
+    let temp = s.0.join(std::ffi::OsStr::from_bytes(up.temp_name().to_bytes()));
+    assert!(is_upload_temp(up.temp_name().to_bytes()), "{temp:?}");
+    up.write_io(b"hello").unwrap();
+    assert!(!path.exists() && temp.exists());
+    assert!(up.commit_io().unwrap().is_none());
+    assert_eq!(fs::read(&path).unwrap(), b"hello");
+    assert!(!temp.exists());
+}
+
+#[test]
+fn a_local_file_dropped_leaves_nothing() {
+    let s = Scratch::new();
+    let path = s.0.join("gone");
+    let up = Upload::local(&path, false).unwrap();
+    let temp = s.0.join(std::ffi::OsStr::from_bytes(up.temp_name().to_bytes()));
+    assert!(temp.exists());
+    drop(up);
+    assert!(!temp.exists() && !path.exists());
+}
+
+#[test]
+fn a_local_file_never_replaces_one_made_meanwhile_unless_asked() {
+    let s = Scratch::new();
+    let path = s.0.join("taken");
+    let mut up = Upload::local(&path, false).unwrap();
+    up.write_io(b"new").unwrap();
+    fs::write(&path, b"old").unwrap();
+    assert_eq!(up.commit_io().unwrap_err().raw_os_error(), Some(libc::EEXIST));
+    assert_eq!(fs::read(&path).unwrap(), b"old");
+    let mut up = Upload::local(&path, true).unwrap();
+    up.write_io(b"new").unwrap();
+    up.commit_io().unwrap();
+    assert_eq!(fs::read(&path).unwrap(), b"new");
+}
+
+#[test]
+fn a_local_file_in_a_missing_directory_is_not_found() {
+    let s = Scratch::new();
+    let err = Upload::local(&s.0.join("no/such"), false).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+}
+
+#[test]
+fn a_long_or_non_utf8_name_makes_a_short_temporary_name() {
+    let s = Scratch::new();
+    // 64 bytes of the name at most, and those that are UTF-8.
+    for (name, stem) in [("é".repeat(100).into_bytes(), "é".repeat(32)), (b"ab\xffcd".to_vec(), "abcd".into())] {
+        let up = Upload::local(&s.0.join(std::ffi::OsStr::from_bytes(&name)), false).unwrap();
+        let temp = up.temp_name().to_str().expect("UTF-8");
+        assert!(temp.starts_with(&format!(".{stem}.")) && is_upload_temp(temp.as_bytes()), "{temp}");
+    }
+}

@@ -1,6 +1,13 @@
 //! File helpers for the Python clients' downloads.
 
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::files::Upload;
 
 /// Starts writing ``length`` bytes of file descriptor ``fd`` from ``offset``
 /// to disk and returns at once (Linux ``sync_file_range``; elsewhere nothing),
@@ -8,4 +15,65 @@ use pyo3::prelude::*;
 #[pyfunction]
 pub fn start_writeback(py: Python<'_>, fd: i32, offset: u64, length: u64) {
     py.detach(|| crate::files::start_writeback(fd, offset, length));
+}
+
+/// A file being received at a local path: the server's uploads' temporary
+/// file (`files::Upload::local`), for ``rframe._files.LocalFile``. Private.
+#[pyclass(frozen, name = "_PartFile", module = "rframe._rframe")]
+pub struct PyPartFile {
+    /// `None` once committed or discarded.
+    upload: Mutex<Option<Upload>>,
+    temp: Py<PyBytes>,
+}
+
+fn finished() -> PyErr {
+    PyValueError::new_err("the file was already committed or discarded")
+}
+
+impl PyPartFile {
+    fn take(&self) -> PyResult<Upload> {
+        self.upload.lock().expect("lock").take().ok_or_else(finished)
+    }
+}
+
+#[pymethods]
+impl PyPartFile {
+    /// A temporary file beside ``path``, created and locked; ``OSError`` as
+    /// the system says (a missing directory: ``FileNotFoundError``).
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf, overwrite: bool) -> PyResult<PyPartFile> {
+        let upload = py.detach(|| Upload::local(&path, overwrite))?;
+        let temp = PyBytes::new(py, upload.temp_name().to_bytes()).unbind();
+        Ok(PyPartFile { upload: Mutex::new(Some(upload)), temp })
+    }
+
+    /// The temporary file's name (bytes), in the directory of ``path``.
+    #[getter]
+    fn temp(&self, py: Python<'_>) -> Py<PyBytes> {
+        self.temp.clone_ref(py)
+    }
+
+    /// Appends ``data``, handing what was written to the disk every
+    /// ``WRITEBACK_EVERY`` bytes; the GIL is released meanwhile.
+    fn write(&self, py: Python<'_>, data: &[u8]) -> PyResult<()> {
+        py.detach(|| {
+            self.upload.lock().expect("lock").as_mut().ok_or_else(finished)?.write_io(data).map_err(Into::into)
+        })
+    }
+
+    /// fsync, then the final name, atomically (``FileExistsError`` if it was
+    /// taken meanwhile and ``overwrite`` was not asked for), then the
+    /// directory's fsync, whose failure is ignored: the file is stored.
+    fn commit(&self, py: Python<'_>) -> PyResult<()> {
+        let upload = self.take()?;
+        py.detach(|| upload.commit_io())?;
+        Ok(())
+    }
+
+    /// Removes the temporary file; the final name is left as it was.
+    fn discard(&self, py: Python<'_>) {
+        if let Ok(upload) = self.take() {
+            py.detach(|| drop(upload));
+        }
+    }
 }

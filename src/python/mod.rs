@@ -35,6 +35,7 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<decoder::PyFrameDecoder>()?;
     m.add_class::<server::PyServer>()?;
     m.add_class::<replies::PyReplyReader>()?;
+    m.add_class::<files::PyPartFile>()?;
     m.add_function(wrap_pyfunction!(codec::pack_frame, m)?)?;
     m.add_function(wrap_pyfunction!(codec::read_frame, m)?)?;
     m.add_function(wrap_pyfunction!(codec::send_frame, m)?)?;
