@@ -1,6 +1,8 @@
 //! Files under a server's root directory (`--root`): names that cannot
 //! escape it, reads, listings, and uploads that appear under their final
 //! name only once complete and verified (a temporary name, fsync, rename).
+//! The Python clients' downloads are received the same way, beside a local
+//! path ([`Upload::local`]).
 //!
 //! Blocking std I/O: the server calls this from blocking threads.
 
