@@ -190,9 +190,6 @@ class _PartFile:
     def commit(self) -> None: ...
     def discard(self) -> None: ...
 
-def start_writeback(fd: int, offset: int, length: int) -> None:
-    """Start writing a stretch of a file to disk and return at once (Linux ``sync_file_range``)."""
-
 #: The application protocol TLS connections name (ALPN).
 TLS_ALPN: str
 #: The handshake's ``channel_binding`` on TLS, and on plaintext (PROTOCOL.md).

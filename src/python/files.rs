@@ -9,14 +9,6 @@ use pyo3::types::PyBytes;
 
 use crate::files::Upload;
 
-/// Starts writing ``length`` bytes of file descriptor ``fd`` from ``offset``
-/// to disk and returns at once (Linux ``sync_file_range``; elsewhere nothing),
-/// so the fsync that ends a download waits only for the last stretch.
-#[pyfunction]
-pub fn start_writeback(py: Python<'_>, fd: i32, offset: u64, length: u64) {
-    py.detach(|| crate::files::start_writeback(fd, offset, length));
-}
-
 /// A file being received at a local path: the server's uploads' temporary
 /// file (`files::Upload::local`), for ``rframe._files.LocalFile``. Private.
 #[pyclass(frozen, name = "_PartFile", module = "rframe._rframe")]
