@@ -831,7 +831,7 @@ def test_bench_files_quick():
     ]
     # against sendfile, then TLS against plaintext
     assert [(cells[0], len(cells)) for cells in rows] == [
-        ("upload", 7), ("download", 7), ("upload", 5), ("download", 5)
+        ("upload", 7), ("download", 7), ("upload", 7), ("download", 7)
     ], r.stdout
     for cells in rows[:2]:
         assert all(float(cells[i].replace(",", "")) > 0 for i in (1, 2, 4)), cells
@@ -839,6 +839,9 @@ def test_bench_files_quick():
     for cells in rows[2:]:
         assert all(float(cells[i].replace(",", "")) > 0 for i in (1, 2)), cells
         assert re.fullmatch(r"\d+\.\d\dx", cells[3]) and cells[4].startswith(">= 0.85x"), cells
+        for total in cells[5:]:  # CPU seconds per GiB, client + server = total
+            client, server, whole = map(float, re.fullmatch(r"(\S+) \+ (\S+) = (\S+)", total).groups())
+            assert client > 0 and server > 0 and abs(client + server - whole) < 0.011, cells
     assert "cp" in r.stdout and "peak RSS" in r.stdout
 
 
