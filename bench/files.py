@@ -254,9 +254,10 @@ def main() -> int:
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         # both connections (the TLS one with its handshake) are made before
         # timing; their transfers take turns, so both meet the same machine
-        with rframe.Client("127.0.0.1", server.port, timeout=300) as plain, rframe.Client(
-            "127.0.0.1", server.port, tls=True, fingerprint=fingerprint, timeout=300
-        ) as tls:
+        with (
+            rframe.Client("127.0.0.1", server.port, timeout=300) as plain,
+            rframe.Client("127.0.0.1", server.port, tls=True, fingerprint=fingerprint, timeout=300) as tls,
+        ):
             for _ in range(args.rounds):
                 for tag, client in (("", plain), (" TLS", tls)):
                     record_rframe(f"rframe{tag} upload", lambda: client.upload(src, "up.bin", overwrite=True))
@@ -291,7 +292,9 @@ def main() -> int:
     print()
     print("\n".join(machine.describe()))
     print()
-    print("| transfer | rframe MB/s | sendfile MB/s | rframe / sendfile | sendfile + fsync MB/s | rframe / (sendfile + fsync) | target |")
+    print(
+        "| transfer | rframe MB/s | sendfile MB/s | rframe / sendfile | sendfile + fsync MB/s | rframe / (sendfile + fsync) | target |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|")
     verdicts = []
     for way in ("upload", "download"):
@@ -303,8 +306,10 @@ def main() -> int:
             f">= 0.70x sendfile: {'met' if met else '**missed**'} |"
         )
     print()
-    print("rframe over TLS 1.3 against rframe plaintext, the same server; each client's one connection "
-          "(the TLS handshake included) opened before timing:")
+    print(
+        "rframe over TLS 1.3 against rframe plaintext, the same server; each client's one connection "
+        "(the TLS handshake included) opened before timing:"
+    )
     print()
     gib = size / (1 << 30)
 
@@ -314,13 +319,17 @@ def main() -> int:
         server_ = statistics.median(s for _, s in cpu[name]) / gib
         return f"{client:.2f} + {server_:.2f} = {client + server_:.2f}"
 
-    print("| transfer | rframe plaintext MB/s | rframe TLS 1.3 MB/s | TLS / plaintext | target "
-          "| CPU s/GiB plaintext (client + server) | CPU s/GiB TLS (client + server) |")
+    print(
+        "| transfer | rframe plaintext MB/s | rframe TLS 1.3 MB/s | TLS / plaintext | target "
+        "| CPU s/GiB plaintext (client + server) | CPU s/GiB TLS (client + server) |"
+    )
     print("|---|---:|---:|---:|---|---:|---:|")
     for way in ("upload", "download"):
         r, t = rate[f"rframe {way}"], rate[f"rframe TLS {way}"]
-        print(f"| {way} | {r:,.0f} | {t:,.0f} | {t / r:.2f}x | >= 0.85x: {'met' if t / r >= 0.85 else '**missed**'} "
-              f"| {cpu_per_gib(f'rframe {way}')} | {cpu_per_gib(f'rframe TLS {way}')} |")
+        print(
+            f"| {way} | {r:,.0f} | {t:,.0f} | {t / r:.2f}x | >= 0.85x: {'met' if t / r >= 0.85 else '**missed**'} "
+            f"| {cpu_per_gib(f'rframe {way}')} | {cpu_per_gib(f'rframe TLS {way}')} |"
+        )
     print()
     print(f"For scale: local `cp` {rate['cp']:,.0f} MB/s, `cp` + `sync FILE` {rate['cp + sync']:,.0f} MB/s.")
     print(

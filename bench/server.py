@@ -88,8 +88,10 @@ KINDS = {
     "uvloop": ("json", "asyncio streams on uvloop, struct + json"),
     "twisted": ("int32", "Twisted Int32StringReceiver (no JSON header)"),
     "rframe-int32": ("int32", "rframe.Server(handler=upper, codec=Codec(json_header=False, byteorder='big'))"),
-    "rframe-int32-tls": ("int32", "rframe.Server(handler=upper, codec=Codec(json_header=False, byteorder='big'), "
-                                  "tls=True), TLS 1.3"),
+    "rframe-int32-tls": (
+        "int32",
+        "rframe.Server(handler=upper, codec=Codec(json_header=False, byteorder='big'), tls=True), TLS 1.3",
+    ),
     "rframe-cmd": ("json", "rframe.Server() command server"),
 }
 
@@ -111,11 +113,13 @@ def serve_rframe(port, length_only=False, tls_dir=None):
     import rframe
 
     if length_only:
+
         def upper(frame):
             return frame.body.upper()
 
         codec = rframe.Codec(json_header=False, byteorder="big")
     else:
+
         def upper(frame):
             return frame.header, frame.body.upper()
 
@@ -370,8 +374,10 @@ def check_peer(writer, fingerprint):
     if got != fingerprint:
         raise RuntimeError(f"TLS: the server's certificate has fingerprint {got}, expected {fingerprint}")
     if ssl_object.version() != "TLSv1.3" or ssl_object.selected_alpn_protocol() != ALPN:
-        raise RuntimeError(f"TLS: {ssl_object.version()} with ALPN {ssl_object.selected_alpn_protocol()!r}, "
-                           f"expected TLSv1.3 with {ALPN!r}")
+        raise RuntimeError(
+            f"TLS: {ssl_object.version()} with ALPN {ssl_object.selected_alpn_protocol()!r}, "
+            f"expected TLSv1.3 with {ALPN!r}"
+        )
 
 
 async def _client_main(cfg):
@@ -401,9 +407,7 @@ async def _client_main(cfg):
     async def round_(work):
         lat = []
         t0 = time.perf_counter()
-        await asyncio.gather(*(
-            _client_conn(r, w, reqs, workload, framing, lat) for (r, w), reqs in zip(conns, work)
-        ))
+        await asyncio.gather(*(_client_conn(r, w, reqs, workload, framing, lat) for (r, w), reqs in zip(conns, work)))
         return time.perf_counter() - t0, lat
 
     loop = asyncio.get_running_loop()
@@ -423,13 +427,18 @@ async def _client_main(cfg):
         t_cpu = time.process_time() - t_cpu0
         lat.sort()
         n = len(lat)
-        print(json.dumps({
-            "requests": n,
-            "wall": wall,
-            "p50": lat[n // 2],
-            "p99": lat[min(n - 1, (n * 99) // 100)],
-            "client_cpu": t_cpu,
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "requests": n,
+                    "wall": wall,
+                    "p50": lat[n // 2],
+                    "p99": lat[min(n - 1, (n * 99) // 100)],
+                    "client_cpu": t_cpu,
+                }
+            ),
+            flush=True,
+        )
     for _, w in conns:
         w.close()
 
@@ -550,7 +559,9 @@ def native_client():
         return None, "no `cargo` on PATH to build bench/loadgen"
     built = subprocess.run(
         ["cargo", "build", "--release", "--quiet", "--manifest-path", os.path.join(LOADGEN_DIR, "Cargo.toml")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     if built.returncode != 0:
         return None, "bench/loadgen did not build: " + built.stderr.strip()[-500:]
@@ -608,8 +619,13 @@ class Bench:
         self.rounds = []
         try:
             cfg = {
-                "port": self.server.port, "framing": framing, "workload": workload, "conns": conns,
-                "requests": requests, "warmup": warmup, "uvloop": use_uvloop,
+                "port": self.server.port,
+                "framing": framing,
+                "workload": workload,
+                "conns": conns,
+                "requests": requests,
+                "warmup": warmup,
+                "uvloop": use_uvloop,
                 "fingerprint": self.server.fingerprint,
             }
             self.client = ClientProcess(cfg, timeout, native)
@@ -653,7 +669,7 @@ def measure(kinds, workload, conns, requests, warmup, rounds, budget, use_uvloop
                 failed[kind] = str(e)
         live = list(benches)
         for i in range(rounds):
-            order = live[i % len(live):] + live[: i % len(live)] if live else []
+            order = live[i % len(live) :] + live[: i % len(live)] if live else []
             for kind in order:
                 b = benches[kind]
                 if sum(r["wall"] for r in b.rounds) > budget:
@@ -689,6 +705,7 @@ def summarize(rounds):
 def local_spawn(n, threads, rounds):
     """Best-of-``rounds`` rate of ``subprocess.run("true", shell=True)`` from
     ``threads`` threads, ``n`` runs per round."""
+
     def one(_):
         return subprocess.run("true", shell=True).returncode
 
@@ -727,26 +744,48 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="small counts (a few seconds), for smoke tests")
     ap.add_argument("--markdown", action="store_true", default=True, help="markdown table output (the default)")
     ap.add_argument("--json", metavar="PATH", help="also write the raw numbers to PATH as JSON")
-    ap.add_argument("--only", metavar="KIND", action="append", choices=list(KINDS) + ["spawn"],
-                    help="run only these rows (repeatable; 'rframe-cmd' and 'spawn' make up part 2)")
+    ap.add_argument(
+        "--only",
+        metavar="KIND",
+        action="append",
+        choices=list(KINDS) + ["spawn"],
+        help="run only these rows (repeatable; 'rframe-cmd' and 'spawn' make up part 2)",
+    )
     ap.add_argument("--requests", type=int, help="requests per measured round (default 20000; --quick 2000)")
     ap.add_argument("--rounds", type=int, help="measured rounds per server, best of (default 7; --quick 1)")
     ap.add_argument("--no-uvloop-client", action="store_true", help="drive the servers with plain asyncio")
-    ap.add_argument("--no-native-client", action="store_true",
-                    help="skip the second pass, with the native client (bench/loadgen, built with cargo)")
-    ap.add_argument("--serve", metavar="KIND", choices=list(SERVE),
-                    help="run one server in the foreground (prints its port first), e.g. for perf")
+    ap.add_argument(
+        "--no-native-client",
+        action="store_true",
+        help="skip the second pass, with the native client (bench/loadgen, built with cargo)",
+    )
+    ap.add_argument(
+        "--serve",
+        metavar="KIND",
+        choices=list(SERVE),
+        help="run one server in the foreground (prints its port first), e.g. for perf",
+    )
     ap.add_argument("--port", type=int, default=0, help="port for --serve (0: a free one)")
-    ap.add_argument("--tls-dir", metavar="DIR",
-                    help="for --serve of a TLS server: where its generated certificate is kept "
-                         "(default: a temporary directory, removed when it stops)")
-    ap.add_argument("--drive", metavar="PORT", type=int,
-                    help="only drive a server already listening on PORT (e.g. one started with --serve, "
-                         "to profile it) with the benchmark's client, and print each round")
+    ap.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="for --serve of a TLS server: where its generated certificate is kept "
+        "(default: a temporary directory, removed when it stops)",
+    )
+    ap.add_argument(
+        "--drive",
+        metavar="PORT",
+        type=int,
+        help="only drive a server already listening on PORT (e.g. one started with --serve, "
+        "to profile it) with the benchmark's client, and print each round",
+    )
     ap.add_argument("--framing", choices=["json", "int32"], default="json", help="the client's framing for --drive")
-    ap.add_argument("--fingerprint", metavar="HEX",
-                    help="for --drive: connect with TLS and pin this certificate fingerprint "
-                         "(a TLS server started with --serve prints it after its port)")
+    ap.add_argument(
+        "--fingerprint",
+        metavar="HEX",
+        help="for --drive: connect with TLS and pin this certificate fingerprint "
+        "(a TLS server started with --serve prints it after its port)",
+    )
     ap.add_argument("--_client", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
@@ -773,15 +812,25 @@ def main(argv=None):
     use_uvloop = not args.no_uvloop_client and available("uvloop") is None
 
     if args.drive:
-        cfg = {"port": args.drive, "framing": args.framing, "workload": "upper", "conns": conns,
-               "requests": requests, "warmup": warmup, "uvloop": use_uvloop, "fingerprint": args.fingerprint}
+        cfg = {
+            "port": args.drive,
+            "framing": args.framing,
+            "workload": "upper",
+            "conns": conns,
+            "requests": requests,
+            "warmup": warmup,
+            "uvloop": use_uvloop,
+            "fingerprint": args.fingerprint,
+        }
         client = ClientProcess(cfg, timeout)
         try:
             for _ in range(rounds):
                 r = client.go()
-                print(f"{r['requests'] / r['wall']:,.0f} req/s, p50 {r['p50'] * 1e6:,.0f} us, "
-                      f"p99 {r['p99'] * 1e6:,.0f} us, client CPU {r['client_cpu'] / r['requests'] * 1e6:.1f} us/req",
-                      flush=True)
+                print(
+                    f"{r['requests'] / r['wall']:,.0f} req/s, p50 {r['p50'] * 1e6:,.0f} us, "
+                    f"p99 {r['p99'] * 1e6:,.0f} us, client CPU {r['client_cpu'] / r['requests'] * 1e6:.1f} us/req",
+                    flush=True,
+                )
         finally:
             client.close()
         return 0
@@ -813,8 +862,9 @@ def main(argv=None):
     if fast and not native_skipped:
         native, native_skipped = native_client()
         if native:
-            got = measure(fast, "upper", conns, requests, warmup, rounds, budget, use_uvloop, timeout,
-                          native_failed, native)
+            got = measure(
+                fast, "upper", conns, requests, warmup, rounds, budget, use_uvloop, timeout, native_failed, native
+            )
             native_results.update((k, summarize(r)) for k, r in got.items())
 
     spawn = cmd = None
@@ -868,24 +918,40 @@ def main(argv=None):
 
     print("# rframe server benchmark" + (" (--quick)" if args.quick else ""))
     print()
-    print(f"- Python {platform.python_version()} ({platform.python_implementation()}), rframe {rver}, "
-          f"uvloop {ver('uvloop')}, Twisted {tw}")
+    print(
+        f"- Python {platform.python_version()} ({platform.python_implementation()}), rframe {rver}, "
+        f"uvloop {ver('uvloop')}, Twisted {tw}"
+    )
     print(f"- machine: {platform.platform()}, {platform.machine()}, nproc={ncpu}")
-    print(f"- client: asyncio streams{' on uvloop' if use_uvloop else ' (no uvloop)'}, one process, "
-          f"{conns} connections, {requests:,} requests per round after {warmup:,} warm-up requests; "
-          f"best of up to {rounds} rounds (highest req/s, lowest CPU/request); whole run {elapsed:.1f} s")
-    print("- TLS rows: TLS 1.3, the client (the same one, with an ssl.SSLContext) checks the server's "
-          "certificate fingerprint; connections and their handshakes are set up before the warm-up, "
-          "so the timed rounds carry requests only")
-    print("- latency: one request's write to its whole reply, as the client sees it (us); "
-          "server CPU: user+system time of the server process, all threads (its CPU-time clock), "
-          "per request (us); busy: server CPU time / wall time (1.00 = one core)")
+    print(
+        f"- client: asyncio streams{' on uvloop' if use_uvloop else ' (no uvloop)'}, one process, "
+        f"{conns} connections, {requests:,} requests per round after {warmup:,} warm-up requests; "
+        f"best of up to {rounds} rounds (highest req/s, lowest CPU/request); whole run {elapsed:.1f} s"
+    )
+    print(
+        "- TLS rows: TLS 1.3, the client (the same one, with an ssl.SSLContext) checks the server's "
+        "certificate fingerprint; connections and their handshakes are set up before the warm-up, "
+        "so the timed rounds carry requests only"
+    )
+    print(
+        "- latency: one request's write to its whole reply, as the client sees it (us); "
+        "server CPU: user+system time of the server process, all threads (its CPU-time clock), "
+        "per request (us); busy: server CPU time / wall time (1.00 = one core)"
+    )
     print()
     framing_label = {"json": "struct `<i` + JSON header", "int32": "`>I` length only"}
 
     def table(results, kinds, failed):
-        cols = ("server", "framing", "req/s", "p50 us", "p99 us", "server CPU us/req", "server busy",
-                "client CPU us/req")
+        cols = (
+            "server",
+            "framing",
+            "req/s",
+            "p50 us",
+            "p99 us",
+            "server CPU us/req",
+            "server busy",
+            "client CPU us/req",
+        )
         print("| " + " | ".join(cols) + " |")
         print("|" + "|".join(["---", "---", "---:", "---:", "---:", "---:", "---:", "---:"]) + "|")
         for kind in kinds:
@@ -893,8 +959,10 @@ def main(argv=None):
             fl = framing_label[KINDS[kind][0]]
             if kind in results:
                 r = results[kind]
-                print(f"| {label} | {fl} | {fmt(r['rate'])} | {fmt(r['p50_us'])} | {fmt(r['p99_us'])} | "
-                      f"{fmt(r['server_cpu_us'], 1)} | {r['server_busy']:.2f} | {fmt(r['client_cpu_us'], 1)} |")
+                print(
+                    f"| {label} | {fl} | {fmt(r['rate'])} | {fmt(r['p50_us'])} | {fmt(r['p99_us'])} | "
+                    f"{fmt(r['server_cpu_us'], 1)} | {r['server_busy']:.2f} | {fmt(r['client_cpu_us'], 1)} |"
+                )
             elif kind in skipped:
                 print(f"| {label} | {fl} | skipped: {skipped[kind]} | | | | | |")
             elif kind in failed:
@@ -902,9 +970,11 @@ def main(argv=None):
         print()
 
     table(results, order, failed)
-    print("The same servers driven by the native client (bench/loadgen: Rust, tokio on one thread, rustls with "
-          "the same fingerprint check; the same connections, requests and checks), which spends a few us of CPU "
-          "per request where the Python client spends tens: here the server, not the client, sets the rate.")
+    print(
+        "The same servers driven by the native client (bench/loadgen: Rust, tokio on one thread, rustls with "
+        "the same fingerprint check; the same connections, requests and checks), which spends a few us of CPU "
+        "per request where the Python client spends tens: here the server, not the client, sets the rate."
+    )
     print()
     if native_results or native_failed:
         table(native_results, fast, native_failed)
@@ -913,15 +983,17 @@ def main(argv=None):
         print()
 
     if cmd or spawn:
-        print(f"## run(\"true\"), {run_conns} concurrent clients, {run_n} runs per round, best of {run_rounds}")
+        print(f'## run("true"), {run_conns} concurrent clients, {run_n} runs per round, best of {run_rounds}')
         print()
         print("| what | runs/s | p50 us | p99 us | server CPU us/run |")
         print("|---|---:|---:|---:|---:|")
         if spawn:
-            print(f"| local `subprocess.run(\"true\", shell=True)`, {run_conns} threads | {fmt(spawn['rate'])} | | | |")
+            print(f'| local `subprocess.run("true", shell=True)`, {run_conns} threads | {fmt(spawn["rate"])} | | | |')
         if cmd:
-            print(f"| rframe command server, `{{\"op\": \"run\", \"cmd\": \"true\"}}` over {run_conns} connections | "
-                  f"{fmt(cmd['rate'])} | {fmt(cmd['p50_us'])} | {fmt(cmd['p99_us'])} | {fmt(cmd['server_cpu_us'], 1)} |")
+            print(
+                f'| rframe command server, `{{"op": "run", "cmd": "true"}}` over {run_conns} connections | '
+                f"{fmt(cmd['rate'])} | {fmt(cmd['p50_us'])} | {fmt(cmd['p99_us'])} | {fmt(cmd['server_cpu_us'], 1)} |"
+            )
         print()
 
     ratios = []
@@ -934,8 +1006,13 @@ def main(argv=None):
         ratios.append((name, r, target, "yes" if ok(r) else "no"))
 
     rf, uv = results.get("rframe"), results.get("uvloop")
-    ratio("rframe CPU/request vs the uvloop server's", rf and rf["server_cpu_us"], uv and uv["server_cpu_us"],
-          "<= 0.67x", lambda r: r <= 2 / 3)
+    ratio(
+        "rframe CPU/request vs the uvloop server's",
+        rf and rf["server_cpu_us"],
+        uv and uv["server_cpu_us"],
+        "<= 0.67x",
+        lambda r: r <= 2 / 3,
+    )
     ratio("rframe req/s vs the uvloop server's", rf and rf["rate"], uv and uv["rate"], ">= 1x", lambda r: r >= 1)
     for peer in ("asyncio", "twisted", "threading"):
         p = results.get(peer)
@@ -944,27 +1021,62 @@ def main(argv=None):
     # TLS against plaintext: the targets are the server's, so they are judged
     # on the native client's rounds; the Python client's are shown beside
     nf, nt = native_results.get("rframe"), native_results.get("rframe-tls")
-    ratio("rframe TLS server CPU/request vs rframe plaintext, native client", nt and nt["server_cpu_us"],
-          nf and nf["server_cpu_us"], "<= 1.3x", lambda r: r <= 1.3)
-    ratio("rframe TLS req/s vs rframe plaintext, native client", nt and nt["rate"], nf and nf["rate"], ">= 0.8x",
-          lambda r: r >= 0.8)
+    ratio(
+        "rframe TLS server CPU/request vs rframe plaintext, native client",
+        nt and nt["server_cpu_us"],
+        nf and nf["server_cpu_us"],
+        "<= 1.3x",
+        lambda r: r <= 1.3,
+    )
+    ratio(
+        "rframe TLS req/s vs rframe plaintext, native client",
+        nt and nt["rate"],
+        nf and nf["rate"],
+        ">= 0.8x",
+        lambda r: r >= 0.8,
+    )
     rt = results.get("rframe-tls")
-    ratio("rframe TLS server CPU/request vs rframe plaintext, Python client", rt and rt["server_cpu_us"],
-          rf and rf["server_cpu_us"], "(info)", lambda r: True)
-    ratio("rframe TLS req/s vs rframe plaintext, Python client (the client's TLS sets the rate)", rt and rt["rate"],
-          rf and rf["rate"], "(info)", lambda r: True)
+    ratio(
+        "rframe TLS server CPU/request vs rframe plaintext, Python client",
+        rt and rt["server_cpu_us"],
+        rf and rf["server_cpu_us"],
+        "(info)",
+        lambda r: True,
+    )
+    ratio(
+        "rframe TLS req/s vs rframe plaintext, Python client (the client's TLS sets the rate)",
+        rt and rt["rate"],
+        rf and rf["rate"],
+        "(info)",
+        lambda r: True,
+    )
     ri, tw_r = results.get("rframe-int32"), results.get("twisted")
     if ri and tw_r:
-        ratio("rframe length-only CPU/request vs Twisted", ri["server_cpu_us"], tw_r["server_cpu_us"],
-              "(info)", lambda r: True)
+        ratio(
+            "rframe length-only CPU/request vs Twisted",
+            ri["server_cpu_us"],
+            tw_r["server_cpu_us"],
+            "(info)",
+            lambda r: True,
+        )
         ratio("rframe length-only req/s vs Twisted", ri["rate"], tw_r["rate"], "(info)", lambda r: True)
     rit = results.get("rframe-int32-tls")
     if ri and rit:
-        ratio("rframe length-only TLS server CPU/request vs plaintext", rit["server_cpu_us"], ri["server_cpu_us"],
-              "(info)", lambda r: True)
+        ratio(
+            "rframe length-only TLS server CPU/request vs plaintext",
+            rit["server_cpu_us"],
+            ri["server_cpu_us"],
+            "(info)",
+            lambda r: True,
+        )
         ratio("rframe length-only TLS req/s vs plaintext", rit["rate"], ri["rate"], "(info)", lambda r: True)
-    ratio("rframe run(\"true\") runs/s vs local subprocess.run", cmd and cmd["rate"], spawn and spawn["rate"],
-          ">= 0.80x", lambda r: r >= 0.8)
+    ratio(
+        'rframe run("true") runs/s vs local subprocess.run',
+        cmd and cmd["rate"],
+        spawn and spawn["rate"],
+        ">= 0.80x",
+        lambda r: r >= 0.8,
+    )
 
     print("## Ratios")
     print()
@@ -984,16 +1096,28 @@ def main(argv=None):
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({
-                "python": platform.python_version(), "machine": platform.platform(), "nproc": ncpu,
-                "rframe": rver, "client_uvloop": use_uvloop, "quick": args.quick,
-                "conns": conns, "requests": requests, "warmup": warmup,
-                "servers": results, "skipped": skipped, "failed": failed,
-                "native_client": {"servers": native_results, "failed": native_failed, "skipped": native_skipped},
-                "run_true": {"conns": run_conns, "runs": run_n, "local_spawn": spawn, "rframe": cmd},
-                "ratios": [{"name": n, "value": r, "target": t, "met": m} for n, r, t, m in ratios],
-                "elapsed": elapsed,
-            }, f, indent=2)
+            json.dump(
+                {
+                    "python": platform.python_version(),
+                    "machine": platform.platform(),
+                    "nproc": ncpu,
+                    "rframe": rver,
+                    "client_uvloop": use_uvloop,
+                    "quick": args.quick,
+                    "conns": conns,
+                    "requests": requests,
+                    "warmup": warmup,
+                    "servers": results,
+                    "skipped": skipped,
+                    "failed": failed,
+                    "native_client": {"servers": native_results, "failed": native_failed, "skipped": native_skipped},
+                    "run_true": {"conns": run_conns, "runs": run_n, "local_spawn": spawn, "rframe": cmd},
+                    "ratios": [{"name": n, "value": r, "target": t, "met": m} for n, r, t, m in ratios],
+                    "elapsed": elapsed,
+                },
+                f,
+                indent=2,
+            )
     return 1 if failed or native_failed else 0
 
 

@@ -79,7 +79,12 @@ def test_run_check_raises_command_error(client):
     with pytest.raises(rframe.CommandError) as info:
         client.run("echo partial; echo bad >&2; exit 5", check=True)
     e = info.value
-    assert (e.returncode, e.stdout, e.stderr, e.cmd) == (5, b"partial\n", b"bad\n", "echo partial; echo bad >&2; exit 5")
+    assert (e.returncode, e.stdout, e.stderr, e.cmd) == (
+        5,
+        b"partial\n",
+        b"bad\n",
+        "echo partial; echo bad >&2; exit 5",
+    )
     assert "exit status 5" in str(e)
     assert client.run("true", check=True).ok
 

@@ -52,6 +52,7 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted(set(globals()) | _ASYNC)
 
+
 __all__ = [
     "Codec",
     "Frame",

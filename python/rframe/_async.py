@@ -506,7 +506,9 @@ class AsyncClient:
         conn = self._conn
         if conn is None:
             if self._closed_reason is not None:
-                raise ConnectionAbortedError(f"the connection is closed ({self._closed_reason}); open a new AsyncClient")
+                raise ConnectionAbortedError(
+                    f"the connection is closed ({self._closed_reason}); open a new AsyncClient"
+                )
             await self._open()
         elif conn.reason is not None:
             raise conn.closed_error()
@@ -672,7 +674,9 @@ class AsyncClient:
         conn = self._conn
         if conn is None:
             if self._closed_reason is not None:
-                raise ConnectionAbortedError(f"the connection is closed ({self._closed_reason}); open a new AsyncClient")
+                raise ConnectionAbortedError(
+                    f"the connection is closed ({self._closed_reason}); open a new AsyncClient"
+                )
             raise RuntimeError(
                 "the AsyncClient is not connected: use 'async with AsyncClient(...) as client' "
                 "or 'client = await AsyncClient.connect(...)'"
@@ -724,7 +728,9 @@ class AsyncClient:
             await asyncio.shield(held)
 
     @staticmethod
-    def _begin(conn: _Connection, data: bytes, timeout: Optional[float], closes: Optional[str]) -> asyncio.Future[Frame]:
+    def _begin(
+        conn: _Connection, data: bytes, timeout: Optional[float], closes: Optional[str]
+    ) -> asyncio.Future[Frame]:
         """Writes a request; returns the future its reply will resolve."""
         fut: asyncio.Future[Frame] = conn.loop.create_future()
         if conn.outbuf or conn.waiters:  # others in flight: join this iteration's writes
@@ -740,7 +746,12 @@ class AsyncClient:
         return fut
 
     async def _exchange(
-        self, body: _Body, header: _Header, fields: Mapping[str, Any], timeout: Optional[float], closes: Optional[str] = None
+        self,
+        body: _Body,
+        header: _Header,
+        fields: Mapping[str, Any],
+        timeout: Optional[float],
+        closes: Optional[str] = None,
     ) -> Frame:
         """One request and its reply, error frames raised. ``closes``: the
         reason to close the connection with if the caller leaves before the
@@ -930,7 +941,6 @@ class AsyncClient:
         reply = await self._exchange(body, header, {}, limit, _RUN_CANCELLED)
         return command_result(cmd, reply, timeout=timeout, check=check, text=text)
 
-
     # ------------------------------------------------------------------ files
 
     @contextlib.asynccontextmanager
@@ -1063,7 +1073,9 @@ class AsyncClient:
         committing: Optional[asyncio.Future[dict[str, Any]]] = None
         try:
             async with self._hold() as conn:
-                request = self.codec.pack(b"", _files.get_request(remote_name, checksum=checksum, max_body=self.codec.max_body))
+                request = self.codec.pack(
+                    b"", _files.get_request(remote_name, checksum=checksum, max_body=self.codec.max_body)
+                )
                 size = _files.expect(await self._reply(conn, request, self.timeout, _TRANSFER_CUT), "file").get("size")
                 if not isinstance(size, int) or size < 0:
                     conn.fail("the server broke the download protocol")

@@ -112,7 +112,9 @@ class Client:
         #: The server certificate's SHA-256 (lowercase hex) on TLS, else ``None``.
         self.tls_fingerprint: Optional[str] = None
         token_data = token_bytes(token, self.codec)
-        choice = _tls.ClientTLS(tls, host=None if unix_path is not None else host, fingerprint=fingerprint, token=token_data)
+        choice = _tls.ClientTLS(
+            tls, host=None if unix_path is not None else host, fingerprint=fingerprint, token=token_data
+        )
         if unix_path is not None:
             self.address: Any = os.fspath(unix_path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -307,7 +309,9 @@ class Client:
     def _check_error(self, frame: Frame) -> None:
         raise_for_error(frame, self._abort)
 
-    def _exchange(self, body: _Body, header: Optional[Mapping[str, Any]], fields: Mapping[str, Any], wait: Optional[float] = None) -> Frame:
+    def _exchange(
+        self, body: _Body, header: Optional[Mapping[str, Any]], fields: Mapping[str, Any], wait: Optional[float] = None
+    ) -> Frame:
         with self._call():
             self._write(body, header, fields)
             return self._read(wait)

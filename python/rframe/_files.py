@@ -234,7 +234,9 @@ class LocalFile:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
                 raise
             if os.path.lexists(self.path):
-                raise FileExistsError(errno.EEXIST, "already exists, and overwrite was not asked for", self.path) from None
+                raise FileExistsError(
+                    errno.EEXIST, "already exists, and overwrite was not asked for", self.path
+                ) from None
             os.rename(self.temp, self.path)
             return
         os.unlink(self.temp)

@@ -80,7 +80,16 @@ class CommandResult:
     rframe._errors.CommandError: Command 'exit 3' returned non-zero exit status 3.
     """
 
-    __slots__ = ("args", "returncode", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "duration", "encoding")
+    __slots__ = (
+        "args",
+        "returncode",
+        "stdout",
+        "stderr",
+        "stdout_truncated",
+        "stderr_truncated",
+        "duration",
+        "encoding",
+    )
 
     def __init__(
         self,
@@ -233,7 +242,9 @@ def run_request(
     return header, body, wait
 
 
-def command_result(cmd: Any, reply: Frame, *, timeout: Optional[float] = None, check: bool = False, text: bool = False) -> CommandResult:
+def command_result(
+    cmd: Any, reply: Frame, *, timeout: Optional[float] = None, check: bool = False, text: bool = False
+) -> CommandResult:
     """Turns the reply to a ``run`` request into a :class:`CommandResult`.
 
     Raises :class:`rframe.RemoteError` (``bad-response``) if the reply is not a
@@ -320,8 +331,6 @@ AUTH_SERVER_FAILED = "the server failed to prove it holds the token"
 def auth_hello() -> dict[str, Any]:
     """Step 1: the header that opens the handshake."""
     return {"op": "auth"}
-
-
 
 
 def auth_answer(token: bytes, reply: Frame, binding: Optional[bytes] = None) -> tuple[dict[str, Any], str, str]:

@@ -193,7 +193,12 @@ def auth_nonce() -> str:
     """32 random bytes from the OS, as hex: a handshake nonce."""
 
 def auth_proof(
-    token: bytes, role: Literal["client", "server"], server_nonce: str, client_nonce: str, *, binding: Optional[bytes] = None
+    token: bytes,
+    role: Literal["client", "server"],
+    server_nonce: str,
+    client_nonce: str,
+    *,
+    binding: Optional[bytes] = None,
 ) -> str:
     """The hex HMAC-SHA256 proof that ``role`` holds ``token`` (see PROTOCOL.md); ``binding``:
     the SHA-256 of the server's certificate on TLS."""

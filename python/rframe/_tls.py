@@ -34,6 +34,7 @@ __all__ = [
     "new_token",
 ]
 
+
 def new_token() -> str:
     """A new random token: 32 bytes from the OS, base64url (43 characters),
     as long as a server reachable from the network requires.
@@ -43,7 +44,6 @@ def new_token() -> str:
     (43, False)
     """
     return secrets.token_urlsafe(32)
-
 
 
 TLSArg = Union[None, bool, ssl.SSLContext]
@@ -136,7 +136,9 @@ def client_context(
     use_tls = uses_tls(tls, host, fingerprint)
     if not use_tls:
         if fingerprint is not None:
-            raise ValueError("fingerprint pins a TLS certificate: it needs TLS (tls=False was given, or a local address)")
+            raise ValueError(
+                "fingerprint pins a TLS certificate: it needs TLS (tls=False was given, or a local address)"
+            )
         return None
     if fingerprint is None and token is None:
         where = "" if tls else f" ({host} is not a loopback address, so TLS is on)"
@@ -161,7 +163,9 @@ class PeerCertificate:
         self.fingerprint = digest.hexdigest()
 
     @classmethod
-    def of(cls, ssl_object: Union[ssl.SSLSocket, ssl.SSLObject], server: str, pinned: Optional[str]) -> "PeerCertificate":
+    def of(
+        cls, ssl_object: Union[ssl.SSLSocket, ssl.SSLObject], server: str, pinned: Optional[str]
+    ) -> "PeerCertificate":
         """The peer's certificate, checked against the pin (``pinned``, as
         :func:`normalize_fingerprint` returns it): :class:`FingerprintMismatch`
         if it differs, before anything is sent."""

@@ -120,7 +120,10 @@ def _fingerprint(text: str) -> str:
 def _transfer_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--overwrite", action="store_true", help="replace a file of that name (default: refuse)")
     ap.add_argument(
-        "--checksum", choices=("sha256", "md5"), default="sha256", help="digest verified by the receiver (default sha256)"
+        "--checksum",
+        choices=("sha256", "md5"),
+        default="sha256",
+        help="digest verified by the receiver (default sha256)",
     )
 
 
