@@ -44,8 +44,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from soak import HOST, PAGE, resources, start_command_server  # noqa: E402 - bench/soak.py
 import machine  # noqa: E402 - bench/machine.py
+from soak import HOST, PAGE, resources, start_command_server  # noqa: E402 - bench/soak.py
 
 TARGET = 32 << 10  # bytes of server memory per idle connection, at most
 MARGIN = 64  # descriptors either process needs besides the connections

@@ -54,11 +54,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import platform
 import random
-import hashlib
 import select
 import shutil
 import signal

@@ -60,8 +60,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server import LineReader, stop_process  # noqa: E402 - bench/server.py
 import machine  # noqa: E402 - bench/machine.py
+from server import LineReader, stop_process  # noqa: E402 - bench/server.py
 
 HOST = "127.0.0.1"
 PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -21,7 +21,6 @@ import hmac
 import json
 import selectors
 import signal
-import socket
 import termios
 import threading
 import time

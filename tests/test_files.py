@@ -11,13 +11,10 @@ import asyncio
 import doctest
 import hashlib
 import io
-import json
 import os
 import re
-import resource
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading

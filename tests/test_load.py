@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT / "bench"))
 import idle  # noqa: E402 - bench/idle.py
 import soak  # noqa: E402 - bench/soak.py
 
-
 # --------------------------------------------------------------------------- soak
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
-from typing import Any, Callable, Iterator, Literal, Mapping, Optional, Sequence, Union, overload
+from typing import Any, Literal, Optional, Union, overload
 
 _Body = Union[bytes, bytearray, memoryview, str]
 _Header = Optional[Mapping[Any, Any]]
@@ -25,7 +26,7 @@ class Codec:
         byteorder: Literal["little", "big"] = "little",
         max_header: int = 65536,
         max_body: int = 268435456,
-        checksum: Optional[Literal["md5", "sha256"]] = None,
+        checksum: Literal["md5", "sha256"] | None = None,
     ) -> None: ...
     @property
     def json_header(self) -> bool: ...
@@ -36,7 +37,7 @@ class Codec:
     @property
     def max_body(self) -> int: ...
     @property
-    def checksum(self) -> Optional[str]: ...
+    def checksum(self) -> str | None: ...
     def pack(self, body: _Body = b"", header: _Header = None, **fields: Any) -> bytes: ...
     def read(self, source: Any) -> Frame: ...
     def send(self, sock: Any, body: _Body = b"", header: _Header = None, **fields: Any) -> None: ...
@@ -49,7 +50,7 @@ class Frame:
     """
 
     def __init__(
-        self, header: Optional[dict[str, Any]] = None, body: Optional[Union[bytes, bytearray, memoryview]] = None
+        self, header: dict[str, Any] | None = None, body: bytes | bytearray | memoryview | None = None
     ) -> None: ...
     @property
     def header(self) -> dict[str, Any]: ...
@@ -76,21 +77,21 @@ class FrameDecoder:
     [b'one', b'two']
     """
 
-    def __init__(self, codec: Optional[Codec] = None) -> None: ...
+    def __init__(self, codec: Codec | None = None) -> None: ...
     @property
     def codec(self) -> Codec: ...
     @property
     def pending(self) -> int: ...
     @property
     def needed(self) -> int: ...
-    def feed(self, data: Union[bytes, bytearray, memoryview]) -> list[Frame]: ...
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]: ...
     def close(self) -> None: ...
 
 def pack_frame(body: _Body = b"", header: _Header = None, **fields: Any) -> bytes: ...
 def read_frame(source: Any) -> Frame: ...
 def send_frame(sock: Any, body: _Body = b"", header: _Header = None, **fields: Any) -> None: ...
 
-_Handler = Callable[[Frame], Union[bytes, bytearray, memoryview, str, tuple[Optional[Mapping[str, Any]], _Body], Frame]]
+_Handler = Callable[[Frame], bytes | bytearray | memoryview | str | tuple[Mapping[str, Any] | None, _Body] | Frame]
 
 class Server:
     """A tokio command server (or, with ``handler``, a server for your own protocol).
@@ -132,34 +133,34 @@ class Server:
         host: str = "127.0.0.1",
         port: int = 8848,
         *,
-        unix_path: Optional[Union[str, PathLike[str]]] = None,
-        handler: Optional[_Handler] = None,
-        token: Optional[Union[str, bytes]] = None,
-        codec: Optional[Codec] = None,
+        unix_path: str | PathLike[str] | None = None,
+        handler: _Handler | None = None,
+        token: str | bytes | None = None,
+        codec: Codec | None = None,
         timeout: float = 30.0,
         max_output: int = 16777216,
         max_connections: int = 1024,
-        allow: Optional[Sequence[str]] = None,
+        allow: Sequence[str] | None = None,
         shell: bool = True,
-        cwd: Optional[Union[str, PathLike[str]]] = None,
-        root: Optional[Union[str, PathLike[str]]] = None,
+        cwd: str | PathLike[str] | None = None,
+        root: str | PathLike[str] | None = None,
         insecure: bool = False,
         header_timeout: float = 10.0,
         idle_timeout: float = 300.0,
         encoding: str = "utf-8",
-        tls: Optional[bool] = None,
-        tls_cert: Optional[Union[str, PathLike[str]]] = None,
-        tls_key: Optional[Union[str, PathLike[str]]] = None,
-        tls_dir: Optional[Union[str, PathLike[str]]] = None,
+        tls: bool | None = None,
+        tls_cert: str | PathLike[str] | None = None,
+        tls_key: str | PathLike[str] | None = None,
+        tls_dir: str | PathLike[str] | None = None,
         output_budget: int = 268435456,
-        max_startups: Optional[Union[int, tuple[int, int, int]]] = None,
+        max_startups: int | tuple[int, int, int] | None = None,
         max_startups_per_source: int = 16,
     ) -> None: ...
     @property
-    def tls_fingerprint(self) -> Optional[str]:
+    def tls_fingerprint(self) -> str | None:
         """The lowercase hex SHA-256 of the TLS certificate's DER bytes (what clients pin), ``None`` without TLS."""
     @property
-    def address(self) -> Union[tuple[str, int], str]:
+    def address(self) -> tuple[str, int] | str:
         """``(host, port)`` for TCP, the socket's path for a Unix socket."""
     def start(self) -> None:
         """Serve in the background and return at once."""
@@ -177,7 +178,7 @@ class _ReplyReader:
         """``BufferedProtocol.get_buffer``: a view of the calling thread's read buffer."""
     def read(self, nbytes: int, /) -> list[Frame]:
         """The frames completed by the first ``nbytes`` of the calling thread's read buffer."""
-    def deliver(self, nbytes: int, waiters: collections.deque[asyncio.Future[Frame]], /) -> Optional[list[Frame]]:
+    def deliver(self, nbytes: int, waiters: collections.deque[asyncio.Future[Frame]], /) -> list[Frame] | None:
         """Decode as ``read`` and resolve the oldest waiters with the frames; return the frames left, or ``None``."""
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
@@ -198,7 +199,7 @@ def auth_proof(
     server_nonce: str,
     client_nonce: str,
     *,
-    binding: Optional[bytes] = None,
+    binding: bytes | None = None,
 ) -> str:
     """The hex HMAC-SHA256 proof that ``role`` holds ``token`` (see PROTOCOL.md); ``binding``:
     the SHA-256 of the server's certificate on TLS."""
@@ -210,14 +211,14 @@ def auth_verify(
     client_nonce: str,
     proof: str,
     *,
-    binding: Optional[bytes] = None,
+    binding: bytes | None = None,
 ) -> bool:
     """Checks a proof in constant time."""
 
 def server_fingerprint(
     *,
-    tls_cert: Optional[Union[str, PathLike[str]]] = None,
-    tls_key: Optional[Union[str, PathLike[str]]] = None,
-    tls_dir: Optional[Union[str, PathLike[str]]] = None,
+    tls_cert: str | PathLike[str] | None = None,
+    tls_key: str | PathLike[str] | None = None,
+    tls_dir: str | PathLike[str] | None = None,
 ) -> str:
     """The fingerprint of the certificate a server with these arguments uses (made and kept first, if generated)."""

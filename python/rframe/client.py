@@ -36,7 +36,8 @@ import os
 import select
 import sys
 import time
-from typing import Any, Optional, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from ._cli import port, read_token, seconds
 from ._client import Client
@@ -161,10 +162,10 @@ class _Session:
     """A connection that is (re)opened on demand: after Ctrl-C or a lost
     connection, the next command gets a fresh one."""
 
-    def __init__(self, args: argparse.Namespace, token: Optional[bytes]):
+    def __init__(self, args: argparse.Namespace, token: bytes | None):
         self.args = args
         self.token = token
-        self.client: Optional[Client] = None
+        self.client: Client | None = None
 
     def where(self) -> str:
         return self.args.unix or f"{self.args.host}:{self.args.port}"
@@ -317,7 +318,7 @@ class ProgressBar:
         self.stream.flush()
 
 
-def _progress(label: str) -> Optional[ProgressBar]:
+def _progress(label: str) -> ProgressBar | None:
     return ProgressBar(label, sys.stderr) if sys.stderr.isatty() else None
 
 
@@ -393,7 +394,7 @@ def _loop(session: _Session) -> int:
             return code  # the server is gone
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the client; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:

@@ -30,7 +30,7 @@ import re
 import signal
 import sys
 import warnings
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from ._cli import port, read_token, seconds
 from ._rframe import Server, server_fingerprint
@@ -274,7 +274,7 @@ def _write_new_token(path: str) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until Ctrl-C or SIGTERM; returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.new_token is not None:
