@@ -260,8 +260,12 @@ def main() -> int:
         ):
             for _ in range(args.rounds):
                 for tag, client in (("", plain), (" TLS", tls)):
-                    record_rframe(f"rframe{tag} upload", lambda: client.upload(src, "up.bin", overwrite=True))
-                    record_rframe(f"rframe{tag} download", lambda: client.download("up.bin", out, overwrite=True))
+                    record_rframe(
+                        f"rframe{tag} upload", lambda client=client: client.upload(src, "up.bin", overwrite=True)
+                    )
+                    record_rframe(
+                        f"rframe{tag} download", lambda client=client: client.download("up.bin", out, overwrite=True)
+                    )
                     os.unlink(out)
                     os.unlink(os.path.join(root, "up.bin"))
         client_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
@@ -269,9 +273,12 @@ def main() -> int:
         for _ in range(args.rounds):
             for sync in (False, True):
                 tag = " + fsync" if sync else ""
-                record(f"sendfile upload{tag}", lambda: sendfile_upload(peer.port, src, peer_out, size, sync))
+                record(f"sendfile upload{tag}", lambda sync=sync: sendfile_upload(peer.port, src, peer_out, size, sync))
                 os.unlink(peer_out)
-                record(f"sendfile download{tag}", lambda: sendfile_download(peer.port, src, out, size, sync, view))
+                record(
+                    f"sendfile download{tag}",
+                    lambda sync=sync: sendfile_download(peer.port, src, out, size, sync, view),
+                )
                 os.unlink(out)
             record("cp", lambda: subprocess.run(["cp", src, out], check=True))
             os.unlink(out)
@@ -293,7 +300,8 @@ def main() -> int:
     print("\n".join(machine.describe()))
     print()
     print(
-        "| transfer | rframe MB/s | sendfile MB/s | rframe / sendfile | sendfile + fsync MB/s | rframe / (sendfile + fsync) | target |"
+        "| transfer | rframe MB/s | sendfile MB/s | rframe / sendfile "
+        "| sendfile + fsync MB/s | rframe / (sendfile + fsync) | target |"
     )
     print("|---|---:|---:|---:|---:|---:|---|")
     verdicts = []

@@ -292,7 +292,7 @@ def make_stream(nframes):
     frames = []
     for i in range(nframes):
         body = (b"%08d" % i) * 12 + b"body"  # 100 bytes
-        frames.append(pack_json(body, {"file_name": "text%d" % i, "md5": 54645898788 + i}))
+        frames.append(pack_json(body, {"file_name": f"text{i}", "md5": 54645898788 + i}))
     return b"".join(frames)
 
 
@@ -301,7 +301,7 @@ def bench_decode(rframe, nframes, chunk, repeat):
     chunks = [stream[i : i + chunk] for i in range(0, len(stream), chunk)]
     last_i = nframes - 1
     expected_last = (
-        {"file_name": "text%d" % last_i, "md5": 54645898788 + last_i, "total_size": 100},
+        {"file_name": f"text{last_i}", "md5": 54645898788 + last_i, "total_size": 100},
         (b"%08d" % last_i) * 12 + b"body",
     )
 

@@ -298,7 +298,7 @@ async def _async_group(cfg, index, stats):
             continue
         stats.connects += 2
 
-        async def task(count):
+        async def task(count, cmd=cmd, echo=echo):
             for _ in range(count):
                 if time.time() >= cfg["stop_at"]:
                     return

@@ -177,7 +177,7 @@ def test_errors_are_the_blocking_clients(arun):
     ]
     with running(rframe.Server(port=0, allow=["echo", "sh", "sleep"])) as s:
         with rframe.Client(*s.address, timeout=HANG_BOUND) as blocking:
-            expected = [_outcome(lambda: blocking.run(*a, **k)) for a, k in calls]
+            expected = [_outcome(lambda a=a, k=k: blocking.run(*a, **k)) for a, k in calls]
 
         async def main():
             async with client(s) as c:
@@ -387,11 +387,11 @@ async def test_busy_server_answer_is_a_remote_error():
                 second = await rframe.AsyncClient.connect(*s.address, timeout=HANG_BOUND)
                 try:
                     if wait_first:  # the answer came before the call: it is still given
-                        assert await wait_for_condition(lambda: second.closed)
+                        assert await wait_for_condition(lambda second=second: second.closed)
                     with pytest.raises(rframe.RemoteError) as info:
                         await second.run("echo second")
                     assert info.value.code == "busy"
-                    assert await wait_for_condition(lambda: second.closed)
+                    assert await wait_for_condition(lambda second=second: second.closed)
                     with pytest.raises(ConnectionAbortedError, match="busy"):
                         await second.run("echo second")
                 finally:
@@ -756,7 +756,7 @@ def test_cancelled_requests_keep_the_connection_in_sync(arun, echo_server):
         async with client(echo_server) as c:
             for round_ in range(25):
 
-                async def one(i):
+                async def one(i, round_=round_):
                     how = rng.choice(["plain", "wait_for", "timeout"])
                     call = c.request(b"r%d-%d" % (round_, i), seq=i, delay=rng.choice([0, 0, 0.002, 0.01]))
                     if how == "wait_for":

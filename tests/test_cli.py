@@ -51,7 +51,7 @@ def test_server_prints_one_line_and_logs_requests(cli_server):
     with cli_server.client() as c:
         assert c.run("echo cli-logged; exit 2").returncode == 2
     assert wait_until(lambda: "cli-logged" in cli_server.stderr, 5), cli_server.stderr
-    line = next(l for l in cli_server.stderr.splitlines() if "cli-logged" in l)
+    line = next(ln for ln in cli_server.stderr.splitlines() if "cli-logged" in ln)
     assert "INFO" in line and "returncode 2" in line and "127.0.0.1:" in line and "bytes" in line
     assert len(cli_server.out) == 1  # exactly one line on stdout
 

@@ -246,7 +246,7 @@ def test_missing_unix_socket(tmp_path):
 
 def test_unix_socket_client(tmp_path):
     path = tmp_path / "s.sock"
-    with running(rframe.Server(unix_path=str(path))) as s:
+    with running(rframe.Server(unix_path=str(path))):
         with rframe.Client(unix_path=path) as c:
             assert c.address == str(path)
             assert c.run("echo over-unix").stdout == b"over-unix\n"

@@ -34,7 +34,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 from . import _files, _tls
 from ._errors import FrameError, RemoteError
@@ -58,8 +58,8 @@ from ._rframe import Codec, Frame, _ReplyReader
 
 __all__ = ["AsyncClient", "read_frame_async", "send_frame_async"]
 
-_Body = Union[bytes, bytearray, memoryview, str]
-_Header = Optional[Mapping[Any, Any]]
+_Body = bytes | bytearray | memoryview | str
+_Header = Mapping[Any, Any] | None
 
 _DEFAULT_CODEC = Codec()
 _get_running_loop = asyncio.get_running_loop
@@ -646,7 +646,9 @@ class AsyncClient:
             return
         if conn.transport.is_closing():
             return
-        warnings.warn(f"unclosed {self!r}: use 'async with' or 'await client.close()'", ResourceWarning, source=self)
+        warnings.warn(
+            f"unclosed {self!r}: use 'async with' or 'await client.close()'", ResourceWarning, stacklevel=1, source=self
+        )
         if not conn.loop.is_closed():
             conn.reason = conn.reason or "the client was garbage-collected"
             conn.transport.abort()
@@ -1130,7 +1132,10 @@ class AsyncClient:
 
 _TRANSFER_CUT = "a file transfer was cancelled or timed out halfway; the connection was closed"
 
-_RUN_CANCELLED = "a run() was cancelled or timed out while its command ran; the connection was closed so that the server kills the command"
+_RUN_CANCELLED = (
+    "a run() was cancelled or timed out while its command ran; "
+    "the connection was closed so that the server kills the command"
+)
 
 
 # --------------------------------------------------------------------------- framing helpers

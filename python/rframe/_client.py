@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Union
+from typing import Any
 
 from . import _files, _tls
 from ._errors import RemoteError
@@ -41,7 +41,7 @@ from ._rframe import Codec, Frame
 
 __all__ = ["Client", "CommandResult"]
 
-_Body = Union[bytes, bytearray, memoryview, str]
+_Body = bytes | bytearray | memoryview | str
 
 
 # --------------------------------------------------------------------------- the client

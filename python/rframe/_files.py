@@ -20,7 +20,7 @@ import os
 import secrets
 import stat
 from collections.abc import Callable
-from typing import Any, Optional, Union
+from typing import Any
 
 from ._errors import ChecksumError, RemoteError
 from ._rframe import Frame, start_writeback
@@ -51,8 +51,8 @@ PART_SUFFIX = ".rframe-part"
 #: fsync at the end waits for the last stretch only.
 WRITEBACK_EVERY = 8 << 20
 
-Progress = Optional[Callable[[int, int], Any]]
-_Path = Union[str, "os.PathLike[str]"]
+Progress = Callable[[int, int], Any] | None
+_Path = str | os.PathLike[str]
 
 
 def check_checksum(checksum: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Union
+from typing import Any
 
 from ._errors import REMOTE_ERRORS, AuthenticationError, CommandError, CommandTimeout, RemoteError
 from ._rframe import CHANNEL_BINDING_NONE, CHANNEL_BINDING_TLS, Codec, Frame, auth_nonce, auth_proof, auth_verify
@@ -46,7 +46,7 @@ REPLY_GRACE = 5.0
 #: Error codes after which the server closes the connection.
 CLOSING_CODES = frozenset({"auth", "busy", "too-large", "timeout", "tls-required"})
 
-_Body = Union[bytes, bytearray, memoryview, str]
+_Body = bytes | bytearray | memoryview | str
 
 
 # --------------------------------------------------------------------------- results

@@ -6,10 +6,10 @@ import asyncio
 import collections
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
-from typing import Any, Literal, Optional, Union, overload
+from typing import Any, Literal, overload
 
-_Body = Union[bytes, bytearray, memoryview, str]
-_Header = Optional[Mapping[Any, Any]]
+_Body = bytes | bytearray | memoryview | str
+_Header = Mapping[Any, Any] | None
 
 class Codec:
     """How frames are laid out on the wire, and the limits a reader enforces.

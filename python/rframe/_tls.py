@@ -15,7 +15,6 @@ import ipaddress
 import secrets
 import socket
 import ssl
-from typing import Union
 
 from ._errors import FingerprintMismatch
 from ._rframe import TLS_ALPN as ALPN  # the application protocol both ends name in the handshake
@@ -46,7 +45,7 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-TLSArg = Union[None, bool, ssl.SSLContext]
+TLSArg = bool | ssl.SSLContext | None
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -62,7 +61,8 @@ def normalize_fingerprint(fingerprint: str) -> str:
     digits = text.replace(":", "").lower()
     if len(digits) != 64 or not _HEX.issuperset(digits):
         raise ValueError(
-            f"not a SHA-256 fingerprint: {fingerprint!r} (64 hex digits, as python -m rframe.server --fingerprint prints)"
+            f"not a SHA-256 fingerprint: {fingerprint!r} "
+            "(64 hex digits, as python -m rframe.server --fingerprint prints)"
         )
     return digits
 
