@@ -6,11 +6,35 @@ import asyncio
 import collections
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
-from typing import Any, Literal, overload
+from typing import Any, Literal, final, overload
+
+# The classes are final: the compiled types cannot be subclassed. Their
+# constructors are ``__new__`` (PyO3's ``#[new]``), as stubtest sees them.
+
+__all__ = [
+    "Codec",
+    "Frame",
+    "TLS_ALPN",
+    "CHANNEL_BINDING_TLS",
+    "CHANNEL_BINDING_NONE",
+    "FrameDecoder",
+    "Server",
+    "_ReplyReader",
+    "pack_frame",
+    "read_frame",
+    "send_frame",
+    "auth_nonce",
+    "auth_proof",
+    "auth_verify",
+    "server_fingerprint",
+    "start_writeback",
+    "_stop_python_threads",
+]
 
 _Body = bytes | bytearray | memoryview | str
 _Header = Mapping[Any, Any] | None
 
+@final
 class Codec:
     """How frames are laid out on the wire, and the limits a reader enforces.
 
@@ -19,15 +43,17 @@ class Codec:
     b'\\x00\\x00\\x00\\x02hi'
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         json_header: bool = True,
         byteorder: Literal["little", "big"] = "little",
-        max_header: int = 65536,
-        max_body: int = 268435456,
+        # Defaults 65536 and 268435456 (256 MiB): constants in Rust, which the
+        # compiled signature shows as `...`, and so does the stub (stubtest).
+        max_header: int = ...,
+        max_body: int = ...,
         checksum: Literal["md5", "sha256"] | None = None,
-    ) -> None: ...
+    ) -> Codec: ...
     @property
     def json_header(self) -> bool: ...
     @property
@@ -38,20 +64,21 @@ class Codec:
     def max_body(self) -> int: ...
     @property
     def checksum(self) -> str | None: ...
-    def pack(self, body: _Body = b"", header: _Header = None, **fields: Any) -> bytes: ...
+    def pack(self, body: _Body | None = None, header: _Header = None, **fields: Any) -> bytes: ...
     def read(self, source: Any) -> Frame: ...
-    def send(self, sock: Any, body: _Body = b"", header: _Header = None, **fields: Any) -> None: ...
+    def send(self, sock: Any, body: _Body | None = None, header: _Header = None, **fields: Any) -> None: ...
     def decoder(self) -> FrameDecoder: ...
 
+@final
 class Frame:
     """One decoded frame: a header dict and a body.
 
     >>> header, body = Frame({"total_size": 2}, b"hi")
     """
 
-    def __init__(
-        self, header: dict[str, Any] | None = None, body: bytes | bytearray | memoryview | None = None
-    ) -> None: ...
+    def __new__(
+        cls, header: dict[str, Any] | None = None, body: bytes | bytearray | memoryview | None = None
+    ) -> Frame: ...
     @property
     def header(self) -> dict[str, Any]: ...
     @property
@@ -61,13 +88,14 @@ class Frame:
     def __iter__(self) -> Iterator[Any]: ...
     def __len__(self) -> int: ...
     @overload
-    def __getitem__(self, index: Literal[0]) -> dict[str, Any]: ...
+    def __getitem__(self, index: Literal[0], /) -> dict[str, Any]: ...
     @overload
-    def __getitem__(self, index: Literal[1]) -> bytes: ...
+    def __getitem__(self, index: Literal[1], /) -> bytes: ...
     @overload
-    def __getitem__(self, index: int) -> Any: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __getitem__(self, index: int, /) -> Any: ...
+    def __eq__(self, other: object, /) -> bool: ...
 
+@final
 class FrameDecoder:
     """Turns arbitrarily split chunks of a byte stream back into frames (sans-IO).
 
@@ -77,7 +105,7 @@ class FrameDecoder:
     [b'one', b'two']
     """
 
-    def __init__(self, codec: Codec | None = None) -> None: ...
+    def __new__(cls, codec: Codec | None = None) -> FrameDecoder: ...
     @property
     def codec(self) -> Codec: ...
     @property
@@ -87,12 +115,13 @@ class FrameDecoder:
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]: ...
     def close(self) -> None: ...
 
-def pack_frame(body: _Body = b"", header: _Header = None, **fields: Any) -> bytes: ...
+def pack_frame(body: _Body | None = None, header: _Header = None, **fields: Any) -> bytes: ...
 def read_frame(source: Any) -> Frame: ...
-def send_frame(sock: Any, body: _Body = b"", header: _Header = None, **fields: Any) -> None: ...
+def send_frame(sock: Any, body: _Body | None = None, header: _Header = None, **fields: Any) -> None: ...
 
 _Handler = Callable[[Frame], bytes | bytearray | memoryview | str | tuple[Mapping[str, Any] | None, _Body] | Frame]
 
+@final
 class Server:
     """A tokio command server (or, with ``handler``, a server for your own protocol).
 
@@ -128,8 +157,8 @@ class Server:
     b'hi\\n'
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         host: str = "127.0.0.1",
         port: int = 8848,
         *,
@@ -155,7 +184,7 @@ class Server:
         output_budget: int = 268435456,
         max_startups: int | tuple[int, int, int] | None = None,
         max_startups_per_source: int = 16,
-    ) -> None: ...
+    ) -> Server: ...
     @property
     def tls_fingerprint(self) -> str | None:
         """The lowercase hex SHA-256 of the TLS certificate's DER bytes (what clients pin), ``None`` without TLS."""
@@ -171,9 +200,10 @@ class Server:
     def __enter__(self) -> Server: ...
     def __exit__(self, *exc: object) -> None: ...
 
+@final
 class _ReplyReader:
     """AsyncClient's read side: decodes what the event loop read into this thread's read buffer."""
-    def __init__(self, decoder: FrameDecoder) -> None: ...
+    def __new__(cls, decoder: FrameDecoder) -> _ReplyReader: ...
     def get_buffer(self, sizehint: int, /) -> memoryview:
         """``BufferedProtocol.get_buffer``: a view of the calling thread's read buffer."""
     def read(self, nbytes: int, /) -> list[Frame]:
@@ -214,6 +244,9 @@ def auth_verify(
     binding: bytes | None = None,
 ) -> bool:
     """Checks a proof in constant time."""
+
+def _stop_python_threads() -> None:
+    """Stops rframe's Python threads (registered with ``atexit`` by the module)."""
 
 def server_fingerprint(
     *,
