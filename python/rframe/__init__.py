@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # for type checkers; at run time, see __getattr__ below
 _ASYNC = frozenset({"AsyncClient", "read_frame_async", "send_frame_async"})
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name in _ASYNC:
         from . import _async
 

@@ -33,7 +33,7 @@ import socket
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from . import _files, _tls
@@ -107,7 +107,8 @@ class _Connection(asyncio.BufferedProtocol):
         # The loop asks for a buffer before every read: the reader answers
         # itself (this instance attribute shadows the method below).
         self.reader = _ReplyReader(self.decoder)
-        self.get_buffer = self.reader.get_buffer  # type: ignore[method-assign]
+        # (Its parameter is positional-only, the method's is not: the same call.)
+        self.get_buffer = self.reader.get_buffer  # type: ignore[method-assign,assignment]
         self.unclaimed: collections.deque[Frame] = collections.deque()
         self.transport: asyncio.Transport | None = None
         #: Why the connection can no longer be used; None while it can.
@@ -537,7 +538,9 @@ class AsyncClient:
         try:
             if self._tls.context is not None:
                 # Checked before a single frame goes out.
-                cert = self._tls.check_peer(conn.transport.get_extra_info("ssl_object"), where(self.address))
+                # (A connection made has its transport.)
+                ssl_object = conn.transport.get_extra_info("ssl_object")  # type: ignore[union-attr]
+                cert = self._tls.check_peer(ssl_object, where(self.address))
                 self.tls_fingerprint, binding = cert.fingerprint, cert.binding
             if self._token is not None:
                 await self._authenticate(self._token, binding)
@@ -945,7 +948,7 @@ class AsyncClient:
     # ------------------------------------------------------------------ files
 
     @contextlib.asynccontextmanager
-    async def _hold(self):
+    async def _hold(self) -> AsyncIterator[_Connection]:
         """Owns the connection for one transfer: other calls wait meanwhile."""
         conn = self._usable()
         while conn.held is not None:
@@ -1127,7 +1130,8 @@ class AsyncClient:
         """The entries of a directory beneath the server's root: :meth:`rframe.Client.list_files`."""
         listing = await self._exchange(b"", _files.list_request(name), {}, self.timeout)
         _files.expect(listing, "listing")
-        return json.loads(listing.body)
+        entries: list[dict[str, Any]] = json.loads(listing.body)
+        return entries
 
 
 _TRANSFER_CUT = "a file transfer was cancelled or timed out halfway; the connection was closed"

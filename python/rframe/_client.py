@@ -14,7 +14,7 @@ import json
 import os
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -94,7 +94,7 @@ class Client:
         host: str = "127.0.0.1",
         port: int = 8848,
         *,
-        unix_path: str | os.PathLike | None = None,
+        unix_path: str | os.PathLike[str] | None = None,
         token: str | bytes | None = None,
         codec: Codec | None = None,
         timeout: float | None = None,
@@ -230,7 +230,7 @@ class Client:
             self._lock.release()
 
     @contextlib.contextmanager
-    def _call(self):
+    def _call(self) -> Iterator[None]:
         """Holds the lock for one call; finishes a close() that came meanwhile."""
         try:
             with self._lock:
@@ -366,7 +366,7 @@ class Client:
         check: bool = False,
         input: _Body | None = None,
         env: Mapping[str, str] | None = None,
-        cwd: str | os.PathLike | None = None,
+        cwd: str | os.PathLike[str] | None = None,
         text: bool = False,
     ) -> CommandResult:
         """Run a command on the server and return a :class:`CommandResult`.
@@ -407,7 +407,7 @@ class Client:
 
     def upload(
         self,
-        local_path: str | os.PathLike,
+        local_path: str | os.PathLike[str],
         remote_name: str | None = None,
         *,
         overwrite: bool = False,
@@ -484,7 +484,7 @@ class Client:
     def download(
         self,
         remote_name: str,
-        local_path: str | os.PathLike | None = None,
+        local_path: str | os.PathLike[str] | None = None,
         *,
         overwrite: bool = False,
         checksum: str = "sha256",
@@ -563,4 +563,5 @@ class Client:
             self._write(b"", _files.list_request(name), {})
             listing = self._read()
         _files.expect(listing, "listing")
-        return json.loads(listing.body)
+        entries: list[dict[str, Any]] = json.loads(listing.body)
+        return entries

@@ -210,7 +210,7 @@ def run_request(
     timeout: float | None = None,
     input: _Body | None = None,
     env: Mapping[str, str] | None = None,
-    cwd: str | os.PathLike | None = None,
+    cwd: str | os.PathLike[str] | None = None,
 ) -> tuple[dict[str, Any], _Body, float | None]:
     """The ``run`` request for these arguments: ``(header, body, wait)``.
 

@@ -37,7 +37,7 @@ import select
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 from ._cli import port, read_token, seconds
 from ._client import Client
@@ -253,7 +253,7 @@ class _Session:
             return EXIT_TIMEOUT
         except (OSError, EOFError, ValueError, RemoteError) as e:  # (FrameError is a ValueError)
             return self.failure(e)
-        _write(result.stdout, result.stderr)
+        _write(cast(bytes, result.stdout), cast(bytes, result.stderr))  # bytes: run() without text=True
         if result.stdout_truncated or result.stderr_truncated:
             _say("rframe: output truncated (over the server's --max-output, or its --output-budget)")
         code = result.returncode
@@ -264,7 +264,7 @@ def _readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
 
 
-def _write(out: bytes, err: bytes) -> None:
+def _write(out: bytes | None, err: bytes | None) -> None:
     if out:
         sys.stdout.buffer.write(out)
         sys.stdout.buffer.flush()
