@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 from os import PathLike
-from typing import Any, Callable, Iterator, Literal, Mapping, Optional, Sequence, Union, overload
+from typing import Any, Callable, Iterator, Literal, Mapping, Optional, Sequence, Union, final, overload
 
 _Body = Union[bytes, bytearray, memoryview, str]
 _Header = Optional[Mapping[Any, Any]]
@@ -179,6 +180,62 @@ class _ReplyReader:
         """The frames completed by the first ``nbytes`` of the calling thread's read buffer."""
     def deliver(self, nbytes: int, waiters: collections.deque[asyncio.Future[Frame]], /) -> Optional[list[Frame]]:
         """Decode as ``read`` and resolve the oldest waiters with the frames; return the frames left, or ``None``."""
+
+_Id = int
+
+#: The events of ``ClientSession.next_event``, told apart by their first item.
+_SessionEvent = Union[
+    tuple[Literal["reply"], _Id, Frame],
+    tuple[Literal["unsolicited"], Frame],
+    tuple[Literal["remote-error"], Optional[_Id], str, str, bool, Optional[dict[str, Any]]],
+    tuple[Literal["send"], bytes],
+    tuple[Literal["logged-in"], _Id],
+    tuple[Literal["login-failed"], _Id, str],
+    tuple[Literal["upload-ready"], _Id, int],
+    tuple[Literal["download-started"], _Id, int],
+    tuple[Literal["file-chunk"], _Id, bytes],
+    tuple[Literal["transfer-end"], _Id, Optional[str], int, Optional[str], Optional[str], Optional[dict[str, Any]]],
+    tuple[
+        Literal["violation"],
+        Optional[_Id],
+        Literal["unexpected-reply", "no-size", "download-data", "short-download", "stored-else", "upload-data"],
+        str,
+        bool,
+    ],
+    tuple[Literal["closed"], str, Optional[Exception]],
+]
+
+@final
+class ClientSession:
+    """The client side of the command protocol without I/O: request methods
+    return ``(id, bytes)`` to send; ``feed``/``next_event`` turn the server's
+    bytes into events (see ``_SessionEvent``)."""
+    def __new__(cls, codec: Optional[Codec] = None, *, token: Optional[bytes] = None, binding: Optional[bytes] = None) -> ClientSession: ...
+    @property
+    def closed(self) -> Optional[str]: ...
+    @property
+    def logged_in(self) -> bool: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def uploading(self) -> bool: ...
+    def request(self, body: Optional[_Body] = None, header: Optional[Mapping[str, Any]] = None, **fields: Any) -> tuple[_Id, bytes]: ...
+    def run(self, header: Mapping[str, Any], body: Optional[_Body] = None) -> tuple[_Id, bytes]: ...
+    def send(self, body: Optional[_Body] = None, header: Optional[Mapping[str, Any]] = None, **fields: Any) -> bytes: ...
+    def expect_reply(self) -> _Id: ...
+    def login(self) -> tuple[_Id, bytes]: ...
+    def list(self, name: str = "") -> tuple[_Id, bytes]: ...
+    def put(self, name: str, size: int, *, overwrite: bool = False, checksum: str = "sha256") -> tuple[_Id, bytes]: ...
+    def put_data(self, chunk: _Body) -> bytes: ...
+    def put_end(self, digest: str) -> bytes: ...
+    def get(self, name: str, *, checksum: str = "sha256") -> tuple[_Id, bytes]: ...
+    def cancel(self, id: _Id) -> Optional[str]:
+        """``None`` if the connection goes on (the reply is dropped), else why it must close."""
+    def abort(self, reason: str) -> None: ...
+    def receive_data(self, data: _Body) -> None: ...
+    def receive_eof(self) -> None: ...
+    def next_event(self) -> Optional[_SessionEvent]: ...
+    def feed(self, data: _Body) -> builtins.list[_SessionEvent]: ...
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Start writing a stretch of a file to disk and return at once (Linux ``sync_file_range``)."""
