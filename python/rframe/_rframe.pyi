@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
@@ -12,6 +13,7 @@ from typing import Any, Literal, final, overload
 # constructors are ``__new__`` (PyO3's ``#[new]``), as stubtest sees them.
 
 __all__ = [
+    "ClientSession",
     "Codec",
     "Frame",
     "TLS_ALPN",
@@ -210,6 +212,66 @@ class _ReplyReader:
         """The frames completed by the first ``nbytes`` of the calling thread's read buffer."""
     def deliver(self, nbytes: int, waiters: collections.deque[asyncio.Future[Frame]], /) -> list[Frame] | None:
         """Decode as ``read`` and resolve the oldest waiters with the frames; return the frames left, or ``None``."""
+
+_Id = int
+
+#: The events of ``ClientSession.next_event``, told apart by their first item.
+_SessionEvent = (
+    tuple[Literal["reply"], _Id, Frame]
+    | tuple[Literal["unsolicited"], Frame]
+    | tuple[Literal["remote-error"], _Id | None, str, str, bool, dict[str, Any] | None]
+    | tuple[Literal["send"], bytes]
+    | tuple[Literal["logged-in"], _Id]
+    | tuple[Literal["login-failed"], _Id, str]
+    | tuple[Literal["upload-ready"], _Id, int]
+    | tuple[Literal["download-started"], _Id, int]
+    | tuple[Literal["file-chunk"], _Id, bytes]
+    | tuple[Literal["transfer-end"], _Id, str | None, int, str | None, str | None, dict[str, Any] | None]
+    | tuple[
+        Literal["violation"],
+        _Id | None,
+        Literal["unexpected-reply", "no-size", "download-data", "short-download", "stored-else", "upload-data"],
+        str,
+        bool,
+    ]
+    | tuple[Literal["closed"], str, Exception | None]
+)
+
+@final
+class ClientSession:
+    """The client side of the command protocol without I/O: request methods
+    return ``(id, bytes)`` to send; ``feed``/``next_event`` turn the server's
+    bytes into events (see ``_SessionEvent``)."""
+    def __new__(
+        cls, codec: Codec | None = None, *, token: bytes | None = None, binding: bytes | None = None
+    ) -> ClientSession: ...
+    @property
+    def closed(self) -> str | None: ...
+    @property
+    def logged_in(self) -> bool: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def uploading(self) -> bool: ...
+    def request(
+        self, body: _Body | None = None, header: Mapping[str, Any] | None = None, **fields: Any
+    ) -> tuple[_Id, bytes]: ...
+    def run(self, header: Mapping[str, Any], body: _Body | None = None) -> tuple[_Id, bytes]: ...
+    def send(self, body: _Body | None = None, header: Mapping[str, Any] | None = None, **fields: Any) -> bytes: ...
+    def expect_reply(self) -> _Id: ...
+    def login(self) -> tuple[_Id, bytes]: ...
+    def list(self, name: str = "") -> tuple[_Id, bytes]: ...
+    def put(self, name: str, size: int, *, overwrite: bool = False, checksum: str = "sha256") -> tuple[_Id, bytes]: ...
+    def put_data(self, chunk: _Body) -> bytes: ...
+    def put_end(self, digest: str) -> bytes: ...
+    def get(self, name: str, *, checksum: str = "sha256") -> tuple[_Id, bytes]: ...
+    def cancel(self, id: _Id) -> str | None:
+        """``None`` if the connection goes on (the reply is dropped), else why it must close."""
+    def abort(self, reason: str) -> None: ...
+    def receive_data(self, data: _Body) -> None: ...
+    def receive_eof(self) -> None: ...
+    def next_event(self) -> _SessionEvent | None: ...
+    def feed(self, data: _Body) -> builtins.list[_SessionEvent]: ...
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
     """Start writing a stretch of a file to disk and return at once (Linux ``sync_file_range``)."""

@@ -1,6 +1,7 @@
 //! The PyO3 bindings: Python classes and functions that convert types, call the
 //! codec and I/O layers, and map their errors. No protocol logic lives here.
 
+mod client_session;
 mod codec;
 mod decoder;
 mod errors;
@@ -26,6 +27,7 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<decoder::PyFrameDecoder>()?;
     m.add_class::<server::PyServer>()?;
     m.add_class::<replies::PyReplyReader>()?;
+    m.add_class::<client_session::PyClientSession>()?;
     m.add_function(wrap_pyfunction!(codec::pack_frame, m)?)?;
     m.add_function(wrap_pyfunction!(codec::read_frame, m)?)?;
     m.add_function(wrap_pyfunction!(codec::send_frame, m)?)?;
