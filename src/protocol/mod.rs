@@ -3,6 +3,7 @@
 //! no sockets, no runtime, no Python.
 
 pub mod auth;
+pub mod server_session;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
