@@ -74,7 +74,9 @@ class ServerProcess:
         self.err = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), "--serve", "--port", "0"],
-            stdout=subprocess.PIPE, stderr=self.err, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self.err,
+            stdin=subprocess.DEVNULL,
         )
         try:
             ready, _, _ = select.select([self.proc.stdout], [], [], 30)
@@ -83,7 +85,9 @@ class ServerProcess:
         except ValueError:
             self.close()
             self.err.seek(0)
-            raise RuntimeError(f"the server did not start: {self.err.read()[-2000:].decode(errors='replace')}") from None
+            raise RuntimeError(
+                f"the server did not start: {self.err.read()[-2000:].decode(errors='replace')}"
+            ) from None
 
     def close(self):
         if self.proc.poll() is None:
@@ -376,7 +380,12 @@ async def _open_framed_floor(port):
 
 
 async def _framed_floor_sequential(proto, reqs):
-    create_future, write, pack, waiters = asyncio.get_running_loop().create_future, proto.transport.write, proto.pack, proto.waiters
+    create_future, write, pack, waiters = (
+        asyncio.get_running_loop().create_future,
+        proto.transport.write,
+        proto.pack,
+        proto.waiters,
+    )
     for seq, body in reqs:
         data = pack(body, {"seq": seq})
         fut = create_future()
@@ -395,22 +404,43 @@ CLIENTS = {
         "pipelined": ("rframe `AsyncClient.request`", _open_rframe, _close_rframe, _rframe_one),
     },
     "asyncio": {
-        "sequential": ("pure asyncio: `open_connection`, struct + json, `readexactly`",
-                       _open_pure, _close_pure, _pure_sequential),
-        "pipelined": ("pure asyncio: the same, a reader task per connection resolving a FIFO of futures",
-                      _open_pure_pipelined, _close_pure_pipelined, _pure_one),
+        "sequential": (
+            "pure asyncio: `open_connection`, struct + json, `readexactly`",
+            _open_pure,
+            _close_pure,
+            _pure_sequential,
+        ),
+        "pipelined": (
+            "pure asyncio: the same, a reader task per connection resolving a FIFO of futures",
+            _open_pure_pipelined,
+            _close_pure_pipelined,
+            _pure_one,
+        ),
     },
 }
 CLIENTS["floor"] = {
-    "sequential": ("floor, no framing: write a prebuilt frame, one future per read (reference, not a client)",
-                   _open_floor, _close_floor, _floor_sequential),
-    "pipelined": ("floor, no framing: prebuilt frames, writes joined per iteration, a future per reply's worth "
-                  "of bytes (reference, not a client)", _open_floor_pipelined, _close_floor, _floor_one),
+    "sequential": (
+        "floor, no framing: write a prebuilt frame, one future per read (reference, not a client)",
+        _open_floor,
+        _close_floor,
+        _floor_sequential,
+    ),
+    "pipelined": (
+        "floor, no framing: prebuilt frames, writes joined per iteration, a future per reply's worth "
+        "of bytes (reference, not a client)",
+        _open_floor_pipelined,
+        _close_floor,
+        _floor_one,
+    ),
 }
 CLIENTS["framing floor"] = {
-    "sequential": ("framing floor: the sequential floor plus rframe's `Codec.pack` and Rust reply reader, "
-                   "no client logic (reference, not a client)", _open_framed_floor, _close_floor,
-                   _framed_floor_sequential),
+    "sequential": (
+        "framing floor: the sequential floor plus rframe's `Codec.pack` and Rust reply reader, "
+        "no client logic (reference, not a client)",
+        _open_framed_floor,
+        _close_floor,
+        _framed_floor_sequential,
+    ),
 }
 WORKLOADS = ("sequential", "pipelined")
 
@@ -496,8 +526,11 @@ def main(argv=None):
     ap.add_argument("--conns", type=int, default=50, help="connections, all from one event loop (default 50)")
     ap.add_argument("--rounds", type=int, help="measured rounds per client, best of (default 5; --quick 1)")
     ap.add_argument("--json", metavar="PATH", help="also write the raw numbers to PATH as JSON")
-    ap.add_argument("--fresh-malloc", action="store_true",
-                    help="skip the 1 MiB malloc warm-up (see README): asyncio's reads then go through mmap")
+    ap.add_argument(
+        "--fresh-malloc",
+        action="store_true",
+        help="skip the 1 MiB malloc warm-up (see README): asyncio's reads then go through mmap",
+    )
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -510,8 +543,13 @@ def main(argv=None):
     warmup = max(nconn * 4, requests // 10)
     loops = ["asyncio"] + (["uvloop"] if available("uvloop") else [])
     has_probe = available("rframe_wakeup_probe")
-    variants = [(workload, kind, loop) for workload in WORKLOADS for loop in loops for kind in CLIENTS
-                if workload in CLIENTS[kind]]
+    variants = [
+        (workload, kind, loop)
+        for workload in WORKLOADS
+        for loop in loops
+        for kind in CLIENTS
+        if workload in CLIENTS[kind]
+    ]
 
     # glibc serves a malloc of 256 KiB (asyncio's read size on 3.11: each
     # data_received gets a fresh bytes object of that size, then shrunk) with
@@ -531,7 +569,7 @@ def main(argv=None):
     try:
         for r in range(rounds):
             # round-robin, rotating the order, so a noisy moment hits all alike
-            order = variants[r % len(variants):] + variants[: r % len(variants)]
+            order = variants[r % len(variants) :] + variants[: r % len(variants)]
             for workload, kind, loop in order:
                 warm = make_work(nconn, warmup, rng)
                 work = make_work(nconn, requests, rng, seq0=warmup)
@@ -566,18 +604,32 @@ def main(argv=None):
 
     print("# rframe AsyncClient benchmark" + (" (--quick)" if args.quick else ""))
     print()
-    print(f"- Python {platform.python_version()} ({platform.python_implementation()}), rframe {ver('rframe')}, "
-          f"uvloop {ver('uvloop')}")
+    print(
+        f"- Python {platform.python_version()} ({platform.python_implementation()}), rframe {ver('rframe')}, "
+        f"uvloop {ver('uvloop')}"
+    )
     print(f"- machine: {platform.platform()}, {platform.machine()}, nproc={ncpu}")
-    print(f"- {requests:,} echo round trips per round over {nconn} connections from one event loop, "
-          f"after {warmup:,} warm-up round trips; server `rframe.Server(handler=echo)` in its own process; "
-          f"best of {rounds} rounds (highest req/s, lowest CPU/request), clients in turn; whole run {elapsed:.1f} s")
-    print("- sequential: each connection does request, whole reply, next request; "
-          f"pipelined: all {requests:,} requests in flight at once (`asyncio.gather`)")
-    print("- client CPU: `time.process_time()` of the client process (user + system, all threads) "
-          "over the measured phase, per request (us)")
-    print("- " + ("no malloc warm-up (--fresh-malloc): asyncio's 256 KiB reads are mmap'ed" if args.fresh_malloc else
-                  "malloc warm-up: 1 MiB allocated and freed first, so asyncio's 256 KiB reads come from the heap"))
+    print(
+        f"- {requests:,} echo round trips per round over {nconn} connections from one event loop, "
+        f"after {warmup:,} warm-up round trips; server `rframe.Server(handler=echo)` in its own process; "
+        f"best of {rounds} rounds (highest req/s, lowest CPU/request), clients in turn; whole run {elapsed:.1f} s"
+    )
+    print(
+        "- sequential: each connection does request, whole reply, next request; "
+        f"pipelined: all {requests:,} requests in flight at once (`asyncio.gather`)"
+    )
+    print(
+        "- client CPU: `time.process_time()` of the client process (user + system, all threads) "
+        "over the measured phase, per request (us)"
+    )
+    print(
+        "- "
+        + (
+            "no malloc warm-up (--fresh-malloc): asyncio's 256 KiB reads are mmap'ed"
+            if args.fresh_malloc
+            else "malloc warm-up: 1 MiB allocated and freed first, so asyncio's 256 KiB reads come from the heap"
+        )
+    )
     print()
     print("| workload | client | event loop | req/s | client CPU us/req |")
     print("|---|---|---|---:|---:|")
@@ -607,10 +659,14 @@ def main(argv=None):
     for workload in WORKLOADS:
         for loop in loops:
             rf, fl, pa = (res[(workload, k, loop)] for k in ("rframe", "floor", "asyncio"))
-            print(f"| {workload}, {loop}: no-framing floor CPU/request vs pure asyncio | "
-                  f"{fl['cpu_us'] / pa['cpu_us']:.2f}x | (info) | - |")
-            print(f"| {workload}, {loop}: CPU/request above the floor, rframe / pure asyncio | "
-                  f"{fmt(rf['cpu_us'] - fl['cpu_us'], 1)} / {fmt(pa['cpu_us'] - fl['cpu_us'], 1)} us | (info) | - |")
+            print(
+                f"| {workload}, {loop}: no-framing floor CPU/request vs pure asyncio | "
+                f"{fl['cpu_us'] / pa['cpu_us']:.2f}x | (info) | - |"
+            )
+            print(
+                f"| {workload}, {loop}: CPU/request above the floor, rframe / pure asyncio | "
+                f"{fmt(rf['cpu_us'] - fl['cpu_us'], 1)} / {fmt(pa['cpu_us'] - fl['cpu_us'], 1)} us | (info) | - |"
+            )
             # Rounds take turns, so round r of each client ran within moments
             # of the others': a ratio per round pairs clients that met the
             # same machine, and its median is less moved by one lucky round
@@ -619,24 +675,31 @@ def main(argv=None):
                 if (workload, kind, loop) in raw:
                     paired = statistics.median(
                         a["cpu"] / a["requests"] / (b["cpu"] / b["requests"])
-                        for a, b in zip(raw[(workload, kind, loop)], raw[(workload, "asyncio", loop)]))
-                    print(f"| {workload}, {loop}: {kind} CPU/request vs pure asyncio, median of the rounds' ratios | "
-                          f"{paired:.2f}x | (info) | - |")
+                        for a, b in zip(raw[(workload, kind, loop)], raw[(workload, "asyncio", loop)])
+                    )
+                    print(
+                        f"| {workload}, {loop}: {kind} CPU/request vs pure asyncio, median of the rounds' ratios | "
+                        f"{paired:.2f}x | (info) | - |"
+                    )
             framed = res.get((workload, "framing floor", loop))
             if framed is not None:
                 # What the CPU target leaves a client above the floor, and
                 # how much of it the framing alone takes.
-                print(f"| {workload}, {loop}: framing floor's CPU/request over the floor / the target's room over it | "
-                      f"{fmt(framed['cpu_us'] - fl['cpu_us'], 1)} / {fmt(pa['cpu_us'] / 2 - fl['cpu_us'], 1)} us "
-                      f"| (info) | - |")
+                print(
+                    f"| {workload}, {loop}: framing floor's CPU/request over the floor / the target's room over it | "
+                    f"{fmt(framed['cpu_us'] - fl['cpu_us'], 1)} / {fmt(pa['cpu_us'] / 2 - fl['cpu_us'], 1)} us "
+                    f"| (info) | - |"
+                )
     print()
 
     if probe:
         print("## The design not taken: completing awaitables from tokio")
         print()
-        print(f"`rframe_wakeup_probe.ping()` (bench/wakeup): a `pyo3-async-runtimes` `future_into_py` awaitable "
-              f"that a tokio thread completes at once; {requests:,} awaits, {nconn} concurrent, best of {rounds}. "
-              "A client built that way pays this for every reply, on top of the I/O.")
+        print(
+            f"`rframe_wakeup_probe.ping()` (bench/wakeup): a `pyo3-async-runtimes` `future_into_py` awaitable "
+            f"that a tokio thread completes at once; {requests:,} awaits, {nconn} concurrent, best of {rounds}. "
+            "A client built that way pays this for every reply, on top of the I/O."
+        )
         print()
         print("| event loop | CPU us per `await ping()` | pure-asyncio sequential round trip, CPU us/req | ratio |")
         print("|---|---:|---:|---:|")
@@ -648,13 +711,22 @@ def main(argv=None):
 
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({
-                "python": platform.python_version(), "machine": platform.platform(), "nproc": ncpu,
-                "requests": requests, "conns": nconn, "rounds": rounds, "elapsed": elapsed,
-                "raw": {f"{w}/{k}/{loop}": rs for (w, k, loop), rs in raw.items()},
-                "probe_raw": probe_raw,
-                "ratios": [{"name": n, "value": v, "target": t, "met": ok} for n, v, t, ok in ratios],
-            }, f, indent=2)
+            json.dump(
+                {
+                    "python": platform.python_version(),
+                    "machine": platform.platform(),
+                    "nproc": ncpu,
+                    "requests": requests,
+                    "conns": nconn,
+                    "rounds": rounds,
+                    "elapsed": elapsed,
+                    "raw": {f"{w}/{k}/{loop}": rs for (w, k, loop), rs in raw.items()},
+                    "probe_raw": probe_raw,
+                    "ratios": [{"name": n, "value": v, "target": t, "met": ok} for n, v, t, ok in ratios],
+                },
+                f,
+                indent=2,
+            )
     return 0
 
 

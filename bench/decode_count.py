@@ -54,8 +54,17 @@ def child(name: str, frames: int, passes: int) -> None:
 
 def collected(name: str, frames: int, passes: int) -> int:
     cmd = [
-        "valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
-        sys.executable, os.path.abspath(__file__), "--child", name, "--frames", str(frames), "--passes", str(passes),
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        name,
+        "--frames",
+        str(frames),
+        "--passes",
+        str(passes),
     ]
     # A fixed string hash seed: dict probing, and so the count, then repeats exactly.
     env = {**os.environ, "PYTHONHASHSEED": "0"}

@@ -163,6 +163,17 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
+def process_cpu(pid: int) -> float:
+    """User + system seconds of a process, all its threads (its CPU-time
+    clock; Linux names it by the pid, as glibc's clock_getcpuclockid does)."""
+    return time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def sendfile_upload(port: int, src: str, dst: str, size: int, sync: bool) -> None:
     with socket.create_connection(("127.0.0.1", port)) as s, open(src, "rb") as f:
         s.sendall(f"recv {dst} {size} {int(sync)}\n".encode())
@@ -226,9 +237,16 @@ def main() -> int:
     peer = Process([sys.executable, os.path.abspath(__file__), "--_peer"], r"^(\d+)$")
     view = memoryview(bytearray(BUF))
     times: dict[str, list[float]] = {}
+    # CPU seconds of (this process, the server) per rframe transfer
+    cpu: dict[str, list[tuple[float, float]]] = {}
 
     def record(name: str, fn) -> None:
         times.setdefault(name, []).append(timed(fn))
+
+    def record_rframe(name: str, fn) -> None:
+        mine, theirs = own_cpu(), process_cpu(server.proc.pid)
+        record(name, fn)
+        cpu.setdefault(name, []).append((own_cpu() - mine, process_cpu(server.proc.pid) - theirs))
 
     out = os.path.join(work, "out.bin")
     peer_out = os.path.join(work, "peer.bin")
@@ -236,13 +254,18 @@ def main() -> int:
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         # both connections (the TLS one with its handshake) are made before
         # timing; their transfers take turns, so both meet the same machine
-        with rframe.Client("127.0.0.1", server.port, timeout=300) as plain, rframe.Client(
-            "127.0.0.1", server.port, tls=True, fingerprint=fingerprint, timeout=300
-        ) as tls:
+        with (
+            rframe.Client("127.0.0.1", server.port, timeout=300) as plain,
+            rframe.Client("127.0.0.1", server.port, tls=True, fingerprint=fingerprint, timeout=300) as tls,
+        ):
             for _ in range(args.rounds):
                 for tag, client in (("", plain), (" TLS", tls)):
-                    record(f"rframe{tag} upload", lambda: client.upload(src, "up.bin", overwrite=True))
-                    record(f"rframe{tag} download", lambda: client.download("up.bin", out, overwrite=True))
+                    record_rframe(
+                        f"rframe{tag} upload", lambda client=client: client.upload(src, "up.bin", overwrite=True)
+                    )
+                    record_rframe(
+                        f"rframe{tag} download", lambda client=client: client.download("up.bin", out, overwrite=True)
+                    )
                     os.unlink(out)
                     os.unlink(os.path.join(root, "up.bin"))
         client_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
@@ -250,9 +273,12 @@ def main() -> int:
         for _ in range(args.rounds):
             for sync in (False, True):
                 tag = " + fsync" if sync else ""
-                record(f"sendfile upload{tag}", lambda: sendfile_upload(peer.port, src, peer_out, size, sync))
+                record(f"sendfile upload{tag}", lambda sync=sync: sendfile_upload(peer.port, src, peer_out, size, sync))
                 os.unlink(peer_out)
-                record(f"sendfile download{tag}", lambda: sendfile_download(peer.port, src, out, size, sync, view))
+                record(
+                    f"sendfile download{tag}",
+                    lambda sync=sync: sendfile_download(peer.port, src, out, size, sync, view),
+                )
                 os.unlink(out)
             record("cp", lambda: subprocess.run(["cp", src, out], check=True))
             os.unlink(out)
@@ -273,7 +299,10 @@ def main() -> int:
     print()
     print("\n".join(machine.describe()))
     print()
-    print("| transfer | rframe MB/s | sendfile MB/s | rframe / sendfile | sendfile + fsync MB/s | rframe / (sendfile + fsync) | target |")
+    print(
+        "| transfer | rframe MB/s | sendfile MB/s | rframe / sendfile "
+        "| sendfile + fsync MB/s | rframe / (sendfile + fsync) | target |"
+    )
     print("|---|---:|---:|---:|---:|---:|---|")
     verdicts = []
     for way in ("upload", "download"):
@@ -285,14 +314,30 @@ def main() -> int:
             f">= 0.70x sendfile: {'met' if met else '**missed**'} |"
         )
     print()
-    print("rframe over TLS 1.3 against rframe plaintext, the same server; each client's one connection "
-          "(the TLS handshake included) opened before timing:")
+    print(
+        "rframe over TLS 1.3 against rframe plaintext, the same server; each client's one connection "
+        "(the TLS handshake included) opened before timing:"
+    )
     print()
-    print("| transfer | rframe plaintext MB/s | rframe TLS 1.3 MB/s | TLS / plaintext | target |")
-    print("|---|---:|---:|---:|---|")
+    gib = size / (1 << 30)
+
+    def cpu_per_gib(name: str) -> str:
+        """Median CPU seconds per GiB: client + server = total."""
+        client = statistics.median(c for c, _ in cpu[name]) / gib
+        server_ = statistics.median(s for _, s in cpu[name]) / gib
+        return f"{client:.2f} + {server_:.2f} = {client + server_:.2f}"
+
+    print(
+        "| transfer | rframe plaintext MB/s | rframe TLS 1.3 MB/s | TLS / plaintext | target "
+        "| CPU s/GiB plaintext (client + server) | CPU s/GiB TLS (client + server) |"
+    )
+    print("|---|---:|---:|---:|---|---:|---:|")
     for way in ("upload", "download"):
         r, t = rate[f"rframe {way}"], rate[f"rframe TLS {way}"]
-        print(f"| {way} | {r:,.0f} | {t:,.0f} | {t / r:.2f}x | >= 0.85x: {'met' if t / r >= 0.85 else '**missed**'} |")
+        print(
+            f"| {way} | {r:,.0f} | {t:,.0f} | {t / r:.2f}x | >= 0.85x: {'met' if t / r >= 0.85 else '**missed**'} "
+            f"| {cpu_per_gib(f'rframe {way}')} | {cpu_per_gib(f'rframe TLS {way}')} |"
+        )
     print()
     print(f"For scale: local `cp` {rate['cp']:,.0f} MB/s, `cp` + `sync FILE` {rate['cp + sync']:,.0f} MB/s.")
     print(

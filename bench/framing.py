@@ -243,7 +243,7 @@ def best_of_each(fns, repeat):
     names = list(fns)
     best = {name: (float("inf"), None) for name in names}
     for r in range(repeat):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             dt, result = best_of(fns[name], 1)
             best[name] = (min(best[name][0], dt), result)
     return best
@@ -272,6 +272,7 @@ def bench_pack(rframe, n, repeat):
         def run():
             for _ in range(n):
                 f(body, header)
+
         return run
 
     fns = {"json": loop(pack_json), "rframe": loop(rframe.pack_frame)}
@@ -291,7 +292,7 @@ def make_stream(nframes):
     frames = []
     for i in range(nframes):
         body = (b"%08d" % i) * 12 + b"body"  # 100 bytes
-        frames.append(pack_json(body, {"file_name": "text%d" % i, "md5": 54645898788 + i}))
+        frames.append(pack_json(body, {"file_name": f"text{i}", "md5": 54645898788 + i}))
     return b"".join(frames)
 
 
@@ -300,7 +301,7 @@ def bench_decode(rframe, nframes, chunk, repeat):
     chunks = [stream[i : i + chunk] for i in range(0, len(stream), chunk)]
     last_i = nframes - 1
     expected_last = (
-        {"file_name": "text%d" % last_i, "md5": 54645898788 + last_i, "total_size": 100},
+        {"file_name": f"text{last_i}", "md5": 54645898788 + last_i, "total_size": 100},
         (b"%08d" % last_i) * 12 + b"body",
     )
 
@@ -315,6 +316,7 @@ def bench_decode(rframe, nframes, chunk, repeat):
                     n += len(out)
                     last = out[-1]
             return n, last
+
         return run
 
     res = {}
@@ -438,6 +440,7 @@ def bench_transfer(sender, size, reader, repeat, budget=None):
 def _rframe_reader(rframe):
     def read(sock):
         return rframe.read_frame(sock)
+
     return read
 
 
@@ -528,8 +531,19 @@ def main(argv=None):
     add(pack_label, "ns", "struct + json (course)", pk["json"], pk["rframe"], False, ">= 5x", lambda r: r >= 5)
     add(pack_label, "ns", "struct + orjson", pk["orjson"], pk["rframe"], False, "> 1x", lambda r: r > 1)
     dec_label = f"decode {nframes:,} small frames, {chunk} B chunks"
-    add(dec_label, "ns", "bytearray decoder + json (course)", dc["json"], dc["rframe"], False, ">= 8x", lambda r: r >= 8)
-    add(dec_label, "ns", "bytearray decoder + json's C scanner", dc["json-scanner"], dc["rframe"], False, "(stronger peer)", lambda r: None)
+    add(
+        dec_label, "ns", "bytearray decoder + json (course)", dc["json"], dc["rframe"], False, ">= 8x", lambda r: r >= 8
+    )
+    add(
+        dec_label,
+        "ns",
+        "bytearray decoder + json's C scanner",
+        dc["json-scanner"],
+        dc["rframe"],
+        False,
+        "(stronger peer)",
+        lambda r: None,
+    )
     add(dec_label, "ns", "bytearray decoder + orjson", dc["orjson"], dc["rframe"], False, ">= 3x", lambda r: r >= 3)
     add(
         f"read_frame {size_label(big)} over loopback TCP",
@@ -561,8 +575,10 @@ def main(argv=None):
         f"- best of {micro_rep} (micro), best of {big_rep} (transfers); pack: {pack_n:,} calls per run; "
         f"decode stream: {dc['bytes']:,} B in {dc['chunks']:,} chunks; whole run {elapsed:.1f} s"
     )
-    print("- ns = ns per frame (lower is better); MB/s = 10^6 bytes/s (higher is better); "
-          "speed-up = how many times faster rframe is than the peer")
+    print(
+        "- ns = ns per frame (lower is better); MB/s = 10^6 bytes/s (higher is better); "
+        "speed-up = how many times faster rframe is than the peer"
+    )
     print()
     header = ("benchmark", "pure-Python peer", "peer", "rframe", "unit", "rframe speed-up", "target", "met")
     print("| " + " | ".join(header) + " |")

@@ -44,8 +44,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from soak import HOST, PAGE, resources, start_command_server  # noqa: E402 - bench/soak.py
 import machine  # noqa: E402 - bench/machine.py
+from soak import HOST, PAGE, resources, start_command_server  # noqa: E402 - bench/soak.py
 
 TARGET = 32 << 10  # bytes of server memory per idle connection, at most
 MARGIN = 64  # descriptors either process needs besides the connections
@@ -230,11 +230,21 @@ def idle(n=10_000, log=print):
         stages["after closing"] = memory(server.pid)
         kernel["after closing"] = tcp_kernel_pages()
         return {
-            "n": n, "wanted": wanted, "limit_note": limit_note, "client_nofile": (soft, hard),
-            "server_nofile": server_nofile, "accepted": accepted, "answered": answered,
-            "answer_errors": answer_errors, "still_open": still_open,
-            "serving": serving, "closed": closed, "stages": stages, "kernel_pages": kernel,
-            "connect_seconds": connect_seconds, "held_seconds": held_seconds,
+            "n": n,
+            "wanted": wanted,
+            "limit_note": limit_note,
+            "client_nofile": (soft, hard),
+            "server_nofile": server_nofile,
+            "accepted": accepted,
+            "answered": answered,
+            "answer_errors": answer_errors,
+            "still_open": still_open,
+            "serving": serving,
+            "closed": closed,
+            "stages": stages,
+            "kernel_pages": kernel,
+            "connect_seconds": connect_seconds,
+            "held_seconds": held_seconds,
             "server_stderr": server.stderr_tail(),
         }
     finally:
@@ -254,8 +264,10 @@ def judge(result):
         problems.append("the server did not accept every connection")
     if result["answered"] != n:
         errors = result["answer_errors"]
-        problems.append(f"{result['answered']:,} of {n:,} connections answered"
-                        + (f" ({len(errors):,} errors, the first: {errors[0]})" if errors else ""))
+        problems.append(
+            f"{result['answered']:,} of {n:,} connections answered"
+            + (f" ({len(errors):,} errors, the first: {errors[0]})" if errors else "")
+        )
     if result["still_open"] < n:
         problems.append(f"only {result['still_open']:,} of {n:,} connections still open after their request")
     if not result["serving"]:
@@ -274,10 +286,12 @@ def report(result):
     print("# rframe idle connections")
     print()
     print("\n".join(machine.describe()))
-    print(f"- {n:,} TCP connections over loopback to `python -m rframe.server --max-connections {n + MARGIN}`, "
-          f"opened in {result['connect_seconds']:.1f} s and held {result['held_seconds']:.1f} s; open files limit "
-          f"(soft, hard): this process {result['client_nofile'][0]:,}, {result['client_nofile'][1]:,}; "
-          f"the server {result['server_nofile'][0]:,}, {result['server_nofile'][1]:,}")
+    print(
+        f"- {n:,} TCP connections over loopback to `python -m rframe.server --max-connections {n + MARGIN}`, "
+        f"opened in {result['connect_seconds']:.1f} s and held {result['held_seconds']:.1f} s; open files limit "
+        f"(soft, hard): this process {result['client_nofile'][0]:,}, {result['client_nofile'][1]:,}; "
+        f"the server {result['server_nofile'][0]:,}, {result['server_nofile'][1]:,}"
+    )
     if result["limit_note"]:
         print(f"- {result['limit_note']}")
     print()
@@ -286,24 +300,32 @@ def report(result):
     counts = {"idle, before": 0, "accepted, silent": n, "after one request each, idle": n, "after closing": 0}
     for stage, m in result["stages"].items():
         pages = result["kernel_pages"][stage]
-        print(f"| {stage} | {counts[stage]:,} | {m['fds']:,} | {m['threads']} | {m['rss'] / 2**20:,.1f} MiB | "
-              f"{m['pss'] / 2**20:,.1f} MiB | {m['private'] / 2**20:,.1f} MiB | "
-              f"{'n/a' if pages is None else f'{pages * PAGE / 2**20:,.1f} MiB'} |")
+        print(
+            f"| {stage} | {counts[stage]:,} | {m['fds']:,} | {m['threads']} | {m['rss'] / 2**20:,.1f} MiB | "
+            f"{m['pss'] / 2**20:,.1f} MiB | {m['private'] / 2**20:,.1f} MiB | "
+            f"{'n/a' if pages is None else f'{pages * PAGE / 2**20:,.1f} MiB'} |"
+        )
     print()
     print("| per connection (memory - idle before) / N | VmRSS | Pss | private | target | met |")
     print("|---|---:|---:|---:|---|---|")
     for stage in ("accepted, silent", "after one request each, idle"):
         rss, pss, priv = (per_conn(result, stage, k) for k in ("rss", "pss", "private"))
-        print(f"| {stage} | {rss:,.0f} B | {pss:,.0f} B | {priv:,.0f} B | < {TARGET:,} B (VmRSS) | "
-              f"{'yes' if rss < TARGET else '**no**'} |")
+        print(
+            f"| {stage} | {rss:,.0f} B | {pss:,.0f} B | {priv:,.0f} B | < {TARGET:,} B (VmRSS) | "
+            f"{'yes' if rss < TARGET else '**no**'} |"
+        )
     print()
-    print(f"- every connection accepted: {'yes' if result['accepted'] else 'no'}; answered `auth`: "
-          f"{result['answered']:,} of {n:,}; still open afterwards: {result['still_open']:,}; a fresh client's "
-          f"`run` answered meanwhile: {'yes' if result['serving'] else 'no'}; descriptors back to the baseline "
-          f"after closing: {'yes' if result['closed'] else 'no'}")
+    print(
+        f"- every connection accepted: {'yes' if result['accepted'] else 'no'}; answered `auth`: "
+        f"{result['answered']:,} of {n:,}; still open afterwards: {result['still_open']:,}; a fresh client's "
+        f"`run` answered meanwhile: {'yes' if result['serving'] else 'no'}; descriptors back to the baseline "
+        f"after closing: {'yes' if result['closed'] else 'no'}"
+    )
     if result["passed"]:
-        print(f"Verdict: PASS: {n:,} idle connections at {result['worst']:,.0f} bytes of server RSS each "
-              f"(target: under {TARGET:,}).")
+        print(
+            f"Verdict: PASS: {n:,} idle connections at {result['worst']:,.0f} bytes of server RSS each "
+            f"(target: under {TARGET:,})."
+        )
     else:
         print("Verdict: FAIL: " + "; ".join(result["problems"]))
         print()

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import pwd
@@ -107,7 +106,10 @@ def start_rframe(work: str, token: str) -> tuple[subprocess.Popen, int, str]:
         f.write(token)
     proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--_server", token_file, os.path.join(work, "tls")],
-        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True, preexec_fn=_die_with_parent,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        preexec_fn=_die_with_parent,
     )
     line = proc.stdout.readline()  # type: ignore[union-attr]
     m = re.fullmatch(r"(\d+) ([0-9a-f]{64})\n", line)
@@ -148,8 +150,13 @@ class Sshd:
         self.host_key = os.path.join(self.dir, "host_key")
         self.user_key = os.path.join(self.dir, "user_key")
         for path in (self.host_key, self.user_key):
-            subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", path], check=True,
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT)
+            subprocess.run(
+                [keygen, "-q", "-t", "ed25519", "-N", "", "-f", path],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=TIMEOUT,
+            )
         shutil.copyfile(self.user_key + ".pub", os.path.join(self.dir, "authorized_keys"))
         self.user = pwd.getpwuid(os.getuid()).pw_name
         self.port = free_port()
@@ -179,16 +186,22 @@ class Sshd:
                 "LogLevel ERROR\n"
                 "SetEnv SHLVL=1\n"
             )
-        test = subprocess.run([sshd, "-t", "-f", self.config], capture_output=True, text=True,
-                              stdin=subprocess.DEVNULL, timeout=TIMEOUT)
+        test = subprocess.run(
+            [sshd, "-t", "-f", self.config], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=TIMEOUT
+        )
         if test.returncode != 0:
             why = test.stderr.strip() or f"exit status {test.returncode}"
             if "privilege separation directory" in why:
                 why += " (the ssh service creates it at start; as root: mkdir -m 755 /run/sshd)"
             raise Unavailable(f"sshd refuses its configuration: {why}")
         self.log = open(os.path.join(self.dir, "sshd.log"), "w+")
-        self.proc = subprocess.Popen([sshd, "-f", self.config, "-D", "-e"], stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=self.log, preexec_fn=_die_with_parent)
+        self.proc = subprocess.Popen(
+            [sshd, "-f", self.config, "-D", "-e"],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+            preexec_fn=_die_with_parent,
+        )
         try:
             self._wait_listening()
         except BaseException:
@@ -245,10 +258,35 @@ def rframe_round(port: int, token: str, fingerprint: str | None) -> None:
 
 def ssh_argv(ssh: str, sshd: Sshd) -> list[str]:
     return [
-        ssh, "-F", "/dev/null", "-p", str(sshd.port), "-i", sshd.user_key, "-l", sshd.user,
-        "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
-        "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "ControlMaster=no",
-        "-o", "ControlPath=none", "-o", "LogLevel=ERROR", "-n", "-T", HOST, "true",
+        ssh,
+        "-F",
+        "/dev/null",
+        "-p",
+        str(sshd.port),
+        "-i",
+        sshd.user_key,
+        "-l",
+        sshd.user,
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "IdentityAgent=none",
+        "-o",
+        "ControlMaster=no",
+        "-o",
+        "ControlPath=none",
+        "-o",
+        "LogLevel=ERROR",
+        "-n",
+        "-T",
+        HOST,
+        "true",
     ]
 
 
@@ -261,8 +299,15 @@ def ssh_round(argv: list[str]) -> None:
 def asyncssh_round(loop: asyncio.AbstractEventLoop, asyncssh, sshd: Sshd, key) -> None:
     async def once():
         async with asyncssh.connect(
-            HOST, sshd.port, username=sshd.user, client_keys=[key], known_hosts=None, agent_path=None,
-            config=[], gss_host=None, preferred_auth="publickey",
+            HOST,
+            sshd.port,
+            username=sshd.user,
+            client_keys=[key],
+            known_hosts=None,
+            agent_path=None,
+            config=[],
+            gss_host=None,
+            preferred_auth="publickey",
         ) as conn:
             await conn.run("true", check=True)
 
@@ -324,8 +369,11 @@ def main() -> int:
                 else:
                     argv = ssh_argv(ssh, sshd)
                     peers["ssh"] = lambda: ssh_round(argv)
-                    client_version = subprocess.run([ssh, "-V"], capture_output=True, text=True,
-                                                    timeout=TIMEOUT).stderr.strip().split(",")[0]
+                    client_version = (
+                        subprocess.run([ssh, "-V"], capture_output=True, text=True, timeout=TIMEOUT)
+                        .stderr.strip()
+                        .split(",")[0]
+                    )
                     labels["ssh"] = f"`ssh -p PORT 127.0.0.1 true` ({client_version})"
                 try:
                     with warnings.catch_warnings():
@@ -337,7 +385,7 @@ def main() -> int:
                     loop = asyncio.new_event_loop()
                     key = asyncssh.read_private_key(sshd.user_key)
                     peers["asyncssh"] = lambda: asyncssh_round(loop, asyncssh, sshd, key)
-                    labels["asyncssh"] = f"asyncssh {asyncssh.__version__} `connect` + `run(\"true\")`"
+                    labels["asyncssh"] = f'asyncssh {asyncssh.__version__} `connect` + `run("true")`'
 
         def attempt(name: str, fn) -> bool:
             """Runs one round; a peer other than rframe that fails is dropped with a note."""
@@ -348,8 +396,7 @@ def main() -> int:
                 if name.startswith("rframe"):
                     raise
                 detail = f"; sshd: {sshd.log_tail()}" if sshd is not None else ""
-                notes.append(f"{name} dropped after {len(times.get(name, []))} rounds: "
-                             f"{type(e).__name__}: {e}{detail}")
+                notes.append(f"{name} dropped after {len(times.get(name, []))} rounds: {type(e).__name__}: {e}{detail}")
                 del peers[name]
                 return False
 
@@ -360,7 +407,7 @@ def main() -> int:
             live = [name for name in peers if spent[name] <= budget]
             if not live:
                 break
-            for name in live[i % len(live):] + live[: i % len(live)]:
+            for name in live[i % len(live) :] + live[: i % len(live)]:
                 if name not in peers:
                     continue
                 t0 = time.perf_counter()
@@ -381,15 +428,17 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     load_after = os.getloadavg()
 
-    print("# Connection set-up: connect, log in, run(\"true\"), close" + (" (--quick)" if args.quick else ""))
+    print('# Connection set-up: connect, log in, run("true"), close' + (" (--quick)" if args.quick else ""))
     print()
     print("\n".join(machine.describe()))
-    print(f"- {rounds} rounds, each a fresh connection per peer, peers taking turns; "
-          f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 minute)")
+    print(
+        f"- {rounds} rounds, each a fresh connection per peer, peers taking turns; "
+        f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after (1 minute)"
+    )
     if sshd is not None:
         print(f"- sshd: {sshd.version}, this run's own on 127.0.0.1 (ed25519 host and user keys made for the run)")
     print()
-    print("| connection set-up + `run(\"true\")` | median ms | p90 ms | rounds | median / rframe TLS's |")
+    print('| connection set-up + `run("true")` | median ms | p90 ms | rounds | median / rframe TLS\'s |')
     print("|---|---:|---:|---:|---:|")
     tls_median = statistics.median(times["rframe-tls"])
     for name in ("rframe", "rframe-tls", "ssh", "asyncssh"):
@@ -397,8 +446,10 @@ def main() -> int:
         if not got or name not in peers:
             continue
         med = statistics.median(got)
-        print(f"| {labels[name]} | {med * 1e3:.2f} | {nearest_rank(got, 0.9) * 1e3:.2f} | {len(got)} | "
-              f"{med / tls_median:.2f}x |")
+        print(
+            f"| {labels[name]} | {med * 1e3:.2f} | {nearest_rank(got, 0.9) * 1e3:.2f} | {len(got)} | "
+            f"{med / tls_median:.2f}x |"
+        )
     for note in notes:
         print(f"\nNote: {note}")
     return 0

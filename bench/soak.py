@@ -60,8 +60,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from server import LineReader, stop_process  # noqa: E402 - bench/server.py
 import machine  # noqa: E402 - bench/machine.py
+from server import LineReader, stop_process  # noqa: E402 - bench/server.py
 
 HOST = "127.0.0.1"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -118,13 +118,20 @@ class Op:
 
     def __init__(self, kind, server, args, kwargs, check, nbytes):
         self.kind, self.server, self.args, self.kwargs, self.check, self.nbytes = (
-            kind, server, args, kwargs, check, nbytes)
+            kind,
+            server,
+            args,
+            kwargs,
+            check,
+            nbytes,
+        )
 
 
 def _run_ok(r):
     if r.returncode != 0 or r.stdout_truncated or r.stderr_truncated:
-        return f"returncode {r.returncode}, truncated {r.stdout_truncated}/{r.stderr_truncated}, " \
-            f"stderr {r.stderr[:200]!r}"
+        return (
+            f"returncode {r.returncode}, truncated {r.stdout_truncated}/{r.stderr_truncated}, stderr {r.stderr[:200]!r}"
+        )
     return None
 
 
@@ -142,6 +149,7 @@ def make_op(rng, seq, max_size):
         return Op(kind, "cmd", (f"printf %s {token}",), {}, check, len(token))
     n = random_size(rng, max_size)
     if kind == "urandom":
+
         def check(r):
             bad = _run_ok(r)
             if bad:
@@ -154,6 +162,7 @@ def make_op(rng, seq, max_size):
         return Op(kind, "cmd", (f"head -c {n} /dev/urandom | tee /dev/stderr | sha256sum",), {}, check, n)
     body = rng.randbytes(n)
     if kind == "cat":
+
         def check(r):
             bad = _run_ok(r)
             if bad or r.stdout != body:
@@ -203,8 +212,12 @@ class Stats:
         self.connect_errors += other["connect_errors"]
 
     def as_dict(self):
-        return {"counts": self.counts, "examples": self.examples, "connects": self.connects,
-                "connect_errors": self.connect_errors}
+        return {
+            "counts": self.counts,
+            "examples": self.examples,
+            "connects": self.connects,
+            "connect_errors": self.connect_errors,
+        }
 
 
 # --------------------------------------------------------------------------
@@ -285,7 +298,7 @@ async def _async_group(cfg, index, stats):
             continue
         stats.connects += 2
 
-        async def task(count):
+        async def task(count, cmd=cmd, echo=echo):
             for _ in range(count):
                 if time.time() >= cfg["stop_at"]:
                     return
@@ -376,6 +389,7 @@ class Proc:
 
 def start_command_server(*extra):
     """``python -m rframe.server --port 0 ...``; returns a Proc with its port."""
+
     def parse(line):
         # "rframe server listening on 127.0.0.1:PORT (Ctrl-C to stop)"
         return int(line.split(" (")[0].rsplit(":", 1)[1])
@@ -393,15 +407,20 @@ def prime(cmd_port, echo_port):
     import rframe
 
     rng = random.Random(0)
-    with rframe.Client(HOST, cmd_port, timeout=OP_TIMEOUT) as cmd, \
-            rframe.Client(HOST, echo_port, timeout=OP_TIMEOUT) as echo:
+    with (
+        rframe.Client(HOST, cmd_port, timeout=OP_TIMEOUT) as cmd,
+        rframe.Client(HOST, echo_port, timeout=OP_TIMEOUT) as echo,
+    ):
         done = set()
         seq = 0
         while done != set(KINDS):
             seq += 1
             op = make_op(rng, seq, 4096)
-            reply = cmd.run(*op.args, timeout=OP_TIMEOUT, **op.kwargs) if op.server == "cmd" \
+            reply = (
+                cmd.run(*op.args, timeout=OP_TIMEOUT, **op.kwargs)
+                if op.server == "cmd"
                 else echo.request(*op.args, **op.kwargs)
+            )
             bad = op.check(reply)
             if bad:
                 raise RuntimeError(f"priming: {op.kind}: {bad}")
@@ -425,8 +444,17 @@ def mean(xs):
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-def soak(duration=180.0, threads=16, async_conns=8, pipeline=4, max_size=256 << 10, interval=2.0,
-         warmup=None, seed=1, log=print):
+def soak(
+    duration=180.0,
+    threads=16,
+    async_conns=8,
+    pipeline=4,
+    max_size=256 << 10,
+    interval=2.0,
+    warmup=None,
+    seed=1,
+    log=print,
+):
     """Runs the soak test; returns a dict of everything measured (see main for
     how it is judged)."""
     warmup = min(30.0, duration / 6) if warmup is None else warmup
@@ -441,14 +469,26 @@ def soak(duration=180.0, threads=16, async_conns=8, pipeline=4, max_size=256 << 
         idle_before = {s.name: resources(s.pid) for s in servers}
         start_at = time.time() + 3.0  # the client processes have started by then
         stop_at = start_at + duration
-        base = {"cmd_port": cmd_srv.port, "echo_port": echo_srv.port, "max_size": max_size,
-                "start_at": start_at, "stop_at": stop_at, "seed": seed}
-        for cfg in ({**base, "mode": "threads", "n": threads},
-                    {**base, "mode": "async", "n": async_conns, "pipeline": pipeline}):
+        base = {
+            "cmd_port": cmd_srv.port,
+            "echo_port": echo_srv.port,
+            "max_size": max_size,
+            "start_at": start_at,
+            "stop_at": stop_at,
+            "seed": seed,
+        }
+        for cfg in (
+            {**base, "mode": "threads", "n": threads},
+            {**base, "mode": "async", "n": async_conns, "pipeline": pipeline},
+        ):
             if cfg["n"] > 0:
-                clients.append(subprocess.Popen(
-                    [sys.executable, os.path.abspath(__file__), "--_client", json.dumps(cfg)],
-                    stdout=subprocess.PIPE, stdin=subprocess.DEVNULL))
+                clients.append(
+                    subprocess.Popen(
+                        [sys.executable, os.path.abspath(__file__), "--_client", json.dumps(cfg)],
+                        stdout=subprocess.PIPE,
+                        stdin=subprocess.DEVNULL,
+                    )
+                )
         samples = []  # (seconds since start_at, {server: resources})
         log(f"soaking for {duration:.0f} s (warm-up {warmup:.0f} s) ...")
         next_sample = start_at
@@ -461,8 +501,12 @@ def soak(duration=180.0, threads=16, async_conns=8, pipeline=4, max_size=256 << 
                 next_sample += interval
             if now >= next_progress and now < stop_at:
                 r = samples[-1][1]
-                log(f"  {now - start_at:.0f} s: " + "; ".join(
-                    f"{n}: {v['fds']} fds, {v['threads']} threads, {v['rss'] / 2**20:.1f} MiB" for n, v in r.items()))
+                log(
+                    f"  {now - start_at:.0f} s: "
+                    + "; ".join(
+                        f"{n}: {v['fds']} fds, {v['threads']} threads, {v['rss'] / 2**20:.1f} MiB" for n, v in r.items()
+                    )
+                )
                 next_progress += 30
             time.sleep(0.1 if time.time() > stop_at else min(0.1, max(0.0, next_sample - time.time())))
         stats = Stats()
@@ -483,10 +527,20 @@ def soak(duration=180.0, threads=16, async_conns=8, pipeline=4, max_size=256 << 
         idle_after = settle(servers, idle_before, 30.0)
         elapsed = time.time() - start_at
         return {
-            "duration": duration, "warmup": warmup, "interval": interval, "threads": threads,
-            "async_conns": async_conns, "pipeline": pipeline, "max_size": max_size, "elapsed": elapsed,
-            "stats": stats.as_dict(), "client_errors": client_errors, "samples": samples,
-            "idle_before": idle_before, "idle_after": idle_after, "servers": [s.name for s in servers],
+            "duration": duration,
+            "warmup": warmup,
+            "interval": interval,
+            "threads": threads,
+            "async_conns": async_conns,
+            "pipeline": pipeline,
+            "max_size": max_size,
+            "elapsed": elapsed,
+            "stats": stats.as_dict(),
+            "client_errors": client_errors,
+            "samples": samples,
+            "idle_before": idle_before,
+            "idle_after": idle_after,
+            "servers": [s.name for s in servers],
         }
     finally:
         for c in clients:
@@ -508,9 +562,15 @@ def judge(result):
         for res in ("fds", "threads", "rss"):
             series = [r[name][res] for _, r in loaded]
             before, after = result["idle_before"][name][res], result["idle_after"][name][res]
-            row = {"server": name, "resource": res, "idle_before": before, "idle_after": after,
-                   "start": series[0] if series else None, "end": series[-1] if series else None,
-                   "max": max(series) if series else None}
+            row = {
+                "server": name,
+                "resource": res,
+                "idle_before": before,
+                "idle_after": after,
+                "start": series[0] if series else None,
+                "end": series[-1] if series else None,
+                "max": max(series) if series else None,
+            }
             if res == "rss":
                 first, last = mean(series[:quarter]), mean(series[-quarter:])
                 row["growth"] = last - first
@@ -551,39 +611,50 @@ def report(result):
     print("# rframe soak test")
     print()
     print("\n".join(machine.describe()))
-    print(f"- {result['duration']:.0f} s of load (the first {result['warmup']:.0f} s are warm-up); clients: "
-          f"{result['threads']} threads with a blocking `rframe.Client` per server, and {result['async_conns']} "
-          f"pairs of `rframe.AsyncClient` connections shared by {result['pipeline']} asyncio tasks each "
-          f"(pipelined); new connections every 20..200 operations ({result['stats']['connects']:,} opened); "
-          f"bodies 0..{result['max_size']:,} bytes; resources sampled every {result['interval']:g} s")
+    print(
+        f"- {result['duration']:.0f} s of load (the first {result['warmup']:.0f} s are warm-up); clients: "
+        f"{result['threads']} threads with a blocking `rframe.Client` per server, and {result['async_conns']} "
+        f"pairs of `rframe.AsyncClient` connections shared by {result['pipeline']} asyncio tasks each "
+        f"(pipelined); new connections every 20..200 operations ({result['stats']['connects']:,} opened); "
+        f"bodies 0..{result['max_size']:,} bytes; resources sampled every {result['interval']:g} s"
+    )
     print()
     print("| operation | server | done | ok | lost | corrupted | MB verified | per second |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for kind, label in KINDS.items():
         c = result["stats"]["counts"][kind]
         server = "echo handler" if kind == "request" else "command"
-        print(f"| {label} | {server} | {c['done']:,} | {c['ok']:,} | {c['lost']:,} | {c['corrupted']:,} | "
-              f"{c['bytes'] / 1e6:,.1f} | {c['done'] / result['duration']:,.0f} |")
-    print(f"| **total** | | {t['done']:,} | {t['ok']:,} | {t['lost']:,} | {t['corrupted']:,} | "
-          f"{t['bytes'] / 1e6:,.1f} | {t['done'] / result['duration']:,.0f} |")
+        print(
+            f"| {label} | {server} | {c['done']:,} | {c['ok']:,} | {c['lost']:,} | {c['corrupted']:,} | "
+            f"{c['bytes'] / 1e6:,.1f} | {c['done'] / result['duration']:,.0f} |"
+        )
+    print(
+        f"| **total** | | {t['done']:,} | {t['ok']:,} | {t['lost']:,} | {t['corrupted']:,} | "
+        f"{t['bytes'] / 1e6:,.1f} | {t['done'] / result['duration']:,.0f} |"
+    )
     print()
-    print("| server | resource | idle before | load start | load end | load max | idle after | growth | "
-          "tolerated | ok |")
+    print(
+        "| server | resource | idle before | load start | load end | load max | idle after | growth | tolerated | ok |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in result["rows"]:
         res = r["resource"]
         how = " (load, last vs first quarter)" if res == "rss" else " (idle after vs before)"
         growth = f"{r['growth'] / 2**20:+,.1f} MiB" if res == "rss" else f"{r['growth']:+,}"
-        print(f"| {r['server']} | {res} | {fmt_res(res, r['idle_before'])} | {fmt_res(res, r['start'])} | "
-              f"{fmt_res(res, r['end'])} | {fmt_res(res, r['max'])} | {fmt_res(res, r['idle_after'])} | "
-              f"{growth}{how} | {fmt_res(res, r['tolerance'])} | {'yes' if r['ok'] else '**no**'} |")
+        print(
+            f"| {r['server']} | {res} | {fmt_res(res, r['idle_before'])} | {fmt_res(res, r['start'])} | "
+            f"{fmt_res(res, r['end'])} | {fmt_res(res, r['max'])} | {fmt_res(res, r['idle_after'])} | "
+            f"{growth}{how} | {fmt_res(res, r['tolerance'])} | {'yes' if r['ok'] else '**no**'} |"
+        )
     print()
     for e in result["stats"]["examples"]:
         print(f"- {e}")
     if result["passed"]:
-        print(f"Verdict: PASS: {t['done']:,} operations, 0 lost, 0 corrupted; descriptors and threads back to "
-              f"their idle level after the load; RSS growth under load within the tolerance "
-              f"(max of {RSS_TOLERANCE_BYTES >> 20} MiB and {RSS_TOLERANCE_FRACTION:.0%}).")
+        print(
+            f"Verdict: PASS: {t['done']:,} operations, 0 lost, 0 corrupted; descriptors and threads back to "
+            f"their idle level after the load; RSS growth under load within the tolerance "
+            f"(max of {RSS_TOLERANCE_BYTES >> 20} MiB and {RSS_TOLERANCE_FRACTION:.0%})."
+        )
     else:
         print("Verdict: FAIL: " + "; ".join(result["problems"]))
 
@@ -591,8 +662,9 @@ def report(result):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=180.0, help="seconds of load (default 180)")
-    ap.add_argument("--warmup", type=float, help="seconds of load not judged for growth (default duration/6, "
-                    "at most 30)")
+    ap.add_argument(
+        "--warmup", type=float, help="seconds of load not judged for growth (default duration/6, at most 30)"
+    )
     ap.add_argument("--threads", type=int, default=16, help="blocking client threads (default 16)")
     ap.add_argument("--async-conns", type=int, default=8, help="AsyncClient connection pairs (default 8)")
     ap.add_argument("--pipeline", type=int, default=4, help="asyncio tasks per connection pair (default 4)")
@@ -608,8 +680,19 @@ def main(argv=None):
         return 0
     if args._client:
         return client_entry(args._client)
-    result = judge(soak(args.duration, args.threads, args.async_conns, args.pipeline, args.max_size, args.interval,
-                        args.warmup, args.seed, log=lambda m: print(m, file=sys.stderr, flush=True)))
+    result = judge(
+        soak(
+            args.duration,
+            args.threads,
+            args.async_conns,
+            args.pipeline,
+            args.max_size,
+            args.interval,
+            args.warmup,
+            args.seed,
+            log=lambda m: print(m, file=sys.stderr, flush=True),
+        )
+    )
     report(result)
     if args.json:
         with open(args.json, "w") as f:

@@ -61,7 +61,7 @@ class CommandHandler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock = self.request
-        peer = "%s:%s" % self.client_address[:2]
+        peer = "{}:{}".format(*self.client_address[:2])
         log(f"client {peer} connected")
         how = "left"
         while True:

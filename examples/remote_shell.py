@@ -35,9 +35,17 @@ def main(argv=None) -> int:
         print(f"server listening on {host}:{port}")
         with rframe.Client(host, port, token=args.token, timeout=10) as client:
             show("echo hello; echo oops >&2; exit 3", client.run("echo hello; echo oops >&2; exit 3", text=True))
-            show("['printf', '%s|', 'no shell', '$HOME']", client.run(["printf", "%s|", "no shell", "$HOME"], text=True))
-            show("tr a-z A-Z  (input='fed through stdin')", client.run("tr a-z A-Z", input="fed through stdin", text=True))
-            show('echo "$GREETING"  (env)', client.run('echo "$GREETING"', env={"GREETING": "hi; not a command"}, text=True))
+            show(
+                "['printf', '%s|', 'no shell', '$HOME']", client.run(["printf", "%s|", "no shell", "$HOME"], text=True)
+            )
+            show(
+                "tr a-z A-Z  (input='fed through stdin')",
+                client.run("tr a-z A-Z", input="fed through stdin", text=True),
+            )
+            show(
+                'echo "$GREETING"  (env)',
+                client.run('echo "$GREETING"', env={"GREETING": "hi; not a command"}, text=True),
+            )
             try:
                 client.run("echo started; sleep 300 & wait", timeout=0.5)
             except rframe.CommandTimeout as e:

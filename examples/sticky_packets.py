@@ -30,7 +30,7 @@ import rframe
 
 # The course's three tiny sends, then a few more messages, one of them
 # non-ASCII and one empty (an empty frame is still a message).
-MESSAGES = [b"he", b"ll", b"o", b"first message", "第二条消息".encode("utf-8"), b"", b"q"]
+MESSAGES = [b"he", b"ll", b"o", b"first message", "第二条消息".encode(), b"", b"q"]
 
 
 def run_demo(send_burst, receive):

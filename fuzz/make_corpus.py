@@ -151,8 +151,70 @@ def request_seeds():
     }
 
 
+# Session flags: bit 0 token, bit 1 TLS, bit 2 handler, bit 3 root, bit 4
+# length-only, bit 5 the disk refuses, bit 6 files shrink, bit 7 end by deadline.
+# Limits as for `request`.
+S_TOKEN, S_TLS, S_HANDLER, S_ROOT, S_LENGTH_ONLY, S_REFUSES, S_SHRINKS, S_DEADLINE = 1, 2, 4, 8, 16, 32, 64, 128
+CERT_HASH_HEX = "07" * 32
+
+
+def tls_login(client_nonce="c0ffee"):
+    message = b"rframe-client:" + SERVER_NONCE.encode() + b":" + client_nonce.encode() + b":" + CERT_HASH_HEX.encode()
+    proof = hmac.new(TOKEN, message, "sha256").hexdigest()
+    challenge = frame({"op": "auth", "total_size": 0})
+    answer = frame(
+        {
+            "op": "auth",
+            "nonce": SERVER_NONCE,
+            "client_nonce": client_nonce,
+            "proof": proof,
+            "channel_binding": "tls-server-end-point",
+            "total_size": 0,
+        }
+    )
+    return challenge + answer
+
+
+def put(name, data, chunk=4, algorithm="sha256", digest=None, **fields):
+    head = frame({"op": "put", "name": name, "size": len(data), "checksum": algorithm, **fields, "total_size": 0})
+    chunks = b"".join(frame({"op": "data", "total_size": len(data[i : i + chunk])}, data[i : i + chunk]) for i in range(0, len(data), chunk))
+    digest = hashlib.new(algorithm, data).hexdigest() if digest is None else digest
+    return head + chunks + frame({"op": "end", "checksum": algorithm, "digest": digest, "total_size": 0})
+
+
+def file_op(op, name, **fields):
+    return frame({"op": op, "name": name, **fields, "total_size": 0})
+
+
+def session_seeds():
+    transfers = put("a.txt", b"hello world") + file_op("get", "a.txt", chunk_size=100) + file_op("list", "")
+    return {
+        "run-and-raw": seed(sizes=[40, 3], stream=run("ls -l") + b"dir"),
+        "login-run": seed(S_TOKEN, sizes=[40, 200], stream=login() + run("whoami")),
+        "login-wrong-proof": seed(S_TOKEN, stream=login(proof="00" * 32)),
+        "login-before-auth": seed(S_TOKEN, stream=run("ls")),
+        "tls-login-transfers": seed(S_TOKEN | S_TLS | S_ROOT, stream=tls_login() + transfers),
+        "tls-unbound-proof": seed(S_TOKEN | S_TLS, stream=login() + run("ls")),
+        "transfers": seed(S_ROOT, sizes=[30, 7, 64], stream=transfers),
+        "put-md5-get-md5": seed(S_ROOT, stream=put("m", b"abcdefgh", 3, "md5") + file_op("get", "m", checksum="md5")),
+        "put-digest-mismatch": seed(S_ROOT, stream=put("b", b"xyz", digest="00" * 32) + file_op("list", "d")),
+        "put-too-much": seed(S_ROOT, stream=put("c", b"abc")[:60] + frame({"op": "data", "total_size": 9}, b"123456789")),
+        "put-then-run": seed(S_ROOT, stream=file_op("put", "d", size=3) + run("ls")),
+        "put-small-chunks": seed(S_ROOT, 0b0100, stream=put("e", b"0123456789abcdefghij", 16)),
+        "disk-refuses": seed(S_ROOT | S_REFUSES, stream=put("ab", b"12345678", 2) + put("abc", b"1234", 2) + transfers),
+        "file-shrinks": seed(S_ROOT | S_SHRINKS, stream=file_op("get", "big-file-name", chunk_size=7)),
+        "no-root": seed(0, stream=transfers),
+        "handler": seed(S_HANDLER, stream=run("ls") + frame({"op": "x", "total_size": 1}, b"y") + b"ls"),
+        "handler-login": seed(S_TOKEN | S_HANDLER, stream=login() + frame({"op": "x", "total_size": 0})),
+        "length-only": seed(S_LENGTH_ONLY, stream=length_only(b"\x00\x01payload")),
+        "deadline-mid-request": seed(S_DEADLINE, stream=run("ls")[:10]),
+        "unknown-ops": seed(stream=frame({"op": "dance", "total_size": 0}) + frame({"op": "end", "total_size": 0}) + frame({"total_size": 0})),
+    }
+
+
 def main():
-    for target, seeds in [("decoder", decoder_seeds()), ("request", request_seeds())]:
+    targets = [("decoder", decoder_seeds()), ("request", request_seeds()), ("session", session_seeds())]
+    for target, seeds in targets:
         folder = CORPUS / target
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.glob("*.bin"):

@@ -50,7 +50,7 @@ class Codec:
         hb = self.header_bytes(body, header, **fields)
         return struct.pack(self.fmt, len(hb)) + hb + body
 
-    def decoder(self) -> "Decoder":
+    def decoder(self) -> Decoder:
         return Decoder(self)
 
 

@@ -179,7 +179,9 @@ class CliProcess:
         wait_until(look, timeout)
         if not found:
             self.stop()
-            pytest.fail(f"no line matching {pattern!r} within {timeout} s; stdout={self.stdout!r} stderr={self.stderr!r}")
+            pytest.fail(
+                f"no line matching {pattern!r} within {timeout} s; stdout={self.stdout!r} stderr={self.stderr!r}"
+            )
         return found[0]
 
     def wait(self, timeout: float = HANG_BOUND) -> int:

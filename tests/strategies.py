@@ -56,9 +56,7 @@ def _dicts_unique(values):
 def _values(dicts):
     return st.recursive(
         scalars,
-        lambda children: st.lists(children, max_size=4)
-        | st.lists(children, max_size=4).map(tuple)
-        | dicts(children),
+        lambda children: st.lists(children, max_size=4) | st.lists(children, max_size=4).map(tuple) | dicts(children),
         max_leaves=12,
     )
 

@@ -177,7 +177,7 @@ def test_errors_are_the_blocking_clients(arun):
     ]
     with running(rframe.Server(port=0, allow=["echo", "sh", "sleep"])) as s:
         with rframe.Client(*s.address, timeout=HANG_BOUND) as blocking:
-            expected = [_outcome(lambda: blocking.run(*a, **k)) for a, k in calls]
+            expected = [_outcome(lambda a=a, k=k: blocking.run(*a, **k)) for a, k in calls]
 
         async def main():
             async with client(s) as c:
@@ -387,11 +387,11 @@ async def test_busy_server_answer_is_a_remote_error():
                 second = await rframe.AsyncClient.connect(*s.address, timeout=HANG_BOUND)
                 try:
                     if wait_first:  # the answer came before the call: it is still given
-                        assert await wait_for_condition(lambda: second.closed)
+                        assert await wait_for_condition(lambda second=second: second.closed)
                     with pytest.raises(rframe.RemoteError) as info:
                         await second.run("echo second")
                     assert info.value.code == "busy"
-                    assert await wait_for_condition(lambda: second.closed)
+                    assert await wait_for_condition(lambda second=second: second.closed)
                     with pytest.raises(ConnectionAbortedError, match="busy"):
                         await second.run("echo second")
                 finally:
@@ -446,6 +446,7 @@ async def test_unclosed_client_warns_and_its_transport_is_closed(echo_server):
 @pytest.mark.asyncio
 async def test_client_is_bound_to_its_event_loop(echo_server):
     async with client(echo_server) as c:
+
         def elsewhere():
             return asyncio.run(c.request(b"x"))
 
@@ -677,7 +678,9 @@ def test_1000_concurrent_requests_over_50_connections(arun, echo_server):
     bodies = [bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200))) for _ in range(1000)]
 
     async def main():
-        clients = await asyncio.gather(*(rframe.AsyncClient.connect(*echo_server.address, timeout=HANG_BOUND) for _ in range(50)))
+        clients = await asyncio.gather(
+            *(rframe.AsyncClient.connect(*echo_server.address, timeout=HANG_BOUND) for _ in range(50))
+        )
         try:
             replies = await asyncio.gather(
                 *(clients[i % 50].request(body, seq=i, conn=i % 50) for i, body in enumerate(bodies))
@@ -752,7 +755,8 @@ def test_cancelled_requests_keep_the_connection_in_sync(arun, echo_server):
         stats = {"cancelled": 0, "completed": 0}
         async with client(echo_server) as c:
             for round_ in range(25):
-                async def one(i):
+
+                async def one(i, round_=round_):
                     how = rng.choice(["plain", "wait_for", "timeout"])
                     call = c.request(b"r%d-%d" % (round_, i), seq=i, delay=rng.choice([0, 0, 0.002, 0.01]))
                     if how == "wait_for":
@@ -849,6 +853,7 @@ def test_cancelled_run_closes_the_connection_and_kills_the_command(arun, server)
     async def main():
         for how in ("cancel", "wait_for", "timeout", "client timeout"):
             async with client(server, timeout=0.5 if how == "client timeout" else HANG_BOUND) as c:
+
                 async def within(coro):
                     async with asyncio.timeout(0.3):
                         return await coro
@@ -1023,11 +1028,23 @@ def test_no_warnings_at_interpreter_exit(loop_name):
         pytest.skip("uvloop is not installed")
     r = subprocess.run(
         [sys.executable, "-X", "dev", "-W", "error", "-c", EXIT_SCRIPT, loop_name],
-        capture_output=True, text=True, timeout=HANG_BOUND * 3, cwd=ROOT, env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=HANG_BOUND * 3,
+        cwd=ROOT,
+        env=ENV,
     )
     assert r.returncode == 0 and r.stdout == "ok\n", r.stdout + r.stderr
-    for bad in ("Event loop is closed", "never awaited", "ResourceWarning", "unclosed", "Traceback",
-                "Exception ignored", "was never retrieved", "Task was destroyed"):
+    for bad in (
+        "Event loop is closed",
+        "never awaited",
+        "ResourceWarning",
+        "unclosed",
+        "Traceback",
+        "Exception ignored",
+        "was never retrieved",
+        "Task was destroyed",
+    ):
         assert bad not in r.stderr, r.stderr
 
 
@@ -1160,7 +1177,10 @@ async def test_send_and_read_with_a_codec_over_a_socketpair():
         assert await asyncio.wait_for(rb.readexactly(7), HANG_BOUND) == b"\x00\x00\x00\x03raw"
         assert (await asyncio.wait_for(rframe.read_frame_async(rb, codec=lo), HANG_BOUND)) == ({}, b"")
         with pytest.raises(rframe.FrameTooLarge):
-            await asyncio.wait_for(rframe.read_frame_async(rb, codec=rframe.Codec(json_header=False, byteorder="big", max_body=10)), HANG_BOUND)
+            await asyncio.wait_for(
+                rframe.read_frame_async(rb, codec=rframe.Codec(json_header=False, byteorder="big", max_body=10)),
+                HANG_BOUND,
+            )
         wb.write_eof()
         with pytest.raises(EOFError):
             await asyncio.wait_for(rframe.read_frame_async(ra), HANG_BOUND)  # nothing came the other way
@@ -1187,7 +1207,11 @@ def test_doctests(module):
 def test_bench_async_quick():
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "async.py"), "--quick"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=ENV,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     out = r.stdout
@@ -1204,8 +1228,12 @@ def test_bench_async_quick():
     for workload in ("sequential", "pipelined"):
         floor = [row for row in rows if row.startswith(f"| {workload} | floor, no framing")]
         assert len(floor) == nloops, out
-        assert len([row for row in rows if row.startswith(f"| {workload}, ") and "above the floor" in row]) == nloops, out
-        floor_ratios = [row for row in rows if row.startswith(f"| {workload}, ") and "no-framing floor CPU/request vs" in row]
+        assert len([row for row in rows if row.startswith(f"| {workload}, ") and "above the floor" in row]) == nloops, (
+            out
+        )
+        floor_ratios = [
+            row for row in rows if row.startswith(f"| {workload}, ") and "no-framing floor CPU/request vs" in row
+        ]
         assert len(floor_ratios) == nloops, out
         for row in floor_ratios:
             assert re.search(r"\| \d+\.\d\dx \| \(info\) \| - \|$", row), row

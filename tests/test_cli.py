@@ -51,7 +51,7 @@ def test_server_prints_one_line_and_logs_requests(cli_server):
     with cli_server.client() as c:
         assert c.run("echo cli-logged; exit 2").returncode == 2
     assert wait_until(lambda: "cli-logged" in cli_server.stderr, 5), cli_server.stderr
-    line = next(l for l in cli_server.stderr.splitlines() if "cli-logged" in l)
+    line = next(ln for ln in cli_server.stderr.splitlines() if "cli-logged" in ln)
     assert "INFO" in line and "returncode 2" in line and "127.0.0.1:" in line and "bytes" in line
     assert len(cli_server.out) == 1  # exactly one line on stdout
 
@@ -133,8 +133,18 @@ def test_server_token_file_and_env(tmp_path):
 def test_server_options(tmp_path):
     sock = tmp_path / "cli.sock"
     server = CliServer(
-        "--unix", sock, "--max-output", "1K", "--timeout", "0.5", "--cwd", tmp_path,
-        "--max-connections", "3", "--log-level", "warning",
+        "--unix",
+        sock,
+        "--max-output",
+        "1K",
+        "--timeout",
+        "0.5",
+        "--cwd",
+        tmp_path,
+        "--max-connections",
+        "3",
+        "--log-level",
+        "warning",
     )
     try:
         assert server.where == str(sock)
@@ -177,16 +187,34 @@ def test_server_help_explains_every_flag():
     p = CliProcess("rframe.server", "--help")
     assert p.wait() == 0
     for flag in (
-        "--host", "--port", "--unix", "--token-file", "RFRAME_TOKEN", "--timeout", "--max-output",
-        "--max-connections", "--header-timeout", "--allow", "--no-shell", "--cwd", "--insecure", "--log-level",
+        "--host",
+        "--port",
+        "--unix",
+        "--token-file",
+        "RFRAME_TOKEN",
+        "--timeout",
+        "--max-output",
+        "--max-connections",
+        "--header-timeout",
+        "--allow",
+        "--no-shell",
+        "--cwd",
+        "--insecure",
+        "--log-level",
     ):
         assert flag in p.stdout, flag
 
 
 @pytest.mark.parametrize(
     "args",
-    [["--max-output", "lots"], ["--port", "70000"], ["--timeout", "0"], ["--timeout", "inf"], ["--idle-timeout", "1e10"],
-     ["--cwd", "/no/such/dir"]],
+    [
+        ["--max-output", "lots"],
+        ["--port", "70000"],
+        ["--timeout", "0"],
+        ["--timeout", "inf"],
+        ["--idle-timeout", "1e10"],
+        ["--cwd", "/no/such/dir"],
+    ],
 )
 def test_server_bad_arguments(args):
     p = CliProcess("rframe.server", *args)
@@ -347,7 +375,10 @@ def test_client_stdout_closed_early_is_quiet(cli_server):
     # python -m rframe.client -c 'seq 200000' | true
     proc = subprocess.Popen(
         [sys.executable, "-m", "rframe.client", *map(str, connect_args(cli_server)), "-c", "seq 200000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=ENV,
     )
     with proc:
         proc.stdout.close()  # before the client writes anything
@@ -364,7 +395,11 @@ def test_client_prompt_reconnects_after_the_server_closed_an_idle_connection():
     try:
         with subprocess.Popen(
             [sys.executable, "-m", "rframe.client", *map(str, connect_args(server))],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, env=ENV,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            env=ENV,
         ) as proc:
             watchdog = threading.Timer(HANG_BOUND, proc.kill)  # bounds the readline below
             watchdog.start()

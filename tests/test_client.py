@@ -79,7 +79,12 @@ def test_run_check_raises_command_error(client):
     with pytest.raises(rframe.CommandError) as info:
         client.run("echo partial; echo bad >&2; exit 5", check=True)
     e = info.value
-    assert (e.returncode, e.stdout, e.stderr, e.cmd) == (5, b"partial\n", b"bad\n", "echo partial; echo bad >&2; exit 5")
+    assert (e.returncode, e.stdout, e.stderr, e.cmd) == (
+        5,
+        b"partial\n",
+        b"bad\n",
+        "echo partial; echo bad >&2; exit 5",
+    )
     assert "exit status 5" in str(e)
     assert client.run("true", check=True).ok
 
@@ -241,7 +246,7 @@ def test_missing_unix_socket(tmp_path):
 
 def test_unix_socket_client(tmp_path):
     path = tmp_path / "s.sock"
-    with running(rframe.Server(unix_path=str(path))) as s:
+    with running(rframe.Server(unix_path=str(path))):
         with rframe.Client(unix_path=path) as c:
             assert c.address == str(path)
             assert c.run("echo over-unix").stdout == b"over-unix\n"

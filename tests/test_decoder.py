@@ -207,7 +207,11 @@ def test_decoder_body_that_looks_like_framing_is_not_parsed(config):
 def test_decoder_accepts_bytearray_and_memoryview_chunks():
     stream = ref.pack_frame(b"abc", {"k": "v"}) * 2
     dec = FrameDecoder()
-    got = dec.feed(bytearray(stream[:7])) + dec.feed(memoryview(stream)[7:20]) + dec.feed(memoryview(bytearray(stream[20:])))
+    got = (
+        dec.feed(bytearray(stream[:7]))
+        + dec.feed(memoryview(stream)[7:20])
+        + dec.feed(memoryview(bytearray(stream[20:])))
+    )
     assert_frames(got, [({"k": "v", "total_size": 3}, b"abc")] * 2)
 
 

@@ -156,7 +156,11 @@ TEXT_PREFIXES = [
 ]
 
 
-@pytest.mark.parametrize("config,four", TEXT_PREFIXES, ids=[f"{c.get('json_header', True)}-{c.get('byteorder', 'little')}-{f!r}" for c, f in TEXT_PREFIXES])
+@pytest.mark.parametrize(
+    "config,four",
+    TEXT_PREFIXES,
+    ids=[f"{c.get('json_header', True)}-{c.get('byteorder', 'little')}-{f!r}" for c, f in TEXT_PREFIXES],
+)
 def test_printable_ascii_length_says_the_peer_sent_text(config, four):
     codec = Codec(**config)
     value = int.from_bytes(four, codec.byteorder, signed=True)

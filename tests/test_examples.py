@@ -210,7 +210,7 @@ def test_survives_clients_leaving_and_serves_many(pair):
     socket.create_connection(addr, timeout=5).close()
     # a client that leaves in the middle of a frame
     with socket.create_connection(addr, timeout=5) as s:
-        s.sendall(b"\x40\x00\x00\x00{\"tot")
+        s.sendall(b'\x40\x00\x00\x00{"tot')
     # a client that sends garbage (a negative length)
     with socket.create_connection(addr, timeout=5) as s:
         s.sendall(b"\xff\xff\xff\xff garbage")
@@ -230,9 +230,21 @@ def test_survives_clients_leaving_and_serves_many(pair):
     # many clients at once are all served
     procs = [
         subprocess.Popen(
-            [sys.executable, str(client_script), "--host", server.host, "--port", str(server.port),
-             "-c", f"sleep 0.3; echo client-{i}"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV,
+            [
+                sys.executable,
+                str(client_script),
+                "--host",
+                server.host,
+                "--port",
+                str(server.port),
+                "-c",
+                f"sleep 0.3; echo client-{i}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=ENV,
         )
         for i in range(4)
     ]
@@ -306,8 +318,12 @@ def run_bench(script, *args, tmp_path, timeout):
     ``tmp_path``; if it hangs, it and everything it started are killed."""
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / script), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-        env=dict(ENV, TMPDIR=str(tmp_path)), start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=dict(ENV, TMPDIR=str(tmp_path)),
+        start_new_session=True,
     )
     try:
         out, err = proc.communicate(timeout=timeout)
@@ -320,18 +336,34 @@ def run_bench(script, *args, tmp_path, timeout):
 
 def test_bench_server_tls_quick(tmp_path):
     """bench/server.py --quick, the rframe rows only: the TLS servers answer the
-    pinning TLS client, their rows and the TLS / plaintext ratios are printed,
-    and their certificate directories are removed."""
+    pinning TLS clients (the Python one, and the native one where cargo can
+    build it), their rows and the TLS / plaintext ratios are printed, and
+    their certificate directories are removed."""
     only = [arg for kind in ("rframe", "rframe-tls", "rframe-int32", "rframe-int32-tls") for arg in ("--only", kind)]
-    r = run_bench("server.py", "--quick", *only, tmp_path=tmp_path, timeout=180)
+    # the native client's first build is part of this run
+    r = run_bench("server.py", "--quick", *only, tmp_path=tmp_path, timeout=420)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = [line for line in r.stdout.splitlines() if line.startswith("| rframe.Server(")]
-    assert len(rows) == 4 and sum("tls=True), TLS 1.3" in row for row in rows) == 2, r.stdout
+    native = shutil.which("cargo") is not None
+    assert len(rows) == (8 if native else 4), r.stdout
+    assert sum("tls=True), TLS 1.3" in row for row in rows) == len(rows) // 2, r.stdout
+    if not native:
+        assert "Skipped: no `cargo` on PATH" in r.stdout, r.stdout
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[2].replace(",", "")) > 0 and float(cells[5]) > 0, row
-    for name in ("rframe TLS server CPU/request vs rframe plaintext", "rframe TLS req/s vs rframe plaintext",
-                 "rframe length-only TLS server CPU/request vs plaintext", "rframe length-only TLS req/s vs plaintext"):
+    names = [
+        "rframe TLS server CPU/request vs rframe plaintext, Python client",
+        "rframe TLS req/s vs rframe plaintext, Python client (the client's TLS sets the rate)",
+        "rframe length-only TLS server CPU/request vs plaintext",
+        "rframe length-only TLS req/s vs plaintext",
+    ]
+    if native:
+        names += [
+            "rframe TLS server CPU/request vs rframe plaintext, native client",
+            "rframe TLS req/s vs rframe plaintext, native client",
+        ]
+    for name in names:
         assert re.search(rf"^\| {re.escape(name)} \| \d+\.\d\dx \|", r.stdout, re.M), (name, r.stdout)
     assert "FAILED" not in r.stdout
     assert os.listdir(tmp_path) == []
@@ -388,8 +420,17 @@ def chat_server():
 
 
 def test_chat_messages_from_arguments(chat_server):
-    r = run_py(EXAMPLES / "chat_client.py", "--host", chat_server.host, "--port", chat_server.port,
-               "--name", "ann", "hello", "how are you 你好")
+    r = run_py(
+        EXAMPLES / "chat_client.py",
+        "--host",
+        chat_server.host,
+        "--port",
+        chat_server.port,
+        "--name",
+        "ann",
+        "hello",
+        "how are you 你好",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.splitlines() == ["server: HELLO", "server: HOW ARE YOU 你好"]
     assert chat_server.wait_for("ann: how are you 你好"), chat_server.output()
@@ -406,8 +447,13 @@ def test_chat_prompt_loop(chat_server):
 def test_chat_server_reply_option():
     proc = subprocess.Popen(
         [sys.executable, str(EXAMPLES / "chat_server.py"), "--port", "0", "--reply", "got it"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        text=True, encoding="utf-8", cwd=ROOT, env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        encoding="utf-8",
+        cwd=ROOT,
+        env=ENV,
     )
     killer = threading.Timer(TIMEOUT, proc.kill)  # bounds the readline below
     killer.start()

@@ -21,7 +21,6 @@ import hmac
 import json
 import selectors
 import signal
-import socket
 import termios
 import threading
 import time
@@ -216,8 +215,12 @@ def test_server_killed_mid_response():
         assert isinstance(info.value, EOFError)
         assert info.value.part == "body" and info.value.expected == 64 * MiB
         assert 0 < info.value.received < 64 * MiB
-        report("server killed mid-response", got_bytes=info.value.received, of=64 * MiB,
-               raised_after_s=round(time.monotonic() - t0, 3))
+        report(
+            "server killed mid-response",
+            got_bytes=info.value.received,
+            of=64 * MiB,
+            raised_after_s=round(time.monotonic() - t0, 3),
+        )
     finally:
         client.close()
         raw.close()
@@ -245,8 +248,11 @@ def test_server_killed_while_commands_run(start_thread):
                 w.result()
         # Nothing can kill commands for a SIGKILLed server: they are orphaned
         # and run on (see the report; cleaned up below).
-        report("server killed during commands", raised_after_s=round(time.monotonic() - t0, 3),
-               orphaned_sleeps=len(pgrep(f"^sleep {marker}")))
+        report(
+            "server killed during commands",
+            raised_after_s=round(time.monotonic() - t0, 3),
+            orphaned_sleeps=len(pgrep(f"^sleep {marker}")),
+        )
     finally:
         server.stop()
         kill_all(marker)
@@ -369,8 +375,11 @@ def test_announced_lengths_cost_no_memory():
         before = server.memory_kib()
         huge_header, huge_body, at_cap = [], [], []
         for _ in range(ANNOUNCERS):
-            for group, data in ((huge_header, le32(2**31 - 1)), (huge_body, le32(len(head_2g)) + head_2g),
-                                (at_cap, le32(len(head_cap)) + head_cap)):
+            for group, data in (
+                (huge_header, le32(2**31 - 1)),
+                (huge_body, le32(len(head_2g)) + head_2g),
+                (at_cap, le32(len(head_cap)) + head_cap),
+            ):
                 s = server.connect()
                 s.sendall(data)
                 group.append(s)
@@ -463,8 +472,13 @@ def test_command_printing_a_gibibyte(command_server):
     after = command_server.memory_kib()
     assert (len(r.stdout), r.stdout_truncated, r.returncode) == (MiB, True, 0)  # not a CommandTimeout
     assert peak_growth(before, after) < RSS_GROWTH_BOUND, (before, after)
-    report("1 GiB of output", duration_s=round(r.duration, 3), kept=len(r.stdout),
-           peak_kib_before=before["VmHWM"], peak_kib_after=after["VmHWM"])
+    report(
+        "1 GiB of output",
+        duration_s=round(r.duration, 3),
+        kept=len(r.stdout),
+        peak_kib_before=before["VmHWM"],
+        peak_kib_after=after["VmHWM"],
+    )
 
 
 def test_command_printing_forever(command_server):

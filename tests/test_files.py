@@ -11,13 +11,10 @@ import asyncio
 import doctest
 import hashlib
 import io
-import json
 import os
 import re
-import resource
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
@@ -178,7 +175,7 @@ def test_download_into_a_directory_and_by_default_name(connect, server, root, he
     (root / "sub" / "f.txt").write_bytes(b"x")
     with connect(server) as c:
         assert c.download("sub/f.txt", here)["name"] == str(here / "f.txt")
-        monkeypatch.chdir(here / ".." )
+        monkeypatch.chdir(here / "..")
         assert c.download("sub/f.txt")["name"] == "f.txt"
     assert (here / "f.txt").read_bytes() == (here.parent / "f.txt").read_bytes() == b"x"
 
@@ -424,7 +421,12 @@ def test_a_corrupted_upload_is_not_stored(server, root):
         # in step: the same connection goes on
         reply = raw_put(sock, "f", [b"hello ", b"world"], sha256(b"hello world"))
         assert reply.header == {
-            "checksum": "sha256", "digest": sha256(b"hello world"), "name": "f", "op": "stored", "size": 11, "total_size": 0
+            "checksum": "sha256",
+            "digest": sha256(b"hello world"),
+            "name": "f",
+            "op": "stored",
+            "size": 11,
+            "total_size": 0,
         }
     assert (root / "f").read_bytes() == b"hello world"
     assert parts(root) == []
@@ -471,10 +473,27 @@ def fake_server(frames_for_get):
 @pytest.mark.parametrize(
     "frames, error",
     [
-        ([({"op": "file", "size": 5}, b""), ({"op": "data"}, b"hellp"), ({"op": "end", "size": 5, "checksum": "sha256", "digest": sha256(b"hello")}, b"")], rframe.ChecksumError),
-        ([({"op": "file", "size": 5}, b""), ({"op": "data"}, b"hel"), ({"op": "end", "size": 5, "checksum": "sha256", "digest": sha256(b"hel")}, b"")], rframe.RemoteError),
+        (
+            [
+                ({"op": "file", "size": 5}, b""),
+                ({"op": "data"}, b"hellp"),
+                ({"op": "end", "size": 5, "checksum": "sha256", "digest": sha256(b"hello")}, b""),
+            ],
+            rframe.ChecksumError,
+        ),
+        (
+            [
+                ({"op": "file", "size": 5}, b""),
+                ({"op": "data"}, b"hel"),
+                ({"op": "end", "size": 5, "checksum": "sha256", "digest": sha256(b"hel")}, b""),
+            ],
+            rframe.RemoteError,
+        ),
         ([({"op": "file", "size": 2}, b""), ({"op": "data"}, b"hel")], rframe.RemoteError),
-        ([({"op": "file", "size": 5}, b""), ({"op": "error", "error": "io", "message": "disk gone"}, b"")], rframe.RemoteError),
+        (
+            [({"op": "file", "size": 5}, b""), ({"op": "error", "error": "io", "message": "disk gone"}, b"")],
+            rframe.RemoteError,
+        ),
     ],
     ids=["corrupt-chunk", "short", "too-much", "error-instead-of-end"],
 )
@@ -725,7 +744,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
     try:
         r = subprocess.run(
             [sys.executable, "-c", code, str(here / "big"), str(here / "back")],
-            capture_output=True, text=True, timeout=300, cwd=ROOT, env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ROOT,
+            env=ENV,
         )
         server_peak = peak_rss_kib(server.proc.pid)
     finally:
@@ -749,7 +772,11 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 def cli(*args, cwd):
     return subprocess.run(
         [sys.executable, "-m", "rframe.client", *map(str, args)],
-        capture_output=True, text=True, timeout=HANG_BOUND * 3, cwd=cwd, env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=HANG_BOUND * 3,
+        cwd=cwd,
+        env=ENV,
     )
 
 
@@ -821,7 +848,11 @@ def test_bench_files_quick():
     """bench/files.py --quick runs every transfer and prints its table."""
     r = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "files.py"), "--quick"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT, env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=ENV,
     )
     assert r.returncode == 0, r.stdout + r.stderr
     rows = [
@@ -831,7 +862,10 @@ def test_bench_files_quick():
     ]
     # against sendfile, then TLS against plaintext
     assert [(cells[0], len(cells)) for cells in rows] == [
-        ("upload", 7), ("download", 7), ("upload", 5), ("download", 5)
+        ("upload", 7),
+        ("download", 7),
+        ("upload", 7),
+        ("download", 7),
     ], r.stdout
     for cells in rows[:2]:
         assert all(float(cells[i].replace(",", "")) > 0 for i in (1, 2, 4)), cells
@@ -839,6 +873,9 @@ def test_bench_files_quick():
     for cells in rows[2:]:
         assert all(float(cells[i].replace(",", "")) > 0 for i in (1, 2)), cells
         assert re.fullmatch(r"\d+\.\d\dx", cells[3]) and cells[4].startswith(">= 0.85x"), cells
+        for total in cells[5:]:  # CPU seconds per GiB, client + server = total
+            client, server, whole = map(float, re.fullmatch(r"(\S+) \+ (\S+) = (\S+)", total).groups())
+            assert client > 0 and server > 0 and abs(client + server - whole) < 0.011, cells
     assert "cp" in r.stdout and "peak RSS" in r.stdout
 
 

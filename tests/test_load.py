@@ -28,13 +28,22 @@ sys.path.insert(0, str(ROOT / "bench"))
 import idle  # noqa: E402 - bench/idle.py
 import soak  # noqa: E402 - bench/soak.py
 
-
 # --------------------------------------------------------------------------- soak
 
 
 def test_soak_short():
-    result = soak.judge(soak.soak(duration=6, threads=3, async_conns=2, pipeline=3, max_size=64 << 10,
-                                  interval=0.5, warmup=1, log=lambda m: None))
+    result = soak.judge(
+        soak.soak(
+            duration=6,
+            threads=3,
+            async_conns=2,
+            pipeline=3,
+            max_size=64 << 10,
+            interval=0.5,
+            warmup=1,
+            log=lambda m: None,
+        )
+    )
     stats = result["stats"]
     assert not result["client_errors"], result["client_errors"]
     assert stats["connect_errors"] == 0, stats["examples"]
@@ -158,8 +167,12 @@ def _cli_stderr(*args, preexec_fn=None):
     reads its open files limit, stops it; returns (limits, stderr)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "rframe.server", "--port", "0", *args],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=ENV, cwd=ROOT, preexec_fn=preexec_fn,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=ENV,
+        cwd=ROOT,
+        preexec_fn=preexec_fn,
     )
     try:
         ready, _, _ = select.select([proc.stdout], [], [], HANG_BOUND)

@@ -61,7 +61,7 @@ def test_pack_literal_vector_course_header():
 
 def test_pack_literal_vector_sha256_checksum():
     digest = "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4"
-    hb = ('{"sha256": "%s", "total_size": 2}' % digest).encode()
+    hb = ('{"sha256": "%s", "total_size": 2}' % digest).encode()  # noqa: UP031 - a JSON template reads better without {{ }}
     assert Codec(checksum="sha256").pack(b"hi") == len(hb).to_bytes(4, "little") + hb + b"hi"
 
 
@@ -99,7 +99,16 @@ EXPLICIT_HEADERS = {
         "m": 0.30000000000000004,
     },
     "bools_and_none": {"t": True, "f": False, "n": None, "l": [True, None, False]},
-    "non_string_keys": {3: "int", 2.5: "float", True: "bool", None: "none", -7: "neg", 1e16: "f", 2**70: "big", 0.1: "x"},
+    "non_string_keys": {
+        3: "int",
+        2.5: "float",
+        True: "bool",
+        None: "none",
+        -7: "neg",
+        1e16: "f",
+        2**70: "big",
+        0.1: "x",
+    },
     "false_key": {False: 0, "a": 1},
     "duplicate_after_conversion": {1: "int", "1": "str", 1.5: "f", "1.5": "s"},
     "key_order": {"z": 1, "a": 2, "m": 3, "b": 4},

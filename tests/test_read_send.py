@@ -74,7 +74,9 @@ def test_request_reply_over_loopback_tcp(listener, start_thread):
                     header, body = rframe.read_frame(conn)
                 except EOFError:
                     return
-                rframe.send_frame(conn, body.upper() * 1000, {"file_name": "text1", "md5": 54645898788}, seq=header["seq"])
+                rframe.send_frame(
+                    conn, body.upper() * 1000, {"file_name": "text1", "md5": 54645898788}, seq=header["seq"]
+                )
 
     server = start_thread(serve)
     with socket.create_connection(listener.getsockname(), timeout=HANG_BOUND) as client:
@@ -401,7 +403,9 @@ def test_send_frame_bytes_equal_reference_pack(socket_pair, hang_guard):
     ids=["default", "big", "length-only", "sha256"],
 )
 @pytest.mark.parametrize(
-    "body", [b"bytes", bytearray(b"bytearray"), memoryview(b"memoryview"), "str é"], ids=["bytes", "bytearray", "memoryview", "str"]
+    "body",
+    [b"bytes", bytearray(b"bytearray"), memoryview(b"memoryview"), "str é"],
+    ids=["bytes", "bytearray", "memoryview", "str"],
 )
 def test_codec_send_bytes_equal_reference_pack(socket_pair, hang_guard, config, body):
     a, b = socket_pair

@@ -213,6 +213,7 @@ def test_client_leaving_mid_command_kills_it(server):
 def test_stop_cuts_a_reply_the_peer_does_not_read():
     """A peer that stops reading a large result does not hold a stopping
     server's connection until the idle timeout: the reply is cut off."""
+
     def max_buffer(name):
         with open(f"/proc/sys/net/ipv4/{name}") as f:
             return int(f.read().split()[-1])
@@ -425,7 +426,9 @@ def test_raw_command_line(server, cmd):
         s.sendall(cmd)
         header, body = rframe.read_frame(s)
         assert header["op"] == "result" and header["total_size"] == len(body)
-        local = subprocess.run(cmd.decode(), shell=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=HANG_BOUND)
+        local = subprocess.run(
+            cmd.decode(), shell=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=HANG_BOUND
+        )
         assert body == local.stdout + local.stderr
         # and the next raw command on the same connection
         s.sendall(b"echo second")
@@ -582,7 +585,7 @@ def test_garbage_and_half_frames_cost_only_their_connection(tmp_path):
     with running(rframe.Server(port=0, header_timeout=1.0)) as s:
         # a half frame, left open: the header deadline closes it with a "timeout" error
         half = raw_socket(s)
-        half.sendall(b"\x40\x00\x00\x00{\"tot")
+        half.sendall(b'\x40\x00\x00\x00{"tot')
         # binary garbage: a length over the header limit
         with raw_socket(s) as g:
             g.sendall(b"\x00\x01\x02\x03\x04\x05\x06\x07")
@@ -604,7 +607,7 @@ def test_garbage_and_half_frames_cost_only_their_connection(tmp_path):
         # a client that connects and leaves, and one that leaves mid-frame
         raw_socket(s).close()
         with raw_socket(s) as g:
-            g.sendall(b"\x40\x00\x00\x00{\"total_si")
+            g.sendall(b'\x40\x00\x00\x00{"total_si')
         # meanwhile another client is served
         t0 = time.monotonic()
         with client_for(s) as c:

@@ -163,7 +163,10 @@ def test_openssl_speaks_tls13_with_alpn_and_sees_the_fingerprint(tls_server):
     out = r.stdout.decode()
     assert "TLSv1.3" in out and "ALPN protocol: rframe/1" in out, out
     x509 = subprocess.run(
-        ["openssl", "x509", "-noout", "-fingerprint", "-sha256"], input=r.stdout, capture_output=True, timeout=HANG_BOUND
+        ["openssl", "x509", "-noout", "-fingerprint", "-sha256"],
+        input=r.stdout,
+        capture_output=True,
+        timeout=HANG_BOUND,
     )
     seen = x509.stdout.decode().strip().split("=", 1)[1].replace(":", "").lower()
     assert seen == tls_server.tls_fingerprint
@@ -187,7 +190,13 @@ def test_the_protocol_works_with_the_stdlib_alone(tls_server):
         def proof(role):
             return hmac.new(TOKEN.encode(), f"rframe-{role}:{sn}:{cn}:{cb}".encode(), "sha256").hexdigest()
 
-        answer = {"op": "auth", "nonce": sn, "client_nonce": cn, "proof": proof("client"), "channel_binding": "tls-server-end-point"}
+        answer = {
+            "op": "auth",
+            "nonce": sn,
+            "client_nonce": cn,
+            "proof": proof("client"),
+            "channel_binding": "tls-server-end-point",
+        }
         rframe.send_frame(s, header=answer)
         welcome = rframe.read_frame(s).header
         assert welcome["op"] == "welcome" and hmac.compare_digest(welcome["proof"], proof("server"))
@@ -225,7 +234,13 @@ def test_a_tls_bound_proof_is_refused_on_plaintext(tls_server, caplog):
         assert challenge["channel_binding"] == "none"
         sn, cn = challenge["nonce"], rframe._rframe.auth_nonce()
         bound = rframe._rframe.auth_proof(TOKEN.encode(), "client", sn, cn, binding=cert_hash)
-        answer = {"op": "auth", "nonce": sn, "client_nonce": cn, "proof": bound, "channel_binding": "tls-server-end-point"}
+        answer = {
+            "op": "auth",
+            "nonce": sn,
+            "client_nonce": cn,
+            "proof": bound,
+            "channel_binding": "tls-server-end-point",
+        }
         rframe.send_frame(s, header=answer)
         reply = rframe.read_frame(s).header
     assert (reply["op"], reply["error"]) == ("error", "auth")
@@ -291,7 +306,9 @@ def test_a_wrong_fingerprint_is_refused_before_anything_is_sent(tmp_path, kind):
             if kind == "Client":
                 rframe.Client(*address, tls=True, token=TOKEN, fingerprint=wrong, timeout=HANG_BOUND)
             else:
-                asyncio.run(rframe.AsyncClient.connect(*address, tls=True, token=TOKEN, fingerprint=wrong, timeout=HANG_BOUND))
+                asyncio.run(
+                    rframe.AsyncClient.connect(*address, tls=True, token=TOKEN, fingerprint=wrong, timeout=HANG_BOUND)
+                )
         thread.join(HANG_BOUND)
     finally:
         listener.close()
@@ -319,7 +336,9 @@ def test_a_second_server_with_the_same_token_is_refused_by_a_pinned_client(tls_s
     with running(rframe.Server(port=0, tls=True, tls_dir=tmp_path / "other", token=TOKEN)) as other:
         assert other.tls_fingerprint != tls_server.tls_fingerprint
         with pytest.raises(rframe.FingerprintMismatch):
-            rframe.Client(*other.address, token=TOKEN, tls=True, fingerprint=tls_server.tls_fingerprint, timeout=HANG_BOUND)
+            rframe.Client(
+                *other.address, token=TOKEN, tls=True, fingerprint=tls_server.tls_fingerprint, timeout=HANG_BOUND
+            )
 
 
 def test_a_relay_with_its_own_certificate_is_refused_by_both_ends(tls_server, tmp_path, caplog):
@@ -327,7 +346,9 @@ def test_a_relay_with_its_own_certificate_is_refused_by_both_ends(tls_server, tm
     with Relay(tls_server.address, tls=relay_context(tmp_path), upstream_tls=True) as relay:
         # A pinned client sees the relay's certificate and stops there.
         with pytest.raises(rframe.FingerprintMismatch):
-            rframe.Client(*relay.address, tls=True, token=TOKEN, fingerprint=tls_server.tls_fingerprint, timeout=HANG_BOUND)
+            rframe.Client(
+                *relay.address, tls=True, token=TOKEN, fingerprint=tls_server.tls_fingerprint, timeout=HANG_BOUND
+            )
         # A client with the token alone proves it over the relay's channel:
         # the server, on its own channel, refuses the relayed proof.
         with pytest.raises(rframe.AuthenticationError):
@@ -402,7 +423,9 @@ def test_a_flood_of_hellos_and_garbage_leaves_the_server_serving(tmp_path):
     caps on unauthenticated connections are raised here: this is about TLS;
     tests/test_preauth.py floods them.)"""
     hello = client_hello()
-    server = rframe.Server(port=0, tls=True, tls_dir=tmp_path, token=TOKEN, max_startups=400, max_startups_per_source=400)
+    server = rframe.Server(
+        port=0, tls=True, tls_dir=tmp_path, token=TOKEN, max_startups=400, max_startups_per_source=400
+    )
     held = []
     with running(server) as s:
         try:
@@ -433,7 +456,9 @@ def test_a_flipped_bit_mid_frame_closes_that_connection_and_runs_nothing(tls_ser
         return data
 
     with Relay(tls_server.address, tamper=flip) as relay:  # bytes through, TLS end to end
-        c = rframe.Client(*relay.address, tls=True, token=TOKEN, fingerprint=tls_server.tls_fingerprint, timeout=HANG_BOUND)
+        c = rframe.Client(
+            *relay.address, tls=True, token=TOKEN, fingerprint=tls_server.tls_fingerprint, timeout=HANG_BOUND
+        )
         with c:
             armed.set()
             with pytest.raises((ssl.SSLError, ConnectionError)):
@@ -485,7 +510,9 @@ def test_cli_server_tls_flags(tmp_path):
     try:
         assert wait_until(lambda: f"sha256:{fingerprint}" in server.stdout, 5), server.stdout
         token = token_file.read_text().strip()
-        with rframe.Client("127.0.0.1", server.port, tls=True, token=token, fingerprint=fingerprint, timeout=HANG_BOUND) as c:
+        with rframe.Client(
+            "127.0.0.1", server.port, tls=True, token=token, fingerprint=fingerprint, timeout=HANG_BOUND
+        ) as c:
             assert c.run("echo cli-tls").stdout == b"cli-tls\n"
     finally:
         server.stop()
@@ -519,7 +546,18 @@ def test_cli_client_trusts_on_first_use_and_refuses_a_changed_certificate(tls_se
     message = changed.stderr.decode()
     assert "REFUSED" in message and f"remove line 2 of {known}" in message and tls_server.tls_fingerprint in message
 
-    pinned = run_client("--host", host, "--port", port, "--tls", "--fingerprint", tls_server.tls_fingerprint.upper(), "-c", "echo pinned", env=env)
+    pinned = run_client(
+        "--host",
+        host,
+        "--port",
+        port,
+        "--tls",
+        "--fingerprint",
+        tls_server.tls_fingerprint.upper(),
+        "-c",
+        "echo pinned",
+        env=env,
+    )
     assert (pinned.returncode, pinned.stdout) == (0, b"pinned\n"), pinned.stderr
     bad = run_client("--host", host, "--port", port, "--fingerprint", "nope", "-c", "true", env=env)
     assert bad.returncode == 2 and b"fingerprint" in bad.stderr
@@ -583,7 +621,19 @@ print(json.dumps(out))
 def test_a_peer_on_another_machine_needs_tls(peer_namespace, tmp_path):
     with running(rframe.Server(host=HOST_SIDE, port=0, token=TOKEN, tls_dir=tmp_path)) as s:
         r = subprocess.run(
-            ["ip", "netns", "exec", peer_namespace, sys.executable, "-c", PEER_SCRIPT, HOST_SIDE, str(s.address[1]), TOKEN, s.tls_fingerprint],
+            [
+                "ip",
+                "netns",
+                "exec",
+                peer_namespace,
+                sys.executable,
+                "-c",
+                PEER_SCRIPT,
+                HOST_SIDE,
+                str(s.address[1]),
+                TOKEN,
+                s.tls_fingerprint,
+            ],
             capture_output=True,
             text=True,
             timeout=HANG_BOUND * 3,
@@ -707,7 +757,9 @@ def test_tls_arguments_imply_tls_and_bad_ones_say_so(tmp_path):
     assert "TLS certificate" in p.stderr and "junk.pem" in p.stderr and "cannot listen" not in p.stderr
     # A codec that would read a TLS hello as a frame cannot share its port with TLS.
     with pytest.raises(ValueError, match="hello"):
-        rframe.Server(port=0, tls=True, tls_dir=tmp_path / "tls", handler=lambda f: f.body, codec=rframe.Codec(json_header=False))
+        rframe.Server(
+            port=0, tls=True, tls_dir=tmp_path / "tls", handler=lambda f: f.body, codec=rframe.Codec(json_header=False)
+        )
 
 
 def test_plaintext_by_name_is_checked_against_the_address_reached(monkeypatch):

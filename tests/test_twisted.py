@@ -61,7 +61,7 @@ TWISTED_CLIENT = textwrap.dedent(
     reactor.connectTCP("127.0.0.1", port, Factory())
     reactor.callLater(%d, reactor.stop)
     reactor.run()
-    """
+    """  # noqa: UP031 - a template of Python source, filled with %
     % HANG_BOUND
 )
 

@@ -13,12 +13,15 @@ b'{"file_name": "a.txt", "total_size": 5}hello'
 ('a.txt', b'hello')
 """
 
+from typing import TYPE_CHECKING
+
+from ._client import Client, CommandResult
 from ._errors import (
     AuthenticationError,
     ChecksumError,
-    FingerprintMismatch,
     CommandError,
     CommandTimeout,
+    FingerprintMismatch,
     FrameError,
     FrameTooLarge,
     HeaderError,
@@ -28,10 +31,7 @@ from ._errors import (
     RemoteFileNotFoundError,
 )
 from ._rframe import Codec, Frame, FrameDecoder, Server, pack_frame, read_frame, send_frame
-from ._client import Client, CommandResult
 from ._tls import new_token
-
-from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # for type checkers; at run time, see __getattr__ below
     from ._async import AsyncClient, read_frame_async, send_frame_async
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # for type checkers; at run time, see __getattr__ below
 _ASYNC = frozenset({"AsyncClient", "read_frame_async", "send_frame_async"})
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name in _ASYNC:
         from . import _async
 
@@ -51,6 +51,7 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | _ASYNC)
+
 
 __all__ = [
     "Codec",

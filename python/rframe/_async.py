@@ -33,7 +33,8 @@ import socket
 import sys
 import threading
 import warnings
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
 
 from . import _files, _tls
 from ._errors import FrameError, RemoteError
@@ -57,8 +58,8 @@ from ._rframe import DEFAULT_PORT, Codec, Frame, _ReplyReader
 
 __all__ = ["AsyncClient", "read_frame_async", "send_frame_async"]
 
-_Body = Union[bytes, bytearray, memoryview, str]
-_Header = Optional[Mapping[Any, Any]]
+_Body = bytes | bytearray | memoryview | str
+_Header = Mapping[Any, Any] | None
 
 _DEFAULT_CODEC = Codec()
 _get_running_loop = asyncio.get_running_loop
@@ -106,20 +107,21 @@ class _Connection(asyncio.BufferedProtocol):
         # The loop asks for a buffer before every read: the reader answers
         # itself (this instance attribute shadows the method below).
         self.reader = _ReplyReader(self.decoder)
-        self.get_buffer = self.reader.get_buffer  # type: ignore[method-assign]
+        # (Its parameter is positional-only, the method's is not: the same call.)
+        self.get_buffer = self.reader.get_buffer  # type: ignore[method-assign,assignment]
         self.unclaimed: collections.deque[Frame] = collections.deque()
-        self.transport: Optional[asyncio.Transport] = None
+        self.transport: asyncio.Transport | None = None
         #: Why the connection can no longer be used; None while it can.
-        self.reason: Optional[str] = None
+        self.reason: str | None = None
         self.lost: asyncio.Future[None] = loop.create_future()
-        self.eof_error: Optional[EOFError] = None
+        self.eof_error: EOFError | None = None
         self.paused = False
         self.drain_waiters: list[asyncio.Future[None]] = []
         # Per-call deadlines: (deadline, future, timeout, close reason) in the
         # order the calls were made, and one timer for the earliest deadline
         # (a timer per call, as asyncio.timeout() makes, costs much more).
         self.timed: collections.deque[_Timed] = collections.deque()
-        self.timer: Optional[asyncio.TimerHandle] = None
+        self.timer: asyncio.TimerHandle | None = None
         self.timer_when = 0.0
         # Requests made while others are in flight are joined into one write
         # per loop iteration (one system call for a whole gather() of them).
@@ -128,7 +130,7 @@ class _Connection(asyncio.BufferedProtocol):
         self.flush_pending = False
         # A file transfer owns the connection while it runs: other calls wait
         # for this future (their frames would land inside the transfer's).
-        self.held: Optional[asyncio.Future[None]] = None
+        self.held: asyncio.Future[None] | None = None
         # Reading pauses while this many frames wait unclaimed (a download
         # faster than its disk), so memory stays bounded.
         self.reading_paused = False
@@ -178,12 +180,12 @@ class _Connection(asyncio.BufferedProtocol):
             self.eof_error = exc
         return False  # close the transport
 
-    def connection_lost(self, exc: Optional[BaseException]) -> None:
+    def connection_lost(self, exc: BaseException | None) -> None:
         if self.reason is None:
             if exc is None:
                 self.reason = "the server closed the connection"
                 detail = str(self.eof_error) if self.eof_error is not None else "connection closed before a frame began"
-                cause: Optional[BaseException] = self.eof_error
+                cause: BaseException | None = self.eof_error
 
                 def error() -> BaseException:
                     e = ConnectionResetError(f"the server closed the connection ({detail})")
@@ -229,7 +231,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     # -- deadlines
 
-    def watch(self, fut: asyncio.Future[Frame], timeout: float, closes: Optional[str]) -> None:
+    def watch(self, fut: asyncio.Future[Frame], timeout: float, closes: str | None) -> None:
         """Fails ``fut`` with ``TimeoutError`` if it still waits ``timeout``
         seconds from now; then, with ``closes``, closes the connection."""
         deadline = self.loop.time() + timeout
@@ -250,8 +252,8 @@ class _Connection(asyncio.BufferedProtocol):
         self.timer = None
         now = self.loop.time() + _TIMER_SLACK
         keep: collections.deque[_Timed] = collections.deque()
-        earliest: Optional[float] = None
-        close: Optional[str] = None
+        earliest: float | None = None
+        close: str | None = None
         for entry in self.timed:
             deadline, fut, timeout, closes = entry
             if fut.done():
@@ -313,7 +315,7 @@ class _Connection(asyncio.BufferedProtocol):
             raise_for_error(self.take_unclaimed(), self.fail)
         raise self.closed_error()
 
-    def fail(self, reason: str, first: Optional[BaseException] = None, graceful: bool = False) -> None:
+    def fail(self, reason: str, first: BaseException | None = None, graceful: bool = False) -> None:
         """Makes the connection unusable: records why, closes the transport
         (aborts it, unless ``graceful`` and nothing is left to write) and fails
         every waiter: the first with ``first`` if given, the others with
@@ -355,7 +357,7 @@ class _Connection(asyncio.BufferedProtocol):
                 fut.set_result(None)
 
 
-_Timed = tuple[float, "asyncio.Future[Frame]", float, Optional[str]]
+_Timed = tuple[float, "asyncio.Future[Frame]", float, str | None]
 
 #: Frames held for nobody before reading pauses (see _Connection.take_unclaimed).
 _MAX_UNCLAIMED = 8
@@ -368,7 +370,7 @@ _FLUSH_SIZE = 64 * 1024
 _TIMER_SLACK = 0.001
 
 
-def _abandon(conn: _Connection, fut: asyncio.Future[Frame], closes: Optional[str]) -> None:
+def _abandon(conn: _Connection, fut: asyncio.Future[Frame], closes: str | None) -> None:
     """The caller waiting on ``fut`` for a reply leaves (cancelled, timed out).
 
     The request is out, so ``fut`` keeps its place among the waiters and the
@@ -457,12 +459,12 @@ class AsyncClient:
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         *,
-        unix_path: Optional[Union[str, os.PathLike[str]]] = None,
-        token: Optional[Union[str, bytes]] = None,
-        codec: Optional[Codec] = None,
-        timeout: Optional[float] = None,
+        unix_path: str | os.PathLike[str] | None = None,
+        token: str | bytes | None = None,
+        codec: Codec | None = None,
+        timeout: float | None = None,
         tls: _tls.TLSArg = None,
-        fingerprint: Optional[str] = None,
+        fingerprint: str | None = None,
     ) -> None:
         check_client_timeout(timeout)
         self.codec = codec if codec is not None else _DEFAULT_CODEC
@@ -472,12 +474,12 @@ class AsyncClient:
         self._unix = unix_path is not None
         self._tls = _tls.ClientTLS(tls, host=None if self._unix else host, fingerprint=fingerprint, token=self._token)
         #: The server certificate's SHA-256 (lowercase hex) on TLS, else ``None``.
-        self.tls_fingerprint: Optional[str] = None
+        self.tls_fingerprint: str | None = None
         self._pid = os.getpid()
         self._generation = _fork_generation
-        self._conn: Optional[_Connection] = None
+        self._conn: _Connection | None = None
         self._connecting = False
-        self._closed_reason: Optional[str] = None  # closed before it ever connected
+        self._closed_reason: str | None = None  # closed before it ever connected
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -487,13 +489,13 @@ class AsyncClient:
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         *,
-        unix_path: Optional[Union[str, os.PathLike[str]]] = None,
-        token: Optional[Union[str, bytes]] = None,
-        codec: Optional[Codec] = None,
-        timeout: Optional[float] = None,
+        unix_path: str | os.PathLike[str] | None = None,
+        token: str | bytes | None = None,
+        codec: Codec | None = None,
+        timeout: float | None = None,
         tls: _tls.TLSArg = None,
-        fingerprint: Optional[str] = None,
-    ) -> "AsyncClient":
+        fingerprint: str | None = None,
+    ) -> AsyncClient:
         """Create a client and connect it (arguments as for the constructor)."""
         client = cls(
             host, port, unix_path=unix_path, token=token, codec=codec, timeout=timeout, tls=tls, fingerprint=fingerprint
@@ -501,12 +503,14 @@ class AsyncClient:
         await client._open()
         return client
 
-    async def __aenter__(self) -> "AsyncClient":
+    async def __aenter__(self) -> AsyncClient:
         # Also enters a client that connect() opened: async with await AsyncClient.connect(...)
         conn = self._conn
         if conn is None:
             if self._closed_reason is not None:
-                raise ConnectionAbortedError(f"the connection is closed ({self._closed_reason}); open a new AsyncClient")
+                raise ConnectionAbortedError(
+                    f"the connection is closed ({self._closed_reason}); open a new AsyncClient"
+                )
             await self._open()
         elif conn.reason is not None:
             raise conn.closed_error()
@@ -534,7 +538,9 @@ class AsyncClient:
         try:
             if self._tls.context is not None:
                 # Checked before a single frame goes out.
-                cert = self._tls.check_peer(conn.transport.get_extra_info("ssl_object"), where(self.address))
+                # (A connection made has its transport.)
+                ssl_object = conn.transport.get_extra_info("ssl_object")  # type: ignore[union-attr]
+                cert = self._tls.check_peer(ssl_object, where(self.address))
                 self.tls_fingerprint, binding = cert.fingerprint, cert.binding
             if self._token is not None:
                 await self._authenticate(self._token, binding)
@@ -584,7 +590,7 @@ class AsyncClient:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         if not infos:  # pragma: no cover - getaddrinfo raises instead
             raise OSError(f"getaddrinfo returned nothing for {host!r}")
-        error: Optional[BaseException] = None
+        error: BaseException | None = None
         for family, type_, proto, _, addr in infos:
             try:
                 sock = socket.socket(family, type_, proto)
@@ -643,7 +649,9 @@ class AsyncClient:
             return
         if conn.transport.is_closing():
             return
-        warnings.warn(f"unclosed {self!r}: use 'async with' or 'await client.close()'", ResourceWarning, source=self)
+        warnings.warn(
+            f"unclosed {self!r}: use 'async with' or 'await client.close()'", ResourceWarning, stacklevel=1, source=self
+        )
         if not conn.loop.is_closed():
             conn.reason = conn.reason or "the client was garbage-collected"
             conn.transport.abort()
@@ -672,7 +680,9 @@ class AsyncClient:
         conn = self._conn
         if conn is None:
             if self._closed_reason is not None:
-                raise ConnectionAbortedError(f"the connection is closed ({self._closed_reason}); open a new AsyncClient")
+                raise ConnectionAbortedError(
+                    f"the connection is closed ({self._closed_reason}); open a new AsyncClient"
+                )
             raise RuntimeError(
                 "the AsyncClient is not connected: use 'async with AsyncClient(...) as client' "
                 "or 'client = await AsyncClient.connect(...)'"
@@ -724,7 +734,7 @@ class AsyncClient:
             await asyncio.shield(held)
 
     @staticmethod
-    def _begin(conn: _Connection, data: bytes, timeout: Optional[float], closes: Optional[str]) -> asyncio.Future[Frame]:
+    def _begin(conn: _Connection, data: bytes, timeout: float | None, closes: str | None) -> asyncio.Future[Frame]:
         """Writes a request; returns the future its reply will resolve."""
         fut: asyncio.Future[Frame] = conn.loop.create_future()
         if conn.outbuf or conn.waiters:  # others in flight: join this iteration's writes
@@ -740,7 +750,12 @@ class AsyncClient:
         return fut
 
     async def _exchange(
-        self, body: _Body, header: _Header, fields: Mapping[str, Any], timeout: Optional[float], closes: Optional[str] = None
+        self,
+        body: _Body,
+        header: _Header,
+        fields: Mapping[str, Any],
+        timeout: float | None,
+        closes: str | None = None,
     ) -> Frame:
         """One request and its reply, error frames raised. ``closes``: the
         reason to close the connection with if the caller leaves before the
@@ -754,7 +769,7 @@ class AsyncClient:
         await self._turn(conn)
         return await self._reply(conn, data, timeout, closes)
 
-    async def _reply(self, conn: _Connection, data: bytes, timeout: Optional[float], closes: Optional[str]) -> Frame:
+    async def _reply(self, conn: _Connection, data: bytes, timeout: float | None, closes: str | None) -> Frame:
         """Writes a packed request and returns its reply, error frames raised.
         The caller has its turn (or holds the connection for a transfer)."""
         if conn.paused:
@@ -873,7 +888,7 @@ class AsyncClient:
 
     # ------------------------------------------------------------------ authentication
 
-    async def _authenticate(self, token: bytes, binding: Optional[bytes]) -> None:
+    async def _authenticate(self, token: bytes, binding: bytes | None) -> None:
         hello = await self._exchange(b"", auth_hello(), {}, self.timeout)
         header, server_nonce, client_nonce = auth_answer(token, hello, binding)
         reply = await self._exchange(b"", header, {}, self.timeout)
@@ -887,13 +902,13 @@ class AsyncClient:
 
     async def run(
         self,
-        cmd: Union[str, Sequence[str]],
+        cmd: str | Sequence[str],
         *,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         check: bool = False,
-        input: Optional[_Body] = None,
-        env: Optional[Mapping[str, str]] = None,
-        cwd: Optional[Union[str, os.PathLike[str]]] = None,
+        input: _Body | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
         text: bool = False,
     ) -> CommandResult:
         """Run a command on the server and return a :class:`rframe.CommandResult`.
@@ -930,11 +945,10 @@ class AsyncClient:
         reply = await self._exchange(body, header, {}, limit, _RUN_CANCELLED)
         return command_result(cmd, reply, timeout=timeout, check=check, text=text)
 
-
     # ------------------------------------------------------------------ files
 
     @contextlib.asynccontextmanager
-    async def _hold(self):
+    async def _hold(self) -> AsyncIterator[_Connection]:
         """Owns the connection for one transfer: other calls wait meanwhile."""
         conn = self._usable()
         while conn.held is not None:
@@ -969,8 +983,8 @@ class AsyncClient:
 
     async def upload(
         self,
-        local_path: Union[str, os.PathLike[str]],
-        remote_name: Optional[str] = None,
+        local_path: str | os.PathLike[str],
+        remote_name: str | None = None,
         *,
         overwrite: bool = False,
         checksum: str = "sha256",
@@ -1041,7 +1055,7 @@ class AsyncClient:
     async def download(
         self,
         remote_name: str,
-        local_path: Optional[Union[str, os.PathLike[str]]] = None,
+        local_path: str | os.PathLike[str] | None = None,
         *,
         overwrite: bool = False,
         checksum: str = "sha256",
@@ -1060,15 +1074,17 @@ class AsyncClient:
         path = _files.download_path(remote_name, local_path)
         target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum)
         loop = asyncio.get_running_loop()
-        committing: Optional[asyncio.Future[dict[str, Any]]] = None
+        committing: asyncio.Future[dict[str, Any]] | None = None
         try:
             async with self._hold() as conn:
-                request = self.codec.pack(b"", _files.get_request(remote_name, checksum=checksum, max_body=self.codec.max_body))
+                request = self.codec.pack(
+                    b"", _files.get_request(remote_name, checksum=checksum, max_body=self.codec.max_body)
+                )
                 size = _files.expect(await self._reply(conn, request, self.timeout, _TRANSFER_CUT), "file").get("size")
                 if not isinstance(size, int) or size < 0:
                     conn.fail("the server broke the download protocol")
                     raise ConnectionAbortedError(f"the server announced no size for {remote_name!r}")
-                error_frame: Optional[RemoteError] = None
+                error_frame: RemoteError | None = None
                 try:
                     if progress is not None:
                         progress(0, size)
@@ -1114,18 +1130,22 @@ class AsyncClient:
         """The entries of a directory beneath the server's root: :meth:`rframe.Client.list_files`."""
         listing = await self._exchange(b"", _files.list_request(name), {}, self.timeout)
         _files.expect(listing, "listing")
-        return json.loads(listing.body)
+        entries: list[dict[str, Any]] = json.loads(listing.body)
+        return entries
 
 
 _TRANSFER_CUT = "a file transfer was cancelled or timed out halfway; the connection was closed"
 
-_RUN_CANCELLED = "a run() was cancelled or timed out while its command ran; the connection was closed so that the server kills the command"
+_RUN_CANCELLED = (
+    "a run() was cancelled or timed out while its command ran; "
+    "the connection was closed so that the server kills the command"
+)
 
 
 # --------------------------------------------------------------------------- framing helpers
 
 
-async def read_frame_async(reader: asyncio.StreamReader, *, codec: Optional[Codec] = None) -> Frame:
+async def read_frame_async(reader: asyncio.StreamReader, *, codec: Codec | None = None) -> Frame:
     """Read one frame from an :class:`asyncio.StreamReader`: the async :func:`rframe.read_frame`.
 
     Takes exactly the frame's bytes from ``reader``, nothing past it; the
@@ -1166,7 +1186,7 @@ async def send_frame_async(
     body: _Body = b"",
     header: _Header = None,
     *,
-    codec: Optional[Codec] = None,
+    codec: Codec | None = None,
     **fields: Any,
 ) -> None:
     """Write one frame to an :class:`asyncio.StreamWriter` and wait for ``drain()``.

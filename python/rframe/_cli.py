@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Optional
 
 from ._protocol import check_seconds
 
@@ -35,7 +34,7 @@ def seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def read_token(token_file: Optional[str]) -> Optional[bytes]:
+def read_token(token_file: str | None) -> bytes | None:
     """The token: ``token_file``'s contents (trailing whitespace stripped),
     else the ``RFRAME_TOKEN`` environment variable's bytes, else ``None``.
 

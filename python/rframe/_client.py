@@ -10,17 +10,17 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import socket
 import threading
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
 from . import _files, _tls
+from ._errors import RemoteError
 from ._files import Progress
-from ._protocol import CLOSING_CODES as _CLOSING_CODES  # noqa: F401 - its old home
 from ._protocol import (
     AUTH_SERVER_FAILED,
     REPLY_GRACE,  # noqa: F401 - its old home
@@ -36,12 +36,12 @@ from ._protocol import (
     token_bytes,
     where,
 )
-from ._errors import RemoteError
+from ._protocol import CLOSING_CODES as _CLOSING_CODES  # noqa: F401 - its old home
 from ._rframe import DEFAULT_PORT, Codec, Frame
 
 __all__ = ["Client", "CommandResult"]
 
-_Body = Union[bytes, bytearray, memoryview, str]
+_Body = bytes | bytearray | memoryview | str
 
 
 # --------------------------------------------------------------------------- the client
@@ -94,12 +94,12 @@ class Client:
         host: str = "127.0.0.1",
         port: int = DEFAULT_PORT,
         *,
-        unix_path: Optional[Union[str, os.PathLike]] = None,
-        token: Optional[Union[str, bytes]] = None,
-        codec: Optional[Codec] = None,
-        timeout: Optional[float] = None,
+        unix_path: str | os.PathLike[str] | None = None,
+        token: str | bytes | None = None,
+        codec: Codec | None = None,
+        timeout: float | None = None,
         tls: _tls.TLSArg = None,
-        fingerprint: Optional[str] = None,
+        fingerprint: str | None = None,
     ) -> None:
         check_client_timeout(timeout)
         self.codec = codec if codec is not None else Codec()
@@ -107,12 +107,14 @@ class Client:
         self._lock = threading.RLock()
         self._in_call = 0
         self._close_requested = False
-        self._closed_reason: Optional[str] = None
-        self._sock: Optional[socket.socket] = None
+        self._closed_reason: str | None = None
+        self._sock: socket.socket | None = None
         #: The server certificate's SHA-256 (lowercase hex) on TLS, else ``None``.
-        self.tls_fingerprint: Optional[str] = None
+        self.tls_fingerprint: str | None = None
         token_data = token_bytes(token, self.codec)
-        choice = _tls.ClientTLS(tls, host=None if unix_path is not None else host, fingerprint=fingerprint, token=token_data)
+        choice = _tls.ClientTLS(
+            tls, host=None if unix_path is not None else host, fingerprint=fingerprint, token=token_data
+        )
         if unix_path is not None:
             self.address: Any = os.fspath(unix_path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -180,7 +182,7 @@ class Client:
         except OSError:
             pass
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -228,7 +230,7 @@ class Client:
             self._lock.release()
 
     @contextlib.contextmanager
-    def _call(self):
+    def _call(self) -> Iterator[None]:
         """Holds the lock for one call; finishes a close() that came meanwhile."""
         try:
             with self._lock:
@@ -248,7 +250,7 @@ class Client:
     # ------------------------------------------------------------------ frames
 
     def _write(
-        self, body: _Body, header: Optional[Mapping[str, Any]], fields: Mapping[str, Any], *, vectored: bool = False
+        self, body: _Body, header: Mapping[str, Any] | None, fields: Mapping[str, Any], *, vectored: bool = False
     ) -> None:
         sock = self._require_sock()
         # Packed first: a header that cannot be encoded fails before a byte is
@@ -272,7 +274,7 @@ class Client:
             self._abort(f"sending a frame failed: {type(exc).__name__}")
             raise
 
-    def _salvage(self, sock: socket.socket) -> Optional[Frame]:
+    def _salvage(self, sock: socket.socket) -> Frame | None:
         """A frame already waiting on a connection whose send side broke, if any."""
         if not self.codec.json_header:
             return None
@@ -282,7 +284,7 @@ class Client:
         except Exception:  # noqa: BLE001 - nothing to salvage
             return None
 
-    def _read(self, wait: Optional[float] = None) -> Frame:
+    def _read(self, wait: float | None = None) -> Frame:
         """Reads one frame; ``wait`` extends the socket timeout for this read."""
         sock = self._require_sock()
         restore = None
@@ -307,12 +309,14 @@ class Client:
     def _check_error(self, frame: Frame) -> None:
         raise_for_error(frame, self._abort)
 
-    def _exchange(self, body: _Body, header: Optional[Mapping[str, Any]], fields: Mapping[str, Any], wait: Optional[float] = None) -> Frame:
+    def _exchange(
+        self, body: _Body, header: Mapping[str, Any] | None, fields: Mapping[str, Any], wait: float | None = None
+    ) -> Frame:
         with self._call():
             self._write(body, header, fields)
             return self._read(wait)
 
-    def send(self, body: _Body = b"", header: Optional[Mapping[str, Any]] = None, **fields: Any) -> None:
+    def send(self, body: _Body = b"", header: Mapping[str, Any] | None = None, **fields: Any) -> None:
         """Send one frame (arguments as for :func:`rframe.send_frame`) without waiting for a reply.
 
         Pair each :meth:`send` with a :meth:`recv`, or use :meth:`request`.
@@ -329,7 +333,7 @@ class Client:
         with self._call():
             return self._read()
 
-    def request(self, body: _Body = b"", header: Optional[Mapping[str, Any]] = None, **fields: Any) -> Frame:
+    def request(self, body: _Body = b"", header: Mapping[str, Any] | None = None, **fields: Any) -> Frame:
         """Send one frame and return the one the server answers with.
 
         ``body``, ``header`` and ``fields`` are as for :func:`rframe.send_frame`.
@@ -345,7 +349,7 @@ class Client:
 
     # ------------------------------------------------------------------ authentication
 
-    def _authenticate(self, token: bytes, binding: Optional[bytes]) -> None:
+    def _authenticate(self, token: bytes, binding: bytes | None) -> None:
         header, server_nonce, client_nonce = auth_answer(token, self._exchange(b"", auth_hello(), {}), binding)
         reply = self._exchange(b"", header, {})
         if not auth_check_welcome(token, reply, server_nonce, client_nonce, binding):
@@ -356,13 +360,13 @@ class Client:
 
     def run(
         self,
-        cmd: Union[str, Sequence[str]],
+        cmd: str | Sequence[str],
         *,
-        timeout: Optional[float] = None,
+        timeout: float | None = None,
         check: bool = False,
-        input: Optional[_Body] = None,
-        env: Optional[Mapping[str, str]] = None,
-        cwd: Optional[Union[str, os.PathLike]] = None,
+        input: _Body | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
         text: bool = False,
     ) -> CommandResult:
         """Run a command on the server and return a :class:`CommandResult`.
@@ -403,8 +407,8 @@ class Client:
 
     def upload(
         self,
-        local_path: Union[str, os.PathLike],
-        remote_name: Optional[str] = None,
+        local_path: str | os.PathLike[str],
+        remote_name: str | None = None,
         *,
         overwrite: bool = False,
         checksum: str = "sha256",
@@ -480,7 +484,7 @@ class Client:
     def download(
         self,
         remote_name: str,
-        local_path: Optional[Union[str, os.PathLike]] = None,
+        local_path: str | os.PathLike[str] | None = None,
         *,
         overwrite: bool = False,
         checksum: str = "sha256",
@@ -510,7 +514,7 @@ class Client:
                     self._abort("the server broke the download protocol")
                     raise ConnectionAbortedError(f"the server announced no size for {remote_name!r}")
                 received = 0
-                error_frame: Optional[RemoteError] = None
+                error_frame: RemoteError | None = None
                 try:
                     if progress is not None:
                         progress(0, size)
@@ -559,4 +563,5 @@ class Client:
             self._write(b"", _files.list_request(name), {})
             listing = self._read()
         _files.expect(listing, "listing")
-        return json.loads(listing.body)
+        entries: list[dict[str, Any]] = json.loads(listing.body)
+        return entries

@@ -10,6 +10,11 @@ from __future__ import annotations
 import errno as _errno
 import ssl
 import subprocess
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+
+if TYPE_CHECKING:
+    from ._protocol import CommandResult
 
 __all__ = [
     "FrameError",
@@ -48,7 +53,7 @@ class FrameTooLarge(FrameError):
     ``limit`` the largest length allowed.
     """
 
-    def __init__(self, message: str, *, part: str = "body", size: int = 0, limit: int = 0):
+    def __init__(self, message: str, *, part: str = "body", size: int = 0, limit: int = 0) -> None:
         super().__init__(message)
         self.part = part
         self.size = size
@@ -64,7 +69,7 @@ class IncompleteFrame(FrameError, EOFError):
     ``EOFError`` instead, so ``except EOFError`` ends a read loop either way.
     """
 
-    def __init__(self, message: str, *, part: str = "body", expected: int = 0, received: int = 0):
+    def __init__(self, message: str, *, part: str = "body", expected: int = 0, received: int = 0) -> None:
         super().__init__(message)
         self.part = part
         self.expected = expected
@@ -78,7 +83,9 @@ class ChecksumError(FrameError):
     header carried (``None`` if it carried none), ``actual`` the body's digest.
     """
 
-    def __init__(self, message: str, *, algorithm: str = "sha256", expected: str | None = None, actual: str = ""):
+    def __init__(
+        self, message: str, *, algorithm: str = "sha256", expected: str | None = None, actual: str = ""
+    ) -> None:
         super().__init__(message)
         self.algorithm = algorithm
         self.expected = expected
@@ -102,11 +109,19 @@ class CommandError(subprocess.CalledProcessError):
     True
     """
 
-    def __init__(self, returncode, cmd, output=None, stderr=None, *, result=None):
+    def __init__(
+        self,
+        returncode: int,
+        cmd: str | Sequence[str],
+        output: bytes | str | None = None,
+        stderr: bytes | str | None = None,
+        *,
+        result: CommandResult | None = None,
+    ) -> None:
         super().__init__(returncode, cmd, output, stderr)
         self.result = result
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), (self.returncode, self.cmd, self.output, self.stderr), self.__dict__))
 
 
@@ -125,18 +140,26 @@ class CommandTimeout(subprocess.TimeoutExpired, TimeoutError):
     (True, b'started\\n')
     """
 
-    def __new__(cls, *args, **kwargs):
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         # OSError.__new__ would read (cmd, timeout) as (errno, strerror).
         return TimeoutError.__new__(cls)
 
-    def __init__(self, cmd, timeout, output=None, stderr=None, *, result=None):
+    def __init__(
+        self,
+        cmd: str | Sequence[str],
+        timeout: float,
+        output: bytes | str | None = None,
+        stderr: bytes | str | None = None,
+        *,
+        result: CommandResult | None = None,
+    ) -> None:
         subprocess.TimeoutExpired.__init__(self, cmd, timeout, output, stderr)
         self.args = (cmd, timeout)
         self.errno = _errno.ETIMEDOUT
         self.strerror = str(self)
         self.result = result
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), (self.cmd, self.timeout, self.output, self.stderr), self.__dict__))
 
 
@@ -149,14 +172,14 @@ class AuthenticationError(ConnectionError):
 
     code = "auth"
 
-    def __init__(self, message="authentication failed"):
+    def __init__(self, message: str = "authentication failed") -> None:
         super().__init__(message)
         self.message = message
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.message,))
 
 
@@ -174,19 +197,19 @@ class RemoteError(Exception):
     ("'rm' is not an allowed program [not-allowed]", 'not-allowed')
     """
 
-    def __init__(self, code, message="", header=None):
+    def __init__(self, code: str, message: str = "", header: Mapping[str, Any] | None = None) -> None:
         super().__init__(code, message)
         self._remember(code, message, header)
 
-    def _remember(self, code, message, header):
+    def _remember(self, code: str, message: str, header: Mapping[str, Any] | None) -> None:
         self.code = code
         self.message = message
         self.header = dict(header) if header is not None else {"op": "error", "error": code, "message": message}
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.message} [{self.code}]" if self.message else str(self.code)
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.code, self.message, self.header))
 
 
@@ -196,7 +219,7 @@ class RemoteFileNotFoundError(RemoteError, FileNotFoundError):
     Catch it as the builtin :class:`FileNotFoundError` or as :class:`RemoteError`.
     """
 
-    def __init__(self, code="not-found", message="", header=None):
+    def __init__(self, code: str = "not-found", message: str = "", header: Mapping[str, Any] | None = None) -> None:
         OSError.__init__(self, _errno.ENOENT, message)
         self._remember(code, message, header)
 
@@ -207,7 +230,7 @@ class RemoteFileExistsError(RemoteError, FileExistsError):
     """The server already has a file of that name (code ``"exists"``) and
     ``overwrite`` was not given. Catch it as :class:`FileExistsError` too."""
 
-    def __init__(self, code="exists", message="", header=None):
+    def __init__(self, code: str = "exists", message: str = "", header: Mapping[str, Any] | None = None) -> None:
         OSError.__init__(self, _errno.EEXIST, message)
         self._remember(code, message, header)
 
@@ -231,7 +254,7 @@ class FingerprintMismatch(ssl.SSLCertVerificationError):
     #: OpenSSL's X509_V_ERR_CERT_REJECTED: "certificate rejected".
     CERT_REJECTED = 28
 
-    def __init__(self, server, expected, actual, hint=""):
+    def __init__(self, server: str, expected: str, actual: str, hint: str = "") -> None:
         message = (
             f"the TLS certificate of {server} has fingerprint sha256:{actual}, "
             f"but sha256:{expected} was pinned: someone may be in the middle"
@@ -246,10 +269,10 @@ class FingerprintMismatch(ssl.SSLCertVerificationError):
         self.verify_code = self.CERT_REJECTED
         self.verify_message = message
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.verify_message
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.server, self.expected, self.actual, self.hint))
 
 
@@ -257,7 +280,10 @@ class FingerprintMismatch(ssl.SSLCertVerificationError):
 REMOTE_ERRORS = {"not-found": RemoteFileNotFoundError, "exists": RemoteFileExistsError}
 
 
-def _rebuild(cls, args, state):
+_E = TypeVar("_E", bound=BaseException)
+
+
+def _rebuild(cls: type[_E], args: tuple[Any, ...], state: dict[str, Any]) -> _E:
     obj = cls(*args)
     obj.__dict__.update(state)
     return obj

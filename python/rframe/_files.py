@@ -16,7 +16,8 @@ import errno
 import hashlib
 import os
 import stat
-from typing import Any, Callable, Optional, Union
+from collections.abc import Callable
+from typing import Any
 
 from ._errors import ChecksumError, RemoteError
 from ._rframe import PART_SUFFIX, TRANSFER_CHUNK, WRITEBACK_EVERY, Frame, _PartFile
@@ -50,8 +51,8 @@ CHECKSUMS = ("sha256", "md5")
 # bytes what was written is handed to the disk, so the fsync at the end waits
 # for the last stretch only.
 
-Progress = Optional[Callable[[int, int], Any]]
-_Path = Union[str, "os.PathLike[str]"]
+Progress = Callable[[int, int], Any] | None
+_Path = str | os.PathLike[str]
 
 
 def check_checksum(checksum: str) -> str:
@@ -91,7 +92,7 @@ def chunk_size(ready: dict[str, Any]) -> int:
     return max(1, min(CHUNK, asked)) if isinstance(asked, int) else CHUNK
 
 
-def local_source(local_path: _Path, remote_name: Optional[str]) -> tuple[str, str]:
+def local_source(local_path: _Path, remote_name: str | None) -> tuple[str, str]:
     """``(path, name)`` of an upload: the remote name defaults to the file's own."""
     path = os.fspath(local_path)
     name = remote_name if remote_name is not None else os.path.basename(path)
@@ -125,7 +126,7 @@ def stored_result(header: dict[str, Any], checksum: str, digest: str, size: int)
     return {"name": header.get("name"), "size": size, checksum: digest}
 
 
-def download_path(remote_name: str, local_path: Optional[_Path]) -> str:
+def download_path(remote_name: str, local_path: _Path | None) -> str:
     """Where a download goes: ``local_path``, inside it if it is a directory,
     or the remote file's own name in the current directory."""
     base = remote_name.rstrip("/").rpartition("/")[2]

@@ -20,7 +20,6 @@ True
 from __future__ import annotations
 
 import os
-from typing import Optional
 
 from ._tls import normalize_fingerprint
 
@@ -41,7 +40,7 @@ class KnownServers:
     def __init__(self, path: str) -> None:
         self.path = path
 
-    def lookup(self, server: str) -> Optional[tuple[str, int]]:
+    def lookup(self, server: str) -> tuple[str, int] | None:
         """``(fingerprint, line number)`` recorded for ``server`` (``host:port``),
         or ``None``. A line that cannot be read is a ``ValueError`` naming it:
         a pin that silently stopped counting would check nothing."""

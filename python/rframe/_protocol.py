@@ -15,7 +15,8 @@ the token handshake (see PROTOCOL.md).
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Mapping, Optional, Union
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ._errors import REMOTE_ERRORS, AuthenticationError, CommandError, CommandTimeout, RemoteError
 from ._rframe import (
@@ -56,7 +57,7 @@ REPLY_GRACE = 5.0
 #: core's ``ERROR_CODES``: each code and whether it closes).
 CLOSING_CODES = frozenset(code for code, closes in ERROR_CODES if closes)
 
-_Body = Union[bytes, bytearray, memoryview, str]
+_Body = bytes | bytearray | memoryview | str
 
 
 # --------------------------------------------------------------------------- results
@@ -91,14 +92,23 @@ class CommandResult:
     rframe._errors.CommandError: Command 'exit 3' returned non-zero exit status 3.
     """
 
-    __slots__ = ("args", "returncode", "stdout", "stderr", "stdout_truncated", "stderr_truncated", "duration", "encoding")
+    __slots__ = (
+        "args",
+        "returncode",
+        "stdout",
+        "stderr",
+        "stdout_truncated",
+        "stderr_truncated",
+        "duration",
+        "encoding",
+    )
 
     def __init__(
         self,
         args: Any,
         returncode: int,
-        stdout: Union[bytes, str] = b"",
-        stderr: Union[bytes, str] = b"",
+        stdout: bytes | str = b"",
+        stderr: bytes | str = b"",
         *,
         stdout_truncated: bool = False,
         stderr_truncated: bool = False,
@@ -169,7 +179,7 @@ def check_seconds(value: float, name: str = "timeout") -> float:
     return seconds
 
 
-def check_client_timeout(timeout: Optional[float]) -> None:
+def check_client_timeout(timeout: float | None) -> None:
     """Raises ``ValueError`` unless ``timeout`` is ``None`` or passes :func:`check_seconds`."""
     if timeout is not None:
         check_seconds(timeout)
@@ -188,7 +198,7 @@ def where(address: Any) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def token_bytes(token: Optional[Union[str, bytes]], codec: Codec) -> Optional[bytes]:
+def token_bytes(token: str | bytes | None, codec: Codec) -> bytes | None:
     """The token as bytes (``str`` is UTF-8), or ``None``; ``ValueError`` if it is
     empty or the codec has no JSON header to carry the handshake."""
     if token is None:
@@ -207,11 +217,11 @@ def token_bytes(token: Optional[Union[str, bytes]], codec: Codec) -> Optional[by
 def run_request(
     cmd: Any,
     *,
-    timeout: Optional[float] = None,
-    input: Optional[_Body] = None,
-    env: Optional[Mapping[str, str]] = None,
-    cwd: Optional[Union[str, os.PathLike]] = None,
-) -> tuple[dict[str, Any], _Body, Optional[float]]:
+    timeout: float | None = None,
+    input: _Body | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+) -> tuple[dict[str, Any], _Body, float | None]:
     """The ``run`` request for these arguments: ``(header, body, wait)``.
 
     ``wait`` is how long a client should wait for the reply, in seconds
@@ -243,7 +253,9 @@ def run_request(
     return header, body, wait
 
 
-def command_result(cmd: Any, reply: Frame, *, timeout: Optional[float] = None, check: bool = False, text: bool = False) -> CommandResult:
+def command_result(
+    cmd: Any, reply: Frame, *, timeout: float | None = None, check: bool = False, text: bool = False
+) -> CommandResult:
     """Turns the reply to a ``run`` request into a :class:`CommandResult`.
 
     Raises :class:`rframe.RemoteError` (``bad-response``) if the reply is not a
@@ -257,8 +269,8 @@ def command_result(cmd: Any, reply: Frame, *, timeout: Optional[float] = None, c
         raise RemoteError("bad-response", f"expected a result frame, got {h!r}", h)
     data = reply.body
     split = int(h.get("stdout_size", len(data)))
-    stdout: Union[bytes, str] = data[:split]
-    stderr: Union[bytes, str] = data[split:]
+    stdout: bytes | str = data[:split]
+    stderr: bytes | str = data[split:]
     encoding = str(h.get("encoding") or "utf-8")
     if text:
         stdout, stderr = _decode(data[:split], encoding), _decode(data[split:], encoding)
@@ -283,7 +295,7 @@ def command_result(cmd: Any, reply: Frame, *, timeout: Optional[float] = None, c
 # --------------------------------------------------------------------------- errors
 
 
-def closing_reason(header: Mapping[str, Any]) -> Optional[str]:
+def closing_reason(header: Mapping[str, Any]) -> str | None:
     """If ``header`` is an error after which the server closes the connection,
     why (for the client's "connection is closed" messages); else ``None``."""
     if header.get("op") == "error" and str(header.get("error", "unknown")) in CLOSING_CODES:
@@ -332,9 +344,7 @@ def auth_hello() -> dict[str, Any]:
     return {"op": "auth"}
 
 
-
-
-def auth_answer(token: bytes, reply: Frame, binding: Optional[bytes] = None) -> tuple[dict[str, Any], str, str]:
+def auth_answer(token: bytes, reply: Frame, binding: bytes | None = None) -> tuple[dict[str, Any], str, str]:
     """Step 3: the answer to the server's challenge ``reply``:
     ``(header, server_nonce, client_nonce)``; the proof is bound to
     ``binding`` (the server certificate's SHA-256 on TLS).
@@ -377,7 +387,7 @@ def auth_answer(token: bytes, reply: Frame, binding: Optional[bytes] = None) -> 
 
 
 def auth_check_welcome(
-    token: bytes, reply: Frame, server_nonce: str, client_nonce: str, binding: Optional[bytes] = None
+    token: bytes, reply: Frame, server_nonce: str, client_nonce: str, binding: bytes | None = None
 ) -> bool:
     """Step 4: true if ``reply`` is a welcome with the server's valid proof
     (bound to ``binding``, as in :func:`auth_answer`).

@@ -3,13 +3,46 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import collections
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
-from typing import Any, Callable, Iterator, Literal, Mapping, Optional, Sequence, Union, overload
+from typing import Any, Literal, final, overload
 
-_Body = Union[bytes, bytearray, memoryview, str]
-_Header = Optional[Mapping[Any, Any]]
+# The classes are final: the compiled types cannot be subclassed. Their
+# constructors are ``__new__`` (PyO3's ``#[new]``), as stubtest sees them.
 
+__all__ = [
+    "ClientSession",
+    "Codec",
+    "Frame",
+    "TLS_ALPN",
+    "CHANNEL_BINDING_TLS",
+    "CHANNEL_BINDING_NONE",
+    "ERROR_CODES",
+    "MAX_SECONDS",
+    "DEFAULT_PORT",
+    "TRANSFER_CHUNK",
+    "PART_SUFFIX",
+    "WRITEBACK_EVERY",
+    "FrameDecoder",
+    "Server",
+    "_ReplyReader",
+    "_PartFile",
+    "pack_frame",
+    "read_frame",
+    "send_frame",
+    "auth_nonce",
+    "auth_proof",
+    "auth_verify",
+    "server_fingerprint",
+    "_stop_python_threads",
+]
+
+_Body = bytes | bytearray | memoryview | str
+_Header = Mapping[Any, Any] | None
+
+@final
 class Codec:
     """How frames are laid out on the wire, and the limits a reader enforces.
 
@@ -18,15 +51,17 @@ class Codec:
     b'\\x00\\x00\\x00\\x02hi'
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         json_header: bool = True,
         byteorder: Literal["little", "big"] = "little",
-        max_header: int = 65536,
-        max_body: int = 268435456,
-        checksum: Optional[Literal["md5", "sha256"]] = None,
-    ) -> None: ...
+        # Defaults 65536 and 268435456 (256 MiB): constants in Rust, which the
+        # compiled signature shows as `...`, and so does the stub (stubtest).
+        max_header: int = ...,
+        max_body: int = ...,
+        checksum: Literal["md5", "sha256"] | None = None,
+    ) -> Codec: ...
     @property
     def json_header(self) -> bool: ...
     @property
@@ -36,21 +71,22 @@ class Codec:
     @property
     def max_body(self) -> int: ...
     @property
-    def checksum(self) -> Optional[str]: ...
-    def pack(self, body: _Body = b"", header: _Header = None, **fields: Any) -> bytes: ...
+    def checksum(self) -> str | None: ...
+    def pack(self, body: _Body | None = None, header: _Header = None, **fields: Any) -> bytes: ...
     def read(self, source: Any) -> Frame: ...
-    def send(self, sock: Any, body: _Body = b"", header: _Header = None, **fields: Any) -> None: ...
+    def send(self, sock: Any, body: _Body | None = None, header: _Header = None, **fields: Any) -> None: ...
     def decoder(self) -> FrameDecoder: ...
 
+@final
 class Frame:
     """One decoded frame: a header dict and a body.
 
     >>> header, body = Frame({"total_size": 2}, b"hi")
     """
 
-    def __init__(
-        self, header: Optional[dict[str, Any]] = None, body: Optional[Union[bytes, bytearray, memoryview]] = None
-    ) -> None: ...
+    def __new__(
+        cls, header: dict[str, Any] | None = None, body: bytes | bytearray | memoryview | None = None
+    ) -> Frame: ...
     @property
     def header(self) -> dict[str, Any]: ...
     @property
@@ -60,13 +96,14 @@ class Frame:
     def __iter__(self) -> Iterator[Any]: ...
     def __len__(self) -> int: ...
     @overload
-    def __getitem__(self, index: Literal[0]) -> dict[str, Any]: ...
+    def __getitem__(self, index: Literal[0], /) -> dict[str, Any]: ...
     @overload
-    def __getitem__(self, index: Literal[1]) -> bytes: ...
+    def __getitem__(self, index: Literal[1], /) -> bytes: ...
     @overload
-    def __getitem__(self, index: int) -> Any: ...
-    def __eq__(self, other: object) -> bool: ...
+    def __getitem__(self, index: int, /) -> Any: ...
+    def __eq__(self, other: object, /) -> bool: ...
 
+@final
 class FrameDecoder:
     """Turns arbitrarily split chunks of a byte stream back into frames (sans-IO).
 
@@ -76,22 +113,23 @@ class FrameDecoder:
     [b'one', b'two']
     """
 
-    def __init__(self, codec: Optional[Codec] = None) -> None: ...
+    def __new__(cls, codec: Codec | None = None) -> FrameDecoder: ...
     @property
     def codec(self) -> Codec: ...
     @property
     def pending(self) -> int: ...
     @property
     def needed(self) -> int: ...
-    def feed(self, data: Union[bytes, bytearray, memoryview]) -> list[Frame]: ...
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]: ...
     def close(self) -> None: ...
 
-def pack_frame(body: _Body = b"", header: _Header = None, **fields: Any) -> bytes: ...
+def pack_frame(body: _Body | None = None, header: _Header = None, **fields: Any) -> bytes: ...
 def read_frame(source: Any) -> Frame: ...
-def send_frame(sock: Any, body: _Body = b"", header: _Header = None, **fields: Any) -> None: ...
+def send_frame(sock: Any, body: _Body | None = None, header: _Header = None, **fields: Any) -> None: ...
 
-_Handler = Callable[[Frame], Union[bytes, bytearray, memoryview, str, tuple[Optional[Mapping[str, Any]], _Body], Frame]]
+_Handler = Callable[[Frame], bytes | bytearray | memoryview | str | tuple[Mapping[str, Any] | None, _Body] | Frame]
 
+@final
 class Server:
     """A tokio command server (or, with ``handler``, a server for your own protocol).
 
@@ -127,39 +165,39 @@ class Server:
     b'hi\\n'
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         host: str = "127.0.0.1",
         port: int = 8848,
         *,
-        unix_path: Optional[Union[str, PathLike[str]]] = None,
-        handler: Optional[_Handler] = None,
-        token: Optional[Union[str, bytes]] = None,
-        codec: Optional[Codec] = None,
+        unix_path: str | PathLike[str] | None = None,
+        handler: _Handler | None = None,
+        token: str | bytes | None = None,
+        codec: Codec | None = None,
         timeout: float = 30.0,
         max_output: int = 16777216,
         max_connections: int = 1024,
-        allow: Optional[Sequence[str]] = None,
+        allow: Sequence[str] | None = None,
         shell: bool = True,
-        cwd: Optional[Union[str, PathLike[str]]] = None,
-        root: Optional[Union[str, PathLike[str]]] = None,
+        cwd: str | PathLike[str] | None = None,
+        root: str | PathLike[str] | None = None,
         insecure: bool = False,
         header_timeout: float = 10.0,
         idle_timeout: float = 300.0,
         encoding: str = "utf-8",
-        tls: Optional[bool] = None,
-        tls_cert: Optional[Union[str, PathLike[str]]] = None,
-        tls_key: Optional[Union[str, PathLike[str]]] = None,
-        tls_dir: Optional[Union[str, PathLike[str]]] = None,
+        tls: bool | None = None,
+        tls_cert: str | PathLike[str] | None = None,
+        tls_key: str | PathLike[str] | None = None,
+        tls_dir: str | PathLike[str] | None = None,
         output_budget: int = 268435456,
-        max_startups: Optional[Union[int, tuple[int, int, int]]] = None,
+        max_startups: int | tuple[int, int, int] | None = None,
         max_startups_per_source: int = 16,
-    ) -> None: ...
+    ) -> Server: ...
     @property
-    def tls_fingerprint(self) -> Optional[str]:
+    def tls_fingerprint(self) -> str | None:
         """The lowercase hex SHA-256 of the TLS certificate's DER bytes (what clients pin), ``None`` without TLS."""
     @property
-    def address(self) -> Union[tuple[str, int], str]:
+    def address(self) -> tuple[str, int] | str:
         """``(host, port)`` for TCP, the socket's path for a Unix socket."""
     def start(self) -> None:
         """Serve in the background and return at once."""
@@ -170,25 +208,86 @@ class Server:
     def __enter__(self) -> Server: ...
     def __exit__(self, *exc: object) -> None: ...
 
+@final
 class _ReplyReader:
     """AsyncClient's read side: decodes what the event loop read into this thread's read buffer."""
-    def __init__(self, decoder: FrameDecoder) -> None: ...
+    def __new__(cls, decoder: FrameDecoder) -> _ReplyReader: ...
     def get_buffer(self, sizehint: int, /) -> memoryview:
         """``BufferedProtocol.get_buffer``: a view of the calling thread's read buffer."""
     def read(self, nbytes: int, /) -> list[Frame]:
         """The frames completed by the first ``nbytes`` of the calling thread's read buffer."""
-    def deliver(self, nbytes: int, waiters: collections.deque[asyncio.Future[Frame]], /) -> Optional[list[Frame]]:
+    def deliver(self, nbytes: int, waiters: collections.deque[asyncio.Future[Frame]], /) -> list[Frame] | None:
         """Decode as ``read`` and resolve the oldest waiters with the frames; return the frames left, or ``None``."""
 
+@final
 class _PartFile:
     """A file being received at a local path: a locked temporary file beside it, renamed into place by ``commit``."""
-
-    def __init__(self, path: Union[str, PathLike[str]], overwrite: bool) -> None: ...
+    def __new__(cls, path: str | PathLike[str], overwrite: bool) -> _PartFile: ...
     @property
     def temp(self) -> bytes: ...
-    def write(self, data: bytes, /) -> None: ...
+    def write(self, data: bytes) -> None: ...
     def commit(self) -> None: ...
     def discard(self) -> None: ...
+
+_Id = int
+
+#: The events of ``ClientSession.next_event``, told apart by their first item.
+_SessionEvent = (
+    tuple[Literal["reply"], _Id, Frame]
+    | tuple[Literal["unsolicited"], Frame]
+    | tuple[Literal["remote-error"], _Id | None, str, str, bool, dict[str, Any] | None]
+    | tuple[Literal["send"], bytes]
+    | tuple[Literal["logged-in"], _Id]
+    | tuple[Literal["login-failed"], _Id, str]
+    | tuple[Literal["upload-ready"], _Id, int]
+    | tuple[Literal["download-started"], _Id, int]
+    | tuple[Literal["file-chunk"], _Id, bytes]
+    | tuple[Literal["transfer-end"], _Id, str | None, int, str | None, str | None, dict[str, Any] | None]
+    | tuple[
+        Literal["violation"],
+        _Id | None,
+        Literal["unexpected-reply", "no-size", "download-data", "short-download", "stored-else", "upload-data"],
+        str,
+        bool,
+    ]
+    | tuple[Literal["closed"], str, Exception | None]
+)
+
+@final
+class ClientSession:
+    """The client side of the command protocol without I/O: request methods
+    return ``(id, bytes)`` to send; ``feed``/``next_event`` turn the server's
+    bytes into events (see ``_SessionEvent``)."""
+    def __new__(
+        cls, codec: Codec | None = None, *, token: bytes | None = None, binding: bytes | None = None
+    ) -> ClientSession: ...
+    @property
+    def closed(self) -> str | None: ...
+    @property
+    def logged_in(self) -> bool: ...
+    @property
+    def in_flight(self) -> int: ...
+    @property
+    def uploading(self) -> bool: ...
+    def request(
+        self, body: _Body | None = None, header: Mapping[str, Any] | None = None, **fields: Any
+    ) -> tuple[_Id, bytes]: ...
+    def run(self, header: Mapping[str, Any], body: _Body | None = None) -> tuple[_Id, bytes]: ...
+    def send(self, body: _Body | None = None, header: Mapping[str, Any] | None = None, **fields: Any) -> bytes: ...
+    def expect_reply(self) -> _Id: ...
+    def login(self) -> tuple[_Id, bytes]: ...
+    def list(self, name: str = "") -> tuple[_Id, bytes]: ...
+    def put(self, name: str, size: int, *, overwrite: bool = False, checksum: str = "sha256") -> tuple[_Id, bytes]: ...
+    def put_data(self, chunk: _Body) -> bytes: ...
+    def put_end(self, digest: str) -> bytes: ...
+    def get(self, name: str, *, checksum: str = "sha256") -> tuple[_Id, bytes]: ...
+    def cancel(self, id: _Id) -> str | None:
+        """``None`` if the connection goes on (the reply is dropped), else why it must close."""
+    def abort(self, reason: str) -> None: ...
+    def receive_data(self, data: _Body) -> None: ...
+    def receive_eof(self) -> None: ...
+    def next_event(self) -> _SessionEvent | None: ...
+    def feed(self, data: _Body) -> builtins.list[_SessionEvent]: ...
 
 #: The application protocol TLS connections name (ALPN).
 TLS_ALPN: str
@@ -212,7 +311,12 @@ def auth_nonce() -> str:
     """32 random bytes from the OS, as hex: a handshake nonce."""
 
 def auth_proof(
-    token: bytes, role: Literal["client", "server"], server_nonce: str, client_nonce: str, *, binding: Optional[bytes] = None
+    token: bytes,
+    role: Literal["client", "server"],
+    server_nonce: str,
+    client_nonce: str,
+    *,
+    binding: bytes | None = None,
 ) -> str:
     """The hex HMAC-SHA256 proof that ``role`` holds ``token`` (see PROTOCOL.md); ``binding``:
     the SHA-256 of the server's certificate on TLS."""
@@ -224,14 +328,17 @@ def auth_verify(
     client_nonce: str,
     proof: str,
     *,
-    binding: Optional[bytes] = None,
+    binding: bytes | None = None,
 ) -> bool:
     """Checks a proof in constant time."""
 
+def _stop_python_threads() -> None:
+    """Stops rframe's Python threads (registered with ``atexit`` by the module)."""
+
 def server_fingerprint(
     *,
-    tls_cert: Optional[Union[str, PathLike[str]]] = None,
-    tls_key: Optional[Union[str, PathLike[str]]] = None,
-    tls_dir: Optional[Union[str, PathLike[str]]] = None,
+    tls_cert: str | PathLike[str] | None = None,
+    tls_key: str | PathLike[str] | None = None,
+    tls_dir: str | PathLike[str] | None = None,
 ) -> str:
     """The fingerprint of the certificate a server with these arguments uses (made and kept first, if generated)."""

@@ -15,7 +15,6 @@ import ipaddress
 import secrets
 import socket
 import ssl
-from typing import Optional, Union
 
 from ._errors import FingerprintMismatch
 from ._rframe import TLS_ALPN as ALPN  # the application protocol both ends name in the handshake
@@ -34,6 +33,7 @@ __all__ = [
     "new_token",
 ]
 
+
 def new_token() -> str:
     """A new random token: 32 bytes from the OS, base64url (43 characters),
     as long as a server reachable from the network requires.
@@ -45,8 +45,7 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
-
-TLSArg = Union[None, bool, ssl.SSLContext]
+TLSArg = bool | ssl.SSLContext | None
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -62,7 +61,8 @@ def normalize_fingerprint(fingerprint: str) -> str:
     digits = text.replace(":", "").lower()
     if len(digits) != 64 or not _HEX.issuperset(digits):
         raise ValueError(
-            f"not a SHA-256 fingerprint: {fingerprint!r} (64 hex digits, as python -m rframe.server --fingerprint prints)"
+            f"not a SHA-256 fingerprint: {fingerprint!r} "
+            "(64 hex digits, as python -m rframe.server --fingerprint prints)"
         )
     return digits
 
@@ -84,7 +84,7 @@ def is_loopback_host(host: str) -> bool:
     return address.is_loopback
 
 
-def uses_tls(tls: Optional[bool], host: Optional[str], fingerprint: Optional[str] = None) -> bool:
+def uses_tls(tls: bool | None, host: str | None, fingerprint: str | None = None) -> bool:
     """Whether a client connects with TLS: as told, else with a pin, or to
     any host that is not loopback (``host=None``: a Unix socket)."""
     if tls is not None:
@@ -119,8 +119,8 @@ def pinning_context() -> ssl.SSLContext:
 
 
 def client_context(
-    tls: TLSArg, *, host: Optional[str], fingerprint: Optional[str], token: Optional[bytes]
-) -> Optional[ssl.SSLContext]:
+    tls: TLSArg, *, host: str | None, fingerprint: str | None, token: bytes | None
+) -> ssl.SSLContext | None:
     """The context a client connects with, or ``None`` for plaintext.
 
     ``tls=None`` is TLS to any host that is not loopback (``host=None``: a
@@ -136,7 +136,9 @@ def client_context(
     use_tls = uses_tls(tls, host, fingerprint)
     if not use_tls:
         if fingerprint is not None:
-            raise ValueError("fingerprint pins a TLS certificate: it needs TLS (tls=False was given, or a local address)")
+            raise ValueError(
+                "fingerprint pins a TLS certificate: it needs TLS (tls=False was given, or a local address)"
+            )
         return None
     if fingerprint is None and token is None:
         where = "" if tls else f" ({host} is not a loopback address, so TLS is on)"
@@ -161,7 +163,7 @@ class PeerCertificate:
         self.fingerprint = digest.hexdigest()
 
     @classmethod
-    def of(cls, ssl_object: Union[ssl.SSLSocket, ssl.SSLObject], server: str, pinned: Optional[str]) -> "PeerCertificate":
+    def of(cls, ssl_object: ssl.SSLSocket | ssl.SSLObject, server: str, pinned: str | None) -> PeerCertificate:
         """The peer's certificate, checked against the pin (``pinned``, as
         :func:`normalize_fingerprint` returns it): :class:`FingerprintMismatch`
         if it differs, before anything is sent."""
@@ -184,7 +186,7 @@ class ClientTLS:
 
     __slots__ = ("context", "pinned", "host", "_check_loopback")
 
-    def __init__(self, tls: TLSArg, *, host: Optional[str], fingerprint: Optional[str], token: Optional[bytes]) -> None:
+    def __init__(self, tls: TLSArg, *, host: str | None, fingerprint: str | None, token: bytes | None) -> None:
         self.pinned = normalize_fingerprint(fingerprint) if fingerprint is not None else None
         self.context = client_context(tls, host=host, fingerprint=self.pinned, token=token)
         self.host = host
@@ -203,7 +205,7 @@ class ClientTLS:
             assert self.host is not None
             check_loopback_peer(sock, self.host)
 
-    def check_peer(self, ssl_object: Union[ssl.SSLSocket, ssl.SSLObject], server: str) -> PeerCertificate:
+    def check_peer(self, ssl_object: ssl.SSLSocket | ssl.SSLObject, server: str) -> PeerCertificate:
         """After the TLS handshake, before anything is sent: the peer's
         certificate, checked against the pin (see :meth:`PeerCertificate.of`)."""
         return PeerCertificate.of(ssl_object, server, self.pinned)

@@ -36,7 +36,8 @@ import os
 import select
 import sys
 import time
-from typing import Any, Optional, Sequence, TextIO
+from collections.abc import Sequence
+from typing import Any, TextIO, cast
 
 from ._cli import port, read_token, seconds
 from ._client import Client
@@ -121,7 +122,10 @@ def _fingerprint(text: str) -> str:
 def _transfer_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--overwrite", action="store_true", help="replace a file of that name (default: refuse)")
     ap.add_argument(
-        "--checksum", choices=("sha256", "md5"), default="sha256", help="digest verified by the receiver (default sha256)"
+        "--checksum",
+        choices=("sha256", "md5"),
+        default="sha256",
+        help="digest verified by the receiver (default sha256)",
     )
 
 
@@ -159,10 +163,10 @@ class _Session:
     """A connection that is (re)opened on demand: after Ctrl-C or a lost
     connection, the next command gets a fresh one."""
 
-    def __init__(self, args: argparse.Namespace, token: Optional[bytes]):
+    def __init__(self, args: argparse.Namespace, token: bytes | None):
         self.args = args
         self.token = token
-        self.client: Optional[Client] = None
+        self.client: Client | None = None
 
     def where(self) -> str:
         return self.args.unix or f"{self.args.host}:{self.args.port}"
@@ -250,7 +254,7 @@ class _Session:
             return EXIT_TIMEOUT
         except (OSError, EOFError, ValueError, RemoteError) as e:  # (FrameError is a ValueError)
             return self.failure(e)
-        _write(result.stdout, result.stderr)
+        _write(cast(bytes, result.stdout), cast(bytes, result.stderr))  # bytes: run() without text=True
         if result.stdout_truncated or result.stderr_truncated:
             _say("rframe: output truncated (over the server's --max-output, or its --output-budget)")
         code = result.returncode
@@ -261,7 +265,7 @@ def _readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
 
 
-def _write(out: bytes, err: bytes) -> None:
+def _write(out: bytes | None, err: bytes | None) -> None:
     if out:
         sys.stdout.buffer.write(out)
         sys.stdout.buffer.flush()
@@ -315,7 +319,7 @@ class ProgressBar:
         self.stream.flush()
 
 
-def _progress(label: str) -> Optional[ProgressBar]:
+def _progress(label: str) -> ProgressBar | None:
     return ProgressBar(label, sys.stderr) if sys.stderr.isatty() else None
 
 
@@ -391,7 +395,7 @@ def _loop(session: _Session) -> int:
             return code  # the server is gone
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the client; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:

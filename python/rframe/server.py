@@ -29,8 +29,10 @@ import os
 import re
 import signal
 import sys
+import types
 import warnings
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from ._cli import port, read_token, seconds
 from ._rframe import DEFAULT_PORT, Server, server_fingerprint
@@ -64,7 +66,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _max_startups(text: str):
+def _max_startups(text: str) -> int | tuple[int, ...]:
     """``N`` or OpenSSH's ``START:RATE:FULL``, as ``rframe.Server(max_startups=...)`` takes it."""
     parts = text.split(":")
     try:
@@ -220,7 +222,7 @@ class _Terminated(Exception):
     """Raised by the SIGTERM handler; serve_forever stops the server and re-raises it."""
 
 
-def _on_sigterm(signum, frame):
+def _on_sigterm(signum: int, frame: types.FrameType | None) -> NoReturn:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the shutdown
     raise _Terminated()
 
@@ -276,7 +278,7 @@ def _write_new_token(path: str) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run the server until Ctrl-C or SIGTERM; returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.new_token is not None:

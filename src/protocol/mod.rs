@@ -3,6 +3,8 @@
 //! no sockets, no runtime, no Python.
 
 pub mod auth;
+pub mod client;
+pub mod server_session;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

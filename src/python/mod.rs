@@ -4,6 +4,7 @@
 //! say, what a server may be configured with `ServerConfig::check`'s, and the
 //! constants below are the core's, exported so that Python has no copies.
 
+mod client_session;
 mod codec;
 mod decoder;
 mod errors;
@@ -35,6 +36,7 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<decoder::PyFrameDecoder>()?;
     m.add_class::<server::PyServer>()?;
     m.add_class::<replies::PyReplyReader>()?;
+    m.add_class::<client_session::PyClientSession>()?;
     m.add_class::<files::PyPartFile>()?;
     m.add_function(wrap_pyfunction!(codec::pack_frame, m)?)?;
     m.add_function(wrap_pyfunction!(codec::read_frame, m)?)?;

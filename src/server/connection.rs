@@ -1,30 +1,38 @@
-//! One connection: read a request, answer it, repeat; within deadlines, and
-//! until the peer leaves or the server stops.
+//! One connection: the driver of its [`ServerSession`]. It reads bytes and
+//! decodes frames, feeds them to the session, and carries out what the
+//! session asks (sends replies, runs commands, does the file work on the
+//! blocking pool); it owns the clock (the login deadline, the header and
+//! idle deadlines, the raw line's pauses, lingering, the guess throttle's
+//! turn) and the shutdown. What the peer is told, and when, is the session's.
 
 mod transfer;
 
+use std::collections::VecDeque;
+use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{watch, SemaphorePermit};
+use tokio::task::JoinHandle;
 use tokio::time::timeout_at;
 
 use super::listener::Stream;
 use super::startups::{Source, StartupGuard};
-use super::{tls_accept, Level, Reply, ServerConfig, Shared};
+use super::{tls_accept, Level, Reply, Shared};
 use crate::codec::{Codec, Decoder, Frame, FrameError, MAX_PREFIX_VALUE, PREFIX_LEN};
-use crate::exec::{self, CommandSpec, Program};
-use crate::protocol::{self, auth, Cmd, ErrorCode, RequestHeader, ResultHeader};
+use crate::exec::{self, CommandSpec};
+use crate::files::Upload;
+use crate::protocol::server_session::{Action, Channel, ProofCheck, ServerSession, Timeout, MAX_RAW_COMMAND};
+use crate::protocol::{self, ErrorCode};
 
-/// Limits before a client has authenticated: auth frames are small and bodiless.
-pub const PRE_AUTH_CODEC: Codec = Codec {
-    json_header: true,
-    byteorder: crate::codec::ByteOrder::Little,
-    max_header: 4096,
-    max_body: 0,
-    checksum: None,
+pub use crate::protocol::server_session::{command_spec, looks_raw, opening_codec, raw_request, PRE_AUTH_CODEC};
+#[cfg(test)]
+use {
+    super::ServerConfig,
+    crate::protocol::{Cmd, RequestHeader},
+    bytes::Bytes,
 };
 
 /// A raw command line arrives in one burst: once no more bytes come for this
@@ -32,7 +40,6 @@ pub const PRE_AUTH_CODEC: Codec = Codec {
 /// also be the start of a frame, so those wait longer for what follows.
 const RAW_QUIET: Duration = Duration::from_millis(20);
 const RAW_QUIET_SHORT: Duration = Duration::from_millis(100);
-const MAX_RAW_COMMAND: usize = 64 * 1024;
 /// Bytes of pipelined requests read ahead while a command runs (to notice a
 /// client that leaves); past this, reading waits.
 const READ_AHEAD: usize = 1 << 20;
@@ -42,53 +49,49 @@ const LINGER_TIME: Duration = Duration::from_secs(1);
 const LINGER_MAX: usize = 4 << 20;
 /// The most buffer space reserved ahead for a body being received.
 const BODY_RESERVE: usize = (1 << 20) + 4096;
-/// A wrong proof is answered only after this pause. If it held the login
-/// turn, no proof from a source that failed lately is checked meanwhile:
-/// about two guesses a second among all such sources (see `super::guesses`).
-const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(500);
 
-enum Request {
+/// What the peer's side of the connection brought next.
+enum Input {
     Frame(Frame),
     Raw(Vec<u8>),
+    Broken(FrameError),
+    TimedOut(Timeout),
+    /// The peer left, a read failed, or the server stops.
+    Lost,
 }
 
-/// Why a connection ends.
-enum End {
-    /// Peer closed, server stopping, or a deadline passed: nothing more to say.
-    Quiet,
-    /// Tell the peer why, then close.
-    Error(ErrorCode, String),
-}
+/// The connection ends: quietly, or after this error frame.
+struct End(Option<Reply>);
 
-struct Conn {
+type Written = Result<(Upload, crate::codec::Hasher), crate::files::FileError>;
+type ReadChunk = Result<(File, crate::codec::Hasher, Vec<u8>), crate::files::FileError>;
+
+struct Conn<'s> {
     stream: Box<dyn Stream>,
     peer: String,
-    shared: Arc<Shared>,
+    shared: &'s Shared,
     shutdown: watch::Receiver<bool>,
     buf: BytesMut,
     decoder: Decoder,
-    authenticated: bool,
+    session: ServerSession<'s>,
     /// Until authenticated, every read ends by this time.
     auth_deadline: Option<Instant>,
-    server_nonce: Option<String>,
     /// The peer shut down its sending side before its raw command line ran
     /// (`printf 'ls' | nc -N host port`): that end of stream marked the end of
     /// the line, so it does not count as leaving while the command runs.
     sent_all: bool,
-    /// On TLS: the certificate hash the login's proofs are bound to.
-    binding: Option<[u8; 32]>,
     /// Counts this connection as unauthenticated (`super::startups`) until
     /// it proves the token.
     startup: Option<StartupGuard>,
     source: Source,
-}
-
-/// The codec a connection starts with: small limits until the token is proven.
-pub fn opening_codec(config: &ServerConfig) -> Codec {
-    match config.token {
-        Some(_) => Codec { byteorder: config.codec.byteorder, ..PRE_AUTH_CODEC },
-        None => config.codec,
-    }
+    /// The login turn a wrong proof keeps through its pause.
+    turn: Option<SemaphorePermit<'s>>,
+    /// The upload being written (away on the blocking pool while `writing`).
+    upload: Option<Upload>,
+    writing: Option<JoinHandle<Written>>,
+    /// The file being sent (away on the blocking pool while `reading`).
+    download: Option<File>,
+    reading: Option<JoinHandle<ReadChunk>>,
 }
 
 /// Serves one connection. `peer_local`: the peer is on this machine (a
@@ -110,7 +113,7 @@ pub async fn serve(
     // (the TLS handshake included).
     let auth_deadline = needs_auth.then(|| accepted + shared.config.header_timeout);
     let mut buf = BytesMut::with_capacity(4096);
-    let (mut stream, mut binding, mut refusal) = (stream, None, None);
+    let (mut stream, mut channel) = (stream, Channel::Plain);
     if let Some(tls) = &shared.tls {
         let config = &shared.config;
         // A local client may connect and wait before its first request, as on
@@ -123,18 +126,11 @@ pub async fn serve(
         match tls_accept::open(stream, &mut buf, &codec, deadlines, tls, &mut shutdown).await {
             tls_accept::Opening::Tls(s) => {
                 stream = s;
-                binding = Some(tls.cert_hash);
+                channel = Channel::Tls(tls.cert_hash);
             }
             tls_accept::Opening::Plain(s) => {
                 stream = s;
-                if !peer_local {
-                    refusal = Some(End::Error(
-                        ErrorCode::TlsRequired,
-                        "this server takes TLS from other machines: connect with TLS (rframe.Client(tls=True), \
-                         python -m rframe.client --tls)"
-                            .into(),
-                    ));
-                }
+                channel = Channel::PlainOnTls { local: peer_local };
             }
             tls_accept::Opening::Closed(why) => {
                 shared.observer.log(Level::Debug, format!("{peer}: {why}"));
@@ -142,34 +138,36 @@ pub async fn serve(
             }
         }
     }
+    let shared = &*shared;
+    let session = ServerSession::new(&shared.config, shared.handler.is_some(), channel);
     let mut conn = Conn {
         stream,
         peer,
         shared,
         shutdown,
         buf,
-        decoder: Decoder::new(codec),
-        authenticated: !needs_auth,
+        decoder: Decoder::new(session.codec()),
+        session,
         auth_deadline,
-        server_nonce: None,
         sent_all: false,
-        binding,
         startup,
         source,
+        turn: None,
+        upload: None,
+        writing: None,
+        download: None,
+        reading: None,
     };
-    conn.log(Level::Debug, if binding.is_some() { "connected (TLS)".into() } else { "connected".into() });
-    let end = match refusal {
-        Some(end) => end,
-        None => conn.run().await,
-    };
-    let mut told = false;
-    if let End::Error(code, message) = end {
-        conn.log(Level::Warning, format!("closing: {message}"));
-        if conn.shared.config.codec.json_header {
-            let _ = conn.send(Reply::error(code, &message)).await;
-            told = true;
+    let tls = matches!(channel, Channel::Tls(_));
+    conn.log(Level::Debug, if tls { "connected (TLS)".into() } else { "connected".into() });
+    let End(told) = conn.run().await;
+    let told = match told {
+        Some(reply) => {
+            let _ = conn.send(reply).await;
+            true
         }
-    }
+        None => false,
+    };
     // Bounded: on TLS this also flushes records and a close_notify, which a
     // peer that reads nothing would hold up forever.
     let _ = tokio::time::timeout(LINGER_TIME, conn.stream.shutdown()).await;
@@ -211,69 +209,149 @@ pub async fn refuse_busy(stream: &mut Box<dyn Stream>, codec: Codec) -> bool {
     answered
 }
 
-impl Conn {
+impl<'s> Conn<'s> {
     fn log(&self, level: Level, message: String) {
         self.shared.observer.log(level, format!("{}: {message}", self.peer));
     }
 
     async fn run(&mut self) -> End {
+        let mut actions = self.session.start();
         loop {
-            let request = match self.next_request().await {
-                Ok(Some(r)) => r,
-                Ok(None) => return End::Quiet,
-                Err(end) => return end,
-            };
-            let reply = match request {
-                Request::Raw(line) => {
-                    if !self.authenticated {
-                        return End::Error(
-                            ErrorCode::Auth,
-                            "this server needs a token: raw command lines are refused".into(),
-                        );
-                    }
-                    match raw_request(line) {
-                        Ok(request) => self.run_command(request, Bytes::new()).await,
-                        Err(reply) => Ok(reply),
-                    }
-                }
-                Request::Frame(frame) => self.dispatch(frame).await,
-            };
-            match reply {
-                // No header to say it in: closing is the only honest answer.
-                Ok(reply) if reply.error.is_some() && !self.shared.config.codec.json_header => return End::Quiet,
-                Ok(reply) => {
-                    if let Err(e) = self.send(reply).await {
-                        self.log(Level::Debug, format!("send failed: {e}"));
-                        return End::Quiet;
-                    }
-                }
-                Err(end) => return end,
+            if let Err(end) = self.perform(actions).await {
+                return end;
             }
+            actions = self.next_actions().await;
         }
     }
 
-    /// Reads the next request; `Ok(None)` when the peer closed between requests.
-    async fn next_request(&mut self) -> Result<Option<Request>, End> {
+    /// What the session says to the next thing that happens: a chunk of a
+    /// download read, or the peer's next request (or frame of an upload).
+    async fn next_actions(&mut self) -> Vec<Action> {
+        if let Some(reading) = self.reading.take() {
+            // Nothing is read from the peer during a download; a stopping
+            // server cuts it between chunks.
+            let read = tokio::select! {
+                _ = self.shutdown.wait_for(|stop| *stop) => return self.session.connection_lost(),
+                read = reading => read.expect("a file task panicked"),
+            };
+            let read = read.map(|(file, hasher, buf)| {
+                self.download = Some(file);
+                (hasher, buf)
+            });
+            return self.session.chunk_read(read);
+        }
+        let input = self.next_request().await;
+        // Whatever came, the chunk under way is finished first.
+        if let Some(writing) = self.writing.take() {
+            let written = writing.await.expect("a file task panicked").map(|(upload, hasher)| {
+                self.upload = Some(upload);
+                hasher
+            });
+            self.session.chunk_written(written);
+        }
+        match input {
+            Input::Frame(frame) => self.session.receive(frame),
+            Input::Raw(line) => self.session.receive_raw(line),
+            Input::Broken(e) => self.session.receive_error(&e),
+            Input::TimedOut(timeout) => self.session.timed_out(timeout),
+            Input::Lost => self.session.connection_lost(),
+        }
+    }
+
+    /// Carries out the session's actions in order, with those that each
+    /// brings about ahead of the rest; `Err` once the connection is to close.
+    async fn perform(&mut self, actions: Vec<Action>) -> Result<(), End> {
+        let mut queue = VecDeque::from(actions);
+        while let Some(action) = queue.pop_front() {
+            let next = self.execute(action).await?;
+            for action in next.into_iter().rev() {
+                queue.push_front(action);
+            }
+        }
+        Ok(())
+    }
+
+    async fn execute(&mut self, action: Action) -> Result<Vec<Action>, End> {
+        Ok(match action {
+            Action::Reply(reply) => match self.send(reply).await {
+                Ok(()) => vec![],
+                Err(e) => self.session.send_failed(&e),
+            },
+            Action::Log(level, line) => {
+                self.log(level, line);
+                vec![]
+            }
+            Action::Run { spec, shown } => {
+                let output = self.run_command(spec, &shown).await?;
+                self.session.command_done(&shown, output)
+            }
+            Action::CallHandler(frame) => {
+                let handler = self.shared.handler.clone().expect("the session calls a handler only if there is one");
+                let result = handler.call(frame).await;
+                self.session.handler_done(result)
+            }
+            Action::CheckProof(check) => {
+                let right = self.check_proof(&check).await?;
+                self.session.proof_checked(check, right)
+            }
+            Action::Pause(pause) => {
+                tokio::time::sleep(pause).await;
+                self.turn = None;
+                vec![]
+            }
+            Action::LoggedIn { codec } => {
+                self.decoder = Decoder::new(codec);
+                self.startup = None;
+                vec![]
+            }
+            Action::CreateUpload { name, overwrite } => self.create_upload(name, overwrite).await,
+            Action::WriteChunk { chunk, hasher } => {
+                self.write_chunk(chunk, hasher);
+                vec![]
+            }
+            Action::CommitUpload => self.commit_upload().await,
+            Action::DiscardUpload => {
+                self.upload = None;
+                vec![]
+            }
+            Action::OpenFile { name } => self.open_file(name).await,
+            Action::ReadChunk { want, hasher } => {
+                self.read_chunk(want, hasher);
+                vec![]
+            }
+            Action::ListDir { name } => self.list_dir(name).await,
+            Action::Close(reply) => {
+                // An upload not stored is removed before the peer is told.
+                (self.upload, self.download, self.reading, self.turn) = (None, None, None, None);
+                return Err(End(reply));
+            }
+        })
+    }
+
+    /// Reads the next request, or the next frame of an upload.
+    async fn next_request(&mut self) -> Input {
         let idle = self.shared.config.idle_timeout;
         // Between requests: wait for a first byte, up to the idle timeout.
-        if self.buf.is_empty() && !self.read_some(Instant::now() + idle).await? {
-            return Ok(None);
+        if self.buf.is_empty() {
+            match self.read_some(Instant::now() + idle).await {
+                Ok(true) => {}
+                Ok(false) => return Input::Lost,
+                Err(input) => return input,
+            }
         }
         let header_deadline = Instant::now() + self.shared.config.header_timeout;
-        let raw_possible = self.shared.handler.is_none();
         loop {
-            if raw_possible && self.decoder.consumed() == 0 {
-                if let Some(line) = self.raw_command(header_deadline).await? {
-                    return Ok(Some(Request::Raw(line)));
+            if self.decoder.consumed() == 0 && self.session.raw_line_start(&self.buf) {
+                match self.raw_command(header_deadline).await {
+                    Ok(Some(line)) => return Input::Raw(line),
+                    Ok(None) => {}
+                    Err(input) => return input,
                 }
             }
             match self.decoder.decode(&mut self.buf) {
-                Ok(Some(frame)) => return Ok(Some(Request::Frame(frame))),
+                Ok(Some(frame)) => return Input::Frame(frame),
                 Ok(None) => {}
-                Err(e) if !self.authenticated => {
-                    return Err(End::Error(ErrorCode::Auth, format!("authentication required ({e})")))
-                }
-                Err(e) => return Err(frame_end(&e)),
+                Err(e) => return Input::Broken(e),
             }
             // A stalled body gets the idle timeout; a header, one absolute deadline.
             let deadline = if self.decoder.in_body() { Instant::now() + idle } else { header_deadline };
@@ -284,25 +362,29 @@ impl Conn {
                 // most the cap, in untouched pages.
                 self.buf.reserve(self.decoder.needed(&self.buf).min(BODY_RESERVE));
             }
-            if !self.read_some(deadline).await? {
-                let err = self.decoder.decode_eof(&mut self.buf).err();
-                self.log(
-                    Level::Debug,
-                    format!("closed mid-request: {}", err.map(|e| e.to_string()).unwrap_or_default()),
-                );
-                return Err(End::Quiet);
+            match self.read_some(deadline).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let err = self.decoder.decode_eof(&mut self.buf).err();
+                    self.log(
+                        Level::Debug,
+                        format!("closed mid-request: {}", err.map(|e| e.to_string()).unwrap_or_default()),
+                    );
+                    return Input::Lost;
+                }
+                Err(input) => return input,
             }
         }
     }
 
     /// Reads more bytes into the buffer. `Ok(false)` at end of stream.
-    async fn read_some(&mut self, deadline: Instant) -> Result<bool, End> {
+    async fn read_some(&mut self, deadline: Instant) -> Result<bool, Input> {
         let deadline = match self.auth_deadline {
-            Some(login) if !self.authenticated => deadline.min(login),
+            Some(login) if !self.session.authenticated() => deadline.min(login),
             _ => deadline,
         };
         let read = tokio::select! {
-            _ = self.shutdown.wait_for(|stop| *stop) => return Err(End::Quiet),
+            _ = self.shutdown.wait_for(|stop| *stop) => return Err(Input::Lost),
             r = timeout_at(deadline.into(), self.stream.read_buf(&mut self.buf)) => r,
         };
         match read {
@@ -310,34 +392,23 @@ impl Conn {
             Ok(Ok(_)) => Ok(true),
             Ok(Err(e)) => {
                 self.log(Level::Debug, format!("read failed: {e}"));
-                Err(End::Quiet)
+                Err(Input::Lost)
             }
-            Err(_) if !self.authenticated && self.auth_deadline.is_some() => {
-                Err(End::Error(ErrorCode::Auth, "not authenticated in time".into()))
-            }
-            Err(_) if self.buf.is_empty() && self.decoder.consumed() == 0 => {
-                self.log(Level::Debug, "idle timeout".into());
-                Err(End::Quiet)
-            }
-            Err(_) => Err(End::Error(ErrorCode::Timeout, "request not received in time".into())),
+            Err(_) if self.buf.is_empty() && self.decoder.consumed() == 0 => Err(Input::TimedOut(Timeout::Idle)),
+            Err(_) => Err(Input::TimedOut(Timeout::Request)),
         }
     }
 
-    /// The course client sends its command line bare. A prefix the codec would
-    /// refuse, made of text, is such a line; so are a few text bytes followed by
-    /// a pause.
-    async fn raw_command(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, End> {
-        let codec = *self.decoder.codec();
-        if !looks_raw(&codec, &self.buf) {
-            return Ok(None);
-        }
+    /// The course client sends its command line bare: the session tells
+    /// whether the bytes may be one; the rest of the burst is read here.
+    async fn raw_command(&mut self, deadline: Instant) -> Result<Option<Vec<u8>>, Input> {
         // Take what follows in the same burst. A frame's first byte or two can
         // be printable too: what follows decides.
         while self.buf.len() < MAX_RAW_COMMAND {
             let quiet = if self.buf.len() < PREFIX_LEN { RAW_QUIET_SHORT } else { RAW_QUIET };
             let pause = Instant::now() + quiet;
             let read = tokio::select! {
-                _ = self.shutdown.wait_for(|stop| *stop) => return Err(End::Quiet),
+                _ = self.shutdown.wait_for(|stop| *stop) => return Err(Input::Lost),
                 r = timeout_at(deadline.min(pause).into(), self.stream.read_buf(&mut self.buf)) => r,
             };
             match read {
@@ -345,119 +416,30 @@ impl Conn {
                     self.sent_all = true;
                     break;
                 }
-                // Still coming at the header deadline: cut there, its rest
-                // would run as a command of its own.
-                Err(_) if deadline < pause => {
-                    return Err(End::Error(ErrorCode::Timeout, "the raw command line did not end in time".into()))
-                }
+                Err(_) if deadline < pause => return Err(Input::TimedOut(Timeout::RawLine)),
                 Err(_) => break,
                 Ok(Ok(_)) => {}
-                Ok(Err(_)) => return Err(End::Quiet),
+                Ok(Err(_)) => return Err(Input::Lost),
             }
         }
-        if !looks_raw(&codec, &self.buf) {
+        if !self.session.raw_line_start(&self.buf) {
             return Ok(None);
-        }
-        if self.buf.len() >= MAX_RAW_COMMAND {
-            // Cut at the cap, its rest would run as a command of its own.
-            return Err(End::Error(
-                ErrorCode::TooLarge,
-                format!("a raw command line must be shorter than {} KiB", MAX_RAW_COMMAND / 1024),
-            ));
         }
         Ok(Some(self.buf.split().to_vec()))
     }
 
-    async fn dispatch(&mut self, frame: Frame) -> Result<Reply, End> {
-        let request = match &frame.header {
-            Some(h) if self.shared.handler.is_none() || !self.authenticated => match protocol::parse_request(h) {
-                Ok(r) => Some(r),
-                Err(e) if self.authenticated => return Ok(Reply::error(ErrorCode::BadRequest, &e)),
-                Err(e) => return Err(End::Error(ErrorCode::Auth, format!("authentication required ({e})"))),
-            },
-            _ => None,
-        };
-        if request.as_ref().and_then(|r| r.op.as_deref()) == Some("auth") {
-            return self.authenticate(request.expect("checked above")).await;
-        }
-        if !self.authenticated {
-            return Err(End::Error(ErrorCode::Auth, "authentication required: send an auth request first".into()));
-        }
-        if let Some(handler) = self.shared.handler.clone() {
-            return Ok(self.call_handler(handler, frame).await);
-        }
-        let request = request.unwrap_or_default();
-        match request.op.as_deref() {
-            Some("run") => self.run_command(request, frame.body).await,
-            Some("put") => self.put(frame).await,
-            Some("get") => self.get(frame).await,
-            Some("list") => self.list(frame).await,
-            Some(op @ ("data" | "end")) => {
-                Ok(Reply::error(ErrorCode::BadRequest, &format!("a {op:?} frame outside a put")))
-            }
-            Some(op) => Ok(Reply::error(
-                ErrorCode::BadRequest,
-                &format!("unknown op {op:?}: this server knows \"run\", \"put\", \"get\" and \"list\""),
-            )),
-            None => Ok(Reply::error(
-                ErrorCode::BadRequest,
-                "request header has no \"op\": this server runs commands (op \"run\")",
-            )),
-        }
-    }
-
-    async fn call_handler(&mut self, handler: Arc<dyn super::Handler>, frame: Frame) -> Reply {
-        let call = handler.call(frame);
-        match call.await {
-            Ok(reply) => reply,
-            Err(message) => {
-                self.log(Level::Warning, format!("handler failed: {message}"));
-                Reply::error(ErrorCode::Handler, &message)
-            }
-        }
-    }
-
-    async fn authenticate(&mut self, request: RequestHeader) -> Result<Reply, End> {
-        let Some(token) = self.shared.config.token.clone() else {
-            return Ok(Reply::new(Some(protocol::op_header("welcome", &[], 0)), Bytes::new()));
-        };
-        let hash = self.binding;
-        let binding = hash.as_ref().map(|hash| &hash[..]);
-        let channel = if binding.is_some() { auth::TLS_SERVER_END_POINT } else { auth::NO_BINDING };
-        let Some(proof) = request.proof else {
-            let nonce = auth::nonce();
-            let mut fields = serde_json::Map::new();
-            fields.insert("op".into(), "challenge".into());
-            fields.insert("nonce".into(), nonce.as_str().into());
-            fields.insert("version".into(), auth::VERSION.into());
-            fields.insert("channel_binding".into(), channel.into());
-            self.server_nonce = Some(nonce);
-            return Ok(Reply::new(Some(protocol::json_header(fields, 0)), Bytes::new()));
-        };
-        // A proof with no challenge before it guesses nothing: refused without
-        // a turn, so a stream of them cannot keep real logins waiting.
-        let (Some(sn), Some(cn)) = (self.server_nonce.take(), request.client_nonce) else {
-            return Err(self.auth_failed("proof without a challenge").await);
-        };
-        // The binding the client says it used must be this connection's: a
-        // client on TLS whose proof reaches us in plaintext (or the other way
-        // round) went through something in the middle. Such a proof counts as
-        // a wrong one, turn and all, so it teaches a guesser nothing faster.
-        let claimed = request.channel_binding.as_deref().unwrap_or(auth::NO_BINDING);
-        let mismatch = claimed != channel;
-        let right = || {
-            !mismatch
-                && request.nonce.as_deref() == Some(sn.as_str())
-                && auth::verify(&token, auth::Role::Client, &sn, &cn, binding, &proof)
-        };
-        let shared = self.shared.clone();
+    /// Checks a proof within the guess throttle: at once, or in the
+    /// server-wide login turn for a source that guessed wrong lately (kept,
+    /// if wrong, through the pause the session asks for).
+    async fn check_proof(&mut self, check: &ProofCheck) -> Result<bool, End> {
+        let shared = self.shared;
         let source = self.source;
         // Checked and recorded under one lock: a source's parallel proofs see
         // its first failure, so it gets one check without a turn, not one per
         // connection.
         let at_once = {
             let mut guesses = shared.guesses.lock().expect("lock");
-            let at_once = (!guesses.must_wait(source, Instant::now())).then(&right);
+            let at_once = (!guesses.must_wait(source, Instant::now())).then(|| check.verify());
             if at_once == Some(false) {
                 guesses.failed(source, Instant::now());
             }
@@ -466,147 +448,71 @@ impl Conn {
         // A source that guessed wrong lately is answered only in its turn (see
         // Shared::login_turns), so guessers learn about two answers a second
         // among them, however many connections they open.
-        let (_turn, right) = match at_once {
-            Some(right) => (None, right),
-            None => {
-                let turn = self.login_turn(&shared.login_turns).await?;
-                let right = right();
-                let mut guesses = shared.guesses.lock().expect("lock");
-                if right {
-                    guesses.succeeded(source);
-                } else {
-                    guesses.failed(source, Instant::now());
-                }
-                (Some(turn), right)
-            }
-        };
-        if !right {
-            if mismatch {
-                let why = format!(
-                    "channel binding mismatch (the client's proof is bound to {claimed:?}, this connection is \
-                     {channel:?}): a relay in the middle?"
-                );
-                return Err(self.auth_failed(&why).await);
-            }
-            return Err(self.auth_failed("wrong token").await);
+        if let Some(right) = at_once {
+            return Ok(right);
         }
-        self.authenticated = true;
-        self.startup = None;
-        self.decoder = Decoder::new(self.shared.config.codec);
-        self.log(Level::Info, "authenticated".into());
-        let server_proof = auth::proof(&token, auth::Role::Server, &sn, &cn, binding);
-        Ok(Reply::new(Some(protocol::op_header("welcome", &[("proof", &server_proof)], 0)), Bytes::new()))
+        let turn = self.login_turn(&shared.login_turns).await?;
+        let right = check.verify();
+        let mut guesses = shared.guesses.lock().expect("lock");
+        if right {
+            guesses.succeeded(source);
+        } else {
+            guesses.failed(source, Instant::now());
+            self.turn = Some(turn);
+        }
+        Ok(right)
     }
 
     /// Waits for this connection's turn to have a proof checked: until its
     /// login deadline, and only while the peer is still there.
-    async fn login_turn<'a>(&mut self, turns: &'a tokio::sync::Semaphore) -> Result<SemaphorePermit<'a>, End> {
+    async fn login_turn(&mut self, turns: &'s tokio::sync::Semaphore) -> Result<SemaphorePermit<'s>, End> {
         let deadline = self.auth_deadline.unwrap_or_else(|| Instant::now() + self.shared.config.header_timeout);
         let turn = timeout_at(deadline.into(), turns.acquire());
         tokio::pin!(turn);
         let mut stop = self.shutdown.clone();
         loop {
             tokio::select! {
-                _ = stop.wait_for(|stop| *stop) => return Err(End::Quiet),
+                _ = stop.wait_for(|stop| *stop) => return Err(End(None)),
                 turn = &mut turn => {
                     return match turn {
                         Ok(Ok(permit)) => Ok(permit),
                         _ => {
                             self.log(Level::Warning, "authentication failed: no turn before the login deadline".into());
-                            Err(End::Quiet)
+                            Err(End(None))
                         }
                     };
                 }
                 read = self.stream.read_buf(&mut self.buf), if (self.buf.len() as u64) < PRE_AUTH_CODEC.max_header => {
                     if matches!(read, Ok(0) | Err(_)) {
                         self.log(Level::Warning, "authentication abandoned: the peer left before its turn".into());
-                        return Err(End::Quiet);
+                        return Err(End(None));
                     }
                 }
             }
         }
     }
 
-    /// Logs a failed login and answers it after a pause (the caller holds
-    /// the login turn meanwhile, if it took one).
-    async fn auth_failed(&mut self, why: &str) -> End {
-        self.log(Level::Warning, format!("authentication failed: {why}"));
-        tokio::time::sleep(AUTH_FAILURE_DELAY).await;
-        End::Error(ErrorCode::Auth, "authentication failed".into())
-    }
-
     /// Runs a command while watching the peer: if it leaves, or the server
     /// stops, the command's process group is killed (by dropping the future).
-    async fn run_command(&mut self, request: RequestHeader, body: Bytes) -> Result<Reply, End> {
-        let shown = match &request.cmd {
-            Some(Cmd::Line(l)) => format!("{l:?}"),
-            Some(Cmd::Argv(a)) => format!("{a:?}"),
-            None => "nothing".into(),
-        };
-        let mut spec = match command_spec(&self.shared.config, request, body) {
-            Ok(spec) => spec,
-            Err(reply) => {
-                self.log(Level::Warning, format!("refused {shown}"));
-                return Ok(reply);
-            }
-        };
+    async fn run_command(
+        &mut self,
+        mut spec: CommandSpec,
+        shown: &str,
+    ) -> Result<std::io::Result<exec::CommandOutput>, End> {
         spec.budget = Some(self.shared.output_budget.clone());
         let run = exec::run(spec);
         tokio::pin!(run);
-        let output = loop {
+        loop {
             let peer_left = tokio::select! {
-                out = &mut run => break out,
-                _ = self.shutdown.wait_for(|stop| *stop) => return Err(End::Quiet),
+                out = &mut run => return Ok(out),
+                _ = self.shutdown.wait_for(|stop| *stop) => return Err(End(None)),
                 read = self.stream.read_buf(&mut self.buf), if self.buf.len() < READ_AHEAD && !self.sent_all => matches!(read, Ok(0) | Err(_)),
             };
             if peer_left {
                 self.log(Level::Info, format!("left while running {shown}: killed"));
-                return Err(End::Quiet);
+                return Err(End(None));
             }
-        };
-        let out = match output {
-            Ok(out) => out,
-            Err(e) => {
-                self.log(Level::Warning, format!("could not start {shown}: {e}"));
-                return Ok(Reply::error(ErrorCode::Spawn, &format!("could not start {shown}: {e}")));
-            }
-        };
-        self.log(
-            Level::Info,
-            format!(
-                "ran {shown}: returncode {}{}, {:.3}s, {} bytes",
-                out.returncode,
-                if out.timed_out { " (timed out)" } else { "" },
-                out.duration.as_secs_f64(),
-                out.stdout.len() + out.stderr.len()
-            ),
-        );
-        if out.budget_ran_out {
-            // Once per command, so a flood of output makes no flood of lines.
-            let budget = self.shared.config.output_budget;
-            self.log(
-                Level::Warning,
-                format!("output of {shown} truncated: the output budget ({budget} bytes, server-wide) is in use"),
-            );
         }
-        let header = ResultHeader {
-            op: "result".into(),
-            returncode: out.returncode,
-            stdout_size: out.stdout.len() as u64,
-            stderr_size: out.stderr.len() as u64,
-            stdout_truncated: out.stdout_truncated,
-            stderr_truncated: out.stderr_truncated,
-            timed_out: out.timed_out,
-            duration: out.duration.as_secs_f64(),
-            encoding: self.shared.config.encoding.clone(),
-            total_size: (out.stdout.len() + out.stderr.len()) as u64,
-        };
-        let mut body = out.stdout;
-        body.extend_from_slice(&out.stderr);
-        // The body keeps its bytes drawn from the budget until it is dropped:
-        // once sent, or with a connection that ends first.
-        let body = Bytes::from_owner(HeldOutput { bytes: body, _held: out.held });
-        Ok(Reply::new(Some(serde_json::to_vec(&header).expect("serializable")), body))
     }
 
     /// Writes one response, within the idle timeout (a peer that never reads
@@ -633,7 +539,7 @@ impl Conn {
         // most; before it has logged in, no longer than its login deadline
         // (it holds one of the few unauthenticated places meanwhile).
         let idle = match self.auth_deadline {
-            Some(login) if !self.authenticated => {
+            Some(login) if !self.session.authenticated() => {
                 self.shared.config.idle_timeout.min(login.saturating_duration_since(Instant::now()))
             }
             _ => self.shared.config.idle_timeout,
@@ -662,18 +568,6 @@ impl Conn {
     }
 }
 
-/// A command's output, and its bytes of the output budget.
-struct HeldOutput {
-    bytes: Vec<u8>,
-    _held: exec::Held,
-}
-
-impl AsRef<[u8]> for HeldOutput {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
 /// Writes all of `buf`; fails if the peer takes none of it for `idle` (a
 /// stall), however long a large reply to a slow but steady reader takes.
 async fn write_all_within(stream: &mut Box<dyn Stream>, buf: &mut impl Buf, idle: Duration) -> std::io::Result<()> {
@@ -693,91 +587,6 @@ async fn write_all_within(stream: &mut Box<dyn Stream>, buf: &mut impl Buf, idle
         Ok(flushed) => flushed,
         Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "peer did not read the response")),
     }
-}
-
-/// How a raw command line (the course client's request) is told from a frame
-/// at the start of a request: text bytes, and a length prefix the codec would
-/// refuse (or fewer than four bytes, which a pause then decides).
-pub fn looks_raw(codec: &Codec, buf: &[u8]) -> bool {
-    protocol::looks_like_raw_command(&buf[..buf.len().min(PREFIX_LEN)])
-        && (buf.len() < PREFIX_LEN || codec.parse_length(buf[..PREFIX_LEN].try_into().expect("four bytes")).is_err())
-}
-
-/// The request a raw command line stands for, or the reply that refuses it.
-pub fn raw_request(line: Vec<u8>) -> Result<RequestHeader, Reply> {
-    match String::from_utf8(line) {
-        Ok(line) => Ok(RequestHeader { cmd: Some(Cmd::Line(line.trim().to_owned())), ..Default::default() }),
-        // Guessing at bytes that are not text is how commands go wrong.
-        Err(_) => Err(Reply::error(ErrorCode::BadRequest, "a raw command line must be UTF-8 text")),
-    }
-}
-
-/// Checks a run request against the server's configuration and turns it into
-/// what to run, or the error reply that refuses it. Pure: nothing runs here
-/// (the fuzz target `request` calls it).
-pub fn command_spec(config: &ServerConfig, request: RequestHeader, body: Bytes) -> Result<CommandSpec, Reply> {
-    let bad = |code, msg: String| Reply::error(code, &msg);
-    let use_shell = config.shell && config.allow.is_none();
-    let program = match request.cmd {
-        None => return Err(bad(ErrorCode::BadRequest, "run request has no \"cmd\"".into())),
-        Some(Cmd::Line(line)) if use_shell => Program::Shell(line),
-        Some(Cmd::Line(line)) => Program::Argv(
-            shlex::split(&line)
-                .ok_or_else(|| bad(ErrorCode::BadRequest, format!("cannot split {line:?}: unbalanced quotes")))?,
-        ),
-        Some(Cmd::Argv(argv)) => Program::Argv(argv),
-    };
-    if let Program::Argv(argv) = &program {
-        let Some(first) = argv.first() else {
-            return Err(bad(ErrorCode::BadRequest, "empty command".into()));
-        };
-        if let Some(allow) = &config.allow {
-            if !allow.iter().any(|a| a == first) {
-                return Err(bad(
-                    ErrorCode::NotAllowed,
-                    format!("{first:?} is not an allowed program (allowed: {})", allow.join(", ")),
-                ));
-            }
-            // PATH, LD_PRELOAD or a cwd with PATH=. would pick which file
-            // an allowed name runs: with an allow list, neither is the client's.
-            if request.env.as_ref().is_some_and(|e| !e.is_empty()) || request.cwd.is_some() {
-                return Err(bad(ErrorCode::NotAllowed, "with an allow list, requests may not set env or cwd".into()));
-            }
-        }
-    } else if matches!(&program, Program::Shell(line) if line.trim().is_empty()) {
-        return Err(bad(ErrorCode::BadRequest, "empty command".into()));
-    }
-    let timeout = match request.timeout {
-        Some(t) if t.is_finite() && t > 0.0 => {
-            config.timeout.min(Duration::from_secs_f64(t.min(protocol::MAX_SECONDS)))
-        }
-        Some(t) => {
-            return Err(bad(ErrorCode::BadRequest, format!("timeout must be a positive number of seconds, got {t}")))
-        }
-        None => config.timeout,
-    };
-    if !request.input && !body.is_empty() {
-        return Err(bad(ErrorCode::BadRequest, "the request has a body but not \"input\": true".into()));
-    }
-    Ok(CommandSpec {
-        program,
-        env: request.env.unwrap_or_default().into_iter().collect(),
-        cwd: request.cwd.map(Into::into).or_else(|| config.cwd.clone()),
-        input: request.input.then_some(body),
-        timeout,
-        max_output: config.max_output,
-        // Set by the connection that runs it: this stays a pure check.
-        budget: None,
-    })
-}
-
-/// A framing error ends the connection: the stream has lost its place.
-fn frame_end(err: &FrameError) -> End {
-    let code = match err {
-        FrameError::TooLarge { .. } => ErrorCode::TooLarge,
-        _ => ErrorCode::BadRequest,
-    };
-    End::Error(code, err.to_string())
 }
 
 #[cfg(test)]

@@ -72,7 +72,7 @@ pub async fn open(
         return Opening::Plain(stream);
     }
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-    let rewound = Rewind { prefix: buf.split(), inner: stream };
+    let rewound = Rewind::new(buf.split(), stream);
     let handshake = tokio::select! {
         _ = shutdown.wait_for(|stop| *stop) => return Opening::Closed("server stopping".into()),
         done = timeout_at(deadline.into(), acceptor.accept(rewound)) => done,
@@ -98,22 +98,50 @@ pub fn tells_hellos_apart(codec: &Codec) -> bool {
     (1..=4u8).all(|minor| (0..=u8::MAX).all(|high| codec.parse_length([0x16, 0x03, minor, high]).is_err()))
 }
 
-/// A stream that first gives back bytes already read from it.
+/// The stream under TLS: it first gives back the bytes already read from it,
+/// then reads ahead. rustls asks for at most 4 KiB at a time, so a 16 KiB
+/// record would cost four reads from the socket; this reads up to
+/// [`READ_AHEAD`] at once and hands it out in rustls's portions.
 struct Rewind {
     prefix: BytesMut,
     inner: Box<dyn Stream>,
+    /// The last read ahead filled the buffer: the peer is streaming, so the
+    /// buffer is kept for the next; otherwise it goes once drained, so that a
+    /// peer that idles does not keep one of ours.
+    streaming: bool,
+}
+
+/// The most read from the socket at once under TLS: four full records.
+const READ_AHEAD: usize = 64 * 1024;
+
+impl Rewind {
+    fn new(prefix: BytesMut, inner: Box<dyn Stream>) -> Rewind {
+        Rewind { prefix, inner, streaming: false }
+    }
 }
 
 impl AsyncRead for Rewind {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.prefix.has_remaining() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix[..n]);
-            this.prefix.advance(n);
-            return Poll::Ready(Ok(()));
+        if this.prefix.is_empty() {
+            if buf.remaining() >= READ_AHEAD {
+                return Pin::new(&mut this.inner).poll_read(cx, buf);
+            }
+            this.prefix.reserve(READ_AHEAD);
+            let mut ahead = ReadBuf::uninit(&mut this.prefix.spare_capacity_mut()[..READ_AHEAD]);
+            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut ahead))?;
+            let (got, full) = (ahead.filled().len(), ahead.remaining() == 0);
+            // SAFETY: `ahead` reports `got` bytes of the spare capacity filled.
+            unsafe { this.prefix.set_len(got) };
+            this.streaming = full;
         }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix[..n]);
+        this.prefix.advance(n);
+        if this.prefix.is_empty() && !this.streaming {
+            this.prefix = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -171,5 +199,41 @@ mod tests {
         assert!(!tells_hellos_apart(&Codec { max_header: 66_326, ..Codec::default() }));
         assert!(tells_hellos_apart(&Codec { max_header: 66_325, ..Codec::default() }));
         assert!(!is_tls(&Codec::default(), b"ls -l"));
+    }
+
+    #[tokio::test]
+    async fn rewind_gives_back_the_prefix_then_reads_ahead_in_order() {
+        let (mut peer, ours) = tokio::io::duplex(1 << 20);
+        let sent: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut rewind = Rewind::new(BytesMut::from(&b"head"[..]), Box::new(ours));
+        let writer = tokio::spawn({
+            let sent = sent.clone();
+            async move {
+                tokio::io::AsyncWriteExt::write_all(&mut peer, &sent).await.unwrap();
+                // a short read next, then the end
+                tokio::io::AsyncWriteExt::write_all(&mut peer, b"tail").await.unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        let mut portion = [0u8; 4096]; // what rustls asks for
+        loop {
+            let n = rewind.read(&mut portion).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&portion[..n]);
+            if got.len() == 4 + sent.len() + 4 {
+                break;
+            }
+        }
+        writer.await.unwrap();
+        assert_eq!(&got[..4], b"head");
+        assert_eq!(&got[4..4 + sent.len()], &sent[..]);
+        assert_eq!(&got[4 + sent.len()..], b"tail");
+        // the short read drained: no buffer kept while the peer idles
+        assert_eq!(rewind.prefix.capacity(), 0);
+        // a caller with a big buffer reads straight from the stream
+        let mut big = vec![0u8; READ_AHEAD];
+        assert_eq!(rewind.read(&mut big).await.unwrap(), 0);
     }
 }

@@ -1,0 +1,308 @@
+//! `rframe._rframe.ClientSession`: the client session of
+//! `protocol::client` for Python drivers. Types are converted here, nothing
+//! more: requests come back as ``(id, bytes)``, events as tuples whose first
+//! item names them.
+
+use std::sync::{Mutex, MutexGuard};
+
+use pyo3::exceptions::{PyConnectionAbortedError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::codec::Codec;
+use crate::protocol::client::{Cancelled, ClientSession, Event, SessionError, ViolationKind};
+
+use super::codec::PyCodec;
+use super::decoder::frame_to_py;
+use super::errors::frame_error;
+use super::header::header_to_py;
+use super::stream::{header_bytes, with_body};
+
+/// The client side of the command protocol, without I/O (see
+/// ``src/protocol/client``): request methods return ``(id, bytes)`` for the
+/// driver to send; bytes from the server go to ``receive_data`` (or
+/// ``feed``), and ``next_event`` (or ``feed``) returns what they meant, as
+/// tuples:
+///
+/// - ``("reply", id, frame)``, ``("unsolicited", frame)``
+/// - ``("remote-error", id_or_None, code, message, closes, header)``
+/// - ``("send", bytes)``: the login's answer, to send now
+/// - ``("logged-in", id)``, ``("login-failed", id, message)``
+/// - ``("upload-ready", id, chunk_size)``, ``("download-started", id, size)``
+/// - ``("file-chunk", id, data)``
+/// - ``("transfer-end", id, name, size, checksum, digest, header)``
+/// - ``("violation", id_or_None, kind, message, closes)``
+/// - ``("closed", reason, frame_error_or_None)``: the last event
+#[pyclass(frozen, name = "ClientSession", module = "rframe._rframe")]
+pub struct PyClientSession {
+    /// The session's codec, for headers built before the lock is taken
+    /// (building one runs Python code).
+    codec: Codec,
+    inner: Mutex<ClientSession>,
+}
+
+impl PyClientSession {
+    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, ClientSession>> {
+        self.inner
+            .lock_py_attached(py)
+            .map_err(|_| PyRuntimeError::new_err("ClientSession is broken by an earlier panic"))
+    }
+}
+
+fn session_error(py: Python<'_>, err: SessionError) -> PyErr {
+    match err {
+        SessionError::Closed(_) => PyConnectionAbortedError::new_err(err.to_string()),
+        SessionError::Busy(why) => PyRuntimeError::new_err(why),
+        SessionError::Usage(why) => PyValueError::new_err(why),
+        SessionError::Frame(e) => frame_error(py, &e),
+    }
+}
+
+fn outgoing(py: Python<'_>, made: Result<(u64, Vec<u8>), SessionError>) -> PyResult<(u64, Bound<'_, PyBytes>)> {
+    let (id, data) = made.map_err(|e| session_error(py, e))?;
+    Ok((id, PyBytes::new(py, &data)))
+}
+
+fn header_dict<'py>(py: Python<'py>, header: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    if header.is_empty() {
+        return Ok(py.None().into_bound(py));
+    }
+    Ok(header_to_py(py, header)?.into_any())
+}
+
+fn violation_kind(kind: ViolationKind) -> &'static str {
+    match kind {
+        ViolationKind::UnexpectedReply => "unexpected-reply",
+        ViolationKind::NoSize => "no-size",
+        ViolationKind::DownloadData => "download-data",
+        ViolationKind::ShortDownload => "short-download",
+        ViolationKind::StoredElse => "stored-else",
+        ViolationKind::UploadData => "upload-data",
+    }
+}
+
+fn event_to_py(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyAny>> {
+    Ok(match event {
+        Event::Reply { id, frame } => ("reply", id, frame_to_py(py, frame)?).into_pyobject(py)?.into_any(),
+        Event::Unsolicited { frame } => ("unsolicited", frame_to_py(py, frame)?).into_pyobject(py)?.into_any(),
+        Event::RemoteError { id, error } => {
+            let header = header_dict(py, &error.header)?;
+            ("remote-error", id, error.code, error.message, error.closes, header).into_pyobject(py)?.into_any()
+        }
+        Event::Send(data) => ("send", PyBytes::new(py, &data)).into_pyobject(py)?.into_any(),
+        Event::LoggedIn { id } => ("logged-in", id).into_pyobject(py)?.into_any(),
+        Event::LoginFailed { id, message } => ("login-failed", id, message).into_pyobject(py)?.into_any(),
+        Event::UploadReady { id, chunk_size } => ("upload-ready", id, chunk_size).into_pyobject(py)?.into_any(),
+        Event::DownloadStarted { id, size } => ("download-started", id, size).into_pyobject(py)?.into_any(),
+        Event::FileChunk { id, data } => ("file-chunk", id, PyBytes::new(py, &data)).into_pyobject(py)?.into_any(),
+        Event::TransferEnd { id, end } => {
+            let header = header_dict(py, &end.header)?;
+            ("transfer-end", id, end.name, end.size, end.checksum, end.digest, header).into_pyobject(py)?.into_any()
+        }
+        Event::Violation { id, kind, message, closes } => {
+            ("violation", id, violation_kind(kind), message, closes).into_pyobject(py)?.into_any()
+        }
+        Event::Closed { reason, error } => {
+            let error = error.map(|e| frame_error(py, &e).into_value(py));
+            ("closed", reason, error).into_pyobject(py)?.into_any()
+        }
+    })
+}
+
+#[pymethods]
+impl PyClientSession {
+    /// ``token``: the server's token, for ``login()``; ``binding``: on TLS,
+    /// the SHA-256 of the server certificate's DER bytes.
+    #[new]
+    #[pyo3(signature = (codec=None, *, token=None, binding=None))]
+    fn new(codec: Option<&Bound<'_, PyCodec>>, token: Option<Vec<u8>>, binding: Option<Vec<u8>>) -> PyResult<Self> {
+        let codec = codec.map_or_else(Default::default, |c| c.get().codec());
+        let session = ClientSession::new(codec, token, binding).map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyClientSession { codec, inner: Mutex::new(session) })
+    }
+
+    /// Why the connection is closed, or ``None`` while it is open.
+    #[getter]
+    fn closed(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        Ok(self.lock(py)?.closed().map(str::to_owned))
+    }
+
+    #[getter]
+    fn logged_in(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.lock(py)?.logged_in())
+    }
+
+    /// Requests whose replies are still to come.
+    #[getter]
+    fn in_flight(&self, py: Python<'_>) -> PyResult<usize> {
+        Ok(self.lock(py)?.in_flight())
+    }
+
+    /// True while an upload owns the sending side (``put`` to ``put_end``).
+    #[getter]
+    fn uploading(&self, py: Python<'_>) -> PyResult<bool> {
+        Ok(self.lock(py)?.uploading())
+    }
+
+    /// Any request, its header as ``Codec.pack`` takes it: ``(id, bytes)``.
+    #[pyo3(signature = (body=None, header=None, **fields))]
+    fn request<'py>(
+        &self,
+        py: Python<'py>,
+        body: Option<&Bound<'py, PyAny>>,
+        header: Option<&Bound<'py, PyAny>>,
+        fields: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        with_body(body, |body| {
+            let header = header_bytes(&self.codec, header, fields, body)?;
+            let made = self.lock(py)?.request(header.as_deref(), body);
+            outgoing(py, made)
+        })
+    }
+
+    /// A ``run`` request of this header (``_protocol.run_request``'s):
+    /// ``(id, bytes)``.
+    #[pyo3(signature = (header, body=None))]
+    fn run<'py>(
+        &self,
+        py: Python<'py>,
+        header: &Bound<'py, PyAny>,
+        body: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        with_body(body, |body| {
+            let header = header_bytes(&self.codec, Some(header), None, body)?;
+            let header = header.ok_or_else(|| PyValueError::new_err("run needs a JSON-header codec"))?;
+            let made = self.lock(py)?.run(&header, body);
+            outgoing(py, made)
+        })
+    }
+
+    /// A frame that waits for no reply: its bytes.
+    #[pyo3(signature = (body=None, header=None, **fields))]
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        body: Option<&Bound<'py, PyAny>>,
+        header: Option<&Bound<'py, PyAny>>,
+        fields: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        with_body(body, |body| {
+            let header = header_bytes(&self.codec, header, fields, body)?;
+            let data = self.lock(py)?.send(header.as_deref(), body).map_err(|e| session_error(py, e))?;
+            Ok(PyBytes::new(py, &data))
+        })
+    }
+
+    /// Waits for the next frame nobody claims: its id.
+    fn expect_reply(&self, py: Python<'_>) -> PyResult<u64> {
+        self.lock(py)?.expect_reply().map_err(|e| session_error(py, e))
+    }
+
+    /// The login's hello: ``(id, bytes)``.
+    fn login<'py>(&self, py: Python<'py>) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        let made = self.lock(py)?.login();
+        outgoing(py, made)
+    }
+
+    /// ``list`` of a directory beneath the server's root: ``(id, bytes)``.
+    #[pyo3(signature = (name=""))]
+    fn list<'py>(&self, py: Python<'py>, name: &str) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        let made = self.lock(py)?.list(name);
+        outgoing(py, made)
+    }
+
+    /// ``put``: an upload of ``size`` bytes to ``name``: ``(id, bytes)``.
+    #[pyo3(signature = (name, size, *, overwrite=false, checksum="sha256"))]
+    fn put<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        size: u64,
+        overwrite: bool,
+        checksum: &str,
+    ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        let made = self.lock(py)?.put(name, size, overwrite, checksum);
+        outgoing(py, made)
+    }
+
+    /// The upload's next ``data`` frame.
+    fn put_data<'py>(&self, py: Python<'py>, chunk: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut session = self.lock(py)?;
+        with_body(Some(chunk), |chunk| {
+            let data = session.put_data(chunk).map_err(|e| session_error(py, e))?;
+            Ok(PyBytes::new(py, &data))
+        })
+    }
+
+    /// The upload's ``end`` frame, with the hex digest of what was sent.
+    fn put_end<'py>(&self, py: Python<'py>, digest: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.lock(py)?.put_end(digest).map_err(|e| session_error(py, e))?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// ``get``: a download of ``name``: ``(id, bytes)``.
+    #[pyo3(signature = (name, *, checksum="sha256"))]
+    fn get<'py>(&self, py: Python<'py>, name: &str, checksum: &str) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        let made = self.lock(py)?.get(name, checksum);
+        outgoing(py, made)
+    }
+
+    /// The caller of request ``id`` gives up: ``None`` if the connection goes
+    /// on (the reply will be dropped), else the reason it must close (the
+    /// session is closed).
+    fn cancel(&self, py: Python<'_>, id: u64) -> PyResult<Option<&'static str>> {
+        Ok(match self.lock(py)?.cancel(id) {
+            Cancelled::NotPending | Cancelled::ReplyDropped => None,
+            Cancelled::MustClose(reason) => Some(reason),
+        })
+    }
+
+    /// The driver closes the connection: no more events.
+    fn abort(&self, py: Python<'_>, reason: &str) -> PyResult<()> {
+        self.lock(py)?.abort(reason);
+        Ok(())
+    }
+
+    /// Bytes from the server (any bytes-like object).
+    fn receive_data(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut session = self.lock(py)?;
+        with_body(Some(data), |data| {
+            session.receive_data(data);
+            Ok(())
+        })
+    }
+
+    /// The server's stream ended.
+    fn receive_eof(&self, py: Python<'_>) -> PyResult<()> {
+        self.lock(py)?.receive_eof();
+        Ok(())
+    }
+
+    /// The next event, or ``None`` until more bytes come.
+    fn next_event<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let event = self.lock(py)?.next_event();
+        event.map(|e| event_to_py(py, e)).transpose()
+    }
+
+    /// ``receive_data(data)``, then every event so far.
+    fn feed<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let events = {
+            let mut session = self.lock(py)?;
+            with_body(Some(data), |data| {
+                session.receive_data(data);
+                Ok(())
+            })?;
+            session.events()
+        };
+        events.into_iter().map(|e| event_to_py(py, e)).collect()
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let s = self.lock(py)?;
+        Ok(match s.closed() {
+            Some(reason) => format!("<ClientSession closed: {reason}>"),
+            None => format!("<ClientSession open, {} in flight>", s.in_flight()),
+        })
+    }
+}
