@@ -249,6 +249,7 @@ _SessionEvent = (
         Literal["unexpected-reply", "no-size", "download-data", "short-download", "stored-else", "upload-data"],
         str,
         bool,
+        dict[str, Any] | None,
     ]
     | tuple[Literal["closed"], str, Exception | None]
 )
@@ -285,6 +286,10 @@ class ClientSession:
         """``None`` if the connection goes on (the reply is dropped), else why it must close."""
     def abort(self, reason: str) -> None: ...
     def receive_data(self, data: _Body) -> None: ...
+    def read_event(self, sock: Any) -> _SessionEvent:
+        """The next event, reading whole frames from ``sock`` as ``read_frame`` does."""
+    def send_data(self, sock: Any, chunk: _Body) -> None:
+        """The upload's next ``data`` frame, sent to ``sock`` from ``chunk``'s own buffer."""
     def receive_eof(self) -> None: ...
     def next_event(self) -> _SessionEvent | None: ...
     def feed(self, data: _Body) -> builtins.list[_SessionEvent]: ...

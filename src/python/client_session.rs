@@ -10,14 +10,50 @@ use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyDict};
 
-use crate::codec::Codec;
+use bytes::Bytes;
+
+use crate::codec::{Codec, Frame};
 use crate::protocol::client::{Cancelled, ClientSession, Event, SessionError, ViolationKind};
 
 use super::codec::PyCodec;
-use super::decoder::frame_to_py;
 use super::errors::frame_error;
+use super::frame::new_frame;
 use super::header::header_to_py;
-use super::stream::{header_bytes, with_body};
+use super::stream::{header_bytes, read_raw, send_parts, with_body};
+
+/// A `bytes` object's memory as [`Bytes`], without a copy: a body read
+/// straight into its `bytes` goes through the session and comes back out as
+/// that same object (see [`body_to_py`]).
+struct PyBytesOwner {
+    _obj: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: a `bytes` object is immutable and its buffer does not move while a
+// reference to it is held (`_obj`); `Py` itself may be sent between threads.
+unsafe impl Send for PyBytesOwner {}
+
+impl AsRef<[u8]> for PyBytesOwner {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: see the `Send` impl: `ptr` and `len` are the held object's buffer.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+fn bytes_of(obj: &Bound<'_, PyBytes>) -> Bytes {
+    let data = obj.as_bytes();
+    Bytes::from_owner(PyBytesOwner { _obj: obj.clone().unbind(), ptr: data.as_ptr(), len: data.len() })
+}
+
+/// `data` as a Python `bytes`: `read` itself if `data` is all of it (the body
+/// just read), else a copy.
+fn body_to_py<'py>(py: Python<'py>, data: &Bytes, read: Option<&Bound<'py, PyBytes>>) -> Bound<'py, PyBytes> {
+    match read {
+        Some(obj) if obj.as_bytes().as_ptr() == data.as_ptr() && obj.as_bytes().len() == data.len() => obj.clone(),
+        _ => PyBytes::new(py, data),
+    }
+}
 
 /// The client side of the command protocol, without I/O (see
 /// ``src/protocol/client``): request methods return ``(id, bytes)`` for the
@@ -32,7 +68,7 @@ use super::stream::{header_bytes, with_body};
 /// - ``("upload-ready", id, chunk_size)``, ``("download-started", id, size)``
 /// - ``("file-chunk", id, data)``
 /// - ``("transfer-end", id, name, size, checksum, digest, header)``
-/// - ``("violation", id_or_None, kind, message, closes)``
+/// - ``("violation", id_or_None, kind, message, closes, header_or_None)``
 /// - ``("closed", reason, frame_error_or_None)``: the last event
 #[pyclass(frozen, name = "ClientSession", module = "rframe._rframe")]
 pub struct PyClientSession {
@@ -82,10 +118,19 @@ fn violation_kind(kind: ViolationKind) -> &'static str {
     }
 }
 
-fn event_to_py(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyAny>> {
+fn frame_to_py<'py>(py: Python<'py>, frame: Frame, read: Option<&Bound<'py, PyBytes>>) -> PyResult<Bound<'py, PyAny>> {
+    let header = match &frame.header {
+        Some(bytes) => header_to_py(py, bytes)?,
+        None => PyDict::new(py),
+    };
+    new_frame(header, body_to_py(py, &frame.body, read))
+}
+
+/// `read`: the body of the frame the event came from, when the driver read it.
+fn event_to_py<'py>(py: Python<'py>, event: Event, read: Option<&Bound<'py, PyBytes>>) -> PyResult<Bound<'py, PyAny>> {
     Ok(match event {
-        Event::Reply { id, frame } => ("reply", id, frame_to_py(py, frame)?).into_pyobject(py)?.into_any(),
-        Event::Unsolicited { frame } => ("unsolicited", frame_to_py(py, frame)?).into_pyobject(py)?.into_any(),
+        Event::Reply { id, frame } => ("reply", id, frame_to_py(py, frame, read)?).into_pyobject(py)?.into_any(),
+        Event::Unsolicited { frame } => ("unsolicited", frame_to_py(py, frame, read)?).into_pyobject(py)?.into_any(),
         Event::RemoteError { id, error } => {
             let header = header_dict(py, &error.header)?;
             ("remote-error", id, error.code, error.message, error.closes, header).into_pyobject(py)?.into_any()
@@ -95,13 +140,14 @@ fn event_to_py(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyAny>> {
         Event::LoginFailed { id, message } => ("login-failed", id, message).into_pyobject(py)?.into_any(),
         Event::UploadReady { id, chunk_size } => ("upload-ready", id, chunk_size).into_pyobject(py)?.into_any(),
         Event::DownloadStarted { id, size } => ("download-started", id, size).into_pyobject(py)?.into_any(),
-        Event::FileChunk { id, data } => ("file-chunk", id, PyBytes::new(py, &data)).into_pyobject(py)?.into_any(),
+        Event::FileChunk { id, data } => ("file-chunk", id, body_to_py(py, &data, read)).into_pyobject(py)?.into_any(),
         Event::TransferEnd { id, end } => {
             let header = header_dict(py, &end.header)?;
             ("transfer-end", id, end.name, end.size, end.checksum, end.digest, header).into_pyobject(py)?.into_any()
         }
-        Event::Violation { id, kind, message, closes } => {
-            ("violation", id, violation_kind(kind), message, closes).into_pyobject(py)?.into_any()
+        Event::Violation { id, kind, message, closes, header } => {
+            let header = header_dict(py, &header)?;
+            ("violation", id, violation_kind(kind), message, closes, header).into_pyobject(py)?.into_any()
         }
         Event::Closed { reason, error } => {
             let error = error.map(|e| frame_error(py, &e).into_value(py));
@@ -273,6 +319,50 @@ impl PyClientSession {
         })
     }
 
+    /// The next event, reading whole frames from ``sock`` (a socket or an
+    /// ``ssl.SSLSocket``) as ``read_frame`` does until one makes an event:
+    /// with the GIL released, within the socket's timeout (each frame), and
+    /// Ctrl-C raising ``KeyboardInterrupt``. Its errors are ``read_frame``'s
+    /// (``EOFError`` at a clean end). A body comes back as the ``bytes`` it
+    /// was read into, not copied.
+    fn read_event<'py>(&self, py: Python<'py>, sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        loop {
+            let event = {
+                let mut session = self.lock(py)?;
+                match (session.next_event(), session.closed()) {
+                    (Some(event), _) => Some(event),
+                    (None, Some(reason)) => {
+                        return Err(PyConnectionAbortedError::new_err(format!("the connection is closed ({reason})")))
+                    }
+                    (None, None) => None,
+                }
+            };
+            if let Some(event) = event {
+                return event_to_py(py, event, None);
+            }
+            let (header, body) = read_raw(py, &self.codec, sock)?;
+            let frame = Frame { header: header.map(Bytes::from), body: bytes_of(&body) };
+            let event = {
+                let mut session = self.lock(py)?;
+                session.receive_frame(frame);
+                session.next_event()
+            };
+            if let Some(event) = event {
+                return event_to_py(py, event, Some(&body));
+            }
+            // A frame that made no event (the reply of a cancelled request): the next.
+        }
+    }
+
+    /// The upload's next ``data`` frame, sent to ``sock`` (as
+    /// ``Codec.send``): its head, then ``chunk`` from its own buffer.
+    fn send_data<'py>(&self, py: Python<'py>, sock: &Bound<'py, PyAny>, chunk: &Bound<'py, PyAny>) -> PyResult<()> {
+        with_body(Some(chunk), |bytes| {
+            let head = self.lock(py)?.put_data_head(bytes).map_err(|e| session_error(py, e))?;
+            send_parts(py, sock, &head, Some(chunk), bytes)
+        })
+    }
+
     /// The server's stream ended.
     fn receive_eof(&self, py: Python<'_>) -> PyResult<()> {
         self.lock(py)?.receive_eof();
@@ -282,7 +372,7 @@ impl PyClientSession {
     /// The next event, or ``None`` until more bytes come.
     fn next_event<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let event = self.lock(py)?.next_event();
-        event.map(|e| event_to_py(py, e)).transpose()
+        event.map(|e| event_to_py(py, e, None)).transpose()
     }
 
     /// ``receive_data(data)``, then every event so far.
@@ -295,7 +385,7 @@ impl PyClientSession {
             })?;
             session.events()
         };
-        events.into_iter().map(|e| event_to_py(py, e)).collect()
+        events.into_iter().map(|e| event_to_py(py, e, None)).collect()
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

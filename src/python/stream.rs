@@ -238,6 +238,22 @@ impl BodyBuffer for BodyBuf<'_> {
 
 /// Reads one whole frame from a socket or file-like object.
 pub fn read_from<'py>(py: Python<'py>, codec: &Codec, source: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let (header, body) = read_raw(py, codec, source)?;
+    let header = match header {
+        Some(bytes) => header_to_py(py, &bytes)?,
+        None => PyDict::new(py),
+    };
+    new_frame(header, body)
+}
+
+/// Reads one whole frame from a socket or file-like object: the bytes of its
+/// JSON header (`None` in length-only mode) and its body, read in place into
+/// a new `bytes`.
+pub fn read_raw<'py>(
+    py: Python<'py>,
+    codec: &Codec,
+    source: &Bound<'py, PyAny>,
+) -> PyResult<(Option<Vec<u8>>, Bound<'py, PyBytes>)> {
     let alloc = |len| BodyBuf::new(py, len);
     let result = match endpoint(source, "recv_into", "read_frame")? {
         Endpoint::Socket { fd, deadline } => read_frame(codec, &mut SocketSource { py, fd, deadline }, alloc),
@@ -254,11 +270,7 @@ pub fn read_from<'py>(py: Python<'py>, codec: &Codec, source: &Bound<'py, PyAny>
         }
     };
     let frame = result.map_err(|e| read_error(py, e))?;
-    let header = match frame.header {
-        Some(bytes) => header_to_py(py, &bytes)?,
-        None => PyDict::new(py),
-    };
-    new_frame(header, frame.body.bytes)
+    Ok((frame.header, frame.body.bytes))
 }
 
 /// Calls `f` with the bytes of a body given as bytes, bytearray, memoryview
@@ -395,6 +407,19 @@ pub fn send<'py>(
 ) -> PyResult<()> {
     with_body(body, |bytes| {
         let head = encode_head(py, codec, header, fields, bytes)?;
+        send_parts(py, sink, &head, body, bytes)
+    })
+}
+
+/// Sends a frame's `head` and its body (`bytes`, the contents of `body`).
+pub fn send_parts<'py>(
+    py: Python<'py>,
+    sink: &Bound<'py, PyAny>,
+    head: &[u8],
+    body: Option<&Bound<'py, PyAny>>,
+    bytes: &[u8],
+) -> PyResult<()> {
+    {
         match body {
             // An ssl.SSLSocket (or any object with sendall): the body object
             // goes as it is, not copied into a new bytes first (a 1 MiB
@@ -404,13 +429,13 @@ pub fn send<'py>(
                     && !is_plain_socket(sink, "sendall")?
                     && sink.hasattr("sendall")? =>
             {
-                sink.call_method1("sendall", (PyBytes::new(py, &head),))?;
+                sink.call_method1("sendall", (PyBytes::new(py, head),))?;
                 if !bytes.is_empty() {
                     sink.call_method1("sendall", (body,))?;
                 }
                 Ok(())
             }
-            _ => send_to(py, sink, &head, bytes),
+            _ => send_to(py, sink, head, bytes),
         }
-    })
+    }
 }

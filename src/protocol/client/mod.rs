@@ -159,7 +159,7 @@ pub enum Event {
     TransferEnd { id: RequestId, end: TransferEnd },
     /// The server broke the protocol (rframe's `bad-response`); with
     /// `closes`, a [`Event::Closed`] follows.
-    Violation { id: Option<RequestId>, kind: ViolationKind, message: String, closes: bool },
+    Violation { id: Option<RequestId>, kind: ViolationKind, message: String, closes: bool, header: Bytes },
     /// The connection is over: the driver closes its socket. `error`: the
     /// framing error that ended it (garbage bytes, a frame cut short).
     Closed { reason: String, error: Option<FrameError> },
@@ -525,6 +525,17 @@ impl ClientSession {
         }
     }
 
+    /// One whole frame the driver read itself (a blocking driver reads a
+    /// frame straight into its body's final buffer); the same events follow
+    /// as from its bytes given to [`ClientSession::receive_data`]. Ignored
+    /// once closed, and while bytes given to `receive_data` wait: frames are
+    /// taken in the order they came, so a driver uses one way or the other.
+    pub fn receive_frame(&mut self, frame: Frame) {
+        if self.closed.is_none() && !self.eof && self.buf.is_empty() {
+            self.on_frame(frame);
+        }
+    }
+
     /// The server's stream ended.
     pub fn receive_eof(&mut self) {
         self.eof = true;
@@ -580,6 +591,7 @@ impl ClientSession {
         }
         let op = op.as_deref();
         let shown = || members.as_ref().map_or_else(|| header_repr(frame.header.as_deref()), members_repr);
+        let hdr = || frame.header.clone().unwrap_or_default();
         match &mut entry.step {
             Step::Reply => {
                 self.in_flight.pop_front();
@@ -595,7 +607,7 @@ impl ClientSession {
                         "result" => format!("expected a result frame, got {}", shown()),
                         _ => format!("expected a 'listing' frame, got {}", shown()),
                     };
-                    self.violation(id, ViolationKind::UnexpectedReply, message, None);
+                    self.violation(id, ViolationKind::UnexpectedReply, message, None, hdr());
                 }
             }
             Step::Hello => {
@@ -627,7 +639,7 @@ impl ClientSession {
                         let message = format!("expected a 'ready' frame, got {}", shown());
                         self.in_flight.pop_front();
                         self.upload = None;
-                        return self.violation(id, ViolationKind::UnexpectedReply, message, None);
+                        return self.violation(id, ViolationKind::UnexpectedReply, message, None, hdr());
                     }
                     let asked = members.as_ref().and_then(|m| get(m, "chunk_size"));
                     let chunk = chunk_size(asked);
@@ -639,14 +651,14 @@ impl ClientSession {
                 }
                 PutPhase::Sending => {
                     let message = format!("expected no frame before the upload's end, got {}", shown());
-                    self.violation(id, ViolationKind::UploadData, message, Some(UPLOAD_BROKEN));
+                    self.violation(id, ViolationKind::UploadData, message, Some(UPLOAD_BROKEN), hdr());
                 }
                 PutPhase::AwaitStored { digest } => {
                     let (size, checksum, digest) = (*size, std::mem::take(checksum), std::mem::take(digest));
                     self.in_flight.pop_front();
                     if op != Some("stored") {
                         let message = format!("expected a 'stored' frame, got {}", shown());
-                        return self.violation(id, ViolationKind::UnexpectedReply, message, None);
+                        return self.violation(id, ViolationKind::UnexpectedReply, message, None, hdr());
                     }
                     let m = members.as_ref().expect("a stored frame has a header");
                     let same = py_eq_int(get(m, "size"), size)
@@ -654,7 +666,7 @@ impl ClientSession {
                         && is_str(get(m, "digest"), &digest);
                     if !same {
                         let message = format!("the server stored something else: {}", members_repr(m));
-                        return self.violation(id, ViolationKind::StoredElse, message, None);
+                        return self.violation(id, ViolationKind::StoredElse, message, None, hdr());
                     }
                     let end = TransferEnd {
                         name: str_field(m, "name"),
@@ -671,12 +683,12 @@ impl ClientSession {
                     if op != Some("file") {
                         let message = format!("expected a 'file' frame, got {}", shown());
                         self.in_flight.pop_front();
-                        return self.violation(id, ViolationKind::UnexpectedReply, message, None);
+                        return self.violation(id, ViolationKind::UnexpectedReply, message, None, hdr());
                     }
                     let size = members.as_ref().and_then(|m| py_int(get(m, "size"))).filter(|s| *s >= 0);
                     let Some(size) = size else {
                         let message = format!("the server announced no size for {}", str_repr(name));
-                        return self.violation(id, ViolationKind::NoSize, message, Some(DOWNLOAD_BROKEN));
+                        return self.violation(id, ViolationKind::NoSize, message, Some(DOWNLOAD_BROKEN), hdr());
                     };
                     let size = size as u64;
                     *phase = GetPhase::Data { size, received: 0 };
@@ -690,7 +702,7 @@ impl ClientSession {
                         if got != size || !py_eq_int(get(m, "size"), size) {
                             let message =
                                 format!("the server announced {size} bytes and sent {got}: {}", members_repr(m));
-                            return self.violation(id, ViolationKind::ShortDownload, message, None);
+                            return self.violation(id, ViolationKind::ShortDownload, message, None, hdr());
                         }
                         let end = TransferEnd {
                             name: str_field(m, "name"),
@@ -707,7 +719,13 @@ impl ClientSession {
                             "expected {size} bytes of data, got {}",
                             frame_repr(frame.header.as_deref(), &frame.body)
                         );
-                        return self.violation(id, ViolationKind::DownloadData, message, Some(DOWNLOAD_BROKEN));
+                        return self.violation(
+                            id,
+                            ViolationKind::DownloadData,
+                            message,
+                            Some(DOWNLOAD_BROKEN),
+                            Bytes::new(),
+                        );
                     }
                     *received = got + len;
                     self.events.push_back(Event::FileChunk { id, data: frame.body });
@@ -803,8 +821,17 @@ impl ClientSession {
         }
     }
 
-    fn violation(&mut self, id: RequestId, kind: ViolationKind, message: String, closes: Option<&'static str>) {
-        self.events.push_back(Event::Violation { id: Some(id), kind, message, closes: closes.is_some() });
+    /// `header`: the offending frame's header, for the error the driver
+    /// raises (empty when the error names none).
+    fn violation(
+        &mut self,
+        id: RequestId,
+        kind: ViolationKind,
+        message: String,
+        closes: Option<&'static str>,
+        header: Bytes,
+    ) {
+        self.events.push_back(Event::Violation { id: Some(id), kind, message, closes: closes.is_some(), header });
         if let Some(reason) = closes {
             self.close(reason.into(), None);
         }

@@ -117,6 +117,7 @@ fn a_run_reply_must_be_a_result() {
             kind: ViolationKind::UnexpectedReply,
             message: "expected a result frame, got {'op': 'listing', 'n': 1.5, 'total_size': 0}".into(),
             closes: false,
+            header: Bytes::from_static(br#"{"op": "listing", "n": 1.5, "total_size": 0}"#),
         }]
     );
     assert!(s.closed().is_none());
@@ -452,7 +453,15 @@ fn an_upload_refused_or_stored_wrong_is_reported() {
     let message = "the server stored something else: {'op': 'stored', 'size': 0, 'checksum': 'md5', 'digest': '0000', 'total_size': 0}";
     assert_eq!(
         events,
-        [Event::Violation { id: Some(id), kind: ViolationKind::StoredElse, message: message.into(), closes: false }]
+        [Event::Violation {
+            id: Some(id),
+            kind: ViolationKind::StoredElse,
+            message: message.into(),
+            closes: false,
+            header: Bytes::from_static(
+                br#"{"op": "stored", "size": 0, "checksum": "md5", "digest": "0000", "total_size": 0}"#
+            ),
+        }]
     );
     assert!(
         matches!(s.put("a", 1, false, "crc"), Err(SessionError::Usage(m)) if m == "checksum must be 'sha256' or 'md5', got 'crc'")
@@ -530,6 +539,7 @@ fn a_download_with_too_many_bytes_breaks_the_protocol_and_closes() {
                 message: "expected 3 bytes of data, got Frame(header={'op': 'data', 'total_size': 2}, body=b'cd')"
                     .into(),
                 closes: true,
+                header: Bytes::new(),
             },
             Event::Closed { reason: DOWNLOAD_BROKEN.into(), error: None }
         ]
@@ -549,7 +559,13 @@ fn a_download_without_a_size_or_cut_short_is_refused() {
     let message = r#"the server announced no size for "it's""#;
     assert_eq!(
         events[0],
-        Event::Violation { id: Some(id), kind: ViolationKind::NoSize, message: message.into(), closes: true }
+        Event::Violation {
+            id: Some(id),
+            kind: ViolationKind::NoSize,
+            message: message.into(),
+            closes: true,
+            header: Bytes::from_static(br#"{"op": "file", "size": -1, "total_size": 0}"#),
+        }
     );
     assert_eq!(events[1], Event::Closed { reason: DOWNLOAD_BROKEN.into(), error: None });
     let mut s = session();
@@ -694,4 +710,59 @@ fn bytes_that_are_no_frame_close_the_session() {
         panic!("{events:?}")
     };
     assert_eq!(reason, "reading a frame failed: FrameError");
+}
+
+// ---------------------------------------------------------------- frames read by the driver
+
+/// The frames in `bytes`, as a driver that reads whole frames has them.
+fn frames_of(bytes: &[u8]) -> Vec<Frame> {
+    let mut buf = BytesMut::from(bytes);
+    let mut decoder = Decoder::new(Codec::default());
+    std::iter::from_fn(|| decoder.decode(&mut buf).unwrap()).collect()
+}
+
+#[test]
+fn a_frame_read_whole_by_the_driver_means_what_its_bytes_mean() {
+    let server = [
+        frame(r#""op": "file", "size": 4"#, b""),
+        frame(r#""op": "data""#, b"ab"),
+        frame(r#""op": "data""#, b"cd"),
+        frame(r#""op": "end", "size": 4, "checksum": "sha256", "digest": "x""#, b""),
+        result(b"out"),
+        error("busy", "full"),
+    ]
+    .concat();
+    let (mut by_bytes, mut by_frames) = (session(), session());
+    for s in [&mut by_bytes, &mut by_frames] {
+        s.get("f", "sha256").unwrap();
+        s.run(&run_header(), b"").unwrap();
+        s.request(Some(br#"{"total_size": 0}"#), b"").unwrap();
+    }
+    let expected = feed(&mut by_bytes, &server);
+    let mut got = Vec::new();
+    for f in frames_of(&server) {
+        by_frames.receive_frame(f);
+        got.extend(by_frames.events());
+    }
+    assert_eq!(got, expected);
+    assert!(matches!(got.last(), Some(Event::Closed { .. })), "{got:?}");
+    // Once closed, frames are ignored.
+    by_frames.receive_frame(frames_of(&result(b"")).remove(0));
+    assert_eq!(by_frames.next_event(), None);
+}
+
+#[test]
+fn a_violation_names_the_header_that_broke_the_protocol() {
+    let mut s = session();
+    s.list("").unwrap();
+    let events = feed(&mut s, &result(b""));
+    let [Event::Violation { header, .. }] = &events[..] else { panic!("{events:?}") };
+    assert_eq!(header_text(&result(b"")), String::from_utf8(header.to_vec()).unwrap());
+    // Data past the announced size names none: the frame is not a reply.
+    let mut s = session();
+    s.get("f", "sha256").unwrap();
+    let events = feed(&mut s, &file_frames(1, &[b"ab"], "x"));
+    assert!(
+        matches!(&events[1], Event::Violation { kind: ViolationKind::DownloadData, header, .. } if header.is_empty())
+    );
 }
