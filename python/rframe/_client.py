@@ -19,25 +19,20 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import _files, _tls
-from ._errors import RemoteError
 from ._files import Progress
+from ._protocol import CLOSING_CODES as _CLOSING_CODES  # noqa: F401 - its old home
 from ._protocol import (
-    AUTH_SERVER_FAILED,
+    FAILURES,
     REPLY_GRACE,  # noqa: F401 - its old home
     CommandResult,
-    auth_answer,
-    auth_check_welcome,
-    auth_hello,
-    auth_server_failed,
     check_client_timeout,
     command_result,
-    raise_for_error,
+    event_failure,
     run_request,
     token_bytes,
     where,
 )
-from ._protocol import CLOSING_CODES as _CLOSING_CODES  # noqa: F401 - its old home
-from ._rframe import DEFAULT_PORT, Codec, Frame
+from ._rframe import DEFAULT_PORT, ClientSession, Codec, Frame
 
 __all__ = ["Client", "CommandResult"]
 
@@ -109,6 +104,7 @@ class Client:
         self._close_requested = False
         self._closed_reason: str | None = None
         self._sock: socket.socket | None = None
+        self._session: ClientSession | None = None
         #: The server certificate's SHA-256 (lowercase hex) on TLS, else ``None``.
         self.tls_fingerprint: str | None = None
         token_data = token_bytes(token, self.codec)
@@ -145,10 +141,13 @@ class Client:
         except BaseException:
             sock.close()
             raise
+        # Every rule of the protocol is the session's; this client moves its
+        # bytes, keeps the time, and does the disk work and hashing.
+        self._session = ClientSession(self.codec, token=token_data, binding=binding)
         self._sock = sock
         if token_data is not None:
             try:
-                self._authenticate(token_data, binding)
+                self._authenticate()
             except BaseException:
                 self.close()
                 raise
@@ -208,11 +207,16 @@ class Client:
             if not self._close_requested:
                 self._closed_reason = reason
             sock.close()
+            self._require_session().abort(self._closed_reason or reason)
 
     def _require_sock(self) -> socket.socket:
         if self._sock is None or self._close_requested:
             raise ConnectionAbortedError(f"the connection is closed ({self._closed_reason}); open a new Client")
         return self._sock
+
+    def _require_session(self) -> ClientSession:
+        assert self._session is not None, "a client with a socket has its session"
+        return self._session
 
     def _finish_close(self) -> bool:
         """Closes the socket if close() was asked for and no call is under
@@ -249,17 +253,13 @@ class Client:
 
     # ------------------------------------------------------------------ frames
 
-    def _write(
-        self, body: _Body, header: Mapping[str, Any] | None, fields: Mapping[str, Any], *, vectored: bool = False
-    ) -> None:
+    def _write(self, data: bytes | None, chunk: _Body | None = None) -> None:
+        """Sends ``data`` (bytes the session made), or an upload's ``chunk``
+        as its next ``data`` frame, from its own buffer."""
         sock = self._require_sock()
-        # Packed first: a header that cannot be encoded fails before a byte is
-        # sent. A large body (vectored) goes from its own buffer, with no joined
-        # copy; only headers this client builds itself take that path.
-        data = None if vectored else self.codec.pack(body, header, **fields)
         try:
             if data is None:
-                self.codec.send(sock, body, header, **fields)
+                self._require_session().send_data(sock, chunk if chunk is not None else b"")
             else:
                 sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError) as exc:
@@ -268,31 +268,33 @@ class Client:
             pending = self._salvage(sock)
             self._abort(f"sending a frame failed: {type(exc).__name__}")
             if pending is not None:
-                self._check_error(pending)
+                raise pending from exc
             raise
         except BaseException as exc:
             self._abort(f"sending a frame failed: {type(exc).__name__}")
             raise
 
-    def _salvage(self, sock: socket.socket) -> Frame | None:
-        """A frame already waiting on a connection whose send side broke, if any."""
+    def _salvage(self, sock: socket.socket) -> Exception | None:
+        """The failure the server already sent on a connection whose send side broke, if any."""
         if not self.codec.json_header:
             return None
         try:
             sock.settimeout(0.5)
-            return self.codec.read(sock)
+            event = self._require_session().read_event(sock)
         except Exception:  # noqa: BLE001 - nothing to salvage
             return None
+        return event_failure(event) if event[0] in FAILURES else None
 
-    def _read(self, wait: float | None = None) -> Frame:
-        """Reads one frame; ``wait`` extends the socket timeout for this read."""
+    def _event(self, wait: float | None = None) -> Any:
+        """The session's next event, read from the socket; ``wait`` extends
+        the socket timeout for this read."""
         sock = self._require_sock()
         restore = None
         if wait is not None and self.timeout is not None and wait > self.timeout:
             restore = self.timeout
             sock.settimeout(wait)
         try:
-            frame = self.codec.read(sock)
+            event = self._require_session().read_event(sock)
         except EOFError as exc:  # a clean close, or rframe.IncompleteFrame
             if self._close_requested:  # close() from another thread; _call says so
                 raise
@@ -303,18 +305,27 @@ class Client:
             raise
         if restore is not None:
             sock.settimeout(restore)
-        self._check_error(frame)
-        return frame
+        return event
 
-    def _check_error(self, frame: Frame) -> None:
-        raise_for_error(frame, self._abort)
+    def _failure(self, event: Any) -> Exception:
+        """The exception of a failure event; closes this end too if the session closed."""
+        reason = self._require_session().closed
+        if reason is not None:
+            self._abort(reason)
+        return event_failure(event)
 
-    def _exchange(
-        self, body: _Body, header: Mapping[str, Any] | None, fields: Mapping[str, Any], wait: float | None = None
-    ) -> Frame:
-        with self._call():
-            self._write(body, header, fields)
-            return self._read(wait)
+    def _expect(self, kind: str, wait: float | None = None) -> Any:
+        """The next event, which must be ``kind``; a failure raises."""
+        event = self._event(wait)
+        if event[0] != kind:
+            raise self._failure(event)
+        return event
+
+    def _exchange(self, made: tuple[int, bytes], wait: float | None = None) -> Frame:
+        """Sends a request the session ``made``; its reply."""
+        self._write(made[1])
+        reply: Frame = self._expect("reply", wait)[2]
+        return reply
 
     def send(self, body: _Body = b"", header: Mapping[str, Any] | None = None, **fields: Any) -> None:
         """Send one frame (arguments as for :func:`rframe.send_frame`) without waiting for a reply.
@@ -322,7 +333,8 @@ class Client:
         Pair each :meth:`send` with a :meth:`recv`, or use :meth:`request`.
         """
         with self._call():
-            self._write(body, header, fields)
+            self._require_sock()
+            self._write(self._require_session().send(body, header, **fields))
 
     def recv(self) -> Frame:
         """Wait for the next frame from the server and return it.
@@ -331,7 +343,10 @@ class Client:
         the connection, ``ConnectionResetError``.
         """
         with self._call():
-            return self._read()
+            self._require_sock()
+            self._require_session().expect_reply()
+            reply: Frame = self._expect("reply")[2]
+            return reply
 
     def request(self, body: _Body = b"", header: Mapping[str, Any] | None = None, **fields: Any) -> Frame:
         """Send one frame and return the one the server answers with.
@@ -345,16 +360,20 @@ class Client:
         ...     client.request(name="world").header["greeting"]
         'hello world'
         """
-        return self._exchange(body, header, fields)
+        with self._call():
+            self._require_sock()
+            return self._exchange(self._require_session().request(body, header, **fields))
 
     # ------------------------------------------------------------------ authentication
 
-    def _authenticate(self, token: bytes, binding: bytes | None) -> None:
-        header, server_nonce, client_nonce = auth_answer(token, self._exchange(b"", auth_hello(), {}), binding)
-        reply = self._exchange(b"", header, {})
-        if not auth_check_welcome(token, reply, server_nonce, client_nonce, binding):
-            self._abort(AUTH_SERVER_FAILED)
-            raise auth_server_failed()
+    def _authenticate(self) -> None:
+        with self._call():
+            self._require_sock()
+            self._write(self._require_session().login()[1])
+            while (event := self._event())[0] == "send":  # the answer to the challenge
+                self._write(event[1])
+            if event[0] != "logged-in":
+                raise self._failure(event)
 
     # ------------------------------------------------------------------ commands
 
@@ -400,7 +419,9 @@ class Client:
         >>> client.close(); server.stop()
         """
         header, body, wait = run_request(cmd, timeout=timeout, input=input, env=env, cwd=cwd)
-        reply = self._exchange(body, header, {}, wait)
+        with self._call():
+            self._require_sock()
+            reply = self._exchange(self._require_session().run(header, body), wait)
         return command_result(cmd, reply, timeout=timeout, check=check, text=text)
 
     # ------------------------------------------------------------------ files
@@ -450,8 +471,10 @@ class Client:
         path, name = _files.local_source(local_path, remote_name)
         f, size = _files.open_source(path)
         with f, self._call():
-            self._write(b"", _files.put_request(name, size, overwrite=overwrite, checksum=checksum), {})
-            chunk = _files.chunk_size(_files.expect(self._read(), "ready"))
+            self._require_sock()
+            session = self._require_session()
+            self._write(session.put(name, size, overwrite=overwrite, checksum=checksum)[1])
+            chunk = self._expect("upload-ready")[2]
             reader = _files.ChunkReader(f, size, checksum)
             buffers = (bytearray(chunk), bytearray(chunk))
             done = 0
@@ -468,18 +491,18 @@ class Client:
                             raise OSError(f"{path} shrank from {size} to {done} bytes while it was sent")
                         done += n
                         pending = worker.submit(reader.read_into, buffers[1 - turn]) if done < size else None
-                        self._write(memoryview(buffers[turn])[:n], {"op": "data"}, {}, vectored=True)
+                        self._write(None, memoryview(buffers[turn])[:n])
                         turn = 1 - turn
                         if progress is not None:
                             progress(done, size)
                 digest = reader.hash.hexdigest()
-                self._write(b"", _files.end_request(checksum, digest), {})
+                self._write(session.put_end(digest))
             except BaseException:
                 # Mid-transfer: the server must not take what was sent as whole.
                 self._abort("an upload was interrupted")
                 raise
-            stored = _files.expect(self._read(), "stored")
-        return _files.stored_result(stored, checksum, digest, size)
+            stored = self._expect("transfer-end")
+        return {"name": stored[2], "size": size, checksum: digest}
 
     def download(
         self,
@@ -508,13 +531,10 @@ class Client:
         target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum)
         try:
             with self._call():
-                self._write(b"", _files.get_request(remote_name, checksum=checksum, max_body=self.codec.max_body), {})
-                size = _files.expect(self._read(), "file").get("size")
-                if not isinstance(size, int) or size < 0:
-                    self._abort("the server broke the download protocol")
-                    raise ConnectionAbortedError(f"the server announced no size for {remote_name!r}")
+                self._require_sock()
+                self._write(self._require_session().get(remote_name, checksum=checksum)[1])
+                size = self._expect("download-started")[2]
                 received = 0
-                error_frame: RemoteError | None = None
                 try:
                     if progress is not None:
                         progress(0, size)
@@ -524,30 +544,21 @@ class Client:
                     # overlap anyway. A worker thread cost two thread
                     # hand-offs per chunk, which on two busy cores left the
                     # worker waiting for work about a quarter of the time.
-                    while True:
-                        try:
-                            frame = self._read()
-                        except RemoteError as exc:
-                            error_frame = exc
-                            raise
-                        op = frame.header.get("op")
-                        if op == "end":
-                            break
-                        if op != "data" or received + len(frame.body) > size:
-                            self._abort("the server broke the download protocol")
-                            raise RemoteError("bad-response", f"expected {size} bytes of data, got {frame!r}")
-                        received += len(frame.body)
-                        target.write(frame.body)
+                    while (event := self._event())[0] == "file-chunk":
+                        data = event[2]
+                        received += len(data)
+                        target.write(data)
                         if progress is not None:
                             progress(received, size)
-                except BaseException as exc:
-                    # An error frame in place of the end leaves the stream in
-                    # step; anything else (progress() or the disk raising too)
-                    # leaves data coming.
-                    if exc is not error_frame:
-                        self._abort("a download was interrupted")
+                except BaseException:
+                    # progress() or the disk raising leaves data coming.
+                    self._abort("a download was interrupted")
                     raise
-                return target.commit(frame.header, size)
+                if event[0] != "transfer-end":
+                    # An error frame in place of the end leaves the stream in
+                    # step; the session says when it does not.
+                    raise self._failure(event)
+                return target.commit(event[6], size)
         finally:
             target.discard()
 
@@ -560,8 +571,7 @@ class Client:
         listing is cut short. See :meth:`upload` for an example.
         """
         with self._call():
-            self._write(b"", _files.list_request(name), {})
-            listing = self._read()
-        _files.expect(listing, "listing")
+            self._require_sock()
+            listing = self._exchange(self._require_session().list(name))
         entries: list[dict[str, Any]] = json.loads(listing.body)
         return entries

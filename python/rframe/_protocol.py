@@ -43,6 +43,8 @@ __all__ = [
     "run_request",
     "command_result",
     "raise_for_error",
+    "FAILURES",
+    "event_failure",
     "auth_hello",
     "auth_answer",
     "auth_check_welcome",
@@ -322,6 +324,44 @@ def raise_for_error(frame: Frame, abort: Callable[[str], None]) -> None:
     if code == "auth":
         raise AuthenticationError(message or "authentication failed")
     raise REMOTE_ERRORS.get(code, RemoteError)(code, message, header)
+
+
+#: The ``ClientSession`` events that stand for a failed request.
+FAILURES = frozenset(("remote-error", "login-failed", "violation", "closed"))
+
+
+def event_failure(event: tuple[Any, ...]) -> Exception:
+    """The exception a failure event of a ``ClientSession`` (one of
+    :data:`FAILURES`) stands for; the session decided what failed, and
+    whether the connection closes.
+
+    ``auth`` errors and failed logins are :class:`rframe.AuthenticationError`,
+    other error frames :class:`rframe.RemoteError` (``not-found`` and
+    ``exists`` as its subclasses that are also ``FileNotFoundError`` and
+    ``FileExistsError``); a reply that broke the protocol is
+    ``RemoteError("bad-response")``, a download announced without a size
+    ``ConnectionAbortedError``.
+
+    >>> err = event_failure(("remote-error", 3, "not-found", "no such file", False, None))
+    >>> isinstance(err, FileNotFoundError), err.code, str(err)
+    (True, 'not-found', 'no such file [not-found]')
+    >>> event_failure(("violation", 3, "no-size", "the server announced no size for 'f'", True, None))
+    ConnectionAbortedError("the server announced no size for 'f'")
+    """
+    kind = event[0]
+    if kind == "remote-error":
+        _, _, code, message, _, header = event
+        if code == "auth":
+            return AuthenticationError(message or "authentication failed")
+        return REMOTE_ERRORS.get(code, RemoteError)(code, message, header)
+    if kind == "login-failed":
+        return AuthenticationError(event[2])
+    if kind == "violation":
+        _, _, what, message, _, header = event
+        if what == "no-size":
+            return ConnectionAbortedError(message)
+        return RemoteError("bad-response", message, header)
+    return ConnectionAbortedError(f"the connection was closed ({event[1]})")
 
 
 # --------------------------------------------------------------------------- the token handshake
