@@ -268,3 +268,47 @@ def test_a_session_that_believes_it_is_on_plaintext_refuses_a_tls_bound_challeng
             kind, _got, message = d.next_for(id_)
             assert kind == "login-failed" and "binds its handshake to 'tls-server-end-point'" in message
         assert isinstance(sock, ssl.SSLSocket)
+
+
+def test_read_event_reads_whole_frames_from_the_socket_and_hands_the_body_over():
+    """The blocking driver's helper: frames read from the socket into the
+    session (the body object itself is the event's), within the socket's
+    timeout, a cancelled request's reply skipped."""
+    a, b = socket.socketpair()
+    with a, b:
+        a.settimeout(HANG_BOUND)
+        session = ClientSession()
+        dropped, _ = session.request(b"one")
+        kept, _ = session.request(b"two")
+        assert session.cancel(dropped) is None
+        body = os.urandom(50_000)  # within the socket pair's buffer: sent before it is read
+        b.sendall(rframe.pack_frame(b"first", n=1) + rframe.pack_frame(body, n=2))
+        event = session.read_event(a)
+        assert event[:2] == ("reply", kept) and event[2].header == {"n": 2, "total_size": len(body)}
+        assert event[2].body == body
+        session.get("f")
+        b.sendall(rframe.pack_frame(op="file", size=3) + rframe.pack_frame(b"abc", op="data"))
+        assert session.read_event(a)[0] == "download-started"
+        assert session.read_event(a)[2] == b"abc"
+        a.settimeout(0.2)
+        with pytest.raises(TimeoutError):
+            session.read_event(a)
+        b.close()
+        a.settimeout(HANG_BOUND)
+        with pytest.raises(EOFError):
+            session.read_event(a)
+
+
+def test_send_data_sends_an_upload_chunk_as_its_data_frame():
+    a, b = socket.socketpair()
+    with a, b:
+        b.settimeout(HANG_BOUND)
+        session = ClientSession()
+        session.put("f", 5)
+        session.feed(rframe.pack_frame(op="ready", chunk_size=4))
+        session.send_data(a, memoryview(bytearray(b"abcd")))
+        session.send_data(a, b"e")
+        assert rframe.read_frame(b) == ({"op": "data", "total_size": 4}, b"abcd")
+        assert rframe.read_frame(b).body == b"e"
+        with pytest.raises(ValueError, match="more than the 5 announced"):
+            session.send_data(a, b"x")
