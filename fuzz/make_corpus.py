@@ -212,8 +212,48 @@ def session_seeds():
     }
 
 
+# Client session flags (fuzz_targets/client_session.rs): bit 0 token, bit 1
+# TLS, bits 2-3 the requests (0 run + two requests, 1 get, 2 put, 3 list +
+# run), bit 4 cancel the first, bit 5 send the upload, bit 6 the peer leaves.
+C_TOKEN, C_TLS, C_GET, C_PUT, C_LIST, C_CANCEL, C_SEND, C_EOF = 1, 2, 4, 8, 12, 16, 32, 64
+
+
+def reply(op, body=b"", **fields):
+    return frame({"op": op, **fields, "total_size": len(body)}, body)
+
+
+def client_session_seeds():
+    result = reply("result", b"hi\n", returncode=0, stdout_size=3, duration=0.01)
+    data = b"0123456789"
+    digest = hashlib.sha256(data).hexdigest()
+    download = reply("file", size=10) + reply("data", data[:4]) + reply("data", data[4:])
+    download += reply("end", checksum="sha256", digest=digest)
+    challenge = reply("challenge", nonce=SERVER_NONCE, version=1, channel_binding="none")
+    return {
+        "run-and-requests": seed(C_EOF, sizes=[20, 5], stream=result + frame({"seq": 1, "total_size": 1}, b"X") + reply("x")),
+        "cancel-first": seed(C_CANCEL | C_EOF, sizes=[3], stream=result + frame({"seq": 1, "total_size": 1}, b"X")),
+        "remote-errors": seed(stream=reply("error", error="not-found", message="no") + reply("error", error="busy")),
+        "get": seed(C_GET | C_EOF, sizes=[9, 30], stream=download),
+        "get-too-much": seed(C_GET, stream=reply("file", size=2) + reply("data", data)),
+        "get-error": seed(C_GET, stream=reply("file", size=10) + reply("error", error="io", message="disk")),
+        "put": seed(C_PUT | C_SEND, stream=reply("ready", chunk_size=2) + reply("stored", name="f", size=5, sha256="00" * 32)),
+        "put-reply-early": seed(C_PUT, stream=reply("ready", chunk_size=2) + reply("stored", name="f", size=5)),
+        "list-and-run": seed(C_LIST | C_EOF, stream=reply("listing", b"[]") + result),
+        "login-challenge": seed(C_TOKEN, stream=challenge + reply("welcome", proof="00" * 32)),
+        "login-welcome-first": seed(C_TOKEN, stream=reply("welcome")),
+        "login-tls-unbound": seed(C_TOKEN | C_TLS, stream=challenge),
+        "login-auth-error": seed(C_TOKEN | C_EOF, stream=reply("error", error="auth", message="wrong token")),
+        "garbage": seed(C_EOF, stream=b"\xff\xff\xff\x7fnot a frame"),
+    }
+
+
 def main():
-    targets = [("decoder", decoder_seeds()), ("request", request_seeds()), ("session", session_seeds())]
+    targets = [
+        ("decoder", decoder_seeds()),
+        ("request", request_seeds()),
+        ("session", session_seeds()),
+        ("client_session", client_session_seeds()),
+    ]
     for target, seeds in targets:
         folder = CORPUS / target
         folder.mkdir(parents=True, exist_ok=True)
