@@ -11,9 +11,11 @@
 //! (else it just stops). Limits (byte 1): bits 0-1 max_header 64 KiB / 4 KiB /
 //! 512 / 64; bits 2-3 max_body 16 MiB / 1 KiB / 16 / 0.
 //!
-//! Checks: nothing panics; with a token nothing but the login is sent before
-//! `LoggedIn`, and `LoggedIn` never comes (the fuzzer cannot make the server's
-//! proof of a token over the session's own random nonce); replies and
+//! Checks: nothing panics; the login's answer goes only to a challenge bound as
+//! the connection is (a shadow decoder reads the server's bytes); with a token
+//! nothing but the login is sent before `LoggedIn`, and `LoggedIn` never comes
+//! (the fuzzer cannot make the server's proof of a token over the session's
+//! own random nonce); replies and
 //! transfer events name requests in the order they were made, never one that
 //! was cancelled or already answered; a download's chunks add up to at most
 //! the size it announced, and its end comes only after all of it; after
@@ -25,7 +27,9 @@ use std::collections::VecDeque;
 
 use libfuzzer_sys::fuzz_target;
 
-use _rframe::codec::{ByteOrder, Codec};
+use bytes::BytesMut;
+
+use _rframe::codec::{ByteOrder, Codec, Decoder};
 use _rframe::protocol::client::{Cancelled, ClientSession, Event, RequestId, SessionError};
 use rframe_fuzz::Input;
 
@@ -51,9 +55,37 @@ struct Book {
     /// A download under way: its announced size and what came so far.
     download: Option<(RequestId, u64, u64)>,
     closed: bool,
+    /// The server's bytes, decoded beside the session's own decoder: the
+    /// `channel_binding` of the last `challenge` it sent, if any
+    /// (`Some(None)`: a challenge without one).
+    shadow: Option<(Decoder, BytesMut)>,
+    challenge: Option<Option<String>>,
+    /// What the session must see in a challenge before it sends a proof.
+    expected_binding: &'static str,
 }
 
 impl Book {
+    fn saw(&mut self, piece: &[u8]) {
+        let Some((decoder, buf)) = self.shadow.as_mut() else { return };
+        buf.extend_from_slice(piece);
+        loop {
+            match decoder.decode(buf) {
+                Ok(Some(frame)) => {
+                    let header: Option<serde_json::Value> =
+                        frame.header.as_deref().and_then(|h| serde_json::from_slice(h).ok());
+                    if let Some(h) = header.filter(|h| h["op"] == "challenge") {
+                        self.challenge = Some(h["channel_binding"].as_str().map(str::to_owned));
+                    }
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    self.shadow = None;
+                    break;
+                }
+            }
+        }
+    }
+
     fn made(&mut self, id: RequestId) {
         self.waiting.push_back(id);
     }
@@ -87,7 +119,15 @@ fn drain(session: &mut ClientSession, book: &mut Book, token: bool, send_upload:
                 }
                 assert!(!error.code.is_empty());
             }
-            Event::Send(bytes) => assert!(!bytes.is_empty()),
+            Event::Send(bytes) => {
+                // the login's answer: only to a challenge bound as this
+                // connection is (tls-server-end-point on TLS, none without)
+                assert!(!bytes.is_empty());
+                if let Some(seen) = &book.challenge {
+                    let binding = seen.as_deref().unwrap_or("none");
+                    assert_eq!(binding, book.expected_binding, "a proof sent to a challenge bound to {binding}");
+                }
+            }
             Event::LoggedIn { .. } => panic!("logged in without the server's proof"),
             Event::LoginFailed { id, .. } => book.answered(id),
             Event::UploadReady { id, chunk_size } => {
@@ -160,7 +200,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut session) = ClientSession::new(codec_from(input.limits), token.then(|| TOKEN.to_vec()), binding) else {
         return;
     };
-    let mut book = Book::default();
+    let codec = *session.codec();
+    let mut book = Book {
+        shadow: Some((Decoder::new(codec), BytesMut::new())),
+        expected_binding: if flags & 2 != 0 { "tls-server-end-point" } else { "none" },
+        ..Book::default()
+    };
     if token {
         let (id, bytes) = session.login().expect("a new session logs in");
         assert!(!bytes.is_empty());
@@ -184,6 +229,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let send_upload = flags & 32 != 0;
     for (i, piece) in input.pieces().into_iter().enumerate() {
+        book.saw(piece);
         session.receive_data(piece);
         drain(&mut session, &mut book, token, send_upload);
         if i == 0 && flags & 16 != 0 {

@@ -106,8 +106,9 @@ struct Rewind {
     prefix: BytesMut,
     inner: Box<dyn Stream>,
     /// The last read ahead filled the buffer: the peer is streaming, so the
-    /// buffer is kept for the next; otherwise it goes once drained, so that a
-    /// peer that idles does not keep one of ours.
+    /// buffer is kept for the next; otherwise it goes once drained. Either
+    /// way it goes when a read finds nothing to read: a peer that idles does
+    /// not keep one of ours.
     streaming: bool,
 }
 
@@ -123,15 +124,29 @@ impl Rewind {
 impl AsyncRead for Rewind {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         if this.prefix.is_empty() {
             if buf.remaining() >= READ_AHEAD {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
             this.prefix.reserve(READ_AHEAD);
             let mut ahead = ReadBuf::uninit(&mut this.prefix.spare_capacity_mut()[..READ_AHEAD]);
-            std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut ahead))?;
+            let start = ahead.filled().as_ptr();
+            match Pin::new(&mut this.inner).poll_read(cx, &mut ahead) {
+                // Nothing to read: a waiting connection (rustls always has a
+                // read outstanding) keeps no buffer of ours.
+                Poll::Pending => {
+                    this.prefix = BytesMut::new();
+                    return Poll::Pending;
+                }
+                Poll::Ready(result) => result?,
+            }
+            // The stream filled the buffer it was given, not one of its own.
+            assert_eq!(start, ahead.filled().as_ptr());
             let (got, full) = (ahead.filled().len(), ahead.remaining() == 0);
-            // SAFETY: `ahead` reports `got` bytes of the spare capacity filled.
+            // SAFETY: `ahead`, over the spare capacity, reports `got` bytes of it filled.
             unsafe { this.prefix.set_len(got) };
             this.streaming = full;
         }
@@ -202,6 +217,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_waiting_connection_keeps_no_read_ahead_buffer() {
+        let (mut peer, ours) = tokio::io::duplex(1 << 20);
+        let mut rewind = Rewind::new(BytesMut::new(), Box::new(ours));
+        // a full read ahead first: the peer streams
+        tokio::io::AsyncWriteExt::write_all(&mut peer, &vec![1u8; READ_AHEAD]).await.unwrap();
+        let mut portion = [0u8; 4096];
+        assert_eq!(rewind.read(&mut portion).await.unwrap(), 4096);
+        assert!(rewind.streaming && rewind.prefix.capacity() >= READ_AHEAD - 4096);
+        let mut rest = vec![0u8; READ_AHEAD - 4096];
+        rewind.read_exact(&mut rest).await.unwrap();
+        // then nothing comes: the read waits, and holds no buffer meanwhile
+        let waited = tokio::time::timeout(Duration::from_millis(50), rewind.read(&mut portion)).await;
+        assert!(waited.is_err(), "nothing was sent, so the read waits");
+        assert_eq!(rewind.prefix.capacity(), 0);
+        // and a read after it gets what comes next
+        tokio::io::AsyncWriteExt::write_all(&mut peer, b"next").await.unwrap();
+        assert_eq!(rewind.read(&mut portion).await.unwrap(), 4);
+        assert_eq!(&portion[..4], b"next");
+    }
+
+    #[tokio::test]
     async fn rewind_gives_back_the_prefix_then_reads_ahead_in_order() {
         let (mut peer, ours) = tokio::io::duplex(1 << 20);
         let sent: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
@@ -234,6 +270,7 @@ mod tests {
         assert_eq!(rewind.prefix.capacity(), 0);
         // a caller with a big buffer reads straight from the stream
         let mut big = vec![0u8; READ_AHEAD];
+        assert_eq!(rewind.read(&mut []).await.unwrap(), 0); // and one with none gets nothing at once
         assert_eq!(rewind.read(&mut big).await.unwrap(), 0);
     }
 }
