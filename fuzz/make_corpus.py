@@ -214,8 +214,9 @@ def session_seeds():
 
 # Client session flags (fuzz_targets/client_session.rs): bit 0 token, bit 1
 # TLS, bits 2-3 the requests (0 run + two requests, 1 get, 2 put, 3 list +
-# run), bit 4 cancel the first, bit 5 send the upload, bit 6 the peer leaves.
-C_TOKEN, C_TLS, C_GET, C_PUT, C_LIST, C_CANCEL, C_SEND, C_EOF = 1, 2, 4, 8, 12, 16, 32, 64
+# run), bit 4 cancel the first, bit 5 send the upload, bit 6 the peer leaves,
+# bit 7 the driver hands over whole frames (the blocking client's way).
+C_TOKEN, C_TLS, C_GET, C_PUT, C_LIST, C_CANCEL, C_SEND, C_EOF, C_FRAMES = 1, 2, 4, 8, 12, 16, 32, 64, 128
 
 
 def reply(op, body=b"", **fields):
@@ -244,6 +245,9 @@ def client_session_seeds():
         "login-tls-unbound": seed(C_TOKEN | C_TLS, stream=challenge),
         "login-auth-error": seed(C_TOKEN | C_EOF, stream=reply("error", error="auth", message="wrong token")),
         "garbage": seed(C_EOF, stream=b"\xff\xff\xff\x7fnot a frame"),
+        "frames-get": seed(C_GET | C_FRAMES | C_EOF, sizes=[9, 30], stream=download),
+        "frames-cancel-first": seed(C_CANCEL | C_FRAMES, sizes=[3], stream=result + frame({"seq": 1, "total_size": 1}, b"X")),
+        "frames-login": seed(C_TOKEN | C_FRAMES, stream=challenge + reply("welcome", proof="00" * 32)),
     }
 
 

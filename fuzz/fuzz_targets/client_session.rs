@@ -8,7 +8,9 @@
 //! `list` and a `run`; bit 4 the first request is cancelled after the first
 //! piece; bit 5 the driver sends its data and end as soon as an upload is
 //! ready (else it never does); bit 6 the stream ends with the peer leaving
-//! (else it just stops). Limits (byte 1): bits 0-1 max_header 64 KiB / 4 KiB /
+//! (else it just stops); bit 7 the driver reads whole frames itself and hands
+//! each over (`receive_frame`, as the blocking client does), a framing error
+//! closing it, rather than giving the session the bytes. Limits (byte 1): bits 0-1 max_header 64 KiB / 4 KiB /
 //! 512 / 64; bits 2-3 max_body 16 MiB / 1 KiB / 16 / 0.
 //!
 //! Checks: nothing panics; the login's answer goes only to a challenge bound as
@@ -228,10 +230,37 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let send_upload = flags & 32 != 0;
+    // bit 7: the blocking client's way, whole frames read by the driver
+    let mut frames = (flags & 128 != 0).then(|| (Decoder::new(codec), BytesMut::new()));
     for (i, piece) in input.pieces().into_iter().enumerate() {
         book.saw(piece);
-        session.receive_data(piece);
-        drain(&mut session, &mut book, token, send_upload);
+        match frames.as_mut() {
+            None => {
+                session.receive_data(piece);
+                drain(&mut session, &mut book, token, send_upload);
+            }
+            Some((decoder, buf)) => {
+                buf.extend_from_slice(piece);
+                loop {
+                    match decoder.decode(buf) {
+                        Ok(Some(frame)) => {
+                            session.receive_frame(frame);
+                            drain(&mut session, &mut book, token, send_upload);
+                            if book.closed {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            // read_frame's error reaches the caller; the client closes
+                            session.abort("a frame could not be read");
+                            book.closed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
         if i == 0 && flags & 16 != 0 {
             if let Some(&first) = book.waiting.front() {
                 match session.cancel(first) {
