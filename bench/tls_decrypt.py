@@ -140,7 +140,7 @@ def main() -> int:
         base = min(cpu["plain TCP, recv_into"]) / total * (1 << 30)
         for name, times in cpu.items():
             per_gib = min(times) / total * (1 << 30)
-            print(f"| {name} | {min(times):.3f} | {per_gib:.2f} | {per_gib - base:.2f} |")
+            print(f"| {name} | {min(times):.4f} | {per_gib:.2f} | {per_gib - base:.2f} |")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return 0
