@@ -321,9 +321,17 @@ def raise_for_error(frame: Frame, abort: Callable[[str], None]) -> None:
     message = str(header.get("message", ""))
     if code in CLOSING_CODES:
         abort(f"the server refused: {message or code}")
+    raise remote_exception(code, message, header)
+
+
+def remote_exception(code: str, message: str, header: Mapping[str, Any] | None) -> Exception:
+    """The exception an error frame with this code stands for: ``auth`` is
+    :class:`rframe.AuthenticationError`, ``not-found`` and ``exists`` the
+    :class:`rframe.RemoteError` subclasses that are also ``FileNotFoundError``
+    and ``FileExistsError``, any other code a :class:`rframe.RemoteError`."""
     if code == "auth":
-        raise AuthenticationError(message or "authentication failed")
-    raise REMOTE_ERRORS.get(code, RemoteError)(code, message, header)
+        return AuthenticationError(message or "authentication failed")
+    return REMOTE_ERRORS.get(code, RemoteError)(code, message, header)
 
 
 #: The ``ClientSession`` events that stand for a failed request.
@@ -351,9 +359,7 @@ def event_failure(event: tuple[Any, ...]) -> Exception:
     kind = event[0]
     if kind == "remote-error":
         _, _, code, message, _, header = event
-        if code == "auth":
-            return AuthenticationError(message or "authentication failed")
-        return REMOTE_ERRORS.get(code, RemoteError)(code, message, header)
+        return remote_exception(code, message, header)
     if kind == "login-failed":
         return AuthenticationError(event[2])
     if kind == "violation":
