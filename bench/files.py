@@ -163,12 +163,6 @@ def timed(fn) -> float:
     return time.perf_counter() - t
 
 
-def process_cpu(pid: int) -> float:
-    """User + system seconds of a process, all its threads (its CPU-time
-    clock; Linux names it by the pid, as glibc's clock_getcpuclockid does)."""
-    return time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9
-
-
 def own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -244,9 +238,9 @@ def main() -> int:
         times.setdefault(name, []).append(timed(fn))
 
     def record_rframe(name: str, fn) -> None:
-        mine, theirs = own_cpu(), process_cpu(server.proc.pid)
+        mine, theirs = own_cpu(), machine.cpu_seconds(server.proc.pid)
         record(name, fn)
-        cpu.setdefault(name, []).append((own_cpu() - mine, process_cpu(server.proc.pid) - theirs))
+        cpu.setdefault(name, []).append((own_cpu() - mine, machine.cpu_seconds(server.proc.pid) - theirs))
 
     out = os.path.join(work, "out.bin")
     peer_out = os.path.join(work, "peer.bin")

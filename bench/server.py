@@ -72,8 +72,10 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from machine import cpu_seconds  # noqa: E402 - bench/machine.py
+
 HOST = "127.0.0.1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # --------------------------------------------------------------------------
 # The servers (each runs in its own process: ``server.py --serve KIND``)
@@ -484,25 +486,6 @@ class LineReader:
                 self.buf += chunk
         line, self.buf = self.buf.split(b"\n", 1)
         return line.decode()
-
-
-def cpu_seconds(pid):
-    """user + system time of all threads of a process, dead ones included.
-
-    Read from the process's CPU-time clock, in nanoseconds: Linux names it
-    by its pid (glibc's clock_getcpuclockid, which Python does not expose,
-    computes the same id). ``/proc/PID/stat`` counts in clock ticks (10 ms:
-    0.5 us per request over 20,000 requests) and is the fallback.
-    """
-    try:
-        return time.clock_gettime_ns(((~pid) << 3) | 2) / 1e9  # MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
-    except OSError:
-        pass
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
-    # after the comm field: state is field 3, so utime (14) and stime (15)
-    # are at indexes 11 and 12
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def stop_process(proc, grace=5.0):
