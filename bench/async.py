@@ -340,35 +340,35 @@ async def _floor_one(proto, seq, body):
 
 class _FramedFloor(_Floor):
     """The sequential floor with the framing rframe's client does, and nothing
-    else of a client: each request packed by ``Codec.pack``, each read decoded
-    and handed to the waiting future by the Rust reader ``AsyncClient`` uses.
-    No coroutine per request, no checks of the connection's state, no
-    timeouts, no error frames: how far above the floor framing alone puts a
-    client, which the CPU target must leave room for."""
+    else of a client: each request made by the client's protocol session
+    (``ClientSession.request``), each read decoded by the session and the
+    reply handed to the future waiting for its id by the Rust reader
+    ``AsyncClient`` uses. No coroutine per request, no checks of the
+    connection's state, no timeouts, no error events: how far above the floor
+    framing alone puts a client, which the CPU target must leave room for."""
 
     def __init__(self):  # (not _Floor's: the reader brings its own buffer)
-        import rframe
-        from rframe._rframe import _ReplyReader
+        from rframe._rframe import ClientSession, _SessionReader
 
         self.transport = None
         self.lost = asyncio.get_running_loop().create_future()
-        self.pack = rframe.Codec().pack
-        self.reader = _ReplyReader(rframe.FrameDecoder())
+        self.session = ClientSession()
+        self.reader = _SessionReader(self.session)
         self.get_buffer = self.reader.get_buffer
-        self.waiters = collections.deque()
+        self.waiters = {}
 
     def buffer_updated(self, nbytes):
         # (An exception raised here would only be logged by the loop.)
         if self.reader.deliver(nbytes, self.waiters) is not None:
-            self._fail(RuntimeError("the framing floor got a frame nobody waited for, or an error frame"))
+            self._fail(RuntimeError("the framing floor got an event other than an awaited reply"))
 
     def connection_lost(self, exc):
         self._fail(ConnectionResetError(f"the framing floor's connection was lost: {exc}"))
         super().connection_lost(exc)
 
     def _fail(self, exc):
-        while self.waiters:
-            fut = self.waiters.popleft()
+        waiters, self.waiters = self.waiters, {}
+        for fut in waiters.values():
             if not fut.done():
                 fut.set_exception(exc)
 
@@ -380,16 +380,16 @@ async def _open_framed_floor(port):
 
 
 async def _framed_floor_sequential(proto, reqs):
-    create_future, write, pack, waiters = (
+    create_future, write, request, waiters = (
         asyncio.get_running_loop().create_future,
         proto.transport.write,
-        proto.pack,
+        proto.session.request,
         proto.waiters,
     )
     for seq, body in reqs:
-        data = pack(body, {"seq": seq})
+        id, data = request(body, {"seq": seq})
         fut = create_future()
-        waiters.append(fut)
+        waiters[id] = fut
         write(data)
         frame = await fut
         if frame.body != body or frame.header["seq"] != seq:
@@ -435,7 +435,7 @@ CLIENTS["floor"] = {
 }
 CLIENTS["framing floor"] = {
     "sequential": (
-        "framing floor: the sequential floor plus rframe's `Codec.pack` and Rust reply reader, "
+        "framing floor: the sequential floor plus rframe's protocol session and Rust reply reader, "
         "no client logic (reference, not a client)",
         _open_framed_floor,
         _close_floor,

@@ -9,7 +9,6 @@ awaited", no "Event loop is closed". Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import doctest
 import gc
@@ -581,10 +580,14 @@ async def test_garbage_from_the_server_is_the_frame_error():
         await server.wait_closed()
 
 
-def test_reply_reader_decodes_what_each_read_put_in_its_buffer():
+def _session_reader(codec=None):
+    return rframe._rframe._SessionReader(rframe._rframe.ClientSession(codec))
+
+
+def test_session_reader_decodes_what_each_read_put_in_its_buffer():
     # The protocol's read side: the loop fills get_buffer()'s view, then
     # reports how many bytes it wrote; frames split over reads come out whole.
-    reader = rframe._rframe._ReplyReader(rframe.FrameDecoder())
+    reader = _session_reader()
     view = reader.get_buffer(-1)
     assert len(view) == 256 * 1024 and not view.readonly
     stream = rframe.pack_frame(b"one", seq=1) + rframe.pack_frame(b"two", seq=2)
@@ -592,59 +595,78 @@ def test_reply_reader_decodes_what_each_read_put_in_its_buffer():
     for i in range(0, len(stream), 7):
         piece = stream[i : i + 7]
         reader.get_buffer(65536)[: len(piece)] = piece
-        got += reader.read(len(piece))
-    assert got == [({"seq": 1, "total_size": 3}, b"one"), ({"seq": 2, "total_size": 3}, b"two")]
+        got += reader.deliver(len(piece), {}) or []
+    # Nobody asked: both come back as frames nobody claimed, whole and in order.
+    assert [(kind, f.header, f.body) for kind, f in got] == [
+        ("unsolicited", {"seq": 1, "total_size": 3}, b"one"),
+        ("unsolicited", {"seq": 2, "total_size": 3}, b"two"),
+    ]
     with pytest.raises(ValueError, match="262145 bytes read into a smaller buffer"):
-        reader.read(len(view) + 1)
+        reader.deliver(len(view) + 1, {})
     with pytest.raises(OverflowError):
-        reader.read(-1)
+        reader.deliver(-1, {})
     # One buffer per thread, shared by the readers of that thread.
-    assert rframe._rframe._ReplyReader(rframe.FrameDecoder()).get_buffer(-1).obj is view.obj
+    assert _session_reader().get_buffer(-1).obj is view.obj
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         assert pool.submit(lambda: reader.get_buffer(-1).obj).result(HANG_BOUND) is not view.obj
     # A thread that never asked for a buffer has nothing to read.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         with pytest.raises(RuntimeError, match="get_buffer"):
-            pool.submit(reader.read, 1).result(HANG_BOUND)
+            pool.submit(reader.deliver, 1, {}).result(HANG_BOUND)
 
 
-def test_reply_reader_delivers_to_waiters_and_returns_the_rest_in_order():
-    # buffer_updated's hot path: frames go to the oldest futures; a done
-    # future (its caller left) takes its frame, which is dropped; the first
-    # error frame, or frame nobody waits for, comes back with all after it.
+def test_session_reader_delivers_replies_by_id_and_returns_the_rest_in_order():
+    # buffer_updated's hot path: each reply goes to the future of its
+    # request's id; a done future keeps what it has; the first other event
+    # (an error, a reply nobody waits for) comes back with all after it.
     loop = asyncio.new_event_loop()
     try:
-        reader = rframe._rframe._ReplyReader(rframe.FrameDecoder())
+        session = rframe._rframe.ClientSession()
+        reader = rframe._rframe._SessionReader(session)
 
         def read(data: bytes, waiters):
             reader.get_buffer(-1)[: len(data)] = data
             return reader.deliver(len(data), waiters)
 
-        a, gone, b = loop.create_future(), loop.create_future(), loop.create_future()
-        gone.cancel()
-        waiters = collections.deque([a, gone, b])
+        ids = [session.request(b"%d" % i)[0] for i in range(3)]
+        a, done, b = loop.create_future(), loop.create_future(), loop.create_future()
+        done.set_result("kept")
+        waiters = dict(zip(ids, (a, done, b)))
         assert read(b"".join(rframe.pack_frame(b"%d" % i) for i in range(3)), waiters) is None
-        assert (a.result().body, b.result().body, list(waiters)) == (b"0", b"2", [])
+        assert (a.result().body, done.result(), b.result().body, waiters) == (b"0", "kept", b"2", {})
 
+        ids = [session.request(b"x")[0] for _ in range(3)]
         c, d = loop.create_future(), loop.create_future()
-        waiters = collections.deque([c, d])
-        error = rframe.pack_frame(b"", op="error", error="busy")
-        # "op" equal to "error" only as that string, as json.loads gives it
-        not_errors = rframe.pack_frame(b"", op=["error"]) + rframe.pack_frame(b"", op="errors")
+        waiters = {ids[0]: c, ids[2]: d}
+        error = rframe.pack_frame(b"", op="error", error="not-found", message="gone")
         rest = read(rframe.pack_frame(b"x") + error + rframe.pack_frame(b"y"), waiters)
-        assert c.result().body == b"x" and not d.done() and list(waiters) == [d]
-        assert [(f.header.get("op"), f.body) for f in rest] == [("error", b""), (None, b"y")]
-        e = loop.create_future()
-        rest = read(not_errors + rframe.pack_frame(b"z"), collections.deque([d, e]))
-        assert d.result().header["op"] == ["error"] and e.result().header["op"] == "errors"
-        assert [f.body for f in rest] == [b"z"]  # nobody waits for it
+        assert c.result().body == b"x" and not d.done() and waiters == {ids[2]: d}
+        # The error answers ids[1], which nobody waits for here; the reply after it is d's, left to the driver.
+        assert [e[:4] for e in rest] == [("remote-error", ids[1], "not-found", "gone"), ("reply", ids[2], rest[1][2])]
+        assert rest[1][2].body == b"y" and not d.done()
+        # "op" equal to "error" only as that string, as json.loads gives it.
+        ids = [session.request(b"")[0] for _ in range(2)]
+        e, f = loop.create_future(), loop.create_future()
+        not_errors = rframe.pack_frame(b"", op=["error"]) + rframe.pack_frame(b"", op="errors")
+        assert read(not_errors, dict(zip(ids, (e, f)))) is None
+        assert e.result().header["op"] == ["error"] and f.result().header["op"] == "errors"
         # A length-only codec's frames have empty headers: never errors.
-        raw = rframe._rframe._ReplyReader(rframe.FrameDecoder(rframe.Codec(json_header=False)))
-        f = loop.create_future()
+        raw_session = rframe._rframe.ClientSession(rframe.Codec(json_header=False))
+        raw = rframe._rframe._SessionReader(raw_session)
+        g = loop.create_future()
         raw.get_buffer(-1)[:5] = b"\x01\x00\x00\x00q"
-        assert raw.deliver(5, collections.deque([f])) is None and f.result().body == b"q"
-        with pytest.raises(rframe.FrameError):
-            read(b"\xff\xff\xff\xff", collections.deque())
+        assert raw.deliver(5, {raw_session.request(b"q")[0]: g}) is None and g.result().body == b"q"
+        # Garbage closes the session: the last event says why, with the framing error.
+        ((kind, reason, exc),) = read(b"\xff\xff\xff\xff", {})
+        assert kind == "closed" and reason == "reading a frame failed: FrameError"
+        assert isinstance(exc, rframe.FrameError) and session.closed == reason
+        # At the end of the stream, a frame cut short is the close's error.
+        cut = _session_reader()
+        cut.get_buffer(-1)[:6] = rframe.pack_frame(b"abc")[:6]
+        assert cut.deliver(6, {}) is None
+        ((kind, reason, exc),) = cut.receive_eof()
+        assert (kind, reason) == ("closed", "the server closed the connection")
+        assert isinstance(exc, rframe.IncompleteFrame)
     finally:
         loop.close()
 

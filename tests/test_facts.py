@@ -34,12 +34,17 @@ def test_the_closing_codes_are_those_rust_says_close():
 
 @pytest.mark.parametrize(("code", "closes"), ERROR_CODES)
 def test_a_client_closes_after_exactly_the_closing_codes(code, closes):
-    frame = rframe.Frame({"op": "error", "error": code, "message": "m", "total_size": 0}, b"")
-    aborted = []
+    # Both clients drive the session: it says whether an error closes.
+    session = _rframe.ClientSession()
+    id, _ = session.request(b"x")
+    events = session.feed(rframe.pack_frame(b"", op="error", error=code, message="m"))
+    assert events[0][:5] == ("remote-error", id, code, "m", closes)
     with pytest.raises(rframe.RemoteError if code != "auth" else rframe.AuthenticationError):
-        _protocol.raise_for_error(frame, aborted.append)
-    assert bool(aborted) is closes
-    assert (_protocol.closing_reason(frame.header) is not None) is closes
+        raise _protocol.event_failure(events[0])
+    if closes:
+        assert events[1:] == [("closed", "the server refused: m", None)] and session.closed
+    else:
+        assert events[1:] == [] and session.closed is None
 
 
 def test_remote_error_names_every_code_it_is_raised_for():
@@ -65,6 +70,7 @@ def test_max_seconds_bounds_the_server_and_the_clients_alike():
 
 
 def test_file_facts_are_the_cores():
+    assert _files.CHECKSUMS == _rframe.CHECKSUMS == ("sha256", "md5")
     assert _files.CHUNK == _rframe.TRANSFER_CHUNK == 1 << 20
     assert _files.PART_SUFFIX == _rframe.PART_SUFFIX == ".rframe-part"
     assert _files.WRITEBACK_EVERY == _rframe.WRITEBACK_EVERY == 8 << 20

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import hashlib
 import json
 import os
 import socket
@@ -37,24 +36,19 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from . import _files, _tls
-from ._errors import FrameError, RemoteError
+from ._errors import RemoteError
 from ._files import Progress
 from ._protocol import (
-    AUTH_SERVER_FAILED,
+    FAILURES,
     CommandResult,
-    auth_answer,
-    auth_check_welcome,
-    auth_hello,
-    auth_server_failed,
     check_client_timeout,
-    closing_reason,
     command_result,
-    raise_for_error,
+    event_failure,
     run_request,
     token_bytes,
     where,
 )
-from ._rframe import DEFAULT_PORT, Codec, Frame, _ReplyReader
+from ._rframe import DEFAULT_PORT, ClientSession, Codec, Frame, _SessionReader
 
 __all__ = ["AsyncClient", "read_frame_async", "send_frame_async"]
 
@@ -87,37 +81,38 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Connection(asyncio.BufferedProtocol):
-    """One connection's state on the event loop: decoder, waiters, close reason.
+    """One connection's state on the event loop: its session, waiters, close reason.
 
-    ``waiters`` holds one future per frame the client expects, in the order
-    the frames will arrive (requests are answered in order). Each frame that
-    arrives resolves the oldest waiter; a waiter whose caller went away
-    (cancelled, timed out) still takes its frame, which is dropped, so later
-    waiters keep theirs. Frames nobody waits for yet go to ``unclaimed``
-    (for :meth:`AsyncClient.recv`).
+    The session (:class:`rframe.ClientSession`) owns the protocol: it makes
+    each request's bytes and turns the server's bytes into events that name
+    the request they answer. ``waiters`` maps a request's id to the future of
+    the call waiting for it: a reply goes to its future in Rust
+    (``_SessionReader.deliver``), every other event through :meth:`on_event`.
+    Events that nobody waits for yet (a frame nobody asked for, a download's
+    chunks ahead of its disk) wait in ``backlog``, in order, for the next call.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, codec: Codec) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, session: ClientSession) -> None:
         self.loop = loop
         # Whether a call can tell that it runs on this loop from the thread
         # the loop runs in (see AsyncClient.request).
         self.loop_thread_known = _LOOP_CHECK_BY_THREAD and isinstance(loop, asyncio.BaseEventLoop)
-        self.decoder = codec.decoder()
-        self.waiters: collections.deque[asyncio.Future[Frame]] = collections.deque()
+        self.session = session
+        self.waiters: dict[int, asyncio.Future[Any]] = {}
         # The loop asks for a buffer before every read: the reader answers
         # itself (this instance attribute shadows the method below).
-        self.reader = _ReplyReader(self.decoder)
+        self.reader = _SessionReader(session)
         # (Its parameter is positional-only, the method's is not: the same call.)
         self.get_buffer = self.reader.get_buffer  # type: ignore[method-assign,assignment]
-        self.unclaimed: collections.deque[Frame] = collections.deque()
+        self.backlog: collections.deque[Any] = collections.deque()
         self.transport: asyncio.Transport | None = None
         #: Why the connection can no longer be used; None while it can.
         self.reason: str | None = None
         self.lost: asyncio.Future[None] = loop.create_future()
-        self.eof_error: EOFError | None = None
+        self.eof_error: BaseException | None = None
         self.paused = False
         self.drain_waiters: list[asyncio.Future[None]] = []
-        # Per-call deadlines: (deadline, future, timeout, close reason) in the
+        # Per-call deadlines: (deadline, future, timeout, request id) in the
         # order the calls were made, and one timer for the earliest deadline
         # (a timer per call, as asyncio.timeout() makes, costs much more).
         self.timed: collections.deque[_Timed] = collections.deque()
@@ -128,11 +123,11 @@ class _Connection(asyncio.BufferedProtocol):
         self.outbuf: list[bytes] = []
         self.outbuf_size = 0
         self.flush_pending = False
-        # A file transfer owns the connection while it runs: other calls wait
-        # for this future (their frames would land inside the transfer's).
+        # A file transfer or the login owns the connection while it runs:
+        # other calls wait for this future.
         self.held: asyncio.Future[None] | None = None
-        # Reading pauses while this many frames wait unclaimed (a download
-        # faster than its disk), so memory stays bounded.
+        # Reading pauses while this many events wait in the backlog (a
+        # download faster than its disk), so memory stays bounded.
         self.reading_paused = False
 
     # -- asyncio.BufferedProtocol
@@ -145,39 +140,38 @@ class _Connection(asyncio.BufferedProtocol):
         return self.reader.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        try:
-            # Frames for waiting calls go to their futures in Rust; the rest
-            # (error frames, frames nobody waits for yet) come back, in order.
-            frames = self.reader.deliver(nbytes, self.waiters)
-        except FrameError as exc:
-            self.fail(f"reading a frame failed: {type(exc).__name__}", first=exc)
+        # Replies for waiting calls go to their futures in Rust; the rest
+        # come back, in order.
+        rest = self.reader.deliver(nbytes, self.waiters)
+        if rest is not None:
+            for event in rest:
+                self.on_event(event)
+
+    def on_event(self, event: Any) -> None:
+        """What the session made of the server's bytes, other than a reply
+        handed over already (see ``ClientSession`` for the events)."""
+        kind = event[0]
+        if kind == "send":  # the login's answer to the server's challenge
+            self.queue(event[1])
             return
-        if frames is None:
+        if kind == "closed":  # the last event: the session is closed
+            self.fail(event[1], first=event[2])
             return
-        waiters = self.waiters
-        for frame in frames:
-            if waiters:
-                fut = waiters.popleft()
-                if not fut.done():
-                    fut.set_result(frame)
-                # else: its caller went away; the frame was its, and is dropped
-            else:
-                self.unclaimed.append(frame)
-                if len(self.unclaimed) >= _MAX_UNCLAIMED and not self.reading_paused and self.transport is not None:
-                    self.reading_paused = True
-                    self.transport.pause_reading()
-            header = frame.header
-            if header and header.get("op") == "error":
-                why = closing_reason(header)
-                if why is not None:  # the server closes the connection after this one
-                    self.fail(why)
-                    return
+        fut = self.waiters.pop(event[1], None) if kind != "unsolicited" else None
+        if fut is None:
+            self.backlog.append(event)
+            if len(self.backlog) >= _MAX_BACKLOG and not self.reading_paused and self.transport is not None:
+                self.reading_paused = True
+                self.transport.pause_reading()
+        elif not fut.done():
+            _resolve(fut, event)
 
     def eof_received(self) -> bool:
-        try:
-            self.decoder.close()
-        except EOFError as exc:  # rframe.IncompleteFrame: the stream ended mid-frame
-            self.eof_error = exc
+        for event in self.reader.receive_eof():
+            if event[0] == "closed":  # connection_lost says so, with what was cut short
+                self.eof_error = event[2]
+            else:
+                self.on_event(event)
         return False  # close the transport
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -206,6 +200,7 @@ class _Connection(asyncio.BufferedProtocol):
                     e.__cause__ = exc
                     return e
 
+            self.session.abort(self.reason)
             self._fail_waiters(error)
         else:
             self._fail_waiters(self.aborted_error)
@@ -220,25 +215,26 @@ class _Connection(asyncio.BufferedProtocol):
         self.paused = False
         self._wake_drainers()
 
-    def take_unclaimed(self) -> Frame:
-        """The oldest frame nobody waited for (there must be one)."""
-        frame = self.unclaimed.popleft()
-        if self.reading_paused and len(self.unclaimed) < _MAX_UNCLAIMED // 2:
+    def take_backlog(self) -> Any:
+        """The oldest event nobody waited for (there must be one)."""
+        event = self.backlog.popleft()
+        if self.reading_paused and len(self.backlog) < _MAX_BACKLOG // 2:
             self.reading_paused = False
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
-        return frame
+        return event
 
     # -- deadlines
 
-    def watch(self, fut: asyncio.Future[Frame], timeout: float, closes: str | None) -> None:
-        """Fails ``fut`` with ``TimeoutError`` if it still waits ``timeout``
-        seconds from now; then, with ``closes``, closes the connection."""
+    def watch(self, fut: asyncio.Future[Any], timeout: float, id: int) -> None:
+        """Fails ``fut``, the waiter of request ``id``, with ``TimeoutError`` if
+        it still waits ``timeout`` seconds from now (the session then says
+        whether the connection goes on)."""
         deadline = self.loop.time() + timeout
         timed = self.timed
         while timed and timed[0][1].done():
             timed.popleft()
-        timed.append((deadline, fut, timeout, closes))
+        timed.append((deadline, fut, timeout, id))
         if self.timer is None or deadline < self.timer_when:
             self._arm(deadline)
 
@@ -255,14 +251,13 @@ class _Connection(asyncio.BufferedProtocol):
         earliest: float | None = None
         close: str | None = None
         for entry in self.timed:
-            deadline, fut, timeout, closes = entry
+            deadline, fut, timeout, id = entry
             if fut.done():
                 continue
             if deadline <= now:
-                # It keeps its place among the waiters: its reply is dropped.
                 fut.set_exception(TimeoutError(f"no reply within {timeout:g} seconds"))
-                if closes is not None:
-                    close = closes
+                self.waiters.pop(id, None)
+                close = self.session.cancel(id) or close
             else:
                 keep.append(entry)
                 if earliest is None or deadline < earliest:
@@ -306,24 +301,24 @@ class _Connection(asyncio.BufferedProtocol):
         return ConnectionAbortedError(f"the connection is closed ({self.reason}); open a new AsyncClient")
 
     def raise_closed(self) -> None:
-        """For a call on the closed connection: the error frame the server
-        sent before it closed (busy, auth), if nobody has claimed it yet (that
+        """For a call on the closed connection: the failure the server sent
+        before it closed (busy, auth), if nobody has claimed it yet (that
         answer is more useful than "closed", and the blocking Client gives
         it too); else ``ConnectionAbortedError``."""
-        unclaimed = self.unclaimed
-        if unclaimed and unclaimed[0].header.get("op") == "error":
-            raise_for_error(self.take_unclaimed(), self.fail)
+        if self.backlog and self.backlog[0][0] in FAILURES:
+            _claim(self.take_backlog())  # raises
         raise self.closed_error()
 
     def fail(self, reason: str, first: BaseException | None = None, graceful: bool = False) -> None:
         """Makes the connection unusable: records why, closes the transport
         (aborts it, unless ``graceful`` and nothing is left to write) and fails
-        every waiter: the first with ``first`` if given, the others with
+        every waiter: the oldest with ``first`` if given, the others with
         ``ConnectionAbortedError``."""
         if graceful and self.reason is None:
             self.flush()  # what send() handed over goes out before the close
         if self.reason is None:
             self.reason = reason
+        self.session.abort(self.reason)
         self.outbuf, self.outbuf_size = [], 0
         transport = self.transport
         if transport is not None and not transport.is_closing():
@@ -332,8 +327,7 @@ class _Connection(asyncio.BufferedProtocol):
             else:
                 transport.abort()
         if first is not None:
-            while self.waiters:
-                fut = self.waiters.popleft()
+            for fut in self.waiters.values():  # (in the order the calls were made)
                 if not fut.done():
                     fut.set_exception(first)
                     break
@@ -341,8 +335,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._wake_drainers()
 
     def _fail_waiters(self, make: Callable[[], BaseException]) -> None:
-        waiters, self.waiters = self.waiters, collections.deque()
-        for fut in waiters:
+        waiters, self.waiters = self.waiters, {}
+        for fut in waiters.values():
             if not fut.done():
                 fut.set_exception(make())
         self.timed.clear()
@@ -357,10 +351,10 @@ class _Connection(asyncio.BufferedProtocol):
                 fut.set_result(None)
 
 
-_Timed = tuple[float, "asyncio.Future[Frame]", float, str | None]
+_Timed = tuple[float, "asyncio.Future[Any]", float, int]
 
-#: Frames held for nobody before reading pauses (see _Connection.take_unclaimed).
-_MAX_UNCLAIMED = 8
+#: Events held for nobody before reading pauses (see _Connection.take_backlog).
+_MAX_BACKLOG = 8
 
 #: Queued requests are written at once when they reach this size (asyncio's
 #: default high-water mark for a transport's write buffer).
@@ -370,22 +364,45 @@ _FLUSH_SIZE = 64 * 1024
 _TIMER_SLACK = 0.001
 
 
-def _abandon(conn: _Connection, fut: asyncio.Future[Frame], closes: str | None) -> None:
-    """The caller waiting on ``fut`` for a reply leaves (cancelled, timed out).
+def _claim(event: Any) -> Any:
+    """What ``event`` means for the call it answers: a reply's frame, or the
+    event itself (a transfer's or the login's step); a failure raises."""
+    kind = event[0]
+    if kind == "reply":
+        return event[2]
+    if kind == "unsolicited":
+        return event[1]
+    if kind in FAILURES:
+        raise event_failure(event)
+    return event
 
-    The request is out, so ``fut`` keeps its place among the waiters and the
-    reply is dropped when it comes; but with ``closes``, the connection is
-    closed instead (the server then kills a command that may still run).
-    Nothing to do if the reply had already come.
-    """
+
+def _resolve(fut: asyncio.Future[Any], event: Any) -> None:
+    """Resolves ``fut`` with what ``event`` means for its caller (:func:`_claim`)."""
+    try:
+        answer = _claim(event)
+    except Exception as exc:  # noqa: BLE001 - a failure event's exception, for the caller
+        fut.set_exception(exc)
+    else:
+        fut.set_result(answer)
+
+
+def _abandon(conn: _Connection, fut: asyncio.Future[Any], id: int) -> None:
+    """The caller waiting on ``fut`` for request ``id`` leaves (cancelled,
+    timed out). The session says what that leaves behind: the reply is
+    dropped when it comes and the connection goes on, or (a command that may
+    still run, a transfer halfway) the connection closes. Nothing to do if
+    the answer had already come."""
     if fut.done() and not fut.cancelled():
         exc = fut.exception()  # retrieved: no "exception was never retrieved" log
         if not isinstance(exc, TimeoutError):
-            return  # the reply (or the connection's failure) came before the caller left
+            return  # the answer (or the connection's failure) came before the caller left
     elif not fut.done():
         fut.cancel()
-    if closes is not None:
-        conn.fail(closes)
+    conn.waiters.pop(id, None)
+    reason = conn.session.cancel(id)
+    if reason is not None:
+        conn.fail(reason)
 
 
 # --------------------------------------------------------------------------- the client
@@ -542,8 +559,10 @@ class AsyncClient:
                 ssl_object = conn.transport.get_extra_info("ssl_object")  # type: ignore[union-attr]
                 cert = self._tls.check_peer(ssl_object, where(self.address))
                 self.tls_fingerprint, binding = cert.fingerprint, cert.binding
+            if binding is not None:
+                conn.session.bind_channel(binding)
             if self._token is not None:
-                await self._authenticate(self._token, binding)
+                await self._authenticate(conn)
         except BaseException:
             # Aborted, not closed: a peer that failed the pin or the login
             # is not waited for (a TLS close waits for its close_notify).
@@ -552,7 +571,9 @@ class AsyncClient:
 
     async def _make_connection(self, loop: asyncio.AbstractEventLoop) -> _Connection:
         sock = await (self._connect_unix(loop) if self._unix else self._connect_tcp(loop))
-        conn = _Connection(loop, self.codec)
+        # Every rule of the protocol is the session's; this client moves its
+        # bytes on the event loop, keeps the time, and does the disk work.
+        conn = _Connection(loop, ClientSession(self.codec, token=self._token))
         # With TLS the handshake runs inside these calls (no name check: the
         # pin or the token's binding judges the certificate, unless the
         # caller's own context checks names).
@@ -734,54 +755,63 @@ class AsyncClient:
             await asyncio.shield(held)
 
     @staticmethod
-    def _begin(conn: _Connection, data: bytes, timeout: float | None, closes: str | None) -> asyncio.Future[Frame]:
-        """Writes a request; returns the future its reply will resolve."""
-        fut: asyncio.Future[Frame] = conn.loop.create_future()
+    def _begin(conn: _Connection, id: int, data: bytes, timeout: float | None) -> asyncio.Future[Any]:
+        """Writes the bytes of request ``id``; returns the future its answer will resolve."""
+        fut: asyncio.Future[Any] = conn.loop.create_future()
         if conn.outbuf or conn.waiters:  # others in flight: join this iteration's writes
             conn.queue(data)
         else:
             conn.transport.write(data)  # type: ignore[union-attr]
-        if conn.unclaimed:  # a frame nobody claimed yet is the next one: ours
-            fut.set_result(conn.take_unclaimed())
+        if conn.backlog:  # an event nobody claimed yet is the next one: ours
+            _resolve(fut, conn.take_backlog())
         else:
-            conn.waiters.append(fut)
+            conn.waiters[id] = fut
             if timeout is not None:
-                conn.watch(fut, timeout, closes)
+                conn.watch(fut, timeout, id)
         return fut
 
-    async def _exchange(
-        self,
-        body: _Body,
-        header: _Header,
-        fields: Mapping[str, Any],
-        timeout: float | None,
-        closes: str | None = None,
-    ) -> Frame:
-        """One request and its reply, error frames raised. ``closes``: the
-        reason to close the connection with if the caller leaves before the
-        reply came (cancelled, or out of time)."""
+    async def _open_call(self) -> _Connection:
+        """The connection, once this call may write on it: no transfer or
+        login holds it and its write buffer has room."""
         conn = self._usable()
         if conn.reason is not None:
             conn.raise_closed()
-        # Packed first: a header that cannot be encoded fails before a byte is
-        # sent, and the connection is untouched.
-        data = self.codec.pack(body, header, **fields)
         await self._turn(conn)
-        return await self._reply(conn, data, timeout, closes)
+        return conn
 
-    async def _reply(self, conn: _Connection, data: bytes, timeout: float | None, closes: str | None) -> Frame:
-        """Writes a packed request and returns its reply, error frames raised.
-        The caller has its turn (or holds the connection for a transfer)."""
+    async def _answer(self, conn: _Connection, made: tuple[int, bytes], timeout: float | None) -> Any:
+        """Writes a request the session ``made``; returns its answer (a
+        reply's frame, or a transfer's or login's event), failures raised.
+        The caller has its turn (or holds the connection)."""
         if conn.paused:
             await self._writable(conn)
-        fut = self._begin(conn, data, timeout, closes)
+        id, data = made
+        fut = self._begin(conn, id, data, timeout)
         try:
-            frame = await fut
+            return await fut
         except BaseException:
-            _abandon(conn, fut, closes)
+            _abandon(conn, fut, id)
             raise
-        raise_for_error(frame, conn.fail)
-        return frame
+
+    async def _next(self, conn: _Connection, id: int) -> Any:
+        """The next event of transfer ``id``, which holds the connection; failures raised."""
+        if conn.backlog:
+            return _claim(conn.take_backlog())
+        if conn.reason is not None:
+            conn.raise_closed()
+        return await self._wait(conn, id)
+
+    async def _wait(self, conn: _Connection, id: int) -> Any:
+        """Waits, within the client's timeout, for what answers ``id`` next."""
+        fut: asyncio.Future[Any] = conn.loop.create_future()
+        conn.waiters[id] = fut
+        if self.timeout is not None:
+            conn.watch(fut, self.timeout, id)
+        try:
+            return await fut
+        except BaseException:
+            _abandon(conn, fut, id)
+            raise
 
     async def send(self, body: _Body = b"", header: _Header = None, **fields: Any) -> None:
         """Send one frame (arguments as for :func:`rframe.send_frame`) without waiting for a reply.
@@ -790,11 +820,8 @@ class AsyncClient:
         Returns once the frame is handed to the transport (first waiting,
         within the client's timeout, while its write buffer is full).
         """
-        conn = self._usable()
-        if conn.reason is not None:
-            conn.raise_closed()
-        data = self.codec.pack(body, header, **fields)
-        await self._turn(conn)
+        conn = await self._open_call()
+        data = conn.session.send(body, header, **fields)
         if conn.outbuf:
             conn.queue(data)
         else:
@@ -810,26 +837,14 @@ class AsyncClient:
         conn = self._usable()
         while conn.held is not None:
             await self._behind_transfer(conn.held)
-        if conn.unclaimed:
-            frame = conn.take_unclaimed()
-        else:
-            if conn.reason is not None:
-                raise conn.closed_error()
-            fut: asyncio.Future[Frame] = conn.loop.create_future()
-            conn.waiters.append(fut)
-            if self.timeout is not None:
-                conn.watch(fut, self.timeout, None)
-            try:
-                frame = await fut
-            except BaseException:
-                if not fut.done():
-                    fut.cancel()
-                elif not fut.cancelled():
-                    fut.exception()  # retrieved
-                if conn.waiters and conn.waiters[-1] is fut:
-                    conn.waiters.pop()  # nothing waits behind it: give the place back
-                raise
-        raise_for_error(frame, conn.fail)
+        if conn.backlog:
+            claimed: Frame = _claim(conn.take_backlog())
+            return claimed
+        if conn.reason is not None:
+            raise conn.closed_error()
+        # Left before the frame came, with nothing behind it, the claim is
+        # withdrawn: as if never made.
+        frame: Frame = await self._wait(conn, conn.session.expect_reply())
         return frame
 
     async def request(self, body: _Body = b"", header: _Header = None, **fields: Any) -> Frame:
@@ -849,7 +864,7 @@ class AsyncClient:
         ...     asyncio.run(main(server.address))
         'hello world'
         """
-        # _exchange without its checks once the connection is known good: the hot path.
+        # The checks of _open_call only where the connection may not be good: the hot path.
         conn = self._conn
         if (
             conn is None
@@ -858,8 +873,8 @@ class AsyncClient:
             or conn.held is not None
             or self._generation != _fork_generation
         ):
-            return await self._exchange(body, header, fields, self.timeout)
-        if conn.loop_thread_known:
+            conn = await self._open_call()
+        elif conn.loop_thread_known:
             # A loop that runs in this thread is the running loop (a thread
             # runs one loop at a time): no get_running_loop(), which on
             # Python 3.11 makes a getpid() system call. (Loops patched to
@@ -870,33 +885,26 @@ class AsyncClient:
         elif _get_running_loop() is not conn.loop:
             self._usable()  # raises
         if header is None and fields:
-            # The same bytes as pack(body, None, **fields) (fields is this
+            # The same bytes as request(body, None, **fields) (fields is this
             # call's own dict), without unpacking it into keywords and back.
-            data = self.codec.pack(body, fields)
+            id, data = conn.session.request(body, fields)
         else:
-            data = self.codec.pack(body, header, **fields)
-        fut = self._begin(conn, data, self.timeout, None)
+            id, data = conn.session.request(body, header, **fields)
+        fut = self._begin(conn, id, data, self.timeout)
         try:
-            frame = await fut
+            frame: Frame = await fut
         except BaseException:
-            _abandon(conn, fut, None)
+            _abandon(conn, fut, id)
             raise
-        h = frame.header
-        if h and h.get("op") == "error":
-            raise_for_error(frame, conn.fail)
         return frame
 
     # ------------------------------------------------------------------ authentication
 
-    async def _authenticate(self, token: bytes, binding: bytes | None) -> None:
-        hello = await self._exchange(b"", auth_hello(), {}, self.timeout)
-        header, server_nonce, client_nonce = auth_answer(token, hello, binding)
-        reply = await self._exchange(b"", header, {}, self.timeout)
-        if not auth_check_welcome(token, reply, server_nonce, client_nonce, binding):
-            conn = self._conn
-            if conn is not None:
-                conn.fail(AUTH_SERVER_FAILED)
-            raise auth_server_failed()
+    async def _authenticate(self, conn: _Connection) -> None:
+        # The session answers the challenge itself (an event the connection
+        # sends); this waits for the outcome, holding the connection.
+        async with self._hold() as held:
+            await self._answer(held, held.session.login(), self.timeout)
 
     # ------------------------------------------------------------------ commands
 
@@ -942,14 +950,15 @@ class AsyncClient:
         limit = self.timeout
         if limit is not None and wait is not None and wait > limit:
             limit = wait
-        reply = await self._exchange(body, header, {}, limit, _RUN_CANCELLED)
+        conn = await self._open_call()
+        reply = await self._answer(conn, conn.session.run(header, body), limit)
         return command_result(cmd, reply, timeout=timeout, check=check, text=text)
 
     # ------------------------------------------------------------------ files
 
     @contextlib.asynccontextmanager
     async def _hold(self) -> AsyncIterator[_Connection]:
-        """Owns the connection for one transfer: other calls wait meanwhile."""
+        """Owns the connection for one transfer (or the login): other calls wait meanwhile."""
         conn = self._usable()
         while conn.held is not None:
             await self._behind_transfer(conn.held)
@@ -961,25 +970,6 @@ class AsyncClient:
         finally:
             conn.held = None
             held.set_result(None)
-
-    async def _next(self, conn: _Connection) -> Frame:
-        """The next frame of a transfer, error frames raised."""
-        if conn.unclaimed:
-            frame = conn.take_unclaimed()
-        else:
-            if conn.reason is not None:
-                conn.raise_closed()
-            fut: asyncio.Future[Frame] = conn.loop.create_future()
-            conn.waiters.append(fut)
-            if self.timeout is not None:
-                conn.watch(fut, self.timeout, _TRANSFER_CUT)
-            try:
-                frame = await fut
-            except BaseException:
-                _abandon(conn, fut, _TRANSFER_CUT)
-                raise
-        raise_for_error(frame, conn.fail)
-        return frame
 
     async def upload(
         self,
@@ -1012,45 +1002,39 @@ class AsyncClient:
         _files.check_checksum(checksum)
         path, name = _files.local_source(local_path, remote_name)
         loop = asyncio.get_running_loop()
-        hasher = hashlib.new(checksum)
-
-        def read_chunk(f: Any, want: int) -> bytearray:
-            buf = bytearray(want)
-            n = f.readinto(buf)
-            del buf[n:]
-            hasher.update(buf)
-            return buf
-
         f, size = _files.open_source(path)
         with f:
             async with self._hold() as conn:
-                request = self.codec.pack(b"", _files.put_request(name, size, overwrite=overwrite, checksum=checksum))
-                ready = await self._reply(conn, request, self.timeout, _TRANSFER_CUT)
-                chunk = _files.chunk_size(_files.expect(ready, "ready"))
+                session = conn.session
+                made = session.put(name, size, overwrite=overwrite, checksum=checksum)
+                ready = _step(await self._answer(conn, made, self.timeout), "upload-ready", conn)
+                reader = _files.ChunkReader(f, size, checksum)
+                buf = bytearray(ready[2])
                 done = 0
                 try:
                     if progress is not None:
                         progress(0, size)
                     while done < size:
-                        buf = await loop.run_in_executor(None, read_chunk, f, min(chunk, size - done))
-                        if not buf:
+                        n = await loop.run_in_executor(None, reader.read_into, buf)
+                        if not n:
                             raise OSError(f"{path} shrank from {size} to {done} bytes while it was sent")
-                        data = self.codec.pack(buf, {"op": "data"})
                         if conn.paused:
                             await self._writable(conn)
-                        if conn.reason is not None:
+                        if conn.backlog or conn.reason is not None:
+                            # The server spoke up (it refused the rest, or closed).
                             conn.raise_closed()
-                        conn.transport.write(data)  # type: ignore[union-attr]
-                        done += len(buf)
+                        conn.transport.write(session.put_data(memoryview(buf)[:n]))  # type: ignore[union-attr]
+                        done += n
                         if progress is not None:
                             progress(done, size)
-                    digest = hasher.hexdigest()
-                    end = self.codec.pack(b"", _files.end_request(checksum, digest))
+                    digest = reader.hash.hexdigest()
+                    end = session.put_end(digest)
                 except BaseException:
+                    # Mid-transfer: the server must not take what was sent as whole.
                     conn.fail("an upload was interrupted")
                     raise
-                stored = await self._reply(conn, end, self.timeout, _TRANSFER_CUT)
-        return _files.stored_result(_files.expect(stored, "stored"), checksum, digest, size)
+                stored = _step(await self._answer(conn, (made[0], end), self.timeout), "transfer-end", conn)
+        return {"name": stored[2], "size": size, checksum: digest}
 
     async def download(
         self,
@@ -1077,42 +1061,34 @@ class AsyncClient:
         committing: asyncio.Future[dict[str, Any]] | None = None
         try:
             async with self._hold() as conn:
-                request = self.codec.pack(
-                    b"", _files.get_request(remote_name, checksum=checksum, max_body=self.codec.max_body)
-                )
-                size = _files.expect(await self._reply(conn, request, self.timeout, _TRANSFER_CUT), "file").get("size")
-                if not isinstance(size, int) or size < 0:
-                    conn.fail("the server broke the download protocol")
-                    raise ConnectionAbortedError(f"the server announced no size for {remote_name!r}")
-                error_frame: RemoteError | None = None
+                made = conn.session.get(remote_name, checksum=checksum)
+                size = _step(await self._answer(conn, made, self.timeout), "download-started", conn)[2]
+                answered: BaseException | None = None
                 try:
                     if progress is not None:
                         progress(0, size)
                     while True:
                         try:
-                            frame = await self._next(conn)
-                        except RemoteError as exc:
-                            error_frame = exc
+                            event = await self._next(conn, made[0])
+                        except BaseException as exc:
+                            answered = exc
                             raise
-                        op = frame.header.get("op")
-                        if op == "end":
+                        if _step(event, ("file-chunk", "transfer-end"), conn)[0] == "transfer-end":
                             break
-                        if op != "data" or target.size + len(frame.body) > size:
-                            conn.fail("the server broke the download protocol")
-                            raise RemoteError("bad-response", f"expected {size} bytes of data, got {frame!r}")
-                        await loop.run_in_executor(None, target.write, frame.body)
+                        await loop.run_in_executor(None, target.write, event[2])
                         if progress is not None:
                             progress(target.size, size)
                 except BaseException as exc:
-                    # An error frame in place of the end leaves the stream in
-                    # step; anything else (progress() or the disk raising too)
-                    # leaves data coming.
-                    if exc is not error_frame:
+                    # What the session said (an error frame in place of the
+                    # end, a cut) leaves the stream in step or closed
+                    # already; anything else (progress() or the disk raising
+                    # too) leaves data coming.
+                    if exc is not answered:
                         conn.fail("a download was interrupted")
                     raise
             # The commit (fsync, rename) runs to its end even if this task is
             # cancelled meanwhile; the temporary file goes only after it.
-            committing = loop.run_in_executor(None, target.commit, frame.header, size)
+            committing = loop.run_in_executor(None, target.commit, event[6])
             return await asyncio.shield(committing)
         finally:
             if committing is not None and not committing.done():
@@ -1128,18 +1104,21 @@ class AsyncClient:
 
     async def list_files(self, name: str = "") -> list[dict[str, Any]]:
         """The entries of a directory beneath the server's root: :meth:`rframe.Client.list_files`."""
-        listing = await self._exchange(b"", _files.list_request(name), {}, self.timeout)
-        _files.expect(listing, "listing")
+        conn = await self._open_call()
+        listing: Frame = await self._answer(conn, conn.session.list(name), self.timeout)
         entries: list[dict[str, Any]] = json.loads(listing.body)
         return entries
 
 
-_TRANSFER_CUT = "a file transfer was cancelled or timed out halfway; the connection was closed"
-
-_RUN_CANCELLED = (
-    "a run() was cancelled or timed out while its command ran; "
-    "the connection was closed so that the server kills the command"
-)
+def _step(answer: Any, kind: str | tuple[str, ...], conn: _Connection) -> Any:
+    """``answer``, a transfer's next event, which must be ``kind``. Anything
+    else is a frame that came before the transfer began and that nobody
+    claimed (a reply to a ``send``): the transfer took it for its own, and
+    the connection is out of step."""
+    if isinstance(answer, tuple) and (answer[0] == kind if isinstance(kind, str) else answer[0] in kind):
+        return answer
+    conn.fail("the server broke the file transfer protocol")
+    raise RemoteError("bad-response", f"expected a file transfer's {kind}, got {answer!r}")
 
 
 # --------------------------------------------------------------------------- framing helpers

@@ -558,7 +558,7 @@ class Client:
                     # An error frame in place of the end leaves the stream in
                     # step; the session says when it does not.
                     raise self._failure(event)
-                return target.commit(event[6], size)
+                return target.commit(event[6])
         finally:
             target.discard()
 

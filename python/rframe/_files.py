@@ -1,13 +1,14 @@
-"""File transfer without I/O on the wire, shared by ``Client`` and ``AsyncClient``.
+"""The local side of file transfers, shared by ``Client`` and ``AsyncClient``.
 
-The requests of PROTOCOL.md ("Files"), the checks on the server's answers,
-and the local side of a download: a temporary file beside the destination
-that takes the final name only once its size and digest are verified
-(fsync, then an atomic rename), so a cut or corrupt transfer never leaves a
-half-written file under the final name.
+The steps on the wire are the ``ClientSession``'s (PROTOCOL.md, "Files");
+this is the disk work the clients supply: the file to upload, read and
+hashed a chunk at a time, and the receiving end of a download, a temporary
+file beside the destination that takes the final name only once its digest
+is verified (fsync, then an atomic rename), so a cut or corrupt transfer never
+leaves a half-written file under the final name.
 
->>> put_request("notes.txt", 12, overwrite=False, checksum="sha256")
-{'op': 'put', 'name': 'notes.txt', 'size': 12, 'overwrite': False, 'checksum': 'sha256'}
+>>> download_path("logs/today.txt", None)
+'today.txt'
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import ChecksumError, RemoteError
-from ._rframe import PART_SUFFIX, TRANSFER_CHUNK, WRITEBACK_EVERY, Frame, _PartFile
+from ._errors import ChecksumError
+from ._rframe import CHECKSUMS as _CHECKSUMS
+from ._rframe import PART_SUFFIX, TRANSFER_CHUNK, WRITEBACK_EVERY, _PartFile
 
 __all__ = [
     "CHUNK",
@@ -29,22 +31,16 @@ __all__ = [
     "WRITEBACK_EVERY",
     "Progress",
     "check_checksum",
-    "put_request",
-    "get_request",
-    "list_request",
-    "end_request",
     "open_source",
-    "expect",
-    "chunk_size",
     "local_source",
-    "stored_result",
     "LocalFile",
 ]
 
 #: The largest chunk a client sends (the server may ask for less): the Rust
 #: core's ``TRANSFER_CHUNK``, the server's too.
 CHUNK = TRANSFER_CHUNK
-CHECKSUMS = ("sha256", "md5")
+#: The checksums a transfer may name (the Rust core's), the default first.
+CHECKSUMS = _CHECKSUMS
 # Re-exported from the Rust core, whose temporary files serve the server's
 # uploads and LocalFile alike: PART_SUFFIX, the suffix (after a leading dot)
 # that uploads and downloads in progress carry; WRITEBACK_EVERY, every how many
@@ -57,39 +53,8 @@ _Path = str | os.PathLike[str]
 
 def check_checksum(checksum: str) -> str:
     if checksum not in CHECKSUMS:
-        raise ValueError(f"checksum must be 'sha256' or 'md5', got {checksum!r}")
+        raise ValueError(f"checksum must be {' or '.join(map(repr, CHECKSUMS))}, got {checksum!r}")
     return checksum
-
-
-def put_request(name: str, size: int, *, overwrite: bool, checksum: str) -> dict[str, Any]:
-    return {"op": "put", "name": name, "size": size, "overwrite": bool(overwrite), "checksum": checksum}
-
-
-def get_request(name: str, *, checksum: str, max_body: int) -> dict[str, Any]:
-    """``max_body``: the client codec's limit; the server sends no larger chunk."""
-    return {"op": "get", "name": name, "checksum": checksum, "chunk_size": min(CHUNK, max_body)}
-
-
-def end_request(checksum: str, digest: str) -> dict[str, Any]:
-    return {"op": "end", "checksum": checksum, "digest": digest}
-
-
-def list_request(name: str) -> dict[str, Any]:
-    return {"op": "list", "name": name}
-
-
-def expect(frame: Frame, op: str) -> dict[str, Any]:
-    """The header of ``frame``; ``RemoteError("bad-response")`` unless its op is ``op``."""
-    header = frame.header
-    if header.get("op") != op:
-        raise RemoteError("bad-response", f"expected a {op!r} frame, got {header!r}", header)
-    return header
-
-
-def chunk_size(ready: dict[str, Any]) -> int:
-    """The chunk size for an upload: ours, or less if the server asks."""
-    asked = ready.get("chunk_size")
-    return max(1, min(CHUNK, asked)) if isinstance(asked, int) else CHUNK
 
 
 def local_source(local_path: _Path, remote_name: str | None) -> tuple[str, str]:
@@ -117,13 +82,6 @@ def open_source(path: str) -> tuple[Any, int]:
     except BaseException:
         os.close(fd)
         raise
-
-
-def stored_result(header: dict[str, Any], checksum: str, digest: str, size: int) -> dict[str, Any]:
-    """What ``upload`` returns, after checking the server stored what was sent."""
-    if header.get("size") != size or header.get("checksum") != checksum or header.get("digest") != digest:
-        raise RemoteError("bad-response", f"the server stored something else: {header!r}", header)
-    return {"name": header.get("name"), "size": size, checksum: digest}
 
 
 def download_path(remote_name: str, local_path: _Path | None) -> str:
@@ -192,14 +150,11 @@ class LocalFile:
         self._hash.update(data)
         self.size += len(data)
 
-    def commit(self, end: dict[str, Any], expected_size: int) -> dict[str, Any]:
-        """Verifies against the ``end`` header, then gives the file its name."""
+    def commit(self, end: dict[str, Any]) -> dict[str, Any]:
+        """Verifies the digest the ``end`` header claims (the session checked
+        the size), then gives the file its name."""
         digest = self._hash.hexdigest()
         claimed = end.get("digest")
-        if self.size != expected_size or end.get("size") != expected_size:
-            raise RemoteError(
-                "bad-response", f"the server announced {expected_size} bytes and sent {self.size}: {end!r}", end
-            )
         if not isinstance(claimed, str) or claimed.lower() != digest:
             raise ChecksumError(
                 f"{self.path}: {self.checksum} mismatch: the server sent {claimed}, we received {digest}",

@@ -1,11 +1,10 @@
-"""The command protocol's client side without I/O, shared by ``Client`` and ``AsyncClient``.
+"""What ``Client`` and ``AsyncClient`` share around the protocol's session.
 
-Both clients move bytes their own way (a blocking socket, an asyncio
-transport); everything about *what* the bytes mean lives here, once: the
-``run`` request header, turning a ``result`` frame into a
+The rules of the protocol are the Rust ``ClientSession``'s (both clients
+drive one). This holds the Python side of them, once: the ``run`` request's
+header from ``subprocess``-style arguments, a ``result`` frame as a
 :class:`CommandResult` (or :class:`rframe.CommandTimeout` /
-:class:`rframe.CommandError`), error frames into exceptions, and the steps of
-the token handshake (see PROTOCOL.md).
+:class:`rframe.CommandError`), and a session's failure events as exceptions.
 
 >>> header, body, wait = run_request(["echo", "hi"], timeout=2.0)
 >>> header, body, wait
@@ -15,21 +14,11 @@ the token handshake (see PROTOCOL.md).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ._errors import REMOTE_ERRORS, AuthenticationError, CommandError, CommandTimeout, RemoteError
-from ._rframe import (
-    CHANNEL_BINDING_NONE,
-    CHANNEL_BINDING_TLS,
-    ERROR_CODES,
-    MAX_SECONDS,
-    Codec,
-    Frame,
-    auth_nonce,
-    auth_proof,
-    auth_verify,
-)
+from ._rframe import ERROR_CODES, MAX_SECONDS, Codec, Frame
 
 __all__ = [
     "CommandResult",
@@ -42,12 +31,9 @@ __all__ = [
     "where",
     "run_request",
     "command_result",
-    "raise_for_error",
+    "remote_exception",
     "FAILURES",
     "event_failure",
-    "auth_hello",
-    "auth_answer",
-    "auth_check_welcome",
 ]
 
 #: How much longer than a command's own time limit the client waits for its
@@ -264,7 +250,7 @@ def command_result(
     ``result`` frame, :class:`rframe.CommandTimeout` if the server killed the
     command at its limit, and with ``check=True`` :class:`rframe.CommandError`
     on a non-zero exit status. Error frames must have been raised before
-    (:func:`raise_for_error`). ``timeout`` is the limit the caller asked for.
+    (the session's failure events). ``timeout`` is the limit the caller asked for.
     """
     h = reply.header
     if h.get("op") != "result":
@@ -295,33 +281,6 @@ def command_result(
 
 
 # --------------------------------------------------------------------------- errors
-
-
-def closing_reason(header: Mapping[str, Any]) -> str | None:
-    """If ``header`` is an error after which the server closes the connection,
-    why (for the client's "connection is closed" messages); else ``None``."""
-    if header.get("op") == "error" and str(header.get("error", "unknown")) in CLOSING_CODES:
-        return f"the server refused: {header.get('message', '') or header.get('error')}"
-    return None
-
-
-def raise_for_error(frame: Frame, abort: Callable[[str], None]) -> None:
-    """Raises the exception an error frame (``"op": "error"``) stands for; other frames pass.
-
-    ``auth`` errors raise :class:`rframe.AuthenticationError`, the others
-    :class:`rframe.RemoteError` (``not-found`` and ``exists`` as its subclasses
-    that are also ``FileNotFoundError`` and ``FileExistsError``). Before raising for an error after which the
-    server closes the connection (``auth``, ``busy``, ``too-large``,
-    ``timeout``), calls ``abort(reason)`` so the client closes its end too.
-    """
-    header = frame.header
-    if header.get("op") != "error":
-        return
-    code = str(header.get("error", "unknown"))
-    message = str(header.get("message", ""))
-    if code in CLOSING_CODES:
-        abort(f"the server refused: {message or code}")
-    raise remote_exception(code, message, header)
 
 
 def remote_exception(code: str, message: str, header: Mapping[str, Any] | None) -> Exception:
@@ -368,87 +327,3 @@ def event_failure(event: tuple[Any, ...]) -> Exception:
             return ConnectionAbortedError(message)
         return RemoteError("bad-response", message, header)
     return ConnectionAbortedError(f"the connection was closed ({event[1]})")
-
-
-# --------------------------------------------------------------------------- the token handshake
-#
-# A client drives it like this (each exchange is one request and its reply,
-# error frames raised with raise_for_error; `binding` is the SHA-256 of the
-# server's certificate on TLS, None in plaintext):
-#
-#     reply = exchange(auth_hello())
-#     header, server_nonce, client_nonce = auth_answer(token, reply, binding)   # or close and raise
-#     reply = exchange(header)
-#     auth_check_welcome(token, reply, server_nonce, client_nonce, binding)     # or close and raise
-
-#: Why a client closes its connection when the server's proof is wrong.
-AUTH_SERVER_FAILED = "the server failed to prove it holds the token"
-
-
-def auth_hello() -> dict[str, Any]:
-    """Step 1: the header that opens the handshake."""
-    return {"op": "auth"}
-
-
-def auth_answer(token: bytes, reply: Frame, binding: bytes | None = None) -> tuple[dict[str, Any], str, str]:
-    """Step 3: the answer to the server's challenge ``reply``:
-    ``(header, server_nonce, client_nonce)``; the proof is bound to
-    ``binding`` (the server certificate's SHA-256 on TLS).
-
-    Raises :class:`rframe.AuthenticationError` if ``reply`` is no challenge,
-    also if it is a welcome: a server without a token cannot prove that it
-    holds ours, so it could be any server (one that took the port, or a
-    machine in the middle answering for the real one). Also if the server's
-    side of the channel is not ours: on TLS, a challenge not bound to TLS came
-    from something that ended TLS in the middle, and nothing is sent to it.
-    """
-    h = reply.header
-    op = h.get("op")
-    if op == "welcome":
-        raise AuthenticationError(
-            "the server has no token, so it cannot prove that it holds yours: wrong server? "
-            "(connect without a token to use a server that has none)"
-        )
-    if op != "challenge" or not isinstance(h.get("nonce"), str):
-        raise AuthenticationError(f"the server did not answer the handshake (got {h!r})")
-    theirs = h.get("channel_binding", CHANNEL_BINDING_NONE)
-    ours = CHANNEL_BINDING_TLS if binding is not None else CHANNEL_BINDING_NONE
-    if theirs != ours:
-        if binding is not None:
-            raise AuthenticationError(
-                "this connection is TLS, but the server's handshake is not bound to it: something in the middle "
-                "ended TLS (or the server predates TLS); no proof was sent"
-            )
-        raise AuthenticationError(
-            f"the server binds its handshake to {theirs!r}, and this connection is plaintext: something in the "
-            "middle stripped TLS? Connect with TLS (tls=True); no proof was sent"
-        )
-    server_nonce = h["nonce"]
-    client_nonce = auth_nonce()
-    proof = auth_proof(token, "client", server_nonce, client_nonce, binding=binding)
-    header = {"op": "auth", "nonce": server_nonce, "client_nonce": client_nonce, "proof": proof}
-    if binding is not None:
-        header["channel_binding"] = CHANNEL_BINDING_TLS
-    return header, server_nonce, client_nonce
-
-
-def auth_check_welcome(
-    token: bytes, reply: Frame, server_nonce: str, client_nonce: str, binding: bytes | None = None
-) -> bool:
-    """Step 4: true if ``reply`` is a welcome with the server's valid proof
-    (bound to ``binding``, as in :func:`auth_answer`).
-
-    On ``False`` the client must close the connection and raise
-    :func:`auth_server_failed`.
-    """
-    proof = reply.header.get("proof")
-    return (
-        reply.header.get("op") == "welcome"
-        and isinstance(proof, str)
-        and auth_verify(token, "server", server_nonce, client_nonce, proof, binding=binding)
-    )
-
-
-def auth_server_failed() -> AuthenticationError:
-    """The error for a server that could not prove it holds the token."""
-    return AuthenticationError("the server could not prove that it holds the token: wrong server, or a different token")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import collections
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
 from typing import Any, Literal, final, overload
@@ -23,11 +22,12 @@ __all__ = [
     "MAX_SECONDS",
     "DEFAULT_PORT",
     "TRANSFER_CHUNK",
+    "CHECKSUMS",
     "PART_SUFFIX",
     "WRITEBACK_EVERY",
     "FrameDecoder",
     "Server",
-    "_ReplyReader",
+    "_SessionReader",
     "_PartFile",
     "pack_frame",
     "read_frame",
@@ -209,17 +209,6 @@ class Server:
     def __exit__(self, *exc: object) -> None: ...
 
 @final
-class _ReplyReader:
-    """AsyncClient's read side: decodes what the event loop read into this thread's read buffer."""
-    def __new__(cls, decoder: FrameDecoder) -> _ReplyReader: ...
-    def get_buffer(self, sizehint: int, /) -> memoryview:
-        """``BufferedProtocol.get_buffer``: a view of the calling thread's read buffer."""
-    def read(self, nbytes: int, /) -> list[Frame]:
-        """The frames completed by the first ``nbytes`` of the calling thread's read buffer."""
-    def deliver(self, nbytes: int, waiters: collections.deque[asyncio.Future[Frame]], /) -> list[Frame] | None:
-        """Decode as ``read`` and resolve the oldest waiters with the frames; return the frames left, or ``None``."""
-
-@final
 class _PartFile:
     """A file being received at a local path: a locked temporary file beside it, renamed into place by ``commit``."""
     def __new__(cls, path: str | PathLike[str], overwrite: bool) -> _PartFile: ...
@@ -276,6 +265,8 @@ class ClientSession:
     def run(self, header: Mapping[str, Any], body: _Body | None = None) -> tuple[_Id, bytes]: ...
     def send(self, body: _Body | None = None, header: Mapping[str, Any] | None = None, **fields: Any) -> bytes: ...
     def expect_reply(self) -> _Id: ...
+    def bind_channel(self, binding: bytes) -> None:
+        """On TLS, the SHA-256 of the server certificate, for a session made before the handshake ended."""
     def login(self) -> tuple[_Id, bytes]: ...
     def list(self, name: str = "") -> tuple[_Id, bytes]: ...
     def put(self, name: str, size: int, *, overwrite: bool = False, checksum: str = "sha256") -> tuple[_Id, bytes]: ...
@@ -294,6 +285,17 @@ class ClientSession:
     def next_event(self) -> _SessionEvent | None: ...
     def feed(self, data: _Body) -> builtins.list[_SessionEvent]: ...
 
+@final
+class _SessionReader:
+    """AsyncClient's read side: what the event loop read into this thread's read buffer, through a session."""
+    def __new__(cls, session: ClientSession) -> _SessionReader: ...
+    def get_buffer(self, sizehint: int, /) -> memoryview:
+        """``BufferedProtocol.get_buffer``: a view of the calling thread's read buffer."""
+    def deliver(self, nbytes: int, waiters: dict[_Id, asyncio.Future[Any]], /) -> builtins.list[_SessionEvent] | None:
+        """The read to the session; replies resolve ``waiters[id]``; the events left, in order, or ``None``."""
+    def receive_eof(self) -> builtins.list[_SessionEvent]:
+        """The server's stream ended: the events that makes (the last is ``closed``)."""
+
 #: The application protocol TLS connections name (ALPN).
 TLS_ALPN: str
 #: The handshake's ``channel_binding`` on TLS, and on plaintext (PROTOCOL.md).
@@ -307,6 +309,8 @@ MAX_SECONDS: float
 DEFAULT_PORT: int
 #: The largest ``data`` frame body of a file transfer.
 TRANSFER_CHUNK: int
+#: The checksums a file transfer may name, the default first.
+CHECKSUMS: tuple[str, ...]
 #: The suffix of the temporary name of a file being received.
 PART_SUFFIX: str
 #: Every this many bytes, a file being received is handed to the disk.

@@ -19,7 +19,7 @@ impl Checksum {
     }
 
     /// The algorithm's name, which is also the header field that carries the digest.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Checksum::Md5 => "md5",
             Checksum::Sha256 => "sha256",

@@ -79,7 +79,7 @@ pub struct PyClientSession {
 }
 
 impl PyClientSession {
-    fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, ClientSession>> {
+    pub(super) fn lock(&self, py: Python<'_>) -> PyResult<MutexGuard<'_, ClientSession>> {
         self.inner
             .lock_py_attached(py)
             .map_err(|_| PyRuntimeError::new_err("ClientSession is broken by an earlier panic"))
@@ -118,7 +118,11 @@ fn violation_kind(kind: ViolationKind) -> &'static str {
     }
 }
 
-fn frame_to_py<'py>(py: Python<'py>, frame: Frame, read: Option<&Bound<'py, PyBytes>>) -> PyResult<Bound<'py, PyAny>> {
+pub(super) fn frame_to_py<'py>(
+    py: Python<'py>,
+    frame: Frame,
+    read: Option<&Bound<'py, PyBytes>>,
+) -> PyResult<Bound<'py, PyAny>> {
     let header = match &frame.header {
         Some(bytes) => header_to_py(py, bytes)?,
         None => PyDict::new(py),
@@ -127,7 +131,11 @@ fn frame_to_py<'py>(py: Python<'py>, frame: Frame, read: Option<&Bound<'py, PyBy
 }
 
 /// `read`: the body of the frame the event came from, when the driver read it.
-fn event_to_py<'py>(py: Python<'py>, event: Event, read: Option<&Bound<'py, PyBytes>>) -> PyResult<Bound<'py, PyAny>> {
+pub(super) fn event_to_py<'py>(
+    py: Python<'py>,
+    event: Event,
+    read: Option<&Bound<'py, PyBytes>>,
+) -> PyResult<Bound<'py, PyAny>> {
     Ok(match event {
         Event::Reply { id, frame } => ("reply", id, frame_to_py(py, frame, read)?).into_pyobject(py)?.into_any(),
         Event::Unsolicited { frame } => ("unsolicited", frame_to_py(py, frame, read)?).into_pyobject(py)?.into_any(),
@@ -245,6 +253,12 @@ impl PyClientSession {
         self.lock(py)?.expect_reply().map_err(|e| session_error(py, e))
     }
 
+    /// On TLS, the SHA-256 of the server certificate's DER bytes, for a
+    /// session made before the handshake ended; before ``login()``.
+    fn bind_channel(&self, py: Python<'_>, binding: Vec<u8>) -> PyResult<()> {
+        self.lock(py)?.bind_channel(binding).map_err(|e| session_error(py, e))
+    }
+
     /// The login's hello: ``(id, bytes)``.
     fn login<'py>(&self, py: Python<'py>) -> PyResult<(u64, Bound<'py, PyBytes>)> {
         let made = self.lock(py)?.login();
@@ -272,12 +286,16 @@ impl PyClientSession {
         outgoing(py, made)
     }
 
-    /// The upload's next ``data`` frame.
+    /// The upload's next ``data`` frame (``chunk`` copied once, into it).
     fn put_data<'py>(&self, py: Python<'py>, chunk: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         let mut session = self.lock(py)?;
         with_body(Some(chunk), |chunk| {
-            let data = session.put_data(chunk).map_err(|e| session_error(py, e))?;
-            Ok(PyBytes::new(py, &data))
+            let head = session.put_data_head(chunk).map_err(|e| session_error(py, e))?;
+            PyBytes::new_with(py, head.len() + chunk.len(), |out| {
+                out[..head.len()].copy_from_slice(&head);
+                out[head.len()..].copy_from_slice(chunk);
+                Ok(())
+            })
         })
     }
 
@@ -295,11 +313,11 @@ impl PyClientSession {
     }
 
     /// The caller of request ``id`` gives up: ``None`` if the connection goes
-    /// on (the reply will be dropped), else the reason it must close (the
-    /// session is closed).
+    /// on (the reply will be dropped, or a claim with none behind it is
+    /// withdrawn), else the reason it must close (the session is closed).
     fn cancel(&self, py: Python<'_>, id: u64) -> PyResult<Option<&'static str>> {
         Ok(match self.lock(py)?.cancel(id) {
-            Cancelled::NotPending | Cancelled::ReplyDropped => None,
+            Cancelled::NotPending | Cancelled::ReplyDropped | Cancelled::Withdrawn => None,
             Cancelled::MustClose(reason) => Some(reason),
         })
     }

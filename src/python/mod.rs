@@ -31,11 +31,12 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_SECONDS", crate::protocol::MAX_SECONDS)?;
     m.add("DEFAULT_PORT", crate::protocol::DEFAULT_PORT)?;
     m.add("TRANSFER_CHUNK", crate::protocol::TRANSFER_CHUNK)?;
+    m.add("CHECKSUMS", pyo3::types::PyTuple::new(m.py(), crate::protocol::client::CHECKSUMS)?)?;
     m.add("PART_SUFFIX", crate::files::PART_SUFFIX)?;
     m.add("WRITEBACK_EVERY", crate::files::WRITEBACK_EVERY)?;
     m.add_class::<decoder::PyFrameDecoder>()?;
     m.add_class::<server::PyServer>()?;
-    m.add_class::<replies::PyReplyReader>()?;
+    m.add_class::<replies::PySessionReader>()?;
     m.add_class::<client_session::PyClientSession>()?;
     m.add_class::<files::PyPartFile>()?;
     m.add_function(wrap_pyfunction!(codec::pack_frame, m)?)?;

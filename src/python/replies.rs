@@ -2,20 +2,21 @@
 //!
 //! `_Connection` (python/rframe/_async.py) is an `asyncio.BufferedProtocol`:
 //! the event loop asks it for a buffer before every read and reports every
-//! read. Answering with a memoryview slice for `FrameDecoder.feed` costs a
-//! new view and a buffer export per read, a good part of what decoding a
-//! small reply costs; this reads the bytes straight from the bytearray.
+//! read. Answering with a memoryview slice for `ClientSession.receive_data`
+//! costs a new view and a buffer export per read, a good part of what
+//! decoding a small reply costs; this reads the bytes straight from the
+//! bytearray into the session, and hands each reply to the future waiting for
+//! its request id.
 
 use std::cell::RefCell;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyList, PyMemoryView, PyString};
+use pyo3::types::{PyByteArray, PyDict, PyList, PyMemoryView, PyString};
 use pyo3::{ffi, intern};
 
-use super::decoder::PyFrameDecoder;
-use super::frame::frame_parts;
-use crate::protocol;
+use super::client_session::{event_to_py, frame_to_py, PyClientSession};
+use crate::protocol::client::Event;
 
 /// Bytes read from a socket at a time (asyncio's own default).
 const READ_BUFFER_SIZE: usize = 256 * 1024;
@@ -50,18 +51,18 @@ fn read_buffer<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyByteArray>> {
     })
 }
 
-/// Decodes what the event loop read into this thread's read buffer.
-/// Private to ``rframe._async``.
-#[pyclass(frozen, name = "_ReplyReader", module = "rframe._rframe")]
-pub struct PyReplyReader {
-    decoder: Py<PyFrameDecoder>,
+/// Decodes what the event loop read into this thread's read buffer, through
+/// a ``ClientSession``. Private to ``rframe._async``.
+#[pyclass(frozen, name = "_SessionReader", module = "rframe._rframe")]
+pub struct PySessionReader {
+    session: Py<PyClientSession>,
 }
 
 #[pymethods]
-impl PyReplyReader {
+impl PySessionReader {
     #[new]
-    fn new(decoder: Bound<'_, PyFrameDecoder>) -> PyReplyReader {
-        PyReplyReader { decoder: decoder.unbind() }
+    fn new(session: Bound<'_, PyClientSession>) -> PySessionReader {
+        PySessionReader { session: session.unbind() }
     }
 
     /// ``BufferedProtocol.get_buffer``: a view of the whole read buffer of
@@ -72,13 +73,28 @@ impl PyReplyReader {
         read_buffer_view(py)
     }
 
-    /// ``BufferedProtocol.buffer_updated``'s decoding: the frames completed
-    /// by the first ``nbytes`` of the calling thread's read buffer (what the
-    /// loop just read into it), as ``FrameDecoder.feed`` returns them.
-    #[pyo3(signature = (nbytes, /))]
-    fn read<'py>(&self, py: Python<'py>, nbytes: usize) -> PyResult<Bound<'py, PyList>> {
+    /// ``BufferedProtocol.buffer_updated``: the first ``nbytes`` of the
+    /// calling thread's read buffer (what the loop just read into it) go to
+    /// the session. Each reply whose id has a future in ``waiters`` (a dict)
+    /// is taken out of it and resolved with ``set_result`` (a future already
+    /// done keeps its result). At the first other event (an error, a
+    /// transfer's step, a reply nobody waits for yet) it stops: that event
+    /// and every one after it come back, in order, as ``ClientSession``'s
+    /// tuples, for the driver; ``None`` when every event was a reply handed
+    /// over.
+    #[pyo3(signature = (nbytes, waiters, /))]
+    fn deliver<'py>(
+        &self,
+        py: Python<'py>,
+        nbytes: usize,
+        waiters: &Bound<'py, PyDict>,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
         let buffer = read_buffer(py)?;
-        self.decoder.get().feed_with(py, |buf| {
+        // Every event taken under the lock, then handed out without it:
+        // set_result schedules the futures' callbacks with the loop's
+        // call_soon, which may be Python code.
+        let events = {
+            let mut session = self.session.get().lock(py)?;
             // SAFETY: the GIL is held, so no Python code resizes or writes the
             // bytearray while the slice lives (copying it is all that happens);
             // the one writer without the GIL is this thread's own loop, whose
@@ -88,50 +104,44 @@ impl PyReplyReader {
             // did, the read is lost and the connection cannot go on.
             let read =
                 read.ok_or_else(|| PyValueError::new_err(format!("{nbytes} bytes read into a smaller buffer")))?;
-            buf.extend_from_slice(read);
-            Ok(())
-        })
-    }
-
-    /// ``buffer_updated``'s hot path: decodes the read (as ``read`` does) and
-    /// gives each frame to the oldest future in ``waiters`` (a deque) with
-    /// ``set_result``; a future already done (its caller left) still takes
-    /// its frame, which is dropped. It stops at the first frame that needs
-    /// more than that, an error frame or one that nobody waits for yet, and
-    /// returns it and the frames after it, in order, for the caller to
-    /// handle; ``None`` when every frame was handed over.
-    #[pyo3(signature = (nbytes, waiters, /))]
-    fn deliver<'py>(
-        &self,
-        py: Python<'py>,
-        nbytes: usize,
-        waiters: &Bound<'py, PyAny>,
-    ) -> PyResult<Option<Bound<'py, PyList>>> {
-        // Decoded first, whole: set_result schedules the futures' callbacks
-        // with the loop's call_soon, which may be Python code; it runs with
-        // the decoder unlocked.
-        let frames = self.read(py, nbytes)?;
-        let (popleft, done, set_result) = (intern!(py, "popleft"), intern!(py, "done"), intern!(py, "set_result"));
-        for (i, frame) in frames.iter().enumerate() {
-            if is_error_frame(&frame)? || waiters.len()? == 0 {
-                return Ok(Some(frames.get_slice(i, frames.len())));
+            session.receive_data(read);
+            session.events()
+        };
+        let (done, set_result) = (intern!(py, "done"), intern!(py, "set_result"));
+        let mut rest: Option<Bound<'py, PyList>> = None;
+        for event in events {
+            if let Some(rest) = &rest {
+                rest.append(event_to_py(py, event, None)?)?;
+                continue;
             }
-            let fut = call_method(waiters, popleft, None)?;
-            if !call_method(&fut, done, None)?.is_truthy()? {
-                call_method(&fut, set_result, Some(&frame))?;
-            }
+            let event = match event {
+                Event::Reply { id, frame } => match waiters.get_item(id)? {
+                    Some(fut) => {
+                        waiters.del_item(id)?;
+                        if !call_method(&fut, done, None)?.is_truthy()? {
+                            call_method(&fut, set_result, Some(&frame_to_py(py, frame, None)?))?;
+                        }
+                        continue;
+                    }
+                    None => Event::Reply { id, frame },
+                },
+                other => other,
+            };
+            rest = Some(PyList::new(py, [event_to_py(py, event, None)?])?);
         }
-        Ok(None)
+        Ok(rest)
     }
-}
 
-/// Whether `frame` is an error response ([`protocol::is_error_reply`]), its
-/// header's `op` converted: a string, or `None` (no `op`, another type).
-fn is_error_frame(frame: &Bound<'_, PyAny>) -> PyResult<bool> {
-    let Some((header, _)) = frame_parts(frame) else { return Ok(false) };
-    let op = header.get_item(intern!(frame.py(), "op"))?;
-    let op = op.as_ref().and_then(|op| op.cast::<PyString>().ok()).and_then(|op| op.to_str().ok());
-    Ok(protocol::is_error_reply(op))
+    /// ``eof_received``: the server's stream ended; every event that makes
+    /// (the last is ``("closed", reason, error_or_None)``).
+    fn receive_eof<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        let events = {
+            let mut session = self.session.get().lock(py)?;
+            session.receive_eof();
+            session.events()
+        };
+        events.into_iter().map(|e| event_to_py(py, e, None)).collect()
+    }
 }
 
 /// `obj.name()` or `obj.name(arg)`. Under abi3 before Python 3.12, pyo3's

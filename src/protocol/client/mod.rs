@@ -39,7 +39,7 @@ pub use repr::{bytes_repr, frame_repr, header_repr, str_repr};
 use repr::{get, members_repr, parse_object, value_repr, value_str, Members};
 
 use super::auth::{self, Role};
-use crate::codec::{Codec, Decoder, Frame, FrameError};
+use crate::codec::{Checksum, Codec, Decoder, Frame, FrameError};
 
 /// A request's number on its connection: 0, 1, 2, ... in the order made.
 pub type RequestId = u64;
@@ -47,8 +47,8 @@ pub type RequestId = u64;
 /// The largest chunk a client sends or asks for (the server may ask for less).
 pub use super::TRANSFER_CHUNK as CHUNK;
 
-/// The checksums a transfer may name.
-pub const CHECKSUMS: [&str; 2] = ["sha256", "md5"];
+/// The checksums a transfer may name, the default first.
+pub const CHECKSUMS: [&str; 2] = [Checksum::Sha256.name(), Checksum::Md5.name()];
 
 /// Whether the server closes the connection after an error with this code
 /// (`ErrorCode::closes`; `_protocol.CLOSING_CODES` is derived from it too).
@@ -191,17 +191,32 @@ pub enum Cancelled {
     ReplyDropped,
     /// The connection must close, for this reason (the session is closed).
     MustClose(&'static str),
+    /// A claim on the next frame ([`ClientSession::expect_reply`]) with none
+    /// behind it: it is gone, as if never made (nothing was sent for it).
+    Withdrawn,
 }
 
 #[derive(Debug)]
 enum Step {
     Reply,
+    /// A claim on the next frame, for which nothing was sent (`expect_reply`).
+    Claim,
     Run,
     List,
     Hello,
-    Answer { server_nonce: String, client_nonce: String },
-    Put { size: u64, checksum: String, phase: PutPhase },
-    Get { name: String, phase: GetPhase },
+    Answer {
+        server_nonce: String,
+        client_nonce: String,
+    },
+    Put {
+        size: u64,
+        checksum: String,
+        phase: PutPhase,
+    },
+    Get {
+        name: String,
+        phase: GetPhase,
+    },
 }
 
 #[derive(Debug)]
@@ -352,7 +367,19 @@ impl ClientSession {
     /// as an [`Event::Reply`] for the id returned. Nothing is sent.
     pub fn expect_reply(&mut self) -> Result<RequestId, SessionError> {
         self.check_open()?;
-        Ok(self.push(Step::Reply))
+        Ok(self.push(Step::Claim))
+    }
+
+    /// The channel's binding, once a TLS handshake is done (a driver whose
+    /// session exists before the handshake ends; see [`ClientSession::new`]).
+    /// Only before the login.
+    pub fn bind_channel(&mut self, binding: Vec<u8>) -> Result<(), SessionError> {
+        self.check_open()?;
+        if self.login != Login::None {
+            return Err(SessionError::Usage("the channel binding must be set before the login".into()));
+        }
+        self.binding = Some(binding);
+        Ok(())
     }
 
     /// Starts the token handshake: the hello's bytes. The session sends the
@@ -492,9 +519,13 @@ impl ClientSession {
 
     /// The caller of request `id` gives up on it (see [`Cancelled`]).
     pub fn cancel(&mut self, id: RequestId) -> Cancelled {
+        if matches!(self.in_flight.back(), Some(InFlight { id: last, step: Step::Claim, .. }) if *last == id) {
+            self.in_flight.pop_back();
+            return Cancelled::Withdrawn;
+        }
         let Some(entry) = self.in_flight.iter_mut().find(|e| e.id == id) else { return Cancelled::NotPending };
         let reason = match entry.step {
-            Step::Reply | Step::List => {
+            Step::Reply | Step::Claim | Step::List => {
                 entry.cancelled = true;
                 return Cancelled::ReplyDropped;
             }
@@ -593,7 +624,7 @@ impl ClientSession {
         let shown = || members.as_ref().map_or_else(|| header_repr(frame.header.as_deref()), members_repr);
         let hdr = || frame.header.clone().unwrap_or_default();
         match &mut entry.step {
-            Step::Reply => {
+            Step::Reply | Step::Claim => {
                 self.in_flight.pop_front();
                 self.events.push_back(Event::Reply { id, frame });
             }

@@ -218,6 +218,26 @@ fn a_cancelled_request_has_its_reply_dropped() {
 }
 
 #[test]
+fn a_cancelled_claim_with_none_behind_it_is_withdrawn() {
+    // Client.recv / AsyncClient.recv: nothing was sent for a claim, so a
+    // caller who leaves takes its place in the queue with it...
+    let mut s = session();
+    let a = s.expect_reply().unwrap();
+    let b = s.expect_reply().unwrap();
+    assert_eq!(s.cancel(b), Cancelled::Withdrawn);
+    assert_eq!(s.cancel(a), Cancelled::Withdrawn);
+    let (c, _) = s.request(Some(br#"{"total_size": 0}"#), b"").unwrap();
+    assert_eq!(reply_body(&feed(&mut s, &result(b"c"))[0]), (c, b"c".to_vec()));
+    // ...unless someone waits behind it: then the frame it claimed is dropped.
+    let a = s.expect_reply().unwrap();
+    let b = s.expect_reply().unwrap();
+    assert_eq!(s.cancel(a), Cancelled::ReplyDropped);
+    let events = feed(&mut s, &[result(b"a"), result(b"b")].concat());
+    assert_eq!(events.len(), 1);
+    assert_eq!(reply_body(&events[0]), (b, b"b".to_vec()));
+}
+
+#[test]
 fn a_cancelled_request_answered_by_a_closing_error_still_closes() {
     let mut s = session();
     let (a, _) = s.request(Some(br#"{"total_size": 0}"#), b"").unwrap();
@@ -307,6 +327,20 @@ fn a_login_proves_the_token_both_ways_in_plaintext_and_on_tls() {
         assert!(s.logged_in());
         s.run(&run_header(), b"").unwrap();
     }
+}
+
+#[test]
+fn a_binding_set_after_the_session_was_made_binds_the_login() {
+    // An asyncio driver makes its session before the TLS handshake ends.
+    let binding = vec![9u8; 32];
+    let mut s = ClientSession::new(Codec::default(), Some(TOKEN.to_vec()), None).unwrap();
+    s.bind_channel(binding.clone()).unwrap();
+    let (id, _) = s.login().unwrap();
+    let server = FakeServer { nonce: auth::nonce(), binding: Some(binding.clone()) };
+    let answer = answer_of(&feed(&mut s, &server.challenge()));
+    assert_eq!(feed(&mut s, &server.welcome(&answer, false)), [Event::LoggedIn { id }]);
+    // Too late once the login began: its proofs are already bound (or not).
+    assert!(matches!(s.bind_channel(binding), Err(SessionError::Usage(_))));
 }
 
 #[test]
