@@ -272,6 +272,10 @@ fuzz_target!(|data: &[u8]| {
                         session.abort("cancelled");
                         book.closed = true;
                     }
+                    // A claim (expect_reply) with none behind it: gone, no frame is its.
+                    Cancelled::Withdrawn => {
+                        book.waiting.pop_front();
+                    }
                     Cancelled::NotPending => {}
                 }
             }
