@@ -18,7 +18,7 @@ use crate::protocol::client::{Cancelled, ClientSession, Event, SessionError, Vio
 use super::codec::PyCodec;
 use super::errors::frame_error;
 use super::frame::new_frame;
-use super::header::header_to_py;
+use super::header::{header_to_py, header_to_py_with, KeyCache};
 use super::stream::{header_bytes, read_raw, send_parts, with_body};
 
 /// A `bytes` object's memory as [`Bytes`], without a copy: a body read
@@ -76,6 +76,9 @@ pub struct PyClientSession {
     /// (building one runs Python code).
     codec: Codec,
     inner: Mutex<ClientSession>,
+    /// The key objects of the headers so far: a stream's headers repeat
+    /// their keys, and building a dict with keys already made is cheaper.
+    keys: Mutex<KeyCache>,
 }
 
 impl PyClientSession {
@@ -83,6 +86,17 @@ impl PyClientSession {
         self.inner
             .lock_py_attached(py)
             .map_err(|_| PyRuntimeError::new_err("ClientSession is broken by an earlier panic"))
+    }
+
+    /// Runs `f` with the header keys of this session's stream, for converting
+    /// its events. Building a dict may run Python code (the garbage
+    /// collector, a finalizer); if such code converts this session's events
+    /// meanwhile, it does so with keys of its own rather than wait.
+    pub(super) fn with_keys<T>(&self, f: impl FnOnce(&mut KeyCache) -> T) -> T {
+        match self.keys.try_lock() {
+            Ok(mut keys) => f(&mut keys),
+            Err(_) => f(&mut KeyCache::default()),
+        }
     }
 }
 
@@ -122,23 +136,28 @@ pub(super) fn frame_to_py<'py>(
     py: Python<'py>,
     frame: Frame,
     read: Option<&Bound<'py, PyBytes>>,
+    keys: &mut KeyCache,
 ) -> PyResult<Bound<'py, PyAny>> {
     let header = match &frame.header {
-        Some(bytes) => header_to_py(py, bytes)?,
+        Some(bytes) => header_to_py_with(py, bytes, keys)?,
         None => PyDict::new(py),
     };
     new_frame(header, body_to_py(py, &frame.body, read))
 }
 
-/// `read`: the body of the frame the event came from, when the driver read it.
+/// `read`: the body of the frame the event came from, when the driver read
+/// it; `keys`: the session's header keys (see [`PyClientSession::keys`]).
 pub(super) fn event_to_py<'py>(
     py: Python<'py>,
     event: Event,
     read: Option<&Bound<'py, PyBytes>>,
+    keys: &mut KeyCache,
 ) -> PyResult<Bound<'py, PyAny>> {
     Ok(match event {
-        Event::Reply { id, frame } => ("reply", id, frame_to_py(py, frame, read)?).into_pyobject(py)?.into_any(),
-        Event::Unsolicited { frame } => ("unsolicited", frame_to_py(py, frame, read)?).into_pyobject(py)?.into_any(),
+        Event::Reply { id, frame } => ("reply", id, frame_to_py(py, frame, read, keys)?).into_pyobject(py)?.into_any(),
+        Event::Unsolicited { frame } => {
+            ("unsolicited", frame_to_py(py, frame, read, keys)?).into_pyobject(py)?.into_any()
+        }
         Event::RemoteError { id, error } => {
             let header = header_dict(py, &error.header)?;
             ("remote-error", id, error.code, error.message, error.closes, header).into_pyobject(py)?.into_any()
@@ -173,7 +192,7 @@ impl PyClientSession {
     fn new(codec: Option<&Bound<'_, PyCodec>>, token: Option<Vec<u8>>, binding: Option<Vec<u8>>) -> PyResult<Self> {
         let codec = codec.map_or_else(Default::default, |c| c.get().codec());
         let session = ClientSession::new(codec, token, binding).map_err(|e| PyValueError::new_err(e.to_string()))?;
-        Ok(PyClientSession { codec, inner: Mutex::new(session) })
+        Ok(PyClientSession { codec, inner: Mutex::new(session), keys: Mutex::default() })
     }
 
     /// Why the connection is closed, or ``None`` while it is open.
@@ -210,8 +229,18 @@ impl PyClientSession {
     ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
         with_body(body, |body| {
             let header = header_bytes(&self.codec, header, fields, body)?;
-            let made = self.lock(py)?.request(header.as_deref(), body);
-            outgoing(py, made)
+            let header = header.as_deref();
+            let made = self.lock(py)?.request_prefix(header, body.len());
+            let (id, prefix) = made.map_err(|e| session_error(py, e))?;
+            let (p, h) = (prefix.len(), header.map_or(0, <[u8]>::len));
+            // Written straight into the bytes object, as Codec.pack does.
+            let data = PyBytes::new_with(py, p + h + body.len(), |out| {
+                out[..p].copy_from_slice(&prefix);
+                out[p..p + h].copy_from_slice(header.unwrap_or_default());
+                out[p + h..].copy_from_slice(body);
+                Ok(())
+            })?;
+            Ok((id, data))
         })
     }
 
@@ -356,7 +385,7 @@ impl PyClientSession {
                 }
             };
             if let Some(event) = event {
-                return event_to_py(py, event, None);
+                return self.with_keys(|keys| event_to_py(py, event, None, keys));
             }
             let (header, body) = read_raw(py, &self.codec, sock)?;
             let frame = Frame { header: header.map(Bytes::from), body: bytes_of(&body) };
@@ -366,7 +395,7 @@ impl PyClientSession {
                 session.next_event()
             };
             if let Some(event) = event {
-                return event_to_py(py, event, Some(&body));
+                return self.with_keys(|keys| event_to_py(py, event, Some(&body), keys));
             }
             // A frame that made no event (the reply of a cancelled request): the next.
         }
@@ -390,7 +419,7 @@ impl PyClientSession {
     /// The next event, or ``None`` until more bytes come.
     fn next_event<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let event = self.lock(py)?.next_event();
-        event.map(|e| event_to_py(py, e, None)).transpose()
+        self.with_keys(|keys| event.map(|e| event_to_py(py, e, None, keys)).transpose())
     }
 
     /// ``receive_data(data)``, then every event so far.
@@ -403,7 +432,7 @@ impl PyClientSession {
             })?;
             session.events()
         };
-        events.into_iter().map(|e| event_to_py(py, e, None)).collect()
+        self.with_keys(|keys| events.into_iter().map(|e| event_to_py(py, e, None, keys)).collect())
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {

@@ -496,7 +496,12 @@ fn parse_dict<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyDict>
 /// A header's JSON text as a Python dict, with the values `json.loads` gives.
 /// The codec has already checked that it is an object.
 pub fn header_to_py<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyDict>> {
-    if let Ok((dict, _)) = KeyCache::default().build(py, bytes, None) {
+    header_to_py_with(py, bytes, &mut KeyCache::default())
+}
+
+/// [`header_to_py`] with the key objects of the stream's earlier headers.
+pub fn header_to_py_with<'py>(py: Python<'py>, bytes: &[u8], keys: &mut KeyCache) -> PyResult<Bound<'py, PyDict>> {
+    if let Ok((dict, _)) = keys.build(py, bytes, None) {
         return Ok(dict);
     }
     parse_dict(py, bytes).map_err(|e| {

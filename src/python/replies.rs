@@ -108,26 +108,31 @@ impl PySessionReader {
             session.events()
         };
         let (done, set_result) = (intern!(py, "done"), intern!(py, "set_result"));
+        let session = self.session.get();
         let mut rest: Option<Bound<'py, PyList>> = None;
         for event in events {
             if let Some(rest) = &rest {
-                rest.append(event_to_py(py, event, None)?)?;
+                rest.append(session.with_keys(|keys| event_to_py(py, event, None, keys))?)?;
                 continue;
             }
             let event = match event {
-                Event::Reply { id, frame } => match waiters.get_item(id)? {
-                    Some(fut) => {
-                        waiters.del_item(id)?;
-                        if !call_method(&fut, done, None)?.is_truthy()? {
-                            call_method(&fut, set_result, Some(&frame_to_py(py, frame, None)?))?;
+                Event::Reply { id, frame } => {
+                    let key = id.into_pyobject(py)?;
+                    match waiters.get_item(&key)? {
+                        Some(fut) => {
+                            waiters.del_item(&key)?;
+                            if !call_method(&fut, done, None)?.is_truthy()? {
+                                let frame = session.with_keys(|keys| frame_to_py(py, frame, None, keys))?;
+                                call_method(&fut, set_result, Some(&frame))?;
+                            }
+                            continue;
                         }
-                        continue;
+                        None => Event::Reply { id, frame },
                     }
-                    None => Event::Reply { id, frame },
-                },
+                }
                 other => other,
             };
-            rest = Some(PyList::new(py, [event_to_py(py, event, None)?])?);
+            rest = Some(PyList::new(py, [session.with_keys(|keys| event_to_py(py, event, None, keys))?])?);
         }
         Ok(rest)
     }
@@ -140,7 +145,7 @@ impl PySessionReader {
             session.receive_eof();
             session.events()
         };
-        events.into_iter().map(|e| event_to_py(py, e, None)).collect()
+        self.session.get().with_keys(|keys| events.into_iter().map(|e| event_to_py(py, e, None, keys)).collect())
     }
 }
 

@@ -218,6 +218,21 @@ fn a_cancelled_request_has_its_reply_dropped() {
 }
 
 #[test]
+fn an_op_key_written_with_an_escape_still_makes_an_error() {
+    // The reply's fast path skips headers that cannot name `op`; json.loads
+    // reads "\u006fp" as "op", and so must the session.
+    let mut s = session();
+    let (id, _) = s.request(Some(br#"{"total_size": 0}"#), b"").unwrap();
+    let events = feed(&mut s, &frame(r#""\u006fp": "error", "error": "not-found""#, b""));
+    assert!(
+        matches!(&events[..], [Event::RemoteError { id: Some(got), error }] if *got == id && error.code == "not-found")
+    );
+    // "op" as a value is not the key: still the reply.
+    let (id, _) = s.request(Some(br#"{"total_size": 0}"#), b"").unwrap();
+    assert_eq!(reply_body(&feed(&mut s, &frame(r#""x": "op""#, b"r"))[0]), (id, b"r".to_vec()));
+}
+
+#[test]
 fn a_cancelled_claim_with_none_behind_it_is_withdrawn() {
     // Client.recv / AsyncClient.recv: nothing was sent for a claim, so a
     // caller who leaves takes its place in the queue with it...
