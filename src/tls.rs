@@ -21,15 +21,7 @@ pub const ALPN: &[u8] = b"rframe/1";
 /// certificate never meets another server's key.
 pub const IDENTITY_FILE: &str = "server.pem";
 
-/// Where a server's own certificate comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdentitySource {
-    /// Made on first use in this directory and reused (`None`: the per-user
-    /// state directory, see [`default_dir`]).
-    Generated(Option<PathBuf>),
-    /// A certificate (chain) and its private key, PEM.
-    Files { cert: PathBuf, key: PathBuf },
-}
+pub use crate::protocol::config::IdentitySource;
 
 /// A certificate chain, its key, and the fingerprint clients pin.
 pub struct Identity {

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod config;
 pub mod server_session;
 
 use serde::{Deserialize, Serialize};

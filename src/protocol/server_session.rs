@@ -25,11 +25,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::json;
 
+use super::config::{Level, Reply, ServerConfig};
 use crate::codec::{Checksum, Codec, Frame, FrameError, Hasher, PREFIX_LEN};
 use crate::exec::{self, CommandOutput, CommandSpec, Program};
 use crate::files::{Entry, FileError};
 use crate::protocol::{self, auth, Cmd, ErrorCode, FileRequest, RequestHeader, ResultHeader};
-use crate::server::{Level, Reply, ServerConfig};
 
 /// Limits before a client has authenticated: auth frames are small and bodiless.
 pub const PRE_AUTH_CODEC: Codec = Codec {

@@ -6,16 +6,7 @@
 /// characters (`--new-token`) are far beyond that.
 pub const MIN_NETWORK_TOKEN: usize = 32;
 
-/// Whether the server speaks TLS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TlsMode {
-    /// On when the address is reachable from other machines, off on loopback
-    /// and Unix sockets.
-    #[default]
-    Auto,
-    On,
-    Off,
-}
+pub use crate::protocol::config::TlsMode;
 
 /// What a server bound to some address does, once allowed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@ mod log;
 mod startups;
 mod tls_accept;
 
+pub use crate::protocol::config::{Level, Reply, ServerConfig};
 pub use config::MAX_CONNECTIONS;
 pub use connection::{command_spec, looks_raw, raw_request, PRE_AUTH_CODEC};
 pub use exposure::TlsMode;
@@ -17,106 +18,16 @@ pub use listener::{Bind, BoundAddr};
 pub use startups::MaxStartups;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::codec::{Codec, Frame};
+use crate::codec::Frame;
 use crate::files::Root;
-use crate::protocol::{error_header, ErrorCode};
-use crate::tls::{Identity, IdentitySource, ServerTls};
-
-/// What a server does, and the limits it keeps.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    pub codec: Codec,
-    pub token: Option<Vec<u8>>,
-    /// The longest a command may run (a request may ask for less).
-    pub timeout: Duration,
-    /// Bytes kept of a command's stdout and of its stderr.
-    pub max_output: usize,
-    pub max_connections: usize,
-    /// Programs that may run; `Some` also turns the shell off.
-    pub allow: Option<Vec<String>>,
-    pub shell: bool,
-    pub cwd: Option<PathBuf>,
-    /// Files are served beneath this directory (`put`, `get`, `list`); `None`: no files.
-    pub root: Option<PathBuf>,
-    /// From a request's first byte to its complete header: an absolute
-    /// deadline, so a client trickling bytes cannot hold a connection (slowloris).
-    pub header_timeout: Duration,
-    /// How long a connection may sit between requests, or stall inside a body.
-    pub idle_timeout: Duration,
-    /// What the output encoding is said to be in result headers.
-    pub encoding: String,
-    /// TLS on, off, or decided by the address (see [`exposure::check`]).
-    pub tls: TlsMode,
-    /// The certificate TLS uses.
-    pub tls_identity: IdentitySource,
-    /// Serve the network without a token, or without TLS (loudly).
-    pub insecure: bool,
-    /// Bytes of command output held in memory at once, by all commands
-    /// together (each keeps at most `max_output` of stdout and of stderr).
-    pub output_budget: usize,
-    /// With a token: connections not yet authenticated, in all (see [`MaxStartups`]).
-    pub max_startups: MaxStartups,
-    /// With a token: connections not yet authenticated from one address (an
-    /// IPv6 /64); Unix-socket peers are not counted here.
-    pub max_startups_per_source: usize,
-}
-
-impl Default for ServerConfig {
-    fn default() -> ServerConfig {
-        ServerConfig {
-            codec: Codec { max_body: 16 << 20, ..Codec::default() },
-            token: None,
-            timeout: Duration::from_secs(30),
-            max_output: 16 << 20,
-            max_connections: 1024,
-            allow: None,
-            shell: true,
-            cwd: None,
-            root: None,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(300),
-            encoding: "utf-8".into(),
-            tls: TlsMode::Auto,
-            tls_identity: IdentitySource::Generated(None),
-            insecure: false,
-            output_budget: 256 << 20,
-            max_startups: MaxStartups::default(),
-            // Fewer than `start`: one address alone never brings on the draw.
-            // A client opening many connections at once from one host gets
-            // this many logins in flight; each takes a round trip or two.
-            max_startups_per_source: 16,
-        }
-    }
-}
-
-/// A response: its JSON header text (with `total_size`; `None` for a
-/// length-only codec) and body.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub header: Option<Vec<u8>>,
-    pub body: Bytes,
-    /// Set on error replies: a length-only codec cannot carry them.
-    pub error: Option<ErrorCode>,
-}
-
-impl Reply {
-    pub fn new(header: Option<Vec<u8>>, body: Bytes) -> Reply {
-        Reply { header, body, error: None }
-    }
-
-    pub fn error(code: ErrorCode, message: &str) -> Reply {
-        Reply { header: Some(error_header(code, message)), body: Bytes::new(), error: Some(code) }
-    }
-}
+use crate::tls::{Identity, ServerTls};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -124,14 +35,6 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 /// `handler` error frame; the connection goes on.
 pub trait Handler: Send + Sync + 'static {
     fn call(&self, frame: Frame) -> BoxFuture<Result<Reply, String>>;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Debug,
-    Info,
-    Warning,
-    Error,
 }
 
 /// Where the server's log lines go. Called from tokio tasks: must not block.

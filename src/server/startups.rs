@@ -10,6 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub use crate::protocol::config::MaxStartups;
+
 /// Where a connection comes from, as far as limits go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
@@ -30,28 +32,6 @@ impl Source {
             Some(IpAddr::V4(v4)) => Source::V4(v4),
             Some(IpAddr::V6(v6)) => Source::V6(v6.octets()[..8].try_into().expect("eight bytes")),
         }
-    }
-}
-
-/// OpenSSH's `MaxStartups start:rate:full`: below `start` unauthenticated
-/// connections every new one is let in; from `start` on, a new one is refused
-/// with a chance of `rate` percent, rising linearly to 100% at `full`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MaxStartups {
-    pub start: usize,
-    pub rate: u32,
-    pub full: usize,
-}
-
-impl Default for MaxStartups {
-    /// sshd's 10:30:100 guards a fork per connection; ours costs a task and
-    /// about 8 KiB, so the numbers are larger. A login takes a round trip or
-    /// two, so even a thousand logins a second leave a few dozen in progress
-    /// at any moment: 64 of them are let in without a draw. 256 is a quarter
-    /// of the default `max_connections` (1024): connections that have not
-    /// proven the token can never hold more than that share of the slots.
-    fn default() -> MaxStartups {
-        MaxStartups { start: 64, rate: 30, full: 256 }
     }
 }
 

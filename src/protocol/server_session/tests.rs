@@ -12,7 +12,7 @@ use crate::codec::{Checksum, Codec, Frame, FrameError};
 use crate::exec::{CommandOutput, Held};
 use crate::files::{Entry, FileError, Kind};
 use crate::protocol::auth;
-use crate::server::ServerConfig;
+use crate::protocol::config::ServerConfig;
 
 const TOKEN: &[u8] = b"session-test-token";
 const NONCE: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
