@@ -52,6 +52,7 @@ from ._protocol import (
     raise_for_error,
     run_request,
     token_bytes,
+    unix_socket,
     where,
 )
 from ._rframe import DEFAULT_PORT, Codec, Frame, _ReplyReader
@@ -574,7 +575,7 @@ class AsyncClient:
         return conn
 
     async def _connect_unix(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = unix_socket()  # NotImplementedError where there are none (Windows)
         try:
             sock.setblocking(False)
             await loop.sock_connect(sock, self.address)
