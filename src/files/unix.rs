@@ -42,7 +42,9 @@ impl Root {
     pub fn open(path: &Path) -> io::Result<Root> {
         let path = path.canonicalize()?;
         let c = cstring(path.as_os_str().as_bytes())?;
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
         let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
         Ok(Root { dir: unsafe { OwnedFd::from_raw_fd(fd) }, path })
     }
 
@@ -65,7 +67,9 @@ impl Root {
         if !meta.is_file() {
             return Err(FileError::NotRegular(name.to_owned()));
         }
+        // SAFETY: a plain syscall on an open descriptor of ours.
         let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+        // SAFETY: a plain syscall on an open descriptor of ours.
         cvt(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) })
             .map_err(|e| FileError::from_io(name, e))?;
         Ok((file, meta.len()))
@@ -124,9 +128,11 @@ impl Root {
         #[cfg(target_os = "linux")]
         {
             let c = cstring(path.as_bytes())?;
+            // SAFETY: a plain C struct, for which all zeroes is valid.
             let mut how: libc::open_how = unsafe { std::mem::zeroed() };
             how.flags = (flags | libc::O_CLOEXEC) as u64;
             how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+            // SAFETY: SYS_openat2 with an open directory descriptor, a NUL-terminated path and an open_how of the size given, all of which outlive the call.
             let fd = unsafe {
                 libc::syscall(
                     libc::SYS_openat2,
@@ -137,6 +143,7 @@ impl Root {
                 )
             };
             match cvt(fd as libc::c_int) {
+                // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
                 Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
                 // A kernel before 5.6, or a sandbox that filters the call.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {}
@@ -149,7 +156,9 @@ impl Root {
     /// Without `openat2`: one component at a time, refusing every symlink.
     fn open_no_symlinks(&self, path: &str, flags: libc::c_int) -> io::Result<OwnedFd> {
         let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+        // SAFETY: a plain syscall on an open descriptor of ours.
         let dup = cvt(unsafe { libc::fcntl(self.dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) })?;
+        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
         let mut dir = unsafe { OwnedFd::from_raw_fd(dup) };
         let Some((last, dirs)) = parts.split_last() else {
             if flags & libc::O_DIRECTORY != 0 {
@@ -161,7 +170,9 @@ impl Root {
             dir = open_subdir(&dir, &cstring(part.as_bytes())?)?;
         }
         let c = cstring(last.as_bytes())?;
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
         let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags | libc::O_NOFOLLOW | libc::O_CLOEXEC) })?;
+        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
         Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 }
@@ -193,7 +204,9 @@ impl Upload {
             _ => Path::new("."),
         };
         let c = cstring(dir_path.as_os_str().as_bytes())?;
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
         let dir = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
         let dir = unsafe { OwnedFd::from_raw_fd(dir) };
         let name = path.to_string_lossy().into_owned();
         Upload::beside(name, dir, cstring(base.as_bytes())?, overwrite)
@@ -204,6 +217,7 @@ impl Upload {
     fn beside(name: String, dir: OwnedFd, target: CString, overwrite: bool) -> io::Result<Upload> {
         let temp = cstring(part_name(target.to_bytes())?.as_bytes())?;
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
         let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), temp.as_ptr(), flags, 0o666 as libc::c_uint) })?;
         lock_in_use(fd);
         Ok(Upload {
@@ -211,6 +225,7 @@ impl Upload {
             dir,
             temp,
             target,
+            // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
             file: unsafe { File::from_raw_fd(fd) },
             overwrite,
             written: 0,
@@ -262,6 +277,7 @@ impl Upload {
         self.rename()?;
         self.done = true;
         // The rename itself is durable once the directory is.
+        // SAFETY: a plain syscall on an open descriptor of ours.
         Ok(cvt(unsafe { libc::fsync(self.dir.as_raw_fd()) }).err())
     }
 
@@ -271,6 +287,7 @@ impl Upload {
         if !self.overwrite {
             // Atomic "only if it still does not exist", against a racing upload.
             let flags = libc::RENAME_NOREPLACE;
+            // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
             let r = unsafe { libc::renameat2(fd, self.temp.as_ptr(), fd, self.target.as_ptr(), flags) };
             match cvt(r) {
                 // A file system without it, an old kernel, or a sandbox that filters it.
@@ -281,6 +298,7 @@ impl Upload {
         if !self.overwrite && lstat_at(self.dir.as_raw_fd(), &self.target).is_ok() {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
         cvt(unsafe { libc::renameat(fd, self.temp.as_ptr(), fd, self.target.as_ptr()) }).map(drop)
     }
 }
@@ -288,6 +306,7 @@ impl Upload {
 impl Drop for Upload {
     fn drop(&mut self) {
         if !self.done {
+            // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
             unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.temp.as_ptr(), 0) };
         }
     }
@@ -298,6 +317,7 @@ impl Drop for Upload {
 /// last stretch only. Errors surface at that fsync. Does nothing off Linux.
 pub fn start_writeback(fd: std::os::fd::RawFd, offset: u64, len: u64) {
     #[cfg(target_os = "linux")]
+    // SAFETY: a plain syscall on an open descriptor of ours; advisory, errors surface at the fsync.
     unsafe {
         libc::sync_file_range(fd, offset as libc::off64_t, len as libc::off64_t, libc::SYNC_FILE_RANGE_WRITE);
     }
@@ -339,12 +359,15 @@ fn each_name(dir: &OwnedFd, mut visit: impl FnMut(&CStr, u8) -> bool) -> io::Res
     loop {
         // readdir says "the end" and "an error" alike, apart from errno.
         clear_errno();
+        // SAFETY: `stream` is an open directory stream, read by this thread alone.
         let entry = unsafe { libc::readdir(stream.0) };
         if entry.is_null() {
             let errno = io::Error::last_os_error();
             return if errno.raw_os_error() == Some(0) { Ok(()) } else { Err(errno) };
         }
+        // SAFETY: readdir gave a valid entry: its d_name is NUL-terminated and stays valid until the next readdir on this stream, which comes after `visit` returned.
         let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+        // SAFETY: `entry` is the valid entry readdir gave (see above).
         if name.to_bytes() != b"." && name.to_bytes() != b".." && !visit(name, unsafe { (*entry).d_type }) {
             return Ok(());
         }
@@ -359,10 +382,13 @@ impl DirStream {
     /// would share the read position with every other reader of `dir`.
     fn open(dir: &OwnedFd) -> io::Result<DirStream> {
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
         let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags) })?;
+        // SAFETY: `fd` is an open directory descriptor; on success the stream owns it.
         let stream = unsafe { libc::fdopendir(fd) };
         if stream.is_null() {
             let err = io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so `fd` is still ours; closed once.
             unsafe { libc::close(fd) };
             return Err(err);
         }
@@ -373,6 +399,7 @@ impl DirStream {
 
 impl Drop for DirStream {
     fn drop(&mut self) {
+        // SAFETY: an open stream (see `open`), closed once, with its descriptor.
         unsafe { libc::closedir(self.0) };
     }
 }
@@ -429,6 +456,7 @@ impl Sweep<'_> {
                     if is_upload_temp(name.as_bytes()) && st.st_mtime < self.cutoff && !in_use(dir, &name, &st) =>
                 {
                     // One removed meanwhile (by its own upload, say) is not counted.
+                    // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
                     let gone = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0;
                     self.removed += usize::from(gone);
                 }
@@ -445,9 +473,13 @@ impl Sweep<'_> {
 /// locks, false: the age rule alone decides.
 fn in_use(dir: &OwnedFd, name: &CStr, st: &libc::stat) -> bool {
     let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
     let Ok(fd) = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) }) else { return true };
+    // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a plain C struct, for which all zeroes is valid.
     let mut now: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a plain syscall on an open descriptor; `now` is a valid place for the result.
     let same = unsafe { libc::fstat(fd.as_raw_fd(), &mut now) } == 0
         && now.st_mode & libc::S_IFMT == libc::S_IFREG
         && (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino);
@@ -455,6 +487,7 @@ fn in_use(dir: &OwnedFd, name: &CStr, st: &libc::stat) -> bool {
         return true;
     }
     // The probe's own lock goes with `fd`.
+    // SAFETY: a plain syscall on an open descriptor of ours.
     if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
         return false;
     }
@@ -472,15 +505,18 @@ fn locks_unsupported(errno: Option<i32>) -> bool {
 /// (a file system without them, some network file systems), the age rule
 /// alone protects the file.
 fn lock_in_use(fd: libc::c_int) {
+    // SAFETY: a plain syscall on an open descriptor of ours.
     unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) };
 }
 
 fn clear_errno() {
     #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: a plain syscall on an open descriptor of ours; advisory, errors surface at the fsync.
     unsafe {
         *libc::__errno_location() = 0
     };
     #[cfg(any(target_os = "macos", target_os = "ios", target_os = "freebsd"))]
+    // SAFETY: this thread's errno, always valid to write.
     unsafe {
         *libc::__error() = 0
     };
@@ -489,12 +525,16 @@ fn clear_errno() {
 /// The directory `name` in `dir`, refused if it is a symlink.
 fn open_subdir(dir: &OwnedFd, name: &CStr) -> io::Result<OwnedFd> {
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
     let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })?;
+    // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 fn lstat_at(dir: libc::c_int, name: &CStr) -> io::Result<libc::stat> {
+    // SAFETY: a plain C struct, for which all zeroes is valid.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a plain syscall: `dir` is an open descriptor, `name` NUL-terminated, `st` a valid place for the result.
     cvt(unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
     Ok(st)
 }

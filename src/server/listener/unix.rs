@@ -114,6 +114,7 @@ fn bind_private(path: &Path) -> io::Result<std::os::unix::net::UnixListener> {
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: `addr` is an initialised sockaddr_un that outlives the call, which reads `len` bytes of it.
     if unsafe { libc::bind(fd.as_raw_fd(), (&raw const addr).cast(), len as libc::socklen_t) } == -1 {
         return Err(io::Error::last_os_error());
     }
