@@ -351,6 +351,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")] // reads /proc
     fn a_command_leads_a_session_of_its_own_without_a_terminal() {
         // Fields 5 and 6 of /proc/PID/stat: process group and session (the
         // shell's name, field 2, has no space).

@@ -594,7 +594,9 @@ mod std_hook {
     }
 }
 
-#[cfg(test)]
+/// Linux's: they read /proc (sessions, signal masks, whether a process was
+/// reaped) and expect a pidfd.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
