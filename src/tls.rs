@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -51,10 +50,15 @@ pub fn cert_hash(der: &[u8]) -> [u8; 32] {
     Sha256::digest(der).into()
 }
 
-/// `$XDG_STATE_HOME/rframe`, else `~/.local/state/rframe`.
+/// `$XDG_STATE_HOME/rframe`, else `~/.local/state/rframe`; on Windows,
+/// `%LOCALAPPDATA%\rframe` first (the user's own, not roaming).
 pub fn default_dir() -> io::Result<PathBuf> {
     if let Some(state) = std::env::var_os("XDG_STATE_HOME").filter(|s| Path::new(s).is_absolute()) {
         return Ok(PathBuf::from(state).join("rframe"));
+    }
+    #[cfg(windows)]
+    if let Some(local) = std::env::var_os("LOCALAPPDATA").filter(|s| Path::new(s).is_absolute()) {
+        return Ok(PathBuf::from(local).join("rframe"));
     }
     match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         Some(home) => Ok(PathBuf::from(home).join(".local/state/rframe")),
@@ -97,7 +101,7 @@ impl Identity {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         }
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+        private::dir_builder().recursive(true).create(dir)?;
         let pem = generate()?;
         // Written under a name of its own, then linked to the final name: a
         // link fails if the name exists, so of two servers starting at once
@@ -178,15 +182,37 @@ fn generate() -> io::Result<String> {
 /// Creates `path` (which must not exist) readable by its owner alone, with
 /// `data`, on disk before it returns.
 fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = private::open_options().write(true).create_new(true).open(path)?;
     f.write_all(data)?;
     f.sync_all()
+}
+
+/// Files and directories only their owner may use: modes 0600 and 0700 on
+/// Unix; on Windows, what the user's profile directory gives (its ACL lets
+/// in the user, SYSTEM and administrators).
+mod private {
+    use std::fs;
+
+    pub fn dir_builder() -> fs::DirBuilder {
+        #[allow(unused_mut)]
+        let mut b = fs::DirBuilder::new();
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b
+    }
+
+    pub fn open_options() -> fs::OpenOptions {
+        #[allow(unused_mut)]
+        let mut o = fs::OpenOptions::new();
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        o
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("rframe-tls-{name}-{}", crate::protocol::auth::nonce()));
@@ -198,9 +224,13 @@ mod tests {
     fn a_generated_identity_is_kept_private_and_reused() {
         let dir = temp_dir("gen").join("state");
         let first = Identity::load(&IdentitySource::Generated(Some(dir.clone()))).unwrap();
-        let mode = fs::metadata(dir.join(IDENTITY_FILE)).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.join(IDENTITY_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+            assert_eq!(fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+        }
         let again = Identity::load(&IdentitySource::Generated(Some(dir.clone()))).unwrap();
         assert_eq!(first.cert_hash(), again.cert_hash());
         // Nothing else is left beside it.

@@ -28,6 +28,14 @@ os.environ["XDG_CONFIG_HOME"] = os.path.join(_HOME, "config")
 HANG_BOUND = 10.0
 
 
+def pytest_collection_modifyitems(config, items):
+    """Where the command server does not run (Windows), its tests are skipped,
+    saying so (tests/platforms.py)."""
+    import platforms
+
+    platforms.skip_command_server_modules(items)
+
+
 @pytest.fixture
 def listener():
     """A TCP socket listening on 127.0.0.1 on a free port."""

@@ -10,7 +10,6 @@ import contextlib
 import os
 import random
 import re
-import resource
 import signal
 import socket
 import subprocess
@@ -83,7 +82,10 @@ def read_all(sock) -> bytes:
 
 
 def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS (resident now), VmHWM (the peak resident) and VmSize of a process, in KiB."""
+    """VmRSS (resident now), VmHWM (the peak resident) and VmSize of a process, in KiB.
+    Linux only (/proc): elsewhere the test is skipped."""
+    if sys.platform != "linux":
+        pytest.skip("reads a process's memory from /proc (Linux)")
     with open(f"/proc/{pid}/status") as f:
         fields = dict(line.split(":", 1) for line in f)
     return {k: int(fields[k].split()[0]) for k in ("VmRSS", "VmHWM", "VmSize")}
@@ -92,6 +94,8 @@ def memory_kib(pid: int) -> dict[str, int]:
 def raise_open_files(n: int) -> None:
     """Raises this process's soft limit on open files to at least ``n`` (processes
     started afterwards inherit it), or skips the test if the hard limit is lower."""
+    import resource  # POSIX only; this helper's callers run the command server
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < n:
         if hard != resource.RLIM_INFINITY and hard < n:

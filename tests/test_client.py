@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+import platforms
 import rframe
 import rframe._client
 import rframe._errors
@@ -239,11 +240,13 @@ def test_connection_refused_is_the_builtin():
         rframe.Client("127.0.0.1", free_port(), timeout=HANG_BOUND)
 
 
+@platforms.unix_sockets
 def test_missing_unix_socket(tmp_path):
     with pytest.raises(FileNotFoundError):
         rframe.Client(unix_path=tmp_path / "nothing.sock", timeout=HANG_BOUND)
 
 
+@platforms.unix_sockets
 def test_unix_socket_client(tmp_path):
     path = tmp_path / "s.sock"
     with running(rframe.Server(unix_path=str(path))):

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+import platforms
 import rframe
 from rframe import _errors, _files, _protocol, _rframe
 from rframe._rframe import ERROR_CODES
@@ -57,6 +58,7 @@ def test_the_client_only_code_is_not_a_server_code():
     assert "bad-response" not in CODES
 
 
+@platforms.commands
 def test_max_seconds_bounds_the_server_and_the_clients_alike():
     assert _protocol.MAX_SECONDS == _rframe.MAX_SECONDS == 1e9
     over = math.nextafter(_rframe.MAX_SECONDS, math.inf)

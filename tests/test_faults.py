@@ -16,12 +16,10 @@ measured (``pytest -s`` shows it).
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import hmac
 import json
 import selectors
 import signal
-import termios
 import threading
 import time
 
@@ -41,6 +39,11 @@ from server_helpers import (
     sleep_marker,
     wait_until,
 )
+
+# POSIX terminals and file flags: the whole module runs the command server, which
+# Windows refuses (tests/platforms.py).
+fcntl = pytest.importorskip("fcntl", reason="needs POSIX (the command server)")
+termios = pytest.importorskip("termios", reason="needs POSIX (the command server)")
 
 MiB = 1 << 20
 # How much the server's peak resident memory may grow while it is attacked. Far

@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+import platforms
 import rframe
 import rframe._files
 from conftest import HANG_BOUND
@@ -725,6 +726,7 @@ def peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+@platforms.linux
 def test_a_sparse_file_over_2_gib_moves_in_flat_memory(root, here):
     """2 GiB + 3 bytes: past every 32-bit size; both processes stay small."""
     size = (2 << 30) + 3

@@ -10,6 +10,7 @@ import unicodedata
 
 import pytest
 
+import platforms
 import rframe
 from conftest import HANG_BOUND
 from server_helpers import ENV, CliProcess, CliServer, cli_server, client_for, running, wait_until
@@ -71,6 +72,7 @@ def _controlling_tty(pid: int) -> int:
         return int(f.read().rpartition(")")[2].split()[4])
 
 
+@platforms.linux
 def test_a_command_that_opens_the_terminal_fails_at_once(tmp_path):
     try:
         master, slave = os.openpty()
@@ -99,6 +101,7 @@ def test_a_command_that_opens_the_terminal_fails_at_once(tmp_path):
 # --------------------------------------------------------------------------- the socket file
 
 
+@platforms.unix_sockets
 def test_the_unix_socket_file_is_private_whatever_the_umask(tmp_path):
     path = tmp_path / "open.sock"
     old = os.umask(0o000)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import random
-import resource
 import select
 import socket
 import subprocess
@@ -20,9 +19,12 @@ import sys
 
 import pytest
 
+import platforms
 import rframe
 from conftest import HANG_BOUND
 from server_helpers import ENV, ROOT, wait_until
+
+resource = pytest.importorskip("resource", reason="needs POSIX resource limits (and the command server)")
 
 sys.path.insert(0, str(ROOT / "bench"))
 import idle  # noqa: E402 - bench/idle.py
@@ -115,6 +117,7 @@ def test_idle_connections_short():
 
 
 def _somaxconn():
+    """The kernel's cap on a listen backlog; 0 where it cannot be read (off Linux)."""
     try:
         with open("/proc/sys/net/core/somaxconn") as f:
             return int(f.read())
@@ -125,6 +128,7 @@ def _somaxconn():
 BURST = 600
 
 
+@platforms.linux
 @pytest.mark.skipif(_somaxconn() < BURST + 2, reason="net.core.somaxconn caps the listen backlog below the burst")
 def test_listen_backlog_holds_a_burst():
     """A burst of connects completes its handshakes even before the server

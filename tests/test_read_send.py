@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+import platforms
 import reference as ref
 import rframe
 from conftest import HANG_BOUND
@@ -265,6 +266,7 @@ CTRL_C_SCRIPT = textwrap.dedent(
 )
 
 
+@platforms.posix
 @pytest.mark.parametrize("timeout", ["none", "60"])
 def test_read_frame_is_interrupted_by_ctrl_c(timeout):
     proc = subprocess.Popen(

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+import platforms
 import rframe
 from conftest import HANG_BOUND
 from server_helpers import (
@@ -103,6 +104,7 @@ def test_env_cwd_and_input(server, tmp_path):
         assert c.run(["wc", "-c"], input="héllo").stdout.strip() == b"6"
 
 
+@platforms.linux
 def test_stdin_is_dev_null_without_input(server):
     with client_for(server) as c:
         t0 = time.monotonic()
@@ -210,6 +212,7 @@ def test_client_leaving_mid_command_kills_it(server):
         kill_all(marker)
 
 
+@platforms.linux
 def test_stop_cuts_a_reply_the_peer_does_not_read():
     """A peer that stops reading a large result does not hold a stopping
     server's connection until the idle timeout: the reply is cut off."""

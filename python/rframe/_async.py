@@ -46,6 +46,7 @@ from ._protocol import (
     event_failure,
     run_request,
     token_bytes,
+    unix_socket,
     where,
 )
 from ._rframe import DEFAULT_PORT, ClientSession, Codec, Frame, _SessionReader
@@ -595,7 +596,7 @@ class AsyncClient:
         return conn
 
     async def _connect_unix(self, loop: asyncio.AbstractEventLoop) -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = unix_socket()  # NotImplementedError where there are none (Windows)
         try:
             sock.setblocking(False)
             await loop.sock_connect(sock, self.address)

@@ -30,6 +30,7 @@ from ._protocol import (
     event_failure,
     run_request,
     token_bytes,
+    unix_socket,
     where,
 )
 from ._rframe import DEFAULT_PORT, ClientSession, Codec, Frame
@@ -113,7 +114,7 @@ class Client:
         )
         if unix_path is not None:
             self.address: Any = os.fspath(unix_path)
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock = unix_socket()
             try:
                 sock.settimeout(timeout)
                 sock.connect(self.address)

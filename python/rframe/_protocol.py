@@ -14,6 +14,7 @@ header from ``subprocess``-style arguments, a ``result`` frame as a
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "check_client_timeout",
     "token_bytes",
     "where",
+    "unix_socket",
     "run_request",
     "command_result",
     "remote_exception",
@@ -184,6 +186,15 @@ def where(address: Any) -> str:
         return address
     host, port = address
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def unix_socket() -> socket.socket:
+    """A new Unix stream socket (``unix_path=``), or ``NotImplementedError``
+    where the system has none (Windows)."""
+    family = getattr(socket, "AF_UNIX", None)
+    if family is None:
+        raise NotImplementedError("Unix sockets (unix_path) are not available on this system: connect over TCP")
+    return socket.socket(family, socket.SOCK_STREAM)
 
 
 def token_bytes(token: str | bytes | None, codec: Codec) -> bytes | None:

@@ -329,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_startups=args.max_startups,
                 max_startups_per_source=args.max_startups_per_source,
             )
-    except ValueError as e:
+    except (ValueError, NotImplementedError) as e:  # NotImplementedError: not on this system (Windows)
         return _fail(str(e))
     except OSError as e:
         where = args.unix or f"{args.host}:{args.port}"

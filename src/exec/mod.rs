@@ -1,11 +1,23 @@
 //! Running one command: its own session, both pipes drained at once,
 //! output capped, a time limit, and nothing left running afterwards.
-//! Starting it and waiting for it: `spawn.rs`.
+//! Starting it, waiting for it and killing its group: `unix.rs`; on Windows,
+//! where the command server does not run yet, `windows.rs` says so.
 
-mod spawn;
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as spawn;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as spawn;
+
+/// `None` where commands run; else why they cannot (a server without a
+/// handler refuses to start with it).
+pub const UNSUPPORTED: Option<&str> = spawn::UNSUPPORTED;
 
 use std::io;
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -139,13 +151,12 @@ pub struct CommandOutput {
 /// Kills the whole process group when dropped: on timeout, when the command
 /// is done (leftover background jobs), and when the request is abandoned (the
 /// client went away, the server is stopping).
-struct GroupGuard(Option<i32>);
+struct GroupGuard(Option<spawn::Pid>);
 
 impl GroupGuard {
     fn kill(&mut self) {
         if let Some(pgid) = self.0 {
-            // SAFETY: plain syscall; ESRCH (group already gone) is fine.
-            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+            spawn::kill_group(pgid);
         }
     }
 }
@@ -253,7 +264,7 @@ pub async fn run(spec: CommandSpec) -> io::Result<CommandOutput> {
         }
     }
     let status = status.expect("the loop ends only after the child exited");
-    let returncode = status.code().unwrap_or_else(|| -status.signal().unwrap_or(0));
+    let returncode = spawn::returncode(status);
     Ok(CommandOutput {
         returncode,
         stdout: std::mem::take(&mut out.bytes),
@@ -284,6 +295,24 @@ impl CommandSpec {
 }
 
 #[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn a_budget_never_gives_more_than_it_has() {
+        let budget = OutputBudget::new(100);
+        let (mut a, mut b) = (Held::new(Some(budget.clone())), Held::new(Some(budget.clone())));
+        assert_eq!((a.draw(60), b.draw(60), a.draw(1)), (60, 40, 0));
+        let both = a.merge(b);
+        assert_eq!(budget.in_use(), 100);
+        drop(both);
+        assert_eq!(budget.in_use(), 0);
+        assert_eq!(Held::new(None).draw(usize::MAX), usize::MAX);
+    }
+}
+
+/// Commands through `/bin/sh`: Unix only.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
@@ -322,6 +351,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_os = "linux")] // reads /proc
     fn a_command_leads_a_session_of_its_own_without_a_terminal() {
         // Fields 5 and 6 of /proc/PID/stat: process group and session (the
         // shell's name, field 2, has no space).
@@ -371,18 +401,6 @@ mod tests {
         s.budget = Some(budget.clone());
         let third = block_on(run(s)).unwrap();
         assert_eq!((third.stdout.len(), third.stdout_truncated, third.budget_ran_out), (1000, false, false));
-    }
-
-    #[test]
-    fn a_budget_never_gives_more_than_it_has() {
-        let budget = OutputBudget::new(100);
-        let (mut a, mut b) = (Held::new(Some(budget.clone())), Held::new(Some(budget.clone())));
-        assert_eq!((a.draw(60), b.draw(60), a.draw(1)), (60, 40, 0));
-        let both = a.merge(b);
-        assert_eq!(budget.in_use(), 100);
-        drop(both);
-        assert_eq!(budget.in_use(), 0);
-        assert_eq!(Held::new(None).draw(usize::MAX), usize::MAX);
     }
 
     #[test]

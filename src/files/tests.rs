@@ -150,6 +150,7 @@ fn listings_are_sorted_and_say_sizes() {
 fn fifos_are_refused_without_waiting_for_a_writer() {
     let s = Scratch::new();
     let path = CString::new(s.0.join("root/pipe").as_os_str().as_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
     symlink("pipe", s.0.join("root/link")).unwrap();
     let root = s.root();

@@ -10,8 +10,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyModule};
 
 use crate::codec::FrameError;
-use crate::io::fd::WaitError;
 use crate::io::read::ReadError;
+use crate::io::socket::WaitError;
 
 static ERRORS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 

@@ -389,6 +389,10 @@ impl PyServer {
             // What the server's checks refuse (ServerConfig::check, exposure::check) is a bad argument.
             if e.kind() == std::io::ErrorKind::InvalidInput {
                 PyValueError::new_err(e.to_string())
+            } else if e.kind() == std::io::ErrorKind::Unsupported {
+                // Not on this system (Windows: the command server, Unix sockets, root), as
+                // asyncio's add_signal_handler says it there.
+                pyo3::exceptions::PyNotImplementedError::new_err(e.to_string())
             } else {
                 e.into()
             }
@@ -471,7 +475,7 @@ impl PyServer {
     fn serve_forever(&self, py: Python<'_>) -> PyResult<()> {
         self.start()?;
         while !self.server.is_stopping() {
-            py.detach(|| std::thread::sleep(crate::io::fd::SLICE));
+            py.detach(|| std::thread::sleep(crate::io::socket::SLICE));
             if let Err(interrupt) = check_signals() {
                 self.stop(py)?;
                 return Err(interrupt);

@@ -1,6 +1,6 @@
 //! Where frames are read from and written to: Python sockets and file-like
-//! objects. A plain socket takes the fast path (its file descriptor, with the
-//! GIL released); SSL sockets and other objects are used through their methods.
+//! objects. A plain socket takes the fast path (its file descriptor, or its
+//! `SOCKET` on Windows, with the GIL released); SSL sockets and other objects are used through their methods.
 
 use std::time::{Duration, Instant};
 
@@ -11,8 +11,8 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyByteArray, PyBytes, PyDict, PyString, PyType};
 
 use crate::codec::Codec;
-use crate::io::fd;
 use crate::io::read::{read_frame, BodyBuffer, ByteSource};
+use crate::io::socket::{self, RawSocket};
 
 use super::errors::{read_error, wait_error};
 use super::frame::new_frame;
@@ -21,7 +21,7 @@ use super::header::header_to_py;
 /// How reads and writes reach a Python object.
 enum Endpoint<'py> {
     /// A plain `socket.socket`: its descriptor and its timeout as a deadline.
-    Socket { fd: i32, deadline: Option<Instant> },
+    Socket { sock: RawSocket, deadline: Option<Instant> },
     /// Anything else, through its methods.
     Object(Bound<'py, PyAny>),
 }
@@ -42,10 +42,7 @@ fn endpoint<'py>(obj: &Bound<'py, PyAny>, method: &str, what: &str) -> PyResult<
     if !is_plain_socket(obj, method)? {
         return Ok(Endpoint::Object(obj.clone()));
     }
-    let fd: i32 = obj.call_method0("fileno")?.extract()?;
-    if fd < 0 {
-        return Err(std::io::Error::from_raw_os_error(libc::EBADF).into());
-    }
+    let sock = socket::from_fileno(obj.call_method0("fileno")?.extract()?)?;
     let timeout: Option<f64> = obj.call_method0("gettimeout")?.extract()?;
     let deadline = match timeout {
         None => None,
@@ -57,7 +54,7 @@ fn endpoint<'py>(obj: &Bound<'py, PyAny>, method: &str, what: &str) -> PyResult<
             )))
         }
     };
-    Ok(Endpoint::Socket { fd, deadline })
+    Ok(Endpoint::Socket { sock, deadline })
 }
 
 /// Waits with the GIL released, checking for Ctrl-C between slices.
@@ -67,15 +64,15 @@ pub fn check_signals() -> Result<(), PyErr> {
 
 struct SocketSource<'py> {
     py: Python<'py>,
-    fd: i32,
+    sock: RawSocket,
     deadline: Option<Instant>,
 }
 
 impl ByteSource for SocketSource<'_> {
     type Error = PyErr;
     fn read_some(&mut self, buf: &mut [u8]) -> PyResult<usize> {
-        let (fd, deadline) = (self.fd, self.deadline);
-        self.py.detach(|| fd::recv_some(fd, buf, deadline, &mut check_signals)).map_err(wait_error)
+        let (sock, deadline) = (self.sock, self.deadline);
+        self.py.detach(|| socket::recv_some(sock, buf, deadline, &mut check_signals)).map_err(wait_error)
     }
 }
 
@@ -256,7 +253,7 @@ pub fn read_raw<'py>(
 ) -> PyResult<(Option<Vec<u8>>, Bound<'py, PyBytes>)> {
     let alloc = |len| BodyBuf::new(py, len);
     let result = match endpoint(source, "recv_into", "read_frame")? {
-        Endpoint::Socket { fd, deadline } => read_frame(codec, &mut SocketSource { py, fd, deadline }, alloc),
+        Endpoint::Socket { sock, deadline } => read_frame(codec, &mut SocketSource { py, sock, deadline }, alloc),
         Endpoint::Object(obj) => {
             let mut source = ObjectSource::new(obj)?;
             let read = read_frame(codec, &mut source, alloc);
@@ -301,8 +298,8 @@ pub fn with_body<R>(body: Option<&Bound<'_, PyAny>>, f: impl FnOnce(&[u8]) -> Py
 /// Sends `head` then `body` to a socket or file-like object, completely.
 pub fn send_to(py: Python<'_>, sink: &Bound<'_, PyAny>, head: &[u8], body: &[u8]) -> PyResult<()> {
     match endpoint(sink, "sendall", "send_frame")? {
-        Endpoint::Socket { fd, deadline } => {
-            py.detach(|| fd::send_all(fd, &[head, body], deadline, &mut check_signals)).map_err(wait_error)
+        Endpoint::Socket { sock, deadline } => {
+            py.detach(|| socket::send_all(sock, &[head, body], deadline, &mut check_signals)).map_err(wait_error)
         }
         Endpoint::Object(obj) => {
             if obj.hasattr("sendall")? {

@@ -89,7 +89,9 @@ pub struct Server {
 
 impl Server {
     /// Binds the listening socket; serving starts with [`Server::start`] or
-    /// [`Server::serve_here`]. Refuses (`InvalidInput`) what
+    /// [`Server::serve_here`]. Refuses (`Unsupported`) a command server
+    /// (no handler) where commands cannot run (see `exec::UNSUPPORTED`), and
+    /// (`InvalidInput`) what
     /// [`ServerConfig::check`] refuses, and what [`exposure::check`] refuses:
     /// a network address without a long token or without TLS, unless
     /// `insecure`; what `insecure` allows is logged as a warning and kept in
@@ -101,6 +103,11 @@ impl Server {
         observer: Arc<dyn Observer>,
     ) -> std::io::Result<Server> {
         config.check(handler.is_some()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        // Commands cannot run on every system (Windows, for now): a command
+        // server there refuses to start, saying why; a handler server serves.
+        if let (None, Some(why)) = (&handler, crate::exec::UNSUPPORTED) {
+            return Err(std::io::Error::new(std::io::ErrorKind::Unsupported, why));
+        }
         let root = match &config.root {
             Some(path) => Some(Arc::new(
                 Root::open(path).map_err(|e| std::io::Error::new(e.kind(), format!("root {}: {e}", path.display())))?,
@@ -372,4 +379,66 @@ async fn accept_loop(
         }
     }
     listener.close();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::codec::Codec;
+
+    /// Upper-cases the body, keeps the header.
+    struct Upper;
+
+    impl Handler for Upper {
+        fn call(&self, frame: Frame) -> BoxFuture<Result<Reply, String>> {
+            let body = Bytes::from(frame.body.to_ascii_uppercase());
+            Box::pin(std::future::ready(Ok(Reply::new(frame.header.map(|h| h.to_vec()), body))))
+        }
+    }
+
+    fn loopback() -> Bind {
+        Bind::Tcp { host: "127.0.0.1".into(), port: 0 }
+    }
+
+    #[test]
+    fn a_handler_server_answers_over_loopback_tcp() {
+        let server =
+            Server::bind(loopback(), ServerConfig::default(), Some(Arc::new(Upper)), Arc::new(Silent)).unwrap();
+        let BoundAddr::Tcp(addr) = server.address().clone() else { panic!("not TCP") };
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        server.start(&rt);
+        let codec = Codec::default();
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        sock.write_all(&codec.encode(Some(br#"{"op": "echo", "total_size": 5}"#), b"hello").unwrap()).unwrap();
+        let mut got = bytes::BytesMut::new();
+        let mut decoder = crate::codec::Decoder::new(codec);
+        let mut buf = [0u8; 4096];
+        let frame = loop {
+            if let Some(frame) = decoder.decode(&mut got).unwrap() {
+                break frame;
+            }
+            let n = sock.read(&mut buf).unwrap();
+            assert!(n > 0, "closed after {got:?}");
+            got.extend_from_slice(&buf[..n]);
+        };
+        assert_eq!(&frame.body[..], b"HELLO");
+        server.stop();
+    }
+
+    #[test]
+    fn a_command_server_starts_where_commands_run_and_says_why_not_elsewhere() {
+        let result = Server::bind(loopback(), ServerConfig::default(), None, Arc::new(Silent));
+        match crate::exec::UNSUPPORTED {
+            None => assert!(result.is_ok()),
+            Some(why) => {
+                let err = result.err().expect("refused");
+                assert_eq!((err.kind(), err.to_string()), (std::io::ErrorKind::Unsupported, why.to_string()));
+            }
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! Starting a command in a session of its own, and waiting for it without a
-//! thread.
+//! Running commands on Unix: starting one in a session of its own, waiting
+//! for it without a thread, and killing its process group.
 //!
 //! `setsid` in a `pre_exec` hook makes the standard library start commands
 //! with `fork`, which copies the server's page tables and makes every page its
@@ -10,9 +10,10 @@
 //! `execvp` would in the child. A command is waited for through a pidfd,
 //! polled by tokio; without one, `waitpid(WNOHANG)` on a timer.
 //!
-//! Every platform-specific bit of running commands lives in this file: the
-//! `sys` module at the end (Linux) and its stand-in elsewhere (the standard
-//! library with a `setsid` hook, as before), and the pidfd.
+//! Every platform-specific bit of running commands lives in this file (its
+//! Windows counterpart is `windows.rs`): the `sys` module at the end (Linux)
+//! and its stand-in elsewhere (macOS and the BSDs: the standard library with a
+//! `setsid` hook), and the pidfd.
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
@@ -27,6 +28,24 @@ use std::time::Duration;
 use tokio::net::unix::pipe;
 
 use super::{CommandSpec, Program, SCRUBBED_ENV};
+
+/// Commands run here; `Some(why)` where they cannot (see `windows.rs`).
+pub const UNSUPPORTED: Option<&str> = None;
+
+/// A process id, which is also the process group of a command (it leads its
+/// own session).
+pub type Pid = libc::pid_t;
+
+/// Kills every process in the group `pgid`; one already gone is fine.
+pub fn kill_group(pgid: Pid) {
+    // SAFETY: plain syscall; ESRCH (group already gone) is fine.
+    unsafe { libc::killpg(pgid, libc::SIGKILL) };
+}
+
+/// The exit status, or minus the signal number that killed it.
+pub fn returncode(status: ExitStatus) -> i32 {
+    status.code().unwrap_or_else(|| -status.signal().unwrap_or(0))
+}
 
 /// A started command: its pipes (stdin only with input to send) and its exit.
 /// Dropped before it was reaped, it is killed, and reaped all the same.
@@ -260,6 +279,7 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn cstring(bytes: impl Into<Vec<u8>>) -> io::Result<CString> {
     // The standard library's words for the same error.
     CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "nul byte found in provided data"))
@@ -574,7 +594,9 @@ mod std_hook {
     }
 }
 
-#[cfg(test)]
+/// Linux's: they read /proc (sessions, signal masks, whether a process was
+/// reaped) and expect a pidfd.
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
