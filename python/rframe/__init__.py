@@ -35,10 +35,13 @@ from ._tls import new_token
 
 if TYPE_CHECKING:  # for type checkers; at run time, see __getattr__ below
     from ._async import AsyncClient, read_frame_async, send_frame_async
+    from ._group import AsyncGroup, Group, GroupError, GroupResult, HostCancelled
 
-# The asyncio client is imported on first use: importing asyncio costs every
-# user of rframe (the CLIs included) tens of milliseconds.
+# The asyncio client, and the groups built on it, are imported on first use:
+# importing asyncio costs every user of rframe (the CLIs included) tens of
+# milliseconds.
 _ASYNC = frozenset({"AsyncClient", "read_frame_async", "send_frame_async"})
+_GROUP = frozenset({"Group", "AsyncGroup", "GroupResult", "GroupError", "HostCancelled"})
 
 
 def __getattr__(name: str) -> object:
@@ -46,11 +49,15 @@ def __getattr__(name: str) -> object:
         from . import _async
 
         return getattr(_async, name)
+    if name in _GROUP:
+        from . import _group
+
+        return getattr(_group, name)
     raise AttributeError(f"module 'rframe' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _ASYNC)
+    return sorted(set(globals()) | _ASYNC | _GROUP)
 
 
 __all__ = [
@@ -66,6 +73,11 @@ __all__ = [
     "Client",
     "CommandResult",
     "AsyncClient",
+    "Group",
+    "AsyncGroup",
+    "GroupResult",
+    "GroupError",
+    "HostCancelled",
     "FrameError",
     "HeaderError",
     "FrameTooLarge",

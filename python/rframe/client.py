@@ -27,6 +27,13 @@ Files, with a server started with ``--root DIR``:
 
 On a terminal a progress bar (rate, time left) runs on stderr; otherwise
 only the one-line summary is printed. Exit status 0, or 1 on any failure.
+
+Many servers at once (``-j`` at most at a time; each host's output prefixed
+with its name, then a summary; exit status 0 only if every host succeeded):
+
+    python -m rframe.client --hosts web1,web2,db:8849 -c "uptime"
+    python -m rframe.client --hosts-file fleet.txt --by-host -c "df -h /"
+    python -m rframe.client --hosts-file fleet.txt get logs/app.log "{host}/app.log"
 """
 
 from __future__ import annotations
@@ -104,12 +111,43 @@ def _connection_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
         "default: the one recorded in the known-servers file, or recorded there on first use",
     )
     ap.add_argument(
+        "--hosts",
+        metavar="H1,H2:PORT",
+        default=default(None),
+        help="run on each of these servers at once (host, host:port or [v6]:port, comma-separated): "
+        "-c, put, get (FILE may hold {host}; default ./HOST/NAME) and ls",
+    )
+    ap.add_argument(
+        "--hosts-file",
+        metavar="FILE",
+        default=default(None),
+        help="the servers of --hosts, one per line ('#' comments)",
+    )
+    ap.add_argument(
+        "-j",
+        "--jobs",
+        type=_jobs,
+        metavar="N",
+        default=default(64),
+        help="with --hosts: at most N servers at once (default 64)",
+    )
+    ap.add_argument(
         "--known-servers",
         metavar="FILE",
         default=default(None),
         help="where fingerprints are recorded on first use (default $XDG_CONFIG_HOME/rframe/known_servers, "
         "else ~/.config/rframe/known_servers)",
     )
+
+
+def _jobs(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"at least 1, got {value}")
+    return value
 
 
 def _fingerprint(text: str) -> str:
@@ -138,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_options(ap, defaults=True)
     ap.add_argument("-c", "--command", metavar="CMD", help="run this one command and exit with its status")
+    ap.add_argument(
+        "--by-host",
+        action="store_true",
+        help="with --hosts: each server's whole output under a heading, not line by line with its name",
+    )
     sub = ap.add_subparsers(dest="action", metavar="{put,get,ls}", title="file transfer")
     put = sub.add_parser("put", help="upload FILE (as NAME)", description="Upload a file beneath the server's root.")
     put.add_argument("file", metavar="FILE", help="local file to send")
@@ -403,6 +446,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as e:
         _say(f"rframe: cannot read the token: {e}")
         return 2
+    if args.hosts is not None or args.hosts_file is not None:
+        from . import _fleet_cli
+
+        try:
+            return _fleet_cli.main(args, token)
+        except KeyboardInterrupt:
+            _say("^C: interrupted (the commands still running were killed)")
+            return 130
     session = _Session(args, token)
     try:
         return _main(session, args)
