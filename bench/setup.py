@@ -138,7 +138,7 @@ class Sshd:
     """An sshd of this run's own: a free loopback port, a host key and a user
     key made for the run, its configuration and keys in ``work/ssh``."""
 
-    def __init__(self, work: str) -> None:
+    def __init__(self, work: str, extra_config: str = "") -> None:
         self.proc: subprocess.Popen | None = None
         sshd, keygen = find_sshd(), shutil.which("ssh-keygen")
         if sshd is None:
@@ -184,7 +184,7 @@ class Sshd:
                 "X11Forwarding no\n"
                 "AllowTcpForwarding no\n"
                 "LogLevel ERROR\n"
-                "SetEnv SHLVL=1\n"
+                "SetEnv SHLVL=1\n" + extra_config
             )
         test = subprocess.run(
             [sshd, "-t", "-f", self.config], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=TIMEOUT

@@ -365,3 +365,19 @@ def test_cli_moves_files_on_every_host(tmp_path):
 def test_cli_bad_fleet_arguments_are_status_2(args):
     r = cli(*args)
     assert r.returncode == 2 and r.stderr.startswith("rframe: "), r.stderr
+
+
+def test_bench_fleet_quick():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run(
+        [sys.executable, os.path.join(root, "bench", "fleet.py"), "--quick", "--hosts", "4"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_BOUND * 2,
+        cwd=root,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    (row,) = [line for line in r.stdout.splitlines() if line.startswith("| rframe ")]
+    wall, cpu, ratio = (cell.strip() for cell in row.split("|")[2:5])
+    assert float(wall) > 0 and float(cpu) > 0 and ratio == "1.0x", row
+    assert "on 4 hosts" in r.stdout and "asyncssh skipped: --quick" in r.stdout
