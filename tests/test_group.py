@@ -74,7 +74,7 @@ def group_run(kind: str, hosts, cmd, group_kwargs=None, **kwargs) -> GroupResult
 
 @pytest.mark.parametrize("kind", ["blocking", "asyncio"])
 def test_every_host_answers_under_its_own_name(tmp_path, kind):
-    with servers(tmp_path, 20) as hosts:
+    with servers(tmp_path, 100) as hosts:
         result = group_run(kind, [name for name, _ in hosts], "cat id", {"timeout": HANG_BOUND})
     assert result.ok and list(result) == [name for name, _ in hosts]
     for i, (name, _) in enumerate(hosts, start=2):
