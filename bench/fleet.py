@@ -13,9 +13,20 @@ Every number is measured in this run, on this machine; nothing is hard-coded.
   process. An OpenSSH ``sshd`` and asyncssh are needed; the row is skipped
   with a note where either is missing.
 
+* **Ansible** (where ``ansible`` is installed): ``ansible all -f 20 -m shell
+  -a true`` over 20 of the hosts, through rframe's connection plugin
+  (``-c rframe``, fresh connections each run) against ``-c ssh`` to the same
+  sshd under 20 inventory names, with ``ControlPersist`` on (the untimed
+  first run opens the master connections, the timed runs reuse them: ssh's
+  best case); and, for reference, the same with ``ansible_connection=local``:
+  no transport at all, what Ansible costs itself. ``ANSIBLE_PIPELINING`` is
+  passed on (default off, as Ansible's).
+
 Reported: the wall time of a round (median of the rounds) and the client
-process's CPU time per host (``time.process_time()``), and the ratio of the
-wall times. Target: rframe at most 1/10 of asyncssh's wall time.
+process's CPU time per host (``time.process_time()``; for Ansible, of its
+processes, which with ``-c local`` run the modules too), and the ratios of the
+wall times. Targets: rframe at most 1/10 of
+asyncssh's wall time; Ansible with rframe at least 2x as fast as with ssh.
 
 Run::
 
@@ -28,6 +39,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
+import shutil
 import signal
 import statistics
 import subprocess
@@ -85,11 +98,81 @@ def asyncssh_round(loop: asyncio.AbstractEventLoop, asyncssh, sshd, key, count: 
     loop.run_until_complete(asyncio.wait_for(all_of_them(), TIMEOUT))
 
 
+ANSIBLE_HOSTS = 20
+
+
+def ansible_env(work: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_") and k != "RFRAME_TOKEN"}
+    env.update(
+        ANSIBLE_CONNECTION_PLUGINS=rframe_ansible_dir(),
+        ANSIBLE_HOST_KEY_CHECKING="False",
+        ANSIBLE_LOCAL_TEMP=os.path.join(work, "ansible-local"),
+        ANSIBLE_REMOTE_TMP=os.path.join(work, "ansible-remote"),
+        ANSIBLE_HOME=os.path.join(work, "ansible-home"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_PIPELINING=os.environ.get("ANSIBLE_PIPELINING", "False"),
+        PYTHONWARNINGS="ignore",
+        LC_ALL="C.UTF-8",
+    )
+    return env
+
+
+def rframe_ansible_dir() -> str:
+    from rframe.ansible import PLUGIN_DIR
+
+    return PLUGIN_DIR
+
+
+def ansible_inventories(work: str, hosts: list[str], token: str, sshd) -> dict[str, str]:
+    """``{"rframe": path, "ssh": path}`` (``ssh`` only with an sshd)."""
+    common = [f"ansible_python_interpreter={sys.executable}"]
+    lines = ["[all]"] + [
+        f"h{i} ansible_host={h.rsplit(':', 1)[0]} ansible_port={h.rsplit(':', 1)[1]}"
+        for i, h in enumerate(hosts[:ANSIBLE_HOSTS])
+    ]
+    lines += ["[all:vars]", "ansible_connection=rframe", f"rframe_token={token}", *common]
+    paths = {"rframe": os.path.join(work, "rframe.ini")}
+    with open(paths["rframe"], "w") as f:
+        f.write("\n".join(lines) + "\n")
+    if sshd is not None:
+        control = os.path.join(work, "cp-%C")
+        ssh_args = (
+            "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes "
+            f"-o ControlMaster=auto -o ControlPersist=120s -o ControlPath={control}"
+        )
+        lines = ["[all]"] + [f"s{i} ansible_host=127.0.0.1 ansible_port={sshd.port}" for i in range(ANSIBLE_HOSTS)]
+        lines += [
+            "[all:vars]",
+            "ansible_connection=ssh",
+            f"ansible_user={sshd.user}",
+            f"ansible_ssh_private_key_file={sshd.user_key}",
+            f"ansible_ssh_common_args='{ssh_args}'",
+            *common,
+        ]
+        paths["ssh"] = os.path.join(work, "ssh.ini")
+        with open(paths["ssh"], "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return paths
+
+
+def ansible_round(ansible: str, inventory: str, env: dict[str, str], *extra: str) -> None:
+    argv = [ansible, "all", "-i", inventory, "-f", str(ANSIBLE_HOSTS), "-m", "shell", "-a", "true", *extra]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT * 2, env=env)
+    if r.returncode != 0 or r.stdout.count("CHANGED | rc=0") != ANSIBLE_HOSTS:
+        raise RuntimeError(f"ansible failed (status {r.returncode}): {(r.stdout + r.stderr)[-2000:]}")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def timed(fn) -> tuple[float, float]:
-    """Wall seconds and this process's CPU seconds of ``fn()``."""
-    w0, c0 = time.perf_counter(), time.process_time()
+    """Wall seconds and CPU seconds of ``fn()``: this process's, and its
+    finished children's (Ansible runs in processes of its own)."""
+    w0, c0, k0 = time.perf_counter(), time.process_time(), children_cpu()
     fn()
-    return time.perf_counter() - w0, time.process_time() - c0
+    return time.perf_counter() - w0, time.process_time() - c0 + children_cpu() - k0
 
 
 def main() -> int:
@@ -97,7 +180,8 @@ def main() -> int:
     ap.add_argument("--hosts", type=int, help="hosts (default 100; --quick 10)")
     ap.add_argument("--rounds", type=int, help="rounds, medians reported (default 5; --quick 1)")
     ap.add_argument("--quick", action="store_true", help="10 hosts, 1 round, no asyncssh (smoke test)")
-    ap.add_argument("--no-ssh", action="store_true", help="skip the asyncssh peer")
+    ap.add_argument("--no-ssh", action="store_true", help="skip the asyncssh and Ansible-over-ssh peers")
+    ap.add_argument("--no-ansible", action="store_true", help="skip the Ansible rows")
     ap.add_argument("--_servers", nargs=2, metavar=("COUNT", "TOKEN"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._servers:
@@ -149,7 +233,33 @@ def main() -> int:
                         f"asyncssh {asyncssh.__version__}: `asyncio.gather` of {count} `connect` + `run('true')` "
                         f"to {sshd.version}"
                     )
-        for fn in peers.values():  # one untimed round each: first-use set-up, page cache
+        ansible = shutil.which("ansible", path=os.path.dirname(sys.executable)) or shutil.which("ansible")
+        if args.quick or args.no_ansible:
+            notes.append("Ansible skipped: " + ("--quick" if args.quick else "--no-ansible"))
+        elif ansible is None:
+            notes.append("Ansible skipped: not installed (pip install ansible-core)")
+        elif count < ANSIBLE_HOSTS:
+            notes.append(f"Ansible skipped: it runs on {ANSIBLE_HOSTS} hosts, and --hosts is {count}")
+        else:
+            env = ansible_env(work)
+            inventories = ansible_inventories(work, hosts, token, sshd)
+            peers["ansible-rframe"] = lambda: ansible_round(ansible, inventories["rframe"], env)
+            labels["ansible-rframe"] = (
+                f"`ansible all -f {ANSIBLE_HOSTS} -m shell -a true -c rframe`, {ANSIBLE_HOSTS} hosts"
+            )
+            # Ansible with no transport at all: what it costs itself, the floor of every plugin.
+            peers["ansible-local"] = lambda: ansible_round(
+                ansible, inventories["rframe"], env, "-e", "ansible_connection=local"
+            )
+            labels["ansible-local"] = "the same `-c local`: no transport, Ansible's own floor (reference)"
+            if "ssh" in inventories:
+                peers["ansible-ssh"] = lambda: ansible_round(ansible, inventories["ssh"], env)
+                labels["ansible-ssh"] = (
+                    f"the same `-c ssh`, ControlPersist on, {ANSIBLE_HOSTS} names for one sshd ({sshd.version})"
+                )
+            else:
+                notes.append("Ansible over ssh skipped: no sshd (see the asyncssh note)")
+        for fn in peers.values():  # one untimed round each: first-use set-up, page cache, ssh's masters
             fn()
         for i in range(rounds):
             for name in list(peers)[i % len(peers) :] + list(peers)[: i % len(peers)]:
@@ -176,15 +286,24 @@ def main() -> int:
     print("|---|---:|---:|---:|")
     wall = {name: statistics.median(w for w, _ in got) for name, got in times.items()}
     for name, got in times.items():
-        cpu = statistics.median(c for _, c in got) / count
+        hosts_of_peer = ANSIBLE_HOSTS if name.startswith("ansible") else count
+        cpu = statistics.median(c for _, c in got) / hosts_of_peer
         print(f"| {labels[name]} | {wall[name] * 1e3:.1f} | {cpu * 1e3:.2f} | {wall[name] / wall['rframe']:.1f}x |")
+    ratios = []
     if "asyncssh" in wall:
         ratio = wall["rframe"] / wall["asyncssh"]
-        met = "met" if ratio <= 0.1 else "**missed**"
+        ratios.append(
+            f"| rframe wall time / asyncssh's | {ratio:.3f}x | <= 0.1x: {'met' if ratio <= 0.1 else '**missed**'} |"
+        )
+    if "ansible-ssh" in wall:
+        speedup = wall["ansible-ssh"] / wall["ansible-rframe"]
+        met = "met" if speedup >= 2 else "**missed**"
+        ratios.append(f"| Ansible: `-c ssh` wall time / `-c rframe`'s | {speedup:.2f}x | >= 2x: {met} |")
+    if ratios:
         print()
         print("| ratio | value | target |")
         print("|---|---:|---|")
-        print(f"| rframe wall time / asyncssh's | {ratio:.3f}x | <= 0.1x: {met} |")
+        print("\n".join(ratios))
     for note in notes:
         print(f"\nNote: {note}")
     return 0
