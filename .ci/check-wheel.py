@@ -36,7 +36,11 @@ def problems(wheel: Path) -> tuple[list[str], list[str]]:
     if "-cp311-abi3-" not in wheel.name:
         found.append(f"not an abi3 wheel for CPython >= 3.11: {wheel.name}")
     wanted = {expected_extension(wheel.name), "rframe/py.typed"}
-    wanted |= {f"rframe/{p.name}" for p in PACKAGE.iterdir() if p.suffix in (".py", ".pyi")}
+    wanted |= {
+        f"rframe/{p.relative_to(PACKAGE).as_posix()}"
+        for p in PACKAGE.rglob("*")
+        if p.suffix in (".py", ".pyi") and "__pycache__" not in p.parts
+    }
     for name in sorted(wanted - set(names)):
         found.append(f"missing: {name}")
     dist_info = [n for n in names if ".dist-info/" in n]
