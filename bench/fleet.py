@@ -13,6 +13,9 @@ Every number is measured in this run, on this machine; nothing is hard-coded.
   process. An OpenSSH ``sshd`` and asyncssh are needed; the row is skipped
   with a note where either is missing.
 
+* **parallel-ssh** (where installed): ``ParallelSSHClient`` of N hosts (all the
+  same sshd) ``run_command("true")`` and ``join``, a new client per round, in
+  a process of its own (it runs on gevent), its rounds timed there.
 * **Ansible** (where ``ansible`` is installed): ``ansible all -f 20 -m shell
   -a true`` over 20 of the hosts, through rframe's connection plugin
   (``-c rframe``, fresh connections each run) against ``-c ssh`` to the same
@@ -68,6 +71,29 @@ def serve(count: int, token: str) -> None:
     sys.stdin.read()
     for s in servers:
         s.stop()
+
+
+def pssh_main(port: int, user: str, key: str, count: int, rounds: int) -> None:
+    """``--_pssh``: parallel-ssh's rounds, timed in this process; JSON on stdout."""
+    import json
+
+    from pssh.clients import ParallelSSHClient
+
+    times = []
+    for i in range(rounds + 1):  # the first untimed, as the others' first round
+        w0, c0 = time.perf_counter(), time.process_time()
+        client = ParallelSSHClient(
+            ["127.0.0.1"] * count, port=port, user=user, pkey=key, num_retries=0, timeout=TIMEOUT, pool_size=count
+        )
+        output = client.run_command("true")
+        client.join(output)
+        codes = [o.exit_code for o in output]
+        if codes != [0] * count:
+            raise RuntimeError(f"parallel-ssh: exit codes {codes}")
+        del client, output
+        if i:
+            times.append((time.perf_counter() - w0, time.process_time() - c0))
+    print(json.dumps(times))
 
 
 def rframe_round(hosts: list[str], token: str) -> None:
@@ -183,9 +209,14 @@ def main() -> int:
     ap.add_argument("--no-ssh", action="store_true", help="skip the asyncssh and Ansible-over-ssh peers")
     ap.add_argument("--no-ansible", action="store_true", help="skip the Ansible rows")
     ap.add_argument("--_servers", nargs=2, metavar=("COUNT", "TOKEN"), help=argparse.SUPPRESS)
+    ap.add_argument("--_pssh", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._servers:
         serve(int(args._servers[0]), args._servers[1])
+        return 0
+    if args._pssh:
+        port, user, key, n, r = args._pssh
+        pssh_main(int(port), user, key, int(n), int(r))
         return 0
     count = args.hosts or (10 if args.quick else 100)
     rounds = args.rounds or (1 if args.quick else 5)
@@ -259,6 +290,31 @@ def main() -> int:
                 )
             else:
                 notes.append("Ansible over ssh skipped: no sshd (see the asyncssh note)")
+        if sshd is not None:
+            try:
+                import pssh  # noqa: F401 - only whether it is here; it runs in a process of its own
+            except ImportError:
+                notes.append("parallel-ssh skipped: not installed (pip install parallel-ssh)")
+            else:
+                r = subprocess.run(
+                    [sys.executable, os.path.abspath(__file__), "--_pssh", str(sshd.port), sshd.user, sshd.user_key]
+                    + [str(count), str(rounds)],
+                    capture_output=True,
+                    text=True,
+                    timeout=TIMEOUT * (rounds + 2),
+                )
+                if r.returncode == 0:
+                    import json
+
+                    from pssh import __version__ as pssh_version
+
+                    times["parallel-ssh"] = [tuple(t) for t in json.loads(r.stdout)]
+                    labels["parallel-ssh"] = (
+                        f"parallel-ssh {pssh_version}: `ParallelSSHClient` of {count}, `run_command('true')` + `join` "
+                        "(its own process, rounds in a row)"
+                    )
+                else:
+                    notes.append(f"parallel-ssh dropped: {(r.stdout + r.stderr).strip()[-500:]}")
         for fn in peers.values():  # one untimed round each: first-use set-up, page cache, ssh's masters
             fn()
         for i in range(rounds):

@@ -106,6 +106,25 @@ def test_each_failure_stays_with_its_host_and_within_its_deadline(tmp_path):
     assert set(info.value.failures) == set(failed) and dead in str(info.value)
 
 
+def test_a_changed_certificate_fails_its_host_alone(tmp_path):
+    tls_dir = tmp_path / "tls"
+    tls = [rframe.Server(f"127.0.0.{i}", 0, tls=True, tls_dir=str(tls_dir)) for i in (2, 3)]
+    try:
+        for s in tls:
+            s.start()
+        names = [f"{h}:{p}" for h, p in (s.address for s in tls)]
+        real = rframe._rframe.server_fingerprint(tls_dir=str(tls_dir))
+        pins = {names[0]: real, names[1]: "ab" * 32}  # the second host's certificate is not the one pinned
+        with Group(names, fingerprints=pins, timeout=HANG_BOUND) as group:
+            result = group.run("echo over tls")
+    finally:
+        for s in tls:
+            s.stop()
+    assert result[names[0]].stdout == b"over tls\n"
+    exc = result.failed[names[1]]
+    assert isinstance(exc, rframe.FingerprintMismatch) and exc.host == names[1] and real in str(exc)
+
+
 def test_check_counts_an_exit_status_as_a_failure(tmp_path):
     with servers(tmp_path, 2) as hosts:
         names = [name for name, _ in hosts]
