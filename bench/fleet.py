@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
+import json
 import os
 import resource
 import shutil
@@ -75,8 +77,6 @@ def serve(count: int, token: str) -> None:
 
 def pssh_main(port: int, user: str, key: str, count: int, rounds: int) -> None:
     """``--_pssh``: parallel-ssh's rounds, timed in this process; JSON on stdout."""
-    import json
-
     from pssh.clients import ParallelSSHClient
 
     times = []
@@ -304,9 +304,7 @@ def main() -> int:
                     timeout=TIMEOUT * (rounds + 2),
                 )
                 if r.returncode == 0:
-                    import json
-
-                    from pssh import __version__ as pssh_version
+                    pssh_version = importlib.metadata.version("parallel-ssh")
 
                     times["parallel-ssh"] = [tuple(t) for t in json.loads(r.stdout)]
                     labels["parallel-ssh"] = (
@@ -341,7 +339,8 @@ def main() -> int:
     print("| peer | wall ms | client CPU ms per host | wall / rframe's |")
     print("|---|---:|---:|---:|")
     wall = {name: statistics.median(w for w, _ in got) for name, got in times.items()}
-    for name, got in times.items():
+    order = ["rframe", "asyncssh", "parallel-ssh", "ansible-rframe", "ansible-local", "ansible-ssh"]
+    for name, got in sorted(times.items(), key=lambda item: order.index(item[0])):
         hosts_of_peer = ANSIBLE_HOSTS if name.startswith("ansible") else count
         cpu = statistics.median(c for _, c in got) / hosts_of_peer
         print(f"| {labels[name]} | {wall[name] * 1e3:.1f} | {cpu * 1e3:.2f} | {wall[name] / wall['rframe']:.1f}x |")
