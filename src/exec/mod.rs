@@ -2,6 +2,7 @@
 //! output capped, a time limit, and nothing left running afterwards.
 //! Starting it and waiting for it: `spawn.rs`.
 
+pub mod live;
 mod spawn;
 
 use std::io;

@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod live;
 pub mod server_session;
 
 use serde::{Deserialize, Serialize};
