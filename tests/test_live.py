@@ -349,3 +349,39 @@ def test_async_cancelling_a_waiter_kills_nothing(arun):
 def test_the_process_class_is_exported():
     assert rframe.RemoteProcess.__module__ == "rframe._process"
     assert Path(rframe.__file__).parent.joinpath("_process.py").exists()
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def _cli(server, *args):
+    import sys
+
+    return [sys.executable, "-m", "rframe.client", "--port", str(server.address[1]), *args]
+
+
+def test_cli_forwards_stdin_and_keeps_the_streams_and_status(server):
+    r = subprocess.run(
+        _cli(server, "-c", "cat; echo e >&2; exit 5"), input=b"hi\n", capture_output=True, timeout=HANG_BOUND
+    )
+    assert (r.returncode, r.stdout, r.stderr) == (5, b"hi\n", b"e\n")
+
+
+def test_cli_streams_output_as_it_is_written(server):
+    cmd = _cli(server, "-c", "echo a; sleep 2; echo b")
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc:
+        t0 = time.monotonic()
+        assert proc.stdout.readline() == b"a\n"
+        first = time.monotonic() - t0
+        assert proc.stdout.read() == b"b\n"
+        assert proc.wait(timeout=HANG_BOUND) == 0
+    assert first < 1.8, first
+
+
+def test_cli_ctrl_c_is_sent_to_the_command(server):
+    cmd = _cli(server, "-c", "trap 'echo INT; exit 9' INT; echo ready; sleep 100 & wait")
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL) as proc:
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.stdout.read() == b"INT\n"
+        assert proc.wait(timeout=HANG_BOUND) == 9

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._protocol import FAILURES, event_failure, run_request
+from ._protocol import FAILURES, run_request
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -320,7 +320,8 @@ class RemoteProcess:
         try:
             self.wait(timeout)
         except subprocess.TimeoutExpired as exc:
-            raise subprocess.TimeoutExpired(self.args, exc.timeout, bytes(self._buffers[1]), bytes(self._buffers[2]))  # type: ignore[arg-type]
+            out, err = bytes(self._buffers[1]), bytes(self._buffers[2])
+            raise subprocess.TimeoutExpired(self.args, exc.timeout, out, err) from None
         if writer is not None:
             writer.join()
         if errors and not isinstance(errors[0], BrokenPipeError):
@@ -351,4 +352,3 @@ class RemoteProcess:
                     self.stdin.close()
                 except (OSError, ValueError):
                     io.RawIOBase.close(self.stdin)
-
