@@ -321,7 +321,8 @@ impl<'s> Conn<'s> {
                 vec![]
             }
             Action::ListDir { name } => self.list_dir(name).await,
-            Action::Start { spec, shown } => self.run_live(spec, shown).await?,
+            // Boxed: every connection's future would otherwise carry the live loop's state.
+            Action::Start { spec, shown } => Box::pin(self.run_live(spec, shown)).await?,
             Action::WriteStdin(_) | Action::CloseStdin | Action::Signal(_) => {
                 unreachable!("actions on a live command come while it runs (see live.rs)")
             }
