@@ -183,6 +183,11 @@ fn drain(session: &mut ClientSession, book: &mut Book, token: bool, send_upload:
                     }
                 }
             }
+            // no live command is started by this target: a started, output
+            // or exit frame is another request's unexpected reply
+            Event::Started { .. } | Event::Output { .. } | Event::Exit { .. } => {
+                panic!("a live command's event without a start: {event:?}")
+            }
             Event::Closed { .. } => book.closed = true,
         }
         if token {

@@ -200,6 +200,7 @@ impl<'c> Driver<'c> {
                 | Action::CreateUpload { .. }
                 | Action::OpenFile { .. }
                 | Action::ListDir { .. }
+                | Action::Start { .. }
         );
         assert!(!touches || self.logged_in, "{action:?} before the login");
         match action {
@@ -226,6 +227,29 @@ impl<'c> Driver<'c> {
                 };
                 let out = if shown.len() % 7 == 0 { Err(std::io::ErrorKind::NotFound.into()) } else { Ok(out) };
                 self.session.command_done(&shown, out)
+            }
+            Action::Start { shown, .. } => {
+                assert!(!self.handler, "a handler's server runs no commands");
+                if shown.len() % 7 == 0 {
+                    return self.session.started(Err(std::io::ErrorKind::NotFound.into()));
+                }
+                let mut actions = self.session.started(Ok(()));
+                actions.extend(self.session.output(1, shown.into_bytes().into()));
+                actions
+            }
+            Action::WriteStdin(_) | Action::CloseStdin => {
+                assert!(self.session.is_live(), "{action:?} without a live command");
+                vec![]
+            }
+            // The command dies of the first signal it is sent.
+            Action::Signal(_) => {
+                assert!(self.session.is_live(), "a signal without a live command");
+                let exit = _rframe::protocol::live::Exit {
+                    returncode: -2,
+                    duration: Duration::from_millis(1),
+                    timed_out: false,
+                };
+                self.session.exited(exit)
             }
             Action::CallHandler(frame) => {
                 assert!(self.handler);

@@ -30,6 +30,7 @@ from ._errors import (
     RemoteFileExistsError,
     RemoteFileNotFoundError,
 )
+from ._process import RemoteProcess
 from ._rframe import Codec, Frame, FrameDecoder, Server, pack_frame, read_frame, send_frame
 from ._tls import new_token
 
@@ -72,6 +73,7 @@ __all__ = [
     "Server",
     "Client",
     "CommandResult",
+    "RemoteProcess",
     "AsyncClient",
     "Group",
     "AsyncGroup",

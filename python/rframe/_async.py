@@ -33,7 +33,7 @@ import sys
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _files, _tls
 from ._errors import RemoteError
@@ -50,6 +50,9 @@ from ._protocol import (
     where,
 )
 from ._rframe import DEFAULT_PORT, ClientSession, Codec, Frame, _SessionReader
+
+if TYPE_CHECKING:
+    from ._async_process import AsyncRemoteProcess
 
 __all__ = ["AsyncClient", "read_frame_async", "send_frame_async"]
 
@@ -130,6 +133,8 @@ class _Connection(asyncio.BufferedProtocol):
         # Reading pauses while this many events wait in the backlog (a
         # download faster than its disk), so memory stays bounded.
         self.reading_paused = False
+        # A live command's events go to its process (AsyncRemoteProcess._on_event).
+        self.live: Callable[[Any], bool] | None = None
 
     # -- asyncio.BufferedProtocol
 
@@ -152,6 +157,8 @@ class _Connection(asyncio.BufferedProtocol):
         """What the session made of the server's bytes, other than a reply
         handed over already (see ``ClientSession`` for the events)."""
         kind = event[0]
+        if self.live is not None and self.live(event):
+            return
         if kind == "send":  # the login's answer to the server's challenge
             self.queue(event[1])
             return
@@ -336,6 +343,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._wake_drainers()
 
     def _fail_waiters(self, make: Callable[[], BaseException]) -> None:
+        if self.live is not None:
+            self.live(("closed", self.reason))
         waiters, self.waiters = self.waiters, {}
         for fut in waiters.values():
             if not fut.done():
@@ -965,6 +974,42 @@ class AsyncClient:
         conn = await self._open_call()
         reply = await self._answer(conn, conn.session.run(header, body), limit)
         return command_result(cmd, reply, timeout=timeout, check=check, text=text)
+
+    async def start(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        pty: bool = False,
+        term: str | None = None,
+        size: tuple[int, int] | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+    ) -> AsyncRemoteProcess:
+        """Start a command on the server: :meth:`rframe.Client.start` for asyncio.
+
+        Returns an :class:`rframe._async_process.AsyncRemoteProcess`, the
+        mirror of :class:`asyncio.subprocess.Process`. While the command runs
+        the connection is dedicated to it: other calls on this client wait
+        (within the client's timeout) until it exits; use another client for
+        them meanwhile.
+        """
+        from ._async_process import AsyncRemoteProcess
+        from ._process import start_request
+
+        header = start_request(cmd, pty=pty, term=term, size=size, env=env, cwd=cwd, timeout=timeout)
+        conn = await self._open_call()
+        id, data = conn.session.start(header)
+        proc = AsyncRemoteProcess(conn, cmd, id)
+        proc._held = conn.held = conn.loop.create_future()
+        conn.live = proc._on_event
+        try:
+            await self._answer(conn, (id, data), self.timeout)
+        except BaseException:
+            proc._detach()
+            raise
+        proc._started = True
+        return proc
 
     # ------------------------------------------------------------------ files
 

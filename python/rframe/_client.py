@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _files, _tls
 from ._files import Progress
@@ -34,6 +34,9 @@ from ._protocol import (
     where,
 )
 from ._rframe import DEFAULT_PORT, ClientSession, Codec, Frame
+
+if TYPE_CHECKING:
+    from ._process import RemoteProcess
 
 __all__ = ["Client", "CommandResult"]
 
@@ -424,6 +427,41 @@ class Client:
             self._require_sock()
             reply = self._exchange(self._require_session().run(header, body), wait)
         return command_result(cmd, reply, timeout=timeout, check=check, text=text)
+
+    def start(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        pty: bool = False,
+        term: str | None = None,
+        size: tuple[int, int] | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        timeout: float | None = None,
+    ) -> RemoteProcess:
+        """Start a command on the server; a :class:`rframe.RemoteProcess` to talk to it while it runs.
+
+        Its output arrives as the command writes it, its stdin takes what you
+        write, and signals reach its process group: see
+        :class:`rframe.RemoteProcess`, shaped like :class:`subprocess.Popen`.
+        ``cmd``, ``env``, ``cwd`` and ``timeout`` are :meth:`run`'s (the server
+        kills the command at the time limit). ``pty=True`` asks for a terminal
+        (``term``, ``size`` as ``(columns, lines)``), which a server may refuse.
+
+        The connection is dedicated to the command until it exits: other
+        calls on this client raise ``RuntimeError`` meanwhile; use another
+        client for them. A failure to start raises as :meth:`run` does
+        (:class:`rframe.RemoteError`).
+        """
+        from ._process import RemoteProcess, start_request
+
+        header = start_request(cmd, pty=pty, term=term, size=size, env=env, cwd=cwd, timeout=timeout)
+        with self._call():
+            self._require_sock()
+            id, data = self._require_session().start(header)
+            self._write(data)
+            self._expect("started")
+        return RemoteProcess(self, cmd, id)
 
     # ------------------------------------------------------------------ files
 

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_PORT",
     "TRANSFER_CHUNK",
     "CHECKSUMS",
+    "SIGNALS",
     "PART_SUFFIX",
     "WRITEBACK_EVERY",
     "FrameDecoder",
@@ -273,6 +274,12 @@ class ClientSession:
     def put_data(self, chunk: _Body) -> bytes: ...
     def put_end(self, digest: str) -> bytes: ...
     def get(self, name: str, *, checksum: str = "sha256") -> tuple[_Id, bytes]: ...
+    def start(self, header: Mapping[str, Any]) -> tuple[_Id, bytes]: ...
+    @property
+    def live(self) -> _Id | None: ...
+    def stdin(self, data: _Body, eof: bool = False) -> bytes: ...
+    def signal(self, name: str) -> bytes: ...
+    def resize(self, columns: int, lines: int) -> bytes: ...
     def cancel(self, id: _Id) -> str | None:
         """``None`` if the connection goes on (the reply is dropped), else why it must close."""
     def abort(self, reason: str) -> None: ...
@@ -311,6 +318,8 @@ DEFAULT_PORT: int
 TRANSFER_CHUNK: int
 #: The checksums a file transfer may name, the default first.
 CHECKSUMS: tuple[str, ...]
+#: The signals a live command may be sent, by name (PROTOCOL.md, ``signal``).
+SIGNALS: tuple[str, ...]
 #: The suffix of the temporary name of a file being received.
 PART_SUFFIX: str
 #: Every this many bytes, a file being received is handed to the disk.

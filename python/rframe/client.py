@@ -39,9 +39,12 @@ with its name, then a summary; exit status 0 only if every host succeeded):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import select
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, TextIO, cast
@@ -50,6 +53,7 @@ from ._cli import port, read_token, seconds
 from ._client import Client
 from ._errors import AuthenticationError, CommandTimeout, FingerprintMismatch, RemoteError
 from ._known_servers import KnownServers, default_path
+from ._process import RemoteProcess
 from ._protocol import where
 from ._rframe import DEFAULT_PORT
 from ._tls import normalize_fingerprint, pinning_context, uses_tls
@@ -303,6 +307,55 @@ class _Session:
         code = result.returncode
         return 128 - code if code < 0 else code
 
+    def stream(self, cmd: str) -> int:
+        """Runs one command live (``-c``): its output copied as it is written,
+        stdin forwarded unless it is a terminal, Ctrl-C sent as SIGINT (a
+        second within a second disconnects, which kills it); the exit status."""
+        try:
+            proc = self.connect().start(cmd, timeout=self.args.timeout)
+        except (OSError, EOFError, ValueError, RemoteError) as e:  # (FrameError is a ValueError)
+            return self.failure(e)
+        if sys.stdin is not None and not sys.stdin.isatty():
+            threading.Thread(target=_forward_stdin, args=(proc,), name="rframe-stdin", daemon=True).start()
+        else:
+            proc.stdin.close()
+        last_interrupt = [0.0]
+
+        def interrupt(signum: int, frame: Any) -> None:
+            now = time.monotonic()
+            if now - last_interrupt[0] < 1.0 or proc.returncode is not None:
+                raise KeyboardInterrupt
+            last_interrupt[0] = now
+            with contextlib.suppress(OSError, ValueError, RuntimeError):
+                proc.send_signal("INT")
+
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, interrupt)
+        try:
+            proc._unbounded = True  # copied out at once
+            out, err = sys.stdout.buffer, sys.stderr.buffer
+            with proc._cond:
+                while not proc._done:
+                    proc._pump(None, None)
+                    for data, stream in ((proc._buffers[1], out), (proc._buffers[2], err)):
+                        if data:
+                            stream.write(data)
+                            stream.flush()
+                            data.clear()
+        except BrokenPipeError:
+            raise  # whoever read our stdout is gone: main() says nothing
+        except (OSError, EOFError, ValueError, RemoteError) as e:
+            return self.failure(e)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if proc.timed_out:
+            _say(f"rframe: timed out after {proc.duration or 0:.3g} s (the command was killed)")
+            return EXIT_TIMEOUT
+        code = proc.wait()
+        return 128 - code if code < 0 else code
+
 
 def _readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
@@ -405,6 +458,14 @@ def _listing_line(entry: dict[str, Any]) -> str:
     return f"{kind} {entry['size']:>12} {when} {entry['name']}{'/' if kind == 'd' else ''}"
 
 
+def _forward_stdin(proc: RemoteProcess) -> None:
+    """Copies this process's stdin to the command's, then ends its input."""
+    with contextlib.suppress(OSError, ValueError, RuntimeError):
+        while data := os.read(sys.stdin.fileno(), 65536):
+            proc.stdin.write(data)
+        proc.stdin.close()
+
+
 def _loop(session: _Session) -> int:
     interactive = sys.stdin.isatty()
     prompt = f"rframe {session.where()}> " if interactive else ""
@@ -483,7 +544,7 @@ def _main(session: _Session, args: argparse.Namespace) -> int:
             _say("empty command refused")
             return 2
         try:
-            return session.run(args.command)
+            return session.stream(args.command)
         except KeyboardInterrupt:
             _say("^C: interrupted (the command was killed)")
             return 130

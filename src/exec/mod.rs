@@ -13,6 +13,13 @@ mod windows;
 #[cfg(windows)]
 use windows as spawn;
 
+/// A live command (`start`): its pipes handed to the server's driver.
+#[cfg(unix)]
+pub mod live;
+#[cfg(windows)]
+#[path = "live_windows.rs"]
+pub mod live;
+
 /// `None` where commands run; else why they cannot (a server without a
 /// handler refuses to start with it).
 pub const UNSUPPORTED: Option<&str> = spawn::UNSUPPORTED;

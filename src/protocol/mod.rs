@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod live;
 pub mod server_session;
 
 use serde::{Deserialize, Serialize};

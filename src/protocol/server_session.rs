@@ -128,6 +128,19 @@ pub enum Action {
     ListDir { name: String },
     /// Close the connection, after sending this error frame if there is one.
     Close(Option<Reply>),
+    /// Start this live command (stdin, stdout and stderr piped, in a process
+    /// group of its own); report with [`ServerSession::started`], then its
+    /// output as it comes ([`ServerSession::output`]) and its end
+    /// ([`ServerSession::exited`]). Frames from the peer meanwhile go to
+    /// [`ServerSession::receive`] as ever.
+    Start { spec: CommandSpec, shown: String },
+    /// Write these bytes to the live command's stdin (with backpressure:
+    /// the peer is not read while they wait).
+    WriteStdin(Bytes),
+    /// Close the live command's stdin once what was written went in.
+    CloseStdin,
+    /// Send this signal (one of `live::SIGNALS`) to the live command's group.
+    Signal(&'static str),
 }
 
 impl fmt::Debug for Action {
@@ -150,6 +163,10 @@ impl fmt::Debug for Action {
             Action::ReadChunk { want, .. } => f.debug_struct("ReadChunk").field("want", want).finish(),
             Action::ListDir { name } => f.debug_struct("ListDir").field("name", name).finish(),
             Action::Close(reply) => f.debug_tuple("Close").field(&reply.as_ref().map(header_text)).finish(),
+            Action::Start { shown, .. } => f.debug_struct("Start").field("shown", shown).finish(),
+            Action::WriteStdin(data) => f.debug_struct("WriteStdin").field("len", &data.len()).finish(),
+            Action::CloseStdin => f.write_str("CloseStdin"),
+            Action::Signal(name) => f.debug_tuple("Signal").field(name).finish(),
         }
     }
 }
@@ -207,6 +224,7 @@ enum Awaiting {
     Commit { name: String, size: u64, checksum: Checksum, digest: String },
     File { name: String, checksum: Checksum, chunk: usize },
     Listing { name: String },
+    Start { shown: String },
 }
 
 /// An upload between `ready` and its `end` frame.
@@ -238,6 +256,8 @@ enum State {
     Awaiting(Awaiting),
     Put(Put),
     Get(Get),
+    /// A live command runs (see `live.rs`).
+    Live(live::Live),
     Closed,
 }
 
@@ -318,6 +338,7 @@ impl<'c> ServerSession<'c> {
         match std::mem::replace(&mut self.state, State::Idle) {
             State::Idle => self.dispatch(frame),
             State::Put(put) => self.put_frame(put, frame),
+            State::Live(live) => self.live_frame(live, frame),
             State::Closed => self.closed(),
             state => self.misdriven(state, "a frame"),
         }
@@ -436,6 +457,10 @@ impl<'c> ServerSession<'c> {
             Some("put") => self.put(&frame),
             Some("get") => self.get(&frame),
             Some("list") => self.list(&frame),
+            Some("start") => self.start_live(request, &frame),
+            // What a client sent a live command that ended meanwhile: its
+            // `exit` frame crossed them on the way.
+            Some("stdin" | "signal" | "resize") => vec![],
             Some(op @ ("data" | "end")) => {
                 let message = format!("a {op:?} frame outside a put");
                 self.respond(Reply::error(ErrorCode::BadRequest, &message))
@@ -536,11 +561,7 @@ impl<'c> ServerSession<'c> {
     // --- commands and the handler -------------------------------------------
 
     fn run(&mut self, request: RequestHeader, body: Bytes) -> Vec<Action> {
-        let shown = match &request.cmd {
-            Some(Cmd::Line(l)) => format!("{l:?}"),
-            Some(Cmd::Argv(a)) => format!("{a:?}"),
-            None => "nothing".into(),
-        };
+        let shown = shown(&request);
         match command_spec(self.config, request, body) {
             Ok(spec) => {
                 self.state = State::Awaiting(Awaiting::Command);
@@ -935,9 +956,19 @@ impl<'c> ServerSession<'c> {
             State::Awaiting(a) => format!("awaiting {a:?}"),
             State::Put(put) => format!("in the put of {:?}", put.name),
             State::Get(get) => format!("in the get of {:?}", get.name),
+            State::Live(live) => format!("running {}", live.shown),
             State::Closed => "closed".to_owned(),
         };
         panic!("the driver fed {what} to a server session {now}")
+    }
+}
+
+/// A request's command as logs quote it.
+fn shown(request: &RequestHeader) -> String {
+    match &request.cmd {
+        Some(Cmd::Line(l)) => format!("{l:?}"),
+        Some(Cmd::Argv(a)) => format!("{a:?}"),
+        None => "nothing".into(),
     }
 }
 
@@ -1103,5 +1134,6 @@ pub fn command_spec(config: &ServerConfig, request: RequestHeader, body: Bytes) 
     })
 }
 
+mod live;
 #[cfg(test)]
 mod tests;

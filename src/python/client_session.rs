@@ -69,6 +69,8 @@ fn body_to_py<'py>(py: Python<'py>, data: &Bytes, read: Option<&Bound<'py, PyByt
 /// - ``("file-chunk", id, data)``
 /// - ``("transfer-end", id, name, size, checksum, digest, header)``
 /// - ``("violation", id_or_None, kind, message, closes, header_or_None)``
+/// - ``("started", id)``, ``("output", id, fd, data)``,
+///   ``("exit", id, returncode, duration, timed_out, header)``: a live command
 /// - ``("closed", reason, frame_error_or_None)``: the last event
 #[pyclass(frozen, name = "ClientSession", module = "rframe._rframe")]
 pub struct PyClientSession {
@@ -175,6 +177,12 @@ pub(super) fn event_to_py<'py>(
         Event::Violation { id, kind, message, closes, header } => {
             let header = header_dict(py, &header)?;
             ("violation", id, violation_kind(kind), message, closes, header).into_pyobject(py)?.into_any()
+        }
+        Event::Started { id } => ("started", id).into_pyobject(py)?.into_any(),
+        Event::Output { id, fd, data } => ("output", id, fd, body_to_py(py, &data, read)).into_pyobject(py)?.into_any(),
+        Event::Exit { id, returncode, duration, timed_out, header } => {
+            let header = header_dict(py, &header)?;
+            ("exit", id, returncode, duration.as_secs_f64(), timed_out, header).into_pyobject(py)?.into_any()
         }
         Event::Closed { reason, error } => {
             let error = error.map(|e| frame_error(py, &e).into_value(py));
@@ -339,6 +347,43 @@ impl PyClientSession {
     fn get<'py>(&self, py: Python<'py>, name: &str, checksum: &str) -> PyResult<(u64, Bound<'py, PyBytes>)> {
         let made = self.lock(py)?.get(name, checksum);
         outgoing(py, made)
+    }
+
+    /// ``start``: a live command of this header (``op`` ``"start"``):
+    /// ``(id, bytes)``. The connection is the command's until its ``exit``.
+    fn start<'py>(&self, py: Python<'py>, header: &Bound<'py, PyAny>) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        let header = header_bytes(&self.codec, Some(header), None, b"")?;
+        let header = header.ok_or_else(|| PyValueError::new_err("start needs a JSON-header codec"))?;
+        let made = self.lock(py)?.start(&header);
+        outgoing(py, made)
+    }
+
+    /// The id of the live command that holds the connection, or ``None``.
+    #[getter]
+    fn live(&self, py: Python<'_>) -> PyResult<Option<u64>> {
+        Ok(self.lock(py)?.live())
+    }
+
+    /// ``stdin`` frames of ``data`` for the live command (``eof``: then the
+    /// end of its input).
+    #[pyo3(signature = (data, eof=false))]
+    fn stdin<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>, eof: bool) -> PyResult<Bound<'py, PyBytes>> {
+        with_body(Some(data), |data| {
+            let out = self.lock(py)?.stdin(data, eof).map_err(|e| session_error(py, e))?;
+            Ok(PyBytes::new(py, &out))
+        })
+    }
+
+    /// A ``signal`` frame for the live command (``"INT"``, ``"SIGTERM"``, ...).
+    fn signal<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.lock(py)?.signal(name).map_err(|e| session_error(py, e))?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// A ``resize`` frame for the live command's terminal.
+    fn resize<'py>(&self, py: Python<'py>, columns: u16, lines: u16) -> PyResult<Bound<'py, PyBytes>> {
+        let data = self.lock(py)?.resize(columns, lines).map_err(|e| session_error(py, e))?;
+        Ok(PyBytes::new(py, &data))
     }
 
     /// The caller of request ``id`` gives up: ``None`` if the connection goes

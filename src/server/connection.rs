@@ -5,6 +5,7 @@
 //! idle deadlines, the raw line's pauses, lingering, the guess throttle's
 //! turn) and the shutdown. What the peer is told, and when, is the session's.
 
+mod live;
 mod transfer;
 
 use std::collections::VecDeque;
@@ -320,6 +321,11 @@ impl<'s> Conn<'s> {
                 vec![]
             }
             Action::ListDir { name } => self.list_dir(name).await,
+            // Boxed: every connection's future would otherwise carry the live loop's state.
+            Action::Start { spec, shown } => Box::pin(self.run_live(spec, shown)).await?,
+            Action::WriteStdin(_) | Action::CloseStdin | Action::Signal(_) => {
+                unreachable!("actions on a live command come while it runs (see live.rs)")
+            }
             Action::Close(reply) => {
                 // An upload not stored is removed before the peer is told.
                 (self.upload, self.download, self.reading, self.turn) = (None, None, None, None);
@@ -518,23 +524,7 @@ impl<'s> Conn<'s> {
     /// Writes one response, within the idle timeout (a peer that never reads
     /// must not hold the connection forever).
     async fn send(&mut self, reply: Reply) -> std::io::Result<()> {
-        // The codec's max_body caps requests; a reply is as large as the
-        // output it carries (max_output bounds a command's).
-        let codec = self.shared.config.codec;
-        let codec = Codec { max_body: if codec.json_header { u64::MAX } else { MAX_PREFIX_VALUE }, ..codec };
-        let with_digest;
-        let header = match (codec.json_header, codec.checksum, reply.header.as_deref()) {
-            (false, ..) => None,
-            (true, Some(checksum), Some(h)) => {
-                with_digest = protocol::add_field(h, checksum.name(), &checksum.hex_digest(&reply.body));
-                Some(with_digest.as_slice())
-            }
-            (true, None, h) => h,
-            (true, Some(_), None) => None,
-        };
-        let head = codec
-            .encode_head(header, reply.body.len())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        let head = reply_head(self.shared.config.codec, &reply)?;
         // A peer that does not read stalls a write for the idle timeout at
         // most; before it has logged in, no longer than its login deadline
         // (it holds one of the few unauthenticated places meanwhile).
@@ -566,6 +556,27 @@ impl<'s> Conn<'s> {
             _ = stop.wait_for(|stop| *stop) => Err(std::io::Error::new(std::io::ErrorKind::Interrupted, "server stopping")),
         }
     }
+}
+
+/// The bytes before a reply's body: prefix and header (with the codec's
+/// digest of the body, if it adds one).
+fn reply_head(codec: Codec, reply: &Reply) -> std::io::Result<Vec<u8>> {
+    // The codec's max_body caps requests; a reply is as large as the
+    // output it carries (max_output bounds a command's).
+    let codec = Codec { max_body: if codec.json_header { u64::MAX } else { MAX_PREFIX_VALUE }, ..codec };
+    let with_digest;
+    let header = match (codec.json_header, codec.checksum, reply.header.as_deref()) {
+        (false, ..) => None,
+        (true, Some(checksum), Some(h)) => {
+            with_digest = protocol::add_field(h, checksum.name(), &checksum.hex_digest(&reply.body));
+            Some(with_digest.as_slice())
+        }
+        (true, None, h) => h,
+        (true, Some(_), None) => None,
+    };
+    codec
+        .encode_head(header, reply.body.len())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// Writes all of `buf`; fails if the peer takes none of it for `idle` (a

@@ -26,6 +26,7 @@
 //! comes; a command, a login step or a file transfer cannot be left halfway,
 //! and the connection must close.
 
+mod live;
 mod repr;
 #[cfg(test)]
 mod tests;
@@ -65,6 +66,9 @@ pub const TRANSFER_CUT: &str = "a file transfer was cancelled or timed out halfw
 /// Why the session closed when a `run` was cancelled while its command ran.
 pub const RUN_CANCELLED: &str =
     "a run() was cancelled or timed out while its command ran; the connection was closed so that the server kills the command";
+/// Why the session closed when a live command's caller gave up on it.
+pub const LIVE_CANCELLED: &str =
+    "a live command was abandoned while it ran; the connection was closed so that the server kills the command";
 /// Why the session closed when the login was cancelled halfway.
 pub const LOGIN_CUT: &str = "the login was cancelled or timed out halfway; the connection was closed";
 /// Why the session closed at the end of the server's stream.
@@ -160,6 +164,13 @@ pub enum Event {
     /// The server broke the protocol (rframe's `bad-response`); with
     /// `closes`, a [`Event::Closed`] follows.
     Violation { id: Option<RequestId>, kind: ViolationKind, message: String, closes: bool, header: Bytes },
+    /// The live command `id` runs (`start`).
+    Started { id: RequestId },
+    /// Bytes the live command `id` wrote to `fd` (1: stdout, 2: stderr).
+    Output { id: RequestId, fd: u8, data: Bytes },
+    /// The live command `id` ended: its returncode (negative: the signal
+    /// that killed it), how long it ran, whether the time limit killed it.
+    Exit { id: RequestId, returncode: i64, duration: std::time::Duration, timed_out: bool, header: Bytes },
     /// The connection is over: the driver closes its socket. `error`: the
     /// framing error that ended it (garbage bytes, a frame cut short).
     Closed { reason: String, error: Option<FrameError> },
@@ -216,6 +227,10 @@ enum Step {
     Get {
         name: String,
         phase: GetPhase,
+    },
+    /// A live command: `started` once the server said so.
+    Live {
+        started: bool,
     },
 }
 
@@ -278,6 +293,8 @@ pub struct ClientSession {
     binding: Option<Vec<u8>>,
     login: Login,
     upload: Option<Upload>,
+    /// The live command that holds the connection, from `start` to its exit.
+    live: Option<live::Live>,
     closed: Option<String>,
 }
 
@@ -308,6 +325,7 @@ impl ClientSession {
             binding,
             login: Login::None,
             upload: None,
+            live: None,
             closed: None,
         })
     }
@@ -548,6 +566,7 @@ impl ClientSession {
             Step::Run => RUN_CANCELLED,
             Step::Hello | Step::Answer { .. } => LOGIN_CUT,
             Step::Put { .. } | Step::Get { .. } => TRANSFER_CUT,
+            Step::Live { .. } => LIVE_CANCELLED,
         };
         self.abort(reason);
         Cancelled::MustClose(reason)
@@ -735,6 +754,10 @@ impl ClientSession {
                     self.events.push_back(Event::TransferEnd { id, end });
                 }
             },
+            Step::Live { started } => {
+                let started = *started;
+                self.on_live(id, started, op, members.as_ref(), &frame);
+            }
             Step::Get { name, phase } => match phase {
                 GetPhase::AwaitFile => {
                     if op != Some("file") {
@@ -851,6 +874,13 @@ impl ClientSession {
 
     /// An `error` frame: the reply of the oldest request, or of none.
     fn on_error(&mut self, error: RemoteError) {
+        if let Some(InFlight { id, step: Step::Live { started: true }, cancelled: false }) = self.in_flight.front() {
+            if !error.closes {
+                // A refused signal: the command runs on.
+                let id = *id;
+                return self.events.push_back(Event::RemoteError { id: Some(id), error });
+            }
+        }
         let entry = self.in_flight.pop_front();
         let closes = error.closes;
         let reason = closes.then(|| error.close_reason());
@@ -860,6 +890,9 @@ impl ClientSession {
             Some(InFlight { id, step, .. }) => {
                 if matches!(step, Step::Put { .. }) {
                     self.upload = None;
+                }
+                if matches!(step, Step::Live { .. }) {
+                    self.live = None;
                 }
                 if matches!(step, Step::Hello | Step::Answer { .. }) && error.code == "auth" {
                     let message = if error.message.is_empty() { LOGIN_REFUSED.into() } else { error.message };
@@ -907,6 +940,7 @@ impl ClientSession {
         self.buf = BytesMut::new();
         self.in_flight.clear();
         self.upload = None;
+        self.live = None;
     }
 
     // ------------------------------------------------------------ helpers
@@ -926,6 +960,12 @@ impl ClientSession {
         }
         if self.login == Login::Underway {
             return Err(SessionError::Busy("the login is under way"));
+        }
+        if self.live.is_some() {
+            return Err(SessionError::Busy(
+                "a live command holds the connection until it exits (start() dedicates it): wait for it, or use \
+                 another client",
+            ));
         }
         Ok(())
     }

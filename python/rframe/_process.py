@@ -1,0 +1,354 @@
+"""Live commands on the blocking :class:`rframe.Client`: :class:`RemoteProcess`.
+
+The protocol is the session's (``ClientSession.start``, its ``output`` and
+``exit`` events); this is its driver: a demultiplexer that reads the
+connection's events and keeps each stream's bytes until they are read.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import signal as _signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._protocol import FAILURES, run_request
+
+if TYPE_CHECKING:
+    from ._client import Client
+
+__all__ = ["RemoteProcess", "start_request", "OUTPUT_BOUND"]
+
+#: Bytes of one stream's output held while nobody reads it; past this, the
+#: connection is not read until they are (and the server stops reading the
+#: command's pipes: the command blocks on its write, as with a full pipe).
+OUTPUT_BOUND = 1 << 20
+
+
+def start_request(
+    cmd: str | Sequence[str],
+    *,
+    pty: bool = False,
+    term: str | None = None,
+    size: tuple[int, int] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """The ``start`` request's header for these arguments (``ValueError`` for bad ones).
+
+    >>> start_request(["cat"], timeout=5)
+    {'op': 'start', 'cmd': ['cat'], 'timeout': 5.0}
+    """
+    header, _, _ = run_request(cmd, timeout=timeout, env=env, cwd=cwd)
+    header["op"] = "start"
+    if pty:
+        header["pty"] = True
+        header["term"] = term or os.environ.get("TERM") or "xterm-256color"
+        columns, lines = size if size is not None else _terminal_size()
+        header["columns"], header["lines"] = int(columns), int(lines)
+    return header
+
+
+def _terminal_size() -> tuple[int, int]:
+    try:
+        got = os.get_terminal_size()
+    except OSError:
+        return 80, 24
+    return got.columns, got.lines
+
+
+def signal_name(sig: int | str) -> str:
+    """A signal as the protocol names it: ``signal.SIGINT`` or ``"SIGINT"`` -> ``"INT"``."""
+    name = _signal.Signals(sig).name if isinstance(sig, int) else str(sig)
+    return name.upper().removeprefix("SIG")
+
+
+class _OutputRaw(io.RawIOBase):
+    """One stream of a live command, read from the demultiplexer."""
+
+    def __init__(self, proc: RemoteProcess, fd: int) -> None:
+        self._proc = proc
+        self._fd = fd
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        data = self._proc._take(self._fd, len(b))
+        n = len(data)
+        memoryview(b).cast("B")[:n] = data
+        return n
+
+
+class _Stdin(io.RawIOBase):
+    """The live command's stdin: each write goes out at once (``flush`` does nothing);
+    ``close()`` sends the end of input."""
+
+    def __init__(self, proc: RemoteProcess) -> None:
+        self._proc = proc
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: Any) -> int:
+        if self.closed:
+            raise ValueError("write to closed stdin")
+        data = bytes(b)
+        self._proc._send_stdin(data, eof=False)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                self._proc._send_stdin(b"", eof=True)
+            finally:
+                super().close()
+
+
+class RemoteProcess:
+    """A command running on the server, shaped like :class:`subprocess.Popen`.
+
+    Made by :meth:`rframe.Client.start`. ``stdout`` and ``stderr`` are binary
+    readable streams (``read``, ``read1``, ``readline``, iteration by lines)
+    that give the command's output as it writes it; ``stdin`` is writable
+    (``close()`` ends the input). ``send_signal``, ``terminate`` and ``kill``
+    reach the command's whole process group on the server; ``wait``,
+    ``poll``, ``returncode`` (negative: killed by that signal) and
+    ``communicate`` are :class:`subprocess.Popen`'s. Leaving a ``with`` block
+    with the command still running kills it and waits.
+
+    While the command runs the client's connection is dedicated to it: other
+    calls on that client raise ``RuntimeError`` until it exits (use another
+    :class:`rframe.Client` meanwhile). As with ``Popen``'s pipes, output
+    nobody reads is held only up to :data:`OUTPUT_BOUND` bytes a stream;
+    past that the command waits for its reader, so read both streams (two
+    threads) or use :meth:`communicate`, which keeps everything.
+
+    >>> from rframe import Client, Server
+    >>> with Server(port=0) as server, Client(*server.address) as client:
+    ...     with client.start("read name; echo hi $name; echo oops >&2") as proc:
+    ...         _ = proc.stdin.write(b"you\\n")
+    ...         proc.stdout.readline(), proc.wait(), proc.stderr.read()
+    (b'hi you\\n', 0, b'oops\\n')
+    """
+
+    def __init__(self, client: Client, args: Any, id: int) -> None:
+        self.args = args
+        self._client = client
+        self._id = id
+        self.returncode: int | None = None
+        #: Seconds the command ran on the server (once it exited), and whether its time limit killed it.
+        self.duration: float | None = None
+        self.timed_out = False
+        self._cond = threading.Condition()
+        self._buffers = {1: bytearray(), 2: bytearray()}
+        self._reading = False
+        self._unbounded = False
+        self._discard = False
+        self._failure: BaseException | None = None
+        self.stdin: io.RawIOBase = _Stdin(self)
+        self.stdout = io.BufferedReader(_OutputRaw(self, 1))
+        self.stderr = io.BufferedReader(_OutputRaw(self, 2))
+
+    def __repr__(self) -> str:
+        state = "running" if self.returncode is None else f"returncode: {self.returncode}"
+        return f"<rframe.RemoteProcess {self.args!r} {state}>"
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def _done(self) -> bool:
+        return self.returncode is not None or self._failure is not None
+
+    def _take(self, fd: int, n: int) -> bytes:
+        """Up to ``n`` bytes of stream ``fd``, waiting for one at least; ``b""`` at its end."""
+        with self._cond:
+            buf = self._buffers[fd]
+            while not buf and not self._done:
+                self._pump(fd, None)
+            if not buf and self._failure is not None and self.returncode is None:
+                raise self._failure
+            data = bytes(buf[:n])
+            del buf[:n]
+            self._cond.notify_all()
+            return data
+
+    def _pump(self, want: int | None, deadline: float | None) -> None:
+        """Reads one event from the connection (the condition held), or
+        waits while another thread does, or while a stream other than
+        ``want`` holds its bound (its reader must take some first)."""
+        others_full = not self._unbounded and any(
+            len(b) >= OUTPUT_BOUND for fd, b in self._buffers.items() if fd != want
+        )
+        if self._reading or others_full:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            self._cond.wait(remaining)
+            return
+        self._reading = True
+        self._cond.release()
+        try:
+            event = self._read_event(deadline)
+        finally:
+            self._cond.acquire()
+            self._reading = False
+            self._cond.notify_all()
+        if event is not None:
+            self._on_event(event)
+
+    def _read_event(self, deadline: float | None) -> Any:
+        """The next event of the connection; ``None`` if ``deadline`` passed first."""
+        client = self._client
+        sock = client._require_sock()
+        if deadline is not None:
+            pending = sock.pending() if hasattr(sock, "pending") else 0
+            if not pending and not select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                return None
+        # A command may be silent for as long as it likes: no timeout while
+        # a frame is awaited (Ctrl-C still interrupts).
+        sock.settimeout(None)
+        try:
+            return client._event()
+        except BaseException as exc:
+            self._failure = exc
+            raise
+        finally:
+            if client._sock is sock:
+                sock.settimeout(client.timeout)
+
+    def _on_event(self, event: Any) -> None:
+        kind = event[0]
+        if kind == "output" and event[1] == self._id:
+            if not self._discard:
+                self._buffers[event[2]] += event[3]
+        elif kind == "exit" and event[1] == self._id:
+            _, _, self.returncode, self.duration, self.timed_out, _ = event
+        elif kind in FAILURES:
+            failure = self._client._failure(event)
+            if self._client._require_session().live != self._id:
+                self._failure = failure  # the command is gone with the connection
+            raise failure
+        else:
+            raise RuntimeError(f"unexpected event while a command runs: {event!r}")
+
+    # ------------------------------------------------------------------ writing
+
+    def _send(self, data: bytes) -> None:
+        with self._client._call():
+            self._client._write(data)
+
+    def _send_stdin(self, data: bytes, eof: bool) -> None:
+        if self._done:
+            if eof:
+                return
+            raise BrokenPipeError(f"the command has exited ({self!r})")
+        self._send(self._client._require_session().stdin(data, eof=eof))
+
+    def send_signal(self, sig: int | str) -> None:
+        """Send ``sig`` (``signal.SIGINT``, ``"INT"``, ...) to the command's process
+        group; nothing once it exited. Signals other than INT, TERM, KILL, HUP,
+        QUIT, USR1, USR2 and WINCH raise ``ValueError``."""
+        name = signal_name(sig)
+        if self._done:
+            return
+        self._send(self._client._require_session().signal(name))
+
+    def terminate(self) -> None:
+        """SIGTERM to the command's process group."""
+        self.send_signal("TERM")
+
+    def kill(self) -> None:
+        """SIGKILL to the command's process group."""
+        self.send_signal("KILL")
+
+    def resize(self, columns: int, lines: int) -> None:
+        """The command's terminal (``pty=True``) is now ``columns`` x ``lines``."""
+        if not self._done:
+            self._send(self._client._require_session().resize(columns, lines))
+
+    # ------------------------------------------------------------------ waiting
+
+    def poll(self) -> int | None:
+        """The returncode if the command has exited, else ``None`` (reads what already arrived)."""
+        with self._cond:
+            while not self._done and not self._reading:
+                before = (len(self._buffers[1]), len(self._buffers[2]))
+                self._pump(None, time.monotonic())
+                if (len(self._buffers[1]), len(self._buffers[2])) == before and not self._done:
+                    break
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for the command to exit; its returncode. ``subprocess.TimeoutExpired``
+        after ``timeout`` seconds (the command runs on). Output is kept for its
+        readers meanwhile, up to :data:`OUTPUT_BOUND` a stream."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not self._done:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise subprocess.TimeoutExpired(self.args, timeout)  # type: ignore[arg-type]
+                self._pump(None, deadline)
+            if self.returncode is None:
+                assert self._failure is not None
+                raise self._failure
+            return self.returncode
+
+    def communicate(self, input: bytes | None = None, timeout: float | None = None) -> tuple[bytes, bytes]:
+        """Send ``input`` (then the end of input), read all the output, wait
+        for the exit: ``(stdout, stderr)``, as ``Popen.communicate``."""
+        writer: threading.Thread | None = None
+        errors: list[BaseException] = []
+        if input and not self.stdin.closed:
+
+            def feed() -> None:
+                try:
+                    self.stdin.write(input)
+                    self.stdin.close()
+                except BaseException as exc:  # noqa: BLE001 - raised by communicate
+                    errors.append(exc)
+
+            writer = threading.Thread(target=feed, name="rframe-stdin", daemon=True)
+            writer.start()
+        elif not self.stdin.closed:
+            self.stdin.close()
+        self._unbounded = True
+        try:
+            self.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            out, err = bytes(self._buffers[1]), bytes(self._buffers[2])
+            raise subprocess.TimeoutExpired(self.args, exc.timeout, out, err) from None
+        if writer is not None:
+            writer.join()
+        if errors and not isinstance(errors[0], BrokenPipeError):
+            raise errors[0]
+        return self.stdout.read(), self.stderr.read()
+
+    # ------------------------------------------------------------------ with
+
+    def __enter__(self) -> RemoteProcess:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if not self._done:
+                self._discard = True
+                with self._cond:
+                    for buf in self._buffers.values():
+                        buf.clear()
+                self.kill()
+                self.wait()
+        except (OSError, ValueError):
+            pass
+        finally:
+            for stream in (self.stdout, self.stderr):
+                stream.close()
+            if not self.stdin.closed:
+                try:
+                    self.stdin.close()
+                except (OSError, ValueError):
+                    io.RawIOBase.close(self.stdin)

@@ -1,0 +1,153 @@
+//! The server session's live commands (PROTOCOL.md, "`start`"): `start`
+//! is checked like `run` and becomes [`Action::Start`]; while the command
+//! runs, `stdin`, `signal` and `resize` frames become actions on it, its
+//! output (reported by the driver) becomes `output` frames, and its end an
+//! `exit` frame. The driver owns the pipes, the backpressure and the clock.
+
+use bytes::Bytes;
+use serde_json::json;
+
+use super::{command_spec, reply, Action, Awaiting, ServerSession, State};
+use crate::codec::Frame;
+use crate::protocol::live::{self, Exit};
+use crate::protocol::{ErrorCode, RequestHeader};
+use crate::server::{Level, Reply};
+
+/// A live command between `started` and `exit`.
+#[derive(Debug)]
+pub(super) struct Live {
+    pub(super) shown: String,
+    stdin_open: bool,
+}
+
+impl ServerSession<'_> {
+    /// True while a live command runs (from `started` to `exit`).
+    pub fn is_live(&self) -> bool {
+        matches!(self.state, State::Live(_))
+    }
+
+    pub(super) fn start_live(&mut self, request: RequestHeader, frame: &Frame) -> Vec<Action> {
+        let shown = super::shown(&request);
+        let fields = match live::parse_live(frame.header.as_deref().unwrap_or(b"{}")) {
+            Ok(fields) => fields,
+            Err(e) => return self.respond(Reply::error(ErrorCode::BadRequest, &format!("a start request: {e}"))),
+        };
+        if fields.pty {
+            let mut actions = vec![Action::Log(Level::Warning, format!("refused a terminal for {shown}"))];
+            actions.extend(self.respond(Reply::error(
+                ErrorCode::NotAllowed,
+                "this server does not allocate terminals: start without pty",
+            )));
+            return actions;
+        }
+        if request.input || !frame.body.is_empty() {
+            let message = "a start request has no body: send its input in stdin frames";
+            return self.respond(Reply::error(ErrorCode::BadRequest, message));
+        }
+        match command_spec(self.config, request, Bytes::new()) {
+            Ok(mut spec) => {
+                // Piped, and fed by stdin frames (empty: nothing yet).
+                spec.input = Some(Bytes::new());
+                self.state = State::Awaiting(Awaiting::Start { shown: shown.clone() });
+                vec![Action::Start { spec, shown }]
+            }
+            Err(reply) => {
+                let mut actions = vec![Action::Log(Level::Warning, format!("refused {shown}"))];
+                actions.extend(self.respond(reply));
+                actions
+            }
+        }
+    }
+
+    /// What an [`Action::Start`] gave: the command runs, or why it could not start.
+    pub fn started(&mut self, result: std::io::Result<()>) -> Vec<Action> {
+        let Awaiting::Start { shown } = self.expect(|a| matches!(a, Awaiting::Start { .. }), "started") else {
+            unreachable!()
+        };
+        if let Err(e) = result {
+            let mut actions = vec![Action::Log(Level::Warning, format!("could not start {shown}: {e}"))];
+            actions.extend(self.respond(Reply::error(ErrorCode::Spawn, &format!("could not start {shown}: {e}"))));
+            return actions;
+        }
+        let log = Action::Log(Level::Info, format!("started {shown}"));
+        self.state = State::Live(Live { shown, stdin_open: true });
+        vec![log, Action::Reply(reply(json!({"op": "started"}), Bytes::new()))]
+    }
+
+    /// Bytes the live command wrote to `fd` (1: stdout, 2: stderr): the
+    /// frame that carries them.
+    pub fn output(&mut self, fd: u8, data: Bytes) -> Vec<Action> {
+        assert!(self.is_live(), "output without a live command");
+        let header = format!(r#"{{"op": "output", "fd": {fd}, "total_size": {}}}"#, data.len());
+        vec![Action::Reply(Reply::new(Some(header.into_bytes()), data))]
+    }
+
+    /// The live command ended (and its output was reported): the `exit` frame.
+    pub fn exited(&mut self, exit: Exit) -> Vec<Action> {
+        let State::Live(live) = std::mem::replace(&mut self.state, State::Idle) else {
+            panic!("exited without a live command")
+        };
+        let Exit { returncode, duration, timed_out } = exit;
+        let log = Action::Log(
+            Level::Info,
+            format!(
+                "ran {}: returncode {returncode}{}, {:.3}s (live)",
+                live.shown,
+                if timed_out { " (timed out)" } else { "" },
+                duration.as_secs_f64()
+            ),
+        );
+        let header =
+            json!({"op": "exit", "returncode": returncode, "duration": duration.as_secs_f64(), "timed_out": timed_out});
+        vec![log, Action::Reply(reply(header, Bytes::new()))]
+    }
+
+    /// A frame from the peer while the command runs.
+    pub(super) fn live_frame(&mut self, mut live: Live, frame: Frame) -> Vec<Action> {
+        let fields = match live::parse_live(frame.header.as_deref().unwrap_or(b"{}")) {
+            Ok(fields) => fields,
+            Err(e) => return self.close(ErrorCode::BadRequest, format!("a frame to a live command: {e}")),
+        };
+        let mut actions = vec![];
+        match fields.op.as_deref() {
+            Some("stdin") => {
+                // Input after the end of input (or to a command whose stdin
+                // is gone) has nowhere to go.
+                if live.stdin_open {
+                    if !frame.body.is_empty() {
+                        actions.push(Action::WriteStdin(frame.body));
+                    }
+                    if fields.eof {
+                        live.stdin_open = false;
+                        actions.push(Action::CloseStdin);
+                    }
+                }
+            }
+            Some("signal") => match fields.signal.as_deref().and_then(live::signal_name) {
+                Some(name) => actions.push(Action::Signal(name)),
+                None => {
+                    let message = format!(
+                        "signal {} is not one a command may be sent (allowed: {})",
+                        fields.signal.as_deref().map_or_else(|| "(none)".to_owned(), |s| format!("{s:?}")),
+                        live::SIGNALS.join(", ")
+                    );
+                    actions.push(Action::Log(Level::Warning, format!("{}: {message}", live.shown)));
+                    actions.extend(self.respond(Reply::error(ErrorCode::BadRequest, &message)));
+                }
+            },
+            // A window size means nothing without a terminal.
+            Some("resize") => {}
+            op => {
+                let message = format!("a live command takes stdin, signal and resize frames, not op {op:?}");
+                return self.close(ErrorCode::BadRequest, message);
+            }
+        }
+        if !self.is_closed() {
+            self.state = State::Live(live);
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests;
