@@ -104,22 +104,8 @@ def rframe_round(hosts: list[str], token: str) -> None:
 
 
 def asyncssh_round(loop: asyncio.AbstractEventLoop, asyncssh, sshd, key, count: int) -> None:
-    async def one() -> None:
-        async with asyncssh.connect(
-            "127.0.0.1",
-            sshd.port,
-            username=sshd.user,
-            client_keys=[key],
-            known_hosts=None,
-            agent_path=None,
-            config=[],
-            gss_host=None,
-            preferred_auth="publickey",
-        ) as conn:
-            await conn.run("true", check=True)
-
     async def all_of_them() -> None:
-        await asyncio.gather(*(one() for _ in range(count)))
+        await asyncio.gather(*(setup_bench.asyncssh_true(asyncssh, sshd, key) for _ in range(count)))
 
     loop.run_until_complete(asyncio.wait_for(all_of_them(), TIMEOUT))
 

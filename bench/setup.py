@@ -296,22 +296,25 @@ def ssh_round(argv: list[str]) -> None:
         raise RuntimeError(f"ssh exited with status {r.returncode}: {r.stderr.decode(errors='replace').strip()}")
 
 
-def asyncssh_round(loop: asyncio.AbstractEventLoop, asyncssh, sshd: Sshd, key) -> None:
-    async def once():
-        async with asyncssh.connect(
-            HOST,
-            sshd.port,
-            username=sshd.user,
-            client_keys=[key],
-            known_hosts=None,
-            agent_path=None,
-            config=[],
-            gss_host=None,
-            preferred_auth="publickey",
-        ) as conn:
-            await conn.run("true", check=True)
+async def asyncssh_true(asyncssh, sshd: Sshd, key) -> None:
+    """One asyncssh connection to ``sshd`` (its key, no known_hosts, agent or
+    config file), ``run("true")``, closed."""
+    async with asyncssh.connect(
+        HOST,
+        sshd.port,
+        username=sshd.user,
+        client_keys=[key],
+        known_hosts=None,
+        agent_path=None,
+        config=[],
+        gss_host=None,
+        preferred_auth="publickey",
+    ) as conn:
+        await conn.run("true", check=True)
 
-    loop.run_until_complete(asyncio.wait_for(once(), TIMEOUT))
+
+def asyncssh_round(loop: asyncio.AbstractEventLoop, asyncssh, sshd: Sshd, key) -> None:
+    loop.run_until_complete(asyncio.wait_for(asyncssh_true(asyncssh, sshd, key), TIMEOUT))
 
 
 # --------------------------------------------------------------------------- the driver
