@@ -12,6 +12,7 @@ import types
 
 import pytest
 
+import platforms
 import rframe
 from conftest import HANG_BOUND
 
@@ -76,17 +77,32 @@ def test_an_encoding_this_python_does_not_know_falls_back_to_utf8():
     assert result.stdout == GBK_OUT.decode("utf-8", "replace")
 
 
-def test_the_cli_passes_the_servers_bytes_through(gbk_server):
+@platforms.commands
+def test_the_cli_passes_the_servers_bytes_through():
+    # The CLI's -c streams a live command: the bytes the command writes reach
+    # the terminal as they are, whatever their encoding.
     import subprocess
     import sys
 
-    host, port = gbk_server.address
-    r = subprocess.run(
-        [sys.executable, "-m", "rframe.client", "--host", host, "--port", str(port), "-c", "dir"],
-        capture_output=True,
-        timeout=60,
-        env={k: v for k, v in os.environ.items() if k != "RFRAME_TOKEN"},
-    )
+    code = f"import sys; sys.stdout.buffer.write({GBK_OUT!r}); sys.stderr.buffer.write({GBK_ERR!r})"
+    with rframe.Server(port=0) as server:
+        host, port = server.address
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rframe.client",
+                "--host",
+                host,
+                "--port",
+                str(port),
+                "-c",
+                f'{sys.executable} -c "{code}"',
+            ],
+            capture_output=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "RFRAME_TOKEN"},
+        )
     assert (r.returncode, r.stdout, r.stderr) == (0, GBK_OUT, GBK_ERR), r
 
 

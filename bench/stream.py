@@ -1,0 +1,256 @@
+#!/usr/bin/env python3
+"""Live commands: how soon output written on the server is in the client's hands, how
+fast a stream moves, and what an idle one costs; rframe against asyncssh.
+
+Every number is measured in this run, on this machine; nothing is hard-coded.
+
+* **Latency**: the command writes 1,000 lines a few milliseconds apart, each
+  holding the time it was written (``time.time_ns()``, one clock: both ends
+  are on this machine); the client reads them one by one (rframe
+  ``Client.start`` and ``proc.stdout.readline()``; asyncssh
+  ``conn.create_process`` and ``await process.stdout.readline()``) and takes
+  the time each arrived. Median and p99 of the differences.
+* **Throughput**: ``head -c SIZE /dev/zero`` streamed and read in 1 MiB reads.
+* **Idle**: the rframe server's CPU time over ``sleep 10`` running as a live
+  command with nothing written (no polling loop: target under 1 ms).
+
+The rframe server runs in a process of its own on 127.0.0.1; asyncssh talks
+to an sshd of this run's own on loopback (``bench/setup.py``'s). Targets
+(issue 18): median latency under 200 us and at most 1/3 of asyncssh's;
+throughput at least 1 GB/s and at least 2x asyncssh's.
+
+    python bench/stream.py            # full run, about a minute
+    python bench/stream.py --quick    # 100 lines, 64 MiB, 1 s idle, no asyncssh (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import rframe
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import machine  # noqa: E402 - bench/machine.py
+import setup as setup_bench  # noqa: E402 - bench/setup.py: its sshd of a run's own
+
+HOST = "127.0.0.1"
+
+
+def writer(lines: int, gap: float) -> str:
+    """The command that writes ``lines`` time-stamped lines, ``gap`` seconds apart."""
+    code = (
+        "import sys, time\n"
+        f"for _ in range({lines}):\n"
+        "    sys.stdout.write(f'{time.time_ns()}\\n'); sys.stdout.flush()\n"
+        f"    time.sleep({gap})\n"
+    )
+    return f"{sys.executable} -c {_quote(code)}"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --------------------------------------------------------------------------- rframe
+
+
+def serve() -> None:
+    """``--_serve``: the rframe server, its port on stdout, until stdin closes."""
+    with rframe.Server(HOST, 0) as server:
+        print(server.address[1], flush=True)
+        sys.stdin.read()
+
+
+def rframe_latency(port: int, lines: int, gap: float) -> list[float]:
+    delays = []
+    with rframe.Client(HOST, port, timeout=60) as client, client.start(writer(lines, gap)) as proc:
+        for line in proc.stdout:
+            delays.append((time.time_ns() - int(line)) / 1e3)
+        proc.wait()
+    return delays
+
+
+def rframe_throughput(port: int, size: int) -> float:
+    with rframe.Client(HOST, port, timeout=60) as client, client.start(f"head -c {size} /dev/zero") as proc:
+        t0, got = time.perf_counter(), 0
+        while chunk := proc.stdout.read1(1 << 20):
+            got += len(chunk)
+        elapsed = time.perf_counter() - t0
+        proc.wait()
+    if got != size:
+        raise RuntimeError(f"rframe: {got} bytes of {size}")
+    return size / elapsed
+
+
+def rframe_idle(port: int, server_pid: int, seconds: float) -> float:
+    """The server's CPU seconds while a live ``sleep`` runs and nothing moves."""
+    with rframe.Client(HOST, port, timeout=60) as client, client.start(f"sleep {seconds + 1}") as proc:
+        time.sleep(0.5)  # past the start
+        before = machine.cpu_seconds(server_pid)
+        time.sleep(seconds)
+        spent = machine.cpu_seconds(server_pid) - before
+        proc.wait()
+    return spent
+
+
+# --------------------------------------------------------------------------- asyncssh
+
+
+async def asyncssh_latency(asyncssh, sshd, key, lines: int, gap: float) -> list[float]:
+    delays = []
+    async with asyncssh.connect(
+        HOST,
+        sshd.port,
+        username=sshd.user,
+        client_keys=[key],
+        known_hosts=None,
+        agent_path=None,
+        config=[],
+        gss_host=None,
+        preferred_auth="publickey",
+    ) as conn:
+        process = await conn.create_process(writer(lines, gap), encoding=None)
+        while line := await process.stdout.readline():
+            delays.append((time.time_ns() - int(line)) / 1e3)
+        await process.wait()
+    return delays
+
+
+async def asyncssh_throughput(asyncssh, sshd, key, size: int) -> float:
+    async with asyncssh.connect(
+        HOST,
+        sshd.port,
+        username=sshd.user,
+        client_keys=[key],
+        known_hosts=None,
+        agent_path=None,
+        config=[],
+        gss_host=None,
+        preferred_auth="publickey",
+    ) as conn:
+        process = await conn.create_process(f"head -c {size} /dev/zero", encoding=None)
+        t0, got = time.perf_counter(), 0
+        while chunk := await process.stdout.read(1 << 20):
+            got += len(chunk)
+        elapsed = time.perf_counter() - t0
+        await process.wait()
+    if got != size:
+        raise RuntimeError(f"asyncssh: {got} bytes of {size}")
+    return size / elapsed
+
+
+# --------------------------------------------------------------------------- the driver
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="100 lines, 64 MiB, 1 s idle, no asyncssh (smoke test)")
+    ap.add_argument("--no-ssh", action="store_true", help="skip asyncssh")
+    ap.add_argument("--_serve", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args._serve:
+        serve()
+        return 0
+    lines, gap = (100, 0.002) if args.quick else (1000, 0.004)
+    size = (64 << 20) if args.quick else (1 << 30)
+    idle = 1.0 if args.quick else 10.0
+    notes: list[str] = []
+    server = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--_serve"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    work = tempfile.mkdtemp(prefix="rframe-bench-stream-")
+    sshd = None
+    rows: dict[str, dict[str, float]] = {}
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        rframe_latency(port, 10, gap)  # warm-up
+        delays = rframe_latency(port, lines, gap)
+        rows["rframe"] = {
+            "median": statistics.median(delays),
+            "p99": percentile(delays, 0.99),
+            "rate": rframe_throughput(port, size),
+            "idle": rframe_idle(port, server.pid, idle),
+        }
+        if args.quick or args.no_ssh:
+            notes.append("asyncssh skipped: " + ("--quick" if args.quick else "--no-ssh"))
+        else:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # its cryptography's deprecation of DSA
+                    import asyncssh
+            except ImportError:
+                notes.append("asyncssh skipped: not installed (pip install asyncssh)")
+            else:
+                try:
+                    sshd = setup_bench.Sshd(work)
+                except (setup_bench.Unavailable, OSError, subprocess.SubprocessError) as e:
+                    notes.append(f"asyncssh skipped: {e}")
+                else:
+                    key = asyncssh.read_private_key(sshd.user_key)
+                    asyncio.run(asyncssh_latency(asyncssh, sshd, key, 10, gap))  # warm-up
+                    delays = asyncio.run(asyncssh_latency(asyncssh, sshd, key, lines, gap))
+                    rows["asyncssh"] = {
+                        "median": statistics.median(delays),
+                        "p99": percentile(delays, 0.99),
+                        "rate": asyncio.run(asyncssh_throughput(asyncssh, sshd, key, size)),
+                    }
+                    notes.append(f"asyncssh {asyncssh.__version__} to {sshd.version}, ed25519 keys made for the run")
+    finally:
+        if sshd is not None:
+            sshd.close()
+        if server.stdin is not None:
+            server.stdin.close()
+        server.wait(60)
+        setup_bench.shutil.rmtree(work, ignore_errors=True)
+
+    print("# Live commands: latency, throughput, idle cost" + (" (--quick)" if args.quick else ""))
+    print()
+    print("\n".join(machine.describe()))
+    print(f"- {lines} lines {gap * 1e3:g} ms apart; {size >> 20} MiB of zeros streamed; {idle:g} s idle")
+    print()
+    print("| client | latency median us | latency p99 us | throughput MB/s | server CPU idle ms |")
+    print("|---|---:|---:|---:|---:|")
+    for name, r in rows.items():
+        idle_ms = f"{r['idle'] * 1e3:.2f}" if "idle" in r else ""
+        print(f"| {name} | {r['median']:.0f} | {r['p99']:.0f} | {r['rate'] / 1e6:,.0f} | {idle_ms} |")
+    ours = rows["rframe"]
+    checks = [
+        ("median latency", f"{ours['median']:.0f} us", "< 200 us", ours["median"] < 200),
+        ("throughput", f"{ours['rate'] / 1e6:,.0f} MB/s", ">= 1,000 MB/s", ours["rate"] >= 1e9),
+        ("server CPU while idle", f"{ours['idle'] * 1e3:.2f} ms", "< 1 ms", ours["idle"] < 1e-3),
+    ]
+    if "asyncssh" in rows:
+        theirs = rows["asyncssh"]
+        ratio = ours["median"] / theirs["median"]
+        checks.append(("median latency / asyncssh's", f"{ratio:.2f}x", "<= 0.33x", ratio <= 1 / 3))
+        speed = ours["rate"] / theirs["rate"]
+        checks.append(("throughput / asyncssh's", f"{speed:.2f}x", ">= 2x", speed >= 2))
+    print()
+    print("| target | value | wanted | met |")
+    print("|---|---:|---|---|")
+    for what, value, wanted, met in checks:
+        print(f"| {what} | {value} | {wanted} | {'yes' if met else '**no**'} |")
+    for note in notes:
+        print(f"\nNote: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
