@@ -580,6 +580,78 @@ async def test_garbage_from_the_server_is_the_frame_error():
         await server.wait_closed()
 
 
+@pytest.mark.asyncio
+async def test_a_reply_whose_header_python_cannot_read_fails_its_caller_alone():
+    # JSON the codec takes (a string with a byte that is not UTF-8) that
+    # json.loads would refuse: that caller gets the HeaderError; nothing hangs.
+    header = b'{"total_size": 2, "x": "\xff"}'
+    server = await _serve_once(len(header).to_bytes(4, "little") + header + b"hi")
+    try:
+        async with rframe.AsyncClient(*server.sockets[0].getsockname()[:2], timeout=HANG_BOUND) as c:
+            with pytest.raises(rframe.HeaderError):
+                await asyncio.wait_for(c.request(b"1"), HANG_BOUND)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_a_transfer_cancelled_just_after_it_began_closes_the_connection(tmp_path):
+    # The cancellation lands in the loop iteration that resolved the
+    # download's first step: the session, not the driver, says what is left
+    # (a transfer under way), so the connection closes rather than hand its
+    # chunks to later calls.
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "big.bin").write_bytes(os.urandom(3 << 20))
+
+    async def main(address):
+        loop = asyncio.get_running_loop()
+        async with rframe.AsyncClient(*address, timeout=HANG_BOUND) as c:
+            task = None
+
+            class Cancelling(asyncio.Future):
+                def set_result(self, result):
+                    super().set_result(result)
+                    if isinstance(result, tuple) and result[0] == "download-started":
+                        task.cancel()
+
+            loop.create_future = lambda: Cancelling(loop=loop)
+            try:
+                task = asyncio.ensure_future(c.download("big.bin", str(tmp_path / "copy.bin")))
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+            finally:
+                del loop.create_future
+            assert c.closed and "halfway" in repr(c)
+            with pytest.raises(ConnectionAbortedError):
+                await c.run("echo hi")
+        async with rframe.AsyncClient(*address, timeout=HANG_BOUND) as c:
+            assert (await c.run("echo hi")).stdout == b"hi\n"
+
+    with rframe.Server(port=0, root=str(root)) as server:
+        asyncio.run(main(server.address))  # (asyncio's loop: its create_future can be wrapped)
+    assert not (tmp_path / "copy.bin").exists()
+
+
+def test_a_framing_error_during_a_live_command_closes_the_connection(arun):
+    # The live command's hook sees the close, and the connection closes too:
+    # its transport, so the server kills the command.
+    async def main(address):
+        c = await rframe.AsyncClient.connect(*address, codec=rframe.Codec(max_body=1000), timeout=HANG_BOUND)
+        try:
+            proc = await c.start(
+                [sys.executable, "-c", "import sys, time; sys.stdout.write('x' * 100000); time.sleep(60)"]
+            )
+            with pytest.raises(ConnectionAbortedError, match="FrameTooLarge"):
+                await asyncio.wait_for(proc.wait(), HANG_BOUND)
+            assert c.closed and c._conn.transport.is_closing()
+        finally:
+            await c.close()
+
+    with rframe.Server(port=0) as server:
+        arun(main, server.address)
+
+
 def _session_reader(codec=None):
     return rframe._rframe._SessionReader(rframe._rframe.ClientSession(codec))
 

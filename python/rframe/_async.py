@@ -92,8 +92,10 @@ class _Connection(asyncio.BufferedProtocol):
     the request they answer. ``waiters`` maps a request's id to the future of
     the call waiting for it: a reply goes to its future in Rust
     (``_SessionReader.deliver``), every other event through :meth:`on_event`.
-    Events that nobody waits for yet (a frame nobody asked for, a download's
-    chunks ahead of its disk) wait in ``backlog``, in order, for the next call.
+    Events that nobody waits for yet wait, in order: a transfer's (a
+    download's chunks ahead of its disk) in ``early`` under its id, for its
+    next step; frames nobody asked for (and failures that name no request) in
+    ``backlog``, for :meth:`AsyncClient.recv`.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, session: ClientSession) -> None:
@@ -109,6 +111,8 @@ class _Connection(asyncio.BufferedProtocol):
         # (Its parameter is positional-only, the method's is not: the same call.)
         self.get_buffer = self.reader.get_buffer  # type: ignore[method-assign,assignment]
         self.backlog: collections.deque[Any] = collections.deque()
+        self.early: dict[int, collections.deque[Any]] = {}
+        self.held_events = 0
         self.transport: asyncio.Transport | None = None
         #: Why the connection can no longer be used; None while it can.
         self.reason: str | None = None
@@ -130,8 +134,8 @@ class _Connection(asyncio.BufferedProtocol):
         # A file transfer or the login owns the connection while it runs:
         # other calls wait for this future.
         self.held: asyncio.Future[None] | None = None
-        # Reading pauses while this many events wait in the backlog (a
-        # download faster than its disk), so memory stays bounded.
+        # Reading pauses while _MAX_HELD events wait in backlog and early
+        # (a download faster than its disk), so memory stays bounded.
         self.reading_paused = False
         # A live command's events go to its process (AsyncRemoteProcess._on_event).
         self.live: Callable[[Any], bool] | None = None
@@ -165,10 +169,15 @@ class _Connection(asyncio.BufferedProtocol):
         if kind == "closed":  # the last event: the session is closed
             self.fail(event[1], first=event[2])
             return
-        fut = self.waiters.pop(event[1], None) if kind != "unsolicited" else None
+        id = event[1] if kind != "unsolicited" else None
+        fut = self.waiters.pop(id, None) if id is not None else None
         if fut is None:
-            self.backlog.append(event)
-            if len(self.backlog) >= _MAX_BACKLOG and not self.reading_paused and self.transport is not None:
+            if id is None:
+                self.backlog.append(event)
+            else:
+                self.early.setdefault(id, collections.deque()).append(event)
+            self.held_events += 1
+            if self.held_events >= _MAX_HELD and not self.reading_paused and self.transport is not None:
                 self.reading_paused = True
                 self.transport.pause_reading()
         elif not fut.done():
@@ -224,9 +233,23 @@ class _Connection(asyncio.BufferedProtocol):
         self._wake_drainers()
 
     def take_backlog(self) -> Any:
-        """The oldest event nobody waited for (there must be one)."""
-        event = self.backlog.popleft()
-        if self.reading_paused and len(self.backlog) < _MAX_BACKLOG // 2:
+        """The oldest event that names no request (there must be one)."""
+        return self._taken(self.backlog.popleft())
+
+    def take_early(self, id: int) -> Any:
+        """The oldest event of request ``id`` that came before its caller
+        waited for it, or ``None``."""
+        queue = self.early.get(id)
+        if not queue:
+            return None
+        event = queue.popleft()
+        if not queue:
+            del self.early[id]
+        return self._taken(event)
+
+    def _taken(self, event: Any) -> Any:
+        self.held_events -= 1
+        if self.reading_paused and self.held_events < _MAX_HELD // 2:
             self.reading_paused = False
             if self.transport is not None and not self.transport.is_closing():
                 self.transport.resume_reading()
@@ -308,6 +331,16 @@ class _Connection(asyncio.BufferedProtocol):
     def closed_error(self) -> ConnectionAbortedError:
         return ConnectionAbortedError(f"the connection is closed ({self.reason}); open a new AsyncClient")
 
+    def raise_for(self, id: int) -> None:
+        """For a transfer ``id`` whose data goes out: if the server spoke up
+        meanwhile (an error in place of the rest, or it closed), raises that."""
+        event = self.take_early(id)
+        if event is not None:
+            _claim(event)  # raises: only failures come while data goes out
+            raise RemoteError("bad-response", f"the server answered an upload before its end: {event!r}")
+        if self.reason is not None:
+            self.raise_closed()
+
     def raise_closed(self) -> None:
         """For a call on the closed connection: the failure the server sent
         before it closed (busy, auth), if nobody has claimed it yet (that
@@ -334,6 +367,8 @@ class _Connection(asyncio.BufferedProtocol):
                 transport.close()
             else:
                 transport.abort()
+        self.early.clear()
+        self.held_events = len(self.backlog)
         if first is not None:
             for fut in self.waiters.values():  # (in the order the calls were made)
                 if not fut.done():
@@ -363,8 +398,8 @@ class _Connection(asyncio.BufferedProtocol):
 
 _Timed = tuple[float, "asyncio.Future[Any]", float, int]
 
-#: Events held for nobody before reading pauses (see _Connection.take_backlog).
-_MAX_BACKLOG = 8
+#: Events held for nobody before reading pauses (see _Connection._taken).
+_MAX_HELD = 8
 
 #: Queued requests are written at once when they reach this size (asyncio's
 #: default high-water mark for a transport's write buffer).
@@ -399,16 +434,14 @@ def _resolve(fut: asyncio.Future[Any], event: Any) -> None:
 
 def _abandon(conn: _Connection, fut: asyncio.Future[Any], id: int) -> None:
     """The caller waiting on ``fut`` for request ``id`` leaves (cancelled,
-    timed out). The session says what that leaves behind: the reply is
-    dropped when it comes and the connection goes on, or (a command that may
-    still run, a transfer halfway) the connection closes. Nothing to do if
-    the answer had already come."""
-    if fut.done() and not fut.cancelled():
-        exc = fut.exception()  # retrieved: no "exception was never retrieved" log
-        if not isinstance(exc, TimeoutError):
-            return  # the answer (or the connection's failure) came before the caller left
-    elif not fut.done():
+    timed out). The session says what that leaves behind: nothing if the
+    answer was the last of its request; else its reply is dropped when it
+    comes and the connection goes on, or (a command that may still run, a
+    transfer or a live command under way) the connection closes."""
+    if not fut.done():
         fut.cancel()
+    elif not fut.cancelled():
+        fut.exception()  # retrieved: no "exception was never retrieved" log
     conn.waiters.pop(id, None)
     reason = conn.session.cancel(id)
     if reason is not None:
@@ -772,12 +805,9 @@ class AsyncClient:
             conn.queue(data)
         else:
             conn.transport.write(data)  # type: ignore[union-attr]
-        if conn.backlog:  # an event nobody claimed yet is the next one: ours
-            _resolve(fut, conn.take_backlog())
-        else:
-            conn.waiters[id] = fut
-            if timeout is not None:
-                conn.watch(fut, timeout, id)
+        conn.waiters[id] = fut
+        if timeout is not None:
+            conn.watch(fut, timeout, id)
         return fut
 
     async def _open_call(self) -> _Connection:
@@ -805,8 +835,9 @@ class AsyncClient:
 
     async def _next(self, conn: _Connection, id: int) -> Any:
         """The next event of transfer ``id``, which holds the connection; failures raised."""
-        if conn.backlog:
-            return _claim(conn.take_backlog())
+        event = conn.take_early(id)
+        if event is not None:
+            return _claim(event)
         if conn.reason is not None:
             conn.raise_closed()
         return await self._wait(conn, id)
@@ -906,12 +937,9 @@ class AsyncClient:
             conn.queue(data)
         else:
             conn.transport.write(data)  # type: ignore[union-attr]
-        if conn.backlog:
-            _resolve(fut, conn.take_backlog())
-        else:
-            conn.waiters[id] = fut
-            if self.timeout is not None:
-                conn.watch(fut, self.timeout, id)
+        conn.waiters[id] = fut
+        if self.timeout is not None:
+            conn.watch(fut, self.timeout, id)
         try:
             frame: Frame = await fut
         except BaseException:
@@ -1077,9 +1105,8 @@ class AsyncClient:
                             raise OSError(f"{path} shrank from {size} to {done} bytes while it was sent")
                         if conn.paused:
                             await self._writable(conn)
-                        if conn.backlog or conn.reason is not None:
-                            # The server spoke up (it refused the rest, or closed).
-                            conn.raise_closed()
+                        if conn.early or conn.reason is not None:
+                            conn.raise_for(made[0])  # the server refused the rest, or closed
                         conn.transport.write(session.put_data(memoryview(buf)[:n]))  # type: ignore[union-attr]
                         done += n
                         if progress is not None:

@@ -141,6 +141,8 @@ class AsyncRemoteProcess:
         self.duration: float | None = None
         self.timed_out = False
         self._failure: BaseException | None = None
+        #: The server's refusal of a control frame (a signal, a resize), raised by the next one.
+        self._refused: BaseException | None = None
         self._started = False
         self._paused = False
         self._exited: asyncio.Future[None] = conn.loop.create_future()
@@ -164,7 +166,7 @@ class AsyncRemoteProcess:
         kind = event[0]
         if kind == "closed":
             self._finish(ConnectionAbortedError(f"the connection was closed ({event[1]})"))
-            return True
+            return False  # the connection fails too (its transport is closed, its calls told)
         if event[1] != self._id:
             return False
         if kind == "started":
@@ -181,7 +183,10 @@ class AsyncRemoteProcess:
             self._finish(None)
         elif kind in FAILURES:
             if self._conn.session.live == self._id:
-                return False  # a refused signal: its error goes where failures go
+                # A refused signal (or resize): the command runs on; the next
+                # control call raises it.
+                self._refused = event_failure(event)
+                return True
             self._finish(event_failure(event))
         else:
             return False
@@ -226,6 +231,9 @@ class AsyncRemoteProcess:
     # -- writing
 
     def _send(self, data: bytes) -> None:
+        refused, self._refused = self._refused, None
+        if refused is not None:
+            raise refused
         self._conn.queue(data)
 
     def send_signal(self, sig: int | str) -> None:

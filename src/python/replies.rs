@@ -107,7 +107,8 @@ impl PySessionReader {
             session.receive_data(read);
             session.events()
         };
-        let (done, set_result) = (intern!(py, "done"), intern!(py, "set_result"));
+        let (done, set_result, set_exception) =
+            (intern!(py, "done"), intern!(py, "set_result"), intern!(py, "set_exception"));
         let session = self.session.get();
         let mut rest: Option<Bound<'py, PyList>> = None;
         for event in events {
@@ -122,8 +123,13 @@ impl PySessionReader {
                         Some(fut) => {
                             waiters.del_item(&key)?;
                             if !call_method(&fut, done, None)?.is_truthy()? {
-                                let frame = session.with_keys(|keys| frame_to_py(py, frame, None, keys))?;
-                                call_method(&fut, set_result, Some(&frame))?;
+                                // A header the codec took that Python cannot read
+                                // (JSON with bytes that are not UTF-8) fails this
+                                // caller alone: the stream is still in step.
+                                match session.with_keys(|keys| frame_to_py(py, frame, None, keys)) {
+                                    Ok(frame) => call_method(&fut, set_result, Some(&frame))?,
+                                    Err(err) => call_method(&fut, set_exception, Some(err.value(py).as_any()))?,
+                                };
                             }
                             continue;
                         }
