@@ -151,3 +151,12 @@ def test_pipelining_runs_modules_through_stdin(fleet):
     assert r.returncode == 0, r.stdout + r.stderr
     facts = json.loads(r.stdout.split("SUCCESS => ", 1)[1].split("\nh", 1)[0])
     assert facts["ansible_facts"]["ansible_python"]["executable"] == sys.executable
+
+
+@needs_ansible
+def test_a_task_over_its_time_fails_and_the_host_stays_reachable(fleet):
+    r = run_ansible(fleet, "h0", "-m", "shell", "-a", "sleep 5", "-e", "rframe_command_timeout=1")
+    assert r.returncode == 2, r.stdout + r.stderr  # a failed task, not an unreachable host (4)
+    out = r.stdout + r.stderr
+    assert "Task failed: rframe: Command" in out and "timed out after 1.0 seconds" in out
+    assert "UNREACHABLE" not in out

@@ -50,12 +50,20 @@ DOCUMENTATION = """
             vars:
                 - name: rframe_fingerprint
         timeout:
-            description: Seconds for connecting and for each command or file step.
+            description: Seconds for connecting and logging in.
             type: int
             default: 30
             vars:
                 - name: ansible_timeout
                 - name: rframe_timeout
+        command_timeout:
+            description:
+                - Seconds a task's command may run. The server's own limit (its --timeout, 30 s by default)
+                  applies too, and the smaller one wins, so raise it on servers that run long tasks.
+            type: int
+            default: 3600
+            vars:
+                - name: rframe_command_timeout
     extends_documentation_fragment:
         - connection_pipelining
 """
@@ -69,7 +77,7 @@ STEP = 4 << 20
 _WRITE_FIRST = 'cat > "$1"'
 _WRITE_MORE = 'cat >> "$1"'
 _SIZE = 'wc -c < "$1"'
-_READ = 'tail -c +"$2" "$1" | head -c "$3"'
+_READ = 'tail -c +"$2" < "$1" | head -c "$3"'
 
 
 class Connection(ConnectionBase):
@@ -104,7 +112,11 @@ class Connection(ConnectionBase):
         self._connect()
         assert self._rframe is not None
         try:
-            result = self._rframe.run(argv, input=data)
+            result = self._rframe.run(argv, input=data, timeout=float(self.get_option("command_timeout")))
+        except rframe.CommandTimeout as e:
+            # The server killed the command at its limit; the connection goes on.
+            out = e.stdout.decode("utf-8", "replace") if isinstance(e.stdout, bytes) else e.stdout
+            raise AnsibleError(f"rframe: {e} (its output so far: {out[-2000:]!r})") from e
         except rframe.RemoteError as e:
             raise AnsibleConnectionFailure(f"rframe: the server refused: {e}") from e
         except (OSError, EOFError) as e:  # the connection broke, or timed out
