@@ -219,6 +219,38 @@ def test_connections_are_kept_between_calls_and_replaced_when_lost(tmp_path):
         asyncio.run(main())
 
 
+def test_operations_at_once_share_one_connection_per_host(tmp_path, monkeypatch):
+    connects = []
+    real = rframe.AsyncClient.connect.__func__
+
+    async def counting(cls, *args, **kwargs):
+        connects.append(args[:2])
+        return await real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(rframe.AsyncClient, "connect", classmethod(counting))
+    with servers(tmp_path, 3) as hosts:
+        names = [name for name, _ in hosts]
+
+        async def main() -> None:
+            async with AsyncGroup(names, timeout=HANG_BOUND) as group:
+                results = await asyncio.gather(*(group.run("true") for _ in range(4)))
+                assert all(r.ok for r in results)
+
+        asyncio.run(main())
+    assert len(connects) == len(names)
+
+
+def test_a_call_timeout_bounds_each_step_on_a_host(tmp_path):
+    silent = socket.create_server(("127.0.0.30", 0))
+    with silent, servers(tmp_path, 1) as hosts:
+        quiet = f"127.0.0.30:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with Group([hosts[0][0], quiet], call_timeout=1) as group:  # no deadline for the whole
+            result = group.list_files()
+        assert time.monotonic() - started < HANG_BOUND
+    assert isinstance(result[quiet], TimeoutError) and result[hosts[0][0]] is not None
+
+
 def test_files_to_and_from_every_host(tmp_path):
     data = os.urandom(300_000)
     local = tmp_path / "payload.bin"

@@ -142,9 +142,14 @@ def main(args: argparse.Namespace, token: bytes | None) -> int:
         recorded = known.lookup(where((name, port)))
         if recorded is not None:
             fingerprints[host] = recorded[0]
-    # A command's own limit is --timeout; a host has that and the grace for
-    # its answer (connecting, the login and the reply on top).
-    deadline = args.timeout + REPLY_GRACE if args.timeout is not None else None
+    # A command's own limit is --timeout, and a host has that and the grace
+    # for its answer (connecting, the login and the reply on top); a file
+    # transfer takes as long as it takes, each of its steps within --timeout
+    # (as for one server).
+    deadline = None
+    if args.timeout is not None and args.command is not None:
+        deadline = args.timeout + REPLY_GRACE
+    step = args.timeout if args.command is None else None
     try:
         group = Group(
             hosts,
@@ -154,6 +159,7 @@ def main(args: argparse.Namespace, token: bytes | None) -> int:
             fingerprints=fingerprints,
             timeout=deadline,
             max_concurrency=args.jobs,
+            call_timeout=step,
         )
     except ValueError as e:
         print(f"rframe: {e}", file=sys.stderr)

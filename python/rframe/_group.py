@@ -177,7 +177,9 @@ class AsyncGroup:
     and the operation together; a host out of time is a ``TimeoutError`` for
     that host alone, and its command is killed (the connection closes).
     ``max_concurrency`` hosts at most are worked on at once; a host's deadline
-    starts when its turn does.
+    starts when its turn does. ``call_timeout`` is :class:`rframe.AsyncClient`'s
+    ``timeout`` on each host (connecting, and each call or step of a
+    transfer): for long transfers, bound each step rather than the whole.
 
     Operations return a :class:`GroupResult`; with ``fail_fast=True`` the
     first failure cancels the hosts still running (their commands killed)
@@ -207,8 +209,10 @@ class AsyncGroup:
         timeout: float | None = None,
         max_concurrency: int = 64,
         codec: Codec | None = None,
+        call_timeout: float | None = None,
     ) -> None:
         check_client_timeout(timeout)
+        check_client_timeout(call_timeout)
         if isinstance(hosts, (str, tuple)):
             raise TypeError("hosts is a list of hosts: Group(['web1', 'web2']), not Group('web1')")
         if not isinstance(max_concurrency, int) or max_concurrency < 1:
@@ -227,9 +231,11 @@ class AsyncGroup:
             raise ValueError("a group needs at least one host")
         self.timeout = timeout
         self.max_concurrency = max_concurrency
-        self._options: dict[str, Any] = {"token": token, "tls": tls, "codec": codec}
+        self._options: dict[str, Any] = {"token": token, "tls": tls, "codec": codec, "timeout": call_timeout}
         self._fingerprints = {str(k): _tls.normalize_fingerprint(v) for k, v in (fingerprints or {}).items()}
         self._clients: dict[str, AsyncClient] = {}
+        # One connection per host: calls that find none wait for the one being made.
+        self._connecting: dict[str, asyncio.Lock] = {}
         self._turns: asyncio.Semaphore | None = None
         self._closed = False
 
@@ -251,15 +257,15 @@ class AsyncGroup:
     # ------------------------------------------------------------------ running on every host
 
     async def _client(self, name: str) -> AsyncClient:
-        client = self._clients.get(name)
-        if client is not None and not client.closed:
+        async with self._connecting.setdefault(name, asyncio.Lock()):
+            client = self._clients.get(name)
+            if client is not None and not client.closed:
+                return client
+            host, number = self.hosts[name]
+            fingerprint = self._fingerprints.get(name) or self._fingerprints.get(where((host, number)))
+            client = await AsyncClient.connect(host, number, fingerprint=fingerprint, **self._options)
+            self._clients[name] = client
             return client
-        host, number = self.hosts[name]
-        fingerprint = self._fingerprints.get(name) or self._fingerprints.get(where((host, number)))
-        # No timeout of the client's own: the host's deadline covers it.
-        client = await AsyncClient.connect(host, number, fingerprint=fingerprint, **self._options)
-        self._clients[name] = client
-        return client
 
     async def _one(self, name: str, op: _Op) -> Any:
         """``op`` on host ``name``, within its deadline: the result, or the
@@ -468,6 +474,7 @@ class Group:
         timeout: float | None = None,
         max_concurrency: int = 64,
         codec: Codec | None = None,
+        call_timeout: float | None = None,
     ) -> None:
         self._group = AsyncGroup(
             hosts,
@@ -478,6 +485,7 @@ class Group:
             timeout=timeout,
             max_concurrency=max_concurrency,
             codec=codec,
+            call_timeout=call_timeout,
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="rframe-group", daemon=True)
