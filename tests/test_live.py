@@ -275,6 +275,23 @@ def test_async_signals_and_trap(arun):
     assert arun(main) == (-2, 3, -9)
 
 
+def test_a_signal_gets_through_while_the_command_leaves_its_stdin_unread(arun):
+    # 300 KB of stdin that `sleep` never reads fills the pipe; the server
+    # still reads the peer's frames behind it (up to a MiB held), so the
+    # signal arrives now, not when the command ends.
+    async def main(c):
+        proc = await c.start(["sleep", "30"])
+        proc.stdin.write(b"x" * 300_000)
+        await asyncio.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = await proc.wait()
+        return code, time.monotonic() - started
+
+    code, took = arun(main)
+    assert code == -2 and took < 10, took
+
+
 def test_async_communicate_binary_and_streams_apart(arun):
     data = bytes(range(256)) * 64
 

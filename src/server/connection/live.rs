@@ -5,8 +5,9 @@
 //! Backpressure both ways, and nothing held without bound: the pipes are
 //! read only while no frame waits for the socket (a client that reads
 //! slowly leaves the command blocked on its write), and the socket is read
-//! only while no stdin bytes wait for the command's pipe (and while few
-//! replies wait to go out). Nothing polls: an idle command costs the server
+//! only while less than a MiB of stdin waits for the command's pipe (so a
+//! signal, or the peer leaving, is still seen while a command does not read
+//! its stdin) and few replies wait to go out. Nothing polls: an idle command costs the server
 //! a few parked futures. A peer that leaves, a stopping server, the time
 //! limit, or a write the peer takes none of for the idle timeout end the
 //! command's whole process group, as for `run`.
@@ -29,14 +30,19 @@ use crate::server::{Level, Reply};
 
 /// Replies (refusals) waiting to go out past which the peer is not read.
 const MAX_QUEUED: usize = 64 * 1024;
+/// Stdin bytes the command has not taken yet past which the peer is not
+/// read: below it, the peer's other frames (a signal, its leaving) are still
+/// seen while a command that does not read its stdin holds some.
+const MAX_STDIN_HELD: usize = 1 << 20;
 
 /// What the live command's driver holds besides the process.
 struct Pending {
     /// Frames for the peer, whole; the first partly written perhaps.
     out: VecDeque<Bytes>,
     out_bytes: usize,
-    /// Bytes for the command's stdin, not all written yet.
-    stdin: Option<Bytes>,
+    /// Bytes for the command's stdin, in order, not all written yet.
+    stdin: VecDeque<Bytes>,
+    stdin_bytes: usize,
     /// Close stdin once `stdin` is written.
     close_stdin: bool,
 }
@@ -49,7 +55,8 @@ impl<'s> Conn<'s> {
             Ok(proc) => proc,
             Err(e) => return Ok(self.session.started(Err(e))),
         };
-        let mut pending = Pending { out: VecDeque::new(), out_bytes: 0, stdin: None, close_stdin: false };
+        let mut pending =
+            Pending { out: VecDeque::new(), out_bytes: 0, stdin: VecDeque::new(), stdin_bytes: 0, close_stdin: false };
         let (mut stdin, mut stdout, mut stderr) = (proc.stdin.take(), proc.stdout.take(), proc.stderr.take());
         let actions = self.session.started(Ok(()));
         self.take(actions, &mut proc, &mut stdin, &mut pending)?;
@@ -63,7 +70,7 @@ impl<'s> Conn<'s> {
         let mut stop = self.shutdown.clone();
         loop {
             // Frames already in hand, while stdin has room for their bytes.
-            while pending.stdin.is_none() && pending.out_bytes < MAX_QUEUED && !self.session.is_closed() {
+            while pending.reading() && !self.session.is_closed() {
                 let actions = match self.decoder.decode(&mut self.buf) {
                     Ok(Some(frame)) => self.session.receive(frame),
                     Ok(None) => break,
@@ -76,8 +83,8 @@ impl<'s> Conn<'s> {
                 break;
             }
             let reading_pipes = pending.out.is_empty();
-            let reading_peer = pending.stdin.is_none() && pending.out_bytes < MAX_QUEUED;
-            let writing_stdin = pending.stdin.is_some() && stdin.is_some();
+            let reading_peer = pending.reading();
+            let writing_stdin = !pending.stdin.is_empty() && stdin.is_some();
             let socket = socket_io(
                 &mut self.stream,
                 pending.out.front().map(|f| &f[..]),
@@ -89,7 +96,7 @@ impl<'s> Conn<'s> {
                 s = proc.wait(), if status.is_none() => Happened::Exited(s),
                 _ = tokio::time::sleep_until(drain_deadline.unwrap_or(deadline)), if drain_deadline.is_some() && pipes_open => Happened::Drained,
                 io = timeout_at((Instant::now() + idle).into(), socket), if reading_peer || !pending.out.is_empty() => Happened::Socket(io),
-                written = write_stdin(stdin.as_mut(), pending.stdin.as_deref().unwrap_or_default()), if writing_stdin => Happened::Stdin(written),
+                written = write_stdin(stdin.as_mut(), pending.stdin.front().map_or(&[][..], |b| &b[..])), if writing_stdin => Happened::Stdin(written),
                 read = read_pipe(stdout.as_mut(), &mut out_buf), if reading_pipes && stdout.is_some() => Happened::Output(1, read),
                 read = read_pipe(stderr.as_mut(), &mut err_buf), if reading_pipes && stderr.is_some() => Happened::Output(2, read),
             };
@@ -125,17 +132,21 @@ impl<'s> Conn<'s> {
                     }
                 }
                 Happened::Stdin(Ok(n)) if n > 0 => {
-                    let rest = pending.stdin.as_mut().expect("written from");
-                    rest.advance(n);
-                    if rest.is_empty() {
-                        pending.stdin = None;
-                        if pending.close_stdin {
+                    pending.stdin_bytes -= n;
+                    let front = pending.stdin.front_mut().expect("written from");
+                    front.advance(n);
+                    if front.is_empty() {
+                        pending.stdin.pop_front();
+                        if pending.stdin.is_empty() && pending.close_stdin {
                             stdin = None;
                         }
                     }
                 }
                 // The command closed its stdin (EPIPE) or exited: input has nowhere to go.
-                Happened::Stdin(_) => (stdin, pending.stdin) = (None, None),
+                Happened::Stdin(_) => {
+                    stdin = None;
+                    (pending.stdin, pending.stdin_bytes) = (VecDeque::new(), 0);
+                }
                 Happened::Output(fd, Some(data)) => {
                     let actions = self.session.output(fd, data);
                     self.take(actions, &mut proc, &mut stdin, &mut pending)?;
@@ -172,14 +183,15 @@ impl<'s> Conn<'s> {
                 Action::Log(level, line) => self.log(level, line),
                 Action::WriteStdin(data) => {
                     if stdin.is_some() {
-                        pending.stdin = Some(data);
+                        pending.stdin_bytes += data.len();
+                        pending.stdin.push_back(data);
                     }
                 }
                 Action::CloseStdin => {
-                    if pending.stdin.is_some() {
-                        pending.close_stdin = true;
-                    } else {
+                    if pending.stdin.is_empty() {
                         *stdin = None;
+                    } else {
+                        pending.close_stdin = true;
                     }
                 }
                 Action::Signal(name) => proc.signal(name),
@@ -200,6 +212,14 @@ impl<'s> Conn<'s> {
         pending.out_bytes += frame.len();
         pending.out.push_back(frame.into());
         Ok(())
+    }
+}
+
+impl Pending {
+    /// Whether the peer's frames are read: little waits to go out, and
+    /// little waits for the command's stdin.
+    fn reading(&self) -> bool {
+        self.out_bytes < MAX_QUEUED && self.stdin_bytes < MAX_STDIN_HELD
     }
 }
 
