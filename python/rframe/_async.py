@@ -367,8 +367,8 @@ class _Connection(asyncio.BufferedProtocol):
                 transport.close()
             else:
                 transport.abort()
-        self.early.clear()
-        self.held_events = len(self.backlog)
+        # (What the server said before it closed stays in backlog and early:
+        # the calls it answers raise it, not "closed".)
         if first is not None:
             for fut in self.waiters.values():  # (in the order the calls were made)
                 if not fut.done():
