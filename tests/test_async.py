@@ -581,9 +581,10 @@ async def test_garbage_from_the_server_is_the_frame_error():
 
 
 @pytest.mark.asyncio
-async def test_a_reply_whose_header_python_cannot_read_fails_its_caller_alone():
+async def test_a_reply_whose_header_python_cannot_read_is_a_header_error():
     # JSON the codec takes (a string with a byte that is not UTF-8) that
-    # json.loads would refuse: that caller gets the HeaderError; nothing hangs.
+    # json.loads would refuse: its caller gets the HeaderError, nothing hangs
+    # (the stream cannot be trusted past it: the connection closes).
     header = b'{"total_size": 2, "x": "\xff"}'
     server = await _serve_once(len(header).to_bytes(4, "little") + header + b"hi")
     try:

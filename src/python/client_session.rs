@@ -41,7 +41,7 @@ impl AsRef<[u8]> for PyBytesOwner {
     }
 }
 
-fn bytes_of(obj: &Bound<'_, PyBytes>) -> Bytes {
+pub(super) fn bytes_of(obj: &Bound<'_, PyBytes>) -> Bytes {
     let data = obj.as_bytes();
     Bytes::from_owner(PyBytesOwner { _obj: obj.clone().unbind(), ptr: data.as_ptr(), len: data.len() })
 }
@@ -76,7 +76,7 @@ fn body_to_py<'py>(py: Python<'py>, data: &Bytes, read: Option<&Bound<'py, PyByt
 pub struct PyClientSession {
     /// The session's codec, for headers built before the lock is taken
     /// (building one runs Python code).
-    codec: Codec,
+    pub(super) codec: Codec,
     inner: Mutex<ClientSession>,
     /// The key objects of the headers so far: a stream's headers repeat
     /// their keys, and building a dict with keys already made is cheaper.

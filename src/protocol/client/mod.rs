@@ -602,6 +602,18 @@ impl ClientSession {
         }
     }
 
+    /// A driver that reads whole frames itself ([`ClientSession::receive_frame`])
+    /// could not read the next one: the session closes as it would on its own
+    /// decoder's error (a frame cut short by the end of the stream is the
+    /// server closing the connection).
+    pub fn receive_frame_error(&mut self, err: FrameError) {
+        if matches!(err, FrameError::Incomplete { .. }) {
+            self.close(SERVER_CLOSED.into(), Some(err));
+        } else {
+            self.close(format!("reading a frame failed: {}", error_class(&err)), Some(err));
+        }
+    }
+
     /// The server's stream ended.
     pub fn receive_eof(&mut self) {
         self.eof = true;

@@ -233,6 +233,26 @@ fn an_op_key_written_with_an_escape_still_makes_an_error() {
 }
 
 #[test]
+fn a_driver_that_reads_frames_itself_reports_its_framing_errors() {
+    // A frame cut short by the end of the stream is the server closing.
+    let mut s = session();
+    let (id, _) = s.request(Some(br#"{"total_size": 0}"#), b"").unwrap();
+    s.receive_frame_error(FrameError::Incomplete { part: Part::Body, expected: 5, received: 2 });
+    let events = s.events();
+    assert!(
+        matches!(&events[..], [Event::Closed { reason, error: Some(FrameError::Incomplete { .. }) }] if reason == SERVER_CLOSED)
+    );
+    assert_eq!(s.cancel(id), Cancelled::NotPending);
+    // Any other error is the frame that could not be read.
+    let mut s = session();
+    s.receive_frame_error(FrameError::NegativeLength { raw: [0xff; 4], value: -1, text: None });
+    assert!(
+        matches!(&s.events()[..], [Event::Closed { reason, .. }] if reason == "reading a frame failed: FrameError")
+    );
+    assert!(s.closed().is_some());
+}
+
+#[test]
 fn a_cancelled_claim_with_none_behind_it_is_withdrawn() {
     // Client.recv / AsyncClient.recv: nothing was sent for a claim, so a
     // caller who leaves takes its place in the queue with it...
