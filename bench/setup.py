@@ -296,10 +296,10 @@ def ssh_round(argv: list[str]) -> None:
         raise RuntimeError(f"ssh exited with status {r.returncode}: {r.stderr.decode(errors='replace').strip()}")
 
 
-async def asyncssh_true(asyncssh, sshd: Sshd, key) -> None:
-    """One asyncssh connection to ``sshd`` (its key, no known_hosts, agent or
-    config file), ``run("true")``, closed."""
-    async with asyncssh.connect(
+def asyncssh_connect(asyncssh, sshd: Sshd, key):
+    """An asyncssh connection to ``sshd`` (``async with``): its key, and no
+    known_hosts, agent, config file or GSS."""
+    return asyncssh.connect(
         HOST,
         sshd.port,
         username=sshd.user,
@@ -309,7 +309,12 @@ async def asyncssh_true(asyncssh, sshd: Sshd, key) -> None:
         config=[],
         gss_host=None,
         preferred_auth="publickey",
-    ) as conn:
+    )
+
+
+async def asyncssh_true(asyncssh, sshd: Sshd, key) -> None:
+    """One asyncssh connection to ``sshd``, ``run("true")``, closed."""
+    async with asyncssh_connect(asyncssh, sshd, key) as conn:
         await conn.run("true", check=True)
 
 

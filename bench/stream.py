@@ -111,17 +111,7 @@ def rframe_idle(port: int, server_pid: int, seconds: float) -> float:
 
 async def asyncssh_latency(asyncssh, sshd, key, lines: int, gap: float) -> list[float]:
     delays = []
-    async with asyncssh.connect(
-        HOST,
-        sshd.port,
-        username=sshd.user,
-        client_keys=[key],
-        known_hosts=None,
-        agent_path=None,
-        config=[],
-        gss_host=None,
-        preferred_auth="publickey",
-    ) as conn:
+    async with setup_bench.asyncssh_connect(asyncssh, sshd, key) as conn:
         process = await conn.create_process(writer(lines, gap), encoding=None)
         while line := await process.stdout.readline():
             delays.append((time.time_ns() - int(line)) / 1e3)
@@ -130,17 +120,7 @@ async def asyncssh_latency(asyncssh, sshd, key, lines: int, gap: float) -> list[
 
 
 async def asyncssh_throughput(asyncssh, sshd, key, size: int) -> float:
-    async with asyncssh.connect(
-        HOST,
-        sshd.port,
-        username=sshd.user,
-        client_keys=[key],
-        known_hosts=None,
-        agent_path=None,
-        config=[],
-        gss_host=None,
-        preferred_auth="publickey",
-    ) as conn:
+    async with setup_bench.asyncssh_connect(asyncssh, sshd, key) as conn:
         process = await conn.create_process(f"head -c {size} /dev/zero", encoding=None)
         t0, got = time.perf_counter(), 0
         while chunk := await process.stdout.read(1 << 20):

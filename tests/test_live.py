@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -402,3 +403,19 @@ def test_cli_ctrl_c_is_sent_to_the_command(server):
         proc.send_signal(signal.SIGINT)
         assert proc.stdout.read() == b"INT\n"
         assert proc.wait(timeout=HANG_BOUND) == 9
+
+
+def test_bench_stream_quick():
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run(
+        [sys.executable, str(root / "bench" / "stream.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=HANG_BOUND * 2,
+        cwd=root,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    (row,) = [line for line in r.stdout.splitlines() if line.startswith("| rframe |")]
+    median, p99, rate, idle = (float(cell.replace(",", "")) for cell in row.split("|")[2:6])
+    assert 0 < median <= p99 and rate > 0 and idle >= 0, row
+    assert "asyncssh skipped: --quick" in r.stdout
