@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from ._process import OUTPUT_BOUND, signal_name
+from ._process import OUTPUT_BOUND, _Controls
 from ._protocol import FAILURES, event_failure
 
 if TYPE_CHECKING:
     from ._async import _Connection
+    from ._rframe import ClientSession
 
 __all__ = ["AsyncRemoteProcess"]
 
@@ -121,7 +122,7 @@ class AsyncStdin:
         return self._closed
 
 
-class AsyncRemoteProcess:
+class AsyncRemoteProcess(_Controls):
     """A command running on the server, for asyncio: made by :meth:`rframe.AsyncClient.start`.
 
     ``stdout``/``stderr``: ``await read(n)``, ``await readline()``, ``async
@@ -236,21 +237,8 @@ class AsyncRemoteProcess:
             raise refused
         self._conn.queue(data)
 
-    def send_signal(self, sig: int | str) -> None:
-        """Send ``sig`` to the command's process group (nothing once it exited)."""
-        name = signal_name(sig)
-        if not self._done:
-            self._send(self._conn.session.signal(name))
-
-    def terminate(self) -> None:
-        self.send_signal("TERM")
-
-    def kill(self) -> None:
-        self.send_signal("KILL")
-
-    def resize(self, columns: int, lines: int) -> None:
-        if not self._done:
-            self._send(self._conn.session.resize(columns, lines))
+    def _session(self) -> ClientSession:
+        return self._conn.session
 
     # -- waiting
 

@@ -340,9 +340,7 @@ class AsyncGroup:
         status as a failure (:class:`rframe.CommandError`) and raises
         :class:`GroupError` if any host failed."""
 
-        async def op(client: AsyncClient, name: str) -> CommandResult:
-            return await client.run(cmd, timeout=timeout, check=check, input=input, env=env, cwd=cwd, text=text)
-
+        op = _run_op(cmd, timeout=timeout, check=check, input=input, env=env, cwd=cwd, text=text)
         return await self._each(op, fail_fast=fail_fast, check=check)
 
     async def run_iter(
@@ -360,8 +358,7 @@ class AsyncGroup:
         finishes: ``async for host, result in group.run_iter(cmd)``. Leaving
         the loop early cancels the hosts still running."""
 
-        async def op(client: AsyncClient, name: str) -> CommandResult:
-            return await client.run(cmd, timeout=timeout, check=check, input=input, env=env, cwd=cwd, text=text)
+        op = _run_op(cmd, timeout=timeout, check=check, input=input, env=env, cwd=cwd, text=text)
 
         async def named(name: str) -> tuple[str, Any]:
             return name, await self._one(name, op)
@@ -438,6 +435,15 @@ class AsyncGroup:
             return await client.list_files(name)
 
         return await self._each(op, fail_fast=fail_fast)
+
+
+def _run_op(cmd: str | Sequence[str], **kwargs: Any) -> _Op:
+    """The operation ``run`` and ``run_iter`` make on each host."""
+
+    async def op(client: AsyncClient, name: str) -> CommandResult:
+        return await client.run(cmd, **kwargs)
+
+    return op
 
 
 _END = object()

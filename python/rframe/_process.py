@@ -21,6 +21,7 @@ from ._protocol import FAILURES, run_request
 
 if TYPE_CHECKING:
     from ._client import Client
+    from ._rframe import ClientSession
 
 __all__ = ["RemoteProcess", "start_request", "OUTPUT_BOUND"]
 
@@ -111,7 +112,43 @@ class _Stdin(io.RawIOBase):
                 super().close()
 
 
-class RemoteProcess:
+class _Controls:
+    """The control calls of a live command, the same for both clients: each
+    is a frame the session makes, sent by the class's ``_send``."""
+
+    @property
+    def _done(self) -> bool:
+        raise NotImplementedError
+
+    def _session(self) -> ClientSession:
+        raise NotImplementedError
+
+    def _send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def send_signal(self, sig: int | str) -> None:
+        """Send ``sig`` (``signal.SIGINT``, ``"INT"``, ...) to the command's process
+        group; nothing once it exited. Signals other than INT, TERM, KILL, HUP,
+        QUIT, USR1, USR2 and WINCH raise ``ValueError``."""
+        name = signal_name(sig)
+        if not self._done:
+            self._send(self._session().signal(name))
+
+    def terminate(self) -> None:
+        """SIGTERM to the command's process group."""
+        self.send_signal("TERM")
+
+    def kill(self) -> None:
+        """SIGKILL to the command's process group."""
+        self.send_signal("KILL")
+
+    def resize(self, columns: int, lines: int) -> None:
+        """The command's terminal (``pty=True``) is now ``columns`` x ``lines``."""
+        if not self._done:
+            self._send(self._session().resize(columns, lines))
+
+
+class RemoteProcess(_Controls):
     """A command running on the server, shaped like :class:`subprocess.Popen`.
 
     Made by :meth:`rframe.Client.start`. ``stdout`` and ``stderr`` are binary
@@ -249,27 +286,8 @@ class RemoteProcess:
             raise BrokenPipeError(f"the command has exited ({self!r})")
         self._send(self._client._require_session().stdin(data, eof=eof))
 
-    def send_signal(self, sig: int | str) -> None:
-        """Send ``sig`` (``signal.SIGINT``, ``"INT"``, ...) to the command's process
-        group; nothing once it exited. Signals other than INT, TERM, KILL, HUP,
-        QUIT, USR1, USR2 and WINCH raise ``ValueError``."""
-        name = signal_name(sig)
-        if self._done:
-            return
-        self._send(self._client._require_session().signal(name))
-
-    def terminate(self) -> None:
-        """SIGTERM to the command's process group."""
-        self.send_signal("TERM")
-
-    def kill(self) -> None:
-        """SIGKILL to the command's process group."""
-        self.send_signal("KILL")
-
-    def resize(self, columns: int, lines: int) -> None:
-        """The command's terminal (``pty=True``) is now ``columns`` x ``lines``."""
-        if not self._done:
-            self._send(self._client._require_session().resize(columns, lines))
+    def _session(self) -> ClientSession:
+        return self._client._require_session()
 
     # ------------------------------------------------------------------ waiting
 
