@@ -296,6 +296,22 @@ def ssh_round(argv: list[str]) -> None:
         raise RuntimeError(f"ssh exited with status {r.returncode}: {r.stderr.decode(errors='replace').strip()}")
 
 
+def import_asyncssh():
+    """asyncssh, or ``None`` where it is not installed (its cryptography's
+    deprecation warnings silenced)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its cryptography's deprecation of DSA
+            import asyncssh
+    except ImportError:
+        return None
+    return asyncssh
+
+
+#: The note for a run without asyncssh.
+NO_ASYNCSSH = "asyncssh skipped: not installed (pip install asyncssh)"
+
+
 def asyncssh_connect(asyncssh, sshd: Sshd, key):
     """An asyncssh connection to ``sshd`` (``async with``): its key, and no
     known_hosts, agent, config file or GSS."""
@@ -383,12 +399,9 @@ def main() -> int:
                         .split(",")[0]
                     )
                     labels["ssh"] = f"`ssh -p PORT 127.0.0.1 true` ({client_version})"
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # its cryptography's deprecation of DSA
-                        import asyncssh
-                except ImportError:
-                    notes.append("asyncssh skipped: not installed (pip install asyncssh)")
+                asyncssh = import_asyncssh()
+                if asyncssh is None:
+                    notes.append(NO_ASYNCSSH)
                 else:
                     loop = asyncio.new_event_loop()
                     key = asyncssh.read_private_key(sshd.user_key)

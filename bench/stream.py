@@ -33,7 +33,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 
 import rframe
 
@@ -171,12 +170,9 @@ def main() -> int:
         if args.quick or args.no_ssh:
             notes.append("asyncssh skipped: " + ("--quick" if args.quick else "--no-ssh"))
         else:
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # its cryptography's deprecation of DSA
-                    import asyncssh
-            except ImportError:
-                notes.append("asyncssh skipped: not installed (pip install asyncssh)")
+            asyncssh = setup_bench.import_asyncssh()
+            if asyncssh is None:
+                notes.append(setup_bench.NO_ASYNCSSH)
             else:
                 try:
                     sshd = setup_bench.Sshd(work)
