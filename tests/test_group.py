@@ -11,6 +11,7 @@ import contextlib
 import doctest
 import hashlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import pytest
 
 import platforms
 import rframe
-from rframe import _group
+from rframe import _group, _group_process
 from rframe._group import AsyncGroup, Group, GroupError, GroupResult, HostCancelled, parse_host
 
 pytestmark = platforms.commands
@@ -341,9 +342,242 @@ def test_a_closed_group_refuses_calls(tmp_path):
             group.run("true")
 
 
-def test_doctests():
-    result = doctest.testmod(_group, optionflags=doctest.ELLIPSIS)
+@pytest.mark.parametrize("module", [_group, _group_process])
+def test_doctests(module):
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+# --------------------------------------------------------------------------- live commands
+
+
+def group_start(kind: str, hosts, cmd, use, group_kwargs=None, **kwargs):
+    """``use(procs, lines)`` on ``start(cmd)`` through the blocking Group or
+    the AsyncGroup, where ``lines()`` gives the output lines in turn (a
+    blocking iterator in both cases: the asyncio one is driven a line at a
+    time); returns ``(use's result, procs.wait())``, or the GroupError that
+    ``wait()`` raised."""
+    group_kwargs = {"timeout": HANG_BOUND, **(group_kwargs or {})}
+    if kind == "blocking":
+        with Group(hosts, **group_kwargs) as group, group.start(cmd, **kwargs) as procs:
+            used = use(procs, lambda: iter(procs))
+            return used, _wait_result(procs.wait)
+
+    async def main():
+        async with AsyncGroup(hosts, **group_kwargs) as group:
+            async with await group.start(cmd, **kwargs) as procs:
+                loop = asyncio.get_running_loop()
+                lines = aiter(procs)
+
+                def blocking_lines():
+                    while True:
+                        try:
+                            yield asyncio.run_coroutine_threadsafe(anext(lines), loop).result()
+                        except StopAsyncIteration:
+                            return
+
+                used = await asyncio.to_thread(use, _AsyncControls(procs, loop), blocking_lines)
+                try:
+                    return used, await procs.wait()
+                except GroupError as e:
+                    return used, e
+
+    return asyncio.run(main())
+
+
+def _wait_result(wait):
+    """``wait()``'s GroupResult, or the GroupError it raised (``check=True``)."""
+    try:
+        return wait()
+    except GroupError as e:
+        return e
+
+
+class _AsyncControls:
+    """An AsyncGroupProcess's control calls, made from another thread."""
+
+    def __init__(self, procs, loop):
+        self._procs, self._loop = procs, loop
+
+    def send_signal(self, sig):
+        async def call():
+            self._procs.send_signal(sig)
+
+        asyncio.run_coroutine_threadsafe(call(), self._loop).result()  # raises what it raised
+
+    def kill(self):
+        self.send_signal("KILL")
+
+
+@pytest.mark.parametrize("kind", ["blocking", "asyncio"])
+def test_start_gives_each_hosts_lines_as_they_are_written(tmp_path, kind):
+    # Each command writes a line, then waits for a file that the test makes
+    # only once it holds every host's first line: the lines came while the
+    # commands ran, not at their end.
+    cmd = "echo first; echo to-stderr >&2; while [ ! -e go ]; do sleep 0.02; done; printf 'last, no newline'"
+    with servers(tmp_path, 3) as hosts:
+        names = [name for name, _ in hosts]
+
+        def use(procs, lines):
+            got = []
+            for line in lines():
+                got.append(line)
+                if sum(line.data == b"first\n" for line in got) == len(hosts):
+                    for _, d in hosts:
+                        open(os.path.join(d, "go"), "w").close()
+            return got
+
+        got, result = group_start(kind, names, cmd, use)
+    assert result.ok and dict(result) == {name: 0 for name in names}
+    for name in names:
+        mine = [(line.fd, line.data) for line in got if line.host == name]
+        assert sorted(mine) == [(1, b"first\n"), (1, b"last, no newline"), (2, b"to-stderr\n")]
+        assert mine.index((1, b"first\n")) < mine.index((1, b"last, no newline"))
+    assert all(isinstance(line, rframe.OutputLine) for line in got)
+
+
+@pytest.mark.parametrize("kind", ["blocking", "asyncio"])
+def test_start_cuts_a_long_line_into_pieces_and_keeps_every_byte(tmp_path, kind):
+    from rframe._group_process import LINE_MAX
+
+    cmd = f"head -c {LINE_MAX * 2 + 10} /dev/zero | tr '\\0' x; echo; seq 1000"
+    with servers(tmp_path, 2) as hosts:
+        got, result = group_start(kind, [n for n, _ in hosts], cmd, lambda procs, lines: list(lines()))
+    assert result.ok
+    for name, _ in hosts:
+        data = [line.data for line in got if line.host == name]
+        assert b"".join(data) == b"x" * (LINE_MAX * 2 + 10) + b"\n" + b"".join(b"%d\n" % i for i in range(1, 1001))
+        assert max(map(len, data)) == LINE_MAX and len(data) == 3 + 1000
+
+
+@pytest.mark.parametrize("kind", ["blocking", "asyncio"])
+def test_start_failures_stay_with_their_hosts(tmp_path, kind):
+    with servers(tmp_path, 3) as hosts:
+        dead = f"127.0.0.31:{free_port('127.0.0.31')}"
+        names = [name for name, _ in hosts]
+        cmd = 'case "$(cat id)" in "host 3") exit 7;; "host 4") echo slow; sleep 30;; esac; echo done'
+        got, result = group_start(kind, names + [dead], cmd, lambda procs, lines: list(lines()), check=True, timeout=1)
+    assert isinstance(result, GroupError), "check=True raises GroupError from wait()"
+    failed = result.failures
+    assert list(failed) == names[1:] + [dead]
+    assert isinstance(failed[dead], ConnectionRefusedError) and failed[dead].host == dead
+    assert isinstance(failed[names[1]], rframe.CommandError) and failed[names[1]].returncode == 7
+    assert isinstance(failed[names[2]], rframe.CommandTimeout) and failed[names[2]].timeout == 1
+    assert {(line.host, line.data) for line in got} == {(names[0], b"done\n"), (names[2], b"slow\n")}
+
+
+def test_start_with_check_raises_for_failures_on_wait(tmp_path):
+    with servers(tmp_path, 2) as hosts, Group([n for n, _ in hosts], timeout=HANG_BOUND) as group:
+        with group.start('test "$(cat id)" = "host 2"', check=True) as procs:
+            with pytest.raises(GroupError) as info:
+                procs.wait()
+    assert list(info.value.failures) == [hosts[1][0]]
+
+
+@pytest.mark.parametrize("kind", ["blocking", "asyncio"])
+def test_start_sends_signals_to_every_host(tmp_path, kind):
+    cmd = "trap 'echo got-term; exit 3' TERM; echo ready; while :; do sleep 0.02; done"
+    with servers(tmp_path, 2) as hosts:
+
+        def use(procs, lines):
+            ready = 0
+            for line in lines():
+                if line.data == b"ready\n":
+                    ready += 1
+                    if ready == len(hosts):
+                        procs.send_signal("TERM")
+            with pytest.raises(ValueError):
+                procs.send_signal("STOP")  # refused before any host is signalled
+
+        _, result = group_start(kind, [n for n, _ in hosts], cmd, use)
+    assert dict(result) == {name: 3 for name, _ in hosts}
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("kind", ["blocking", "asyncio"])
+def test_leaving_start_kills_the_commands_still_running(tmp_path, kind):
+    with servers(tmp_path, 2) as hosts:
+        pids = []
+
+        def use(procs, lines):
+            for line in lines():
+                pids.append(int(line.data))
+                if len(pids) == len(hosts):
+                    return
+
+        # Without waiting for the commands: leaving the with block kills them.
+        if kind == "blocking":
+            with Group([n for n, _ in hosts], timeout=HANG_BOUND) as group:
+                with group.start("echo $$; exec sleep 100") as procs:
+                    use(procs, lambda: iter(procs))
+        else:
+
+            async def main():
+                async with AsyncGroup([n for n, _ in hosts], timeout=HANG_BOUND) as group:
+                    procs = await group.start("echo $$; exec sleep 100")
+                    async for line in procs:
+                        pids.append(int(line.data))
+                        if len(pids) == len(hosts):
+                            break
+                # the group's close() ended the process it started
+
+            asyncio.run(main())
+        deadline = time.monotonic() + HANG_BOUND
+        while any(map(pid_alive, pids)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(pids) == 2 and not any(map(pid_alive, pids))
+
+
+def test_start_output_nobody_reads_waits_in_a_bounded_buffer(tmp_path):
+    from rframe._group_process import LINES_HELD
+
+    async def main(names):
+        async with AsyncGroup(names, timeout=HANG_BOUND) as group:
+            # 20 MB a host, in lines of 1,000 bytes: far more than is held.
+            procs = await group.start("yes \"$(printf '%0999d' 0)\" | head -n 20000; echo finished > done")
+            deadline = time.monotonic() + HANG_BOUND
+            while len(procs.processes) < len(names) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(1)
+            assert len(procs.processes) == len(names)
+            assert len(procs._held) <= LINES_HELD
+            # The commands wait for their reader, still running.
+            assert all(p.returncode is None for p in procs.processes.values())
+            count = 0
+            async for line in procs:
+                assert line.data == b"0" * 999 + b"\n"
+                count += 1
+            return count, await procs.wait()
+
+    with servers(tmp_path, 2) as hosts:
+        count, result = asyncio.run(main([n for n, _ in hosts]))
+        assert all(os.path.exists(os.path.join(d, "done")) for _, d in hosts)
+    assert count == 2 * 20000 and result.ok and set(result.values()) == {0}
+
+
+def test_wait_without_reading_drops_the_output_and_does_not_hang(tmp_path):
+    with servers(tmp_path, 2) as hosts, Group([n for n, _ in hosts], timeout=HANG_BOUND) as group:
+        with group.start("seq 100000") as procs:
+            result = procs.wait()
+            assert list(procs) == []
+    assert dict(result) == {name: 0 for name, _ in hosts}
+
+
+def test_a_closed_group_refuses_start(tmp_path):
+    with servers(tmp_path, 1) as hosts:
+        group = Group([hosts[0][0]])
+        group.close()
+        with pytest.raises(ConnectionAbortedError, match="closed"):
+            group.start("true")
+        with Group([hosts[0][0]]) as group, pytest.raises(TypeError, match="bytes"):
+            group.start("cat", input="text")
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -375,6 +609,31 @@ def test_cli_runs_on_every_host_with_prefixed_lines_and_a_summary(tmp_path):
         assert r.returncode == 1 and r.stderr.endswith(f"2 ok, 1 failed: {names[1]} (exit 7)\n")
 
 
+def test_cli_prints_lines_as_they_come_and_ctrl_c_interrupts_every_command(tmp_path):
+    with servers(tmp_path, 2) as hosts:
+        names = [name for name, _ in hosts]
+        env = {k: v for k, v in os.environ.items() if k not in ("RFRAME_TOKEN", "NO_COLOR")}
+        cmd = "echo ready; trap 'echo interrupted; exit 130' INT; while :; do sleep 0.02; done"
+        with subprocess.Popen(
+            [sys.executable, "-m", "rframe.client", "--hosts", ",".join(names), "-c", cmd],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        ) as cli_proc:
+            try:
+                # Each host's first line is printed while its command runs on.
+                seen = {cli_proc.stdout.readline() for _ in names}
+                width = max(map(len, names))
+                assert seen == {f"{name:<{width}} | ready\n".encode() for name in names}
+                cli_proc.send_signal(signal.SIGINT)  # one Ctrl-C: SIGINT to every command
+                out, err = cli_proc.communicate(timeout=HANG_BOUND)
+            finally:
+                cli_proc.kill()
+    assert sorted(out.decode().splitlines()) == sorted(f"{name:<{width}} | interrupted" for name in names)
+    assert cli_proc.returncode == 1
+    assert err.decode().endswith(f"0 ok, 2 failed: {names[0]} (exit 130), {names[1]} (exit 130)\n")
+
+
 def test_cli_by_host_and_a_hosts_file(tmp_path):
     with servers(tmp_path, 2) as hosts:
         names = [name for name, _ in hosts]
@@ -400,6 +659,57 @@ def test_cli_moves_files_on_every_host(tmp_path):
         assert all((target / name / "n.txt").read_text() == "hello fleet" for name in names)
         r = cli("--hosts", ",".join(names), "ls")
         assert r.returncode == 0 and r.stdout.count("notes.txt") == 2
+
+
+def test_group_transfers_report_each_hosts_progress(tmp_path):
+    local = tmp_path / "data.bin"
+    local.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    seen: dict[str, list[tuple[int, int]]] = {}
+    with servers(tmp_path, 2) as hosts, Group([n for n, _ in hosts], timeout=HANG_BOUND) as group:
+        result = group.upload(local, progress=lambda host, done, total: seen.setdefault(host, []).append((done, total)))
+        assert result.ok
+        size = local.stat().st_size
+        assert set(seen) == {n for n, _ in hosts}
+        for calls in seen.values():
+            assert calls[0] == (0, size) and calls[-1] == (size, size)
+            assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+        seen.clear()
+        result = group.download(
+            "data.bin", str(tmp_path / "got" / "{host}"), progress=lambda *a: seen.setdefault(a[0], []).append(a[1:])
+        )
+        assert result.ok and {calls[-1] for calls in seen.values()} == {(size, size)}
+
+
+def test_cli_progress_is_a_line_a_host_or_one_for_all(monkeypatch):
+    import io
+
+    from rframe import _fleet_cli
+
+    names = ["web1", "web22"]
+    monkeypatch.setattr(_fleet_cli.shutil, "get_terminal_size", lambda: os.terminal_size((80, 24)))
+    out = io.StringIO()
+    progress = _fleet_cli._Progress(names, out)
+    progress("web1", 0, 100)
+    progress.draw()
+    progress("web22", 50, 200)
+    progress.draw()
+    progress("web1", 100, 100)
+    progress.draw()
+    screen = out.getvalue()
+    # Each draw goes back over the lines it drew, and rewrites each host's line.
+    assert screen.count("\x1b[1F") == 2 and screen.count("\x1b[2F") == 1
+    last = screen.rsplit("\x1b[2F", 1)[1]
+    assert "web1 " in last and "100 B/100 B" in last and "done" in last
+    assert "web22" in last and "50 B/200 B" in last
+    # Too many hosts for the terminal: one line for all of them.
+    monkeypatch.setattr(_fleet_cli.shutil, "get_terminal_size", lambda: os.terminal_size((80, 3)))
+    out = io.StringIO()
+    progress = _fleet_cli._Progress(names, out)
+    progress("web1", 100, 100)
+    progress("web22", 50, 200)
+    progress.draw()
+    (line,) = out.getvalue().rsplit("\x1b[2K", 1)[1:]
+    assert line.startswith("2 hosts") and "150 B/300 B" in line and "2 started" in line
 
 
 @pytest.mark.parametrize(

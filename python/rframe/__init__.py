@@ -36,13 +36,33 @@ from ._tls import new_token
 
 if TYPE_CHECKING:  # for type checkers; at run time, see __getattr__ below
     from ._async import AsyncClient, read_frame_async, send_frame_async
-    from ._group import AsyncGroup, Group, GroupError, GroupResult, HostCancelled
+    from ._group import (
+        AsyncGroup,
+        AsyncGroupProcess,
+        Group,
+        GroupError,
+        GroupProcess,
+        GroupResult,
+        HostCancelled,
+        OutputLine,
+    )
 
 # The asyncio client, and the groups built on it, are imported on first use:
 # importing asyncio costs every user of rframe (the CLIs included) tens of
 # milliseconds.
 _ASYNC = frozenset({"AsyncClient", "read_frame_async", "send_frame_async"})
-_GROUP = frozenset({"Group", "AsyncGroup", "GroupResult", "GroupError", "HostCancelled"})
+_GROUP = frozenset(
+    {
+        "Group",
+        "AsyncGroup",
+        "GroupResult",
+        "GroupError",
+        "HostCancelled",
+        "GroupProcess",
+        "AsyncGroupProcess",
+        "OutputLine",
+    }
+)
 
 
 def __getattr__(name: str) -> object:
@@ -80,6 +100,9 @@ __all__ = [
     "GroupResult",
     "GroupError",
     "HostCancelled",
+    "GroupProcess",
+    "AsyncGroupProcess",
+    "OutputLine",
     "FrameError",
     "HeaderError",
     "FrameTooLarge",

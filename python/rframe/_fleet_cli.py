@@ -1,10 +1,11 @@
 """``python -m rframe.client --hosts ...``: one command, or one file transfer, on many servers.
 
-Each host's output is printed when the host finishes, every line prefixed
-``host | `` (names aligned, coloured per host on a terminal unless
-``NO_COLOR`` is set), or with ``--by-host`` its stdout whole under a
-``=== host ===`` line (stderr lines keep their prefix);
-then one summary line on stderr, ``3 ok, 2 failed: web3 (timeout after
+Each line of each host's output is printed as it arrives, prefixed ``host |
+`` (names aligned, coloured per host on a terminal unless ``NO_COLOR`` is
+set); Ctrl-C sends SIGINT to every command, a second within a second
+disconnects (which kills them). With ``--by-host`` each host's stdout is
+printed whole under a ``=== host ===`` line when the host finishes (stderr
+lines keep their prefix). Then one summary line on stderr, ``3 ok, 2 failed: web3 (timeout after
 10s), web7 (exit 2)``. The exit status is 0 when every host succeeded (a
 command's exit status 0 included), else 1; 2 for bad arguments.
 """
@@ -13,12 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
+import signal
 import sys
+import threading
+import time
 from collections.abc import Iterable
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TextIO
 
 from ._errors import AuthenticationError, CommandTimeout, FingerprintMismatch, RemoteError
-from ._group import Group, GroupResult, parse_host
+from ._group import Group, GroupResult, OutputLine, parse_host
 from ._known_servers import KnownServers, default_path
 from ._protocol import REPLY_GRACE, where
 
@@ -64,9 +69,26 @@ class _Printer:
         code = self.colour.get(name)
         return (f"\x1b[{code}m{text}\x1b[0m" if code else text).encode()
 
+    def prefix(self, name: str) -> bytes:
+        return self._label(name, f"{name:<{self.width}}") + b" | "
+
+    def lines(self, lines: Iterable[OutputLine]) -> None:
+        """Lines as they arrive, each with its host's prefix (stderr's to stderr)."""
+        streams = {1: bytearray(), 2: bytearray()}
+        for line in lines:
+            text = streams[line.fd]
+            text += self.prefix(line.host)
+            text += line.data
+            if not line.data.endswith(b"\n"):
+                text += b"\n"
+        for fd, stream in ((1, sys.stdout.buffer), (2, sys.stderr.buffer)):
+            if streams[fd]:
+                stream.write(streams[fd])
+                stream.flush()
+
     def output(self, name: str, stdout: bytes, stderr: bytes) -> None:
         out, err = sys.stdout.buffer, sys.stderr.buffer
-        prefix = self._label(name, f"{name:<{self.width}}") + b" | "
+        prefix = self.prefix(name)
         if self.by_host:
             out.write(self._label(name, f"=== {name} ===") + b"\n")
             out.write(stdout)
@@ -78,8 +100,51 @@ class _Printer:
         _prefixed(err, prefix, stderr)  # stderr is told apart by its name either way
 
     def failure(self, name: str, why: str) -> None:
-        prefix = self._label(name, f"{name:<{self.width}}") + b" | "
-        _prefixed(sys.stderr.buffer, prefix, f"rframe: {why}\n".encode())
+        _prefixed(sys.stderr.buffer, self.prefix(name), f"rframe: {why}\n".encode())
+
+
+class _Progress:
+    """``progress(host, done, total)`` for a terminal: one line a host
+    (:class:`rframe.client.ProgressBar`'s), redrawn in place at most ten
+    times a second; one line for all of them when they would not fit."""
+
+    def __init__(self, names: Iterable[str], stream: TextIO) -> None:
+        from .client import ProgressBar
+
+        names = list(names)
+        width = max(map(len, names))
+        self.bars = {name: ProgressBar(f"{name:<{width}}", stream) for name in names}
+        self.all = ProgressBar(f"{len(names)} hosts", stream)
+        self.state: dict[str, tuple[int, int]] = {}
+        self.ended: dict[str, float] = {}
+        self.stream = stream
+        self.one_line = len(names) > shutil.get_terminal_size().lines - 2
+        self.drawn_at = 0.0
+        self.drawn = 0  # lines on the screen
+
+    def __call__(self, host: str, done: int, total: int) -> None:
+        self.state[host] = (done, total)
+        if done >= total:
+            self.ended.setdefault(host, time.monotonic())  # its rate stays that of its end
+        if time.monotonic() - self.drawn_at >= 0.1:
+            self.draw()
+
+    def draw(self) -> None:
+        now = self.drawn_at = time.monotonic()
+        if self.one_line:
+            done = sum(d for d, _ in self.state.values())
+            total = sum(t for _, t in self.state.values())
+            lines = [f"{self.all.text(done, total, now)}, {len(self.state)} started"]
+        else:
+            lines = [
+                self.bars[host].text(*self.state[host], self.ended.get(host, now))
+                for host in self.bars
+                if host in self.state
+            ]
+        up = f"\x1b[{self.drawn}F" if self.drawn else ""  # back to the first line drawn
+        self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
+        self.stream.flush()
+        self.drawn = len(lines)
 
 
 def _prefixed(stream: BinaryIO, prefix: bytes, data: bytes) -> None:
@@ -166,24 +231,61 @@ def main(args: argparse.Namespace, token: bytes | None) -> int:
         return EXIT_USAGE
     with group:
         printer = _Printer(group.hosts, getattr(args, "by_host", False))
-        if args.command is not None:
+        if args.command is not None and printer.by_host:
             return _run(group, printer, args.command, args.timeout, deadline)
+        if args.command is not None:
+            return _stream(group, printer, args.command, args.timeout, deadline)
         return _files(group, printer, args, deadline)
 
 
+def _stream(group: Group, printer: _Printer, cmd: str, timeout: float | None, deadline: float | None) -> int:
+    """``-c CMD``: every host's lines as they come; the failures as the hosts end."""
+    with group.start(cmd, timeout=timeout) as procs:
+        last_interrupt = [0.0]
+
+        def interrupt(signum: int, frame: Any) -> None:
+            now = time.monotonic()
+            if now - last_interrupt[0] < 1.0:
+                raise KeyboardInterrupt  # leaving the with block kills every command
+            last_interrupt[0] = now
+            procs.send_signal("INT")
+
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, interrupt)
+        try:
+            for lines in procs._batches():
+                printer.lines(lines)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        result = procs.wait()
+    return _report(printer, result.items(), deadline, printed=True)
+
+
 def _run(group: Group, printer: _Printer, cmd: str, timeout: float | None, deadline: float | None) -> int:
+    """``--by-host -c CMD``: each host's whole output when it finishes."""
+    return _report(printer, group.run_iter(cmd, timeout=timeout), deadline, printed=False)
+
+
+def _report(printer: _Printer, results: Iterable[tuple[str, Any]], deadline: float | None, printed: bool) -> int:
+    """Prints each host's output (unless ``printed``) and failure, then the summary; the exit status.
+
+    A result is a return code (a live command's, its output already
+    printed), a :class:`CommandResult`, or the exception the host raised."""
     failures: dict[str, str] = {}
     ok = 0
-    for host, result in group.run_iter(cmd, timeout=timeout):
-        if isinstance(result, CommandTimeout):
+    for host, result in results:
+        if isinstance(result, CommandTimeout) and not printed:
             printer.output(host, result.stdout or b"", result.stderr or b"")  # what it wrote before its limit
         if isinstance(result, BaseException):
             failures[host] = _why(result, deadline)
             printer.failure(host, failures[host])
             continue
-        printer.output(host, result.stdout, result.stderr)
-        if result.returncode:
-            code = result.returncode
+        if not printed:
+            printer.output(host, result.stdout, result.stderr)
+        code = result if isinstance(result, int) else result.returncode
+        if code:
             failures[host] = f"exit {code}" if code > 0 else f"killed by signal {-code}"
         else:
             ok += 1
@@ -193,16 +295,23 @@ def _run(group: Group, printer: _Printer, cmd: str, timeout: float | None, deadl
 
 def _files(group: Group, printer: _Printer, args: argparse.Namespace, deadline: float | None) -> int:
     result: GroupResult
+    progress = _Progress(group.hosts, sys.stderr) if sys.stderr.isatty() else None
     try:
         if args.action == "put":
-            result = group.upload(args.file, args.name, overwrite=args.overwrite, checksum=args.checksum)
+            result = group.upload(
+                args.file, args.name, overwrite=args.overwrite, checksum=args.checksum, progress=progress
+            )
         elif args.action == "get":
-            result = group.download(args.name, args.file, overwrite=args.overwrite, checksum=args.checksum)
+            result = group.download(
+                args.name, args.file, overwrite=args.overwrite, checksum=args.checksum, progress=progress
+            )
         else:
             result = group.list_files(args.name)
     except ValueError as e:  # a local path without {host}, say
         print(f"rframe: {args.action}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    if progress is not None:
+        progress.draw()  # each host's last state
     failures: dict[str, str] = {}
     for host, r in result.items():
         if isinstance(r, BaseException):

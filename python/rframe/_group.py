@@ -33,15 +33,27 @@ from typing import Any, TypeVar
 
 from . import _files, _tls
 from ._async import AsyncClient
+from ._group_process import AsyncGroupProcess, GroupProcess, OutputLine
 from ._protocol import CommandResult, check_client_timeout, where
 from ._rframe import DEFAULT_PORT, Codec
 
-__all__ = ["AsyncGroup", "Group", "GroupError", "GroupResult", "HostCancelled", "parse_host"]
+__all__ = [
+    "AsyncGroup",
+    "AsyncGroupProcess",
+    "Group",
+    "GroupError",
+    "GroupProcess",
+    "GroupResult",
+    "HostCancelled",
+    "OutputLine",
+    "parse_host",
+]
 
 HostArg = str | tuple[str, int]
 _Body = bytes | bytearray | memoryview | str
 _T = TypeVar("_T")
 _Op = Callable[[AsyncClient, str], Awaitable[Any]]
+HostProgress = Callable[[str, int, int], None] | None
 
 
 def parse_host(spec: HostArg, port: int = DEFAULT_PORT) -> tuple[str, str, int]:
@@ -237,6 +249,7 @@ class AsyncGroup:
         # One connection per host: calls that find none wait for the one being made.
         self._connecting: dict[str, asyncio.Lock] = {}
         self._turns: asyncio.Semaphore | None = None
+        self._live: set[AsyncGroupProcess] = set()  # started, for close() to end
         self._closed = False
 
     def __repr__(self) -> str:
@@ -251,6 +264,8 @@ class AsyncGroup:
     async def close(self) -> None:
         """Close every connection. Calling it again does nothing."""
         self._closed = True
+        live, self._live = self._live, set()
+        await asyncio.gather(*(p.close() for p in live), return_exceptions=True)
         clients, self._clients = self._clients, {}
         await asyncio.gather(*(c.close() for c in clients.values()), return_exceptions=True)
 
@@ -372,6 +387,38 @@ class AsyncGroup:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def start(
+        self,
+        cmd: str | Sequence[str],
+        *,
+        timeout: float | None = None,
+        check: bool = False,
+        input: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        fail_fast: bool = False,
+    ) -> AsyncGroupProcess:
+        """Starts ``cmd`` on every host, each in its turn, and returns at once:
+        an :class:`rframe.AsyncGroupProcess`, whose ``async for`` gives each
+        host's output lines, tagged with the host, as they are written.
+
+        ``timeout`` is the command's own limit on each server (the group's
+        ``timeout`` bounds everything on a host, its output included: leave
+        it ``None`` for a command that runs until stopped). ``input`` is
+        written to every command's stdin, which is then closed (without it,
+        the commands' stdin is closed at once). ``check`` and ``fail_fast`` as
+        for :meth:`run`. Each host's connection is dedicated to its command
+        until it exits."""
+        if self._closed:
+            raise ConnectionAbortedError("the group is closed; open a new one")
+        if input is not None and not isinstance(input, bytes):
+            raise TypeError(f"input must be bytes, not {type(input).__name__}")
+        run = {"env": env, "cwd": cwd, "timeout": timeout}
+        procs = AsyncGroupProcess(self, cmd, run, input, check, fail_fast)
+        self._live.add(procs)
+        procs._task.add_done_callback(lambda _: self._live.discard(procs))
+        return procs
+
     async def request(
         self, body: _Body = b"", header: Mapping[str, Any] | None = None, *, fail_fast: bool = False, **fields: Any
     ) -> GroupResult:
@@ -390,12 +437,17 @@ class AsyncGroup:
         overwrite: bool = False,
         checksum: str = "sha256",
         fail_fast: bool = False,
+        progress: HostProgress = None,
     ) -> GroupResult:
-        """:meth:`rframe.AsyncClient.upload` of one local file to every host."""
+        """:meth:`rframe.AsyncClient.upload` of one local file to every host.
+        ``progress(host, done, total)``, if given, is called as each host's
+        bytes go (on the group's event loop: keep it quick)."""
         _files.check_checksum(checksum)
 
         async def op(client: AsyncClient, name: str) -> dict[str, Any]:
-            return await client.upload(local_path, remote_name, overwrite=overwrite, checksum=checksum)
+            return await client.upload(
+                local_path, remote_name, overwrite=overwrite, checksum=checksum, progress=_of_host(progress, name)
+            )
 
         return await self._each(op, fail_fast=fail_fast)
 
@@ -407,11 +459,12 @@ class AsyncGroup:
         overwrite: bool = False,
         checksum: str = "sha256",
         fail_fast: bool = False,
+        progress: HostProgress = None,
     ) -> GroupResult:
         """:meth:`rframe.AsyncClient.download` from every host. ``local_path``
         may hold ``{host}``, replaced by each host's name; by default each
         host's file lands in ``./{host}/NAME``. Directories named after a host
-        are made as needed."""
+        are made as needed. ``progress`` as for :meth:`upload`."""
         _files.check_checksum(checksum)
         template = os.fspath(local_path) if local_path is not None else os.path.join("{host}", "")
         if "{host}" not in template:
@@ -424,7 +477,9 @@ class AsyncGroup:
             parent = os.path.dirname(path) if not path.endswith(os.sep) else path
             if parent:
                 os.makedirs(parent, exist_ok=True)
-            return await client.download(remote_name, path, overwrite=overwrite, checksum=checksum)
+            return await client.download(
+                remote_name, path, overwrite=overwrite, checksum=checksum, progress=_of_host(progress, name)
+            )
 
         return await self._each(op, fail_fast=fail_fast)
 
@@ -435,6 +490,13 @@ class AsyncGroup:
             return await client.list_files(name)
 
         return await self._each(op, fail_fast=fail_fast)
+
+
+def _of_host(progress: HostProgress, host: str) -> Callable[[int, int], None] | None:
+    """A client's ``progress(done, total)`` that reports as ``host``'s."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(host, done, total)
 
 
 def _run_op(cmd: str | Sequence[str], **kwargs: Any) -> _Op:
@@ -579,6 +641,11 @@ class Group:
                 fut.cancel()  # the hosts still running are cancelled
                 with contextlib.suppress(BaseException):
                     concurrent.futures.wait([fut], _CANCEL_WAIT)
+
+    def start(self, cmd: str | Sequence[str], **kwargs: Any) -> GroupProcess:
+        """:meth:`AsyncGroup.start`, blocking: a :class:`rframe.GroupProcess`,
+        ``for line in procs`` its hosts' output lines as they are written."""
+        return GroupProcess(self, self._call(self._group.start(cmd, **kwargs)))
 
     def request(self, body: _Body = b"", header: Mapping[str, Any] | None = None, **fields: Any) -> GroupResult:
         """:meth:`AsyncGroup.request`, blocking."""

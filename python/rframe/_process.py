@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from . import _rframe
 from ._protocol import FAILURES, run_request
 
 if TYPE_CHECKING:
@@ -65,9 +66,9 @@ def _terminal_size() -> tuple[int, int]:
 
 
 def signal_name(sig: int | str) -> str:
-    """A signal as the protocol names it: ``signal.SIGINT`` or ``"SIGINT"`` -> ``"INT"``."""
-    name = _signal.Signals(sig).name if isinstance(sig, int) else str(sig)
-    return name.upper().removeprefix("SIG")
+    """A signal as the protocol names it: ``signal.SIGINT`` or ``"SIGINT"`` -> ``"INT"``;
+    ``ValueError`` for one a live command may not be sent."""
+    return _rframe.signal_name(_signal.Signals(sig).name if isinstance(sig, int) else str(sig))
 
 
 class _OutputRaw(io.RawIOBase):

@@ -33,6 +33,7 @@ __all__ = [
     "pack_frame",
     "read_frame",
     "send_frame",
+    "signal_name",
     "auth_nonce",
     "auth_proof",
     "auth_verify",
@@ -324,6 +325,10 @@ SIGNALS: tuple[str, ...]
 PART_SUFFIX: str
 #: Every this many bytes, a file being received is handed to the disk.
 WRITEBACK_EVERY: int
+
+def signal_name(name: str) -> str:
+    """A signal as the protocol names it (``"INT"`` for ``"SIGINT"`` or
+    ``"int"``); ``ValueError`` for one a live command may not be sent."""
 
 def auth_nonce() -> str:
     """32 random bytes from the OS, as hex: a handshake nonce."""

@@ -398,6 +398,13 @@ class ProgressBar:
         if done < total and now - self.drawn < 0.1:
             return
         self.drawn = now
+        self.stream.write(f"\r{self.text(done, total, now)}  ")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+    def text(self, done: int, total: int, now: float) -> str:
+        """The bar's line, without its redrawing."""
         elapsed = max(now - self.start, 1e-6)
         rate = done / elapsed
         fill = self.WIDTH * done // total if total else self.WIDTH
@@ -405,14 +412,8 @@ class ProgressBar:
             left = "done"
         else:
             left = f"{(total - done) / rate:.0f}s left" if rate > 0 else ""
-        line = (
-            f"\r{self.label}  [{'#' * fill}{'.' * (self.WIDTH - fill)}] {_size(done)}/{_size(total)}"
-            f"  {_size(rate)}/s  {left}  "
-        )
-        self.stream.write(line)
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
+        bar = f"[{'#' * fill}{'.' * (self.WIDTH - fill)}]"
+        return f"{self.label}  {bar} {_size(done)}/{_size(total)}  {_size(rate)}/s  {left}"
 
 
 def _progress(label: str) -> ProgressBar | None:

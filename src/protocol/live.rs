@@ -24,6 +24,13 @@ pub fn signal_name(name: &str) -> Option<&'static str> {
     SIGNALS.iter().copied().find(|s| *s == bare)
 }
 
+/// [`signal_name`], or why `name` is not a signal a command may be sent.
+pub fn check_signal(name: &str) -> Result<&'static str, String> {
+    signal_name(name).ok_or_else(|| {
+        format!("a command may be sent {} (SIGINT, ...), not {}", SIGNALS.join(", "), super::client::str_repr(name))
+    })
+}
+
 /// The fields of `start`, `stdin`, `signal` and `resize` frames beyond
 /// those a `run` has (`cmd`, `env`, `cwd`, `timeout`).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -43,6 +43,7 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(codec::pack_frame, m)?)?;
     m.add_function(wrap_pyfunction!(codec::read_frame, m)?)?;
     m.add_function(wrap_pyfunction!(codec::send_frame, m)?)?;
+    m.add_function(wrap_pyfunction!(protocol::signal_name, m)?)?;
     m.add_function(wrap_pyfunction!(protocol::auth_nonce, m)?)?;
     m.add_function(wrap_pyfunction!(protocol::auth_proof, m)?)?;
     m.add_function(wrap_pyfunction!(protocol::auth_verify, m)?)?;

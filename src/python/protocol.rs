@@ -6,7 +6,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use crate::protocol::auth::{self, Role};
-use crate::protocol::ErrorCode;
+use crate::protocol::{live, ErrorCode};
 
 /// `ERROR_CODES`: every error code and whether the server closes the
 /// connection after it, as `((code, closes), ...)` in PROTOCOL.md's order.
@@ -20,6 +20,13 @@ fn parse_role(name: &str) -> PyResult<Role> {
         "server" => Ok(Role::Server),
         _ => Err(PyValueError::new_err(format!("role must be 'client' or 'server', not {name:?}"))),
     }
+}
+
+/// A signal as the protocol names it (``"INT"`` for ``"SIGINT"`` or
+/// ``"int"``); ``ValueError`` for one a live command may not be sent.
+#[pyfunction]
+pub fn signal_name(name: &str) -> PyResult<&'static str> {
+    live::check_signal(name).map_err(PyValueError::new_err)
 }
 
 /// 32 random bytes from the OS, as hex: a handshake nonce.

@@ -79,13 +79,7 @@ impl ClientSession {
         if self.live.is_none() {
             return Err(SessionError::Usage("no live command runs".into()));
         }
-        let Some(signal) = live::signal_name(name) else {
-            return Err(SessionError::Usage(format!(
-                "a command may be sent {} (SIGINT, ...), not {}",
-                live::SIGNALS.join(", "),
-                super::str_repr(name)
-            )));
-        };
+        let signal = live::check_signal(name).map_err(SessionError::Usage)?;
         self.frame(&[("op", Val::Str("signal")), ("signal", Val::Str(signal))], b"")
     }
 
