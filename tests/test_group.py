@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -24,6 +25,7 @@ import platforms
 import rframe
 from rframe import _group, _group_process
 from rframe._group import AsyncGroup, Group, GroupError, GroupResult, HostCancelled, parse_host
+from server_helpers import cli_server
 
 pytestmark = platforms.commands
 
@@ -570,6 +572,87 @@ def test_wait_without_reading_drops_the_output_and_does_not_hang(tmp_path):
     assert dict(result) == {name: 0 for name, _ in hosts}
 
 
+@pytest.mark.parametrize("kind", ["blocking", "asyncio"])
+def test_start_input_reaches_every_command_and_a_quick_one_loses_nothing(tmp_path, kind):
+    with servers(tmp_path, 2) as hosts:
+        names = [n for n, _ in hosts]
+        got, result = group_start(kind, names, "cat; echo end", lambda procs, lines: list(lines()), input=b"in\n")
+        assert dict(result) == {n: 0 for n in names}
+        assert sorted((line.host, line.data) for line in got) == sorted(
+            (n, data) for n in names for data in (b"in\n", b"end\n")
+        )
+        # A command that exits before its input goes: its output is kept, its input dropped.
+        for _ in range(20):
+            got, result = group_start(kind, names, "echo hi", lambda procs, lines: list(lines()), input=b"x" * 100)
+            assert dict(result) == {n: 0 for n in names}
+            assert sorted((line.host, line.data) for line in got) == [(n, b"hi\n") for n in sorted(names)]
+
+
+def test_a_host_that_stops_answering_fails_within_its_deadline(tmp_path):
+    with cli_server("--host", "127.0.0.41") as server, Group([server.address], timeout=3) as group:
+        outcome = []
+
+        def run():
+            with group.start("echo started; sleep 60") as procs:
+                lines = iter(procs)
+                outcome.append(next(lines).data)
+                os.kill(server.proc.pid, signal.SIGSTOP)  # the host stops answering, its connection open
+                outcome.append(procs.wait())
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        thread.join(HANG_BOUND)
+        os.kill(server.proc.pid, signal.SIGCONT)
+        assert not thread.is_alive(), "wait() went on past the host's deadline"
+    started, result = outcome
+    assert started == b"started\n"
+    (exc,) = result.values()
+    assert isinstance(exc, TimeoutError) and "within 3 seconds" in str(exc)
+
+
+def test_after_a_stopping_signal_hosts_not_yet_started_are_not(tmp_path):
+    # One host at a time: the others wait for their turn when SIGINT goes.
+    with servers(tmp_path, 3) as hosts, Group([n for n, _ in hosts], max_concurrency=1) as group:
+        with group.start("echo started; exec sleep 60") as procs:
+            lines = iter(procs)
+            first = next(lines)
+            procs.send_signal("INT")
+            assert list(lines) == []
+            result = procs.wait()
+    assert first.data == b"started\n" and result[first.host] == -signal.SIGINT
+    others = [n for n, _ in hosts if n != first.host]
+    assert all(isinstance(result[n], HostCancelled) and "not started" in str(result[n]) for n in others)
+
+
+@pytest.mark.parametrize("kind", ["blocking", "asyncio"])
+def test_a_closed_group_process_reports_its_hosts_and_ignores_signals(tmp_path, kind):
+    with servers(tmp_path, 2) as hosts:
+        names = [n for n, _ in hosts]
+        if kind == "blocking":
+            with Group(names, timeout=HANG_BOUND) as group:
+                procs = group.start("echo started; exec sleep 60")
+                next(iter(procs))
+                procs.close()
+                result = procs.wait()
+                procs.send_signal("INT")  # nothing: it ended
+            procs.send_signal("INT")  # nothing: the group is closed
+        else:
+
+            async def main():
+                async with AsyncGroup(names, timeout=HANG_BOUND) as group:
+                    procs = await group.start("echo started; exec sleep 60")
+                    await anext(aiter(procs))
+                    await procs.close()
+                    procs.send_signal("INT")
+                    return await procs.wait()
+
+            result = asyncio.run(main())
+    assert set(result) == set(names)
+    # The host that printed was running (killed), or ended; none hangs or raises.
+    assert all(isinstance(r, (HostCancelled, int)) for r in result.values())
+    assert any(isinstance(r, HostCancelled) for r in result.values())
+
+
 def test_a_closed_group_refuses_start(tmp_path):
     with servers(tmp_path, 1) as hosts:
         group = Group([hosts[0][0]])
@@ -613,7 +696,7 @@ def test_cli_prints_lines_as_they_come_and_ctrl_c_interrupts_every_command(tmp_p
     with servers(tmp_path, 2) as hosts:
         names = [name for name, _ in hosts]
         env = {k: v for k, v in os.environ.items() if k not in ("RFRAME_TOKEN", "NO_COLOR")}
-        cmd = "echo ready; trap 'echo interrupted; exit 130' INT; while :; do sleep 0.02; done"
+        cmd = "trap 'echo interrupted; exit 130' INT; echo ready; while :; do sleep 0.02; done"
         with subprocess.Popen(
             [sys.executable, "-m", "rframe.client", "--hosts", ",".join(names), "-c", cmd],
             stdout=subprocess.PIPE,
@@ -632,6 +715,38 @@ def test_cli_prints_lines_as_they_come_and_ctrl_c_interrupts_every_command(tmp_p
     assert sorted(out.decode().splitlines()) == sorted(f"{name:<{width}} | interrupted" for name in names)
     assert cli_proc.returncode == 1
     assert err.decode().endswith(f"0 ok, 2 failed: {names[0]} (exit 130), {names[1]} (exit 130)\n")
+
+
+def test_cli_ctrl_c_starts_no_more_hosts(tmp_path):
+    with servers(tmp_path, 3) as hosts:
+        names = [name for name, _ in hosts]
+        env = {k: v for k, v in os.environ.items() if k not in ("RFRAME_TOKEN", "NO_COLOR")}
+        with subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "rframe.client",
+                "--hosts",
+                ",".join(names),
+                "-j",
+                "1",
+                "-c",
+                "echo up; exec sleep 60",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        ) as cli_proc:
+            try:
+                first = cli_proc.stdout.readline().decode()
+                cli_proc.send_signal(signal.SIGINT)
+                out, err = cli_proc.communicate(timeout=HANG_BOUND)
+            finally:
+                cli_proc.kill()
+    assert first.endswith(" | up\n") and out == b""
+    summary = err.decode().splitlines()[-1]
+    assert summary.startswith("0 ok, 3 failed: ") and summary.count("(cancelled)") == 2, summary
+    assert "(killed by signal 2)" in summary and cli_proc.returncode == 1
 
 
 def test_cli_by_host_and_a_hosts_file(tmp_path):
@@ -687,6 +802,8 @@ def test_cli_progress_is_a_line_a_host_or_one_for_all(monkeypatch):
 
     names = ["web1", "web22"]
     monkeypatch.setattr(_fleet_cli.shutil, "get_terminal_size", lambda: os.terminal_size((80, 24)))
+    clock = iter(range(1, 1000))  # a call within 0.1 s of a draw draws not; here they are all 1 s apart
+    monkeypatch.setattr(_fleet_cli, "time", type("Clock", (), {"monotonic": staticmethod(lambda: next(clock))}))
     out = io.StringIO()
     progress = _fleet_cli._Progress(names, out)
     progress("web1", 0, 100)
@@ -696,13 +813,15 @@ def test_cli_progress_is_a_line_a_host_or_one_for_all(monkeypatch):
     progress("web1", 100, 100)
     progress.draw()
     screen = out.getvalue()
-    # Each draw goes back over the lines it drew, and rewrites each host's line.
-    assert screen.count("\x1b[1F") == 2 and screen.count("\x1b[2F") == 1
+    # Each draw goes back over the lines it drew, and rewrites each host's line
+    # (six draws: each call's, 1 s after the last, and three by hand).
+    assert screen.count("\x1b[2K") == 1 + 1 + 2 + 2 + 2 + 2
+    assert screen.count("\x1b[1F") == 2 and screen.count("\x1b[2F") == 3
     last = screen.rsplit("\x1b[2F", 1)[1]
     assert "web1 " in last and "100 B/100 B" in last and "done" in last
     assert "web22" in last and "50 B/200 B" in last
     # Too many hosts for the terminal: one line for all of them.
-    monkeypatch.setattr(_fleet_cli.shutil, "get_terminal_size", lambda: os.terminal_size((80, 3)))
+    monkeypatch.setattr(_fleet_cli.shutil, "get_terminal_size", lambda: os.terminal_size((120, 3)))
     out = io.StringIO()
     progress = _fleet_cli._Progress(names, out)
     progress("web1", 100, 100)
@@ -710,6 +829,11 @@ def test_cli_progress_is_a_line_a_host_or_one_for_all(monkeypatch):
     progress.draw()
     (line,) = out.getvalue().rsplit("\x1b[2K", 1)[1:]
     assert line.startswith("2 hosts") and "150 B/300 B" in line and "2 started" in line
+    # A line is cut to the terminal's width: a wrapped one would take two rows.
+    monkeypatch.setattr(_fleet_cli.shutil, "get_terminal_size", lambda: os.terminal_size((30, 24)))
+    out = io.StringIO()
+    _fleet_cli._Progress(["a-rather-long-host-name.example:8848"], out)("a-rather-long-host-name.example:8848", 1, 2)
+    assert max(len(line) for line in out.getvalue().split("\x1b[2K")) <= 29 + 1
 
 
 @pytest.mark.parametrize(

@@ -214,6 +214,12 @@ class AsyncRemoteProcess(_Controls):
             if not held.done():
                 held.set_result(None)
 
+    def _abandon(self, reason: str) -> None:
+        """Drops the connection if the command may still run: the server kills
+        it, and nothing waits for a host that may not answer."""
+        if not self._done:
+            self._conn.fail(reason)
+
     def _pause(self) -> None:
         transport = self._conn.transport
         if not self._paused and transport is not None and not transport.is_closing():

@@ -19,11 +19,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, BinaryIO, TextIO
 
 from ._errors import AuthenticationError, CommandTimeout, FingerprintMismatch, RemoteError
-from ._group import Group, GroupResult, OutputLine, parse_host
+from ._group import Group, GroupResult, HostCancelled, OutputLine, parse_host
 from ._known_servers import KnownServers, default_path
 from ._protocol import REPLY_GRACE, where
 
@@ -73,18 +73,20 @@ class _Printer:
         return self._label(name, f"{name:<{self.width}}") + b" | "
 
     def lines(self, lines: Iterable[OutputLine]) -> None:
-        """Lines as they arrive, each with its host's prefix (stderr's to stderr)."""
-        streams = {1: bytearray(), 2: bytearray()}
+        """Lines as they arrived, each with its host's prefix (stderr's to
+        stderr), a write for each run of lines to the same stream."""
+        streams = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+        run, fd = bytearray(), 1
         for line in lines:
-            text = streams[line.fd]
-            text += self.prefix(line.host)
-            text += line.data
+            if line.fd != fd and run:
+                _flush(streams[fd], run)
+            fd = line.fd
+            run += self.prefix(line.host)
+            run += line.data
             if not line.data.endswith(b"\n"):
-                text += b"\n"
-        for fd, stream in ((1, sys.stdout.buffer), (2, sys.stderr.buffer)):
-            if streams[fd]:
-                stream.write(streams[fd])
-                stream.flush()
+                run += b"\n"
+        if run:
+            _flush(streams[fd], run)
 
     def output(self, name: str, stdout: bytes, stderr: bytes) -> None:
         out, err = sys.stdout.buffer, sys.stderr.buffer
@@ -111,18 +113,23 @@ class _Progress:
     def __init__(self, names: Iterable[str], stream: TextIO) -> None:
         from .client import ProgressBar
 
-        names = list(names)
-        width = max(map(len, names))
-        self.bars = {name: ProgressBar(f"{name:<{width}}", stream) for name in names}
-        self.all = ProgressBar(f"{len(names)} hosts", stream)
+        self.names = list(names)
+        self.width = max(map(len, self.names))
+        self.bars: dict[str, ProgressBar] = {}  # made on a host's first call: its rate counts from its start
+        self.all = ProgressBar(f"{len(self.names)} hosts", stream)
         self.state: dict[str, tuple[int, int]] = {}
         self.ended: dict[str, float] = {}
         self.stream = stream
-        self.one_line = len(names) > shutil.get_terminal_size().lines - 2
+        self.columns, rows = _terminal_size(stream)
+        self.one_line = len(self.names) > rows - 2
         self.drawn_at = 0.0
         self.drawn = 0  # lines on the screen
 
     def __call__(self, host: str, done: int, total: int) -> None:
+        from .client import ProgressBar
+
+        if host not in self.bars:
+            self.bars[host] = ProgressBar(f"{host:<{self.width}}", self.stream)
         self.state[host] = (done, total)
         if done >= total:
             self.ended.setdefault(host, time.monotonic())  # its rate stays that of its end
@@ -138,13 +145,30 @@ class _Progress:
         else:
             lines = [
                 self.bars[host].text(*self.state[host], self.ended.get(host, now))
-                for host in self.bars
+                for host in self.names
                 if host in self.state
             ]
+        # One screen row a line, or moving back up would miss the rows a wrapped line took.
+        lines = [line[: self.columns - 1] for line in lines]
         up = f"\x1b[{self.drawn}F" if self.drawn else ""  # back to the first line drawn
         self.stream.write(up + "".join(f"\x1b[2K{line}\n" for line in lines))
         self.stream.flush()
         self.drawn = len(lines)
+
+
+def _terminal_size(stream: TextIO) -> tuple[int, int]:
+    """The columns and rows of the terminal ``stream`` writes to."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # not a terminal (a test's StringIO)
+        size = shutil.get_terminal_size()
+    return size.columns, size.lines
+
+
+def _flush(stream: BinaryIO, run: bytearray) -> None:
+    stream.write(run)
+    stream.flush()
+    run.clear()
 
 
 def _prefixed(stream: BinaryIO, prefix: bytes, data: bytes) -> None:
@@ -171,6 +195,8 @@ def _why(exc: BaseException, timeout: float | None) -> str:
         return "authentication failed"
     if isinstance(exc, RemoteError):
         return f"refused: {exc}"
+    if isinstance(exc, HostCancelled):
+        return "cancelled"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
@@ -253,14 +279,19 @@ def _stream(group: Group, printer: _Printer, cmd: str, timeout: float | None, de
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, interrupt)
+        failed: dict[str, BaseException] = {}
         try:
-            for lines in procs._batches():
+            for lines, ended in procs._batches():
                 printer.lines(lines)
+                for host, result in ended:
+                    if isinstance(result, BaseException):
+                        failed[host] = result
+                        printer.failure(host, _why(result, deadline))
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
         result = procs.wait()
-    return _report(printer, result.items(), deadline, printed=True)
+    return _report(printer, result.items(), deadline, printed=True, told=failed)
 
 
 def _run(group: Group, printer: _Printer, cmd: str, timeout: float | None, deadline: float | None) -> int:
@@ -268,8 +299,15 @@ def _run(group: Group, printer: _Printer, cmd: str, timeout: float | None, deadl
     return _report(printer, group.run_iter(cmd, timeout=timeout), deadline, printed=False)
 
 
-def _report(printer: _Printer, results: Iterable[tuple[str, Any]], deadline: float | None, printed: bool) -> int:
-    """Prints each host's output (unless ``printed``) and failure, then the summary; the exit status.
+def _report(
+    printer: _Printer,
+    results: Iterable[tuple[str, Any]],
+    deadline: float | None,
+    printed: bool,
+    told: Mapping[str, BaseException] | None = None,
+) -> int:
+    """Prints each host's output (unless ``printed``) and failure (unless
+    ``told`` already), then the summary; the exit status.
 
     A result is a return code (a live command's, its output already
     printed), a :class:`CommandResult`, or the exception the host raised."""
@@ -280,7 +318,8 @@ def _report(printer: _Printer, results: Iterable[tuple[str, Any]], deadline: flo
             printer.output(host, result.stdout or b"", result.stderr or b"")  # what it wrote before its limit
         if isinstance(result, BaseException):
             failures[host] = _why(result, deadline)
-            printer.failure(host, failures[host])
+            if told is None or told.get(host) is not result:
+                printer.failure(host, failures[host])
             continue
         if not printed:
             printer.output(host, result.stdout, result.stderr)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import os
 import queue
 import threading
@@ -54,6 +55,7 @@ _Body = bytes | bytearray | memoryview | str
 _T = TypeVar("_T")
 _Op = Callable[[AsyncClient, str], Awaitable[Any]]
 HostProgress = Callable[[str, int, int], None] | None
+_Admit = Callable[[str], BaseException | None] | None
 
 
 def parse_host(spec: HostArg, port: int = DEFAULT_PORT) -> tuple[str, str, int]:
@@ -99,8 +101,9 @@ def _port(value: Any, spec: Any) -> int:
 
 
 class HostCancelled(Exception):
-    """The operation did not run on this host, or was stopped, because an
-    earlier host failed and the group was told ``fail_fast=True``."""
+    """The operation did not run on this host, or was stopped: an earlier
+    host failed and the group was told ``fail_fast=True``, or a live command
+    (:meth:`AsyncGroup.start`) was stopped before this host's turn."""
 
 
 class GroupError(Exception):
@@ -282,15 +285,18 @@ class AsyncGroup:
             self._clients[name] = client
             return client
 
-    async def _one(self, name: str, op: _Op) -> Any:
+    async def _one(self, name: str, op: _Op, admit: _Admit = None) -> Any:
         """``op`` on host ``name``, within its deadline: the result, or the
-        exception raised, with the host's name (``exc.host``)."""
+        exception raised, with the host's name (``exc.host``). ``admit(name)``,
+        asked when the host's turn comes, may refuse it with an exception."""
         if self._closed:
             return _name_host(ConnectionAbortedError(f"the group is closed; open a new one ({name})"), name)
         if self._turns is None:
             self._turns = asyncio.Semaphore(self.max_concurrency)
         try:
             async with self._turns:
+                if admit is not None and (refused := admit(name)) is not None:
+                    return _name_host(refused, name)
                 try:
                     async with asyncio.timeout(self.timeout):
                         return await op(await self._client(name), name)
@@ -305,12 +311,33 @@ class AsyncGroup:
         except Exception as exc:  # noqa: BLE001 - the host's failure is its result
             return _name_host(exc, name)
 
-    async def _on_all(self, op: _Op, fail_fast: bool) -> GroupResult:
-        tasks = {name: asyncio.ensure_future(self._one(name, op)) for name in self.hosts}
+    async def _on_all(
+        self,
+        op: _Op,
+        fail_fast: bool,
+        *,
+        admit: _Admit = None,
+        stop: asyncio.Future[str] | None = None,
+        on_done: Callable[[str, Any], None] | None = None,
+    ) -> GroupResult:
+        """``op`` on every host: their results. ``on_done(host, result)`` as
+        each host ends (not for those cancelled); ``stop``, once it has a
+        result (why), cancels the hosts still running, as ``fail_fast`` does."""
+        tasks = {name: asyncio.ensure_future(self._one(name, op, admit)) for name in self.hosts}
+        if on_done is not None:
+            for name, task in tasks.items():
+                task.add_done_callback(functools.partial(_report_done, on_done, name))
+        why = "another host failed first (fail_fast)"
         try:
-            pending = set(tasks.values())
+            pending: set[asyncio.Future[Any]] = set(tasks.values())
             while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait(
+                    pending if stop is None else pending | {stop}, return_when=asyncio.FIRST_COMPLETED
+                )
+                pending -= done
+                if stop is not None and stop.done():
+                    why = stop.result()
+                    break
                 if fail_fast and any(isinstance(t.result(), BaseException) for t in done):
                     break
         finally:
@@ -322,8 +349,7 @@ class AsyncGroup:
         results: dict[str, Any] = {}
         for name, task in tasks.items():
             if task.cancelled():
-                why = f"{name}: not run to its end: another host failed first (fail_fast)"
-                results[name] = _name_host(HostCancelled(why), name)
+                results[name] = _name_host(HostCancelled(f"{name}: not run to its end: {why}"), name)
             else:
                 results[name] = task.result()
         return GroupResult(results)
@@ -490,6 +516,11 @@ class AsyncGroup:
             return await client.list_files(name)
 
         return await self._each(op, fail_fast=fail_fast)
+
+
+def _report_done(on_done: Callable[[str, Any], None], name: str, task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        on_done(name, task.result())
 
 
 def _of_host(progress: HostProgress, host: str) -> Callable[[int, int], None] | None:

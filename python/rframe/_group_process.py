@@ -85,11 +85,16 @@ class AsyncGroupProcess:
         self._input = input
         self._check = check
         self._held: collections.deque[OutputLine] = collections.deque()
-        self._readable = asyncio.Event()  # lines held, or the end
+        self._ended: list[tuple[str, Any]] = []  # (host, result) as hosts end, for the CLI
+        self._readable = asyncio.Event()  # lines held, a host ended, or the end
         self._room = asyncio.Event()  # fewer than LINES_HELD lines held
         self._room.set()
         self._discard = False  # nobody will read: lines are dropped
-        self._task = asyncio.ensure_future(group._on_all(self._on_host, fail_fast))
+        self._stopping: str | None = None  # a signal that ends commands was sent: start no more
+        self._stop: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.ensure_future(
+            group._on_all(self._on_host, fail_fast, admit=self._admit, stop=self._stop, on_done=self._on_done)
+        )
         self._task.add_done_callback(lambda _: self._readable.set())
 
     def __repr__(self) -> str:
@@ -98,15 +103,34 @@ class AsyncGroupProcess:
 
     # -- each host
 
+    def _admit(self, host: str) -> BaseException | None:
+        if self._stopping is None:
+            return None
+        from ._group import HostCancelled
+
+        return HostCancelled(f"{host}: not started: the others were sent SIG{self._stopping}")
+
     async def _on_host(self, client: AsyncClient, host: str) -> int:
         proc = await client.start(self.args, **self._run)
-        async with proc:  # cancelled (fail_fast, the host's deadline, close()): killed
-            self.processes[host] = proc
-            if self._input:
-                proc.stdin.write(self._input)
+        self.processes[host] = proc
+        try:
+            if self._stopping is not None:  # sent while this one was starting
+                proc.send_signal(self._stopping)
+            # Reading first: a quick command may have exited (and closed its
+            # stdin) before its input goes.
+            pumps = asyncio.gather(self._pump(host, 1, proc.stdout), self._pump(host, 2, proc.stderr))
+            if self._input and not proc._done:
+                with contextlib.suppress(BrokenPipeError):
+                    proc.stdin.write(self._input)
             proc.stdin.close()
-            await asyncio.gather(self._pump(host, 1, proc.stdout), self._pump(host, 2, proc.stderr))
+            await pumps
             code = await proc.wait()
+        except BaseException:
+            # Cancelled (fail_fast, the host's deadline, close()) or failed:
+            # the connection is dropped, which kills the command on the
+            # server without waiting for a host that may not answer.
+            proc._abandon("the group stopped waiting for the command")
+            raise
         if proc.timed_out:
             limit = self._run["timeout"]  # or the server's own limit
             raise CommandTimeout(
@@ -115,6 +139,10 @@ class AsyncGroupProcess:
         if self._check and code:
             raise CommandError(code, self.args)
         return code
+
+    def _on_done(self, host: str, result: Any) -> None:
+        self._ended.append((host, result))
+        self._readable.set()
 
     async def _pump(self, host: str, fd: int, stream: AsyncOutput) -> None:
         """One stream of one host, cut into lines."""
@@ -147,18 +175,23 @@ class AsyncGroupProcess:
 
     # -- reading
 
-    async def _batch(self) -> list[OutputLine]:
-        """The lines held now (at least one, waiting for it); ``[]`` at the end."""
-        while not self._held and not self._task.done():
+    async def _batch(self) -> tuple[list[OutputLine], list[tuple[str, Any]]]:
+        """The lines held now, and the hosts ended since the last batch
+        (waiting for one or the other); two empty lists at the end."""
+        while not self._held and not self._ended and not self._task.done():
             self._readable.clear()
             await self._readable.wait()
         lines = list(self._held)
         self._held.clear()
         self._room.set()
-        return lines
+        ended, self._ended = self._ended, []
+        return lines, ended
 
     async def __aiter__(self) -> AsyncIterator[OutputLine]:
-        while lines := await self._batch():
+        while True:
+            lines, ended = await self._batch()
+            if not lines and not ended:
+                return
             for line in lines:
                 yield line
 
@@ -166,10 +199,17 @@ class AsyncGroupProcess:
 
     def send_signal(self, sig: int | str) -> None:
         """Sends ``sig`` (``signal.SIGINT``, ``"INT"``, ...) to every host's
-        command still running; hosts not started yet are not signalled."""
+        command still running. After INT, TERM, KILL, HUP or QUIT, hosts whose
+        turn has not come (``max_concurrency``) are not started: they report
+        :class:`rframe.HostCancelled`; one starting meanwhile gets the signal
+        as soon as it has started."""
         name = signal_name(sig)  # ValueError for one the server refuses, before any host is signalled
+        if name in _ENDING:
+            self._stopping = name
         for proc in list(self.processes.values()):
-            with contextlib.suppress(OSError, RuntimeError):  # that host's connection is gone: it ends anyway
+            # A host that cannot be signalled (its connection gone, the
+            # server refusing) says so in its result.
+            with contextlib.suppress(Exception):
                 proc.send_signal(name)
 
     def terminate(self) -> None:
@@ -200,18 +240,23 @@ class AsyncGroupProcess:
         self._room.set()
 
     async def close(self) -> None:
-        """Kills the commands still running (hosts not started yet are not
-        started) and waits for their connections to settle."""
+        """Kills the commands still running (their connections are dropped)
+        and starts no more; :meth:`wait` then reports those hosts as
+        :class:`rframe.HostCancelled`. Calling it again does nothing."""
         self._drop_output()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        if not self._stop.done():
+            self._stop.set_result("the group's live command was closed")
+        await asyncio.shield(self._task)
 
     async def __aenter__(self) -> AsyncGroupProcess:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+#: The signals after which a group starts no more hosts.
+_ENDING = frozenset({"INT", "TERM", "KILL", "HUP", "QUIT"})
 
 
 class GroupProcess:
@@ -241,18 +286,23 @@ class GroupProcess:
     def __repr__(self) -> str:
         return repr(self._procs).replace("AsyncGroupProcess", "GroupProcess")
 
-    def _batches(self) -> Iterator[list[OutputLine]]:
-        while lines := self._group._call(self._procs._batch()):
-            yield lines
+    def _batches(self) -> Iterator[tuple[list[OutputLine], list[tuple[str, Any]]]]:
+        while True:
+            lines, ended = self._group._call(self._procs._batch())
+            if not lines and not ended:
+                return
+            yield lines, ended
 
     def __iter__(self) -> Iterator[OutputLine]:
-        for lines in self._batches():
+        for lines, _ in self._batches():
             yield from lines
 
     def send_signal(self, sig: int | str) -> None:
-        """:meth:`AsyncGroupProcess.send_signal`."""
+        """:meth:`AsyncGroupProcess.send_signal`; nothing once the group is closed."""
         name = signal_name(sig)
-        self._group._loop.call_soon_threadsafe(self._procs.send_signal, name)
+        with contextlib.suppress(RuntimeError):  # the group's loop closed meanwhile
+            if not self._group._closed:
+                self._group._loop.call_soon_threadsafe(self._procs.send_signal, name)
 
     def terminate(self) -> None:
         """SIGTERM to every command still running."""
@@ -267,7 +317,7 @@ class GroupProcess:
         return self._group._call(self._procs.wait())
 
     def close(self) -> None:
-        """:meth:`AsyncGroupProcess.close`, blocking."""
+        """:meth:`AsyncGroupProcess.close`, blocking (the group's ``close()`` closes it too)."""
         if not self._group._closed:
             self._group._call(self._procs.close())
 
