@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._protocol import FAILURES, run_request
+from ._rframe import DEFAULT_TERM, DEFAULT_TERMINAL_SIZE
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -50,17 +51,32 @@ def start_request(
     header["op"] = "start"
     if pty:
         header["pty"] = True
-        header["term"] = term or os.environ.get("TERM") or "xterm-256color"
-        columns, lines = size if size is not None else _terminal_size()
-        header["columns"], header["lines"] = int(columns), int(lines)
+        header["term"] = term or os.environ.get("TERM") or DEFAULT_TERM
+        header["columns"], header["lines"] = window_size(*size) if size is not None else _terminal_size()
+    elif term is not None or size is not None:
+        raise ValueError("term and size are a terminal's: start(..., pty=True)")
     return header
+
+
+def window_size(columns: int, lines: int) -> tuple[int, int]:
+    """``(columns, lines)`` checked: whole numbers from 1 to 65535 (``ValueError`` otherwise).
+
+    >>> window_size(80, 24)
+    (80, 24)
+    """
+    for name, n in (("columns", columns), ("lines", lines)):
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 0xFFFF:
+            raise ValueError(f"{name} must be a whole number from 1 to 65535, got {n!r}")
+    return columns, lines
 
 
 def _terminal_size() -> tuple[int, int]:
     try:
         got = os.get_terminal_size()
     except OSError:
-        return 80, 24
+        return DEFAULT_TERMINAL_SIZE
+    if got.columns <= 0 or got.lines <= 0:  # a terminal that does not know its size
+        return DEFAULT_TERMINAL_SIZE
     return got.columns, got.lines
 
 
@@ -144,6 +160,7 @@ class _Controls:
 
     def resize(self, columns: int, lines: int) -> None:
         """The command's terminal (``pty=True``) is now ``columns`` x ``lines``."""
+        columns, lines = window_size(columns, lines)
         if not self._done:
             self._send(self._session().resize(columns, lines))
 

@@ -24,7 +24,7 @@ pub struct LiveProcess {
 
 impl LiveProcess {
     /// Always the error `windows.rs` gives for any command.
-    pub fn start(spec: &CommandSpec) -> io::Result<LiveProcess> {
+    pub fn start(spec: &CommandSpec, _terminal: Option<(u16, u16)>) -> io::Result<LiveProcess> {
         super::spawn::spawn(spec)?;
         Err(io::Error::new(io::ErrorKind::Unsupported, "commands do not run on Windows"))
     }
@@ -34,6 +34,14 @@ impl LiveProcess {
     }
 
     pub fn signal(&self, _name: &str) {}
+
+    pub fn is_pty(&self) -> bool {
+        false
+    }
+
+    pub fn resize(&self, _columns: u16, _lines: u16) -> io::Result<()> {
+        Ok(())
+    }
 
     pub fn kill(&mut self) {}
 

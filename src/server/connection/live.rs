@@ -50,8 +50,13 @@ struct Pending {
 impl<'s> Conn<'s> {
     /// Runs a live command to its end; the session's actions for its end
     /// (the `exit` frame) are returned, the connection's end is `Err`.
-    pub(super) async fn run_live(&mut self, spec: CommandSpec, shown: String) -> Result<Vec<Action>, End> {
-        let mut proc = match LiveProcess::start(&spec) {
+    pub(super) async fn run_live(
+        &mut self,
+        spec: CommandSpec,
+        shown: String,
+        terminal: Option<(u16, u16)>,
+    ) -> Result<Vec<Action>, End> {
+        let mut proc = match LiveProcess::start(&spec, terminal) {
             Ok(proc) => proc,
             Err(e) => return Ok(self.session.started(Err(e))),
         };
@@ -187,6 +192,14 @@ impl<'s> Conn<'s> {
                         pending.stdin.push_back(data);
                     }
                 }
+                // A terminal's end of input is its EOF character (Ctrl-D),
+                // as typed: closing the master would hang the terminal up.
+                Action::CloseStdin if proc.is_pty() => {
+                    if stdin.is_some() {
+                        pending.stdin_bytes += 1;
+                        pending.stdin.push_back(Bytes::from_static(b"\x04"));
+                    }
+                }
                 Action::CloseStdin => {
                     if pending.stdin.is_empty() {
                         *stdin = None;
@@ -195,6 +208,11 @@ impl<'s> Conn<'s> {
                     }
                 }
                 Action::Signal(name) => proc.signal(name),
+                Action::Resize(columns, lines) => {
+                    if let Err(e) = proc.resize(columns, lines) {
+                        self.log(Level::Warning, format!("a resize to {columns}x{lines} failed: {e}"));
+                    }
+                }
                 Action::Close(reply) => return Err(End(reply)),
                 other => unreachable!("{other:?} while a live command runs"),
             }
