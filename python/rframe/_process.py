@@ -97,10 +97,7 @@ class _OutputRaw(io.RawIOBase):
         return True
 
     def readinto(self, b: Any) -> int:
-        data = self._proc._take(self._fd, len(b))
-        n = len(data)
-        memoryview(b).cast("B")[:n] = data
-        return n
+        return self._proc._take_into(self._fd, b)
 
 
 class _Stdin(io.RawIOBase):
@@ -220,18 +217,22 @@ class RemoteProcess(_Controls):
     def _done(self) -> bool:
         return self.returncode is not None or self._failure is not None
 
-    def _take(self, fd: int, n: int) -> bytes:
-        """Up to ``n`` bytes of stream ``fd``, waiting for one at least; ``b""`` at its end."""
-        with self._cond:
-            buf = self._buffers[fd]
-            while not buf and not self._done:
-                self._pump(fd, None)
-            if not buf and self._failure is not None and self.returncode is None:
-                raise self._failure
-            data = bytes(buf[:n])
-            del buf[:n]
-            self._cond.notify_all()
-            return data
+    def _take_into(self, fd: int, b: Any) -> int:
+        """Moves up to ``len(b)`` bytes of stream ``fd`` into ``b``, waiting for one
+        at least; 0 at its end. (One copy: from the stream's buffer into ``b``.)"""
+        with memoryview(b) as target, target.cast("B") as target:
+            with self._cond:
+                buf = self._buffers[fd]
+                while not buf and not self._done:
+                    self._pump(fd, None)
+                if not buf and self._failure is not None and self.returncode is None:
+                    raise self._failure
+                n = min(len(buf), len(target))
+                with memoryview(buf) as source:
+                    target[:n] = source[:n]
+                del buf[:n]
+                self._cond.notify_all()
+                return n
 
     def _pump(self, want: int | None, deadline: float | None) -> None:
         """Reads one event from the connection (the condition held), or

@@ -37,6 +37,46 @@ pub use super::spawn::returncode;
 pub type StdinPipe = pipe::Sender;
 pub type OutputPipe = pipe::Receiver;
 
+/// Reads what `pipe` holds already, without waiting for more, into `buf`
+/// until it holds `limit` bytes: after a read, the rest a fast writer wrote
+/// meanwhile goes in the same frame. An error or the end is left for the
+/// next read to see.
+pub fn read_ready(pipe: &OutputPipe, buf: &mut bytes::BytesMut, limit: usize) {
+    use bytes::BufMut;
+    while buf.len() < limit {
+        let room = limit - buf.len();
+        buf.reserve(room);
+        match pipe.try_read_buf(&mut (&mut *buf).limit(room)) {
+            Ok(n) if n > 0 => {}
+            _ => return,
+        }
+    }
+}
+
+/// A read of this many bytes found the pipe full (a pipe's capacity on Linux,
+/// unless widened).
+pub const PIPE_FULL: usize = 64 * 1024;
+
+/// What a pipe that was found full grows to (Linux): a command that writes
+/// faster than the peer reads then hands over more per wake-up, and its output
+/// goes in fewer, larger frames (about half the client's CPU per byte). Only
+/// such pipes grow: the kernel counts pipe pages per user
+/// (`/proc/sys/fs/pipe-user-pages-soft`), and most commands write little.
+pub const PIPE_WIDE: usize = 256 * 1024;
+
+/// Grows `pipe` to [`PIPE_WIDE`]; best effort (refused past the user's
+/// pipe pages, or not a pipe: a terminal's master side), nothing elsewhere.
+pub fn widen(pipe: &OutputPipe) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall on an open descriptor; an error changes nothing.
+        unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_WIDE as libc::c_int) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = pipe;
+}
+
 pub struct LiveProcess {
     child: spawn::Child,
     /// The group, until the command is reaped (then its id may be reused).
@@ -232,6 +272,42 @@ mod tests {
                 assert!(Instant::now() < deadline, "the job {pid} outlived its session");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
+        });
+    }
+
+    #[test]
+    fn read_ready_takes_what_the_pipe_holds_up_to_the_limit() {
+        block_on(async {
+            let mut p =
+                LiveProcess::start(&CommandSpec::for_tests(Program::Shell("printf abcdef".into())), None).unwrap();
+            assert_eq!(returncode(p.wait().await.unwrap()), 0);
+            let mut stdout = p.stdout.take().unwrap();
+            let mut buf = bytes::BytesMut::new();
+            // A read first, as the driver makes: it learns the pipe is readable.
+            (&mut stdout).take(1).read_buf(&mut buf).await.unwrap();
+            read_ready(&stdout, &mut buf, 4);
+            assert_eq!(&buf[..], b"abcd");
+            read_ready(&stdout, &mut buf, 100);
+            assert_eq!(&buf[..], b"abcdef", "to the end, without waiting");
+        });
+    }
+
+    #[test]
+    fn widen_grows_a_pipe() {
+        block_on(async {
+            let mut p = LiveProcess::start(&CommandSpec::for_tests(Program::Shell("true".into())), None).unwrap();
+            let stdout = p.stdout.take().unwrap();
+            #[cfg(target_os = "linux")]
+            {
+                use std::os::fd::AsRawFd;
+                // SAFETY: plain syscall on an open descriptor.
+                let size = || unsafe { libc::fcntl(stdout.as_raw_fd(), libc::F_GETPIPE_SZ) } as usize;
+                assert_eq!(size(), PIPE_FULL);
+                widen(&stdout);
+                assert_eq!(size(), PIPE_WIDE);
+            }
+            widen(&stdout);
+            assert_eq!(returncode(p.wait().await.unwrap()), 0);
         });
     }
 

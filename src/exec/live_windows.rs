@@ -15,6 +15,14 @@ pub const DRAIN_GRACE: Duration = super::DRAIN_GRACE;
 pub type StdinPipe = tokio::io::Sink;
 pub type OutputPipe = tokio::io::Empty;
 
+/// Nothing to read here (see `live.rs`).
+pub fn read_ready(_pipe: &OutputPipe, _buf: &mut bytes::BytesMut, _limit: usize) {}
+
+pub const PIPE_FULL: usize = 64 * 1024;
+
+/// Nothing to widen here (see `live.rs`).
+pub fn widen(_pipe: &OutputPipe) {}
+
 pub struct LiveProcess {
     pub stdin: Option<StdinPipe>,
     pub stdout: Option<OutputPipe>,

@@ -13,8 +13,10 @@ pub const SIGNALS: [&str; 8] = ["INT", "TERM", "KILL", "HUP", "QUIT", "USR1", "U
 /// The largest `stdin` body a client sends in one frame.
 pub const STDIN_CHUNK: usize = 64 * 1024;
 
-/// The most bytes of output one `output` frame carries.
-pub const OUTPUT_CHUNK: usize = 64 * 1024;
+/// The most bytes of output one `output` frame carries: what the command's
+/// pipe holds when it is read, up to this (a pipe the server widened holds
+/// up to 256 KiB: a fast writer's output goes in fewer, larger frames).
+pub const OUTPUT_CHUNK: usize = 256 * 1024;
 
 /// A terminal's `TERM` when a `start` with `pty` names none.
 pub const DEFAULT_TERM: &str = "xterm-256color";
