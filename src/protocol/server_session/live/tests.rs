@@ -63,6 +63,7 @@ fn the_allow_list_applies_to_start() {
 }
 
 #[test]
+#[cfg(unix)]
 fn a_terminal_gets_its_term_and_size_and_resize_frames_reach_it() {
     let config = ServerConfig::default();
     let mut s = ServerSession::new(&config, false, Channel::Plain);
@@ -96,6 +97,7 @@ fn a_resize_without_a_terminal_is_ignored() {
 }
 
 #[test]
+#[cfg(unix)]
 fn a_terminal_is_refused_by_no_pty_and_by_an_allow_list_without_allow_pty() {
     let no_pty = ServerConfig { pty: false, ..ServerConfig::default() };
     let allow = ServerConfig { allow: Some(vec!["tty".into()]), ..ServerConfig::default() };
@@ -114,6 +116,7 @@ fn a_terminal_is_refused_by_no_pty_and_by_an_allow_list_without_allow_pty() {
 }
 
 #[test]
+#[cfg(unix)]
 fn a_bad_terminal_is_a_bad_request() {
     let config = ServerConfig::default();
     for bad in [json!({"term": "x y"}), json!({"columns": 70000, "lines": 24}), json!({"columns": 80})] {
@@ -123,6 +126,19 @@ fn a_bad_terminal_is_a_bad_request() {
         let actions = s.receive(frame(start, b""));
         assert_eq!(replies(&actions)[0].2, Some(ErrorCode::BadRequest), "{bad}");
     }
+}
+
+/// Windows has no terminals for commands (nor commands, yet): refused, and the connection goes on.
+#[test]
+#[cfg(windows)]
+fn a_terminal_is_refused_on_windows() {
+    let config = ServerConfig::default();
+    let mut s = ServerSession::new(&config, false, Channel::Plain);
+    let actions = s.receive(frame(json!({"op": "start", "cmd": "tty", "pty": true}), b""));
+    let got = replies(&actions);
+    assert_eq!(got[0].2, Some(ErrorCode::NotAllowed));
+    assert!(got[0].0["message"].as_str().unwrap().contains("Windows"), "{:?}", got[0].0);
+    assert!(!s.is_closed());
 }
 
 #[test]
