@@ -11,7 +11,7 @@ import pytest
 
 import rframe
 from conftest import HANG_BOUND
-from server_helpers import kill_all, pgrep, sleep_marker, wait_until
+from server_helpers import cli_server, kill_all, pgrep, sleep_marker, wait_until
 
 try:
     import uvloop
@@ -252,3 +252,18 @@ def test_async_no_pty_server_refuses(arun):
                 return (await c.run("echo on")).stdout
 
     assert arun(main) == b"on\n"
+
+
+# --------------------------------------------------------------------------- the server's flags
+
+
+def test_the_servers_no_pty_and_allow_pty_flags():
+    with cli_server("--no-pty") as server, server.client() as c:
+        with pytest.raises(rframe.RemoteError, match="--no-pty"):
+            c.start("tty", pty=True)
+    with cli_server("--allow", "tty") as server, server.client() as c:
+        with pytest.raises(rframe.RemoteError, match="--allow-pty"):
+            c.start(["tty"], pty=True)
+    with cli_server("--allow", "tty", "--allow-pty") as server, server.client() as c:
+        out, _ = c.start(["tty"], pty=True, size=SIZE).communicate()
+        assert lines(out)[0].startswith("/dev/pts/")
