@@ -1017,7 +1017,8 @@ class AsyncClient:
         """Start a command on the server: :meth:`rframe.Client.start` for asyncio.
 
         Returns an :class:`rframe._async_process.AsyncRemoteProcess`, the
-        mirror of :class:`asyncio.subprocess.Process`. While the command runs
+        mirror of :class:`asyncio.subprocess.Process`; ``pty``, ``term`` and
+        ``size`` ask for a terminal as there. While the command runs
         the connection is dedicated to it: other calls on this client wait
         (within the client's timeout) until it exits; use another client for
         them meanwhile.

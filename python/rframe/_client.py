@@ -445,8 +445,24 @@ class Client:
         write, and signals reach its process group: see
         :class:`rframe.RemoteProcess`, shaped like :class:`subprocess.Popen`.
         ``cmd``, ``env``, ``cwd`` and ``timeout`` are :meth:`run`'s (the server
-        kills the command at the time limit). ``pty=True`` asks for a terminal
-        (``term``, ``size`` as ``(columns, lines)``), which a server may refuse.
+        kills the command at the time limit).
+
+        ``pty=True`` runs it on a pseudo-terminal (Unix servers), as ``ssh -t``:
+        ``TERM`` is ``term``, else this process's ``$TERM``, else
+        ``xterm-256color``; the window size is ``size=(columns, lines)``, else
+        this terminal's, else 80x24, and :meth:`RemoteProcess.resize` changes
+        it. On a terminal stdout and stderr arrive merged on ``proc.stdout``
+        (with ``\\r\\n`` line ends), input is echoed, ``b"\\x03"`` written to
+        stdin is Ctrl-C and ``stdin.close()`` types Ctrl-D. A server started
+        with ``--no-pty``, or with ``--allow`` but not ``--allow-pty``, refuses
+        a terminal (:class:`rframe.RemoteError`, code ``"not-allowed"``); a
+        bad ``size`` is a ``ValueError``.
+
+        >>> from rframe import Client, Server
+        >>> with Server(port=0) as server, Client(*server.address) as client:
+        ...     out, err = client.start("stty size; tty", pty=True, size=(100, 30)).communicate()
+        ...     out.split(b"\\r\\n")[0], out.split(b"\\r\\n")[1].startswith(b"/dev/pts/"), err
+        (b'30 100', True, b'')
 
         The connection is dedicated to the command until it exits: other
         calls on this client raise ``RuntimeError`` meanwhile; use another

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _rframe
 from ._protocol import FAILURES, run_request
+from ._rframe import DEFAULT_TERM, DEFAULT_TERMINAL_SIZE
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -51,17 +52,32 @@ def start_request(
     header["op"] = "start"
     if pty:
         header["pty"] = True
-        header["term"] = term or os.environ.get("TERM") or "xterm-256color"
-        columns, lines = size if size is not None else _terminal_size()
-        header["columns"], header["lines"] = int(columns), int(lines)
+        header["term"] = term or os.environ.get("TERM") or DEFAULT_TERM
+        header["columns"], header["lines"] = window_size(*size) if size is not None else _terminal_size()
+    elif term is not None or size is not None:
+        raise ValueError("term and size are a terminal's: start(..., pty=True)")
     return header
+
+
+def window_size(columns: int, lines: int) -> tuple[int, int]:
+    """``(columns, lines)`` checked: whole numbers from 1 to 65535 (``ValueError`` otherwise).
+
+    >>> window_size(80, 24)
+    (80, 24)
+    """
+    for name, n in (("columns", columns), ("lines", lines)):
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 0xFFFF:
+            raise ValueError(f"{name} must be a whole number from 1 to 65535, got {n!r}")
+    return columns, lines
 
 
 def _terminal_size() -> tuple[int, int]:
     try:
         got = os.get_terminal_size()
     except OSError:
-        return 80, 24
+        return DEFAULT_TERMINAL_SIZE
+    if got.columns <= 0 or got.lines <= 0:  # a terminal that does not know its size
+        return DEFAULT_TERMINAL_SIZE
     return got.columns, got.lines
 
 
@@ -82,10 +98,7 @@ class _OutputRaw(io.RawIOBase):
         return True
 
     def readinto(self, b: Any) -> int:
-        data = self._proc._take(self._fd, len(b))
-        n = len(data)
-        memoryview(b).cast("B")[:n] = data
-        return n
+        return self._proc._take_into(self._fd, b)
 
 
 class _Stdin(io.RawIOBase):
@@ -145,6 +158,7 @@ class _Controls:
 
     def resize(self, columns: int, lines: int) -> None:
         """The command's terminal (``pty=True``) is now ``columns`` x ``lines``."""
+        columns, lines = window_size(columns, lines)
         if not self._done:
             self._send(self._session().resize(columns, lines))
 
@@ -204,18 +218,22 @@ class RemoteProcess(_Controls):
     def _done(self) -> bool:
         return self.returncode is not None or self._failure is not None
 
-    def _take(self, fd: int, n: int) -> bytes:
-        """Up to ``n`` bytes of stream ``fd``, waiting for one at least; ``b""`` at its end."""
-        with self._cond:
-            buf = self._buffers[fd]
-            while not buf and not self._done:
-                self._pump(fd, None)
-            if not buf and self._failure is not None and self.returncode is None:
-                raise self._failure
-            data = bytes(buf[:n])
-            del buf[:n]
-            self._cond.notify_all()
-            return data
+    def _take_into(self, fd: int, b: Any) -> int:
+        """Moves up to ``len(b)`` bytes of stream ``fd`` into ``b``, waiting for one
+        at least; 0 at its end. (One copy: from the stream's buffer into ``b``.)"""
+        with memoryview(b) as target, target.cast("B") as target:
+            with self._cond:
+                buf = self._buffers[fd]
+                while not buf and not self._done:
+                    self._pump(fd, None)
+                if not buf and self._failure is not None and self.returncode is None:
+                    raise self._failure
+                n = min(len(buf), len(target))
+                with memoryview(buf) as source:
+                    target[:n] = source[:n]
+                del buf[:n]
+                self._cond.notify_all()
+                return n
 
     def _pump(self, want: int | None, deadline: float | None) -> None:
         """Reads one event from the connection (the condition held), or

@@ -24,6 +24,8 @@ __all__ = [
     "TRANSFER_CHUNK",
     "CHECKSUMS",
     "SIGNALS",
+    "DEFAULT_TERM",
+    "DEFAULT_TERMINAL_SIZE",
     "PART_SUFFIX",
     "WRITEBACK_EVERY",
     "FrameDecoder",
@@ -183,6 +185,8 @@ class Server:
         shell: bool = True,
         cwd: str | PathLike[str] | None = None,
         root: str | PathLike[str] | None = None,
+        pty: bool = True,
+        allow_pty: bool = False,
         insecure: bool = False,
         header_timeout: float = 10.0,
         idle_timeout: float = 300.0,
@@ -321,6 +325,10 @@ TRANSFER_CHUNK: int
 CHECKSUMS: tuple[str, ...]
 #: The signals a live command may be sent, by name (PROTOCOL.md, ``signal``).
 SIGNALS: tuple[str, ...]
+#: A live command's terminal's TERM when ``start(..., pty=True)`` gets no ``term`` and the client has no ``$TERM``.
+DEFAULT_TERM: str
+#: Its window size (columns, lines) when neither ``size`` nor the client's terminal gives one.
+DEFAULT_TERMINAL_SIZE: tuple[int, int]
 #: The suffix of the temporary name of a file being received.
 PART_SUFFIX: str
 #: Every this many bytes, a file being received is handed to the disk.

@@ -15,6 +15,15 @@ refuse a different certificate. ``--fingerprint`` pins one instead:
 
     python -m rframe.client --host 192.168.14.97 --token-file ~/.rframe-token -c "uname -a"
 
+``-t`` asks for a terminal, as ``ssh -t`` does: with ``-c`` the command runs
+on one (``top``, ``vim``, ``sudo`` prompts work), alone it opens an interactive
+shell on the server (the server's ``$SHELL``, else ``/bin/sh``). Your terminal
+is in raw mode meanwhile (every key goes to the server, Ctrl-C included) and is
+restored however the session ends; window resizes are forwarded.
+
+    python -m rframe.client -t                   # a shell on the server
+    python -m rframe.client -t -c "top"
+
 With ``-c`` the exit status is the command's (128+N if signal N killed it, 124
 if it timed out, 1 if the server could not be reached or refused).
 
@@ -55,7 +64,7 @@ from ._errors import AuthenticationError, CommandTimeout, FingerprintMismatch, R
 from ._known_servers import KnownServers, default_path
 from ._process import RemoteProcess
 from ._protocol import where
-from ._rframe import DEFAULT_PORT
+from ._rframe import DEFAULT_PORT, DEFAULT_TERMINAL_SIZE
 from ._tls import normalize_fingerprint, pinning_context, uses_tls
 
 __all__ = ["main"]
@@ -63,6 +72,9 @@ __all__ = ["main"]
 #: Exit statuses of ``-c`` besides the command's own (as timeout(1) and ssh do).
 EXIT_FAILURE = 1
 EXIT_TIMEOUT = 124
+
+#: What ``-t`` without ``-c`` runs: the server user's shell, interactive (as ssh does).
+INTERACTIVE_SHELL = 'exec "${SHELL:-/bin/sh}" -i'
 
 
 def _connection_options(ap: argparse.ArgumentParser, defaults: bool) -> None:
@@ -180,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection_options(ap, defaults=True)
     ap.add_argument("-c", "--command", metavar="CMD", help="run this one command and exit with its status")
+    ap.add_argument(
+        "-t",
+        "--tty",
+        action="store_true",
+        help="ask for a terminal: with -c the command runs on one; alone, an interactive shell on the server "
+        "(your terminal goes to raw mode until it ends)",
+    )
     ap.add_argument(
         "--by-host",
         action="store_true",
@@ -307,54 +326,146 @@ class _Session:
         code = result.returncode
         return 128 - code if code < 0 else code
 
-    def stream(self, cmd: str) -> int:
+    def stream(self, cmd: str, *, pty: bool = False) -> int:
         """Runs one command live (``-c``): its output copied as it is written,
         stdin forwarded unless it is a terminal, Ctrl-C sent as SIGINT (a
-        second within a second disconnects, which kills it); the exit status."""
-        try:
-            proc = self.connect().start(cmd, timeout=self.args.timeout)
-        except (OSError, EOFError, ValueError, RemoteError) as e:  # (FrameError is a ValueError)
-            return self.failure(e)
-        if sys.stdin is not None and not sys.stdin.isatty():
-            threading.Thread(target=_forward_stdin, args=(proc,), name="rframe-stdin", daemon=True).start()
-        else:
-            proc.stdin.close()
+        second within a second disconnects, which kills it); the exit status.
+
+        With ``pty`` (``-t``) the command runs on a terminal: stdin is
+        forwarded, from this terminal in raw mode (restored on every way out)
+        if it is one, and window resizes follow."""
+        pending: list[str] = []  # signals that came before the command started
         last_interrupt = [0.0]
+        proc: RemoteProcess | None = None
 
         def interrupt(signum: int, frame: Any) -> None:
             now = time.monotonic()
-            if now - last_interrupt[0] < 1.0 or proc.returncode is not None:
+            if now - last_interrupt[0] < 1.0 or (proc is not None and proc.returncode is not None):
                 raise KeyboardInterrupt
             last_interrupt[0] = now
-            with contextlib.suppress(OSError, ValueError, RuntimeError):
-                proc.send_signal("INT")
+            if proc is None:
+                pending.append("INT")
+            else:
+                _control(proc.send_signal, "INT")
 
-        previous = None
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGINT, interrupt)
-        try:
-            proc._unbounded = True  # copied out at once
-            out, err = sys.stdout.buffer, sys.stderr.buffer
-            with proc._cond:
-                while not proc._done:
-                    proc._pump(None, None)
-                    for data, stream in ((proc._buffers[1], out), (proc._buffers[2], err)):
-                        if data:
-                            stream.write(data)
-                            stream.flush()
-                            data.clear()
-        except BrokenPipeError:
-            raise  # whoever read our stdout is gone: main() says nothing
-        except (OSError, EOFError, ValueError, RemoteError) as e:
-            return self.failure(e)
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+        def winch(signum: int, frame: Any) -> None:
+            if proc is not None:
+                _control(proc.resize, *_terminal_size())
+
+        handlers = {signal.SIGINT: interrupt}
+        if pty and hasattr(signal, "SIGWINCH"):
+            handlers[signal.SIGWINCH] = winch
+        with _handling(handlers):
+            try:
+                proc = self.connect().start(
+                    cmd, timeout=self.args.timeout, pty=pty, size=_terminal_size() if pty else None
+                )
+            except (OSError, EOFError, ValueError, RemoteError) as e:  # (FrameError is a ValueError)
+                return self.failure(e)
+            for name in pending:
+                _control(proc.send_signal, name)
+            stdin_tty = sys.stdin is not None and sys.stdin.isatty()
+            with _raw_terminal(sys.stdin.fileno() if pty and stdin_tty else None) as restore:
+                if pty or not stdin_tty:
+                    threading.Thread(
+                        target=_forward_stdin, args=(proc, not pty), name="rframe-stdin", daemon=True
+                    ).start()
+                else:
+                    proc.stdin.close()
+                try:
+                    self._copy_output(proc)
+                except BrokenPipeError:
+                    raise  # whoever read our stdout is gone: main() says nothing
+                except (OSError, EOFError, ValueError, RemoteError) as e:
+                    restore()
+                    return self.failure(e)
         if proc.timed_out:
             _say(f"rframe: timed out after {proc.duration or 0:.3g} s (the command was killed)")
             return EXIT_TIMEOUT
         code = proc.wait()
         return 128 - code if code < 0 else code
+
+    @staticmethod
+    def _copy_output(proc: RemoteProcess) -> None:
+        """Copies the command's output to ours as it comes, to its end."""
+        proc._unbounded = True  # copied out at once
+        out, err = sys.stdout.buffer, sys.stderr.buffer
+        with proc._cond:
+            while not proc._done:
+                proc._pump(None, None)
+                for data, stream in ((proc._buffers[1], out), (proc._buffers[2], err)):
+                    if data:
+                        stream.write(data)
+                        stream.flush()
+                        data.clear()
+
+
+def _control(call: Any, *args: Any) -> None:
+    """Makes a control call (a signal, a resize) from a thread of its own: a
+    signal handler must not wait for the connection, which the stdin
+    forwarder may hold while the server takes its bytes."""
+
+    def send() -> None:
+        with contextlib.suppress(OSError, ValueError, RuntimeError, EOFError):
+            call(*args)
+
+    threading.Thread(target=send, name="rframe-control", daemon=True).start()
+
+
+@contextlib.contextmanager
+def _handling(handlers: dict[signal.Signals, Any]) -> Any:
+    """These signal handlers for the block (on the main thread only), the previous ones after."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum, handler in handlers.items():
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _terminal_size() -> tuple[int, int]:
+    """This terminal's (columns, lines), from whichever of stdin, stdout, stderr is one."""
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            got = os.get_terminal_size(fd)
+            if got.columns > 0 and got.lines > 0:
+                return got.columns, got.lines
+    return DEFAULT_TERMINAL_SIZE
+
+
+@contextlib.contextmanager
+def _raw_terminal(fd: int | None) -> Any:
+    """The terminal ``fd`` (if not ``None``) in raw mode for the block; its
+    settings put back on every way out: the block's end, an exception, Ctrl-C,
+    SIGTERM or SIGHUP (which raise ``SystemExit`` meanwhile, so that this runs).
+    Yields ``restore()``, to put them back early (before a message is printed)."""
+    if fd is None:
+        yield lambda: None
+        return
+    import termios
+    import tty
+
+    saved = termios.tcgetattr(fd)
+    restored = [False]
+
+    def restore() -> None:
+        if not restored[0]:
+            restored[0] = True
+            with contextlib.suppress(termios.error, OSError):
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+    def leave(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    with _handling({signal.SIGTERM: leave, signal.SIGHUP: leave}):
+        try:
+            tty.setraw(fd, termios.TCSADRAIN)
+            yield restore
+        finally:
+            restore()
 
 
 def _readable(fd: int) -> bool:
@@ -459,12 +570,15 @@ def _listing_line(entry: dict[str, Any]) -> str:
     return f"{kind} {entry['size']:>12} {when} {entry['name']}{'/' if kind == 'd' else ''}"
 
 
-def _forward_stdin(proc: RemoteProcess) -> None:
-    """Copies this process's stdin to the command's, then ends its input."""
+def _forward_stdin(proc: RemoteProcess, close: bool = True) -> None:
+    """Copies this process's stdin to the command's, then ends its input
+    (``close``; on a terminal, the end of a piped input is no reason to hang
+    up, as with ssh)."""
     with contextlib.suppress(OSError, ValueError, RuntimeError):
         while data := os.read(sys.stdin.fileno(), 65536):
             proc.stdin.write(data)
-        proc.stdin.close()
+        if close:
+            proc.stdin.close()
 
 
 def _loop(session: _Session) -> int:
@@ -511,6 +625,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.hosts is not None or args.hosts_file is not None:
         from . import _fleet_cli
 
+        if args.tty:
+            _say("rframe: -t is for one server (a terminal cannot be shared by many)")
+            return 2
         try:
             return _fleet_cli.main(args, token)
         except KeyboardInterrupt:
@@ -532,20 +649,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(session: _Session, args: argparse.Namespace) -> int:
     if args.action is not None:
-        if args.command is not None:
-            _say("rframe: -c and put/get/ls do not go together")
+        if args.command is not None or args.tty:
+            _say("rframe: -c or -t and put/get/ls do not go together")
             return 2
         try:
             return _files(session, args)
         except KeyboardInterrupt:
             _say("^C: interrupted (a transfer cut before its end is not kept)")
             return 130
-    if args.command is not None:
-        if not args.command.strip():
+    if args.command is not None or args.tty:
+        command = args.command if args.command is not None else INTERACTIVE_SHELL
+        if not command.strip():
             _say("empty command refused")
             return 2
         try:
-            return session.stream(args.command)
+            return session.stream(command, pty=args.tty)
         except KeyboardInterrupt:
             _say("^C: interrupted (the command was killed)")
             return 130

@@ -170,6 +170,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="do not use /bin/sh: a command line is split with shell quoting rules and run directly",
     )
+    ap.add_argument(
+        "--no-pty",
+        action="store_true",
+        help="refuse live commands that ask for a terminal (start(..., pty=True), 'python -m rframe.client -t')",
+    )
+    ap.add_argument(
+        "--allow-pty",
+        action="store_true",
+        help="with --allow: let the allowed programs run on a terminal too (refused otherwise: on a terminal, "
+        "an allowed program can be driven as a person would drive it)",
+    )
     ap.add_argument("--cwd", metavar="DIR", help="working directory of commands (default: the server's)")
     ap.add_argument(
         "--root",
@@ -318,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 idle_timeout=args.idle_timeout,
                 allow=args.allow,
                 shell=not args.no_shell,
+                pty=not args.no_pty,
+                allow_pty=args.allow_pty,
                 cwd=args.cwd,
                 root=args.root,
                 insecure=args.insecure,

@@ -15,6 +15,14 @@ pub const DRAIN_GRACE: Duration = super::DRAIN_GRACE;
 pub type StdinPipe = tokio::io::Sink;
 pub type OutputPipe = tokio::io::Empty;
 
+/// Nothing to read here (see `live.rs`).
+pub fn read_ready(_pipe: &OutputPipe, _buf: &mut bytes::BytesMut, _limit: usize) {}
+
+pub const PIPE_FULL: usize = 64 * 1024;
+
+/// Nothing to widen here (see `live.rs`).
+pub fn widen(_pipe: &OutputPipe) {}
+
 pub struct LiveProcess {
     pub stdin: Option<StdinPipe>,
     pub stdout: Option<OutputPipe>,
@@ -24,7 +32,7 @@ pub struct LiveProcess {
 
 impl LiveProcess {
     /// Always the error `windows.rs` gives for any command.
-    pub fn start(spec: &CommandSpec) -> io::Result<LiveProcess> {
+    pub fn start(spec: &CommandSpec, _terminal: Option<(u16, u16)>) -> io::Result<LiveProcess> {
         super::spawn::spawn(spec)?;
         Err(io::Error::new(io::ErrorKind::Unsupported, "commands do not run on Windows"))
     }
@@ -34,6 +42,14 @@ impl LiveProcess {
     }
 
     pub fn signal(&self, _name: &str) {}
+
+    pub fn is_pty(&self) -> bool {
+        false
+    }
+
+    pub fn resize(&self, _columns: u16, _lines: u16) -> io::Result<()> {
+        Ok(())
+    }
 
     pub fn kill(&mut self) {}
 

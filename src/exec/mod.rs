@@ -24,6 +24,9 @@ pub mod live;
 /// handler refuses to start with it).
 pub const UNSUPPORTED: Option<&str> = spawn::UNSUPPORTED;
 
+/// `None` where live commands may run on a pseudo-terminal; else why not.
+pub const NO_PTY: Option<&str> = spawn::NO_PTY;
+
 use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -32,6 +32,10 @@ use super::{CommandSpec, Program, SCRUBBED_ENV};
 /// Commands run here; `Some(why)` where they cannot (see `windows.rs`).
 pub const UNSUPPORTED: Option<&str> = None;
 
+/// Live commands on a pseudo-terminal (`pty.rs`).
+mod pty;
+pub use pty::{kill_session, spawn_pty, Master, NO_PTY};
+
 /// A process id, which is also the process group of a command (it leads its
 /// own session).
 pub type Pid = libc::pid_t;
@@ -238,7 +242,6 @@ fn environment_over(
 /// being the current directory. A relative entry stays relative, so that the
 /// command, once in its cwd, runs what was found there (looked for beneath
 /// `cwd`).
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 fn find_program(name: &OsStr, path: Option<&OsStr>, cwd: Option<&Path>) -> io::Result<OsString> {
     if name.as_bytes().contains(&b'/') {
         return Ok(name.to_owned());

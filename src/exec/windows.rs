@@ -16,6 +16,9 @@ pub const UNSUPPORTED: Option<&str> = Some(
      command server on Linux or macOS",
 );
 
+/// No terminals either (a ConPTY per command, when commands run here).
+pub const NO_PTY: Option<&str> = Some("this server cannot make terminals on Windows: start without pty");
+
 /// A process id (a command's would be its Job Object's key).
 pub type Pid = u32;
 

@@ -25,6 +25,12 @@ pub struct ServerConfig {
     /// Programs that may run; `Some` also turns the shell off.
     pub allow: Option<Vec<String>>,
     pub shell: bool,
+    /// Live commands may ask for a pseudo-terminal (`--no-pty`: never).
+    pub pty: bool,
+    /// With an allow list too (`--allow-pty`): a terminal lets an allowed
+    /// program be driven as a person would, so an allow list refuses one
+    /// unless this says otherwise.
+    pub allow_pty: bool,
     pub cwd: Option<PathBuf>,
     /// Files are served beneath this directory (`put`, `get`, `list`); `None`: no files.
     pub root: Option<PathBuf>,
@@ -61,6 +67,8 @@ impl Default for ServerConfig {
             max_connections: 1024,
             allow: None,
             shell: true,
+            pty: true,
+            allow_pty: false,
             cwd: None,
             root: None,
             header_timeout: Duration::from_secs(10),

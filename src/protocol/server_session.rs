@@ -133,7 +133,9 @@ pub enum Action {
     /// output as it comes ([`ServerSession::output`]) and its end
     /// ([`ServerSession::exited`]). Frames from the peer meanwhile go to
     /// [`ServerSession::receive`] as ever.
-    Start { spec: CommandSpec, shown: String },
+    /// With a terminal, the command runs on it instead (stdout and stderr
+    /// merged): its `TERM` is in `spec.env`, its window size here.
+    Start { spec: CommandSpec, shown: String, terminal: Option<(u16, u16)> },
     /// Write these bytes to the live command's stdin (with backpressure:
     /// the peer is not read while they wait).
     WriteStdin(Bytes),
@@ -141,6 +143,8 @@ pub enum Action {
     CloseStdin,
     /// Send this signal (one of `live::SIGNALS`) to the live command's group.
     Signal(&'static str),
+    /// Set the live command's terminal's window size (columns, lines).
+    Resize(u16, u16),
 }
 
 impl fmt::Debug for Action {
@@ -167,6 +171,7 @@ impl fmt::Debug for Action {
             Action::WriteStdin(data) => f.debug_struct("WriteStdin").field("len", &data.len()).finish(),
             Action::CloseStdin => f.write_str("CloseStdin"),
             Action::Signal(name) => f.debug_tuple("Signal").field(name).finish(),
+            Action::Resize(columns, lines) => f.debug_tuple("Resize").field(columns).field(lines).finish(),
         }
     }
 }
@@ -224,7 +229,7 @@ enum Awaiting {
     Commit { name: String, size: u64, checksum: Checksum, digest: String },
     File { name: String, checksum: Checksum, chunk: usize },
     Listing { name: String },
-    Start { shown: String },
+    Start { shown: String, pty: bool },
 }
 
 /// An upload between `ready` and its `end` frame.

@@ -301,7 +301,7 @@ impl PyServer {
     #[pyo3(signature = (
         host="127.0.0.1", port=8848, *, unix_path=None, handler=None, token=None, codec=None,
         timeout=30.0, max_output=16777216, max_connections=1024, allow=None, shell=true, cwd=None,
-        root=None, insecure=false, header_timeout=10.0, idle_timeout=300.0, encoding="utf-8",
+        root=None, pty=true, allow_pty=false, insecure=false, header_timeout=10.0, idle_timeout=300.0, encoding="utf-8",
         tls=None, tls_cert=None, tls_key=None, tls_dir=None, output_budget=268435456,
         max_startups=None, max_startups_per_source=16
     ))]
@@ -321,6 +321,8 @@ impl PyServer {
         shell: bool,
         cwd: Option<PathBuf>,
         root: Option<PathBuf>,
+        pty: bool,
+        allow_pty: bool,
         insecure: bool,
         header_timeout: f64,
         idle_timeout: f64,
@@ -365,6 +367,8 @@ impl PyServer {
             max_connections,
             allow,
             shell,
+            pty,
+            allow_pty,
             cwd,
             root,
             header_timeout: seconds("header_timeout", header_timeout)?,

@@ -322,8 +322,8 @@ impl<'s> Conn<'s> {
             }
             Action::ListDir { name } => self.list_dir(name).await,
             // Boxed: every connection's future would otherwise carry the live loop's state.
-            Action::Start { spec, shown } => Box::pin(self.run_live(spec, shown)).await?,
-            Action::WriteStdin(_) | Action::CloseStdin | Action::Signal(_) => {
+            Action::Start { spec, shown, terminal } => Box::pin(self.run_live(spec, shown, terminal)).await?,
+            Action::WriteStdin(_) | Action::CloseStdin | Action::Signal(_) | Action::Resize(..) => {
                 unreachable!("actions on a live command come while it runs (see live.rs)")
             }
             Action::Close(reply) => {

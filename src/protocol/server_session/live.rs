@@ -18,6 +18,8 @@ use crate::server::{Level, Reply};
 pub(super) struct Live {
     pub(super) shown: String,
     stdin_open: bool,
+    /// On a terminal: `resize` frames mean something.
+    pty: bool,
 }
 
 impl ServerSession<'_> {
@@ -32,14 +34,14 @@ impl ServerSession<'_> {
             Ok(fields) => fields,
             Err(e) => return self.respond(Reply::error(ErrorCode::BadRequest, &format!("a start request: {e}"))),
         };
-        if fields.pty {
-            let mut actions = vec![Action::Log(Level::Warning, format!("refused a terminal for {shown}"))];
-            actions.extend(self.respond(Reply::error(
-                ErrorCode::NotAllowed,
-                "this server does not allocate terminals: start without pty",
-            )));
-            return actions;
-        }
+        let terminal = match fields.pty.then(|| self.terminal(&fields)).transpose() {
+            Ok(terminal) => terminal,
+            Err(reply) => {
+                let mut actions = vec![Action::Log(Level::Warning, format!("refused a terminal for {shown}"))];
+                actions.extend(self.respond(reply));
+                return actions;
+            }
+        };
         if request.input || !frame.body.is_empty() {
             let message = "a start request has no body: send its input in stdin frames";
             return self.respond(Reply::error(ErrorCode::BadRequest, message));
@@ -48,8 +50,14 @@ impl ServerSession<'_> {
             Ok(mut spec) => {
                 // Piped, and fed by stdin frames (empty: nothing yet).
                 spec.input = Some(Bytes::new());
-                self.state = State::Awaiting(Awaiting::Start { shown: shown.clone() });
-                vec![Action::Start { spec, shown }]
+                let terminal = terminal.map(|t| {
+                    // The server's, not the client's: an allow list does not refuse it.
+                    spec.env.retain(|(name, _)| name != "TERM");
+                    spec.env.push(("TERM".into(), t.term));
+                    (t.columns, t.lines)
+                });
+                self.state = State::Awaiting(Awaiting::Start { shown: shown.clone(), pty: terminal.is_some() });
+                vec![Action::Start { spec, shown, terminal }]
             }
             Err(reply) => {
                 let mut actions = vec![Action::Log(Level::Warning, format!("refused {shown}"))];
@@ -59,9 +67,28 @@ impl ServerSession<'_> {
         }
     }
 
+    /// The terminal a `start` asks for, if this server allocates it.
+    fn terminal(&self, fields: &live::LiveFields) -> Result<live::Terminal, Reply> {
+        if !self.config.pty {
+            return Err(Reply::error(
+                ErrorCode::NotAllowed,
+                "this server allocates no terminals (--no-pty): start without pty",
+            ));
+        }
+        if self.config.allow.is_some() && !self.config.allow_pty {
+            let message =
+                "with an allow list, this server allocates terminals only with --allow-pty: start without pty";
+            return Err(Reply::error(ErrorCode::NotAllowed, message));
+        }
+        if let Some(why) = crate::exec::NO_PTY {
+            return Err(Reply::error(ErrorCode::NotAllowed, why));
+        }
+        fields.terminal().map_err(|e| Reply::error(ErrorCode::BadRequest, &format!("a start request: {e}")))
+    }
+
     /// What an [`Action::Start`] gave: the command runs, or why it could not start.
     pub fn started(&mut self, result: std::io::Result<()>) -> Vec<Action> {
-        let Awaiting::Start { shown } = self.expect(|a| matches!(a, Awaiting::Start { .. }), "started") else {
+        let Awaiting::Start { shown, pty } = self.expect(|a| matches!(a, Awaiting::Start { .. }), "started") else {
             unreachable!()
         };
         if let Err(e) = result {
@@ -70,7 +97,7 @@ impl ServerSession<'_> {
             return actions;
         }
         let log = Action::Log(Level::Info, format!("started {shown}"));
-        self.state = State::Live(Live { shown, stdin_open: true });
+        self.state = State::Live(Live { shown, stdin_open: true, pty });
         vec![log, Action::Reply(reply(json!({"op": "started"}), Bytes::new()))]
     }
 
@@ -136,7 +163,11 @@ impl ServerSession<'_> {
                 }
             },
             // A window size means nothing without a terminal.
-            Some("resize") => {}
+            Some("resize") if !live.pty => {}
+            Some("resize") => match fields.size(None) {
+                Ok((columns, lines)) => actions.push(Action::Resize(columns, lines)),
+                Err(e) => actions.extend(self.respond(Reply::error(ErrorCode::BadRequest, &format!("resize: {e}")))),
+            },
             op => {
                 let message = format!("a live command takes stdin, signal and resize frames, not op {op:?}");
                 return self.close(ErrorCode::BadRequest, message);

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::time::timeout_at;
 
 use super::{reply_head, Conn, End, Stream};
-use crate::exec::live::{returncode, LiveProcess, OutputPipe, StdinPipe, DRAIN_GRACE};
+use crate::exec::live::{read_ready, returncode, widen, LiveProcess, OutputPipe, StdinPipe, DRAIN_GRACE, PIPE_FULL};
 use crate::exec::CommandSpec;
 use crate::protocol::live::{Exit, OUTPUT_CHUNK};
 use crate::protocol::server_session::Action;
@@ -50,8 +50,13 @@ struct Pending {
 impl<'s> Conn<'s> {
     /// Runs a live command to its end; the session's actions for its end
     /// (the `exit` frame) are returned, the connection's end is `Err`.
-    pub(super) async fn run_live(&mut self, spec: CommandSpec, shown: String) -> Result<Vec<Action>, End> {
-        let mut proc = match LiveProcess::start(&spec) {
+    pub(super) async fn run_live(
+        &mut self,
+        spec: CommandSpec,
+        shown: String,
+        terminal: Option<(u16, u16)>,
+    ) -> Result<Vec<Action>, End> {
+        let mut proc = match LiveProcess::start(&spec, terminal) {
             Ok(proc) => proc,
             Err(e) => return Ok(self.session.started(Err(e))),
         };
@@ -66,6 +71,7 @@ impl<'s> Conn<'s> {
         let mut timed_out = false;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
         let (mut out_buf, mut err_buf) = (BytesMut::new(), BytesMut::new());
+        let (mut out_widened, mut err_widened) = (false, false);
         let mut scratch = vec![0u8; 16 * 1024];
         let mut stop = self.shutdown.clone();
         loop {
@@ -97,8 +103,8 @@ impl<'s> Conn<'s> {
                 _ = tokio::time::sleep_until(drain_deadline.unwrap_or(deadline)), if drain_deadline.is_some() && pipes_open => Happened::Drained,
                 io = timeout_at((Instant::now() + idle).into(), socket), if reading_peer || !pending.out.is_empty() => Happened::Socket(io),
                 written = write_stdin(stdin.as_mut(), pending.stdin.front().map_or(&[][..], |b| &b[..])), if writing_stdin => Happened::Stdin(written),
-                read = read_pipe(stdout.as_mut(), &mut out_buf), if reading_pipes && stdout.is_some() => Happened::Output(1, read),
-                read = read_pipe(stderr.as_mut(), &mut err_buf), if reading_pipes && stderr.is_some() => Happened::Output(2, read),
+                read = read_pipe(stdout.as_mut(), &mut out_buf, &mut out_widened), if reading_pipes && stdout.is_some() => Happened::Output(1, read),
+                read = read_pipe(stderr.as_mut(), &mut err_buf, &mut err_widened), if reading_pipes && stderr.is_some() => Happened::Output(2, read),
             };
             match happened {
                 Happened::Deadline => {
@@ -187,6 +193,14 @@ impl<'s> Conn<'s> {
                         pending.stdin.push_back(data);
                     }
                 }
+                // A terminal's end of input is its EOF character (Ctrl-D),
+                // as typed: closing the master would hang the terminal up.
+                Action::CloseStdin if proc.is_pty() => {
+                    if stdin.is_some() {
+                        pending.stdin_bytes += 1;
+                        pending.stdin.push_back(Bytes::from_static(b"\x04"));
+                    }
+                }
                 Action::CloseStdin => {
                     if pending.stdin.is_empty() {
                         *stdin = None;
@@ -195,6 +209,11 @@ impl<'s> Conn<'s> {
                     }
                 }
                 Action::Signal(name) => proc.signal(name),
+                Action::Resize(columns, lines) => {
+                    if let Err(e) = proc.resize(columns, lines) {
+                        self.log(Level::Warning, format!("a resize to {columns}x{lines} failed: {e}"));
+                    }
+                }
                 Action::Close(reply) => return Err(End(reply)),
                 other => unreachable!("{other:?} while a live command runs"),
             }
@@ -271,13 +290,22 @@ async fn write_stdin(stdin: Option<&mut StdinPipe>, data: &[u8]) -> std::io::Res
     }
 }
 
-/// The next bytes of a pipe, or `None` at its end (or a read error).
-async fn read_pipe(pipe: Option<&mut OutputPipe>, buf: &mut BytesMut) -> Option<Bytes> {
+/// The next bytes of a pipe (what it holds, up to a frame's worth, without
+/// waiting for more), or `None` at its end (or a read error). A pipe found
+/// full is widened once.
+async fn read_pipe(pipe: Option<&mut OutputPipe>, buf: &mut BytesMut, widened: &mut bool) -> Option<Bytes> {
     let pipe = pipe?;
     buf.reserve(OUTPUT_CHUNK);
     let mut limited = (&mut *pipe).take(OUTPUT_CHUNK as u64);
     match limited.read_buf(buf).await {
         Ok(0) | Err(_) => None,
-        Ok(_) => Some(buf.split().freeze()),
+        Ok(n) => {
+            if n >= PIPE_FULL && !*widened {
+                *widened = true;
+                widen(pipe);
+            }
+            read_ready(pipe, buf, OUTPUT_CHUNK);
+            Some(buf.split().freeze())
+        }
     }
 }

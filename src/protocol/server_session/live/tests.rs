@@ -63,11 +63,81 @@ fn the_allow_list_applies_to_start() {
 }
 
 #[test]
-fn a_terminal_is_refused_and_the_connection_goes_on() {
+#[cfg(unix)]
+fn a_terminal_gets_its_term_and_size_and_resize_frames_reach_it() {
+    let config = ServerConfig::default();
+    let mut s = ServerSession::new(&config, false, Channel::Plain);
+    let start = json!({"op": "start", "cmd": "tty", "pty": true, "term": "vt100", "columns": 100, "lines": 30,
+                       "env": {"TERM": "dumb", "A": "b"}});
+    let actions = s.receive(frame(start, b""));
+    let [Action::Start { spec, terminal, .. }] = actions.as_slice() else { panic!("{actions:?}") };
+    assert_eq!(*terminal, Some((100, 30)));
+    let env: Vec<(&str, &str)> = spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(env, [("A", "b"), ("TERM", "vt100")], "the terminal's TERM wins");
+    s.started(Ok(()));
+    let actions = s.receive(frame(json!({"op": "resize", "columns": 120, "lines": 40}), b""));
+    assert!(matches!(actions.as_slice(), [Action::Resize(120, 40)]), "{actions:?}");
+    let actions = s.receive(frame(json!({"op": "resize", "columns": 0, "lines": 40}), b""));
+    assert_eq!(replies(&actions)[0].2, Some(ErrorCode::BadRequest));
+    assert!(s.is_live(), "a bad size is refused, the command runs on");
+    // Defaults for what the start leaves out.
+    let mut s = ServerSession::new(&config, false, Channel::Plain);
+    let actions = s.receive(frame(json!({"op": "start", "cmd": "tty", "pty": true}), b""));
+    let [Action::Start { spec, terminal, .. }] = actions.as_slice() else { panic!("{actions:?}") };
+    assert_eq!(*terminal, Some(crate::protocol::live::DEFAULT_SIZE));
+    assert_eq!(spec.env, [("TERM".to_owned(), crate::protocol::live::DEFAULT_TERM.to_owned())]);
+}
+
+#[test]
+fn a_resize_without_a_terminal_is_ignored() {
+    let config = ServerConfig::default();
+    let mut s = running(&config);
+    assert!(s.receive(frame(json!({"op": "resize", "columns": 120, "lines": 40}), b"")).is_empty());
+    assert!(s.is_live());
+}
+
+#[test]
+#[cfg(unix)]
+fn a_terminal_is_refused_by_no_pty_and_by_an_allow_list_without_allow_pty() {
+    let no_pty = ServerConfig { pty: false, ..ServerConfig::default() };
+    let allow = ServerConfig { allow: Some(vec!["tty".into()]), ..ServerConfig::default() };
+    for (config, says) in [(&no_pty, "--no-pty"), (&allow, "--allow-pty")] {
+        let mut s = ServerSession::new(config, false, Channel::Plain);
+        let actions = s.receive(frame(json!({"op": "start", "cmd": ["tty"], "pty": true}), b""));
+        let got = replies(&actions);
+        assert_eq!(got[0].2, Some(ErrorCode::NotAllowed));
+        assert!(got[0].0["message"].as_str().unwrap().contains(says), "{:?}", got[0].0);
+        assert!(!s.is_closed() && !s.is_live(), "the connection goes on");
+    }
+    let allow_pty = ServerConfig { allow_pty: true, ..allow };
+    let mut s = ServerSession::new(&allow_pty, false, Channel::Plain);
+    let actions = s.receive(frame(json!({"op": "start", "cmd": ["tty"], "pty": true}), b""));
+    assert!(matches!(actions.as_slice(), [Action::Start { terminal: Some(_), .. }]), "{actions:?}");
+}
+
+#[test]
+#[cfg(unix)]
+fn a_bad_terminal_is_a_bad_request() {
+    let config = ServerConfig::default();
+    for bad in [json!({"term": "x y"}), json!({"columns": 70000, "lines": 24}), json!({"columns": 80})] {
+        let mut s = ServerSession::new(&config, false, Channel::Plain);
+        let mut start = json!({"op": "start", "cmd": "tty", "pty": true});
+        start.as_object_mut().unwrap().extend(bad.as_object().unwrap().clone());
+        let actions = s.receive(frame(start, b""));
+        assert_eq!(replies(&actions)[0].2, Some(ErrorCode::BadRequest), "{bad}");
+    }
+}
+
+/// Windows has no terminals for commands (nor commands, yet): refused, and the connection goes on.
+#[test]
+#[cfg(windows)]
+fn a_terminal_is_refused_on_windows() {
     let config = ServerConfig::default();
     let mut s = ServerSession::new(&config, false, Channel::Plain);
     let actions = s.receive(frame(json!({"op": "start", "cmd": "tty", "pty": true}), b""));
-    assert_eq!(replies(&actions)[0].2, Some(ErrorCode::NotAllowed));
+    let got = replies(&actions);
+    assert_eq!(got[0].2, Some(ErrorCode::NotAllowed));
+    assert!(got[0].0["message"].as_str().unwrap().contains("Windows"), "{:?}", got[0].0);
     assert!(!s.is_closed());
 }
 
