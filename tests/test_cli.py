@@ -390,6 +390,60 @@ def test_client_stdout_closed_early_is_quiet(cli_server):
     assert (proc.returncode, err) == (1, b""), err
 
 
+def test_client_prompt_loop_streams_each_commands_output(cli_server, tmp_path):
+    go = tmp_path / "go"
+    with subprocess.Popen(
+        [sys.executable, "-m", "rframe.client", *map(str, connect_args(cli_server))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=ENV,
+    ) as proc:
+        watchdog = threading.Timer(HANG_BOUND, proc.kill)  # bounds the readlines below
+        watchdog.start()
+        try:
+            # The command's first line shows while it still runs (it waits for
+            # a file that is made only once the line is in), and its stdin is
+            # not the loop's: the next line is the next command.
+            proc.stdin.write(f"echo a; while [ ! -e {go} ]; do sleep 0.02; done; cat; echo b\n".encode())
+            proc.stdin.write(b"echo next\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == b"a\n"
+            go.touch()
+            assert proc.stdout.readline() == b"b\n"
+            assert proc.stdout.readline() == b"next\n"
+            out, err = proc.communicate(timeout=HANG_BOUND)
+        finally:
+            watchdog.cancel()
+            proc.kill()
+    assert (proc.returncode, out) == (0, b""), err
+
+
+def test_client_prompt_loop_ctrl_c_interrupts_the_command_not_the_loop(cli_server):
+    with subprocess.Popen(
+        [sys.executable, "-m", "rframe.client", *map(str, connect_args(cli_server))],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=ENV,
+    ) as proc:
+        watchdog = threading.Timer(HANG_BOUND, proc.kill)
+        watchdog.start()
+        try:
+            proc.stdin.write(b"trap 'echo caught; exit 5' INT; echo ready; while :; do sleep 0.02; done\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == b"ready\n"
+            proc.send_signal(signal.SIGINT)  # one Ctrl-C: SIGINT to the command
+            assert proc.stdout.readline() == b"caught\n"
+            out, err = proc.communicate(b"echo still here\n", timeout=HANG_BOUND)
+        finally:
+            watchdog.cancel()
+            proc.kill()
+    assert (proc.returncode, out) == (0, b"still here\n"), err
+
+
 def test_client_prompt_reconnects_after_the_server_closed_an_idle_connection():
     server = CliServer("--idle-timeout", "0.3")
     try:

@@ -2,7 +2,9 @@
 
 The course's remote-command client, done right: each line you type runs on the
 server; its stdout goes to your stdout and its stderr to your stderr, byte for
-byte. ``q`` (or end of input) quits; an empty line is refused.
+byte, as the command writes them. Ctrl-C sends SIGINT to the command (a second
+within a second disconnects, which kills it). ``q`` (or end of input) quits; an
+empty line is refused.
 
     python -m rframe.client                      # prompt loop, 127.0.0.1:8848
     python -m rframe.client -c "uname -a"        # one command; exit with its status
@@ -56,11 +58,11 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO, cast
+from typing import Any, TextIO
 
 from ._cli import port, read_token, seconds
 from ._client import Client
-from ._errors import AuthenticationError, CommandTimeout, FingerprintMismatch, RemoteError
+from ._errors import AuthenticationError, FingerprintMismatch, RemoteError
 from ._known_servers import KnownServers, default_path
 from ._process import RemoteProcess
 from ._protocol import where
@@ -310,26 +312,12 @@ class _Session:
             return self.failure(e)
         return 0
 
-    def run(self, cmd: str) -> int:
-        """Runs one command and copies its output; returns the status for ``-c``."""
-        try:
-            result = self.connect().run(cmd, timeout=self.args.timeout)
-        except CommandTimeout as e:
-            _write(e.stdout, e.stderr)
-            _say(f"rframe: timed out after {e.timeout:g} s (the command was killed)")
-            return EXIT_TIMEOUT
-        except (OSError, EOFError, ValueError, RemoteError) as e:  # (FrameError is a ValueError)
-            return self.failure(e)
-        _write(cast(bytes, result.stdout), cast(bytes, result.stderr))  # bytes: run() without text=True
-        if result.stdout_truncated or result.stderr_truncated:
-            _say("rframe: output truncated (over the server's --max-output, or its --output-budget)")
-        code = result.returncode
-        return 128 - code if code < 0 else code
-
-    def stream(self, cmd: str, *, pty: bool = False) -> int:
-        """Runs one command live (``-c``): its output copied as it is written,
-        stdin forwarded unless it is a terminal, Ctrl-C sent as SIGINT (a
-        second within a second disconnects, which kills it); the exit status.
+    def stream(self, cmd: str, *, pty: bool = False, stdin: bool = True) -> int:
+        """Runs one command live (``-c``, and each of the prompt loop's): its
+        output copied as it is written, stdin forwarded unless it is a
+        terminal (or ``stdin`` is false: the prompt loop reads it), Ctrl-C
+        sent as SIGINT (a second within a second disconnects, which kills
+        it); the exit status.
 
         With ``pty`` (``-t``) the command runs on a terminal: stdin is
         forwarded, from this terminal in raw mode (restored on every way out)
@@ -366,7 +354,7 @@ class _Session:
                 _control(proc.send_signal, name)
             stdin_tty = sys.stdin is not None and sys.stdin.isatty()
             with _raw_terminal(sys.stdin.fileno() if pty and stdin_tty else None) as restore:
-                if pty or not stdin_tty:
+                if stdin and (pty or not stdin_tty):
                     threading.Thread(
                         target=_forward_stdin, args=(proc, not pty), name="rframe-stdin", daemon=True
                     ).start()
@@ -470,16 +458,6 @@ def _raw_terminal(fd: int | None) -> Any:
 
 def _readable(fd: int) -> bool:
     return bool(select.select([fd], [], [], 0)[0])
-
-
-def _write(out: bytes | None, err: bytes | None) -> None:
-    if out:
-        sys.stdout.buffer.write(out)
-        sys.stdout.buffer.flush()
-    if err:
-        sys.stdout.flush()
-        sys.stderr.buffer.write(err)
-        sys.stderr.buffer.flush()
 
 
 def _size(n: float) -> str:
@@ -605,9 +583,11 @@ def _loop(session: _Session) -> int:
         if cmd.upper() == "Q":
             return 0
         try:
-            code = session.run(cmd)
+            code = session.stream(cmd, stdin=False)
         except KeyboardInterrupt:
-            # The client closed the connection, so the server killed the command.
+            # A second Ctrl-C: the connection is dropped, so the server kills
+            # the command; the next one gets a new connection.
+            session.close()
             _say("^C: interrupted (the command was killed)")
             continue
         if code == EXIT_FAILURE and not session.connected:

@@ -196,7 +196,10 @@ mod tests {
     #[test]
     fn a_signal_reaches_the_group() {
         block_on(async {
-            let mut p = LiveProcess::start(&CommandSpec::for_tests(Program::Shell("sleep 100".into())), None).unwrap();
+            // An argv, not a shell string: /bin/sh (dash) catches SIGINT until it
+            // execs its last command, and one that comes in between is lost.
+            let argv = Program::Argv(vec!["sleep".into(), "100".into()]);
+            let mut p = LiveProcess::start(&CommandSpec::for_tests(argv), None).unwrap();
             p.signal("INT");
             assert_eq!(returncode(p.wait().await.unwrap()), -libc::SIGINT);
             p.signal("KILL"); // reaped: nothing happens
