@@ -487,6 +487,6 @@ def test_bench_stream_quick():
     )
     assert r.returncode == 0, r.stdout + r.stderr
     (row,) = [line for line in r.stdout.splitlines() if line.startswith("| rframe |")]
-    median, p99, rate, idle = (float(cell.replace(",", "")) for cell in row.split("|")[2:6])
-    assert 0 < median <= p99 and rate > 0 and idle >= 0, row
+    median, p99, rate, cpu, idle = (float(cell.replace(",", "")) for cell in row.split("|")[2:7])
+    assert 0 < median <= p99 and rate > 0 and cpu > 0 and idle >= 0, row
     assert "asyncssh skipped: --quick" in r.stdout
