@@ -11,7 +11,7 @@
 
 mod name;
 
-pub use name::{check_name, MAX_NAME};
+pub use name::{check_link_target, check_name, MAX_NAME};
 
 use std::io;
 
@@ -43,6 +43,8 @@ pub enum FileError {
     BadName(String, &'static str),
     #[error("{0:?} leads outside the server's root")]
     Outside(String),
+    #[error("symlink {0:?} -> {1:?} refused: {2}")]
+    BadLink(String, String, &'static str),
     #[error("no such file or directory: {0:?}")]
     NotFound(String),
     #[error("{0:?} already exists, and overwrite was not asked for")]
@@ -72,8 +74,9 @@ impl FileError {
 }
 
 /// What a listed entry is (a symlink is not followed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kind {
+    #[default]
     File,
     Dir,
     Link,
@@ -92,14 +95,25 @@ impl Kind {
 }
 
 /// One entry of a listing.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Entry {
     pub name: String,
     pub size: u64,
     pub kind: Kind,
     /// Seconds since the epoch.
     pub mtime: f64,
+    /// The permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// A symlink's target, as stored (never followed).
+    pub target: Option<String>,
+    /// A regular file's hex digest, in a listing that asks for them.
+    pub digest: Option<String>,
 }
+
+/// The permission bits a client may give a file or directory it sends:
+/// read, write and execute for user, group and others (no setuid, setgid or
+/// sticky bit over the network).
+pub const MODE_BITS: u32 = 0o777;
 
 /// Directory levels beneath the root that [`Root::sweep_uploads`] goes down:
 /// one descriptor is open per level.

@@ -11,7 +11,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{check_name, part_name, Entry, FileError, Kind, MAX_LIST, PART_SUFFIX, SWEEP_DEPTH, WRITEBACK_EVERY};
+use super::{
+    check_name, part_name, Entry, FileError, Kind, MAX_LIST, MODE_BITS, PART_SUFFIX, SWEEP_DEPTH, WRITEBACK_EVERY,
+};
+use crate::codec::{Checksum, Hasher};
 
 /// True for the errors of a name that leads out of the root: `RESOLVE_BENEATH`
 /// says EXDEV; a refused symlink, ELOOP.
@@ -76,15 +79,14 @@ impl Root {
     }
 
     /// Starts an upload to `name`: a temporary file beside it, which
-    /// [`Upload::commit`] renames into place. Refuses an existing `name`
-    /// unless `overwrite`, and never replaces a directory.
-    pub fn create(&self, name: &str, overwrite: bool) -> Result<Upload, FileError> {
+    /// [`Upload::commit`] renames into place (with the permission bits
+    /// `mode`, if given). The directories above `name` are made as needed,
+    /// beneath the root. Refuses an existing `name` unless `overwrite`, and
+    /// never replaces a directory.
+    pub fn create(&self, name: &str, overwrite: bool, mode: Option<u32>) -> Result<Upload, FileError> {
         let parts = check_name(name)?;
         let (last, dirs) = parts.split_last().expect("check_name gives at least one part");
-        let dir_path = if dirs.is_empty() { ".".to_owned() } else { dirs.join("/") };
-        let dir = self
-            .open_beneath(&dir_path, libc::O_RDONLY | libc::O_DIRECTORY)
-            .map_err(|e| FileError::from_io(name, e))?;
+        let dir = self.make_dirs(dirs).map_err(|e| FileError::from_io(name, e))?;
         let target = cstring(last.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
         match lstat_at(dir.as_raw_fd(), &target) {
             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => return Err(FileError::IsDirectory(name.into())),
@@ -93,7 +95,98 @@ impl Root {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(FileError::from_io(name, e)),
         }
-        Upload::beside(name.to_owned(), dir, target, overwrite).map_err(|e| FileError::from_io(name, e))
+        let mut upload =
+            Upload::beside(name.to_owned(), dir, target, overwrite).map_err(|e| FileError::from_io(name, e))?;
+        upload.mode = mode.map(|m| m & MODE_BITS);
+        Ok(upload)
+    }
+
+    /// Makes the directory `name` and those above it as needed, beneath the
+    /// root; an existing directory is kept. `mode`: its permission bits (an
+    /// existing directory's are changed too).
+    pub fn make_dir(&self, name: &str, mode: Option<u32>) -> Result<(), FileError> {
+        let parts = check_name(name)?;
+        let dir = self.make_dirs(&parts).map_err(|e| FileError::from_io(name, e))?;
+        if let Some(mode) = mode {
+            // SAFETY: a plain syscall on an open descriptor of ours.
+            cvt(unsafe { libc::fchmod(dir.as_raw_fd(), (mode & MODE_BITS) as libc::mode_t) })
+                .map_err(|e| FileError::from_io(name, e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes a symlink `name` to `target` (stored as given; the caller checks
+    /// that it stays beneath the root). An existing symlink is replaced only
+    /// with `overwrite`; a directory or file never is (`Exists`).
+    pub fn symlink(&self, name: &str, target: &str, overwrite: bool) -> Result<(), FileError> {
+        let parts = check_name(name)?;
+        let (last, dirs) = parts.split_last().expect("check_name gives at least one part");
+        let dir = self.make_dirs(dirs).map_err(|e| FileError::from_io(name, e))?;
+        let at = cstring(last.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
+        let to = cstring(target.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
+        match lstat_at(dir.as_raw_fd(), &at) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK && overwrite => {}
+            Ok(_) => return Err(FileError::Exists(name.into())),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(FileError::from_io(name, e)),
+        }
+        // Made under a temporary name, then renamed over: never a moment without it.
+        let temp = cstring(part_name(at.to_bytes()).map_err(|e| FileError::from_io(name, e))?.as_bytes())
+            .map_err(|e| FileError::from_io(name, e))?;
+        let fd = dir.as_raw_fd();
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+        cvt(unsafe { libc::symlinkat(to.as_ptr(), fd, temp.as_ptr()) }).map_err(|e| FileError::from_io(name, e))?;
+        // SAFETY: as above.
+        let renamed = cvt(unsafe { libc::renameat(fd, temp.as_ptr(), fd, at.as_ptr()) });
+        if let Err(e) = renamed {
+            // SAFETY: as above.
+            unsafe { libc::unlinkat(fd, temp.as_ptr(), 0) };
+            return Err(FileError::from_io(name, e));
+        }
+        Ok(())
+    }
+
+    /// Makes what was stored without syncing (`Upload::commit` with
+    /// `durable: false`) durable: `syncfs` of the root's file system on
+    /// Linux. Elsewhere every upload is synced as it is stored, and there is
+    /// nothing left to do.
+    pub fn sync(&self) -> Result<(), FileError> {
+        #[cfg(target_os = "linux")]
+        // SAFETY: a plain syscall on an open descriptor of ours.
+        cvt(unsafe { libc::syncfs(self.dir.as_raw_fd()) }).map_err(|e| FileError::from_io(".", e))?;
+        Ok(())
+    }
+
+    /// The directory of the components `dirs` (none: the root), made with
+    /// those above it as needed. Every component is resolved beneath the
+    /// root, so neither a symlink nor `..` leads out while it is made.
+    fn make_dirs(&self, dirs: &[&str]) -> io::Result<OwnedFd> {
+        let path = if dirs.is_empty() { ".".to_owned() } else { dirs.join("/") };
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        match self.open_beneath(&path, flags) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            other => return other,
+        }
+        let mut parent = self.open_beneath(".", flags)?;
+        for (i, part) in dirs.iter().enumerate() {
+            let prefix = dirs[..=i].join("/");
+            match self.open_beneath(&prefix, flags) {
+                Ok(dir) => parent = dir,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    let c = cstring(part.as_bytes())?;
+                    // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+                    match cvt(unsafe { libc::mkdirat(parent.as_raw_fd(), c.as_ptr(), 0o777) }) {
+                        Ok(_) => {}
+                        // Made meanwhile by another request: fine.
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(e) => return Err(e),
+                    }
+                    parent = self.open_beneath(&prefix, flags)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(parent)
     }
 
     /// The entries of directory `name` (`""` or `"."`: the root), sorted by
@@ -104,6 +197,55 @@ impl Root {
         let dir =
             self.open_beneath(&path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| FileError::from_io(name, e))?;
         read_dir(dir, MAX_LIST).map_err(|e| FileError::from_io(name, e))
+    }
+
+    /// The whole tree beneath directory `name` (`""`: the root), down to
+    /// [`SWEEP_DEPTH`] levels: names relative to `name`, `/`-separated,
+    /// sorted, at most [`MAX_LIST`] (`true` if there were more). Symlinks are
+    /// listed with their target, never followed. With `checksum`, each
+    /// regular file's digest.
+    pub fn list_tree(&self, name: &str, checksum: Option<Checksum>) -> Result<(Vec<Entry>, bool), FileError> {
+        let path = if name.is_empty() || name == "." { ".".to_owned() } else { check_name(name)?.join("/") };
+        let dir =
+            self.open_beneath(&path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| FileError::from_io(name, e))?;
+        let mut entries = Vec::new();
+        let mut truncated = false;
+        let mut stack = vec![(dir, String::new(), 0usize)];
+        while let Some((dir, prefix, depth)) = stack.pop() {
+            let left = MAX_LIST + 1 - entries.len().min(MAX_LIST + 1);
+            let (listed, more) = read_dir(dir.try_clone().map_err(|e| FileError::from_io(name, e))?, left)
+                .map_err(|e| FileError::from_io(name, e))?;
+            truncated |= more;
+            for mut entry in listed {
+                let here = cstring(entry.name.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
+                match entry.kind {
+                    Kind::Dir if depth < SWEEP_DEPTH => {
+                        // A directory that cannot be read (permissions, gone) is listed, not entered.
+                        if let Ok(sub) = open_subdir(&dir, &here) {
+                            stack.push((sub, format!("{prefix}{}/", entry.name), depth + 1));
+                        }
+                    }
+                    Kind::Dir => truncated = true,
+                    Kind::Link => entry.target = read_link_at(&dir, &here),
+                    Kind::File => {
+                        if let Some(checksum) = checksum {
+                            entry.digest =
+                                Some(hash_at(&dir, &here, checksum).map_err(|e| FileError::from_io(name, e))?);
+                        }
+                    }
+                    Kind::Other => {}
+                }
+                entry.name = format!("{prefix}{}", entry.name);
+                entries.push(entry);
+            }
+            if entries.len() > MAX_LIST {
+                truncated = true;
+                break;
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        entries.truncate(MAX_LIST);
+        Ok((entries, truncated))
     }
 
     /// Removes what uploads that never finished left behind (a server killed
@@ -187,6 +329,8 @@ pub struct Upload {
     target: CString,
     file: File,
     overwrite: bool,
+    /// Permission bits given to the file before it takes its name.
+    mode: Option<u32>,
     written: u64,
     handed_to_disk: u64,
     done: bool,
@@ -228,6 +372,7 @@ impl Upload {
             // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
             file: unsafe { File::from_raw_fd(fd) },
             overwrite,
+            mode: None,
             written: 0,
             handed_to_disk: 0,
             done: false,
@@ -266,7 +411,25 @@ impl Upload {
     /// survive a crash (an error here would tell the client "not stored"
     /// about a file that is there).
     pub fn commit(self) -> Result<Option<io::Error>, FileError> {
+        self.commit_with(true)
+    }
+
+    /// [`Upload::commit`]; with `durable` false (on Linux), the file takes
+    /// its name without waiting for the disk: [`Root::sync`] makes it
+    /// durable later, with others. Until then a crash may leave it short or
+    /// empty under its name.
+    pub fn commit_with(mut self, durable: bool) -> Result<Option<io::Error>, FileError> {
         let name = self.name.clone();
+        if let Some(mode) = self.mode {
+            // SAFETY: a plain syscall on an open descriptor of ours.
+            cvt(unsafe { libc::fchmod(self.file.as_raw_fd(), mode as libc::mode_t) })
+                .map_err(|e| FileError::from_io(&name, e))?;
+        }
+        if !durable && cfg!(target_os = "linux") {
+            self.rename().map_err(|e| FileError::from_io(&name, e))?;
+            self.done = true;
+            return Ok(None);
+        }
         self.commit_io().map_err(|e| FileError::from_io(&name, e))
     }
 
@@ -325,6 +488,36 @@ pub fn start_writeback(fd: std::os::fd::RawFd, offset: u64, len: u64) {
     let _ = (fd, offset, len);
 }
 
+/// A symlink's target (`None` if it cannot be read, or is not UTF-8).
+fn read_link_at(dir: &OwnedFd, name: &CStr) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: a plain syscall: an open descriptor, a NUL-terminated name and a buffer of the length given.
+    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 || n as usize >= buf.len() {
+        return None;
+    }
+    buf.truncate(n as usize);
+    String::from_utf8(buf).ok()
+}
+
+/// The hex digest of the regular file `name` in `dir` (not followed if a symlink).
+fn hash_at(dir: &OwnedFd, name: &CStr, checksum: Checksum) -> io::Result<String> {
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+    let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })?;
+    // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    let mut hasher = Hasher::new(checksum);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = io::Read::read(&mut file, &mut buf)?;
+        if n == 0 {
+            return Ok(hasher.hex_digest());
+        }
+        hasher.update(&buf[..n]);
+    }
+}
+
 fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
     // A huge directory costs no more than `max + 1` names.
     let mut names = Vec::new();
@@ -344,6 +537,8 @@ fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
             size: st.st_size as u64,
             kind: kind_of(st.st_mode),
             mtime: st.st_mtime as f64 + st.st_mtime_nsec as f64 / 1e9,
+            mode: st.st_mode as u32 & 0o7777,
+            ..Entry::default()
         });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
