@@ -26,6 +26,7 @@ __all__ = [
     "SIGNALS",
     "PART_SUFFIX",
     "WRITEBACK_EVERY",
+    "MODE_BITS",
     "FrameDecoder",
     "Server",
     "_SessionReader",
@@ -37,6 +38,7 @@ __all__ = [
     "auth_proof",
     "auth_verify",
     "server_fingerprint",
+    "check_link_target",
     "_stop_python_threads",
 ]
 
@@ -269,8 +271,31 @@ class ClientSession:
     def bind_channel(self, binding: bytes) -> None:
         """On TLS, the SHA-256 of the server certificate, for a session made before the handshake ended."""
     def login(self) -> tuple[_Id, bytes]: ...
-    def list(self, name: str = "") -> tuple[_Id, bytes]: ...
-    def put(self, name: str, size: int, *, overwrite: bool = False, checksum: str = "sha256") -> tuple[_Id, bytes]: ...
+    def list(self, name: str = "", *, recursive: bool = False, checksum: str | None = None) -> tuple[_Id, bytes]: ...
+    def put(
+        self,
+        name: str,
+        size: int,
+        *,
+        overwrite: bool = False,
+        checksum: str = "sha256",
+        mode: int | None = None,
+        sync: bool = True,
+    ) -> tuple[_Id, bytes]: ...
+    def put_inline(
+        self,
+        name: str,
+        data: _Body,
+        digest: str,
+        *,
+        overwrite: bool = False,
+        checksum: str = "sha256",
+        mode: int | None = None,
+        sync: bool = True,
+    ) -> tuple[_Id, bytes]: ...
+    def mkdir(self, name: str, *, mode: int | None = None) -> tuple[_Id, bytes]: ...
+    def symlink(self, name: str, target: str, *, overwrite: bool = False) -> tuple[_Id, bytes]: ...
+    def sync(self) -> tuple[_Id, bytes]: ...
     def put_data(self, chunk: _Body) -> bytes: ...
     def put_end(self, digest: str) -> bytes: ...
     def get(self, name: str, *, checksum: str = "sha256") -> tuple[_Id, bytes]: ...
@@ -324,6 +349,11 @@ SIGNALS: tuple[str, ...]
 PART_SUFFIX: str
 #: Every this many bytes, a file being received is handed to the disk.
 WRITEBACK_EVERY: int
+#: The permission bits a file or directory keeps when sent (no setuid, setgid or sticky bit).
+MODE_BITS: int
+
+def check_link_target(name: str, target: str) -> None:
+    """Raise ``ValueError`` if a symlink at ``name`` to ``target`` leads out of its tree."""
 
 def auth_nonce() -> str:
     """32 random bytes from the OS, as hex: a handshake nonce."""

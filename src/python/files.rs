@@ -69,3 +69,12 @@ impl PyPartFile {
         }
     }
 }
+
+/// Refuses (``ValueError``) a symlink ``target`` for a link at ``name``
+/// that would lead out of the tree it is in: the server's rule for
+/// ``symlink`` requests (``files::check_link_target``), which the clients
+/// apply to the links they copy too.
+#[pyfunction]
+pub fn check_link_target(name: &str, target: &str) -> PyResult<()> {
+    crate::files::check_link_target(name, target).map_err(|e| PyValueError::new_err(e.to_string()))
+}

@@ -35,6 +35,7 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SIGNALS", pyo3::types::PyTuple::new(m.py(), crate::protocol::live::SIGNALS)?)?;
     m.add("PART_SUFFIX", crate::files::PART_SUFFIX)?;
     m.add("WRITEBACK_EVERY", crate::files::WRITEBACK_EVERY)?;
+    m.add("MODE_BITS", crate::files::MODE_BITS)?;
     m.add_class::<decoder::PyFrameDecoder>()?;
     m.add_class::<server::PyServer>()?;
     m.add_class::<replies::PySessionReader>()?;
@@ -47,6 +48,7 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(protocol::auth_proof, m)?)?;
     m.add_function(wrap_pyfunction!(protocol::auth_verify, m)?)?;
     m.add_function(wrap_pyfunction!(server::server_fingerprint, m)?)?;
+    m.add_function(wrap_pyfunction!(files::check_link_target, m)?)?;
     m.add_function(wrap_pyfunction!(server::_stop_python_threads, m)?)?;
     // Python threads of ours must be gone before the interpreter finalizes.
     m.py().import("atexit")?.call_method1("register", (m.getattr("_stop_python_threads")?,))?;
