@@ -1215,6 +1215,10 @@ class AsyncClient:
         made = conn.session.list(name, recursive=recursive, checksum=checksum)
         listing: Frame = await self._answer(conn, made, self.timeout)
         entries: list[dict[str, Any]] = json.loads(listing.body)
+        if recursive and listing.header.get("recursive") is not True:
+            raise RemoteError(
+                "bad-request", "the server lists no trees (it predates them): upgrade it to move directory trees"
+            )
         if recursive and listing.header.get("truncated"):
             raise ValueError(
                 f"the tree beneath {name!r} has more entries than one listing holds (10,000): "

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from . import _files, _tls
+from ._errors import RemoteError
 from ._files import Progress
 from ._protocol import CLOSING_CODES as _CLOSING_CODES  # noqa: F401 - its old home
 from ._protocol import (
@@ -636,6 +637,10 @@ class Client:
             self._require_sock()
             listing = self._exchange(self._require_session().list(name, recursive=recursive, checksum=checksum))
         entries: list[dict[str, Any]] = json.loads(listing.body)
+        if recursive and listing.header.get("recursive") is not True:
+            raise RemoteError(
+                "bad-request", "the server lists no trees (it predates them): upgrade it to move directory trees"
+            )
         if recursive and listing.header.get("truncated"):
             raise ValueError(
                 f"the tree beneath {name!r} has more entries than one listing holds (10,000): "

@@ -532,12 +532,14 @@ fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
     for name in &names {
         // Gone since readdir: skip it.
         let Ok(st) = lstat_at(dir.as_raw_fd(), name) else { continue };
+        #[allow(clippy::unnecessary_cast)] // mode_t is u16 on macOS
+        let mode = st.st_mode as u32 & 0o7777;
         entries.push(Entry {
             name: String::from_utf8_lossy(name.as_bytes()).into_owned(),
             size: st.st_size as u64,
             kind: kind_of(st.st_mode),
             mtime: st.st_mtime as f64 + st.st_mtime_nsec as f64 / 1e9,
-            mode: st.st_mode as u32 & 0o7777,
+            mode,
             ..Entry::default()
         });
     }

@@ -267,7 +267,7 @@ enum Awaiting {
     Link { name: String },
     Sync,
     File { name: String, checksum: Checksum, chunk: usize },
-    Listing { name: String },
+    Listing { name: String, recursive: bool },
     Start { shown: String },
 }
 
@@ -708,7 +708,8 @@ impl<'c> ServerSession<'c> {
             Some(name) => Checksum::from_name(name)
                 .ok_or_else(|| bad(&format!("checksum must be \"sha256\" or \"md5\", got {name:?}")))?,
         };
-        if !frame.body.is_empty() && !(what == "put" && request.inline) {
+        let inline = what == "put" && request.inline;
+        if !frame.body.is_empty() && !inline {
             return Err(bad(&format!("a {what} request has no body")));
         }
         if what != "list" && request.name.as_deref().is_some_and(|n| n.ends_with('/')) {
@@ -1043,14 +1044,15 @@ impl<'c> ServerSession<'c> {
             Some(_) if request.recursive => Some(checksum),
             _ => None,
         };
-        self.state = State::Awaiting(Awaiting::Listing { name: name.clone() });
+        self.state = State::Awaiting(Awaiting::Listing { name: name.clone(), recursive: request.recursive });
         vec![Action::ListDir { name, recursive: request.recursive, checksum }]
     }
 
     /// What an [`Action::ListDir`] gave: the entries and whether there were
     /// more, or why not.
     pub fn listed(&mut self, listed: Result<(Vec<Entry>, bool), FileError>) -> Vec<Action> {
-        let Awaiting::Listing { name } = self.expect(|a| matches!(a, Awaiting::Listing { .. }), "listed") else {
+        let Awaiting::Listing { name, recursive } = self.expect(|a| matches!(a, Awaiting::Listing { .. }), "listed")
+        else {
             unreachable!()
         };
         let (entries, mut truncated) = match listed {
@@ -1072,7 +1074,12 @@ impl<'c> ServerSession<'c> {
         });
         let (body, count, cut) = json_array_within(items, limit);
         truncated |= cut;
-        self.respond(reply(json!({"op": "listing", "name": name, "count": count, "truncated": truncated}), body.into()))
+        let mut head = json!({"op": "listing", "name": name, "count": count, "truncated": truncated});
+        if recursive {
+            // Says the tree was listed: a server that predates trees lists `name` alone.
+            head["recursive"] = true.into();
+        }
+        self.respond(reply(head, body.into()))
     }
 
     // --- helpers -------------------------------------------------------------

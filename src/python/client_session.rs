@@ -325,6 +325,7 @@ impl PyClientSession {
 
     /// ``put``: an upload of ``size`` bytes to ``name``: ``(id, bytes)``.
     #[pyo3(signature = (name, size, *, overwrite=false, checksum="sha256", mode=None, sync=true))]
+    #[allow(clippy::too_many_arguments)]
     fn put<'py>(
         &self,
         py: Python<'py>,

@@ -871,7 +871,8 @@ fn a_recursive_listing_carries_modes_targets_and_digests() {
         Entry { name: "d/f".into(), size: 1, mode: 0o644, digest: Some("ab".into()), ..Entry::default() },
         Entry { name: "l".into(), kind: Kind::Link, target: Some("d/f".into()), ..Entry::default() },
     ];
-    let (_, body) = reply(&s.listed(Ok((entries, false))));
+    let (h, body) = reply(&s.listed(Ok((entries, false))));
+    assert_eq!(h["recursive"], true);
     let items: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(items[0]["digest"], "ab");
     assert_eq!(items[0]["mode"], 0o644);
