@@ -1211,20 +1211,21 @@ class AsyncClient:
         return await self._listing(name, recursive=recursive)
 
     async def _listing(self, name: str, *, recursive: bool, checksum: str | None = None) -> list[dict[str, Any]]:
-        conn = await self._open_call()
-        made = conn.session.list(name, recursive=recursive, checksum=checksum)
-        listing: Frame = await self._answer(conn, made, self.timeout)
-        entries: list[dict[str, Any]] = json.loads(listing.body)
-        if recursive and listing.header.get("recursive") is not True:
-            raise RemoteError(
-                "bad-request", "the server lists no trees (it predates them): upgrade it to move directory trees"
-            )
-        if recursive and listing.header.get("truncated"):
-            raise ValueError(
-                f"the tree beneath {name!r} has more entries than one listing holds (10,000): "
-                "transfer its subdirectories one by one"
-            )
-        return entries
+        """A listing; a tree's page after page, until the last."""
+        entries: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            conn = await self._open_call()
+            if recursive:
+                made = conn.session.list(name, recursive=True, checksum=checksum, after=after)
+            else:
+                made = conn.session.list(name)
+            listing: Frame = await self._answer(conn, made, self.timeout)
+            page: list[dict[str, Any]] = json.loads(listing.body)
+            entries += page
+            after = _files.next_page(name, listing.header, page, recursive)
+            if after is None:
+                return entries
 
     async def upload_tree(
         self,

@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from . import _files, _tls
-from ._errors import RemoteError
 from ._files import Progress
 from ._protocol import CLOSING_CODES as _CLOSING_CODES  # noqa: F401 - its old home
 from ._protocol import (
@@ -633,20 +632,23 @@ class Client:
         return self._listing(name, recursive=recursive)
 
     def _listing(self, name: str, *, recursive: bool, checksum: str | None = None) -> list[dict[str, Any]]:
-        with self._call():
-            self._require_sock()
-            listing = self._exchange(self._require_session().list(name, recursive=recursive, checksum=checksum))
-        entries: list[dict[str, Any]] = json.loads(listing.body)
-        if recursive and listing.header.get("recursive") is not True:
-            raise RemoteError(
-                "bad-request", "the server lists no trees (it predates them): upgrade it to move directory trees"
-            )
-        if recursive and listing.header.get("truncated"):
-            raise ValueError(
-                f"the tree beneath {name!r} has more entries than one listing holds (10,000): "
-                "transfer its subdirectories one by one"
-            )
-        return entries
+        """A listing; a tree's page after page, until the last."""
+        entries: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            with self._call():
+                self._require_sock()
+                session = self._require_session()
+                if recursive:
+                    made = session.list(name, recursive=True, checksum=checksum, after=after)
+                else:
+                    made = session.list(name)
+                listing = self._exchange(made)
+            page: list[dict[str, Any]] = json.loads(listing.body)
+            entries += page
+            after = _files.next_page(name, listing.header, page, recursive)
+            if after is None:
+                return entries
 
     def _remote_items(self, remote_dir: str, symlinks: str, checksum: str) -> list[_files.TreeItem] | None:
         """The tree on the server, with digests; ``None`` if there is none yet."""

@@ -21,7 +21,7 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import ChecksumError
+from ._errors import ChecksumError, RemoteError
 from ._rframe import CHECKSUMS as _CHECKSUMS
 from ._rframe import MODE_BITS, PART_SUFFIX, TRANSFER_CHUNK, WRITEBACK_EVERY, _PartFile, check_link_target
 
@@ -192,6 +192,25 @@ SYMLINKS = ("refuse", "copy")
 INLINE_MAX = 256 * 1024
 #: At most this many requests of a tree wait for their replies at once.
 TREE_WINDOW = 128
+
+
+def next_page(name: str, header: dict[str, Any], page: list[dict[str, Any]], recursive: bool) -> str | None:
+    """Where the next page of a listing starts (``None``: this was the last).
+    A plain listing has one page (``truncated`` says it was cut short); a
+    tree's continues after its last name. A tree listing without
+    ``"recursive": true`` comes from a server that predates trees."""
+    if not recursive:
+        return None
+    if header.get("recursive") is not True:
+        raise RemoteError(
+            "bad-request", "the server lists no trees (it predates them): upgrade it to move directory trees"
+        )
+    if not header.get("truncated"):
+        return None
+    if not page:
+        raise ValueError(f"the tree beneath {name!r} cannot be listed: one entry is over the server's max_body")
+    last: str = page[-1]["name"]
+    return last
 
 
 class TreeItem:

@@ -271,7 +271,9 @@ class ClientSession:
     def bind_channel(self, binding: bytes) -> None:
         """On TLS, the SHA-256 of the server certificate, for a session made before the handshake ended."""
     def login(self) -> tuple[_Id, bytes]: ...
-    def list(self, name: str = "", *, recursive: bool = False, checksum: str | None = None) -> tuple[_Id, bytes]: ...
+    def list(
+        self, name: str = "", *, recursive: bool = False, checksum: str | None = None, after: str | None = None
+    ) -> tuple[_Id, bytes]: ...
     def put(
         self,
         name: str,

@@ -31,8 +31,10 @@ pub use windows::{Root, Upload};
 
 /// Uploads in progress carry this suffix; listings leave them out.
 pub const PART_SUFFIX: &str = ".rframe-part";
-/// At most this many entries in a listing.
+/// At most this many entries in a listing (a page of a tree's).
 pub const MAX_LIST: usize = 10_000;
+/// A tree's listing reads each directory whole (to sort it): at most this many names.
+pub const MAX_DIR_NAMES: usize = 100_000;
 /// Written data is handed to the disk every this many bytes, so the fsync at
 /// the end of an upload waits for the last stretch only, not the whole file.
 pub const WRITEBACK_EVERY: u64 = 8 << 20;

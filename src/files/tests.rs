@@ -438,7 +438,7 @@ fn a_tree_is_listed_whole_with_digests_and_links_not_followed() {
     upload(&root, "t/d/e/b.txt", b"", false).unwrap();
     root.make_dir("t/empty", Some(0o700)).unwrap();
     root.symlink("t/link", "/etc", false).unwrap();
-    let (entries, truncated) = root.list_tree("t", Some(Checksum::Sha256)).unwrap();
+    let (entries, truncated) = root.list_tree("t", Some(Checksum::Sha256), None).unwrap();
     assert!(!truncated);
     let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["a.txt", "d", "d/e", "d/e/b.txt", "empty", "link"]);
@@ -446,6 +446,51 @@ fn a_tree_is_listed_whole_with_digests_and_links_not_followed() {
     assert_eq!(a.digest.as_deref(), Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
     assert_eq!(entries[4].mode, 0o700);
     assert_eq!((entries[5].kind, entries[5].target.as_deref()), (Kind::Link, Some("/etc")));
-    assert!(root.list_tree("", None).unwrap().0.iter().all(|e| e.digest.is_none()));
-    assert!(matches!(root.list_tree("t/a.txt", None), Err(FileError::NotDirectory(_))));
+    assert!(root.list_tree("", None, None).unwrap().0.iter().all(|e| e.digest.is_none()));
+    assert!(matches!(root.list_tree("t/a.txt", None, None), Err(FileError::NotDirectory(_))));
+    // Pages: what comes after a name, in the same order.
+    let after = |a: &str| -> Vec<String> {
+        root.list_tree("t", None, Some(a)).unwrap().0.into_iter().map(|e| e.name).collect()
+    };
+    assert_eq!(after("d"), ["d/e", "d/e/b.txt", "empty", "link"]);
+    assert_eq!(after("d/e/b.txt"), ["empty", "link"]);
+    assert_eq!(after("a.txt"), ["d", "d/e", "d/e/b.txt", "empty", "link"]);
+    assert_eq!(after("c"), ["d", "d/e", "d/e/b.txt", "empty", "link"]);
+    assert_eq!(after("link"), Vec::<String>::new());
+}
+
+#[test]
+fn a_big_tree_is_listed_in_pages_that_add_up() {
+    let s = Scratch::new();
+    let root = s.root();
+    for i in 0..MAX_LIST + 150 {
+        let dir = s.0.join(format!("root/big/d{:03}", i / 100));
+        if i % 100 == 0 {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        fs::write(dir.join(format!("f{i}")), b"").unwrap();
+    }
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let (page, more) = root.list_tree("big", None, after.as_deref()).unwrap();
+        assert!(page.len() <= MAX_LIST);
+        after = page.last().map(|e| e.name.clone());
+        names.extend(page.into_iter().map(|e| e.name));
+        if !more {
+            break;
+        }
+    }
+    let dirs = (MAX_LIST + 150).div_ceil(100);
+    assert_eq!(names.len(), MAX_LIST + 150 + dirs);
+    let unique: std::collections::BTreeSet<_> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "no name twice");
+}
+
+#[test]
+fn a_tree_too_deep_to_list_whole_is_an_error() {
+    let s = Scratch::new();
+    let deep: PathBuf = (0..=SWEEP_DEPTH + 1).map(|i| format!("{i}")).collect();
+    fs::create_dir_all(s.0.join("root").join(&deep)).unwrap();
+    assert!(matches!(s.root().list_tree("", None, None), Err(FileError::Io { .. })));
 }

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
-    check_name, part_name, Entry, FileError, Kind, MAX_LIST, MODE_BITS, PART_SUFFIX, SWEEP_DEPTH, WRITEBACK_EVERY,
+    check_name, part_name, Entry, FileError, Kind, MAX_DIR_NAMES, MAX_LIST, MODE_BITS, PART_SUFFIX, SWEEP_DEPTH,
+    WRITEBACK_EVERY,
 };
 use crate::codec::{Checksum, Hasher};
 
@@ -199,53 +200,28 @@ impl Root {
         read_dir(dir, MAX_LIST).map_err(|e| FileError::from_io(name, e))
     }
 
-    /// The whole tree beneath directory `name` (`""`: the root), down to
-    /// [`SWEEP_DEPTH`] levels: names relative to `name`, `/`-separated,
-    /// sorted, at most [`MAX_LIST`] (`true` if there were more). Symlinks are
-    /// listed with their target, never followed. With `checksum`, each
-    /// regular file's digest.
-    pub fn list_tree(&self, name: &str, checksum: Option<Checksum>) -> Result<(Vec<Entry>, bool), FileError> {
+    /// The tree beneath directory `name` (`""`: the root), down to
+    /// [`SWEEP_DEPTH`] levels, one page of it: names relative to `name`,
+    /// `/`-separated, in depth-first order with each directory's names sorted
+    /// (a directory before what it holds), only those after `after` in that
+    /// order, at most [`MAX_LIST`] (`true` if there are more: the next page
+    /// starts after the last name of this one). Symlinks are listed with
+    /// their target, never followed. With `checksum`, each regular file's
+    /// digest. A directory of more than [`MAX_DIR_NAMES`] names, or a tree
+    /// deeper than [`SWEEP_DEPTH`], is an error: it could not be listed whole.
+    pub fn list_tree(
+        &self,
+        name: &str,
+        checksum: Option<Checksum>,
+        after: Option<&str>,
+    ) -> Result<(Vec<Entry>, bool), FileError> {
         let path = if name.is_empty() || name == "." { ".".to_owned() } else { check_name(name)?.join("/") };
         let dir =
             self.open_beneath(&path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| FileError::from_io(name, e))?;
-        let mut entries = Vec::new();
-        let mut truncated = false;
-        let mut stack = vec![(dir, String::new(), 0usize)];
-        while let Some((dir, prefix, depth)) = stack.pop() {
-            let left = MAX_LIST + 1 - entries.len().min(MAX_LIST + 1);
-            let (listed, more) = read_dir(dir.try_clone().map_err(|e| FileError::from_io(name, e))?, left)
-                .map_err(|e| FileError::from_io(name, e))?;
-            truncated |= more;
-            for mut entry in listed {
-                let here = cstring(entry.name.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
-                match entry.kind {
-                    Kind::Dir if depth < SWEEP_DEPTH => {
-                        // A directory that cannot be read (permissions, gone) is listed, not entered.
-                        if let Ok(sub) = open_subdir(&dir, &here) {
-                            stack.push((sub, format!("{prefix}{}/", entry.name), depth + 1));
-                        }
-                    }
-                    Kind::Dir => truncated = true,
-                    Kind::Link => entry.target = read_link_at(&dir, &here),
-                    Kind::File => {
-                        if let Some(checksum) = checksum {
-                            entry.digest =
-                                Some(hash_at(&dir, &here, checksum).map_err(|e| FileError::from_io(name, e))?);
-                        }
-                    }
-                    Kind::Other => {}
-                }
-                entry.name = format!("{prefix}{}", entry.name);
-                entries.push(entry);
-            }
-            if entries.len() > MAX_LIST {
-                truncated = true;
-                break;
-            }
-        }
-        entries.sort_by(|a, b| a.name.cmp(&b.name));
-        entries.truncate(MAX_LIST);
-        Ok((entries, truncated))
+        let after = after.map_or_else(Vec::new, |a| a.split('/').filter(|p| !p.is_empty()).collect());
+        let mut walk = TreeWalk { top: name, after, checksum, entries: Vec::new(), more: false };
+        walk.dir(&dir, &mut Vec::new())?;
+        Ok((walk.entries, walk.more))
     }
 
     /// Removes what uploads that never finished left behind (a server killed
@@ -486,6 +462,84 @@ pub fn start_writeback(fd: std::os::fd::RawFd, offset: u64, len: u64) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (fd, offset, len);
+}
+
+/// One page of [`Root::list_tree`].
+struct TreeWalk<'a> {
+    /// The listed directory's name, for errors.
+    top: &'a str,
+    /// The components of the name the page starts after.
+    after: Vec<&'a str>,
+    checksum: Option<Checksum>,
+    entries: Vec<Entry>,
+    /// An entry was left for the next page.
+    more: bool,
+}
+
+impl TreeWalk<'_> {
+    fn dir(&mut self, dir: &OwnedFd, prefix: &mut Vec<String>) -> Result<(), FileError> {
+        let error = |e: io::Error| FileError::from_io(self.top, e);
+        let (listed, too_many) = read_dir(dir.try_clone().map_err(error)?, MAX_DIR_NAMES).map_err(error)?;
+        if too_many {
+            let why = format!("a directory of more than {MAX_DIR_NAMES} names: too many to list as a tree");
+            return Err(error(io::Error::other(why)));
+        }
+        for mut entry in listed {
+            prefix.push(std::mem::take(&mut entry.name));
+            let order = prefix.iter().map(String::as_str).cmp(self.after.iter().copied());
+            let on_the_way =
+                self.after.len() >= prefix.len() && self.after.iter().zip(prefix.iter()).all(|(a, p)| a == p);
+            let here = cstring(prefix.last().expect("pushed").as_bytes()).map_err(error)?;
+            if order != std::cmp::Ordering::Greater {
+                // Listed on an earlier page; only what leads to `after` is entered.
+                if on_the_way && entry.kind == Kind::Dir {
+                    self.enter(dir, &here, prefix)?;
+                }
+                prefix.pop();
+                if self.more {
+                    return Ok(());
+                }
+                continue;
+            }
+            if self.entries.len() >= MAX_LIST {
+                self.more = true;
+                prefix.pop();
+                return Ok(());
+            }
+            match entry.kind {
+                Kind::Link => entry.target = read_link_at(dir, &here),
+                Kind::File => {
+                    if let Some(checksum) = self.checksum {
+                        entry.digest = Some(hash_at(dir, &here, checksum).map_err(error)?);
+                    }
+                }
+                Kind::Dir | Kind::Other => {}
+            }
+            entry.name = prefix.join("/");
+            let is_dir = entry.kind == Kind::Dir;
+            self.entries.push(entry);
+            if is_dir {
+                self.enter(dir, &here, prefix)?;
+            }
+            prefix.pop();
+            if self.more {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn enter(&mut self, dir: &OwnedFd, name: &CStr, prefix: &mut Vec<String>) -> Result<(), FileError> {
+        if prefix.len() > SWEEP_DEPTH {
+            let why = format!("deeper than {SWEEP_DEPTH} levels: too deep to list as a tree");
+            return Err(FileError::from_io(self.top, io::Error::other(why)));
+        }
+        // A directory that cannot be read (permissions, gone) is listed, not entered.
+        match open_subdir(dir, name) {
+            Ok(sub) => self.dir(&sub, prefix),
+            Err(_) => Ok(()),
+        }
+    }
 }
 
 /// A symlink's target (`None` if it cannot be read, or is not UTF-8).

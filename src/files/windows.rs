@@ -62,7 +62,12 @@ impl Root {
         match self.never {}
     }
 
-    pub fn list_tree(&self, _name: &str, _checksum: Option<Checksum>) -> Result<(Vec<Entry>, bool), FileError> {
+    pub fn list_tree(
+        &self,
+        _name: &str,
+        _checksum: Option<Checksum>,
+        _after: Option<&str>,
+    ) -> Result<(Vec<Entry>, bool), FileError> {
         match self.never {}
     }
 

@@ -64,6 +64,8 @@ pub struct FileRequest {
     /// In a `list`: the whole tree beneath the directory.
     #[serde(default)]
     pub recursive: bool,
+    /// In a recursive `list`: the page starts after this name.
+    pub after: Option<String>,
     /// In a `symlink`: what the link points to.
     pub target: Option<String>,
 }

@@ -138,9 +138,10 @@ pub enum Action {
     /// `hasher`; report with [`ServerSession::chunk_read`] before the peer is
     /// read again (the actions after this one may go out meanwhile).
     ReadChunk { want: usize, hasher: Hasher },
-    /// List a directory (`recursive`: its whole tree, with each file's digest
-    /// under `checksum` if given); report with [`ServerSession::listed`].
-    ListDir { name: String, recursive: bool, checksum: Option<Checksum> },
+    /// List a directory (`recursive`: a page of its whole tree, after the
+    /// name `after`, with each file's digest under `checksum` if given);
+    /// report with [`ServerSession::listed`].
+    ListDir { name: String, recursive: bool, checksum: Option<Checksum>, after: Option<String> },
     /// Close the connection, after sending this error frame if there is one.
     Close(Option<Reply>),
     /// Start this live command (stdin, stdout and stderr piped, in a process
@@ -197,11 +198,12 @@ impl fmt::Debug for Action {
             Action::DiscardUpload => f.write_str("DiscardUpload"),
             Action::OpenFile { name } => f.debug_struct("OpenFile").field("name", name).finish(),
             Action::ReadChunk { want, .. } => f.debug_struct("ReadChunk").field("want", want).finish(),
-            Action::ListDir { name, recursive, checksum } => f
+            Action::ListDir { name, recursive, checksum, after } => f
                 .debug_struct("ListDir")
                 .field("name", name)
                 .field("recursive", recursive)
                 .field("checksum", checksum)
+                .field("after", after)
                 .finish(),
             Action::Close(reply) => f.debug_tuple("Close").field(&reply.as_ref().map(header_text)).finish(),
             Action::Start { shown, .. } => f.debug_struct("Start").field("shown", shown).finish(),
@@ -1045,7 +1047,8 @@ impl<'c> ServerSession<'c> {
             _ => None,
         };
         self.state = State::Awaiting(Awaiting::Listing { name: name.clone(), recursive: request.recursive });
-        vec![Action::ListDir { name, recursive: request.recursive, checksum }]
+        let after = request.after.filter(|_| request.recursive);
+        vec![Action::ListDir { name, recursive: request.recursive, checksum, after }]
     }
 
     /// What an [`Action::ListDir`] gave: the entries and whether there were

@@ -302,21 +302,22 @@ impl PyClientSession {
         outgoing(py, made)
     }
 
-    /// ``list`` of a directory beneath the server's root (``recursive``: its
-    /// whole tree, with each file's digest under ``checksum`` if given):
-    /// ``(id, bytes)``.
-    #[pyo3(signature = (name="", *, recursive=false, checksum=None))]
+    /// ``list`` of a directory beneath the server's root (``recursive``: a
+    /// page of its whole tree, the names after ``after``, with each file's
+    /// digest under ``checksum`` if given): ``(id, bytes)``.
+    #[pyo3(signature = (name="", *, recursive=false, checksum=None, after=None))]
     fn list<'py>(
         &self,
         py: Python<'py>,
         name: &str,
         recursive: bool,
         checksum: Option<&str>,
+        after: Option<&str>,
     ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
         let made = if recursive {
-            self.lock(py)?.list_tree(name, checksum)
-        } else if checksum.is_some() {
-            return Err(PyValueError::new_err("checksum is for a recursive listing"));
+            self.lock(py)?.list_tree(name, checksum, after)
+        } else if checksum.is_some() || after.is_some() {
+            return Err(PyValueError::new_err("checksum and after are for a recursive listing"));
         } else {
             self.lock(py)?.list(name)
         };

@@ -326,7 +326,9 @@ impl<'s> Conn<'s> {
                 self.read_chunk(want, hasher);
                 vec![]
             }
-            Action::ListDir { name, recursive, checksum } => self.list_dir(name, recursive, checksum).await,
+            Action::ListDir { name, recursive, checksum, after } => {
+                self.list_dir(name, recursive, checksum, after).await
+            }
             // Boxed: every connection's future would otherwise carry the live loop's state.
             Action::Start { spec, shown } => Box::pin(self.run_live(spec, shown)).await?,
             Action::WriteStdin(_) | Action::CloseStdin | Action::Signal(_) => {

@@ -481,13 +481,23 @@ impl ClientSession {
         Ok((self.push(Step::Expect("listing")), data))
     }
 
-    /// `list` of the whole tree beneath the directory `name`: names relative
-    /// to it, each entry with its `mode`, a symlink's `target` and, with
-    /// `checksum`, each file's `digest`. Its reply is as [`ClientSession::list`]'s.
-    pub fn list_tree(&mut self, name: &str, checksum: Option<&str>) -> Result<(RequestId, Vec<u8>), SessionError> {
+    /// `list` of the whole tree beneath the directory `name`, one page (the
+    /// names after `after`): names relative to it, each entry with its
+    /// `mode`, a symlink's `target` and, with `checksum`, each file's
+    /// `digest`. Its reply is as [`ClientSession::list`]'s; `truncated`
+    /// says another page follows, after its last name.
+    pub fn list_tree(
+        &mut self,
+        name: &str,
+        checksum: Option<&str>,
+        after: Option<&str>,
+    ) -> Result<(RequestId, Vec<u8>), SessionError> {
         self.check_free()?;
         self.need_json("list")?;
         let mut fields = vec![("op", Val::Str("list")), ("name", Val::Str(name)), ("recursive", Val::Bool(true))];
+        if let Some(after) = after {
+            fields.push(("after", Val::Str(after)));
+        }
         if let Some(checksum) = checksum {
             check_checksum(checksum)?;
             fields.push(("checksum", Val::Str(checksum)));

@@ -888,10 +888,11 @@ fn mkdir_symlink_sync_and_tree_listings_expect_their_replies() {
     let (l, link) = s.symlink("a/l", "b", true).unwrap();
     assert_eq!(sent(&link).0["target"], "b");
     let (y, _) = s.sync().unwrap();
-    let (t, tree) = s.list_tree("a", Some("sha256")).unwrap();
+    let (t, tree) = s.list_tree("a", Some("sha256"), Some("b/c")).unwrap();
     assert_eq!(sent(&tree).0["recursive"], true);
     assert_eq!(sent(&tree).0["checksum"], "sha256");
-    assert!(matches!(s.list_tree("a", Some("crc")), Err(SessionError::Usage(_))));
+    assert_eq!(sent(&tree).0["after"], "b/c");
+    assert!(matches!(s.list_tree("a", Some("crc"), None), Err(SessionError::Usage(_))));
     let replies = [
         frame(r#""op": "made""#, b""),
         frame(r#""op": "linked""#, b""),

@@ -733,7 +733,9 @@ fn a_listing_is_a_json_array_within_the_limit() {
     let config = ServerConfig { codec: Codec { max_body: 60, ..Codec::default() }, ..with_root() };
     let mut s = session(&config);
     let actions = s.receive(frame(json!({"op": "list", "name": "d"}), b""));
-    assert!(matches!(&actions[..], [Action::ListDir { name, recursive: false, checksum: None }] if name == "d"));
+    assert!(
+        matches!(&actions[..], [Action::ListDir { name, recursive: false, checksum: None, after: None }] if name == "d")
+    );
     let entry = |name: &str| Entry { name: name.into(), size: 1, kind: Kind::File, mtime: 2.0, ..Entry::default() };
     let (h, body) = reply(&s.listed(Ok((vec![entry("a"), entry("b")], false))));
     assert_eq!(h, json!({"op": "listing", "name": "d", "count": 1, "truncated": true, "total_size": body.len()}));
@@ -862,9 +864,10 @@ fn a_symlink_out_of_the_root_is_refused_before_the_disk() {
 fn a_recursive_listing_carries_modes_targets_and_digests() {
     let config = with_root();
     let mut s = session(&config);
-    let actions = s.receive(frame(json!({"op": "list", "name": "t", "recursive": true, "checksum": "md5"}), b""));
+    let request = json!({"op": "list", "name": "t", "recursive": true, "checksum": "md5", "after": "d"});
+    let actions = s.receive(frame(request, b""));
     assert!(
-        matches!(&actions[..], [Action::ListDir { recursive: true, checksum: Some(Checksum::Md5), .. }]),
+        matches!(&actions[..], [Action::ListDir { recursive: true, checksum: Some(Checksum::Md5), after: Some(a), .. }] if a == "d"),
         "{actions:?}"
     );
     let entries = vec![
@@ -881,6 +884,6 @@ fn a_recursive_listing_carries_modes_targets_and_digests() {
     let actions = s.receive(frame(json!({"op": "list", "recursive": true}), b""));
     assert!(matches!(&actions[..], [Action::ListDir { recursive: true, checksum: None, .. }]));
     s.listed(Ok((vec![], false)));
-    let actions = s.receive(frame(json!({"op": "list", "checksum": "md5"}), b""));
-    assert!(matches!(&actions[..], [Action::ListDir { recursive: false, checksum: None, .. }]));
+    let actions = s.receive(frame(json!({"op": "list", "checksum": "md5", "after": "x"}), b""));
+    assert!(matches!(&actions[..], [Action::ListDir { recursive: false, checksum: None, after: None, .. }]));
 }

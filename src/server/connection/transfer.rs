@@ -113,9 +113,25 @@ impl Conn<'_> {
         }));
     }
 
-    pub(super) async fn list_dir(&mut self, name: String, recursive: bool, checksum: Option<Checksum>) -> Vec<Action> {
+    pub(super) async fn list_dir(
+        &mut self,
+        name: String,
+        recursive: bool,
+        checksum: Option<Checksum>,
+        after: Option<String>,
+    ) -> Vec<Action> {
         let root = self.root();
-        let listed = blocking(move || if recursive { root.list_tree(&name, checksum) } else { root.list(&name) }).await;
+        let listed =
+            blocking(
+                move || {
+                    if recursive {
+                        root.list_tree(&name, checksum, after.as_deref())
+                    } else {
+                        root.list(&name)
+                    }
+                },
+            )
+            .await;
         self.session.listed(listed)
     }
 }
