@@ -1362,10 +1362,47 @@ class AsyncClient:
         items = _files.remote_tree(entries, symlinks, remote_dir)
         _files.check_tree_names(items)
         mirror = await loop.run_in_executor(None, _files.LocalTree, local, items, checksum)
-        for item in mirror.plan.files:
-            path = await loop.run_in_executor(None, mirror.prepare, item)
-            await self.download(_files.remote_join(remote_dir, item.name), path, overwrite=True, checksum=checksum)
-            await loop.run_in_executor(None, os.chmod, path, item.mode)
+        files = iter(mirror.plan.files)
+        # (id, item, receiving file) of each get sent, in the order of the replies
+        pending: collections.deque[tuple[int, _files.TreeItem, _files.LocalFile]] = collections.deque()
+
+        def receiver(item: _files.TreeItem) -> _files.LocalFile:
+            return _files.LocalFile(mirror.prepare(item), overwrite=True, checksum=checksum)
+
+        def save(target: _files.LocalFile, end: dict[str, Any], mode: int) -> None:
+            target.commit(end, durable=False)
+            os.chmod(target.path, mode)
+
+        async with self._hold() as conn:
+            session = conn.session
+            try:
+                while True:
+                    while len(pending) < _files.TREE_WINDOW and (item := next(files, None)) is not None:
+                        target = await loop.run_in_executor(None, receiver, item)
+                        pending.append((-1, item, target))
+                        id, data = session.get(_files.remote_join(remote_dir, item.name), checksum=checksum)
+                        pending[-1] = (id, item, target)
+                        if conn.paused:
+                            await self._writable(conn)
+                        conn.queue(data)
+                    if not pending:
+                        break
+                    id, item, target = pending[0]
+                    event = await self._next(conn, id)
+                    kind = _step(event, ("download-started", "file-chunk", "transfer-end"), conn)[0]
+                    if kind == "file-chunk":
+                        await loop.run_in_executor(None, target.write, event[2])
+                    elif kind == "transfer-end":
+                        await loop.run_in_executor(None, save, target, event[6], item.mode)
+                        pending.popleft()
+            except BaseException:
+                if pending:
+                    conn.fail("a tree download was interrupted")
+                raise
+            finally:
+                for _id, _item, target in pending:
+                    target.discard()
+        await loop.run_in_executor(None, _files.sync_path, local)
         await loop.run_in_executor(None, mirror.finish)
         return mirror.plan.result(local, remote_dir)
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -808,8 +809,11 @@ class Client:
         :meth:`download` saves one); a symlink on the server refuses the
         transfer before anything is written, unless ``symlinks="copy"`` (and
         its target stays inside the tree). Names that would lead out of
-        ``local_dir`` (through a local symlink, say) are refused. Returns
-        what :meth:`upload_tree` returns. See it for an example.
+        ``local_dir`` (through a local symlink, say) are refused. The files
+        are asked for back to back on the connection and made durable
+        together at the end (one sync of the local file system), as
+        :meth:`upload_tree` does on the server. Returns what
+        :meth:`upload_tree` returns. See it for an example.
         """
         _files.check_checksum(checksum)
         _files.check_symlinks(symlinks)
@@ -818,9 +822,43 @@ class Client:
         items = _files.remote_tree(entries, symlinks, remote_dir)
         _files.check_tree_names(items)
         mirror = _files.LocalTree(local, items, checksum)
-        for item in mirror.plan.files:
-            path = mirror.prepare(item)
-            self.download(_files.remote_join(remote_dir, item.name), path, overwrite=True, checksum=checksum)
-            os.chmod(path, item.mode)
+        files = iter(mirror.plan.files)
+        # (item, receiving file) of each get sent, in the order of the replies
+        pending: collections.deque[tuple[_files.TreeItem, _files.LocalFile]] = collections.deque()
+        with self._call():
+            self._require_sock()
+            session = self._require_session()
+            try:
+                while True:
+                    if len(pending) <= _files.TREE_WINDOW // 2:
+                        # Gets go back to back, a batch a write; their replies are small
+                        # next to the socket buffers, so neither side blocks the other.
+                        out = bytearray()
+                        while len(pending) < _files.TREE_WINDOW and (item := next(files, None)) is not None:
+                            target = _files.LocalFile(mirror.prepare(item), overwrite=True, checksum=checksum)
+                            pending.append((item, target))
+                            out += session.get(_files.remote_join(remote_dir, item.name), checksum=checksum)[1]
+                        if out:
+                            self._write(bytes(out))
+                    if not pending:
+                        break
+                    item, target = pending[0]
+                    event = self._event()
+                    if event[0] == "file-chunk":
+                        target.write(event[2])
+                    elif event[0] == "transfer-end":
+                        target.commit(event[6], durable=False)
+                        os.chmod(target.path, item.mode)
+                        pending.popleft()
+                    elif event[0] != "download-started":
+                        raise self._failure(event)
+            except BaseException:
+                if pending:
+                    self._abort("a tree download was interrupted")
+                raise
+            finally:
+                for _item, target in pending:
+                    target.discard()
+        _files.sync_path(local)
         mirror.finish()
         return mirror.plan.result(local, remote_dir)

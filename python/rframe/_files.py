@@ -23,7 +23,15 @@ from typing import Any
 
 from ._errors import ChecksumError, RemoteError
 from ._rframe import CHECKSUMS as _CHECKSUMS
-from ._rframe import MODE_BITS, PART_SUFFIX, TRANSFER_CHUNK, WRITEBACK_EVERY, _PartFile, check_link_target
+from ._rframe import (
+    MODE_BITS,
+    PART_SUFFIX,
+    TRANSFER_CHUNK,
+    WRITEBACK_EVERY,
+    _PartFile,
+    check_link_target,
+    sync_path,
+)
 
 __all__ = [
     "CHUNK",
@@ -42,6 +50,7 @@ __all__ = [
     "TreePlan",
     "check_tree_names",
     "LocalTree",
+    "sync_path",
 ]
 
 #: The largest chunk a client sends (the server may ask for less): the Rust
@@ -158,9 +167,11 @@ class LocalFile:
         self._hash.update(data)
         self.size += len(data)
 
-    def commit(self, end: dict[str, Any]) -> dict[str, Any]:
+    def commit(self, end: dict[str, Any], *, durable: bool = True) -> dict[str, Any]:
         """Verifies the digest the ``end`` header claims (the session checked
-        the size), then gives the file its name."""
+        the size), then gives the file its name (``durable=False``: without
+        waiting for the disk, as a tree's files, synced together by
+        :func:`sync_path` at the end)."""
         digest = self._hash.hexdigest()
         claimed = end.get("digest")
         if not isinstance(claimed, str) or claimed.lower() != digest:
@@ -171,7 +182,7 @@ class LocalFile:
                 actual=digest,
             )
         try:
-            self._part.commit()
+            self._part.commit(durable)
         except FileExistsError:
             raise FileExistsError(errno.EEXIST, "already exists, and overwrite was not asked for", self.path) from None
         return {"name": self.path, "size": self.size, self.checksum: digest}

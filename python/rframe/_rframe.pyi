@@ -39,6 +39,7 @@ __all__ = [
     "auth_verify",
     "server_fingerprint",
     "check_link_target",
+    "sync_path",
     "_stop_python_threads",
 ]
 
@@ -218,7 +219,7 @@ class _PartFile:
     @property
     def temp(self) -> bytes: ...
     def write(self, data: bytes) -> None: ...
-    def commit(self) -> None: ...
+    def commit(self, durable: bool = True) -> None: ...
     def discard(self) -> None: ...
 
 _Id = int
@@ -353,6 +354,9 @@ PART_SUFFIX: str
 WRITEBACK_EVERY: int
 #: The permission bits a file or directory keeps when sent (no setuid, setgid or sticky bit).
 MODE_BITS: int
+
+def sync_path(path: str | PathLike[str]) -> None:
+    """Make durable what was saved beneath ``path`` with ``_PartFile.commit(durable=False)`` (``syncfs`` on Linux)."""
 
 def check_link_target(name: str, target: str) -> None:
     """Raise ``ValueError`` if a symlink at ``name`` to ``target`` leads out of its tree."""

@@ -20,14 +20,14 @@ mod unix;
 #[cfg(unix)]
 use unix as sys;
 #[cfg(unix)]
-pub use unix::{start_writeback, Root, Upload};
+pub use unix::{start_writeback, sync_path, Root, Upload};
 
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
 use windows as sys;
 #[cfg(windows)]
-pub use windows::{Root, Upload};
+pub use windows::{sync_path, Root, Upload};
 
 /// Uploads in progress carry this suffix; listings leave them out.
 pub const PART_SUFFIX: &str = ".rframe-part";

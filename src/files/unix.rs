@@ -394,19 +394,24 @@ impl Upload {
     /// its name without waiting for the disk: [`Root::sync`] makes it
     /// durable later, with others. Until then a crash may leave it short or
     /// empty under its name.
-    pub fn commit_with(mut self, durable: bool) -> Result<Option<io::Error>, FileError> {
+    pub fn commit_with(self, durable: bool) -> Result<Option<io::Error>, FileError> {
         let name = self.name.clone();
         if let Some(mode) = self.mode {
             // SAFETY: a plain syscall on an open descriptor of ours.
             cvt(unsafe { libc::fchmod(self.file.as_raw_fd(), mode as libc::mode_t) })
                 .map_err(|e| FileError::from_io(&name, e))?;
         }
+        self.commit_io_with(durable).map_err(|e| FileError::from_io(&name, e))
+    }
+
+    /// [`Upload::commit_with`], with the error as the system gave it.
+    pub fn commit_io_with(mut self, durable: bool) -> io::Result<Option<io::Error>> {
         if !durable && cfg!(target_os = "linux") {
-            self.rename().map_err(|e| FileError::from_io(&name, e))?;
+            self.rename()?;
             self.done = true;
             return Ok(None);
         }
-        self.commit_io().map_err(|e| FileError::from_io(&name, e))
+        self.commit_io()
     }
 
     /// [`Upload::commit`], with the error as the system gave it (`EEXIST`:
@@ -449,6 +454,25 @@ impl Drop for Upload {
             unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.temp.as_ptr(), 0) };
         }
     }
+}
+
+/// Makes durable what was stored beneath `path` without syncing
+/// ([`Upload::commit_io_with`] with `durable: false`): `syncfs` of its file
+/// system on Linux; elsewhere nothing was left unsynced.
+pub fn sync_path(path: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let c = cstring(path.as_os_str().as_bytes())?;
+        // SAFETY: a plain syscall with a NUL-terminated name, which outlives it.
+        let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a plain syscall on an open descriptor of ours.
+        cvt(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = path;
+    Ok(())
 }
 
 /// Asks the kernel to start writing `len` bytes of `fd` from `offset` to disk,

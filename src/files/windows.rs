@@ -156,6 +156,11 @@ impl Upload {
         self.commit()
     }
 
+    /// [`Upload::commit_io`]: always durable here.
+    pub fn commit_io_with(self, _durable: bool) -> io::Result<Option<io::Error>> {
+        self.commit_io()
+    }
+
     /// Flushes the file to disk, closes it and gives it its final name
     /// (`AlreadyExists` if the name was taken meanwhile and `overwrite` was
     /// not asked for). `MOVEFILE_WRITE_THROUGH`: the rename is on disk when
@@ -185,6 +190,11 @@ impl Drop for Upload {
             let _ = std::fs::remove_file(&self.temp);
         }
     }
+}
+
+/// Nothing is stored without syncing here: nothing to do.
+pub fn sync_path(_path: &Path) -> io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]

@@ -56,9 +56,12 @@ impl PyPartFile {
     /// fsync, then the final name, atomically (``FileExistsError`` if it was
     /// taken meanwhile and ``overwrite`` was not asked for), then the
     /// directory's fsync, whose failure is ignored: the file is stored.
-    fn commit(&self, py: Python<'_>) -> PyResult<()> {
+    /// ``durable=False`` (on Linux): the name without the fsyncs, which a
+    /// later ``sync_path`` of its directory makes up for.
+    #[pyo3(signature = (durable=true))]
+    fn commit(&self, py: Python<'_>, durable: bool) -> PyResult<()> {
         let upload = self.take()?;
-        py.detach(|| upload.commit_io())?;
+        py.detach(|| upload.commit_io_with(durable))?;
         Ok(())
     }
 
@@ -77,4 +80,12 @@ impl PyPartFile {
 #[pyfunction]
 pub fn check_link_target(name: &str, target: &str) -> PyResult<()> {
     crate::files::check_link_target(name, target).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Makes durable what was saved beneath ``path`` with ``_PartFile.commit(durable=False)``:
+/// ``syncfs`` of its file system on Linux (elsewhere nothing is left unsynced).
+#[pyfunction]
+pub fn sync_path(py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    py.detach(|| crate::files::sync_path(&path))?;
+    Ok(())
 }

@@ -49,6 +49,7 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(protocol::auth_verify, m)?)?;
     m.add_function(wrap_pyfunction!(server::server_fingerprint, m)?)?;
     m.add_function(wrap_pyfunction!(files::check_link_target, m)?)?;
+    m.add_function(wrap_pyfunction!(files::sync_path, m)?)?;
     m.add_function(wrap_pyfunction!(server::_stop_python_threads, m)?)?;
     // Python threads of ours must be gone before the interpreter finalizes.
     m.py().import("atexit")?.call_method1("register", (m.getattr("_stop_python_threads")?,))?;
