@@ -1100,3 +1100,32 @@ def test_a_tree_over_one_listing_page_goes_whole(root, here):
         names = [e["name"] for e in c.list_files("big", recursive=True)]
         assert len(names) == len(set(names)) == 10_100
     assert tree_of(root / "big") == tree_of(src)
+
+
+def test_blake3_digests_match_the_reference_implementation(connect, server, root, here):
+    import blake3
+
+    for size in (0, 1, 1024, 1025, CHUNK + 7):
+        data = os.urandom(size)
+        h = rframe._files.new_hash("blake3")
+        h.update(data[: size // 2])
+        h.update(data[size // 2 :])
+        assert h.hexdigest() == blake3.blake3(data).hexdigest(), size
+    data = os.urandom(2 * CHUNK + 99)
+    (here / "b.bin").write_bytes(data)
+    digest = blake3.blake3(data).hexdigest()
+    with connect(server) as c:
+        assert c.upload(here / "b.bin", checksum="blake3") == {"name": "b.bin", "size": len(data), "blake3": digest}
+        got = c.download("b.bin", here / "back.bin", checksum="blake3")
+        assert got["blake3"] == digest and (here / "back.bin").read_bytes() == data
+        (here / "t").mkdir()
+        (here / "t" / "small").write_bytes(b"abc")
+        assert c.upload_tree(here / "t", "t", checksum="blake3")["checksum"] == "blake3"
+        listed = c.list_files("t", recursive=True)
+        assert [e for e in listed if e["name"] == "small"] and (root / "t" / "small").read_bytes() == b"abc"
+        # A digest that does not match is refused as with the others.
+        wrong = blake3.blake3(b"abd").hexdigest()
+        with pytest.raises(rframe.RemoteError) as info:
+            c.request(b"abc", op="put", name="x", size=3, inline=True, checksum="blake3", digest=wrong)
+        assert info.value.code == "checksum" and "blake3 mismatch" in info.value.message
+    assert not (root / "x").exists()

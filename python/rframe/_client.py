@@ -478,7 +478,7 @@ class Client:
         """Send a file to a server started with ``root``; return what was stored.
 
         The file moves in chunks (memory stays flat, whatever its size) with
-        its ``checksum`` digest (``"sha256"`` or ``"md5"``), which the server
+        its ``checksum`` digest (``"sha256"``, ``"md5"`` or ``"blake3"``), which the server
         verifies before the file takes ``remote_name`` (default: the local
         file's name), relative to the server's root. Until then the server
         writes to a temporary name, so a cut or corrupt upload leaves any old

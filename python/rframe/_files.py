@@ -28,6 +28,7 @@ from ._rframe import (
     PART_SUFFIX,
     TRANSFER_CHUNK,
     WRITEBACK_EVERY,
+    _Hasher,
     _PartFile,
     check_link_target,
     sync_path,
@@ -66,6 +67,21 @@ CHECKSUMS = _CHECKSUMS
 
 Progress = Callable[[int, int], Any] | None
 _Path = str | os.PathLike[str]
+
+
+def new_hash(checksum: str) -> Any:
+    """A hasher of ``checksum`` with ``hashlib``'s ``update`` and
+    ``hexdigest``: ``hashlib``'s own where it has the algorithm (sha256, md5),
+    the Rust core's otherwise (blake3), so both ends of a transfer hash alike.
+
+    >>> h = new_hash("blake3")
+    >>> h.update(b"abc")
+    >>> h.hexdigest()
+    '6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85'
+    """
+    if checksum in hashlib.algorithms_guaranteed:
+        return hashlib.new(checksum)
+    return _Hasher(checksum)
 
 
 def check_checksum(checksum: str) -> str:
@@ -123,7 +139,7 @@ class ChunkReader:
     def __init__(self, f: Any, size: int, checksum: str) -> None:
         self.f = f
         self.left = size
-        self.hash = hashlib.new(checksum)
+        self.hash = new_hash(checksum)
 
     def read_into(self, buf: bytearray) -> int:
         """Fills ``buf`` (less at the end of the file); 0 if the file ended early."""
@@ -159,7 +175,7 @@ class LocalFile:
         # GIL released, handed to the disk every WRITEBACK_EVERY bytes.
         self._part = _PartFile(os.path.abspath(path), overwrite)
         self.temp = os.path.join(directory, os.fsdecode(self._part.temp))
-        self._hash = hashlib.new(checksum)
+        self._hash = new_hash(checksum)
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -323,7 +339,7 @@ def check_tree_names(items: list[TreeItem]) -> None:
 
 def hash_file(path: str, checksum: str) -> tuple[int, str]:
     """``(size, hex digest)`` of a local file (``hashlib`` releases the GIL)."""
-    h = hashlib.new(checksum)
+    h = new_hash(checksum)
     size = 0
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
@@ -405,7 +421,9 @@ def read_small(item: TreeItem, checksum: str) -> tuple[bytes, str]:
         data = f.read(INLINE_MAX + 1)
     if len(data) > INLINE_MAX:
         raise OSError(f"{item.path} grew past {INLINE_MAX} bytes while the tree was sent")
-    return data, hashlib.new(checksum, data).hexdigest()
+    h = new_hash(checksum)
+    h.update(data)
+    return data, h.hexdigest()
 
 
 class LocalTree:

@@ -31,6 +31,7 @@ __all__ = [
     "Server",
     "_SessionReader",
     "_PartFile",
+    "_Hasher",
     "pack_frame",
     "read_frame",
     "send_frame",
@@ -64,7 +65,7 @@ class Codec:
         # compiled signature shows as `...`, and so does the stub (stubtest).
         max_header: int = ...,
         max_body: int = ...,
-        checksum: Literal["md5", "sha256"] | None = None,
+        checksum: Literal["md5", "sha256", "blake3"] | None = None,
     ) -> Codec: ...
     @property
     def json_header(self) -> bool: ...
@@ -221,6 +222,15 @@ class _PartFile:
     def write(self, data: bytes) -> None: ...
     def commit(self, durable: bool = True) -> None: ...
     def discard(self) -> None: ...
+
+@final
+class _Hasher:
+    """A digest computed piece by piece (``hashlib``'s shape), for the checksums ``hashlib`` lacks."""
+    def __new__(cls, checksum: str) -> _Hasher: ...
+    @property
+    def name(self) -> str: ...
+    def update(self, data: _Body) -> None: ...
+    def hexdigest(self) -> str: ...
 
 _Id = int
 

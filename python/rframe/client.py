@@ -60,7 +60,7 @@ from typing import Any, TextIO, cast
 from ._cli import port, read_token, seconds
 from ._client import Client
 from ._errors import AuthenticationError, CommandTimeout, FingerprintMismatch, RemoteError
-from ._files import SYMLINKS
+from ._files import CHECKSUMS, SYMLINKS
 from ._known_servers import KnownServers, default_path
 from ._process import RemoteProcess
 from ._protocol import where
@@ -187,7 +187,7 @@ def _transfer_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--overwrite", action="store_true", help="replace a file of that name (default: refuse)")
     ap.add_argument(
         "--checksum",
-        choices=("sha256", "md5"),
+        choices=CHECKSUMS,
         default="sha256",
         help="digest verified by the receiver (default sha256)",
     )

@@ -708,7 +708,7 @@ impl<'c> ServerSession<'c> {
         let checksum = match request.checksum.as_deref() {
             None => Checksum::Sha256,
             Some(name) => Checksum::from_name(name)
-                .ok_or_else(|| bad(&format!("checksum must be \"sha256\" or \"md5\", got {name:?}")))?,
+                .ok_or_else(|| bad(&format!("checksum must be \"sha256\", \"md5\" or \"blake3\", got {name:?}")))?,
         };
         let inline = what == "put" && request.inline;
         if !frame.body.is_empty() && !inline {

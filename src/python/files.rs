@@ -7,6 +7,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::stream::with_body;
+use crate::codec::{Checksum, Hasher};
 use crate::files::Upload;
 
 /// A file being received at a local path: the server's uploads' temporary
@@ -88,4 +90,45 @@ pub fn check_link_target(name: &str, target: &str) -> PyResult<()> {
 pub fn sync_path(py: Python<'_>, path: PathBuf) -> PyResult<()> {
     py.detach(|| crate::files::sync_path(&path))?;
     Ok(())
+}
+
+/// A digest computed piece by piece, as ``hashlib``'s objects are: the
+/// Rust core's (``codec::Hasher``), for the checksums ``hashlib`` lacks
+/// (``blake3``). ``update`` releases the GIL for large buffers. Private:
+/// ``rframe._files.new_hash`` picks it.
+#[pyclass(frozen, name = "_Hasher", module = "rframe._rframe")]
+pub struct PyHasher {
+    inner: Mutex<Hasher>,
+    name: &'static str,
+}
+
+#[pymethods]
+impl PyHasher {
+    #[new]
+    fn new(checksum: &str) -> PyResult<PyHasher> {
+        let algorithm = Checksum::from_name(checksum)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown checksum {checksum:?}")))?;
+        Ok(PyHasher { inner: Mutex::new(Hasher::new(algorithm)), name: algorithm.name() })
+    }
+
+    #[getter]
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn update(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        with_body(Some(data), |bytes| {
+            if bytes.len() >= 64 * 1024 {
+                py.detach(|| self.inner.lock().expect("lock").update(bytes));
+            } else {
+                self.inner.lock().expect("lock").update(bytes);
+            }
+            Ok(())
+        })
+    }
+
+    /// The lower-case hex digest of everything given so far.
+    fn hexdigest(&self) -> String {
+        self.inner.lock().expect("lock").clone().hex_digest()
+    }
 }

@@ -41,6 +41,7 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<replies::PySessionReader>()?;
     m.add_class::<client_session::PyClientSession>()?;
     m.add_class::<files::PyPartFile>()?;
+    m.add_class::<files::PyHasher>()?;
     m.add_function(wrap_pyfunction!(codec::pack_frame, m)?)?;
     m.add_function(wrap_pyfunction!(codec::read_frame, m)?)?;
     m.add_function(wrap_pyfunction!(codec::send_frame, m)?)?;

@@ -49,7 +49,7 @@ pub type RequestId = u64;
 pub use super::TRANSFER_CHUNK as CHUNK;
 
 /// The checksums a transfer may name, the default first.
-pub const CHECKSUMS: [&str; 2] = [Checksum::Sha256.name(), Checksum::Md5.name()];
+pub const CHECKSUMS: [&str; 3] = [Checksum::Sha256.name(), Checksum::Md5.name(), Checksum::Blake3.name()];
 
 /// Whether the server closes the connection after an error with this code
 /// (`ErrorCode::closes`; `_protocol.CLOSING_CODES` is derived from it too).
@@ -1149,7 +1149,7 @@ fn check_checksum(checksum: &str) -> Result<(), SessionError> {
     if CHECKSUMS.contains(&checksum) {
         Ok(())
     } else {
-        Err(SessionError::Usage(format!("checksum must be 'sha256' or 'md5', got {}", str_repr(checksum))))
+        Err(SessionError::Usage(format!("checksum must be 'sha256', 'md5' or 'blake3', got {}", str_repr(checksum))))
     }
 }
 

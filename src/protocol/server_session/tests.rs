@@ -470,7 +470,10 @@ fn file_requests_are_checked_before_the_disk() {
         (json!({"op": "put", "name": "a"}), "a put request needs \"name\" and \"size\""),
         (json!({"op": "get"}), "a get request needs \"name\""),
         (json!({"op": "get", "name": "d/"}), "a get names a file, not a directory ending in \"/\""),
-        (json!({"op": "get", "name": "a", "checksum": "crc"}), "checksum must be \"sha256\" or \"md5\", got \"crc\""),
+        (
+            json!({"op": "get", "name": "a", "checksum": "crc"}),
+            "checksum must be \"sha256\", \"md5\" or \"blake3\", got \"crc\"",
+        ),
     ];
     for (request, expected) in cases {
         assert_eq!(error_of(&s.receive(frame(request, b""))), ("bad-request".into(), expected.into()));
