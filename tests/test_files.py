@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -857,17 +858,19 @@ def test_bench_files_quick():
         for line in r.stdout.splitlines()
         if line.startswith("| upload") or line.startswith("| download")
     ]
-    # against sendfile, then TLS against plaintext
-    assert [(cells[0], len(cells)) for cells in rows] == [
-        ("upload", 7),
-        ("download", 7),
-        ("upload", 7),
-        ("download", 7),
-    ], r.stdout
+    # against sendfile, then TLS against plaintext, then trees against rsync
+    assert [(cells[0], len(cells)) for cells in rows] == [("upload", 7), ("download", 7)] * 3, r.stdout
     for cells in rows[:2]:
         assert all(float(cells[i].replace(",", "")) > 0 for i in (1, 2, 4)), cells
         assert cells[3].endswith("x") and cells[5].endswith("x"), cells
-    for cells in rows[2:]:
+    for cells in rows[4:]:  # files/s, and CPU seconds (rsync's only where it is installed)
+        assert float(cells[1].replace(",", "")) > 0 and float(cells[5]) > 0, cells
+        if shutil.which("rsync"):
+            assert float(cells[2].replace(",", "")) > 0 and cells[3].endswith("x"), cells
+        else:
+            assert "rsync not installed" in cells[2], cells
+    assert "# trees: 200 files of 4,096 bytes" in r.stdout
+    for cells in rows[2:4]:
         assert all(float(cells[i].replace(",", "")) > 0 for i in (1, 2)), cells
         assert re.fullmatch(r"\d+\.\d\dx", cells[3]) and cells[4].startswith(">= 0.85x"), cells
         for total in cells[5:]:  # CPU seconds per GiB, client + server = total
