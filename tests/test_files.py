@@ -1132,3 +1132,20 @@ def test_blake3_digests_match_the_reference_implementation(connect, server, root
             c.request(b"abc", op="put", name="x", size=3, inline=True, checksum="blake3", digest=wrong)
         assert info.value.code == "checksum" and "blake3 mismatch" in info.value.message
     assert not (root / "x").exists()
+
+
+def test_a_refused_file_of_a_tree_stops_it_with_the_rest_stored(connect, server, root, here):
+    src = here / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    (src / "x").write_bytes(b"x")
+    (src / "z").write_bytes(b"z")
+    (root / "t" / "x").mkdir(parents=True)  # a directory where the tree has a file
+    (root / "t" / "x" / "keep").write_bytes(b"keep")
+    with connect(server) as c:
+        with pytest.raises(rframe.RemoteError) as info:
+            c.upload_tree(src, "t")
+        assert info.value.code == "bad-request" and "is a directory" in info.value.message
+        assert (root / "t" / "a").read_bytes() == b"a" and (root / "t" / "z").read_bytes() == b"z"
+        assert (root / "t" / "x" / "keep").read_bytes() == b"keep"
+        assert c.run("echo usable").stdout == b"usable\n"

@@ -1089,10 +1089,10 @@ class AsyncClient:
         f, size = _files.open_source(path)
         with f:
             async with self._hold() as conn:
-                digest = await self._put_stream(
+                stored, digest = await self._put_stream(
                     conn, f, path, name, size, overwrite=overwrite, checksum=checksum, progress=progress
                 )
-        return {"name": name, "size": size, checksum: digest}
+        return {"name": stored, "size": size, checksum: digest}
 
     async def _put_stream(
         self,
@@ -1107,8 +1107,9 @@ class AsyncClient:
         progress: Progress = None,
         mode: int | None = None,
         sync: bool = True,
-    ) -> str:
-        """One file's upload on a held connection: its digest, once stored."""
+    ) -> tuple[str, str]:
+        """One file's upload on a held connection: the name the server stored
+        it under and its digest."""
         loop = asyncio.get_running_loop()
         session = conn.session
         made = session.put(name, size, overwrite=overwrite, checksum=checksum, mode=mode, sync=sync)
@@ -1137,8 +1138,8 @@ class AsyncClient:
             # Mid-transfer: the server must not take what was sent as whole.
             conn.fail("an upload was interrupted")
             raise
-        _step(await self._answer(conn, (made[0], end), self.timeout), "transfer-end", conn)
-        return digest
+        stored: str = _step(await self._answer(conn, (made[0], end), self.timeout), "transfer-end", conn)[2]
+        return stored, digest
 
     async def download(
         self,
@@ -1287,16 +1288,32 @@ class AsyncClient:
                 for item in plan.links:
                     yield session.symlink(join(remote_dir, item.name), item.target, overwrite=True)
 
-            await self._pipelined(conn, smalls())
-            for item in large:
-                f, size = _files.open_source(item.path)
-                with f:
-                    name = join(remote_dir, item.name)
-                    await self._put_stream(
-                        conn, f, item.path, name, size, overwrite=True, checksum=checksum, mode=item.mode, sync=False
-                    )
-            modes = [session.mkdir(join(remote_dir, d.name), mode=d.mode) for d in reversed(plan.dirs)]
-            await self._pipelined(conn, modes)
+            try:
+                await self._pipelined(conn, smalls())
+                for item in large:
+                    f, size = _files.open_source(item.path)
+                    with f:
+                        name = join(remote_dir, item.name)
+                        await self._put_stream(
+                            conn,
+                            f,
+                            item.path,
+                            name,
+                            size,
+                            overwrite=True,
+                            checksum=checksum,
+                            mode=item.mode,
+                            sync=False,
+                        )
+                modes = [session.mkdir(join(remote_dir, d.name), mode=d.mode) for d in reversed(plan.dirs)]
+                await self._pipelined(conn, modes)
+            except Exception:
+                # What was stored before the failure is made durable all the
+                # same (a refused file leaves the connection in step).
+                if conn.reason is None:
+                    with contextlib.suppress(Exception):
+                        await self._answer(conn, session.sync(), self.timeout)
+                raise
             await self._answer(conn, session.sync(), self.timeout)
         return plan.result(local, remote_dir)
 

@@ -512,8 +512,10 @@ class Client:
         f, size = _files.open_source(path)
         with f, self._call():
             self._require_sock()
-            digest = self._put_stream(f, path, name, size, overwrite=overwrite, checksum=checksum, progress=progress)
-        return {"name": name, "size": size, checksum: digest}
+            stored, digest = self._put_stream(
+                f, path, name, size, overwrite=overwrite, checksum=checksum, progress=progress
+            )
+        return {"name": stored, "size": size, checksum: digest}
 
     def _put_stream(
         self,
@@ -527,8 +529,9 @@ class Client:
         progress: Progress = None,
         mode: int | None = None,
         sync: bool = True,
-    ) -> str:
-        """One file's upload (the caller holds the call): its digest, once stored."""
+    ) -> tuple[str, str]:
+        """One file's upload (the caller holds the call): the name the server
+        stored it under and its digest."""
         session = self._require_session()
         self._write(session.put(name, size, overwrite=overwrite, checksum=checksum, mode=mode, sync=sync)[1])
         chunk = self._expect("upload-ready")[2]
@@ -558,8 +561,8 @@ class Client:
             # Mid-transfer: the server must not take what was sent as whole.
             self._abort("an upload was interrupted")
             raise
-        self._expect("transfer-end")
-        return digest
+        stored: str = self._expect("transfer-end")[2]
+        return stored, digest
 
     def download(
         self,
@@ -730,25 +733,46 @@ class Client:
                 for item in plan.links:
                     yield session.symlink(join(remote_dir, item.name), item.target, overwrite=True)
 
-            self._pipelined(requests())
-            for item in large:
-                f, size = _files.open_source(item.path)
-                with f:
-                    self._put_stream(
-                        f,
-                        item.path,
-                        join(remote_dir, item.name),
-                        size,
-                        overwrite=True,
-                        checksum=checksum,
-                        mode=item.mode,
-                        sync=False,
-                    )
-            # Modes last, deepest first: a directory without write permission
-            # is made so only once what goes in it is there.
-            self._pipelined(session.mkdir(join(remote_dir, d.name), mode=d.mode) for d in reversed(plan.dirs))
+            try:
+                self._upload_tree_steps(requests(), large, plan, remote_dir, checksum)
+            except Exception:
+                # What was stored before the failure is made durable all the
+                # same (a refused file leaves the connection in step).
+                with contextlib.suppress(Exception):
+                    self._exchange(self._require_session().sync())
+                raise
             self._exchange(session.sync())
         return plan.result(local, remote_dir)
+
+    def _upload_tree_steps(
+        self,
+        requests: Iterator[tuple[int, bytes]],
+        large: list[_files.TreeItem],
+        plan: _files.TreePlan,
+        remote_dir: str,
+        checksum: str,
+    ) -> None:
+        """The small files and links back to back, then the large files one
+        by one, then the directories' modes (the caller holds the call)."""
+        session = self._require_session()
+        join = _files.remote_join
+        self._pipelined(requests)
+        for item in large:
+            f, size = _files.open_source(item.path)
+            with f:
+                self._put_stream(
+                    f,
+                    item.path,
+                    join(remote_dir, item.name),
+                    size,
+                    overwrite=True,
+                    checksum=checksum,
+                    mode=item.mode,
+                    sync=False,
+                )
+        # Modes last, deepest first: a directory without write permission
+        # is made so only once what goes in it is there.
+        self._pipelined(session.mkdir(join(remote_dir, d.name), mode=d.mode) for d in reversed(plan.dirs))
 
     def _pipelined(self, requests: Iterator[tuple[int, bytes]]) -> None:
         """Sends the requests back to back, at most ``TREE_WINDOW`` waiting
