@@ -28,9 +28,16 @@ page cache (it was just written), so this measures the transfer, not the
 source disk. Memory: the server's peak RSS (``VmHWM``) and this process's
 peak RSS growth while it ran the rframe transfers.
 
+Then a tree: 10,000 files of 4 KiB (``--tree-files``, ``--tree-size``) with
+``Client.upload_tree`` / ``download_tree`` against ``rsync -r --fsync`` to and
+from an rsync daemon on loopback (its config written to the work directory;
+the rsync rows are skipped with a note where rsync is not installed), files
+per second and CPU seconds of both ends.
+
 Run::
 
     python bench/files.py                 # 1 GiB, 3 rounds: about a minute here
+    python bench/files.py --tree          # the tree rows only
     python bench/files.py --size 256M     # smaller
     python bench/files.py --quick         # 16 MiB, 1 round (smoke test)
 """
@@ -206,6 +213,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="16 MiB, 1 round")
     ap.add_argument("--dir", help="work directory (default: a new one under the system temp dir)")
+    ap.add_argument("--tree", action="store_true", help="only the tree rows: many small files, against rsync")
+    ap.add_argument("--tree-files", type=int, default=10_000, help="files in the tree rows (default 10,000)")
+    ap.add_argument("--tree-size", type=parse_size, default=4096, help="size of each (default 4K)")
     ap.add_argument("--_peer", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--_server", nargs=2, metavar=("ROOT", "TLS_DIR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -217,6 +227,9 @@ def main() -> int:
         return 0
     if args.quick:
         args.size, args.rounds = 16 << 20, 1
+        args.tree_files = min(args.tree_files, 200)
+    if args.tree:
+        return tree_bench(args)
     size = args.size
     work = tempfile.mkdtemp(prefix="rframe-bench-files-", dir=args.dir)
     root = os.path.join(work, "root")
@@ -338,6 +351,161 @@ def main() -> int:
         f"Memory: the rframe server's peak RSS {server_peak / 1024:.0f} MiB; this process grew by "
         f"{client_growth / 1024:.0f} MiB during the rframe transfers (plaintext and TLS) of "
         f"{size / (1 << 20):.0f} MiB files."
+    )
+    print()
+    return tree_bench(args)
+
+
+# --------------------------------------------------------------------------- trees
+
+
+def make_tree(top: str, count: int, size: int) -> None:
+    """``count`` files of ``size`` random bytes, 100 to a directory."""
+    for i in range(count):
+        d = os.path.join(top, f"d{i // 100:03}")
+        if i % 100 == 0:
+            os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, f"f{i:05}"), "wb") as f:
+            f.write(os.urandom(size))
+
+
+def proc_cpu_with_children(pid: int) -> float:
+    """user + system seconds of a process and its reaped children (the rsync
+    daemon forks one per connection: waits, briefly, until it reaped them)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                if not f.read().strip():
+                    break
+        except OSError:
+            break
+        time.sleep(0.01)
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class RsyncDaemon:
+    """``rsync --daemon`` on a free loopback port, its config in ``work``,
+    serving module ``dst`` (read-write) at ``path``."""
+
+    def __init__(self, work: str, path: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        conf = os.path.join(work, "rsyncd.conf")
+        with open(conf, "w") as f:
+            f.write(
+                f"port = {self.port}\naddress = 127.0.0.1\nuse chroot = false\npid file = {work}/rsyncd.pid\n"
+                f"log file = {work}/rsyncd.log\n[dst]\npath = {path}\nread only = false\n"
+                f"uid = {os.getuid()}\ngid = {os.getgid()}\n"
+            )
+        self.proc = subprocess.Popen(
+            ["rsync", "--daemon", "--no-detach", f"--config={conf}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.close()
+                    raise RuntimeError("rsync --daemon did not start") from None
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+def tree_bench(args: argparse.Namespace) -> int:
+    """10,000 files of 4 KiB (``--tree-files``, ``--tree-size``): rframe's
+    ``upload_tree`` / ``download_tree`` against ``rsync -r --fsync`` to and
+    from an rsync daemon on loopback, files per second, medians; CPU seconds
+    (client + server) of each."""
+    count, fsize = args.tree_files, args.tree_size
+    work = tempfile.mkdtemp(prefix="rframe-bench-tree-", dir=args.dir)
+    src = os.path.join(work, "src")
+    root = os.path.join(work, "root")
+    rroot = os.path.join(work, "rsync")
+    for d in (src, root, rroot):
+        os.mkdir(d)
+    make_tree(src, count, fsize)
+    server = Process(
+        [sys.executable, os.path.abspath(__file__), "--_server", root, os.path.join(work, "tls")],
+        r"^(\d+) ([0-9a-f]{64})$",
+    )
+    rsync = None
+    if shutil.which("rsync"):
+        rsync = RsyncDaemon(work, rroot)
+    times: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
+    url = f"rsync://127.0.0.1:{rsync.port}/dst" if rsync is not None else ""
+
+    def record(name: str, fn, peer_cpu) -> None:
+        before = own_cpu() + children_cpu() + peer_cpu()
+        times.setdefault(name, []).append(timed(fn))
+        cpu.setdefault(name, []).append(own_cpu() + children_cpu() + peer_cpu() - before)
+
+    try:
+        with rframe.Client("127.0.0.1", server.port, timeout=300) as client:
+            for i in range(args.rounds):
+                record(
+                    "rframe upload",
+                    lambda i=i: client.upload_tree(src, f"t{i}"),
+                    lambda: machine.cpu_seconds(server.proc.pid),
+                )
+                record(
+                    "rframe download",
+                    lambda i=i: client.download_tree(f"t{i}", os.path.join(work, f"back{i}")),
+                    lambda: machine.cpu_seconds(server.proc.pid),
+                )
+                if rsync is not None:
+                    record(
+                        "rsync upload",
+                        lambda i=i: subprocess.run(["rsync", "-r", "--fsync", f"{src}/", f"{url}/t{i}/"], check=True),
+                        lambda: proc_cpu_with_children(rsync.proc.pid),
+                    )
+                    record(
+                        "rsync download",
+                        lambda i=i: subprocess.run(
+                            ["rsync", "-r", "--fsync", f"{url}/t{i}/", os.path.join(work, f"rback{i}") + "/"],
+                            check=True,
+                        ),
+                        lambda: proc_cpu_with_children(rsync.proc.pid),
+                    )
+    finally:
+        if rsync is not None:
+            rsync.close()
+        server.close()
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"# trees: {count:,} files of {fsize:,} bytes over loopback TCP, median of {args.rounds}")
+    print()
+    print("| transfer | rframe files/s | rsync -r --fsync files/s | rframe / rsync | target | CPU s: rframe | rsync |")
+    print("|---|---:|---:|---:|---|---:|---:|")
+    for way in ("upload", "download"):
+        r = count / statistics.median(times[f"rframe {way}"])
+        rc = statistics.median(cpu[f"rframe {way}"])
+        if rsync is None:
+            print(f"| {way} | {r:,.0f} | (rsync not installed: row skipped) | | | {rc:.2f} | |")
+            continue
+        s = count / statistics.median(times[f"rsync {way}"])
+        sc = statistics.median(cpu[f"rsync {way}"])
+        target = (">= 1.0x: met" if r >= s else ">= 1.0x: **missed**") if way == "upload" else "(none)"
+        print(f"| {way} | {r:,.0f} | {s:,.0f} | {r / s:.2f}x | {target} | {rc:.2f} | {sc:.2f} |")
+    print()
+    print(
+        "CPU seconds: this process and its children, plus the server (rframe) or the daemon and its children (rsync)."
     )
     return 0
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import doctest
+import errno
 import hashlib
 import io
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -236,9 +238,6 @@ def test_missing_files(connect, server, here):
         assert isinstance(info.value, rframe.RemoteError) and info.value.code == "not-found"
         with pytest.raises(FileNotFoundError):
             c.upload(here / "missing-locally")
-        (here / "local").write_bytes(b"x")
-        with pytest.raises(FileNotFoundError, match="no/such/dir"):
-            c.upload(here / "local", "no/such/dir/x")
         assert c.list_files() == []
     assert not (here / "x").exists() and parts(here) == []
 
@@ -787,10 +786,7 @@ def test_cli_put_get_ls(root, here):
     server = CliServer("--root", root)
     where = ("--port", server.port)
     try:
-        r = cli("put", "a.txt", "docs/a.txt", *where, cwd=here)
-        assert r.returncode == 1 and "not-found" in r.stderr  # no docs/ yet
-        (root / "docs").mkdir()
-        r = cli(*where, "put", "a.txt", "docs/a.txt", cwd=here)
+        r = cli(*where, "put", "a.txt", "docs/a.txt", cwd=here)  # docs/ is made
         assert r.returncode == 0, r.stderr
         assert r.stdout == f"stored docs/a.txt: 5 bytes, sha256 {sha256(b'hello')}\n"
         assert r.stderr == ""  # no progress bar off a terminal
@@ -862,17 +858,19 @@ def test_bench_files_quick():
         for line in r.stdout.splitlines()
         if line.startswith("| upload") or line.startswith("| download")
     ]
-    # against sendfile, then TLS against plaintext
-    assert [(cells[0], len(cells)) for cells in rows] == [
-        ("upload", 7),
-        ("download", 7),
-        ("upload", 7),
-        ("download", 7),
-    ], r.stdout
+    # against sendfile, then TLS against plaintext, then trees against rsync
+    assert [(cells[0], len(cells)) for cells in rows] == [("upload", 7), ("download", 7)] * 3, r.stdout
     for cells in rows[:2]:
         assert all(float(cells[i].replace(",", "")) > 0 for i in (1, 2, 4)), cells
         assert cells[3].endswith("x") and cells[5].endswith("x"), cells
-    for cells in rows[2:]:
+    for cells in rows[4:]:  # files/s, and CPU seconds (rsync's only where it is installed)
+        assert float(cells[1].replace(",", "")) > 0 and float(cells[5]) > 0, cells
+        if shutil.which("rsync"):
+            assert float(cells[2].replace(",", "")) > 0 and cells[3].endswith("x"), cells
+        else:
+            assert "rsync not installed" in cells[2], cells
+    assert "# trees: 200 files of 4,096 bytes" in r.stdout
+    for cells in rows[2:4]:
         assert all(float(cells[i].replace(",", "")) > 0 for i in (1, 2)), cells
         assert re.fullmatch(r"\d+\.\d\dx", cells[3]) and cells[4].startswith(">= 0.85x"), cells
         for total in cells[5:]:  # CPU seconds per GiB, client + server = total
@@ -893,3 +891,261 @@ def test_a_download_in_progress_holds_its_temporary_file_locked(here):
     finally:
         target.discard()
     assert parts(here) == []
+
+
+# --------------------------------------------------------------------------- trees
+
+
+def make_tree(top, files=20):
+    """A tree with nested and empty directories, modes, small files and one
+    over the inline size; returns {relative name: bytes} of its files."""
+    contents = {}
+    for i in range(files):
+        name = f"d{i % 3}/sub{i % 2}/f{i}.txt"
+        contents[name] = os.urandom(i * 37)
+    contents["big.bin"] = os.urandom(rframe._files.INLINE_MAX + CHUNK + 5)
+    contents["run.sh"] = b"#!/bin/sh\necho hi\n"
+    for name, data in contents.items():
+        path = top / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (top / "run.sh").chmod(0o755)
+    (top / "d0" / "sub0" / "f0.txt").chmod(0o600)
+    (top / "empty" / "deeper").mkdir(parents=True)
+    (top / "private").mkdir()
+    (top / "private").chmod(0o700)
+    return contents
+
+
+def tree_of(top):
+    """{relative name: (kind, mode, bytes or link target)} beneath ``top``."""
+    found = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, top).replace(os.sep, "/")
+            st = os.lstat(path)
+            if os.path.islink(path):
+                found[rel] = ("link", None, os.readlink(path))
+            elif os.path.isdir(path):
+                found[rel] = ("dir", st.st_mode & 0o777, None)
+            else:
+                with open(path, "rb") as f:
+                    found[rel] = ("file", st.st_mode & 0o777, f.read())
+    return found
+
+
+def test_a_tree_goes_up_and_down_with_its_directories_and_modes(connect, server, root, here):
+    src = here / "src"
+    contents = make_tree(src)
+    with connect(server) as c:
+        sent = c.upload_tree(src, "site")
+        assert sent["files"] == len(contents) and sent["skipped"] == 0
+        assert sent["bytes"] == sum(map(len, contents.values()))
+        assert tree_of(root / "site") == tree_of(src)
+        # Again: nothing changed, nothing sent.
+        assert c.upload_tree(src, "site")["files"] == 0
+        # One file changed (same size), one mode changed: those two go.
+        (src / "d1" / "sub1" / "f1.txt").write_bytes(bytes(37))
+        (src / "run.sh").chmod(0o700)
+        again = c.upload_tree(src, "site")
+        assert (again["files"], again["skipped"]) == (2, len(contents) - 2)
+        assert tree_of(root / "site") == tree_of(src)
+        names = [e["name"] for e in c.list_files("site", recursive=True)]
+        assert names == sorted(tree_of(src)) and "empty/deeper" in names
+        got = c.download_tree("site", here / "copy")
+        assert got["files"] == len(contents)
+        assert tree_of(here / "copy") == tree_of(src)
+        assert c.download_tree("site", here / "copy")["files"] == 0
+        (here / "copy" / "big.bin").write_bytes(b"corrupt")
+        assert c.download_tree("site", here / "copy")["files"] == 1
+        assert tree_of(here / "copy") == tree_of(src)
+        # The whole root, and a tree at the top of it.
+        assert c.upload_tree(src / "d0")["files"] > 0
+        assert (root / "sub0" / "f0.txt").read_bytes() == contents["d0/sub0/f0.txt"]
+        assert c.run("echo usable").stdout == b"usable\n"
+    for d in (root, here):
+        assert not [p for p in d.rglob("*") if p.name.endswith(".rframe-part")]
+
+
+def test_trees_of_many_small_files_go_pipelined(connect, server, root, here):
+    src = here / "many"
+    src.mkdir()
+    for i in range(600):
+        (src / f"{i // 100:02}").mkdir(exist_ok=True)
+        (src / f"{i // 100:02}" / f"{i}").write_bytes(i.to_bytes(4, "little") * 1024)
+    with connect(server) as c:
+        assert c.upload_tree(src, "many")["files"] == 600
+        assert c.download_tree("many", here / "back")["files"] == 600
+    assert tree_of(root / "many") == tree_of(src) == tree_of(here / "back")
+
+
+def test_a_symlink_refuses_a_tree_unless_copied_and_never_leads_out(connect, server, root, here, tmp_path):
+    src = here / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "a.txt").write_bytes(b"a")
+    (src / "d" / "link").symlink_to("a.txt")
+    (src / "up").symlink_to("d/../d")
+    with connect(server) as c:
+        with pytest.raises(OSError, match="symlinks='copy'") as info:
+            c.upload_tree(src, "t")
+        assert info.value.errno == errno.ELOOP
+        assert os.listdir(root) == []  # nothing was sent
+        sent = c.upload_tree(src, "t", symlinks="copy")
+        assert sent["links"] == 2
+        assert os.readlink(root / "t" / "d" / "link") == "a.txt"
+        # A link out of the tree is refused even then, before anything goes.
+        (src / "out").symlink_to("../../secret")
+        with pytest.raises(OSError, match="leads out of the tree"):
+            c.upload_tree(src, "t2", symlinks="copy")
+        assert not (root / "t2").exists()
+        # The server refuses one whoever asks.
+        for target in ["/etc/passwd", "../../x", "d/../../../x"]:
+            with pytest.raises(rframe.RemoteError) as info:
+                c.request(op="symlink", name="t/evil", target=target)
+            assert info.value.code == "not-allowed", target
+        assert not (root / "t" / "evil").exists()
+        # Downloads: a server's link refuses the tree by default; an escaping one always.
+        with pytest.raises(OSError, match="symlinks='copy'"):
+            c.download_tree("t", here / "copy")
+        assert not (here / "copy").exists()
+        c.download_tree("t", here / "copy", symlinks="copy")
+        assert os.readlink(here / "copy" / "d" / "link") == "a.txt"
+        (root / "t" / "evil").symlink_to(tmp_path)
+        with pytest.raises(OSError, match="leads out of the tree"):
+            c.download_tree("t", here / "copy2", symlinks="copy")
+        assert not (here / "copy2").exists()
+
+
+def test_a_tree_download_never_writes_through_a_local_symlink(connect, server, root, here, tmp_path):
+    (root / "t" / "a").mkdir(parents=True)
+    (root / "t" / "a" / "x").write_bytes(b"payload")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (here / "dst").mkdir()
+    (here / "dst" / "a").symlink_to(outside)
+    with connect(server) as c:
+        with pytest.raises(PermissionError, match="leads out"):
+            c.download_tree("t", here / "dst")
+    assert os.listdir(outside) == []
+
+
+def test_tree_arguments_and_names_are_checked(connect, server, root, here):
+    (root / "file").write_bytes(b"f")
+    with connect(server) as c:
+        with pytest.raises(ValueError, match="symlinks must be"):
+            c.upload_tree(here, "x", symlinks="follow")
+        with pytest.raises(FileNotFoundError):
+            c.upload_tree(here / "nope", "x")
+        with pytest.raises(NotADirectoryError):
+            c.upload_tree(root / "file", "x")
+        with pytest.raises(FileNotFoundError):
+            c.download_tree("nope", here / "x")
+        with pytest.raises(rframe.RemoteError):
+            c.download_tree("file", here / "x")
+        (here / "f").write_bytes(b"")
+        with pytest.raises(rframe.RemoteError):  # a file where a directory goes
+            c.upload_tree(here, "file")
+        with pytest.raises(rframe.RemoteError):
+            c.list_files("../x", recursive=True)
+        assert c.run("echo usable").stdout == b"usable\n"
+
+
+def test_directories_made_for_an_upload_stay_beneath_the_root(connect, server, root, here, tmp_path):
+    (here / "f").write_bytes(b"x")
+    (root / "out").symlink_to(tmp_path)
+    with connect(server) as c:
+        assert c.upload(here / "f", "new/dirs/f")["size"] == 1
+        assert (root / "new" / "dirs" / "f").read_bytes() == b"x"
+        for name in ["out/made/f", "out/f"]:
+            with pytest.raises(rframe.RemoteError) as info:
+                c.upload(here / "f", name)
+            assert info.value.code == "not-allowed", name
+    assert not (tmp_path / "made").exists()
+
+
+def test_cli_put_get_ls_recursive(root, here):
+    src = here / "src"
+    contents = make_tree(src, files=5)
+    server = CliServer("--root", root)
+    where = ("--port", server.port)
+    try:
+        r = cli(*where, "put", "-r", "src", "www", cwd=here)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith(f"stored src -> www: {len(contents)} files (")
+        r = cli(*where, "put", "-r", "src", "www", cwd=here)
+        assert f"0 files (0 bytes), {len(contents)} unchanged" in r.stdout
+        r = cli(*where, "ls", "-r", "www", cwd=here)
+        assert r.returncode == 0 and "d0/sub0/f0.txt" in r.stdout and "empty/deeper/" in r.stdout
+        r = cli(*where, "get", "-r", "www", cwd=here)
+        assert r.returncode == 0 and r.stdout.startswith("saved www -> www:"), r.stderr
+        assert tree_of(here / "www") == tree_of(src)
+        (src / "l").symlink_to("run.sh")
+        r = cli(*where, "put", "-r", "src", "www", cwd=here)
+        assert r.returncode == 1 and "symlinks='copy'" in r.stderr and "Traceback" not in r.stderr
+        assert cli(*where, "put", "-r", "--symlinks", "copy", "src", "www", cwd=here).returncode == 0
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+
+
+def test_a_tree_over_one_listing_page_goes_whole(root, here):
+    """10,000 small files in 101 directories: more entries than one page of a
+    listing holds (download_tree reads its listing the same way)."""
+    src = here / "src"
+    for i in range(10_000):
+        d = src / f"d{i // 100:03}"
+        if i % 100 == 0:
+            d.mkdir(parents=True)
+        (d / f"f{i}").write_bytes(i.to_bytes(4, "little") * 4)
+    with running(rframe.Server(port=0, root=root)) as server, rframe.Client(*server.address, timeout=HANG_BOUND) as c:
+        assert c.upload_tree(src, "big")["files"] == 10_000
+        names = [e["name"] for e in c.list_files("big", recursive=True)]
+        assert len(names) == len(set(names)) == 10_100
+    assert tree_of(root / "big") == tree_of(src)
+
+
+def test_blake3_digests_match_the_reference_implementation(connect, server, root, here):
+    import blake3
+
+    for size in (0, 1, 1024, 1025, CHUNK + 7):
+        data = os.urandom(size)
+        h = rframe._files.new_hash("blake3")
+        h.update(data[: size // 2])
+        h.update(data[size // 2 :])
+        assert h.hexdigest() == blake3.blake3(data).hexdigest(), size
+    data = os.urandom(2 * CHUNK + 99)
+    (here / "b.bin").write_bytes(data)
+    digest = blake3.blake3(data).hexdigest()
+    with connect(server) as c:
+        assert c.upload(here / "b.bin", checksum="blake3") == {"name": "b.bin", "size": len(data), "blake3": digest}
+        got = c.download("b.bin", here / "back.bin", checksum="blake3")
+        assert got["blake3"] == digest and (here / "back.bin").read_bytes() == data
+        (here / "t").mkdir()
+        (here / "t" / "small").write_bytes(b"abc")
+        assert c.upload_tree(here / "t", "t", checksum="blake3")["checksum"] == "blake3"
+        listed = c.list_files("t", recursive=True)
+        assert [e for e in listed if e["name"] == "small"] and (root / "t" / "small").read_bytes() == b"abc"
+        # A digest that does not match is refused as with the others.
+        wrong = blake3.blake3(b"abd").hexdigest()
+        with pytest.raises(rframe.RemoteError) as info:
+            c.request(b"abc", op="put", name="x", size=3, inline=True, checksum="blake3", digest=wrong)
+        assert info.value.code == "checksum" and "blake3 mismatch" in info.value.message
+    assert not (root / "x").exists()
+
+
+def test_a_refused_file_of_a_tree_stops_it_with_the_rest_stored(connect, server, root, here):
+    src = here / "src"
+    src.mkdir()
+    (src / "a").write_bytes(b"a")
+    (src / "x").write_bytes(b"x")
+    (src / "z").write_bytes(b"z")
+    (root / "t" / "x").mkdir(parents=True)  # a directory where the tree has a file
+    (root / "t" / "x" / "keep").write_bytes(b"keep")
+    with connect(server) as c:
+        with pytest.raises(rframe.RemoteError) as info:
+            c.upload_tree(src, "t")
+        assert info.value.code == "bad-request" and "is a directory" in info.value.message
+        assert (root / "t" / "a").read_bytes() == b"a" and (root / "t" / "z").read_bytes() == b"z"
+        assert (root / "t" / "x" / "keep").read_bytes() == b"keep"
+        assert c.run("echo usable").stdout == b"usable\n"

@@ -296,24 +296,30 @@ impl<'c> Driver<'c> {
                 }
                 vec![]
             }
-            Action::CommitUpload => {
-                let written = self.upload.take().expect("an open upload");
-                if self.disk_refuses {
-                    let source = std::io::Error::other("rename failed");
-                    return self.session.upload_committed(Err(FileError::Io { name: "x".into(), source }));
-                }
-                let next = self.session.upload_committed(Ok(None));
-                for action in &next {
-                    if let Action::Reply(reply) = action {
-                        let h = header(reply);
-                        assert_eq!(h["op"], "stored");
-                        assert_eq!(h["size"].as_u64(), Some(written.len() as u64), "stored what was written");
-                        let checksum = Checksum::from_name(h["checksum"].as_str().unwrap()).unwrap();
-                        assert_eq!(h["digest"], checksum.hex_digest(&written), "the digest of what was written");
-                    }
-                }
-                next
+            Action::StoreFile { data, .. } => {
+                // An inline put: checked by the session, stored at once.
+                assert!(self.config.root.is_some() && !self.handler);
+                assert!(self.upload.is_none());
+                assert!(data.len() <= self.chunk_limit, "an inline put over the chunk size was taken");
+                self.upload = Some(data.to_vec());
+                self.commit()
             }
+            Action::MakeDir { name, .. } => {
+                assert!(self.config.root.is_some() && !self.handler);
+                let made = if self.disk_refuses { Err(FileError::NotDirectory(name)) } else { Ok(()) };
+                self.session.dir_made(made)
+            }
+            Action::MakeLink { name, target, .. } => {
+                assert!(self.config.root.is_some() && !self.handler);
+                assert!(_rframe::files::check_link_target(&name, &target).is_ok(), "a link out of the root was made");
+                let made = if self.disk_refuses { Err(FileError::Exists(name)) } else { Ok(()) };
+                self.session.link_made(made)
+            }
+            Action::Sync => {
+                assert!(self.config.root.is_some() && !self.handler);
+                self.session.synced(Ok(()))
+            }
+            Action::CommitUpload { .. } => self.commit(),
             Action::DiscardUpload => {
                 self.upload = None;
                 vec![]
@@ -335,13 +341,19 @@ impl<'c> Driver<'c> {
                 self.reading = Some((want, hasher));
                 vec![]
             }
-            Action::ListDir { name } => {
+            Action::ListDir { name, .. } => {
                 assert!(self.config.root.is_some() && !self.handler);
                 if self.disk_refuses {
                     return self.session.listed(Err(FileError::NotDirectory(name)));
                 }
                 let entries = (0..name.len() % 40)
-                    .map(|i| Entry { name: format!("{name}-{i}"), size: i as u64, kind: Kind::File, mtime: 1.5 })
+                    .map(|i| Entry {
+                        name: format!("{name}-{i}"),
+                        size: i as u64,
+                        kind: Kind::File,
+                        mtime: 1.5,
+                        ..Entry::default()
+                    })
                     .collect();
                 self.session.listed(Ok((entries, name.len() % 2 == 0)))
             }
@@ -357,6 +369,26 @@ impl<'c> Driver<'c> {
                 vec![]
             }
         }
+    }
+
+    /// Stores the open upload (a streamed one's end, or an inline put).
+    fn commit(&mut self) -> Vec<Action> {
+        let written = self.upload.take().expect("an open upload");
+        if self.disk_refuses {
+            let source = std::io::Error::other("rename failed");
+            return self.session.upload_committed(Err(FileError::Io { name: "x".into(), source }));
+        }
+        let next = self.session.upload_committed(Ok(None));
+        for action in &next {
+            if let Action::Reply(reply) = action {
+                let h = header(reply);
+                assert_eq!(h["op"], "stored");
+                assert_eq!(h["size"].as_u64(), Some(written.len() as u64), "stored what was written");
+                let checksum = Checksum::from_name(h["checksum"].as_str().unwrap()).unwrap();
+                assert_eq!(h["digest"], checksum.hex_digest(&written), "the digest of what was written");
+            }
+        }
+        next
     }
 
     fn check_reply(&mut self, reply: &Reply) {

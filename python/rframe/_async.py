@@ -1087,39 +1087,60 @@ class AsyncClient:
         """
         _files.check_checksum(checksum)
         path, name = _files.local_source(local_path, remote_name)
-        loop = asyncio.get_running_loop()
         f, size = _files.open_source(path)
         with f:
             async with self._hold() as conn:
-                session = conn.session
-                made = session.put(name, size, overwrite=overwrite, checksum=checksum)
-                ready = _step(await self._answer(conn, made, self.timeout), "upload-ready", conn)
-                reader = _files.ChunkReader(f, size, checksum)
-                buf = bytearray(ready[2])
-                done = 0
-                try:
-                    if progress is not None:
-                        progress(0, size)
-                    while done < size:
-                        n = await loop.run_in_executor(None, reader.read_into, buf)
-                        if not n:
-                            raise OSError(f"{path} shrank from {size} to {done} bytes while it was sent")
-                        if conn.paused:
-                            await self._writable(conn)
-                        if conn.early or conn.reason is not None:
-                            conn.raise_for(made[0])  # the server refused the rest, or closed
-                        conn.transport.write(session.put_data(memoryview(buf)[:n]))  # type: ignore[union-attr]
-                        done += n
-                        if progress is not None:
-                            progress(done, size)
-                    digest = reader.hash.hexdigest()
-                    end = session.put_end(digest)
-                except BaseException:
-                    # Mid-transfer: the server must not take what was sent as whole.
-                    conn.fail("an upload was interrupted")
-                    raise
-                stored = _step(await self._answer(conn, (made[0], end), self.timeout), "transfer-end", conn)
-        return {"name": stored[2], "size": size, checksum: digest}
+                stored, digest = await self._put_stream(
+                    conn, f, path, name, size, overwrite=overwrite, checksum=checksum, progress=progress
+                )
+        return {"name": stored, "size": size, checksum: digest}
+
+    async def _put_stream(
+        self,
+        conn: _Connection,
+        f: Any,
+        path: str,
+        name: str,
+        size: int,
+        *,
+        overwrite: bool,
+        checksum: str,
+        progress: Progress = None,
+        mode: int | None = None,
+        sync: bool = True,
+    ) -> tuple[str, str]:
+        """One file's upload on a held connection: the name the server stored
+        it under and its digest."""
+        loop = asyncio.get_running_loop()
+        session = conn.session
+        made = session.put(name, size, overwrite=overwrite, checksum=checksum, mode=mode, sync=sync)
+        ready = _step(await self._answer(conn, made, self.timeout), "upload-ready", conn)
+        reader = _files.ChunkReader(f, size, checksum)
+        buf = bytearray(ready[2])
+        done = 0
+        try:
+            if progress is not None:
+                progress(0, size)
+            while done < size:
+                n = await loop.run_in_executor(None, reader.read_into, buf)
+                if not n:
+                    raise OSError(f"{path} shrank from {size} to {done} bytes while it was sent")
+                if conn.paused:
+                    await self._writable(conn)
+                if conn.early or conn.reason is not None:
+                    conn.raise_for(made[0])  # the server refused the rest, or closed
+                conn.transport.write(session.put_data(memoryview(buf)[:n]))  # type: ignore[union-attr]
+                done += n
+                if progress is not None:
+                    progress(done, size)
+            digest: str = reader.hash.hexdigest()
+            end = session.put_end(digest)
+        except BaseException:
+            # Mid-transfer: the server must not take what was sent as whole.
+            conn.fail("an upload was interrupted")
+            raise
+        stored: str = _step(await self._answer(conn, (made[0], end), self.timeout), "transfer-end", conn)[2]
+        return stored, digest
 
     async def download(
         self,
@@ -1187,12 +1208,221 @@ class AsyncClient:
             else:
                 target.discard()
 
-    async def list_files(self, name: str = "") -> list[dict[str, Any]]:
+    async def list_files(self, name: str = "", *, recursive: bool = False) -> list[dict[str, Any]]:
         """The entries of a directory beneath the server's root: :meth:`rframe.Client.list_files`."""
-        conn = await self._open_call()
-        listing: Frame = await self._answer(conn, conn.session.list(name), self.timeout)
-        entries: list[dict[str, Any]] = json.loads(listing.body)
-        return entries
+        return await self._listing(name, recursive=recursive)
+
+    async def _listing(self, name: str, *, recursive: bool, checksum: str | None = None) -> list[dict[str, Any]]:
+        """A listing; a tree's page after page, until the last."""
+        entries: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            conn = await self._open_call()
+            if recursive:
+                made = conn.session.list(name, recursive=True, checksum=checksum, after=after)
+            else:
+                made = conn.session.list(name)
+            listing: Frame = await self._answer(conn, made, self.timeout)
+            page: list[dict[str, Any]] = json.loads(listing.body)
+            entries += page
+            after = _files.next_page(name, listing.header, page, recursive)
+            if after is None:
+                return entries
+
+    async def upload_tree(
+        self,
+        local_dir: str | os.PathLike[str],
+        remote_dir: str = "",
+        *,
+        checksum: str = "sha256",
+        symlinks: str = "refuse",
+    ) -> dict[str, Any]:
+        """Send a directory tree beneath ``remote_dir``: :meth:`rframe.Client.upload_tree`.
+
+        Other calls on this client wait while the tree goes. Local disk work
+        runs in the loop's default executor. Cancelling it closes the
+        connection; the files stored by then stay (calling it again skips them).
+
+        >>> import asyncio, tempfile, pathlib
+        >>> from rframe import Server
+        >>> root, here = tempfile.mkdtemp(), pathlib.Path(tempfile.mkdtemp())
+        >>> (here / "src" / "empty").mkdir(parents=True)
+        >>> _ = (here / "src" / "a.txt").write_text("hello")
+        >>> async def main(address):
+        ...     async with AsyncClient(*address) as client:
+        ...         sent = await client.upload_tree(here / "src", "dst")
+        ...         got = await client.download_tree("dst", here / "copy")
+        ...         return sent["files"], sent["dirs"], got["files"]
+        >>> with Server(port=0, root=root) as server:
+        ...     asyncio.run(main(server.address))
+        (1, 1, 1)
+        """
+        _files.check_checksum(checksum)
+        _files.check_symlinks(symlinks)
+        loop = asyncio.get_running_loop()
+        local = os.fspath(local_dir)
+        items = await loop.run_in_executor(None, _files.scan_tree, local, symlinks)
+        try:
+            entries = await self._listing(remote_dir, recursive=True, checksum=checksum)
+            existing: list[_files.TreeItem] | None = _files.remote_tree(entries, "copy", remote_dir)
+        except FileNotFoundError:
+            existing = None
+        await loop.run_in_executor(None, _files.local_digests, items, existing, checksum)
+        plan = _files.TreePlan(items, existing, checksum)
+        join = _files.remote_join
+        small = [f for f in plan.files if f.size <= _files.INLINE_MAX]
+        large = [f for f in plan.files if f.size > _files.INLINE_MAX]
+        async with self._hold() as conn:
+            session = conn.session
+            first: list[tuple[int, bytes]] = []
+            if remote_dir.strip("/") and existing is None:
+                first.append(session.mkdir(remote_dir.strip("/")))
+            await self._pipelined(conn, first)
+
+            async def smalls() -> Any:
+                for item in small:
+                    data, digest = await loop.run_in_executor(None, _files.read_small, item, checksum)
+                    name = join(remote_dir, item.name)
+                    yield session.put_inline(
+                        name, data, digest, overwrite=True, checksum=checksum, mode=item.mode, sync=False
+                    )
+                for item in plan.links:
+                    yield session.symlink(join(remote_dir, item.name), item.target, overwrite=True)
+
+            try:
+                await self._pipelined(conn, smalls())
+                for item in large:
+                    f, size = _files.open_source(item.path)
+                    with f:
+                        name = join(remote_dir, item.name)
+                        await self._put_stream(
+                            conn,
+                            f,
+                            item.path,
+                            name,
+                            size,
+                            overwrite=True,
+                            checksum=checksum,
+                            mode=item.mode,
+                            sync=False,
+                        )
+                modes = [session.mkdir(join(remote_dir, d.name), mode=d.mode) for d in reversed(plan.dirs)]
+                await self._pipelined(conn, modes)
+            except Exception:
+                # What was stored before the failure is made durable all the
+                # same (a refused file leaves the connection in step).
+                if conn.reason is None:
+                    with contextlib.suppress(Exception):
+                        await self._answer(conn, session.sync(), self.timeout)
+                raise
+            await self._answer(conn, session.sync(), self.timeout)
+        return plan.result(local, remote_dir)
+
+    async def _pipelined(self, conn: _Connection, requests: Any) -> None:
+        """Sends requests back to back on a held connection, at most
+        ``TREE_WINDOW`` waiting for replies; raises the first failure once
+        every reply is in. Interrupted, it closes the connection."""
+        waiting: collections.deque[tuple[int, asyncio.Future[Any]]] = collections.deque()
+        failure: BaseException | None = None
+
+        async def settle() -> None:
+            nonlocal failure
+            id, fut = waiting.popleft()
+            try:
+                await fut
+            except Exception as exc:  # noqa: BLE001 - the first failure is raised at the end
+                _abandon(conn, fut, id)
+                if conn.reason is not None:
+                    raise
+                failure = failure or exc
+
+        async def each() -> Any:
+            if hasattr(requests, "__aiter__"):
+                async for made in requests:
+                    yield made
+            else:
+                for made in requests:
+                    yield made
+
+        try:
+            async for id, data in each():
+                if len(waiting) >= _files.TREE_WINDOW:
+                    await settle()
+                if conn.paused:
+                    await self._writable(conn)
+                waiting.append((id, self._begin(conn, id, data, self.timeout)))
+            while waiting:
+                await settle()
+        except BaseException:
+            for id, fut in waiting:
+                _abandon(conn, fut, id)
+            raise
+        if failure is not None:
+            raise failure
+
+    async def download_tree(
+        self,
+        remote_dir: str,
+        local_dir: str | os.PathLike[str],
+        *,
+        checksum: str = "sha256",
+        symlinks: str = "refuse",
+    ) -> dict[str, Any]:
+        """Fetch the tree beneath ``remote_dir`` into ``local_dir``: :meth:`rframe.Client.download_tree`.
+
+        See :meth:`upload_tree` for an example.
+        """
+        _files.check_checksum(checksum)
+        _files.check_symlinks(symlinks)
+        loop = asyncio.get_running_loop()
+        local = os.fspath(local_dir)
+        entries = await self._listing(remote_dir, recursive=True, checksum=checksum)
+        items = _files.remote_tree(entries, symlinks, remote_dir)
+        _files.check_tree_names(items)
+        mirror = await loop.run_in_executor(None, _files.LocalTree, local, items, checksum)
+        files = iter(mirror.plan.files)
+        # (id, item, receiving file) of each get sent, in the order of the replies
+        pending: collections.deque[tuple[int, _files.TreeItem, _files.LocalFile]] = collections.deque()
+
+        def receiver(item: _files.TreeItem) -> _files.LocalFile:
+            return _files.LocalFile(mirror.prepare(item), overwrite=True, checksum=checksum)
+
+        def save(target: _files.LocalFile, end: dict[str, Any], mode: int) -> None:
+            target.commit(end, durable=False)
+            os.chmod(target.path, mode)
+
+        async with self._hold() as conn:
+            session = conn.session
+            try:
+                while True:
+                    while len(pending) < _files.TREE_WINDOW and (item := next(files, None)) is not None:
+                        target = await loop.run_in_executor(None, receiver, item)
+                        pending.append((-1, item, target))
+                        id, data = session.get(_files.remote_join(remote_dir, item.name), checksum=checksum)
+                        pending[-1] = (id, item, target)
+                        if conn.paused:
+                            await self._writable(conn)
+                        conn.queue(data)
+                    if not pending:
+                        break
+                    id, item, target = pending[0]
+                    event = await self._next(conn, id)
+                    kind = _step(event, ("download-started", "file-chunk", "transfer-end"), conn)[0]
+                    if kind == "file-chunk":
+                        await loop.run_in_executor(None, target.write, event[2])
+                    elif kind == "transfer-end":
+                        await loop.run_in_executor(None, save, target, event[6], item.mode)
+                        pending.popleft()
+            except BaseException:
+                if pending:
+                    conn.fail("a tree download was interrupted")
+                raise
+            finally:
+                for _id, _item, target in pending:
+                    target.discard()
+        await loop.run_in_executor(None, _files.sync_path, local)
+        await loop.run_in_executor(None, mirror.finish)
+        return mirror.plan.result(local, remote_dir)
 
 
 def _step(answer: Any, kind: str | tuple[str, ...], conn: _Connection) -> Any:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -493,7 +494,7 @@ class Client:
         """Send a file to a server started with ``root``; return what was stored.
 
         The file moves in chunks (memory stays flat, whatever its size) with
-        its ``checksum`` digest (``"sha256"`` or ``"md5"``), which the server
+        its ``checksum`` digest (``"sha256"``, ``"md5"`` or ``"blake3"``), which the server
         verifies before the file takes ``remote_name`` (default: the local
         file's name), relative to the server's root. Until then the server
         writes to a temporary name, so a cut or corrupt upload leaves any old
@@ -527,37 +528,57 @@ class Client:
         f, size = _files.open_source(path)
         with f, self._call():
             self._require_sock()
-            session = self._require_session()
-            self._write(session.put(name, size, overwrite=overwrite, checksum=checksum)[1])
-            chunk = self._expect("upload-ready")[2]
-            reader = _files.ChunkReader(f, size, checksum)
-            buffers = (bytearray(chunk), bytearray(chunk))
-            done = 0
-            try:
-                if progress is not None:
-                    progress(0, size)
-                # Disk and hash on a worker thread, a chunk ahead of the socket.
-                with ThreadPoolExecutor(1, thread_name_prefix="rframe-upload") as worker:
-                    pending = worker.submit(reader.read_into, buffers[0]) if size else None
-                    turn = 0
-                    while pending is not None:
-                        n = pending.result()
-                        if not n:
-                            raise OSError(f"{path} shrank from {size} to {done} bytes while it was sent")
-                        done += n
-                        pending = worker.submit(reader.read_into, buffers[1 - turn]) if done < size else None
-                        self._write(None, memoryview(buffers[turn])[:n])
-                        turn = 1 - turn
-                        if progress is not None:
-                            progress(done, size)
-                digest = reader.hash.hexdigest()
-                self._write(session.put_end(digest))
-            except BaseException:
-                # Mid-transfer: the server must not take what was sent as whole.
-                self._abort("an upload was interrupted")
-                raise
-            stored = self._expect("transfer-end")
-        return {"name": stored[2], "size": size, checksum: digest}
+            stored, digest = self._put_stream(
+                f, path, name, size, overwrite=overwrite, checksum=checksum, progress=progress
+            )
+        return {"name": stored, "size": size, checksum: digest}
+
+    def _put_stream(
+        self,
+        f: Any,
+        path: str,
+        name: str,
+        size: int,
+        *,
+        overwrite: bool,
+        checksum: str,
+        progress: Progress = None,
+        mode: int | None = None,
+        sync: bool = True,
+    ) -> tuple[str, str]:
+        """One file's upload (the caller holds the call): the name the server
+        stored it under and its digest."""
+        session = self._require_session()
+        self._write(session.put(name, size, overwrite=overwrite, checksum=checksum, mode=mode, sync=sync)[1])
+        chunk = self._expect("upload-ready")[2]
+        reader = _files.ChunkReader(f, size, checksum)
+        buffers = (bytearray(chunk), bytearray(chunk))
+        done = 0
+        try:
+            if progress is not None:
+                progress(0, size)
+            # Disk and hash on a worker thread, a chunk ahead of the socket.
+            with ThreadPoolExecutor(1, thread_name_prefix="rframe-upload") as worker:
+                pending = worker.submit(reader.read_into, buffers[0]) if size else None
+                turn = 0
+                while pending is not None:
+                    n = pending.result()
+                    if not n:
+                        raise OSError(f"{path} shrank from {size} to {done} bytes while it was sent")
+                    done += n
+                    pending = worker.submit(reader.read_into, buffers[1 - turn]) if done < size else None
+                    self._write(None, memoryview(buffers[turn])[:n])
+                    turn = 1 - turn
+                    if progress is not None:
+                        progress(done, size)
+            digest: str = reader.hash.hexdigest()
+            self._write(session.put_end(digest))
+        except BaseException:
+            # Mid-transfer: the server must not take what was sent as whole.
+            self._abort("an upload was interrupted")
+            raise
+        stored: str = self._expect("transfer-end")[2]
+        return stored, digest
 
     def download(
         self,
@@ -617,16 +638,267 @@ class Client:
         finally:
             target.discard()
 
-    def list_files(self, name: str = "") -> list[dict[str, Any]]:
+    def list_files(self, name: str = "", *, recursive: bool = False) -> list[dict[str, Any]]:
         """The entries of a directory beneath the server's root (default: the root).
 
-        Each entry is ``{"name", "type", "size", "mtime"}``, sorted by name;
-        ``type`` is ``"file"``, ``"dir"``, ``"link"`` (a symlink, not followed)
-        or ``"other"``. At most 10,000 entries (or 4 MiB of them): a longer
-        listing is cut short. See :meth:`upload` for an example.
+        Each entry is ``{"name", "type", "size", "mtime", "mode"}``, sorted by
+        name; ``type`` is ``"file"``, ``"dir"``, ``"link"`` (a symlink, not
+        followed; its entry has the link's ``"target"``) or ``"other"``;
+        ``mode`` has the permission bits. ``recursive=True`` lists the whole
+        tree beneath ``name``, with names relative to it (``"sub/file.txt"``).
+        At most 10,000 entries (or 4 MiB of them): a longer listing is cut
+        short. See :meth:`upload` for an example.
         """
+        return self._listing(name, recursive=recursive)
+
+    def _listing(self, name: str, *, recursive: bool, checksum: str | None = None) -> list[dict[str, Any]]:
+        """A listing; a tree's page after page, until the last."""
+        entries: list[dict[str, Any]] = []
+        after: str | None = None
+        while True:
+            with self._call():
+                self._require_sock()
+                session = self._require_session()
+                if recursive:
+                    made = session.list(name, recursive=True, checksum=checksum, after=after)
+                else:
+                    made = session.list(name)
+                listing = self._exchange(made)
+            page: list[dict[str, Any]] = json.loads(listing.body)
+            entries += page
+            after = _files.next_page(name, listing.header, page, recursive)
+            if after is None:
+                return entries
+
+    def _remote_items(self, remote_dir: str, symlinks: str, checksum: str) -> list[_files.TreeItem] | None:
+        """The tree on the server, with digests; ``None`` if there is none yet."""
+        try:
+            entries = self._listing(remote_dir, recursive=True, checksum=checksum)
+        except FileNotFoundError:
+            return None
+        return _files.remote_tree(entries, symlinks, remote_dir)
+
+    def upload_tree(
+        self,
+        local_dir: str | os.PathLike[str],
+        remote_dir: str = "",
+        *,
+        checksum: str = "sha256",
+        symlinks: str = "refuse",
+    ) -> dict[str, Any]:
+        """Send a directory tree beneath ``remote_dir`` on a server started with ``root``.
+
+        Directories are made as needed (empty ones too), files and
+        directories keep their permission bits, and a file the server has
+        already with the same size, ``checksum`` digest and mode is skipped
+        (anything else of that name is replaced, each file atomically as
+        :meth:`upload` stores one). A symlink in the tree refuses the whole
+        transfer before anything is sent (``OSError`` ELOOP), unless
+        ``symlinks="copy"``: then it is made as a link on the server, if its
+        target stays inside the tree. Small files go back to back on the
+        connection, not one round trip each, and are made durable together at
+        the end (one sync of the server's file system): once this returns,
+        every file is on the server's disk; a crash of the server before
+        that may leave some of them short or empty under their names, which
+        calling this again repairs. Returns ``{"files", "bytes", "skipped",
+        "dirs", "links", "checksum", "local", "remote"}``: what was sent.
+
+        >>> import tempfile, pathlib
+        >>> from rframe import Server
+        >>> root, here = tempfile.mkdtemp(), pathlib.Path(tempfile.mkdtemp())
+        >>> (here / "src" / "pkg").mkdir(parents=True)
+        >>> _ = (here / "src" / "pkg" / "mod.py").write_text("x = 1")
+        >>> with Server(port=0, root=root) as server, Client(*server.address) as client:
+        ...     client.upload_tree(here / "src", "app")["files"]
+        ...     client.upload_tree(here / "src", "app")["skipped"]
+        ...     [e["name"] for e in client.list_files("app", recursive=True)]
+        ...     client.download_tree("app", here / "copy")["files"]
+        1
+        1
+        ['pkg', 'pkg/mod.py']
+        1
+        """
+        _files.check_checksum(checksum)
+        _files.check_symlinks(symlinks)
+        local = os.fspath(local_dir)
+        items = _files.scan_tree(local, symlinks)
+        existing = self._remote_items(remote_dir, symlinks="copy", checksum=checksum)
+        _files.local_digests(items, existing, checksum)
+        plan = _files.TreePlan(items, existing, checksum)
+        join = _files.remote_join
         with self._call():
             self._require_sock()
-            listing = self._exchange(self._require_session().list(name))
-        entries: list[dict[str, Any]] = json.loads(listing.body)
-        return entries
+            session = self._require_session()
+            small = [f for f in plan.files if f.size <= _files.INLINE_MAX]
+            large = [f for f in plan.files if f.size > _files.INLINE_MAX]
+
+            def requests() -> Iterator[tuple[int, bytes]]:
+                if remote_dir.strip("/") and existing is None:
+                    yield session.mkdir(remote_dir.strip("/"))
+                for item in small:
+                    data, digest = _files.read_small(item, checksum)
+                    yield session.put_inline(
+                        join(remote_dir, item.name),
+                        data,
+                        digest,
+                        overwrite=True,
+                        checksum=checksum,
+                        mode=item.mode,
+                        sync=False,
+                    )
+                for item in plan.links:
+                    yield session.symlink(join(remote_dir, item.name), item.target, overwrite=True)
+
+            try:
+                self._upload_tree_steps(requests(), large, plan, remote_dir, checksum)
+            except Exception:
+                # What was stored before the failure is made durable all the
+                # same (a refused file leaves the connection in step).
+                with contextlib.suppress(Exception):
+                    self._exchange(self._require_session().sync())
+                raise
+            self._exchange(session.sync())
+        return plan.result(local, remote_dir)
+
+    def _upload_tree_steps(
+        self,
+        requests: Iterator[tuple[int, bytes]],
+        large: list[_files.TreeItem],
+        plan: _files.TreePlan,
+        remote_dir: str,
+        checksum: str,
+    ) -> None:
+        """The small files and links back to back, then the large files one
+        by one, then the directories' modes (the caller holds the call)."""
+        session = self._require_session()
+        join = _files.remote_join
+        self._pipelined(requests)
+        for item in large:
+            f, size = _files.open_source(item.path)
+            with f:
+                self._put_stream(
+                    f,
+                    item.path,
+                    join(remote_dir, item.name),
+                    size,
+                    overwrite=True,
+                    checksum=checksum,
+                    mode=item.mode,
+                    sync=False,
+                )
+        # Modes last, deepest first: a directory without write permission
+        # is made so only once what goes in it is there.
+        self._pipelined(session.mkdir(join(remote_dir, d.name), mode=d.mode) for d in reversed(plan.dirs))
+
+    def _pipelined(self, requests: Iterator[tuple[int, bytes]]) -> None:
+        """Sends the requests back to back, at most ``TREE_WINDOW`` waiting
+        for their replies (which are small, so the server never blocks on
+        them); raises the first failure once every reply is in. Interrupted
+        (a local error, Ctrl-C), it closes the connection."""
+        out = bytearray()
+        waiting = 0
+        failure: Exception | None = None
+        try:
+            for _id, data in requests:
+                if waiting >= _files.TREE_WINDOW:
+                    if out:
+                        self._write(bytes(out))
+                        out.clear()
+                    failure = self._pipelined_reply(failure)
+                    waiting -= 1
+                out += data
+                waiting += 1
+                if len(out) >= _files.CHUNK:
+                    self._write(bytes(out))
+                    out.clear()
+            if out:
+                self._write(bytes(out))
+            while waiting:
+                failure = self._pipelined_reply(failure)
+                waiting -= 1
+        except BaseException:
+            if waiting:
+                self._abort("a tree transfer was interrupted")
+            raise
+        if failure is not None:
+            raise failure
+
+    def _pipelined_reply(self, failure: Exception | None) -> Exception | None:
+        """Reads one reply of :meth:`_pipelined`: the first failure so far."""
+        event = self._event()
+        if event[0] in FAILURES:
+            exc = self._failure(event)
+            if self._require_session().closed is not None:
+                raise exc
+            return failure or exc
+        return failure
+
+    def download_tree(
+        self,
+        remote_dir: str,
+        local_dir: str | os.PathLike[str],
+        *,
+        checksum: str = "sha256",
+        symlinks: str = "refuse",
+    ) -> dict[str, Any]:
+        """Fetch the tree beneath ``remote_dir`` on a server started with ``root`` into ``local_dir``.
+
+        The mirror of :meth:`upload_tree`: directories are made as needed,
+        modes kept, a local file with the same size, ``checksum`` digest and
+        mode skipped and any other replaced (each atomically and verified, as
+        :meth:`download` saves one); a symlink on the server refuses the
+        transfer before anything is written, unless ``symlinks="copy"`` (and
+        its target stays inside the tree). Names that would lead out of
+        ``local_dir`` (through a local symlink, say) are refused. The files
+        are asked for back to back on the connection and made durable
+        together at the end (one sync of the local file system), as
+        :meth:`upload_tree` does on the server. Returns what
+        :meth:`upload_tree` returns. See it for an example.
+        """
+        _files.check_checksum(checksum)
+        _files.check_symlinks(symlinks)
+        local = os.fspath(local_dir)
+        entries = self._listing(remote_dir, recursive=True, checksum=checksum)
+        items = _files.remote_tree(entries, symlinks, remote_dir)
+        _files.check_tree_names(items)
+        mirror = _files.LocalTree(local, items, checksum)
+        files = iter(mirror.plan.files)
+        # (item, receiving file) of each get sent, in the order of the replies
+        pending: collections.deque[tuple[_files.TreeItem, _files.LocalFile]] = collections.deque()
+        with self._call():
+            self._require_sock()
+            session = self._require_session()
+            try:
+                while True:
+                    if len(pending) <= _files.TREE_WINDOW // 2:
+                        # Gets go back to back, a batch a write; their replies are small
+                        # next to the socket buffers, so neither side blocks the other.
+                        out = bytearray()
+                        while len(pending) < _files.TREE_WINDOW and (item := next(files, None)) is not None:
+                            target = _files.LocalFile(mirror.prepare(item), overwrite=True, checksum=checksum)
+                            pending.append((item, target))
+                            out += session.get(_files.remote_join(remote_dir, item.name), checksum=checksum)[1]
+                        if out:
+                            self._write(bytes(out))
+                    if not pending:
+                        break
+                    item, target = pending[0]
+                    event = self._event()
+                    if event[0] == "file-chunk":
+                        target.write(event[2])
+                    elif event[0] == "transfer-end":
+                        target.commit(event[6], durable=False)
+                        os.chmod(target.path, item.mode)
+                        pending.popleft()
+                    elif event[0] != "download-started":
+                        raise self._failure(event)
+            except BaseException:
+                if pending:
+                    self._abort("a tree download was interrupted")
+                raise
+            finally:
+                for _item, target in pending:
+                    target.discard()
+        _files.sync_path(local)
+        mirror.finish()
+        return mirror.plan.result(local, remote_dir)

@@ -13,6 +13,7 @@ leaves a half-written file under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -20,9 +21,18 @@ import stat
 from collections.abc import Callable
 from typing import Any
 
-from ._errors import ChecksumError
+from ._errors import ChecksumError, RemoteError
 from ._rframe import CHECKSUMS as _CHECKSUMS
-from ._rframe import PART_SUFFIX, TRANSFER_CHUNK, WRITEBACK_EVERY, _PartFile
+from ._rframe import (
+    MODE_BITS,
+    PART_SUFFIX,
+    TRANSFER_CHUNK,
+    WRITEBACK_EVERY,
+    _Hasher,
+    _PartFile,
+    check_link_target,
+    sync_path,
+)
 
 __all__ = [
     "CHUNK",
@@ -34,6 +44,14 @@ __all__ = [
     "open_source",
     "local_source",
     "LocalFile",
+    "SYMLINKS",
+    "TreeItem",
+    "scan_tree",
+    "remote_tree",
+    "TreePlan",
+    "check_tree_names",
+    "LocalTree",
+    "sync_path",
 ]
 
 #: The largest chunk a client sends (the server may ask for less): the Rust
@@ -49,6 +67,21 @@ CHECKSUMS = _CHECKSUMS
 
 Progress = Callable[[int, int], Any] | None
 _Path = str | os.PathLike[str]
+
+
+def new_hash(checksum: str) -> Any:
+    """A hasher of ``checksum`` with ``hashlib``'s ``update`` and
+    ``hexdigest``: ``hashlib``'s own where it has the algorithm (sha256, md5),
+    the Rust core's otherwise (blake3), so both ends of a transfer hash alike.
+
+    >>> h = new_hash("blake3")
+    >>> h.update(b"abc")
+    >>> h.hexdigest()
+    '6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85'
+    """
+    if checksum in hashlib.algorithms_guaranteed:
+        return hashlib.new(checksum)
+    return _Hasher(checksum)
 
 
 def check_checksum(checksum: str) -> str:
@@ -106,7 +139,7 @@ class ChunkReader:
     def __init__(self, f: Any, size: int, checksum: str) -> None:
         self.f = f
         self.left = size
-        self.hash = hashlib.new(checksum)
+        self.hash = new_hash(checksum)
 
     def read_into(self, buf: bytearray) -> int:
         """Fills ``buf`` (less at the end of the file); 0 if the file ended early."""
@@ -142,7 +175,7 @@ class LocalFile:
         # GIL released, handed to the disk every WRITEBACK_EVERY bytes.
         self._part = _PartFile(os.path.abspath(path), overwrite)
         self.temp = os.path.join(directory, os.fsdecode(self._part.temp))
-        self._hash = hashlib.new(checksum)
+        self._hash = new_hash(checksum)
         self.size = 0
 
     def write(self, data: bytes) -> None:
@@ -150,9 +183,11 @@ class LocalFile:
         self._hash.update(data)
         self.size += len(data)
 
-    def commit(self, end: dict[str, Any]) -> dict[str, Any]:
+    def commit(self, end: dict[str, Any], *, durable: bool = True) -> dict[str, Any]:
         """Verifies the digest the ``end`` header claims (the session checked
-        the size), then gives the file its name."""
+        the size), then gives the file its name (``durable=False``: without
+        waiting for the disk, as a tree's files, synced together by
+        :func:`sync_path` at the end)."""
         digest = self._hash.hexdigest()
         claimed = end.get("digest")
         if not isinstance(claimed, str) or claimed.lower() != digest:
@@ -163,7 +198,7 @@ class LocalFile:
                 actual=digest,
             )
         try:
-            self._part.commit()
+            self._part.commit(durable)
         except FileExistsError:
             raise FileExistsError(errno.EEXIST, "already exists, and overwrite was not asked for", self.path) from None
         return {"name": self.path, "size": self.size, self.checksum: digest}
@@ -171,3 +206,288 @@ class LocalFile:
     def discard(self) -> None:
         """Removes the temporary file; ``path`` is left as it was."""
         self._part.discard()
+
+
+# --------------------------------------------------------------------------- trees
+
+#: What a tree transfer does with a symlink: refuse the whole transfer before
+#: anything moves (the default), or copy it as a link (whose target must stay
+#: inside the tree).
+SYMLINKS = ("refuse", "copy")
+#: In a tree, files up to this size go whole in one ``put`` frame each,
+#: back to back, rather than one round trip each.
+INLINE_MAX = 256 * 1024
+#: At most this many requests of a tree wait for their replies at once.
+TREE_WINDOW = 128
+
+
+def next_page(name: str, header: dict[str, Any], page: list[dict[str, Any]], recursive: bool) -> str | None:
+    """Where the next page of a listing starts (``None``: this was the last).
+    A plain listing has one page (``truncated`` says it was cut short); a
+    tree's continues after its last name. A tree listing without
+    ``"recursive": true`` comes from a server that predates trees."""
+    if not recursive:
+        return None
+    if header.get("recursive") is not True:
+        raise RemoteError(
+            "bad-request", "the server lists no trees (it predates them): upgrade it to move directory trees"
+        )
+    if not header.get("truncated"):
+        return None
+    if not page:
+        raise ValueError(f"the tree beneath {name!r} cannot be listed: one entry is over the server's max_body")
+    last: str = page[-1]["name"]
+    return last
+
+
+class TreeItem:
+    """One entry of a tree: ``name`` relative to the tree's top,
+    ``/``-separated; ``kind`` ``"dir"``, ``"file"`` or ``"link"``."""
+
+    __slots__ = ("name", "kind", "mode", "size", "path", "target", "digest")
+
+    def __init__(self, name: str, kind: str, mode: int, *, size: int = 0, path: str = "", target: str = "") -> None:
+        self.name = name
+        self.kind = kind
+        self.mode = mode & MODE_BITS
+        self.size = size
+        self.path = path
+        self.target = target
+        self.digest: str | None = None
+
+    def __repr__(self) -> str:
+        return f"TreeItem({self.name!r}, {self.kind!r}, {oct(self.mode)})"
+
+
+def check_symlinks(symlinks: str) -> str:
+    if symlinks not in SYMLINKS:
+        raise ValueError(f"symlinks must be {' or '.join(map(repr, SYMLINKS))}, got {symlinks!r}")
+    return symlinks
+
+
+def _refuse_link(path: str, name: str, target: str, symlinks: str) -> None:
+    if symlinks == "refuse":
+        raise OSError(errno.ELOOP, "a symlink in the tree, refused (symlinks='copy' copies links as links)", path)
+    try:
+        check_link_target(name, target)
+    except ValueError as exc:
+        raise OSError(errno.ELOOP, f"a symlink that leads out of the tree, refused ({exc})", path) from None
+
+
+def scan_tree(local_dir: _Path, symlinks: str) -> list[TreeItem]:
+    """Everything beneath ``local_dir`` (not itself), parents before what
+    they hold, symlinks not followed: refused (``OSError`` ELOOP) unless
+    ``symlinks="copy"``, and then only those whose target stays inside.
+    Anything else that is not a regular file or directory raises
+    ``ValueError``. Nothing is sent before the whole tree is read."""
+    top = os.fspath(local_dir)
+    if not os.path.isdir(top):
+        if os.path.lexists(top):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", top)
+        raise FileNotFoundError(errno.ENOENT, "no such directory", top)
+    items: list[TreeItem] = []
+
+    def walk(path: str, prefix: str) -> None:
+        with os.scandir(path) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            name = prefix + entry.name
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(entry.path)
+                _refuse_link(entry.path, name, target, symlinks)
+                items.append(TreeItem(name, "link", st.st_mode, path=entry.path, target=target))
+            elif stat.S_ISDIR(st.st_mode):
+                items.append(TreeItem(name, "dir", st.st_mode, path=entry.path))
+                walk(entry.path, name + "/")
+            elif stat.S_ISREG(st.st_mode):
+                items.append(TreeItem(name, "file", st.st_mode, size=st.st_size, path=entry.path))
+            else:
+                raise ValueError(f"{entry.path} is not a regular file, directory or symlink: a tree holds only those")
+
+    walk(top, "")
+    return items
+
+
+def remote_tree(entries: list[dict[str, Any]], symlinks: str, remote_dir: str) -> list[TreeItem]:
+    """The items of a recursive listing (parents first: the listing is
+    sorted by name), checked as :func:`scan_tree` checks a local tree."""
+    items = []
+    for e in entries:
+        name, kind = e["name"], e["type"]
+        shown = f"{remote_dir.rstrip('/')}/{name}" if remote_dir.strip("/") else name
+        if kind == "link":
+            _refuse_link(shown, name, e.get("target", ""), symlinks)
+            items.append(TreeItem(name, "link", e.get("mode", 0o777), target=e.get("target", "")))
+        elif kind in ("dir", "file"):
+            item = TreeItem(name, kind, e.get("mode", 0o644), size=e.get("size", 0))
+            item.digest = e.get("digest")
+            items.append(item)
+        else:
+            raise ValueError(f"{shown} on the server is not a regular file, directory or symlink")
+    return items
+
+
+def check_tree_names(items: list[TreeItem]) -> None:
+    """Refuses names a tree cannot hold on the other side: each component
+    must be a plain name (never ``..``, never a transfer's temporary name)."""
+    for item in items:
+        for part in item.name.split("/"):
+            if part in ("", ".", "..") or part.endswith(PART_SUFFIX):
+                raise ValueError(f"cannot transfer {item.name!r}: {part!r} is not a name a tree may hold")
+
+
+def hash_file(path: str, checksum: str) -> tuple[int, str]:
+    """``(size, hex digest)`` of a local file (``hashlib`` releases the GIL)."""
+    h = new_hash(checksum)
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            size += len(chunk)
+    return size, h.hexdigest()
+
+
+class TreePlan:
+    """What a tree transfer does: the directories to make, the links to make,
+    the files to send, and the files skipped because the other side has them
+    with the same size, digest and mode (``--update``-like; a file that
+    differs in any of them is replaced)."""
+
+    def __init__(self, source: list[TreeItem], existing: list[TreeItem] | None, checksum: str) -> None:
+        there = {item.name: item for item in existing or ()}
+        self.dirs: list[TreeItem] = []
+        self.links: list[TreeItem] = []
+        self.files: list[TreeItem] = []
+        self.skipped: list[TreeItem] = []
+        self.checksum = checksum
+        for item in source:
+            other = there.get(item.name)
+            if item.kind == "dir":
+                if other is None or other.kind != "dir" or other.mode != item.mode:
+                    self.dirs.append(item)
+            elif item.kind == "link":
+                if other is None or other.kind != "link" or other.target != item.target:
+                    self.links.append(item)
+            elif (
+                other is not None
+                and other.kind == "file"
+                and other.size == item.size
+                and other.mode == item.mode
+                and other.digest is not None
+                and item.digest is not None
+                and other.digest.lower() == item.digest.lower()
+            ):
+                self.skipped.append(item)
+            else:
+                self.files.append(item)
+
+    def result(self, local: str, remote: str) -> dict[str, Any]:
+        return {
+            "local": local,
+            "remote": remote,
+            "files": len(self.files),
+            "bytes": sum(f.size for f in self.files),
+            "skipped": len(self.skipped),
+            "dirs": len(self.dirs),
+            "links": len(self.links),
+            "checksum": self.checksum,
+        }
+
+
+def remote_join(remote_dir: str, name: str) -> str:
+    """``name`` of a tree beneath ``remote_dir`` on the server (``""``: the root)."""
+    top = remote_dir.strip("/")
+    return f"{top}/{name}" if top else name
+
+
+def local_digests(items: list[TreeItem], existing: list[TreeItem] | None, checksum: str) -> None:
+    """Hashes the local files whose counterpart has the same size: the only
+    ones that may be skipped."""
+    there = {item.name: item for item in existing or ()}
+    for item in items:
+        if item.kind != "file":
+            continue
+        other = there.get(item.name)
+        if other is not None and other.kind == "file" and other.size == item.size:
+            size, item.digest = hash_file(item.path, checksum)
+            item.size = size
+
+
+def read_small(item: TreeItem, checksum: str) -> tuple[bytes, str]:
+    """The whole of a small file and its digest (hashed again: it may have
+    changed since it was scanned; what is sent is what is hashed)."""
+    with open(item.path, "rb") as f:
+        data = f.read(INLINE_MAX + 1)
+    if len(data) > INLINE_MAX:
+        raise OSError(f"{item.path} grew past {INLINE_MAX} bytes while the tree was sent")
+    h = new_hash(checksum)
+    h.update(data)
+    return data, h.hexdigest()
+
+
+class LocalTree:
+    """The local end of a tree download: compares what is there already
+    (:class:`TreePlan`), makes the directories and links, says where each
+    file goes, never through a symlink out of the tree's top."""
+
+    def __init__(self, top: str, items: list[TreeItem], checksum: str) -> None:
+        os.makedirs(top, exist_ok=True)
+        self.top = top
+        self.real_top = os.path.realpath(top)
+        existing = []
+        for item in items:
+            path = self.path_of(item.name)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if item.kind == "file" and stat.S_ISREG(st.st_mode) and st.st_size == item.size:
+                self._inside(path)
+                here = TreeItem(item.name, "file", st.st_mode, size=st.st_size, path=path)
+                here.size, here.digest = hash_file(path, checksum)
+                existing.append(here)
+            elif item.kind == "dir" and stat.S_ISDIR(st.st_mode):
+                existing.append(TreeItem(item.name, "dir", st.st_mode, path=path))
+            elif item.kind == "link" and stat.S_ISLNK(st.st_mode):
+                existing.append(TreeItem(item.name, "link", st.st_mode, path=path, target=os.readlink(path)))
+        self.plan = TreePlan(items, existing, checksum)
+        for item in items:
+            if item.kind == "dir":
+                path = self.path_of(item.name)
+                os.makedirs(path, exist_ok=True)
+                self._inside(os.path.join(path, "x"))
+        for item in self.plan.links:
+            self._make_link(item)
+
+    def path_of(self, name: str) -> str:
+        return os.path.join(self.top, *name.split("/"))
+
+    def _inside(self, path: str) -> None:
+        """Refuses a path whose directory is not beneath the tree's top (a
+        symlink on the way leads out)."""
+        parent = os.path.realpath(os.path.dirname(path))
+        if parent != self.real_top and not parent.startswith(self.real_top + os.sep):
+            raise PermissionError(errno.EACCES, f"leads out of {self.top} (through a symlink)", path)
+
+    def prepare(self, item: TreeItem) -> str:
+        """Where file ``item`` goes, its directory made, checked to be inside."""
+        path = self.path_of(item.name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self._inside(path)
+        return path
+
+    def _make_link(self, item: TreeItem) -> None:
+        path = self.prepare(item)
+        if os.path.lexists(path) and not os.path.islink(path):
+            raise FileExistsError(errno.EEXIST, "exists, and is not a symlink", path)
+        temp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.link{PART_SUFFIX}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        os.symlink(item.target, temp)
+        os.replace(temp, path)
+
+    def finish(self) -> None:
+        """Directory modes last, deepest first (as the upload does)."""
+        for item in reversed(self.plan.dirs):
+            os.chmod(self.path_of(item.name), item.mode)

@@ -224,6 +224,9 @@ def main(args: argparse.Namespace, token: bytes | None) -> int:
     if args.command is None and args.action is None:
         print("rframe: --hosts needs -c CMD, or put, get or ls", file=sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "recursive", False):
+        print("rframe: -r (a tree) is for one server, not with --hosts", file=sys.stderr)
+        return EXIT_USAGE
     # The certificates recorded for them (python -m rframe.client records one
     # on a first connection to a single host).
     known = KnownServers(args.known_servers or default_path())

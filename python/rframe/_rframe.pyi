@@ -28,10 +28,12 @@ __all__ = [
     "DEFAULT_TERMINAL_SIZE",
     "PART_SUFFIX",
     "WRITEBACK_EVERY",
+    "MODE_BITS",
     "FrameDecoder",
     "Server",
     "_SessionReader",
     "_PartFile",
+    "_Hasher",
     "pack_frame",
     "read_frame",
     "send_frame",
@@ -40,6 +42,8 @@ __all__ = [
     "auth_proof",
     "auth_verify",
     "server_fingerprint",
+    "check_link_target",
+    "sync_path",
     "_stop_python_threads",
 ]
 
@@ -64,7 +68,7 @@ class Codec:
         # compiled signature shows as `...`, and so does the stub (stubtest).
         max_header: int = ...,
         max_body: int = ...,
-        checksum: Literal["md5", "sha256"] | None = None,
+        checksum: Literal["md5", "sha256", "blake3"] | None = None,
     ) -> Codec: ...
     @property
     def json_header(self) -> bool: ...
@@ -221,8 +225,17 @@ class _PartFile:
     @property
     def temp(self) -> bytes: ...
     def write(self, data: bytes) -> None: ...
-    def commit(self) -> None: ...
+    def commit(self, durable: bool = True) -> None: ...
     def discard(self) -> None: ...
+
+@final
+class _Hasher:
+    """A digest computed piece by piece (``hashlib``'s shape), for the checksums ``hashlib`` lacks."""
+    def __new__(cls, checksum: str) -> _Hasher: ...
+    @property
+    def name(self) -> str: ...
+    def update(self, data: _Body) -> None: ...
+    def hexdigest(self) -> str: ...
 
 _Id = int
 
@@ -274,8 +287,33 @@ class ClientSession:
     def bind_channel(self, binding: bytes) -> None:
         """On TLS, the SHA-256 of the server certificate, for a session made before the handshake ended."""
     def login(self) -> tuple[_Id, bytes]: ...
-    def list(self, name: str = "") -> tuple[_Id, bytes]: ...
-    def put(self, name: str, size: int, *, overwrite: bool = False, checksum: str = "sha256") -> tuple[_Id, bytes]: ...
+    def list(
+        self, name: str = "", *, recursive: bool = False, checksum: str | None = None, after: str | None = None
+    ) -> tuple[_Id, bytes]: ...
+    def put(
+        self,
+        name: str,
+        size: int,
+        *,
+        overwrite: bool = False,
+        checksum: str = "sha256",
+        mode: int | None = None,
+        sync: bool = True,
+    ) -> tuple[_Id, bytes]: ...
+    def put_inline(
+        self,
+        name: str,
+        data: _Body,
+        digest: str,
+        *,
+        overwrite: bool = False,
+        checksum: str = "sha256",
+        mode: int | None = None,
+        sync: bool = True,
+    ) -> tuple[_Id, bytes]: ...
+    def mkdir(self, name: str, *, mode: int | None = None) -> tuple[_Id, bytes]: ...
+    def symlink(self, name: str, target: str, *, overwrite: bool = False) -> tuple[_Id, bytes]: ...
+    def sync(self) -> tuple[_Id, bytes]: ...
     def put_data(self, chunk: _Body) -> bytes: ...
     def put_end(self, digest: str) -> bytes: ...
     def get(self, name: str, *, checksum: str = "sha256") -> tuple[_Id, bytes]: ...
@@ -333,6 +371,14 @@ DEFAULT_TERMINAL_SIZE: tuple[int, int]
 PART_SUFFIX: str
 #: Every this many bytes, a file being received is handed to the disk.
 WRITEBACK_EVERY: int
+#: The permission bits a file or directory keeps when sent (no setuid, setgid or sticky bit).
+MODE_BITS: int
+
+def sync_path(path: str | PathLike[str]) -> None:
+    """Make durable what was saved beneath ``path`` with ``_PartFile.commit(durable=False)`` (``syncfs`` on Linux)."""
+
+def check_link_target(name: str, target: str) -> None:
+    """Raise ``ValueError`` if a symlink at ``name`` to ``target`` leads out of its tree."""
 
 def signal_name(name: str) -> str:
     """A signal as the protocol names it (``"INT"`` for ``"SIGINT"`` or

@@ -35,6 +35,14 @@ Files, with a server started with ``--root DIR``:
     python -m rframe.client put report.pdf docs/r.pdf --overwrite
     python -m rframe.client get docs/r.pdf            # download to ./r.pdf
     python -m rframe.client ls docs
+    python -m rframe.client put -r site/ www         # a whole tree, beneath www/
+    python -m rframe.client get -r www site-copy     # and back
+    python -m rframe.client ls -r www
+
+With ``-r`` directories are made as needed and modes kept; a file already
+there with the same size, digest and mode is skipped, any other replaced
+(``--overwrite`` is implied); a symlink refuses the tree unless
+``--symlinks copy``.
 
 On a terminal a progress bar (rate, time left) runs on stderr; otherwise
 only the one-line summary is printed. Exit status 0, or 1 on any failure.
@@ -63,6 +71,7 @@ from typing import Any, TextIO
 from ._cli import port, read_token, seconds
 from ._client import Client
 from ._errors import AuthenticationError, FingerprintMismatch, RemoteError
+from ._files import CHECKSUMS, SYMLINKS
 from ._known_servers import KnownServers, default_path
 from ._process import RemoteProcess
 from ._protocol import where
@@ -176,10 +185,23 @@ def _fingerprint(text: str) -> str:
 
 
 def _transfer_options(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument(
+        "-r",
+        "--recursive",
+        action="store_true",
+        help="a whole directory tree: directories made, modes kept, files with the same size and digest "
+        "skipped, others replaced",
+    )
+    ap.add_argument(
+        "--symlinks",
+        choices=SYMLINKS,
+        default="refuse",
+        help="with -r: refuse a tree that holds a symlink (default), or copy links whose target stays inside",
+    )
     ap.add_argument("--overwrite", action="store_true", help="replace a file of that name (default: refuse)")
     ap.add_argument(
         "--checksum",
-        choices=("sha256", "md5"),
+        choices=CHECKSUMS,
         default="sha256",
         help="digest verified by the receiver (default sha256)",
     )
@@ -207,16 +229,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --hosts: each server's whole output under a heading, not line by line with its name",
     )
     sub = ap.add_subparsers(dest="action", metavar="{put,get,ls}", title="file transfer")
-    put = sub.add_parser("put", help="upload FILE (as NAME)", description="Upload a file beneath the server's root.")
-    put.add_argument("file", metavar="FILE", help="local file to send")
+    put = sub.add_parser(
+        "put", help="upload FILE (as NAME)", description="Upload a file (or with -r a tree) beneath the server's root."
+    )
+    put.add_argument("file", metavar="FILE", help="local file (with -r: directory) to send")
     put.add_argument("name", metavar="NAME", nargs="?", help="name on the server (default: FILE's own name)")
     _transfer_options(put)
-    get = sub.add_parser("get", help="download NAME (to FILE)", description="Download a file from the server's root.")
+    get = sub.add_parser(
+        "get", help="download NAME (to FILE)", description="Download a file (or with -r a tree) from the server's root."
+    )
     get.add_argument("name", metavar="NAME", help="file on the server, relative to its root")
     get.add_argument("file", metavar="FILE", nargs="?", help="where to save it (default: NAME's own name, here)")
     _transfer_options(get)
     ls = sub.add_parser("ls", help="list a directory", description="List a directory beneath the server's root.")
     ls.add_argument("name", metavar="DIR", nargs="?", default="", help="directory (default: the root)")
+    ls.add_argument("-r", "--recursive", action="store_true", help="the whole tree beneath DIR")
     for p in (put, get, ls):
         _connection_options(p, defaults=False)
     return ap
@@ -515,7 +542,9 @@ def _files(session: _Session, args: argparse.Namespace) -> int:
     # must not read as one from the connection.
     try:
         client = session.connect()
-        if args.action == "put":
+        if args.action in ("put", "get") and args.recursive:
+            lines = [_tree(client, args)]
+        elif args.action == "put":
             r = client.upload(
                 args.file, args.name, overwrite=args.overwrite, checksum=args.checksum, progress=_progress(args.file)
             )
@@ -526,7 +555,7 @@ def _files(session: _Session, args: argparse.Namespace) -> int:
             )
             lines = [f"saved {r['name']}: {r['size']} bytes, {args.checksum} {r[args.checksum]}"]
         else:
-            lines = [_listing_line(e) for e in client.list_files(args.name)]
+            lines = [_listing_line(e) for e in client.list_files(args.name, recursive=args.recursive)]
     except FileExistsError as e:
         what = f"{e.filename}: {e.strerror}" if e.filename else str(e)
         _say(f"rframe: {args.action} failed: {what} (--overwrite replaces it)")
@@ -540,6 +569,22 @@ def _files(session: _Session, args: argparse.Namespace) -> int:
         print(line)
     sys.stdout.flush()
     return 0
+
+
+def _tree(client: Client, args: argparse.Namespace) -> str:
+    """put -r or get -r; the line that says what moved."""
+    if args.action == "put":
+        remote = args.name if args.name is not None else os.path.basename(os.path.normpath(args.file))
+        r = client.upload_tree(args.file, remote, checksum=args.checksum, symlinks=args.symlinks)
+        verb, where = "stored", f"{r['local']} -> {r['remote'] or '.'}"
+    else:
+        local = args.file if args.file is not None else (args.name.rstrip("/").rpartition("/")[2] or ".")
+        r = client.download_tree(args.name, local, checksum=args.checksum, symlinks=args.symlinks)
+        verb, where = "saved", f"{r['remote'] or '.'} -> {r['local']}"
+    return (
+        f"{verb} {where}: {r['files']} files ({r['bytes']} bytes), {r['skipped']} unchanged, "
+        f"{r['dirs']} directories, {r['links']} links, {r['checksum']}"
+    )
 
 
 def _listing_line(entry: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@
 
 mod name;
 
-pub use name::{check_name, MAX_NAME};
+pub use name::{check_link_target, check_name, MAX_NAME};
 
 use std::io;
 
@@ -20,19 +20,21 @@ mod unix;
 #[cfg(unix)]
 use unix as sys;
 #[cfg(unix)]
-pub use unix::{start_writeback, Root, Upload};
+pub use unix::{start_writeback, sync_path, Root, Upload};
 
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
 use windows as sys;
 #[cfg(windows)]
-pub use windows::{Root, Upload};
+pub use windows::{sync_path, Root, Upload};
 
 /// Uploads in progress carry this suffix; listings leave them out.
 pub const PART_SUFFIX: &str = ".rframe-part";
-/// At most this many entries in a listing.
+/// At most this many entries in a listing (a page of a tree's).
 pub const MAX_LIST: usize = 10_000;
+/// A tree's listing reads each directory whole (to sort it): at most this many names.
+pub const MAX_DIR_NAMES: usize = 100_000;
 /// Written data is handed to the disk every this many bytes, so the fsync at
 /// the end of an upload waits for the last stretch only, not the whole file.
 pub const WRITEBACK_EVERY: u64 = 8 << 20;
@@ -43,6 +45,8 @@ pub enum FileError {
     BadName(String, &'static str),
     #[error("{0:?} leads outside the server's root")]
     Outside(String),
+    #[error("symlink {0:?} -> {1:?} refused: {2}")]
+    BadLink(String, String, &'static str),
     #[error("no such file or directory: {0:?}")]
     NotFound(String),
     #[error("{0:?} already exists, and overwrite was not asked for")]
@@ -72,8 +76,9 @@ impl FileError {
 }
 
 /// What a listed entry is (a symlink is not followed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kind {
+    #[default]
     File,
     Dir,
     Link,
@@ -92,14 +97,25 @@ impl Kind {
 }
 
 /// One entry of a listing.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Entry {
     pub name: String,
     pub size: u64,
     pub kind: Kind,
     /// Seconds since the epoch.
     pub mtime: f64,
+    /// The permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// A symlink's target, as stored (never followed).
+    pub target: Option<String>,
+    /// A regular file's hex digest, in a listing that asks for them.
+    pub digest: Option<String>,
 }
+
+/// The permission bits a client may give a file or directory it sends:
+/// read, write and execute for user, group and others (no setuid, setgid or
+/// sticky bit over the network).
+pub const MODE_BITS: u32 = 0o777;
 
 /// Directory levels beneath the root that [`Root::sweep_uploads`] goes down:
 /// one descriptor is open per level.

@@ -39,9 +39,50 @@ pub fn check_name(name: &str) -> Result<Vec<&str>, FileError> {
     Ok(parts)
 }
 
+/// Refuses a symlink `target` for a link at `name` that would lead out of
+/// the root: empty, absolute, with NUL, or with more `..` than there are
+/// directories above it (read lexically from the link's directory). The
+/// server never follows links out anyway (names are resolved beneath the
+/// root); this keeps the tree it serves free of links that others would.
+pub fn check_link_target(name: &str, target: &str) -> Result<(), FileError> {
+    let refuse = |why| Err(FileError::BadLink(name.to_owned(), target.to_owned(), why));
+    let parts = check_name(name)?;
+    if target.is_empty() || target.contains('\0') || target.len() > MAX_NAME {
+        return refuse("an empty, over-long or NUL-holding target");
+    }
+    if target.starts_with('/') {
+        return refuse("an absolute target");
+    }
+    let mut depth = parts.len() as isize - 1;
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => depth -= 1,
+            _ => depth += 1,
+        }
+        if depth < 0 {
+            return refuse("a target out of the root");
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_targets_stay_beneath_the_root() {
+        for (name, target) in [("l", "f"), ("d/l", "../f"), ("d/e/l", "../../x/y"), ("l", "./a/../b"), ("d/l", ".")] {
+            assert!(check_link_target(name, target).is_ok(), "{name} -> {target}");
+        }
+        for (name, target) in
+            [("l", "/etc"), ("l", ".."), ("d/l", "../.."), ("l", "a/../../x"), ("l", ""), ("l", "a\0")]
+        {
+            assert!(matches!(check_link_target(name, target), Err(FileError::BadLink(..))), "{name} -> {target}");
+        }
+        assert!(matches!(check_link_target("../l", "x"), Err(FileError::BadName(..))));
+    }
 
     #[test]
     fn relative_names_are_split() {

@@ -26,7 +26,7 @@ impl Drop for Scratch {
 }
 
 fn upload(root: &Root, name: &str, data: &[u8], overwrite: bool) -> Result<(), FileError> {
-    let mut up = root.create(name, overwrite)?;
+    let mut up = root.create(name, overwrite, None)?;
     up.write(data)?;
     assert!(up.commit()?.is_none(), "the directory syncs");
     Ok(())
@@ -64,7 +64,7 @@ fn existing_names_need_overwrite() {
 fn a_racing_upload_does_not_replace_without_overwrite() {
     let s = Scratch::new();
     let root = s.root();
-    let mut slow = root.create("a", false).unwrap();
+    let mut slow = root.create("a", false, None).unwrap();
     upload(&root, "a", b"first", false).unwrap();
     slow.write(b"second").unwrap();
     assert!(matches!(slow.commit(), Err(FileError::Exists(_))));
@@ -77,7 +77,7 @@ fn an_unfinished_upload_leaves_the_old_file_and_no_litter() {
     let s = Scratch::new();
     let root = s.root();
     upload(&root, "a", b"old", false).unwrap();
-    let mut up = root.create("a", true).unwrap();
+    let mut up = root.create("a", true, None).unwrap();
     up.write(b"half of the new").unwrap();
     // While it runs, the part is there, but not listed.
     assert_eq!(fs::read_dir(s.0.join("root")).unwrap().count(), 3);
@@ -99,7 +99,7 @@ fn symlinks_out_of_the_root_are_refused() {
     for name in ["abs", "rel", "up/secret"] {
         assert!(matches!(root.open_read(name), Err(FileError::Outside(_))), "{name}");
     }
-    assert!(matches!(root.create("up/new", true), Err(FileError::Outside(_))));
+    assert!(matches!(root.create("up/new", true, None), Err(FileError::Outside(_))));
     assert!(matches!(root.list("up"), Err(FileError::Outside(_))));
     assert!(!s.0.join("new").exists());
     // A link that stays inside is followed.
@@ -126,7 +126,9 @@ fn missing_and_wrong_kinds_are_told_apart() {
     let root = s.root();
     assert!(matches!(root.open_read("nope"), Err(FileError::NotFound(_))));
     assert!(matches!(root.open_read("sub"), Err(FileError::IsDirectory(_))));
-    assert!(matches!(root.create("nodir/x", false), Err(FileError::NotFound(_))));
+    upload(&root, "f", b"", false).unwrap();
+    assert!(matches!(root.create("f/x", false, None), Err(FileError::NotDirectory(_))));
+    fs::remove_file(s.0.join("root/f")).unwrap();
     assert!(matches!(root.open_read("../x"), Err(FileError::BadName(..))));
     upload(&root, "f", b"", false).unwrap();
     assert!(matches!(root.list("f"), Err(FileError::NotDirectory(_))));
@@ -257,7 +259,7 @@ fn sweep_runs_out_only_if_a_name_is_left_after_its_budget() {
 #[test]
 fn sweep_leaves_a_locked_temporary_file_however_old() {
     let s = Scratch::new();
-    let mut up = s.root().create("big.bin", false).unwrap();
+    let mut up = s.root().create("big.bin", false, None).unwrap();
     up.write(b"partial").unwrap();
     let temps: Vec<PathBuf> =
         fs::read_dir(s.0.join("root")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_file()).collect();
@@ -349,4 +351,146 @@ fn a_long_or_non_utf8_name_makes_a_short_temporary_name() {
         let temp = up.temp_name().to_str().expect("UTF-8");
         assert!(temp.starts_with(&format!(".{stem}.")) && is_upload_temp(temp.as_bytes()), "{temp}");
     }
+}
+
+#[test]
+fn an_upload_makes_the_directories_above_it() {
+    let s = Scratch::new();
+    let root = s.root();
+    upload(&root, "a/b/c/f.txt", b"deep", false).unwrap();
+    assert_eq!(fs::read(s.0.join("root/a/b/c/f.txt")).unwrap(), b"deep");
+    // Made beside what is there already.
+    upload(&root, "a/b/g.txt", b"g", false).unwrap();
+    assert_eq!(names(&root, "a/b"), ["c", "g.txt"]);
+}
+
+#[test]
+fn directories_are_not_made_through_a_symlink_out_of_the_root() {
+    let s = Scratch::new();
+    fs::create_dir_all(s.0.join("outside")).unwrap();
+    symlink(s.0.join("outside"), s.0.join("root/abs")).unwrap();
+    symlink("../outside", s.0.join("root/rel")).unwrap();
+    let root = s.root();
+    for name in ["abs/new/x", "rel/new/x", "abs/x", "rel/x"] {
+        assert!(matches!(root.create(name, true, None), Err(FileError::Outside(_))), "{name}");
+        assert!(matches!(root.make_dir(name, None), Err(FileError::Outside(_))), "{name}");
+        assert!(matches!(root.symlink(name, "t", true), Err(FileError::Outside(_))), "{name}");
+    }
+    assert_eq!(fs::read_dir(s.0.join("outside")).unwrap().count(), 0);
+}
+
+#[test]
+fn modes_are_given_to_files_and_directories() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    let root = s.root();
+    let mut up = root.create("x/run.sh", false, Some(0o4755)).unwrap();
+    up.write(b"#!/bin/sh").unwrap();
+    up.commit().unwrap();
+    let mode = |p: &str| fs::metadata(s.0.join(p)).unwrap().permissions().mode() & 0o7777;
+    // No setuid bit over the network.
+    assert_eq!(mode("root/x/run.sh"), 0o755);
+    root.make_dir("x/private", Some(0o700)).unwrap();
+    assert_eq!(mode("root/x/private"), 0o700);
+    // An existing directory is kept, with the mode asked for.
+    root.make_dir("x/private", Some(0o750)).unwrap();
+    assert_eq!(mode("root/x/private"), 0o750);
+    upload(&root, "file", b"", false).unwrap();
+    assert!(matches!(root.make_dir("file", None), Err(FileError::NotDirectory(_) | FileError::Exists(_))));
+}
+
+#[test]
+fn a_commit_that_is_not_durable_yet_is_stored_and_synced_later() {
+    let s = Scratch::new();
+    let root = s.root();
+    let mut up = root.create("later", false, None).unwrap();
+    up.write(b"soon").unwrap();
+    assert!(up.commit_with(false).unwrap().is_none());
+    assert_eq!(fs::read(s.0.join("root/later")).unwrap(), b"soon");
+    root.sync().unwrap();
+    // The no-replace rule holds without the sync too.
+    let mut again = root.create("other", false, None).unwrap();
+    again.write(b"x").unwrap();
+    fs::write(s.0.join("root/other"), b"won").unwrap();
+    assert!(again.commit_with(false).is_err());
+    assert_eq!(fs::read(s.0.join("root/other")).unwrap(), b"won");
+}
+
+#[test]
+fn a_symlink_is_made_under_a_temporary_name_and_replaces_only_a_symlink() {
+    let s = Scratch::new();
+    let root = s.root();
+    root.symlink("d/link", "../sub", false).unwrap();
+    assert_eq!(fs::read_link(s.0.join("root/d/link")).unwrap(), Path::new("../sub"));
+    assert!(matches!(root.symlink("d/link", "x", false), Err(FileError::Exists(_))));
+    root.symlink("d/link", "x", true).unwrap();
+    assert_eq!(fs::read_link(s.0.join("root/d/link")).unwrap(), Path::new("x"));
+    upload(&root, "d/file", b"f", false).unwrap();
+    assert!(matches!(root.symlink("d/file", "x", true), Err(FileError::Exists(_))));
+    assert_eq!(names(&root, "d"), ["file", "link"]);
+}
+
+#[test]
+fn a_tree_is_listed_whole_with_digests_and_links_not_followed() {
+    let s = Scratch::new();
+    let root = s.root();
+    upload(&root, "t/a.txt", b"abc", false).unwrap();
+    upload(&root, "t/d/e/b.txt", b"", false).unwrap();
+    root.make_dir("t/empty", Some(0o700)).unwrap();
+    root.symlink("t/link", "/etc", false).unwrap();
+    let (entries, truncated) = root.list_tree("t", Some(Checksum::Sha256), None).unwrap();
+    assert!(!truncated);
+    let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["a.txt", "d", "d/e", "d/e/b.txt", "empty", "link"]);
+    let a = &entries[0];
+    assert_eq!(a.digest.as_deref(), Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+    assert_eq!(entries[4].mode, 0o700);
+    assert_eq!((entries[5].kind, entries[5].target.as_deref()), (Kind::Link, Some("/etc")));
+    assert!(root.list_tree("", None, None).unwrap().0.iter().all(|e| e.digest.is_none()));
+    assert!(matches!(root.list_tree("t/a.txt", None, None), Err(FileError::NotDirectory(_))));
+    // Pages: what comes after a name, in the same order.
+    let after = |a: &str| -> Vec<String> {
+        root.list_tree("t", None, Some(a)).unwrap().0.into_iter().map(|e| e.name).collect()
+    };
+    assert_eq!(after("d"), ["d/e", "d/e/b.txt", "empty", "link"]);
+    assert_eq!(after("d/e/b.txt"), ["empty", "link"]);
+    assert_eq!(after("a.txt"), ["d", "d/e", "d/e/b.txt", "empty", "link"]);
+    assert_eq!(after("c"), ["d", "d/e", "d/e/b.txt", "empty", "link"]);
+    assert_eq!(after("link"), Vec::<String>::new());
+}
+
+#[test]
+fn a_big_tree_is_listed_in_pages_that_add_up() {
+    let s = Scratch::new();
+    let root = s.root();
+    for i in 0..MAX_LIST + 150 {
+        let dir = s.0.join(format!("root/big/d{:03}", i / 100));
+        if i % 100 == 0 {
+            fs::create_dir_all(&dir).unwrap();
+        }
+        fs::write(dir.join(format!("f{i}")), b"").unwrap();
+    }
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let (page, more) = root.list_tree("big", None, after.as_deref()).unwrap();
+        assert!(page.len() <= MAX_LIST);
+        after = page.last().map(|e| e.name.clone());
+        names.extend(page.into_iter().map(|e| e.name));
+        if !more {
+            break;
+        }
+    }
+    let dirs = (MAX_LIST + 150).div_ceil(100);
+    assert_eq!(names.len(), MAX_LIST + 150 + dirs);
+    let unique: std::collections::BTreeSet<_> = names.iter().collect();
+    assert_eq!(unique.len(), names.len(), "no name twice");
+}
+
+#[test]
+fn a_tree_too_deep_to_list_whole_is_an_error() {
+    let s = Scratch::new();
+    let deep: PathBuf = (0..=SWEEP_DEPTH + 1).map(|i| format!("{i}")).collect();
+    fs::create_dir_all(s.0.join("root").join(&deep)).unwrap();
+    assert!(matches!(s.root().list_tree("", None, None), Err(FileError::Io { .. })));
 }

@@ -11,7 +11,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{check_name, part_name, Entry, FileError, Kind, MAX_LIST, PART_SUFFIX, SWEEP_DEPTH, WRITEBACK_EVERY};
+use super::{
+    check_name, part_name, Entry, FileError, Kind, MAX_DIR_NAMES, MAX_LIST, MODE_BITS, PART_SUFFIX, SWEEP_DEPTH,
+    WRITEBACK_EVERY,
+};
+use crate::codec::{Checksum, Hasher};
 
 /// True for the errors of a name that leads out of the root: `RESOLVE_BENEATH`
 /// says EXDEV; a refused symlink, ELOOP.
@@ -76,15 +80,14 @@ impl Root {
     }
 
     /// Starts an upload to `name`: a temporary file beside it, which
-    /// [`Upload::commit`] renames into place. Refuses an existing `name`
-    /// unless `overwrite`, and never replaces a directory.
-    pub fn create(&self, name: &str, overwrite: bool) -> Result<Upload, FileError> {
+    /// [`Upload::commit`] renames into place (with the permission bits
+    /// `mode`, if given). The directories above `name` are made as needed,
+    /// beneath the root. Refuses an existing `name` unless `overwrite`, and
+    /// never replaces a directory.
+    pub fn create(&self, name: &str, overwrite: bool, mode: Option<u32>) -> Result<Upload, FileError> {
         let parts = check_name(name)?;
         let (last, dirs) = parts.split_last().expect("check_name gives at least one part");
-        let dir_path = if dirs.is_empty() { ".".to_owned() } else { dirs.join("/") };
-        let dir = self
-            .open_beneath(&dir_path, libc::O_RDONLY | libc::O_DIRECTORY)
-            .map_err(|e| FileError::from_io(name, e))?;
+        let dir = self.make_dirs(dirs).map_err(|e| FileError::from_io(name, e))?;
         let target = cstring(last.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
         match lstat_at(dir.as_raw_fd(), &target) {
             Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => return Err(FileError::IsDirectory(name.into())),
@@ -93,7 +96,98 @@ impl Root {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(FileError::from_io(name, e)),
         }
-        Upload::beside(name.to_owned(), dir, target, overwrite).map_err(|e| FileError::from_io(name, e))
+        let mut upload =
+            Upload::beside(name.to_owned(), dir, target, overwrite).map_err(|e| FileError::from_io(name, e))?;
+        upload.mode = mode.map(|m| m & MODE_BITS);
+        Ok(upload)
+    }
+
+    /// Makes the directory `name` and those above it as needed, beneath the
+    /// root; an existing directory is kept. `mode`: its permission bits (an
+    /// existing directory's are changed too).
+    pub fn make_dir(&self, name: &str, mode: Option<u32>) -> Result<(), FileError> {
+        let parts = check_name(name)?;
+        let dir = self.make_dirs(&parts).map_err(|e| FileError::from_io(name, e))?;
+        if let Some(mode) = mode {
+            // SAFETY: a plain syscall on an open descriptor of ours.
+            cvt(unsafe { libc::fchmod(dir.as_raw_fd(), (mode & MODE_BITS) as libc::mode_t) })
+                .map_err(|e| FileError::from_io(name, e))?;
+        }
+        Ok(())
+    }
+
+    /// Makes a symlink `name` to `target` (stored as given; the caller checks
+    /// that it stays beneath the root). An existing symlink is replaced only
+    /// with `overwrite`; a directory or file never is (`Exists`).
+    pub fn symlink(&self, name: &str, target: &str, overwrite: bool) -> Result<(), FileError> {
+        let parts = check_name(name)?;
+        let (last, dirs) = parts.split_last().expect("check_name gives at least one part");
+        let dir = self.make_dirs(dirs).map_err(|e| FileError::from_io(name, e))?;
+        let at = cstring(last.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
+        let to = cstring(target.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
+        match lstat_at(dir.as_raw_fd(), &at) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK && overwrite => {}
+            Ok(_) => return Err(FileError::Exists(name.into())),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(FileError::from_io(name, e)),
+        }
+        // Made under a temporary name, then renamed over: never a moment without it.
+        let temp = cstring(part_name(at.to_bytes()).map_err(|e| FileError::from_io(name, e))?.as_bytes())
+            .map_err(|e| FileError::from_io(name, e))?;
+        let fd = dir.as_raw_fd();
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+        cvt(unsafe { libc::symlinkat(to.as_ptr(), fd, temp.as_ptr()) }).map_err(|e| FileError::from_io(name, e))?;
+        // SAFETY: as above.
+        let renamed = cvt(unsafe { libc::renameat(fd, temp.as_ptr(), fd, at.as_ptr()) });
+        if let Err(e) = renamed {
+            // SAFETY: as above.
+            unsafe { libc::unlinkat(fd, temp.as_ptr(), 0) };
+            return Err(FileError::from_io(name, e));
+        }
+        Ok(())
+    }
+
+    /// Makes what was stored without syncing (`Upload::commit` with
+    /// `durable: false`) durable: `syncfs` of the root's file system on
+    /// Linux. Elsewhere every upload is synced as it is stored, and there is
+    /// nothing left to do.
+    pub fn sync(&self) -> Result<(), FileError> {
+        #[cfg(target_os = "linux")]
+        // SAFETY: a plain syscall on an open descriptor of ours.
+        cvt(unsafe { libc::syncfs(self.dir.as_raw_fd()) }).map_err(|e| FileError::from_io(".", e))?;
+        Ok(())
+    }
+
+    /// The directory of the components `dirs` (none: the root), made with
+    /// those above it as needed. Every component is resolved beneath the
+    /// root, so neither a symlink nor `..` leads out while it is made.
+    fn make_dirs(&self, dirs: &[&str]) -> io::Result<OwnedFd> {
+        let path = if dirs.is_empty() { ".".to_owned() } else { dirs.join("/") };
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY;
+        match self.open_beneath(&path, flags) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            other => return other,
+        }
+        let mut parent = self.open_beneath(".", flags)?;
+        for (i, part) in dirs.iter().enumerate() {
+            let prefix = dirs[..=i].join("/");
+            match self.open_beneath(&prefix, flags) {
+                Ok(dir) => parent = dir,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    let c = cstring(part.as_bytes())?;
+                    // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+                    match cvt(unsafe { libc::mkdirat(parent.as_raw_fd(), c.as_ptr(), 0o777) }) {
+                        Ok(_) => {}
+                        // Made meanwhile by another request: fine.
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(e) => return Err(e),
+                    }
+                    parent = self.open_beneath(&prefix, flags)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(parent)
     }
 
     /// The entries of directory `name` (`""` or `"."`: the root), sorted by
@@ -104,6 +198,30 @@ impl Root {
         let dir =
             self.open_beneath(&path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| FileError::from_io(name, e))?;
         read_dir(dir, MAX_LIST).map_err(|e| FileError::from_io(name, e))
+    }
+
+    /// The tree beneath directory `name` (`""`: the root), down to
+    /// [`SWEEP_DEPTH`] levels, one page of it: names relative to `name`,
+    /// `/`-separated, in depth-first order with each directory's names sorted
+    /// (a directory before what it holds), only those after `after` in that
+    /// order, at most [`MAX_LIST`] (`true` if there are more: the next page
+    /// starts after the last name of this one). Symlinks are listed with
+    /// their target, never followed. With `checksum`, each regular file's
+    /// digest. A directory of more than [`MAX_DIR_NAMES`] names, or a tree
+    /// deeper than [`SWEEP_DEPTH`], is an error: it could not be listed whole.
+    pub fn list_tree(
+        &self,
+        name: &str,
+        checksum: Option<Checksum>,
+        after: Option<&str>,
+    ) -> Result<(Vec<Entry>, bool), FileError> {
+        let path = if name.is_empty() || name == "." { ".".to_owned() } else { check_name(name)?.join("/") };
+        let dir =
+            self.open_beneath(&path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| FileError::from_io(name, e))?;
+        let after = after.map_or_else(Vec::new, |a| a.split('/').filter(|p| !p.is_empty()).collect());
+        let mut walk = TreeWalk { top: name, after, checksum, entries: Vec::new(), more: false };
+        walk.dir(&dir, &mut Vec::new())?;
+        Ok((walk.entries, walk.more))
     }
 
     /// Removes what uploads that never finished left behind (a server killed
@@ -187,6 +305,8 @@ pub struct Upload {
     target: CString,
     file: File,
     overwrite: bool,
+    /// Permission bits given to the file before it takes its name.
+    mode: Option<u32>,
     written: u64,
     handed_to_disk: u64,
     done: bool,
@@ -228,6 +348,7 @@ impl Upload {
             // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
             file: unsafe { File::from_raw_fd(fd) },
             overwrite,
+            mode: None,
             written: 0,
             handed_to_disk: 0,
             done: false,
@@ -266,8 +387,31 @@ impl Upload {
     /// survive a crash (an error here would tell the client "not stored"
     /// about a file that is there).
     pub fn commit(self) -> Result<Option<io::Error>, FileError> {
+        self.commit_with(true)
+    }
+
+    /// [`Upload::commit`]; with `durable` false (on Linux), the file takes
+    /// its name without waiting for the disk: [`Root::sync`] makes it
+    /// durable later, with others. Until then a crash may leave it short or
+    /// empty under its name.
+    pub fn commit_with(self, durable: bool) -> Result<Option<io::Error>, FileError> {
         let name = self.name.clone();
-        self.commit_io().map_err(|e| FileError::from_io(&name, e))
+        if let Some(mode) = self.mode {
+            // SAFETY: a plain syscall on an open descriptor of ours.
+            cvt(unsafe { libc::fchmod(self.file.as_raw_fd(), mode as libc::mode_t) })
+                .map_err(|e| FileError::from_io(&name, e))?;
+        }
+        self.commit_io_with(durable).map_err(|e| FileError::from_io(&name, e))
+    }
+
+    /// [`Upload::commit_with`], with the error as the system gave it.
+    pub fn commit_io_with(mut self, durable: bool) -> io::Result<Option<io::Error>> {
+        if !durable && cfg!(target_os = "linux") {
+            self.rename()?;
+            self.done = true;
+            return Ok(None);
+        }
+        self.commit_io()
     }
 
     /// [`Upload::commit`], with the error as the system gave it (`EEXIST`:
@@ -312,6 +456,25 @@ impl Drop for Upload {
     }
 }
 
+/// Makes durable what was stored beneath `path` without syncing
+/// ([`Upload::commit_io_with`] with `durable: false`): `syncfs` of its file
+/// system on Linux; elsewhere nothing was left unsynced.
+pub fn sync_path(path: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let c = cstring(path.as_os_str().as_bytes())?;
+        // SAFETY: a plain syscall with a NUL-terminated name, which outlives it.
+        let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a plain syscall on an open descriptor of ours.
+        cvt(unsafe { libc::syncfs(fd.as_raw_fd()) })?;
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = path;
+    Ok(())
+}
+
 /// Asks the kernel to start writing `len` bytes of `fd` from `offset` to disk,
 /// and returns at once: an fsync at the end of a long write then waits for the
 /// last stretch only. Errors surface at that fsync. Does nothing off Linux.
@@ -323,6 +486,114 @@ pub fn start_writeback(fd: std::os::fd::RawFd, offset: u64, len: u64) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (fd, offset, len);
+}
+
+/// One page of [`Root::list_tree`].
+struct TreeWalk<'a> {
+    /// The listed directory's name, for errors.
+    top: &'a str,
+    /// The components of the name the page starts after.
+    after: Vec<&'a str>,
+    checksum: Option<Checksum>,
+    entries: Vec<Entry>,
+    /// An entry was left for the next page.
+    more: bool,
+}
+
+impl TreeWalk<'_> {
+    fn dir(&mut self, dir: &OwnedFd, prefix: &mut Vec<String>) -> Result<(), FileError> {
+        let error = |e: io::Error| FileError::from_io(self.top, e);
+        let (listed, too_many) = read_dir(dir.try_clone().map_err(error)?, MAX_DIR_NAMES).map_err(error)?;
+        if too_many {
+            let why = format!("a directory of more than {MAX_DIR_NAMES} names: too many to list as a tree");
+            return Err(error(io::Error::other(why)));
+        }
+        for mut entry in listed {
+            prefix.push(std::mem::take(&mut entry.name));
+            let order = prefix.iter().map(String::as_str).cmp(self.after.iter().copied());
+            let on_the_way =
+                self.after.len() >= prefix.len() && self.after.iter().zip(prefix.iter()).all(|(a, p)| a == p);
+            let here = cstring(prefix.last().expect("pushed").as_bytes()).map_err(error)?;
+            if order != std::cmp::Ordering::Greater {
+                // Listed on an earlier page; only what leads to `after` is entered.
+                if on_the_way && entry.kind == Kind::Dir {
+                    self.enter(dir, &here, prefix)?;
+                }
+                prefix.pop();
+                if self.more {
+                    return Ok(());
+                }
+                continue;
+            }
+            if self.entries.len() >= MAX_LIST {
+                self.more = true;
+                prefix.pop();
+                return Ok(());
+            }
+            match entry.kind {
+                Kind::Link => entry.target = read_link_at(dir, &here),
+                Kind::File => {
+                    if let Some(checksum) = self.checksum {
+                        entry.digest = Some(hash_at(dir, &here, checksum).map_err(error)?);
+                    }
+                }
+                Kind::Dir | Kind::Other => {}
+            }
+            entry.name = prefix.join("/");
+            let is_dir = entry.kind == Kind::Dir;
+            self.entries.push(entry);
+            if is_dir {
+                self.enter(dir, &here, prefix)?;
+            }
+            prefix.pop();
+            if self.more {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn enter(&mut self, dir: &OwnedFd, name: &CStr, prefix: &mut Vec<String>) -> Result<(), FileError> {
+        if prefix.len() > SWEEP_DEPTH {
+            let why = format!("deeper than {SWEEP_DEPTH} levels: too deep to list as a tree");
+            return Err(FileError::from_io(self.top, io::Error::other(why)));
+        }
+        // A directory that cannot be read (permissions, gone) is listed, not entered.
+        match open_subdir(dir, name) {
+            Ok(sub) => self.dir(&sub, prefix),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// A symlink's target (`None` if it cannot be read, or is not UTF-8).
+fn read_link_at(dir: &OwnedFd, name: &CStr) -> Option<String> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: a plain syscall: an open descriptor, a NUL-terminated name and a buffer of the length given.
+    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 || n as usize >= buf.len() {
+        return None;
+    }
+    buf.truncate(n as usize);
+    String::from_utf8(buf).ok()
+}
+
+/// The hex digest of the regular file `name` in `dir` (not followed if a symlink).
+fn hash_at(dir: &OwnedFd, name: &CStr, checksum: Checksum) -> io::Result<String> {
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+    let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) })?;
+    // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
+    let mut file = unsafe { File::from_raw_fd(fd) };
+    let mut hasher = Hasher::new(checksum);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = io::Read::read(&mut file, &mut buf)?;
+        if n == 0 {
+            return Ok(hasher.hex_digest());
+        }
+        hasher.update(&buf[..n]);
+    }
 }
 
 fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
@@ -339,11 +610,15 @@ fn read_dir(dir: OwnedFd, max: usize) -> io::Result<(Vec<Entry>, bool)> {
     for name in &names {
         // Gone since readdir: skip it.
         let Ok(st) = lstat_at(dir.as_raw_fd(), name) else { continue };
+        #[allow(clippy::unnecessary_cast)] // mode_t is u16 on macOS
+        let mode = st.st_mode as u32 & 0o7777;
         entries.push(Entry {
             name: String::from_utf8_lossy(name.as_bytes()).into_owned(),
             size: st.st_size as u64,
             kind: kind_of(st.st_mode),
             mtime: st.st_mtime as f64 + st.st_mtime_nsec as f64 / 1e9,
+            mode,
+            ..Entry::default()
         });
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));

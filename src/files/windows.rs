@@ -14,6 +14,7 @@ use std::time::Duration;
 use windows_sys::Win32::Storage::FileSystem::{MoveFileExW, MOVEFILE_REPLACE_EXISTING, MOVEFILE_WRITE_THROUGH};
 
 use super::{part_name, Entry, FileError};
+use crate::codec::Checksum;
 
 /// No name leads out of a root here: there are no roots.
 pub(super) fn leads_outside(_err: &io::Error) -> bool {
@@ -45,7 +46,28 @@ impl Root {
         match self.never {}
     }
 
-    pub fn create(&self, _name: &str, _overwrite: bool) -> Result<Upload, FileError> {
+    pub fn create(&self, _name: &str, _overwrite: bool, _mode: Option<u32>) -> Result<Upload, FileError> {
+        match self.never {}
+    }
+
+    pub fn make_dir(&self, _name: &str, _mode: Option<u32>) -> Result<(), FileError> {
+        match self.never {}
+    }
+
+    pub fn symlink(&self, _name: &str, _target: &str, _overwrite: bool) -> Result<(), FileError> {
+        match self.never {}
+    }
+
+    pub fn sync(&self) -> Result<(), FileError> {
+        match self.never {}
+    }
+
+    pub fn list_tree(
+        &self,
+        _name: &str,
+        _checksum: Option<Checksum>,
+        _after: Option<&str>,
+    ) -> Result<(Vec<Entry>, bool), FileError> {
         match self.never {}
     }
 
@@ -129,6 +151,16 @@ impl Upload {
         self.commit_io().map_err(|e| FileError::from_io(&name, e))
     }
 
+    /// [`Upload::commit`]: always durable here (no root to sync later).
+    pub fn commit_with(self, _durable: bool) -> Result<Option<io::Error>, FileError> {
+        self.commit()
+    }
+
+    /// [`Upload::commit_io`]: always durable here.
+    pub fn commit_io_with(self, _durable: bool) -> io::Result<Option<io::Error>> {
+        self.commit_io()
+    }
+
     /// Flushes the file to disk, closes it and gives it its final name
     /// (`AlreadyExists` if the name was taken meanwhile and `overwrite` was
     /// not asked for). `MOVEFILE_WRITE_THROUGH`: the rename is on disk when
@@ -158,6 +190,11 @@ impl Drop for Upload {
             let _ = std::fs::remove_file(&self.temp);
         }
     }
+}
+
+/// Nothing is stored without syncing here: nothing to do.
+pub fn sync_path(_path: &Path) -> io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]

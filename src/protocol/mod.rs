@@ -52,6 +52,22 @@ pub struct FileRequest {
     pub digest: Option<String>,
     /// In a `get`: the largest `data` body the client takes.
     pub chunk_size: Option<u64>,
+    /// In a `put` or `mkdir`: the permission bits (of `files::MODE_BITS`).
+    pub mode: Option<u32>,
+    /// In a `put`: the whole file is this frame's body (with its `digest`),
+    /// and the reply is `stored` at once: no `ready`, `data` or `end`.
+    #[serde(default)]
+    pub inline: bool,
+    /// In a `put`: `false` stores the file without waiting for the disk; a
+    /// later `sync` request makes it durable.
+    pub sync: Option<bool>,
+    /// In a `list`: the whole tree beneath the directory.
+    #[serde(default)]
+    pub recursive: bool,
+    /// In a recursive `list`: the page starts after this name.
+    pub after: Option<String>,
+    /// In a `symlink`: what the link points to.
+    pub target: Option<String>,
 }
 
 /// Parses the header of a file request or transfer frame.

@@ -106,16 +106,30 @@ pub enum Action {
     /// The token is proven: decode with this codec from here on, and the
     /// connection no longer counts as unauthenticated.
     LoggedIn { codec: Codec },
-    /// Create the temporary file of an upload; report with
+    /// Create the temporary file of an upload (and the directories above
+    /// it), to be given the permission bits `mode`; report with
     /// [`ServerSession::upload_created`].
-    CreateUpload { name: String, overwrite: bool },
+    CreateUpload { name: String, overwrite: bool, mode: Option<u32> },
     /// Hash `chunk` with `hasher` and append it to the open upload; report
     /// with [`ServerSession::chunk_written`] before the next frame is fed
     /// (the driver may read that frame meanwhile).
     WriteChunk { chunk: Bytes, hasher: Hasher },
-    /// Sync the upload and rename it to its name; report with
+    /// Sync the upload (unless not `durable`: a later [`Action::Sync`] does)
+    /// and rename it to its name; report with
     /// [`ServerSession::upload_committed`].
-    CommitUpload,
+    CommitUpload { durable: bool },
+    /// Store a whole file at once, verified already: create, write and
+    /// commit it as the three actions above do; report with
+    /// [`ServerSession::upload_committed`].
+    StoreFile { name: String, overwrite: bool, mode: Option<u32>, data: Bytes, durable: bool },
+    /// Make a directory and those above it; report with [`ServerSession::dir_made`].
+    MakeDir { name: String, mode: Option<u32> },
+    /// Make a symlink (its target checked already); report with
+    /// [`ServerSession::link_made`].
+    MakeLink { name: String, target: String, overwrite: bool },
+    /// Make what was stored without syncing durable; report with
+    /// [`ServerSession::synced`].
+    Sync,
     /// Drop the open upload (its temporary file is removed).
     DiscardUpload,
     /// Open a file to send; report its size with [`ServerSession::file_opened`].
@@ -124,8 +138,10 @@ pub enum Action {
     /// `hasher`; report with [`ServerSession::chunk_read`] before the peer is
     /// read again (the actions after this one may go out meanwhile).
     ReadChunk { want: usize, hasher: Hasher },
-    /// List a directory; report with [`ServerSession::listed`].
-    ListDir { name: String },
+    /// List a directory (`recursive`: a page of its whole tree, after the
+    /// name `after`, with each file's digest under `checksum` if given);
+    /// report with [`ServerSession::listed`].
+    ListDir { name: String, recursive: bool, checksum: Option<Checksum>, after: Option<String> },
     /// Close the connection, after sending this error frame if there is one.
     Close(Option<Reply>),
     /// Start this live command (stdin, stdout and stderr piped, in a process
@@ -157,15 +173,42 @@ impl fmt::Debug for Action {
             Action::CheckProof(_) => f.write_str("CheckProof"),
             Action::Pause(d) => f.debug_tuple("Pause").field(d).finish(),
             Action::LoggedIn { codec } => f.debug_struct("LoggedIn").field("codec", codec).finish(),
-            Action::CreateUpload { name, overwrite } => {
-                f.debug_struct("CreateUpload").field("name", name).field("overwrite", overwrite).finish()
+            Action::CreateUpload { name, overwrite, mode } => f
+                .debug_struct("CreateUpload")
+                .field("name", name)
+                .field("overwrite", overwrite)
+                .field("mode", mode)
+                .finish(),
+            Action::StoreFile { name, overwrite, mode, data, durable } => f
+                .debug_struct("StoreFile")
+                .field("name", name)
+                .field("overwrite", overwrite)
+                .field("mode", mode)
+                .field("len", &data.len())
+                .field("durable", durable)
+                .finish(),
+            Action::MakeDir { name, mode } => {
+                f.debug_struct("MakeDir").field("name", name).field("mode", mode).finish()
             }
+            Action::MakeLink { name, target, overwrite } => f
+                .debug_struct("MakeLink")
+                .field("name", name)
+                .field("target", target)
+                .field("overwrite", overwrite)
+                .finish(),
+            Action::Sync => f.write_str("Sync"),
             Action::WriteChunk { chunk, .. } => f.debug_struct("WriteChunk").field("len", &chunk.len()).finish(),
-            Action::CommitUpload => f.write_str("CommitUpload"),
+            Action::CommitUpload { durable } => f.debug_struct("CommitUpload").field("durable", durable).finish(),
             Action::DiscardUpload => f.write_str("DiscardUpload"),
             Action::OpenFile { name } => f.debug_struct("OpenFile").field("name", name).finish(),
             Action::ReadChunk { want, .. } => f.debug_struct("ReadChunk").field("want", want).finish(),
-            Action::ListDir { name } => f.debug_struct("ListDir").field("name", name).finish(),
+            Action::ListDir { name, recursive, checksum, after } => f
+                .debug_struct("ListDir")
+                .field("name", name)
+                .field("recursive", recursive)
+                .field("checksum", checksum)
+                .field("after", after)
+                .finish(),
             Action::Close(reply) => f.debug_tuple("Close").field(&reply.as_ref().map(header_text)).finish(),
             Action::Start { shown, .. } => f.debug_struct("Start").field("shown", shown).finish(),
             Action::WriteStdin(data) => f.debug_struct("WriteStdin").field("len", &data.len()).finish(),
@@ -225,10 +268,13 @@ enum Awaiting {
     Proof,
     Command,
     Handler,
-    Upload { name: String, size: u64, checksum: Checksum },
-    Commit { name: String, size: u64, checksum: Checksum, digest: String },
+    Upload { name: String, size: u64, checksum: Checksum, durable: bool },
+    Commit { name: String, size: u64, checksum: Checksum, digest: String, durable: bool },
+    MakeDir { name: String },
+    Link { name: String },
+    Sync,
     File { name: String, checksum: Checksum, chunk: usize },
-    Listing { name: String },
+    Listing { name: String, recursive: bool },
     Start { shown: String, pty: bool },
 }
 
@@ -239,6 +285,8 @@ struct Put {
     checksum: Checksum,
     chunk: usize,
     received: u64,
+    /// Synced as it is stored (else by a later `sync`).
+    durable: bool,
     /// `None` while a chunk is being written (the driver has it).
     hasher: Option<Hasher>,
     /// A chunk could not be written: told at the next frame.
@@ -277,6 +325,8 @@ pub struct ServerSession<'c> {
     server_nonce: Option<String>,
     nonces: fn() -> String,
     state: State,
+    /// A file was stored without syncing since the last `sync`.
+    unsynced: bool,
 }
 
 impl<'c> ServerSession<'c> {
@@ -292,6 +342,7 @@ impl<'c> ServerSession<'c> {
             server_nonce: None,
             nonces: auth::nonce,
             state: State::Idle,
+            unsynced: false,
         }
     }
 
@@ -462,6 +513,9 @@ impl<'c> ServerSession<'c> {
             Some("put") => self.put(&frame),
             Some("get") => self.get(&frame),
             Some("list") => self.list(&frame),
+            Some("mkdir") => self.mkdir(&frame),
+            Some("symlink") => self.symlink(&frame),
+            Some("sync") => self.sync(&frame),
             Some("start") => self.start_live(request, &frame),
             // What a client sent a live command that ended meanwhile: its
             // `exit` frame crossed them on the way.
@@ -471,7 +525,7 @@ impl<'c> ServerSession<'c> {
                 self.respond(Reply::error(ErrorCode::BadRequest, &message))
             }
             Some(op) => {
-                let message = format!("unknown op {op:?}: this server knows \"run\", \"put\", \"get\" and \"list\"");
+                let message = format!("unknown op {op:?}: this server knows {KNOWN_OPS}");
                 self.respond(Reply::error(ErrorCode::BadRequest, &message))
             }
             None => self.respond(Reply::error(
@@ -659,9 +713,10 @@ impl<'c> ServerSession<'c> {
         let checksum = match request.checksum.as_deref() {
             None => Checksum::Sha256,
             Some(name) => Checksum::from_name(name)
-                .ok_or_else(|| bad(&format!("checksum must be \"sha256\" or \"md5\", got {name:?}")))?,
+                .ok_or_else(|| bad(&format!("checksum must be \"sha256\", \"md5\" or \"blake3\", got {name:?}")))?,
         };
-        if !frame.body.is_empty() {
+        let inline = what == "put" && request.inline;
+        if !frame.body.is_empty() && !inline {
             return Err(bad(&format!("a {what} request has no body")));
         }
         if what != "list" && request.name.as_deref().is_some_and(|n| n.ends_with('/')) {
@@ -685,13 +740,51 @@ impl<'c> ServerSession<'c> {
         let (Some(name), Some(size)) = (request.name, request.size) else {
             return self.respond(bad("a put request needs \"name\" and \"size\""));
         };
-        self.state = State::Awaiting(Awaiting::Upload { name: name.clone(), size, checksum });
-        vec![Action::CreateUpload { name, overwrite: request.overwrite }]
+        let durable = request.sync.unwrap_or(true);
+        let (overwrite, mode) = (request.overwrite, request.mode);
+        if !request.inline {
+            self.state = State::Awaiting(Awaiting::Upload { name: name.clone(), size, checksum, durable });
+            return vec![Action::CreateUpload { name, overwrite, mode }];
+        }
+        // The whole file in this frame: checked here, then stored in one action.
+        let data = frame.body.clone();
+        let chunk = self.chunk_limit();
+        if data.len() > chunk {
+            let message = format!("an inline put of {} bytes, over the chunk_size of {chunk}", data.len());
+            return self.respond(Reply::error(ErrorCode::TooLarge, &message));
+        }
+        if data.len() as u64 != size {
+            let message = format!("{name:?}: the put announced {size} bytes and sent {}: not stored", data.len());
+            return self.respond(bad(&message));
+        }
+        let Some(claimed) = request.digest else {
+            return self.respond(bad("an inline put needs its \"digest\": not stored"));
+        };
+        let digest = checksum.hex_digest(&data);
+        if let Some(reply) = self.mismatch(&name, checksum, &claimed, &digest) {
+            return reply;
+        }
+        self.state = State::Awaiting(Awaiting::Commit { name: name.clone(), size, checksum, digest, durable });
+        vec![Action::StoreFile { name, overwrite, mode, data, durable }]
+    }
+
+    /// The refusal of an upload whose digest is not the one claimed.
+    fn mismatch(&mut self, name: &str, checksum: Checksum, claimed: &str, digest: &str) -> Option<Vec<Action>> {
+        if claimed.eq_ignore_ascii_case(digest) {
+            return None;
+        }
+        let algorithm = checksum.name();
+        let mut actions = vec![Action::Log(Level::Warning, format!("put {name:?}: {algorithm} mismatch: not stored"))];
+        let message = format!(
+            "{name:?}: {algorithm} mismatch: the client sent {claimed}, the server received {digest}: not stored"
+        );
+        actions.extend(self.respond(Reply::error(ErrorCode::Checksum, &message)));
+        Some(actions)
     }
 
     /// What an [`Action::CreateUpload`] gave.
     pub fn upload_created(&mut self, created: Result<(), FileError>) -> Vec<Action> {
-        let Awaiting::Upload { name, size, checksum } =
+        let Awaiting::Upload { name, size, checksum, durable } =
             self.expect(|a| matches!(a, Awaiting::Upload { .. }), "upload_created")
         else {
             unreachable!()
@@ -701,7 +794,7 @@ impl<'c> ServerSession<'c> {
         }
         let chunk = self.chunk_limit();
         let hasher = Some(Hasher::new(checksum));
-        self.state = State::Put(Put { name, size, checksum, chunk, received: 0, hasher, failed: None });
+        self.state = State::Put(Put { name, size, checksum, chunk, received: 0, durable, hasher, failed: None });
         vec![Action::Reply(reply(json!({"op": "ready", "chunk_size": chunk}), Bytes::new()))]
     }
 
@@ -750,7 +843,7 @@ impl<'c> ServerSession<'c> {
     }
 
     fn put_end(&mut self, put: Put, end: FileRequest) -> Vec<Action> {
-        let Put { name, size, checksum, received, hasher, .. } = put;
+        let Put { name, size, checksum, received, hasher, durable, .. } = put;
         let digest = hasher.expect("no chunk being written").hex_digest();
         let mut actions = vec![Action::DiscardUpload];
         if received != size {
@@ -763,30 +856,23 @@ impl<'c> ServerSession<'c> {
             actions.extend(self.respond(bad(&message)));
             return actions;
         }
-        match end.digest.as_deref() {
-            None => {
-                actions.extend(self.respond(bad("the end frame has no \"digest\": not stored")));
-                return actions;
-            }
-            Some(claimed) if !claimed.eq_ignore_ascii_case(&digest) => {
-                let algorithm = checksum.name();
-                actions.push(Action::Log(Level::Warning, format!("put {name:?}: {algorithm} mismatch: not stored")));
-                let message = format!(
-                    "{name:?}: {algorithm} mismatch: the client sent {claimed}, the server received {digest}: not stored"
-                );
-                actions.extend(self.respond(Reply::error(ErrorCode::Checksum, &message)));
-                return actions;
-            }
-            Some(_) => {}
+        let Some(claimed) = end.digest else {
+            actions.extend(self.respond(bad("the end frame has no \"digest\": not stored")));
+            return actions;
+        };
+        if let Some(refused) = self.mismatch(&name, checksum, &claimed, &digest) {
+            actions.extend(refused);
+            return actions;
         }
-        self.state = State::Awaiting(Awaiting::Commit { name, size, checksum, digest });
-        vec![Action::CommitUpload]
+        self.state = State::Awaiting(Awaiting::Commit { name, size, checksum, digest, durable });
+        vec![Action::CommitUpload { durable }]
     }
 
-    /// What an [`Action::CommitUpload`] gave: stored (perhaps with a failure
-    /// to sync the directory, which is logged), or not.
+    /// What an [`Action::CommitUpload`] or [`Action::StoreFile`] gave:
+    /// stored (perhaps with a failure to sync the directory, which is
+    /// logged), or not.
     pub fn upload_committed(&mut self, committed: Result<Option<std::io::Error>, FileError>) -> Vec<Action> {
-        let Awaiting::Commit { name, size, checksum, digest } =
+        let Awaiting::Commit { name, size, checksum, digest, durable } =
             self.expect(|a| matches!(a, Awaiting::Commit { .. }), "upload_committed")
         else {
             unreachable!()
@@ -798,10 +884,86 @@ impl<'c> ServerSession<'c> {
                 .push(Action::Log(Level::Warning, format!("stored {name:?}, but syncing its directory failed: {e}"))),
             Ok(None) => {}
         }
+        self.unsynced |= !durable;
         actions.push(Action::Log(Level::Info, format!("stored {name:?}: {size} bytes")));
         let stored = json!({"op": "stored", "name": name, "size": size, "checksum": checksum.name(), "digest": digest});
         actions.extend(self.respond(reply(stored, Bytes::new())));
         actions
+    }
+
+    /// `mkdir`: a directory and those above it, beneath the root.
+    fn mkdir(&mut self, frame: &Frame) -> Vec<Action> {
+        let (request, _) = match self.file_call(frame, "mkdir") {
+            Ok(call) => call,
+            Err(reply) => return self.respond(reply),
+        };
+        let Some(name) = request.name else {
+            return self.respond(bad("a mkdir request needs \"name\""));
+        };
+        self.state = State::Awaiting(Awaiting::MakeDir { name: name.clone() });
+        vec![Action::MakeDir { name, mode: request.mode }]
+    }
+
+    /// What an [`Action::MakeDir`] gave.
+    pub fn dir_made(&mut self, made: Result<(), FileError>) -> Vec<Action> {
+        let Awaiting::MakeDir { name } = self.expect(|a| matches!(a, Awaiting::MakeDir { .. }), "dir_made") else {
+            unreachable!()
+        };
+        match made {
+            Err(e) => self.respond(file_error(&e)),
+            Ok(()) => self.respond(reply(json!({"op": "made", "name": name}), Bytes::new())),
+        }
+    }
+
+    /// `symlink`: a link whose target stays beneath the root.
+    fn symlink(&mut self, frame: &Frame) -> Vec<Action> {
+        let (request, _) = match self.file_call(frame, "symlink") {
+            Ok(call) => call,
+            Err(reply) => return self.respond(reply),
+        };
+        let (Some(name), Some(target)) = (request.name, request.target) else {
+            return self.respond(bad("a symlink request needs \"name\" and \"target\""));
+        };
+        if let Err(e) = crate::files::check_link_target(&name, &target) {
+            return self.respond(file_error(&e));
+        }
+        self.state = State::Awaiting(Awaiting::Link { name: name.clone() });
+        vec![Action::MakeLink { name, target, overwrite: request.overwrite }]
+    }
+
+    /// What an [`Action::MakeLink`] gave.
+    pub fn link_made(&mut self, made: Result<(), FileError>) -> Vec<Action> {
+        let Awaiting::Link { name } = self.expect(|a| matches!(a, Awaiting::Link { .. }), "link_made") else {
+            unreachable!()
+        };
+        match made {
+            Err(e) => self.respond(file_error(&e)),
+            Ok(()) => self.respond(reply(json!({"op": "linked", "name": name}), Bytes::new())),
+        }
+    }
+
+    /// `sync`: what this connection stored without syncing is made durable.
+    fn sync(&mut self, frame: &Frame) -> Vec<Action> {
+        if let Err(reply) = self.file_call(frame, "sync") {
+            return self.respond(reply);
+        }
+        if !self.unsynced {
+            return self.respond(reply(json!({"op": "synced"}), Bytes::new()));
+        }
+        self.state = State::Awaiting(Awaiting::Sync);
+        vec![Action::Sync]
+    }
+
+    /// What an [`Action::Sync`] gave.
+    pub fn synced(&mut self, synced: Result<(), FileError>) -> Vec<Action> {
+        self.expect(|a| matches!(a, Awaiting::Sync), "synced");
+        match synced {
+            Err(e) => self.respond(file_error(&e)),
+            Ok(()) => {
+                self.unsynced = false;
+                self.respond(reply(json!({"op": "synced"}), Bytes::new()))
+            }
+        }
     }
 
     /// `get`: a `file` frame with the size, `data` frames, and an `end` frame
@@ -880,19 +1042,25 @@ impl<'c> ServerSession<'c> {
 
     /// `list`: a `listing` frame whose body is a JSON array of entries.
     fn list(&mut self, frame: &Frame) -> Vec<Action> {
-        let (request, _) = match self.file_call(frame, "list") {
+        let (request, checksum) = match self.file_call(frame, "list") {
             Ok(call) => call,
             Err(reply) => return self.respond(reply),
         };
         let name = request.name.unwrap_or_default();
-        self.state = State::Awaiting(Awaiting::Listing { name: name.clone() });
-        vec![Action::ListDir { name }]
+        let checksum = match request.checksum {
+            Some(_) if request.recursive => Some(checksum),
+            _ => None,
+        };
+        self.state = State::Awaiting(Awaiting::Listing { name: name.clone(), recursive: request.recursive });
+        let after = request.after.filter(|_| request.recursive);
+        vec![Action::ListDir { name, recursive: request.recursive, checksum, after }]
     }
 
     /// What an [`Action::ListDir`] gave: the entries and whether there were
     /// more, or why not.
     pub fn listed(&mut self, listed: Result<(Vec<Entry>, bool), FileError>) -> Vec<Action> {
-        let Awaiting::Listing { name } = self.expect(|a| matches!(a, Awaiting::Listing { .. }), "listed") else {
+        let Awaiting::Listing { name, recursive } = self.expect(|a| matches!(a, Awaiting::Listing { .. }), "listed")
+        else {
             unreachable!()
         };
         let (entries, mut truncated) = match listed {
@@ -902,12 +1070,24 @@ impl<'c> ServerSession<'c> {
         // Within what a client with the same codec takes.
         let limit = MAX_LISTING.min(self.config.codec.max_body.min(MAX_LISTING as u64) as usize);
         let items = entries.iter().map(|e| {
-            let item = json!({"name": e.name, "type": e.kind.name(), "size": e.size, "mtime": e.mtime});
+            let mut item =
+                json!({"name": e.name, "type": e.kind.name(), "size": e.size, "mtime": e.mtime, "mode": e.mode});
+            if let Some(target) = &e.target {
+                item["target"] = target.as_str().into();
+            }
+            if let Some(digest) = &e.digest {
+                item["digest"] = digest.as_str().into();
+            }
             serde_json::to_vec(&item).expect("serializable")
         });
         let (body, count, cut) = json_array_within(items, limit);
         truncated |= cut;
-        self.respond(reply(json!({"op": "listing", "name": name, "count": count, "truncated": truncated}), body.into()))
+        let mut head = json!({"op": "listing", "name": name, "count": count, "truncated": truncated});
+        if recursive {
+            // Says the tree was listed: a server that predates trees lists `name` alone.
+            head["recursive"] = true.into();
+        }
+        self.respond(reply(head, body.into()))
     }
 
     // --- helpers -------------------------------------------------------------
@@ -977,6 +1157,9 @@ fn shown(request: &RequestHeader) -> String {
     }
 }
 
+/// The requests a server without a handler serves, for the error that names them.
+const KNOWN_OPS: &str = "\"run\", \"start\", \"put\", \"get\", \"list\", \"mkdir\", \"symlink\" and \"sync\"";
+
 /// Expected in a put, and not: ends the connection.
 const UNEXPECTED_IN_PUT: &str = "expected a data or end frame of the put in progress";
 
@@ -1014,7 +1197,7 @@ fn file_error(e: &FileError) -> Reply {
         FileError::BadName(..) | FileError::IsDirectory(_) | FileError::NotDirectory(_) | FileError::NotRegular(_) => {
             ErrorCode::BadRequest
         }
-        FileError::Outside(_) => ErrorCode::NotAllowed,
+        FileError::Outside(_) | FileError::BadLink(..) => ErrorCode::NotAllowed,
         FileError::NotFound(_) => ErrorCode::NotFound,
         FileError::Exists(_) => ErrorCode::Exists,
         FileError::Io { .. } => ErrorCode::Io,

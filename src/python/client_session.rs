@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyDict};
 use bytes::Bytes;
 
 use crate::codec::{Codec, Frame};
-use crate::protocol::client::{Cancelled, ClientSession, Event, SessionError, ViolationKind};
+use crate::protocol::client::{Cancelled, ClientSession, Event, PutOptions, SessionError, ViolationKind};
 
 use super::codec::PyCodec;
 use super::errors::frame_error;
@@ -302,15 +302,31 @@ impl PyClientSession {
         outgoing(py, made)
     }
 
-    /// ``list`` of a directory beneath the server's root: ``(id, bytes)``.
-    #[pyo3(signature = (name=""))]
-    fn list<'py>(&self, py: Python<'py>, name: &str) -> PyResult<(u64, Bound<'py, PyBytes>)> {
-        let made = self.lock(py)?.list(name);
+    /// ``list`` of a directory beneath the server's root (``recursive``: a
+    /// page of its whole tree, the names after ``after``, with each file's
+    /// digest under ``checksum`` if given): ``(id, bytes)``.
+    #[pyo3(signature = (name="", *, recursive=false, checksum=None, after=None))]
+    fn list<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        recursive: bool,
+        checksum: Option<&str>,
+        after: Option<&str>,
+    ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        let made = if recursive {
+            self.lock(py)?.list_tree(name, checksum, after)
+        } else if checksum.is_some() || after.is_some() {
+            return Err(PyValueError::new_err("checksum and after are for a recursive listing"));
+        } else {
+            self.lock(py)?.list(name)
+        };
         outgoing(py, made)
     }
 
     /// ``put``: an upload of ``size`` bytes to ``name``: ``(id, bytes)``.
-    #[pyo3(signature = (name, size, *, overwrite=false, checksum="sha256"))]
+    #[pyo3(signature = (name, size, *, overwrite=false, checksum="sha256", mode=None, sync=true))]
+    #[allow(clippy::too_many_arguments)]
     fn put<'py>(
         &self,
         py: Python<'py>,
@@ -318,8 +334,59 @@ impl PyClientSession {
         size: u64,
         overwrite: bool,
         checksum: &str,
+        mode: Option<u32>,
+        sync: bool,
     ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
-        let made = self.lock(py)?.put(name, size, overwrite, checksum);
+        let made = self.lock(py)?.put_with(name, size, &PutOptions { overwrite, checksum, mode, sync });
+        outgoing(py, made)
+    }
+
+    /// A whole small file in one ``put`` frame, with the hex ``digest`` of
+    /// ``data``: ``(id, bytes)``; its ``transfer-end`` (or error) comes
+    /// without a ``upload-ready``, and the connection stays free.
+    #[pyo3(signature = (name, data, digest, *, overwrite=false, checksum="sha256", mode=None, sync=true))]
+    #[allow(clippy::too_many_arguments)]
+    fn put_inline<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        data: &Bound<'py, PyAny>,
+        digest: &str,
+        overwrite: bool,
+        checksum: &str,
+        mode: Option<u32>,
+        sync: bool,
+    ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        let mut session = self.lock(py)?;
+        let made = with_body(Some(data), |data| {
+            Ok(session.put_inline(name, data, digest, &PutOptions { overwrite, checksum, mode, sync }))
+        })?;
+        outgoing(py, made)
+    }
+
+    /// ``mkdir``: the directory ``name`` and those above it: ``(id, bytes)``.
+    #[pyo3(signature = (name, *, mode=None))]
+    fn mkdir<'py>(&self, py: Python<'py>, name: &str, mode: Option<u32>) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        let made = self.lock(py)?.mkdir(name, mode);
+        outgoing(py, made)
+    }
+
+    /// ``symlink``: a link ``name`` to ``target``: ``(id, bytes)``.
+    #[pyo3(signature = (name, target, *, overwrite=false))]
+    fn symlink<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        target: &str,
+        overwrite: bool,
+    ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        let made = self.lock(py)?.symlink(name, target, overwrite);
+        outgoing(py, made)
+    }
+
+    /// ``sync``: what was stored with ``sync=False`` is made durable: ``(id, bytes)``.
+    fn sync<'py>(&self, py: Python<'py>) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        let made = self.lock(py)?.sync();
         outgoing(py, made)
     }
 

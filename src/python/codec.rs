@@ -56,7 +56,7 @@ impl PyCodec {
         let checksum = match checksum {
             None => None,
             Some(name) => Some(Checksum::from_name(name).ok_or_else(|| {
-                PyValueError::new_err(format!("checksum must be None, 'md5' or 'sha256', not {name:?}"))
+                PyValueError::new_err(format!("checksum must be None, 'md5', 'sha256' or 'blake3', not {name:?}"))
             })?),
         };
         let codec = Codec {

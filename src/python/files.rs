@@ -7,6 +7,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::stream::with_body;
+use crate::codec::{Checksum, Hasher};
 use crate::files::Upload;
 
 /// A file being received at a local path: the server's uploads' temporary
@@ -56,9 +58,12 @@ impl PyPartFile {
     /// fsync, then the final name, atomically (``FileExistsError`` if it was
     /// taken meanwhile and ``overwrite`` was not asked for), then the
     /// directory's fsync, whose failure is ignored: the file is stored.
-    fn commit(&self, py: Python<'_>) -> PyResult<()> {
+    /// ``durable=False`` (on Linux): the name without the fsyncs, which a
+    /// later ``sync_path`` of its directory makes up for.
+    #[pyo3(signature = (durable=true))]
+    fn commit(&self, py: Python<'_>, durable: bool) -> PyResult<()> {
         let upload = self.take()?;
-        py.detach(|| upload.commit_io())?;
+        py.detach(|| upload.commit_io_with(durable))?;
         Ok(())
     }
 
@@ -67,5 +72,63 @@ impl PyPartFile {
         if let Ok(upload) = self.take() {
             py.detach(|| drop(upload));
         }
+    }
+}
+
+/// Refuses (``ValueError``) a symlink ``target`` for a link at ``name``
+/// that would lead out of the tree it is in: the server's rule for
+/// ``symlink`` requests (``files::check_link_target``), which the clients
+/// apply to the links they copy too.
+#[pyfunction]
+pub fn check_link_target(name: &str, target: &str) -> PyResult<()> {
+    crate::files::check_link_target(name, target).map_err(|e| PyValueError::new_err(e.to_string()))
+}
+
+/// Makes durable what was saved beneath ``path`` with ``_PartFile.commit(durable=False)``:
+/// ``syncfs`` of its file system on Linux (elsewhere nothing is left unsynced).
+#[pyfunction]
+pub fn sync_path(py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    py.detach(|| crate::files::sync_path(&path))?;
+    Ok(())
+}
+
+/// A digest computed piece by piece, as ``hashlib``'s objects are: the
+/// Rust core's (``codec::Hasher``), for the checksums ``hashlib`` lacks
+/// (``blake3``). ``update`` releases the GIL for large buffers. Private:
+/// ``rframe._files.new_hash`` picks it.
+#[pyclass(frozen, name = "_Hasher", module = "rframe._rframe")]
+pub struct PyHasher {
+    inner: Mutex<Hasher>,
+    name: &'static str,
+}
+
+#[pymethods]
+impl PyHasher {
+    #[new]
+    fn new(checksum: &str) -> PyResult<PyHasher> {
+        let algorithm = Checksum::from_name(checksum)
+            .ok_or_else(|| PyValueError::new_err(format!("unknown checksum {checksum:?}")))?;
+        Ok(PyHasher { inner: Mutex::new(Hasher::new(algorithm)), name: algorithm.name() })
+    }
+
+    #[getter]
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn update(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        with_body(Some(data), |bytes| {
+            if bytes.len() >= 64 * 1024 {
+                py.detach(|| self.inner.lock().expect("lock").update(bytes));
+            } else {
+                self.inner.lock().expect("lock").update(bytes);
+            }
+            Ok(())
+        })
+    }
+
+    /// The lower-case hex digest of everything given so far.
+    fn hexdigest(&self) -> String {
+        self.inner.lock().expect("lock").clone().hex_digest()
     }
 }

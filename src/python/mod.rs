@@ -37,11 +37,13 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEFAULT_TERMINAL_SIZE", crate::protocol::live::DEFAULT_SIZE)?;
     m.add("PART_SUFFIX", crate::files::PART_SUFFIX)?;
     m.add("WRITEBACK_EVERY", crate::files::WRITEBACK_EVERY)?;
+    m.add("MODE_BITS", crate::files::MODE_BITS)?;
     m.add_class::<decoder::PyFrameDecoder>()?;
     m.add_class::<server::PyServer>()?;
     m.add_class::<replies::PySessionReader>()?;
     m.add_class::<client_session::PyClientSession>()?;
     m.add_class::<files::PyPartFile>()?;
+    m.add_class::<files::PyHasher>()?;
     m.add_function(wrap_pyfunction!(codec::pack_frame, m)?)?;
     m.add_function(wrap_pyfunction!(codec::read_frame, m)?)?;
     m.add_function(wrap_pyfunction!(codec::send_frame, m)?)?;
@@ -50,6 +52,8 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(protocol::auth_proof, m)?)?;
     m.add_function(wrap_pyfunction!(protocol::auth_verify, m)?)?;
     m.add_function(wrap_pyfunction!(server::server_fingerprint, m)?)?;
+    m.add_function(wrap_pyfunction!(files::check_link_target, m)?)?;
+    m.add_function(wrap_pyfunction!(files::sync_path, m)?)?;
     m.add_function(wrap_pyfunction!(server::_stop_python_threads, m)?)?;
     // Python threads of ours must be gone before the interpreter finalizes.
     m.py().import("atexit")?.call_method1("register", (m.getattr("_stop_python_threads")?,))?;

@@ -305,12 +305,18 @@ impl<'s> Conn<'s> {
                 self.startup = None;
                 vec![]
             }
-            Action::CreateUpload { name, overwrite } => self.create_upload(name, overwrite).await,
+            Action::CreateUpload { name, overwrite, mode } => self.create_upload(name, overwrite, mode).await,
+            Action::StoreFile { name, overwrite, mode, data, durable } => {
+                self.store_file(name, overwrite, mode, data, durable).await
+            }
+            Action::MakeDir { name, mode } => self.make_dir(name, mode).await,
+            Action::MakeLink { name, target, overwrite } => self.make_link(name, target, overwrite).await,
+            Action::Sync => self.sync_root().await,
             Action::WriteChunk { chunk, hasher } => {
                 self.write_chunk(chunk, hasher);
                 vec![]
             }
-            Action::CommitUpload => self.commit_upload().await,
+            Action::CommitUpload { durable } => self.commit_upload(durable).await,
             Action::DiscardUpload => {
                 self.upload = None;
                 vec![]
@@ -320,7 +326,9 @@ impl<'s> Conn<'s> {
                 self.read_chunk(want, hasher);
                 vec![]
             }
-            Action::ListDir { name } => self.list_dir(name).await,
+            Action::ListDir { name, recursive, checksum, after } => {
+                self.list_dir(name, recursive, checksum, after).await
+            }
             // Boxed: every connection's future would otherwise carry the live loop's state.
             Action::Start { spec, shown, terminal } => Box::pin(self.run_live(spec, shown, terminal)).await?,
             Action::WriteStdin(_) | Action::CloseStdin | Action::Signal(_) | Action::Resize(..) => {

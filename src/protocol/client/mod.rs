@@ -49,7 +49,7 @@ pub type RequestId = u64;
 pub use super::TRANSFER_CHUNK as CHUNK;
 
 /// The checksums a transfer may name, the default first.
-pub const CHECKSUMS: [&str; 2] = [Checksum::Sha256.name(), Checksum::Md5.name()];
+pub const CHECKSUMS: [&str; 3] = [Checksum::Sha256.name(), Checksum::Md5.name(), Checksum::Blake3.name()];
 
 /// Whether the server closes the connection after an error with this code
 /// (`ErrorCode::closes`; `_protocol.CLOSING_CODES` is derived from it too).
@@ -213,7 +213,8 @@ enum Step {
     /// A claim on the next frame, for which nothing was sent (`expect_reply`).
     Claim,
     Run,
-    List,
+    /// A reply that must have this `op` (`listing`, `made`, `linked`, `synced`).
+    Expect(&'static str),
     Hello,
     Answer {
         server_nonce: String,
@@ -270,6 +271,43 @@ enum Login {
     None,
     Underway,
     Done,
+}
+
+/// How a `put` stores its file.
+#[derive(Debug, Clone, Copy)]
+pub struct PutOptions<'a> {
+    /// Replace an existing file of that name.
+    pub overwrite: bool,
+    /// One of [`CHECKSUMS`].
+    pub checksum: &'a str,
+    /// The file's permission bits.
+    pub mode: Option<u32>,
+    /// `false`: stored without waiting for the disk, until a
+    /// [`ClientSession::sync`].
+    pub sync: bool,
+}
+
+impl PutOptions<'_> {
+    fn fields<'a>(&'a self, name: &'a str, size: u64, inline_digest: Option<&'a str>) -> Vec<(&'a str, Val<'a>)> {
+        let mut fields = vec![
+            ("op", Val::Str("put")),
+            ("name", Val::Str(name)),
+            ("size", Val::U64(size)),
+            ("overwrite", Val::Bool(self.overwrite)),
+            ("checksum", Val::Str(self.checksum)),
+        ];
+        if let Some(mode) = self.mode {
+            fields.push(("mode", Val::U64(mode.into())));
+        }
+        if !self.sync {
+            fields.push(("sync", Val::Bool(false)));
+        }
+        if let Some(digest) = inline_digest {
+            fields.push(("inline", Val::Bool(true)));
+            fields.push(("digest", Val::Str(digest)));
+        }
+        fields
+    }
 }
 
 /// A header field's value, for the headers the session writes.
@@ -440,7 +478,70 @@ impl ClientSession {
         self.check_free()?;
         self.need_json("list")?;
         let data = self.frame(&[("op", Val::Str("list")), ("name", Val::Str(name))], b"")?;
-        Ok((self.push(Step::List), data))
+        Ok((self.push(Step::Expect("listing")), data))
+    }
+
+    /// `list` of the whole tree beneath the directory `name`, one page (the
+    /// names after `after`): names relative to it, each entry with its
+    /// `mode`, a symlink's `target` and, with `checksum`, each file's
+    /// `digest`. Its reply is as [`ClientSession::list`]'s; `truncated`
+    /// says another page follows, after its last name.
+    pub fn list_tree(
+        &mut self,
+        name: &str,
+        checksum: Option<&str>,
+        after: Option<&str>,
+    ) -> Result<(RequestId, Vec<u8>), SessionError> {
+        self.check_free()?;
+        self.need_json("list")?;
+        let mut fields = vec![("op", Val::Str("list")), ("name", Val::Str(name)), ("recursive", Val::Bool(true))];
+        if let Some(after) = after {
+            fields.push(("after", Val::Str(after)));
+        }
+        if let Some(checksum) = checksum {
+            check_checksum(checksum)?;
+            fields.push(("checksum", Val::Str(checksum)));
+        }
+        let data = self.frame(&fields, b"")?;
+        Ok((self.push(Step::Expect("listing")), data))
+    }
+
+    /// `mkdir`: the directory `name` and those above it, beneath the root;
+    /// `mode`, its permission bits. Its reply is an [`Event::Reply`] with a
+    /// `made` frame.
+    pub fn mkdir(&mut self, name: &str, mode: Option<u32>) -> Result<(RequestId, Vec<u8>), SessionError> {
+        self.check_free()?;
+        self.need_json("mkdir")?;
+        let mut fields = vec![("op", Val::Str("mkdir")), ("name", Val::Str(name))];
+        if let Some(mode) = mode {
+            fields.push(("mode", Val::U64(mode.into())));
+        }
+        let data = self.frame(&fields, b"")?;
+        Ok((self.push(Step::Expect("made")), data))
+    }
+
+    /// `symlink`: a link `name` to `target` (which the server keeps beneath
+    /// its root). Its reply is an [`Event::Reply`] with a `linked` frame.
+    pub fn symlink(&mut self, name: &str, target: &str, overwrite: bool) -> Result<(RequestId, Vec<u8>), SessionError> {
+        self.check_free()?;
+        self.need_json("symlink")?;
+        let fields = [
+            ("op", Val::Str("symlink")),
+            ("name", Val::Str(name)),
+            ("target", Val::Str(target)),
+            ("overwrite", Val::Bool(overwrite)),
+        ];
+        let data = self.frame(&fields, b"")?;
+        Ok((self.push(Step::Expect("linked")), data))
+    }
+
+    /// `sync`: what this connection's puts stored with `sync: false` is made
+    /// durable. Its reply is an [`Event::Reply`] with a `synced` frame.
+    pub fn sync(&mut self) -> Result<(RequestId, Vec<u8>), SessionError> {
+        self.check_free()?;
+        self.need_json("sync")?;
+        let data = self.frame(&[("op", Val::Str("sync"))], b"")?;
+        Ok((self.push(Step::Expect("synced")), data))
     }
 
     /// `put`: an upload of `size` bytes to `name`. Then
@@ -455,22 +556,46 @@ impl ClientSession {
         overwrite: bool,
         checksum: &str,
     ) -> Result<(RequestId, Vec<u8>), SessionError> {
+        self.put_with(name, size, &PutOptions { overwrite, checksum, mode: None, sync: true })
+    }
+
+    /// [`ClientSession::put`], with a mode and `sync: false` (see [`PutOptions`]).
+    pub fn put_with(
+        &mut self,
+        name: &str,
+        size: u64,
+        options: &PutOptions<'_>,
+    ) -> Result<(RequestId, Vec<u8>), SessionError> {
         self.check_free()?;
         self.need_json("put")?;
-        check_checksum(checksum)?;
-        let data = self.frame(
-            &[
-                ("op", Val::Str("put")),
-                ("name", Val::Str(name)),
-                ("size", Val::U64(size)),
-                ("overwrite", Val::Bool(overwrite)),
-                ("checksum", Val::Str(checksum)),
-            ],
-            b"",
-        )?;
-        let id = self.push(Step::Put { size, checksum: checksum.into(), phase: PutPhase::AwaitReady });
+        check_checksum(options.checksum)?;
+        let data = self.frame(&options.fields(name, size, None), b"")?;
+        let id = self.push(Step::Put { size, checksum: options.checksum.into(), phase: PutPhase::AwaitReady });
         self.upload = Some(Upload { id, size, sent: 0, chunk: None });
         Ok((id, data))
+    }
+
+    /// A whole small file in one `put` frame (`"inline": true`), with the
+    /// hex `digest` of `data`: no `ready`, no `data` frames; the server
+    /// answers `stored` ([`Event::TransferEnd`]) or an error. The connection
+    /// stays free, so many go out back to back.
+    pub fn put_inline(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        digest: &str,
+        options: &PutOptions<'_>,
+    ) -> Result<(RequestId, Vec<u8>), SessionError> {
+        self.check_free()?;
+        self.need_json("put")?;
+        check_checksum(options.checksum)?;
+        if data.len() > CHUNK {
+            return Err(SessionError::Usage(format!("an inline put takes at most {CHUNK} bytes, not {}", data.len())));
+        }
+        let size = data.len() as u64;
+        let frame = self.frame(&options.fields(name, size, Some(digest)), data)?;
+        let phase = PutPhase::AwaitStored { digest: digest.into() };
+        Ok((self.push(Step::Put { size, checksum: options.checksum.into(), phase }), frame))
     }
 
     /// The next `data` frame of the upload, whole.
@@ -559,7 +684,7 @@ impl ClientSession {
         }
         let Some(entry) = self.in_flight.iter_mut().find(|e| e.id == id) else { return Cancelled::NotPending };
         let reason = match entry.step {
-            Step::Reply | Step::Claim | Step::List => {
+            Step::Reply | Step::Claim | Step::Expect(_) => {
                 entry.cancelled = true;
                 return Cancelled::ReplyDropped;
             }
@@ -685,15 +810,15 @@ impl ClientSession {
                 self.in_flight.pop_front();
                 self.events.push_back(Event::Reply { id, frame });
             }
-            Step::Run | Step::List => {
-                let expected = if matches!(entry.step, Step::Run) { "result" } else { "listing" };
+            Step::Run | Step::Expect(_) => {
+                let expected = if let Step::Expect(op) = entry.step { op } else { "result" };
                 self.in_flight.pop_front();
                 if op == Some(expected) {
                     self.events.push_back(Event::Reply { id, frame });
                 } else {
                     let message = match expected {
                         "result" => format!("expected a result frame, got {}", shown()),
-                        _ => format!("expected a 'listing' frame, got {}", shown()),
+                        _ => format!("expected a {} frame, got {}", str_repr(expected), shown()),
                     };
                     self.violation(id, ViolationKind::UnexpectedReply, message, None, hdr());
                 }
@@ -1024,7 +1149,7 @@ fn check_checksum(checksum: &str) -> Result<(), SessionError> {
     if CHECKSUMS.contains(&checksum) {
         Ok(())
     } else {
-        Err(SessionError::Usage(format!("checksum must be 'sha256' or 'md5', got {}", str_repr(checksum))))
+        Err(SessionError::Usage(format!("checksum must be 'sha256', 'md5' or 'blake3', got {}", str_repr(checksum))))
     }
 }
 

@@ -533,7 +533,7 @@ fn an_upload_refused_or_stored_wrong_is_reported() {
         }]
     );
     assert!(
-        matches!(s.put("a", 1, false, "crc"), Err(SessionError::Usage(m)) if m == "checksum must be 'sha256' or 'md5', got 'crc'")
+        matches!(s.put("a", 1, false, "crc"), Err(SessionError::Usage(m)) if m == "checksum must be 'sha256', 'md5' or 'blake3', got 'crc'")
     );
 }
 
@@ -834,4 +834,82 @@ fn a_violation_names_the_header_that_broke_the_protocol() {
     assert!(
         matches!(&events[1], Event::Violation { kind: ViolationKind::DownloadData, header, .. } if header.is_empty())
     );
+}
+
+// ---------------------------------------------------------------- trees
+
+#[test]
+fn inline_puts_go_back_to_back_and_each_is_checked_when_stored() {
+    let mut s = session();
+    let options = PutOptions { overwrite: true, checksum: "sha256", mode: Some(0o644), sync: false };
+    let (a, put_a) = s.put_inline("d/a", b"aa", "da", &options).unwrap();
+    // The connection stays free: the next one goes out before any reply.
+    let (b, _) = s.put_inline("d/b", b"b", "db", &options).unwrap();
+    assert!(!s.uploading());
+    assert_eq!(s.in_flight(), 2);
+    let (h, body) = sent(&put_a);
+    assert_eq!(body, b"aa");
+    assert_eq!(
+        h,
+        serde_json::json!({"op": "put", "name": "d/a", "size": 2, "overwrite": true, "checksum": "sha256",
+            "mode": 0o644, "sync": false, "inline": true, "digest": "da", "total_size": 2})
+    );
+    let stored = |name: &str, size: u64, digest: &str| {
+        frame(
+            &format!(r#""op": "stored", "name": "{name}", "size": {size}, "checksum": "sha256", "digest": "{digest}""#),
+            b"",
+        )
+    };
+    let events = feed(&mut s, &[stored("d/a", 2, "da"), stored("d/b", 1, "other")].concat());
+    assert!(matches!(&events[0], Event::TransferEnd { id, end } if *id == a && end.digest.as_deref() == Some("da")));
+    assert!(matches!(&events[1], Event::Violation { id: Some(id), kind: ViolationKind::StoredElse, .. } if *id == b));
+    let too_big = vec![0u8; CHUNK + 1];
+    assert!(matches!(s.put_inline("x", &too_big, "d", &options), Err(SessionError::Usage(_))));
+}
+
+#[test]
+fn an_inline_put_refused_leaves_the_others_in_step() {
+    let mut s = session();
+    let options = PutOptions { overwrite: false, checksum: "md5", mode: None, sync: true };
+    let (a, put_a) = s.put_inline("a", b"", "e0", &options).unwrap();
+    assert!(sent(&put_a).0.get("sync").is_none(), "sync is the default");
+    let (b, _) = s.put_inline("b", b"", "e1", &options).unwrap();
+    let stored = frame(r#""op": "stored", "name": "b", "size": 0, "checksum": "md5", "digest": "e1""#, b"");
+    let events = feed(&mut s, &[error("exists", "there"), stored].concat());
+    assert!(matches!(&events[0], Event::RemoteError { id: Some(id), error } if *id == a && error.code == "exists"));
+    assert!(matches!(&events[1], Event::TransferEnd { id, .. } if *id == b));
+}
+
+#[test]
+fn mkdir_symlink_sync_and_tree_listings_expect_their_replies() {
+    let mut s = session();
+    let (m, mk) = s.mkdir("a/b", Some(0o700)).unwrap();
+    assert_eq!(sent(&mk).0, serde_json::json!({"op": "mkdir", "name": "a/b", "mode": 0o700, "total_size": 0}));
+    let (l, link) = s.symlink("a/l", "b", true).unwrap();
+    assert_eq!(sent(&link).0["target"], "b");
+    let (y, _) = s.sync().unwrap();
+    let (t, tree) = s.list_tree("a", Some("sha256"), Some("b/c")).unwrap();
+    assert_eq!(sent(&tree).0["recursive"], true);
+    assert_eq!(sent(&tree).0["checksum"], "sha256");
+    assert_eq!(sent(&tree).0["after"], "b/c");
+    assert!(matches!(s.list_tree("a", Some("crc"), None), Err(SessionError::Usage(_))));
+    let replies = [
+        frame(r#""op": "made""#, b""),
+        frame(r#""op": "linked""#, b""),
+        frame(r#""op": "synced""#, b""),
+        frame(r#""op": "made""#, b""),
+    ];
+    let events = feed(&mut s, &replies.concat());
+    for (event, id) in events.iter().zip([m, l, y]) {
+        assert!(matches!(event, Event::Reply { id: got, .. } if *got == id), "{event:?}");
+    }
+    assert!(
+        matches!(&events[3], Event::Violation { id: Some(id), kind: ViolationKind::UnexpectedReply, message, .. }
+            if *id == t && message == "expected a 'listing' frame, got {'op': 'made', 'total_size': 0}"),
+        "{:?}",
+        events[3]
+    );
+    // A plain list has no recursive field.
+    let (_, plain) = s.list("a").unwrap();
+    assert!(sent(&plain).0.get("recursive").is_none());
 }

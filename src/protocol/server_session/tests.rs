@@ -470,7 +470,10 @@ fn file_requests_are_checked_before_the_disk() {
         (json!({"op": "put", "name": "a"}), "a put request needs \"name\" and \"size\""),
         (json!({"op": "get"}), "a get request needs \"name\""),
         (json!({"op": "get", "name": "d/"}), "a get names a file, not a directory ending in \"/\""),
-        (json!({"op": "get", "name": "a", "checksum": "crc"}), "checksum must be \"sha256\" or \"md5\", got \"crc\""),
+        (
+            json!({"op": "get", "name": "a", "checksum": "crc"}),
+            "checksum must be \"sha256\", \"md5\" or \"blake3\", got \"crc\"",
+        ),
     ];
     for (request, expected) in cases {
         assert_eq!(error_of(&s.receive(frame(request, b""))), ("bad-request".into(), expected.into()));
@@ -480,7 +483,10 @@ fn file_requests_are_checked_before_the_disk() {
 /// A put of `name`, `size` bytes, up to `ready`.
 fn start_put(s: &mut ServerSession<'_>, size: u64) -> Value {
     let actions = s.receive(frame(json!({"op": "put", "name": "a.txt", "size": size, "overwrite": true}), b""));
-    assert!(matches!(&actions[..], [Action::CreateUpload { name, overwrite: true }] if name == "a.txt"), "{actions:?}");
+    assert!(
+        matches!(&actions[..], [Action::CreateUpload { name, overwrite: true, mode: None }] if name == "a.txt"),
+        "{actions:?}"
+    );
     reply(&s.upload_created(Ok(()))).0
 }
 
@@ -503,7 +509,7 @@ fn a_put_stores_when_size_and_digest_match() {
     put_data(&mut s, b"world");
     let digest = Checksum::Sha256.hex_digest(b"hello world");
     let actions = s.receive(frame(json!({"op": "end", "checksum": "sha256", "digest": digest.to_uppercase()}), b""));
-    assert!(matches!(&actions[..], [Action::CommitUpload]), "{actions:?}");
+    assert!(matches!(&actions[..], [Action::CommitUpload { durable: true }]), "{actions:?}");
     let actions = s.upload_committed(Ok(None));
     assert_eq!(logs(&actions), ["stored \"a.txt\": 11 bytes"]);
     let (h, _) = reply(&actions);
@@ -524,7 +530,7 @@ fn a_put_whose_digest_differs_stores_nothing_and_stays_in_step() {
     let wrong = Checksum::Sha256.hex_digest(b"jello");
     let actions = s.receive(frame(json!({"op": "end", "digest": wrong}), b""));
     assert!(matches!(actions[0], Action::DiscardUpload), "{actions:?}");
-    assert!(!actions.iter().any(|a| matches!(a, Action::CommitUpload)));
+    assert!(!actions.iter().any(|a| matches!(a, Action::CommitUpload { .. })));
     let (code, message) = error_of(&actions);
     assert_eq!(code, "checksum");
     assert!(message.contains("sha256 mismatch"), "{message}");
@@ -730,12 +736,14 @@ fn a_listing_is_a_json_array_within_the_limit() {
     let config = ServerConfig { codec: Codec { max_body: 60, ..Codec::default() }, ..with_root() };
     let mut s = session(&config);
     let actions = s.receive(frame(json!({"op": "list", "name": "d"}), b""));
-    assert!(matches!(&actions[..], [Action::ListDir { name }] if name == "d"));
-    let entry = |name: &str| Entry { name: name.into(), size: 1, kind: Kind::File, mtime: 2.0 };
+    assert!(
+        matches!(&actions[..], [Action::ListDir { name, recursive: false, checksum: None, after: None }] if name == "d")
+    );
+    let entry = |name: &str| Entry { name: name.into(), size: 1, kind: Kind::File, mtime: 2.0, ..Entry::default() };
     let (h, body) = reply(&s.listed(Ok((vec![entry("a"), entry("b")], false))));
     assert_eq!(h, json!({"op": "listing", "name": "d", "count": 1, "truncated": true, "total_size": body.len()}));
     let items: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(items, json!([{"name": "a", "type": "file", "size": 1, "mtime": 2.0}]));
+    assert_eq!(items, json!([{"name": "a", "type": "file", "size": 1, "mtime": 2.0, "mode": 0}]));
 }
 
 // Moved from server::connection::transfer with `json_array_within`, unchanged.
@@ -753,4 +761,132 @@ fn a_listing_fits_its_limit_exactly() {
         let parsed: Vec<u64> = serde_json::from_slice(&body).unwrap();
         assert_eq!(parsed.len(), count);
     }
+}
+
+#[test]
+fn an_inline_put_is_verified_then_stored_in_one_action() {
+    let config = with_root();
+    let mut s = session(&config);
+    let digest = Checksum::Sha256.hex_digest(b"small");
+    let request = json!({"op": "put", "name": "d/f", "size": 5, "inline": true, "digest": digest, "mode": 0o640});
+    let actions = s.receive(frame(request, b"small"));
+    let [Action::StoreFile { name, overwrite: false, mode: Some(0o640), data, durable: true }] = &actions[..] else {
+        panic!("{actions:?}")
+    };
+    assert_eq!((name.as_str(), &data[..]), ("d/f", &b"small"[..]));
+    let (h, _) = reply(&s.upload_committed(Ok(None)));
+    assert_eq!(h["op"], "stored");
+    assert_eq!(h["digest"], digest.as_str());
+}
+
+#[test]
+fn an_inline_put_that_does_not_add_up_stores_nothing_and_stays_in_step() {
+    let config = ServerConfig { codec: Codec { max_body: 8, ..Codec::default() }, ..with_root() };
+    let mut s = session(&config);
+    let put = |size: u64, digest: Option<String>| {
+        let mut h = json!({"op": "put", "name": "f", "size": size, "inline": true});
+        if let Some(d) = digest {
+            h["digest"] = d.into();
+        }
+        h
+    };
+    let good = Checksum::Sha256.hex_digest(b"abc");
+    let cases = [
+        (put(3, Some(Checksum::Sha256.hex_digest(b"abd"))), &b"abc"[..], "checksum"),
+        (put(4, Some(good.clone())), &b"abc"[..], "bad-request"),
+        (put(3, None), &b"abc"[..], "bad-request"),
+        (put(9, Some(good.clone())), &b"123456789"[..], "too-large"),
+    ];
+    for (request, body, code) in cases {
+        let actions = s.receive(frame(request, body));
+        assert!(!actions.iter().any(|a| matches!(a, Action::StoreFile { .. })), "{actions:?}");
+        assert_eq!(error_of(&actions).0, code);
+        assert!(!s.is_closed());
+    }
+    // A body on a put that is not inline is refused too.
+    let actions = s.receive(frame(json!({"op": "put", "name": "f", "size": 3}), b"abc"));
+    assert_eq!(error_of(&actions), ("bad-request".into(), "a put request has no body".into()));
+    assert!(matches!(&s.receive(frame(put(3, Some(good)), b"abc"))[..], [Action::StoreFile { .. }]));
+}
+
+#[test]
+fn files_stored_without_sync_are_synced_by_a_sync_request() {
+    let config = with_root();
+    let mut s = session(&config);
+    // Nothing owed: answered at once.
+    assert_eq!(reply(&s.receive(frame(json!({"op": "sync"}), b""))).0["op"], "synced");
+    let digest = Checksum::Sha256.hex_digest(b"x");
+    let request = json!({"op": "put", "name": "f", "size": 1, "inline": true, "digest": digest, "sync": false});
+    assert!(matches!(&s.receive(frame(request, b"x"))[..], [Action::StoreFile { durable: false, .. }]));
+    s.upload_committed(Ok(None));
+    assert!(matches!(&s.receive(frame(json!({"op": "sync"}), b""))[..], [Action::Sync]));
+    let (h, _) = reply(&s.synced(Ok(())));
+    assert_eq!(h["op"], "synced");
+    assert_eq!(reply(&s.receive(frame(json!({"op": "sync"}), b""))).0["op"], "synced");
+    // A streamed put asks for the same.
+    let actions = s.receive(frame(json!({"op": "put", "name": "g", "size": 0, "sync": false}), b""));
+    assert!(matches!(&actions[..], [Action::CreateUpload { .. }]));
+    s.upload_created(Ok(()));
+    let end = json!({"op": "end", "digest": Checksum::Sha256.hex_digest(b"")});
+    assert!(matches!(&s.receive(frame(end, b""))[..], [Action::CommitUpload { durable: false }]));
+    s.upload_committed(Ok(None));
+    assert!(matches!(&s.receive(frame(json!({"op": "sync"}), b""))[..], [Action::Sync]));
+    let (code, _) =
+        error_of(&s.synced(Err(FileError::Io { name: ".".into(), source: std::io::ErrorKind::Other.into() })));
+    assert_eq!(code, "io");
+}
+
+#[test]
+fn mkdir_makes_a_directory_with_its_mode() {
+    let config = with_root();
+    let mut s = session(&config);
+    let actions = s.receive(frame(json!({"op": "mkdir", "name": "a/b", "mode": 0o750}), b""));
+    assert!(matches!(&actions[..], [Action::MakeDir { name, mode: Some(0o750) }] if name == "a/b"), "{actions:?}");
+    assert_eq!(reply(&s.dir_made(Ok(()))).0["op"], "made");
+    s.receive(frame(json!({"op": "mkdir", "name": "f"}), b""));
+    assert_eq!(error_of(&s.dir_made(Err(FileError::NotDirectory("f".into())))).0, "bad-request");
+    assert_eq!(error_of(&s.receive(frame(json!({"op": "mkdir"}), b""))).0, "bad-request");
+    let actions = s.receive(frame(json!({"op": "mkdir", "name": "../x"}), b""));
+    assert!(matches!(&actions[..], [Action::MakeDir { .. }]), "the files layer checks the name: {actions:?}");
+}
+
+#[test]
+fn a_symlink_out_of_the_root_is_refused_before_the_disk() {
+    let config = with_root();
+    let mut s = session(&config);
+    for target in ["/etc/passwd", "../x", "a/../../x", ""] {
+        let actions = s.receive(frame(json!({"op": "symlink", "name": "l", "target": target}), b""));
+        assert_eq!(error_of(&actions).0, "not-allowed", "{target}");
+    }
+    let actions = s.receive(frame(json!({"op": "symlink", "name": "d/l", "target": "../f", "overwrite": true}), b""));
+    assert!(matches!(&actions[..], [Action::MakeLink { target, overwrite: true, .. }] if target == "../f"));
+    assert_eq!(reply(&s.link_made(Ok(()))).0["op"], "linked");
+}
+
+#[test]
+fn a_recursive_listing_carries_modes_targets_and_digests() {
+    let config = with_root();
+    let mut s = session(&config);
+    let request = json!({"op": "list", "name": "t", "recursive": true, "checksum": "md5", "after": "d"});
+    let actions = s.receive(frame(request, b""));
+    assert!(
+        matches!(&actions[..], [Action::ListDir { recursive: true, checksum: Some(Checksum::Md5), after: Some(a), .. }] if a == "d"),
+        "{actions:?}"
+    );
+    let entries = vec![
+        Entry { name: "d/f".into(), size: 1, mode: 0o644, digest: Some("ab".into()), ..Entry::default() },
+        Entry { name: "l".into(), kind: Kind::Link, target: Some("d/f".into()), ..Entry::default() },
+    ];
+    let (h, body) = reply(&s.listed(Ok((entries, false))));
+    assert_eq!(h["recursive"], true);
+    let items: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(items[0]["digest"], "ab");
+    assert_eq!(items[0]["mode"], 0o644);
+    assert_eq!(items[1]["target"], "d/f");
+    // Digests only when asked for, and only in a tree.
+    let actions = s.receive(frame(json!({"op": "list", "recursive": true}), b""));
+    assert!(matches!(&actions[..], [Action::ListDir { recursive: true, checksum: None, .. }]));
+    s.listed(Ok((vec![], false)));
+    let actions = s.receive(frame(json!({"op": "list", "checksum": "md5", "after": "x"}), b""));
+    assert!(matches!(&actions[..], [Action::ListDir { recursive: false, checksum: None, after: None, .. }]));
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{Conn, ReadChunk};
-use crate::codec::Hasher;
+use crate::codec::{Checksum, Hasher};
 use crate::files::{FileError, Root};
 use crate::protocol::server_session::Action;
 
@@ -26,9 +26,9 @@ impl Conn<'_> {
         self.shared.root.clone().expect("the session asks for files only from a server with a root")
     }
 
-    pub(super) async fn create_upload(&mut self, name: String, overwrite: bool) -> Vec<Action> {
+    pub(super) async fn create_upload(&mut self, name: String, overwrite: bool, mode: Option<u32>) -> Vec<Action> {
         let root = self.root();
-        let created = blocking(move || root.create(&name, overwrite)).await.map(|upload| {
+        let created = blocking(move || root.create(&name, overwrite, mode)).await.map(|upload| {
             self.upload = Some(upload);
         });
         self.session.upload_created(created)
@@ -45,10 +45,48 @@ impl Conn<'_> {
         }));
     }
 
-    pub(super) async fn commit_upload(&mut self) -> Vec<Action> {
+    pub(super) async fn commit_upload(&mut self, durable: bool) -> Vec<Action> {
         let upload = self.upload.take().expect("the session commits an open upload");
-        let committed = blocking(move || upload.commit()).await;
+        let committed = blocking(move || upload.commit_with(durable)).await;
         self.session.upload_committed(committed)
+    }
+
+    /// A whole file at once (an inline `put`): created, written and committed
+    /// in one trip to the blocking pool.
+    pub(super) async fn store_file(
+        &mut self,
+        name: String,
+        overwrite: bool,
+        mode: Option<u32>,
+        data: Bytes,
+        durable: bool,
+    ) -> Vec<Action> {
+        let root = self.root();
+        let stored = blocking(move || {
+            let mut upload = root.create(&name, overwrite, mode)?;
+            upload.write(&data)?;
+            upload.commit_with(durable)
+        })
+        .await;
+        self.session.upload_committed(stored)
+    }
+
+    pub(super) async fn make_dir(&mut self, name: String, mode: Option<u32>) -> Vec<Action> {
+        let root = self.root();
+        let made = blocking(move || root.make_dir(&name, mode)).await;
+        self.session.dir_made(made)
+    }
+
+    pub(super) async fn make_link(&mut self, name: String, target: String, overwrite: bool) -> Vec<Action> {
+        let root = self.root();
+        let made = blocking(move || root.symlink(&name, &target, overwrite)).await;
+        self.session.link_made(made)
+    }
+
+    pub(super) async fn sync_root(&mut self) -> Vec<Action> {
+        let root = self.root();
+        let synced = blocking(move || root.sync()).await;
+        self.session.synced(synced)
     }
 
     pub(super) async fn open_file(&mut self, name: String) -> Vec<Action> {
@@ -75,9 +113,25 @@ impl Conn<'_> {
         }));
     }
 
-    pub(super) async fn list_dir(&mut self, name: String) -> Vec<Action> {
+    pub(super) async fn list_dir(
+        &mut self,
+        name: String,
+        recursive: bool,
+        checksum: Option<Checksum>,
+        after: Option<String>,
+    ) -> Vec<Action> {
         let root = self.root();
-        let listed = blocking(move || root.list(&name)).await;
+        let listed =
+            blocking(
+                move || {
+                    if recursive {
+                        root.list_tree(&name, checksum, after.as_deref())
+                    } else {
+                        root.list(&name)
+                    }
+                },
+            )
+            .await;
         self.session.listed(listed)
     }
 }
