@@ -985,7 +985,7 @@ def test_a_symlink_refuses_a_tree_unless_copied_and_never_leads_out(connect, ser
     (src / "d").mkdir(parents=True)
     (src / "d" / "a.txt").write_bytes(b"a")
     (src / "d" / "link").symlink_to("a.txt")
-    (src / "up").symlink_to("d/../d")
+    (src / "up").symlink_to("./d")
     with connect(server) as c:
         with pytest.raises(OSError, match="symlinks='copy'") as info:
             c.upload_tree(src, "t")
@@ -994,17 +994,29 @@ def test_a_symlink_refuses_a_tree_unless_copied_and_never_leads_out(connect, ser
         sent = c.upload_tree(src, "t", symlinks="copy")
         assert sent["links"] == 2
         assert os.readlink(root / "t" / "d" / "link") == "a.txt"
-        # A link out of the tree is refused even then, before anything goes.
-        (src / "out").symlink_to("../../secret")
-        with pytest.raises(OSError, match="leads out of the tree"):
-            c.upload_tree(src, "t2", symlinks="copy")
-        assert not (root / "t2").exists()
-        # The server refuses one whoever asks.
-        for target in ["/etc/passwd", "../../x", "d/../../../x"]:
+        # A link out of the tree is refused even then, before anything goes,
+        # as is one that climbs after a name (through a link, that climbs out).
+        for target in ["../../secret", "d/../d"]:
+            (src / "out").symlink_to(target)
+            with pytest.raises(OSError, match="leads out of the tree"):
+                c.upload_tree(src, "t2", symlinks="copy")
+            (src / "out").unlink()
+            assert not (root / "t2").exists()
+        # The server refuses one whoever asks, chained through links too:
+        # with q -> ".", q/q/../x would be the root's parent's x.
+        c.request(op="symlink", name="t/q", target=".")
+        for name, target in [
+            ("t/evil", "/etc/passwd"),
+            ("t/evil", "../../x"),
+            ("t/evil", "d/../../../x"),
+            ("t/evil", "q/q/q/../../x"),
+            ("t/q/evil", "../x"),
+        ]:
             with pytest.raises(rframe.RemoteError) as info:
-                c.request(op="symlink", name="t/evil", target=target)
-            assert info.value.code == "not-allowed", target
-        assert not (root / "t" / "evil").exists()
+                c.request(op="symlink", name=name, target=target)
+            assert info.value.code == "not-allowed", (name, target, info.value.code)
+        assert not (root / "t" / "evil").exists() and sorted(os.listdir(root)) == ["t"]
+        os.unlink(root / "t" / "q")
         # Downloads: a server's link refuses the tree by default; an escaping one always.
         with pytest.raises(OSError, match="symlinks='copy'"):
             c.download_tree("t", here / "copy")
@@ -1020,14 +1032,16 @@ def test_a_symlink_refuses_a_tree_unless_copied_and_never_leads_out(connect, ser
 def test_a_tree_download_never_writes_through_a_local_symlink(connect, server, root, here, tmp_path):
     (root / "t" / "a").mkdir(parents=True)
     (root / "t" / "a" / "x").write_bytes(b"payload")
+    (root / "t" / "a" / "deeper").mkdir()
+    (root / "t" / "a" / "deeper" / "y").write_bytes(b"payload")
     outside = tmp_path / "outside"
     outside.mkdir()
     (here / "dst").mkdir()
     (here / "dst" / "a").symlink_to(outside)
     with connect(server) as c:
-        with pytest.raises(PermissionError, match="leads out"):
+        with pytest.raises(PermissionError, match="symlink on the way"):
             c.download_tree("t", here / "dst")
-    assert os.listdir(outside) == []
+    assert os.listdir(outside) == []  # not even a directory made there
 
 
 def test_tree_arguments_and_names_are_checked(connect, server, root, here):
@@ -1149,3 +1163,49 @@ def test_a_refused_file_of_a_tree_stops_it_with_the_rest_stored(connect, server,
         assert (root / "t" / "a").read_bytes() == b"a" and (root / "t" / "z").read_bytes() == b"z"
         assert (root / "t" / "x" / "keep").read_bytes() == b"keep"
         assert c.run("echo usable").stdout == b"usable\n"
+
+
+# --------------------------------------------------------------------------- what a tree's client checks
+
+
+def test_a_listing_that_pages_back_is_refused():
+    header = {"recursive": True, "truncated": True}
+    page = [{"name": "a/b"}, {"name": "a/c"}]
+    assert rframe._files.next_page("t", header, page, True, after="a") == "a/c"
+    for after in ("a/c", "b", "a/d"):  # the same page again, or one before it
+        with pytest.raises(rframe.RemoteError, match="went back"):
+            rframe._files.next_page("t", header, page, True, after=after)
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        [("q", "link"), ("q/z", "file")],  # beneath a link: made through it, wherever it leads
+        [("f", "file"), ("f/z", "file")],
+        [("d/z", "file")],  # its directory never listed
+        [("d", "dir"), ("d", "file")],
+    ],
+)
+def test_a_listing_out_of_place_is_not_a_tree(names):
+    entries = [{"name": n, "type": k, "target": "."} for n, k in names]
+    with pytest.raises(rframe.RemoteError, match="out of place"):
+        rframe._files.remote_tree(entries, "copy", "t")
+
+
+def test_a_tree_deeper_than_can_be_listed_is_not_sent(tmp_path):
+    deep = tmp_path.joinpath(*[str(i) for i in range(rframe._files.TREE_DEPTH + 1)])
+    deep.mkdir(parents=True)
+    with pytest.raises(ValueError, match="deeper than"):
+        rframe._files.scan_tree(tmp_path, "refuse")
+    deep.rmdir()
+    assert rframe._files.scan_tree(tmp_path, "refuse")[-1].name.count("/") == rframe._files.TREE_DEPTH - 1
+
+
+def test_a_directory_its_owner_cannot_write_is_opened_while_a_tree_goes_in():
+    TreeItem = rframe._files.TreeItem
+    source = [TreeItem("ro", "dir", 0o555), TreeItem("ro/f", "file", 0o644, size=1), TreeItem("rw", "dir", 0o755)]
+    there = [TreeItem("ro", "dir", 0o555), TreeItem("rw", "dir", 0o755)]
+    plan = rframe._files.TreePlan(source, there, "sha256")
+    # Its mode is the source's already, but a second run must still write in it.
+    assert [(d.name, oct(d.mode)) for d in plan.unlock] == [("ro", "0o755")]
+    assert [d.name for d in plan.dirs] == ["ro"]  # its mode given back at the end

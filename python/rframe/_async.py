@@ -1225,7 +1225,7 @@ class AsyncClient:
             listing: Frame = await self._answer(conn, made, self.timeout)
             page: list[dict[str, Any]] = json.loads(listing.body)
             entries += page
-            after = _files.next_page(name, listing.header, page, recursive)
+            after = _files.next_page(name, listing.header, page, recursive, after)
             if after is None:
                 return entries
 
@@ -1277,6 +1277,8 @@ class AsyncClient:
             first: list[tuple[int, bytes]] = []
             if remote_dir.strip("/") and existing is None:
                 first.append(session.mkdir(remote_dir.strip("/")))
+            # Writable while the tree goes in; their modes at the end.
+            first += [session.mkdir(join(remote_dir, d.name), mode=d.mode) for d in plan.unlock]
             await self._pipelined(conn, first)
 
             async def smalls() -> Any:

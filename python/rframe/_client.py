@@ -666,7 +666,7 @@ class Client:
                 listing = self._exchange(made)
             page: list[dict[str, Any]] = json.loads(listing.body)
             entries += page
-            after = _files.next_page(name, listing.header, page, recursive)
+            after = _files.next_page(name, listing.header, page, recursive, after)
             if after is None:
                 return entries
 
@@ -735,6 +735,8 @@ class Client:
             def requests() -> Iterator[tuple[int, bytes]]:
                 if remote_dir.strip("/") and existing is None:
                     yield session.mkdir(remote_dir.strip("/"))
+                for d in plan.unlock:  # writable while the tree goes in; their modes at the end
+                    yield session.mkdir(join(remote_dir, d.name), mode=d.mode)
                 for item in small:
                     data, digest = _files.read_small(item, checksum)
                     yield session.put_inline(

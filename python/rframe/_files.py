@@ -27,6 +27,7 @@ from ._rframe import (
     MODE_BITS,
     PART_SUFFIX,
     TRANSFER_CHUNK,
+    TREE_DEPTH,
     WRITEBACK_EVERY,
     _Hasher,
     _PartFile,
@@ -221,7 +222,9 @@ INLINE_MAX = 256 * 1024
 TREE_WINDOW = 128
 
 
-def next_page(name: str, header: dict[str, Any], page: list[dict[str, Any]], recursive: bool) -> str | None:
+def next_page(
+    name: str, header: dict[str, Any], page: list[dict[str, Any]], recursive: bool, after: str | None = None
+) -> str | None:
     """Where the next page of a listing starts (``None``: this was the last).
     A plain listing has one page (``truncated`` says it was cut short); a
     tree's continues after its last name. A tree listing without
@@ -237,7 +240,15 @@ def next_page(name: str, header: dict[str, Any], page: list[dict[str, Any]], rec
     if not page:
         raise ValueError(f"the tree beneath {name!r} cannot be listed: one entry is over the server's max_body")
     last: str = page[-1]["name"]
+    if after is not None and _tree_order(last) <= _tree_order(after):
+        # A server that pages in circles would be listed for ever.
+        raise RemoteError("bad-request", f"the server's listing of {name!r} went back (after {after!r}: {last!r})")
     return last
+
+
+def _tree_order(name: str) -> list[str]:
+    """A tree listing's order: depth first, each directory's names sorted."""
+    return name.split("/")
 
 
 class TreeItem:
@@ -288,6 +299,9 @@ def scan_tree(local_dir: _Path, symlinks: str) -> list[TreeItem]:
     items: list[TreeItem] = []
 
     def walk(path: str, prefix: str) -> None:
+        if prefix.count("/") > TREE_DEPTH:
+            # The server lists no deeper: a tree sent deeper could never come back whole.
+            raise ValueError(f"{path} is deeper than {TREE_DEPTH} levels beneath {top}: too deep for a tree")
         with os.scandir(path) as it:
             entries = sorted(it, key=lambda e: e.name)
         for entry in entries:
@@ -313,9 +327,17 @@ def remote_tree(entries: list[dict[str, Any]], symlinks: str, remote_dir: str) -
     """The items of a recursive listing (parents first: the listing is
     sorted by name), checked as :func:`scan_tree` checks a local tree."""
     items = []
+    kinds: dict[str, str] = {}
     for e in entries:
         name, kind = e["name"], e["type"]
         shown = f"{remote_dir.rstrip('/')}/{name}" if remote_dir.strip("/") else name
+        # Every name once, each beneath a directory of the listing: a name
+        # beneath a link (which a listing never follows) would be made
+        # through it, wherever it leads.
+        parent = name.rpartition("/")[0]
+        if name in kinds or (parent and kinds.get(parent) != "dir"):
+            raise RemoteError("bad-request", f"the server listed {shown!r} out of place: not a tree")
+        kinds[name] = kind
         if kind == "link":
             _refuse_link(shown, name, e.get("target", ""), symlinks)
             items.append(TreeItem(name, "link", e.get("mode", 0o777), target=e.get("target", "")))
@@ -348,6 +370,9 @@ def hash_file(path: str, checksum: str) -> tuple[int, str]:
     return size, h.hexdigest()
 
 
+_OWNER_RWX = 0o700
+
+
 class TreePlan:
     """What a tree transfer does: the directories to make, the links to make,
     the files to send, and the files skipped because the other side has them
@@ -357,6 +382,9 @@ class TreePlan:
     def __init__(self, source: list[TreeItem], existing: list[TreeItem] | None, checksum: str) -> None:
         there = {item.name: item for item in existing or ()}
         self.dirs: list[TreeItem] = []
+        #: Directories there already that their owner may not write to: opened
+        #: (``mode | 0o700``) before anything goes in, given their mode at the end.
+        self.unlock: list[TreeItem] = []
         self.links: list[TreeItem] = []
         self.files: list[TreeItem] = []
         self.skipped: list[TreeItem] = []
@@ -364,7 +392,10 @@ class TreePlan:
         for item in source:
             other = there.get(item.name)
             if item.kind == "dir":
-                if other is None or other.kind != "dir" or other.mode != item.mode:
+                if other is not None and other.kind == "dir" and other.mode & _OWNER_RWX != _OWNER_RWX:
+                    self.unlock.append(TreeItem(item.name, "dir", other.mode | _OWNER_RWX))
+                    self.dirs.append(item)
+                elif other is None or other.kind != "dir" or other.mode != item.mode:
                     self.dirs.append(item)
             elif item.kind == "link":
                 if other is None or other.kind != "link" or other.target != item.target:
@@ -434,7 +465,6 @@ class LocalTree:
     def __init__(self, top: str, items: list[TreeItem], checksum: str) -> None:
         os.makedirs(top, exist_ok=True)
         self.top = top
-        self.real_top = os.path.realpath(top)
         existing = []
         for item in items:
             path = self.path_of(item.name)
@@ -443,7 +473,7 @@ class LocalTree:
             except FileNotFoundError:
                 continue
             if item.kind == "file" and stat.S_ISREG(st.st_mode) and st.st_size == item.size:
-                self._inside(path)
+                self._inside(item.name)
                 here = TreeItem(item.name, "file", st.st_mode, size=st.st_size, path=path)
                 here.size, here.digest = hash_file(path, checksum)
                 existing.append(here)
@@ -452,30 +482,43 @@ class LocalTree:
             elif item.kind == "link" and stat.S_ISLNK(st.st_mode):
                 existing.append(TreeItem(item.name, "link", st.st_mode, path=path, target=os.readlink(path)))
         self.plan = TreePlan(items, existing, checksum)
+        for item in self.plan.unlock:
+            os.chmod(self.path_of(item.name), item.mode)
         for item in items:
             if item.kind == "dir":
-                path = self.path_of(item.name)
-                os.makedirs(path, exist_ok=True)
-                self._inside(os.path.join(path, "x"))
+                self._make_dirs(item.name.split("/"))
         for item in self.plan.links:
             self._make_link(item)
 
     def path_of(self, name: str) -> str:
         return os.path.join(self.top, *name.split("/"))
 
-    def _inside(self, path: str) -> None:
-        """Refuses a path whose directory is not beneath the tree's top (a
-        symlink on the way leads out)."""
-        parent = os.path.realpath(os.path.dirname(path))
-        if parent != self.real_top and not parent.startswith(self.real_top + os.sep):
-            raise PermissionError(errno.EACCES, f"leads out of {self.top} (through a symlink)", path)
+    def _make_dirs(self, parts: list[str]) -> None:
+        """Makes the directories ``parts`` beneath the top, one level at a
+        time, refusing any that is a symlink (which could lead out of the
+        tree; the top itself may be one)."""
+        path = self.top
+        for part in parts:
+            path = os.path.join(path, part)
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                os.mkdir(path)
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                raise PermissionError(errno.EACCES, f"a symlink on the way, which may lead out of {self.top}", path)
+            if not stat.S_ISDIR(st.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, "not a directory", path)
+
+    def _inside(self, name: str) -> None:
+        """Refuses a name whose directories beneath the top are not all real
+        directories (a symlink on the way may lead out)."""
+        self._make_dirs(name.split("/")[:-1])
 
     def prepare(self, item: TreeItem) -> str:
         """Where file ``item`` goes, its directory made, checked to be inside."""
-        path = self.path_of(item.name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self._inside(path)
-        return path
+        self._inside(item.name)
+        return self.path_of(item.name)
 
     def _make_link(self, item: TreeItem) -> None:
         path = self.prepare(item)

@@ -29,6 +29,7 @@ __all__ = [
     "PART_SUFFIX",
     "WRITEBACK_EVERY",
     "MODE_BITS",
+    "TREE_DEPTH",
     "FrameDecoder",
     "Server",
     "_SessionReader",
@@ -373,6 +374,8 @@ PART_SUFFIX: str
 WRITEBACK_EVERY: int
 #: The permission bits a file or directory keeps when sent (no setuid, setgid or sticky bit).
 MODE_BITS: int
+#: The deepest a directory tree goes, in levels beneath its top: deeper ones are not listed.
+TREE_DEPTH: int
 
 def sync_path(path: str | PathLike[str]) -> None:
     """Make durable what was saved beneath ``path`` with ``_PartFile.commit(durable=False)`` (``syncfs`` on Linux)."""

@@ -39,11 +39,18 @@ pub fn check_name(name: &str) -> Result<Vec<&str>, FileError> {
     Ok(parts)
 }
 
-/// Refuses a symlink `target` for a link at `name` that would lead out of
-/// the root: empty, absolute, with NUL, or with more `..` than there are
-/// directories above it (read lexically from the link's directory). The
-/// server never follows links out anyway (names are resolved beneath the
-/// root); this keeps the tree it serves free of links that others would.
+/// Refuses a symlink `target` for a link at `name` that could lead out of
+/// the root: empty, absolute, with NUL, with `..` anywhere but at its start,
+/// or with more leading `..` than there are directories above the link.
+///
+/// Why `..` only leads: a `..` after a name climbs from wherever that name
+/// leads, and if the name is itself a link (`q` -> `.`), counting it as one
+/// level down is wrong (`q/q/../x` is the root's parent's `x`). With `..`
+/// only first, and the link made in a directory reached through no link (the
+/// caller's part), the climb stays beneath the root, and every name after it
+/// is a real directory or a link that obeyed this same rule. The server never
+/// follows links out anyway (names are resolved beneath the root); this keeps
+/// the tree it serves free of links that others would.
 pub fn check_link_target(name: &str, target: &str) -> Result<(), FileError> {
     let refuse = |why| Err(FileError::BadLink(name.to_owned(), target.to_owned(), why));
     let parts = check_name(name)?;
@@ -53,16 +60,18 @@ pub fn check_link_target(name: &str, target: &str) -> Result<(), FileError> {
     if target.starts_with('/') {
         return refuse("an absolute target");
     }
-    let mut depth = parts.len() as isize - 1;
+    let mut climbs = 0;
+    let mut named = false;
     for part in target.split('/') {
         match part {
             "" | "." => {}
-            ".." => depth -= 1,
-            _ => depth += 1,
+            ".." if named => return refuse("'..' after a name: only a target's first steps may climb"),
+            ".." => climbs += 1,
+            _ => named = true,
         }
-        if depth < 0 {
-            return refuse("a target out of the root");
-        }
+    }
+    if climbs > parts.len() - 1 {
+        return refuse("a target out of the root");
     }
     Ok(())
 }
@@ -73,12 +82,20 @@ mod tests {
 
     #[test]
     fn link_targets_stay_beneath_the_root() {
-        for (name, target) in [("l", "f"), ("d/l", "../f"), ("d/e/l", "../../x/y"), ("l", "./a/../b"), ("d/l", ".")] {
+        for (name, target) in [("l", "f"), ("d/l", "../f"), ("d/e/l", "../../x/y"), ("l", "./a/./b"), ("d/l", ".")] {
             assert!(check_link_target(name, target).is_ok(), "{name} -> {target}");
         }
-        for (name, target) in
-            [("l", "/etc"), ("l", ".."), ("d/l", "../.."), ("l", "a/../../x"), ("l", ""), ("l", "a\0")]
-        {
+        for (name, target) in [
+            ("l", "/etc"),
+            ("l", ".."),
+            ("d/l", "../.."),
+            ("l", "a/../../x"),
+            ("l", ""),
+            ("l", "a\0"),
+            // Through a link: q -> "." makes q/q/q/.. the root's parent.
+            ("p", "q/q/q/../SECRET"),
+            ("d/l", "../a/../b"),
+        ] {
             assert!(matches!(check_link_target(name, target), Err(FileError::BadLink(..))), "{name} -> {target}");
         }
         assert!(matches!(check_link_target("../l", "x"), Err(FileError::BadName(..))));

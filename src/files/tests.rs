@@ -380,6 +380,43 @@ fn directories_are_not_made_through_a_symlink_out_of_the_root() {
 }
 
 #[test]
+fn a_tree_that_cannot_be_listed_whole_is_an_error() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let s = Scratch::new();
+    let root = s.root();
+    upload(&root, "t/ok/f", b"f", false).unwrap();
+    // A name that is not UTF-8: its files would go missing, or under another name.
+    fs::create_dir(s.0.join("root/t").join(std::ffi::OsStr::from_bytes(b"d\xff"))).unwrap();
+    let err = root.list_tree("t", None, None).unwrap_err();
+    assert!(err.to_string().contains("not UTF-8"), "{err}");
+    fs::remove_dir(s.0.join("root/t").join(std::ffi::OsStr::from_bytes(b"d\xff"))).unwrap();
+    assert!(root.list_tree("t", None, None).is_ok());
+    // A directory that cannot be read (when not root, who reads anyway).
+    fs::set_permissions(s.0.join("root/t/ok"), fs::Permissions::from_mode(0o300)).unwrap();
+    let readable = fs::read_dir(s.0.join("root/t/ok")).is_ok();
+    let listed = root.list_tree("t", None, None);
+    fs::set_permissions(s.0.join("root/t/ok"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(listed.is_ok(), readable, "{listed:?}");
+}
+
+#[test]
+fn a_link_is_never_made_in_a_directory_reached_through_a_link() {
+    // q -> "." is inside the root; a link made "in" q would really be in the
+    // root, one level up from where its name says, and its `..` would climb out.
+    let s = Scratch::new();
+    let root = s.root();
+    root.symlink("q", ".", false).unwrap();
+    root.make_dir("d", None).unwrap();
+    root.symlink("d/up", "..", false).unwrap();
+    for name in ["q/z", "q/q/z", "d/up/z"] {
+        let refused = root.symlink(name, "../x", false);
+        assert!(matches!(refused, Err(FileError::Outside(_))), "{name}: {refused:?}");
+    }
+    assert_eq!(names(&root, "."), ["d", "q", "sub"]); // no z anywhere
+}
+
+#[test]
 fn modes_are_given_to_files_and_directories() {
     use std::os::unix::fs::PermissionsExt;
     let s = Scratch::new();

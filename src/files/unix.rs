@@ -117,12 +117,25 @@ impl Root {
     }
 
     /// Makes a symlink `name` to `target` (stored as given; the caller checks
-    /// that it stays beneath the root). An existing symlink is replaced only
-    /// with `overwrite`; a directory or file never is (`Exists`).
+    /// its text with `check_link_target`). An existing symlink is replaced
+    /// only with `overwrite`; a directory or file never is (`Exists`). The
+    /// link's directory must be reached through no link (a link there is
+    /// refused as one out of the root): the target's leading `..` climb from
+    /// where the link really is.
     pub fn symlink(&self, name: &str, target: &str, overwrite: bool) -> Result<(), FileError> {
         let parts = check_name(name)?;
         let (last, dirs) = parts.split_last().expect("check_name gives at least one part");
-        let dir = self.make_dirs(dirs).map_err(|e| FileError::from_io(name, e))?;
+        drop(self.make_dirs(dirs).map_err(|e| FileError::from_io(name, e))?);
+        let path = if dirs.is_empty() { ".".to_owned() } else { dirs.join("/") };
+        // make_dirs reached it as a directory beneath the root; failing now, a
+        // component is a link (ELOOP, or ENOTDIR for a link to a directory).
+        let dir = self.open_no_symlinks(&path, libc::O_RDONLY | libc::O_DIRECTORY).map_err(|e| {
+            if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) {
+                FileError::Outside(name.to_owned())
+            } else {
+                FileError::from_io(name, e)
+            }
+        })?;
         let at = cstring(last.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
         let to = cstring(target.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
         match lstat_at(dir.as_raw_fd(), &at) {
@@ -514,6 +527,12 @@ impl TreeWalk<'_> {
             let on_the_way =
                 self.after.len() >= prefix.len() && self.after.iter().zip(prefix.iter()).all(|(a, p)| a == p);
             let here = cstring(prefix.last().expect("pushed").as_bytes()).map_err(error)?;
+            if prefix.last().expect("pushed").contains('\u{FFFD}') && lstat_at(dir.as_raw_fd(), &here).is_err() {
+                // read_dir made it readable, and it names nothing: the name is
+                // not UTF-8. Left out, its files would be missing unsaid.
+                let why = format!("{:?} is not UTF-8: a tree with such a name cannot be listed", prefix.join("/"));
+                return Err(error(io::Error::other(why)));
+            }
             if order != std::cmp::Ordering::Greater {
                 // Listed on an earlier page; only what leads to `after` is entered.
                 if on_the_way && entry.kind == Kind::Dir {
@@ -558,11 +577,10 @@ impl TreeWalk<'_> {
             let why = format!("deeper than {SWEEP_DEPTH} levels: too deep to list as a tree");
             return Err(FileError::from_io(self.top, io::Error::other(why)));
         }
-        // A directory that cannot be read (permissions, gone) is listed, not entered.
-        match open_subdir(dir, name) {
-            Ok(sub) => self.dir(&sub, prefix),
-            Err(_) => Ok(()),
-        }
+        // A directory that cannot be read fails the listing: a tree copied
+        // without its contents must not look like a whole one.
+        let sub = open_subdir(dir, name).map_err(|e| FileError::from_io(&prefix.join("/"), e))?;
+        self.dir(&sub, prefix)
     }
 }
 

@@ -38,6 +38,7 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PART_SUFFIX", crate::files::PART_SUFFIX)?;
     m.add("WRITEBACK_EVERY", crate::files::WRITEBACK_EVERY)?;
     m.add("MODE_BITS", crate::files::MODE_BITS)?;
+    m.add("TREE_DEPTH", crate::files::SWEEP_DEPTH)?;
     m.add_class::<decoder::PyFrameDecoder>()?;
     m.add_class::<server::PyServer>()?;
     m.add_class::<replies::PySessionReader>()?;
