@@ -237,7 +237,7 @@ impl<'c> Driver<'c> {
                 actions.extend(self.session.output(1, shown.into_bytes().into()));
                 actions
             }
-            Action::WriteStdin(_) | Action::CloseStdin => {
+            Action::WriteStdin(_) | Action::CloseStdin | Action::Resize(..) => {
                 assert!(self.session.is_live(), "{action:?} without a live command");
                 vec![]
             }
