@@ -101,12 +101,26 @@ impl ServerSession<'_> {
         vec![log, Action::Reply(reply(json!({"op": "started"}), Bytes::new()))]
     }
 
+    /// The largest `output` body: [`live::OUTPUT_CHUNK`], or less under a
+    /// small `max_body` (the peer, with the same codec, refuses a larger
+    /// frame and drops the connection). The driver reads no more than this
+    /// from a pipe at once.
+    pub fn output_chunk(&self) -> usize {
+        live::OUTPUT_CHUNK.min(self.config.codec.max_body.min(live::OUTPUT_CHUNK as u64) as usize).max(1)
+    }
+
     /// Bytes the live command wrote to `fd` (1: stdout, 2: stderr): the
-    /// frame that carries them.
-    pub fn output(&mut self, fd: u8, data: Bytes) -> Vec<Action> {
+    /// frames that carry them, each within [`Self::output_chunk`].
+    pub fn output(&mut self, fd: u8, mut data: Bytes) -> Vec<Action> {
         assert!(self.is_live(), "output without a live command");
-        let header = format!(r#"{{"op": "output", "fd": {fd}, "total_size": {}}}"#, data.len());
-        vec![Action::Reply(Reply::new(Some(header.into_bytes()), data))]
+        let chunk = self.output_chunk();
+        let mut actions = Vec::with_capacity(data.len().div_ceil(chunk));
+        while !data.is_empty() {
+            let part = data.split_to(chunk.min(data.len()));
+            let header = format!(r#"{{"op": "output", "fd": {fd}, "total_size": {}}}"#, part.len());
+            actions.push(Action::Reply(Reply::new(Some(header.into_bytes()), part)));
+        }
+        actions
     }
 
     /// The live command ended (and its output was reported): the `exit` frame.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::codec::Frame;
+use crate::codec::{Codec, Frame};
 use crate::exec::Program;
 use crate::protocol::live::Exit;
 use crate::protocol::server_session::{Action, Channel, ServerSession};
@@ -166,6 +166,21 @@ fn output_becomes_output_frames_with_their_fd() {
     let got = replies(&s.output(2, Bytes::from_static(b"\x00oops")));
     assert_eq!(got[0].0, json!({"op": "output", "fd": 2, "total_size": 5}));
     assert_eq!(&got[0].1[..], b"\x00oops");
+}
+
+#[test]
+fn output_frames_stay_within_the_codecs_max_body() {
+    // The peer, with the same codec, refuses a frame past max_body and drops the connection.
+    let config = ServerConfig { codec: Codec { max_body: 65536, ..Codec::default() }, ..ServerConfig::default() };
+    let mut s = running(&config);
+    assert_eq!(s.output_chunk(), 65536);
+    let got = replies(&s.output(1, Bytes::from(vec![7u8; 3 * 65536 + 5])));
+    let sizes: Vec<usize> = got.iter().map(|(_, body, _)| body.len()).collect();
+    assert_eq!(sizes, [65536, 65536, 65536, 5]);
+    assert!(got.iter().all(|(h, b, _)| h["total_size"] == b.len() && h["fd"] == 1));
+    // A large max_body leaves the frame size at OUTPUT_CHUNK.
+    let config = ServerConfig { codec: Codec { max_body: 1 << 30, ..Codec::default() }, ..ServerConfig::default() };
+    assert_eq!(running(&config).output_chunk(), crate::protocol::live::OUTPUT_CHUNK);
 }
 
 #[test]
