@@ -105,6 +105,21 @@ def test_ctrl_c_written_to_stdin_interrupts_sleep(client):
         assert proc.wait(timeout=HANG_BOUND) == -2
 
 
+def test_commands_get_signals_the_server_ignores_at_their_defaults():
+    # A server started with & from a script ignores SIGINT and SIGQUIT, and
+    # an ignored signal stays ignored across exec: its commands must not.
+    with cli_server(ignore=("SIGINT", "SIGQUIT")) as server, server.client() as c:
+        with c.start(["sleep", "100"]) as proc:
+            proc.send_signal("INT")
+            assert proc.wait(timeout=HANG_BOUND) == -2
+        with c.start(["sleep", "100"]) as proc:
+            proc.send_signal("QUIT")
+            assert proc.wait(timeout=HANG_BOUND) == -3
+        with c.start(["sleep", "100"], pty=True, size=SIZE) as proc:
+            proc.stdin.write(b"\x03")
+            assert proc.wait(timeout=HANG_BOUND) == -2
+
+
 def test_stderr_is_merged_into_stdout_as_on_any_terminal(client):
     out, err = client.start("echo out; echo err >&2", pty=True, size=SIZE).communicate()
     assert (lines(out), err) == (["out", "err"], b"")

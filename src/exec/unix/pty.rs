@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 
 use tokio::net::unix::pipe;
 
-use super::{cvt, environment, find_program, program, sys, Child, CommandSpec, Exit, Process};
+use super::{cvt, environment, find_program, program, reset_signals, sys, Child, CommandSpec, Exit, Process};
 
 /// Terminals are made here.
 pub const NO_PTY: Option<&str> = None;
@@ -128,8 +128,8 @@ pub fn spawn_pty(spec: &CommandSpec, columns: u16, lines: u16) -> io::Result<(Ch
                 libc::close(fd);
             }
             // As `sys::start` gives every command (the standard library
-            // already resets SIGPIPE and the signal mask).
-            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            // already empties the signal mask).
+            reset_signals();
             Ok(())
         });
     }
