@@ -5,6 +5,7 @@ servers on 127.0.0.1, port 0. Time bounds are generous hang guards only."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 
 import pytest
@@ -267,6 +268,36 @@ def test_async_no_pty_server_refuses(arun):
                 return (await c.run("echo on")).stdout
 
     assert arun(main) == b"on\n"
+
+
+# --------------------------------------------------------------------------- the command line's -t
+
+
+def _cli(server, *args):
+    return [sys.executable, "-m", "rframe.client", "--port", str(server.address[1]), *args]
+
+
+def test_cli_t_with_stdin_not_a_terminal_runs_without_one_as_ssh_does(server):
+    # On a terminal, the pipe's end would be no end of input: cat would wait until the time limit.
+    r = subprocess.run(
+        _cli(server, "-t", "-c", "cat; test -t 0 || echo no terminal"),
+        input=b"hi\n",
+        capture_output=True,
+        timeout=HANG_BOUND,
+    )
+    assert (r.returncode, r.stdout) == (0, b"hi\nno terminal\n")
+    assert r.stderr == b"rframe: pseudo-terminal will not be allocated because stdin is not a terminal\n"
+
+
+def test_cli_tt_forces_a_terminal_and_the_pipes_end_is_its_end_of_input(server):
+    r = subprocess.run(
+        _cli(server, "-tt", "-c", "cat; test -t 0 && echo terminal"),
+        input=b"hi\n",
+        capture_output=True,
+        timeout=HANG_BOUND,
+    )
+    # The terminal echoes the line, then cat writes it.
+    assert (r.returncode, lines(r.stdout), r.stderr) == (0, ["hi", "hi", "terminal"], b"")
 
 
 # --------------------------------------------------------------------------- the server's flags
