@@ -135,6 +135,16 @@ def test_input_is_echoed_and_closing_stdin_is_ctrl_d(client):
         assert proc.wait(timeout=HANG_BOUND) == 0
 
 
+def test_closing_stdin_after_a_partial_line_ends_the_input(client):
+    # One Ctrl-D after "abc" hands the partial line over; a second ends the input.
+    with client.start("cat", pty=True, size=SIZE) as proc:
+        proc.stdin.write(b"abc")
+        proc.stdin.close()
+        assert proc.wait(timeout=HANG_BOUND) == 0
+        # The terminal echoes abc; then cat writes it.
+        assert proc.stdout.read() == b"abcabc"
+
+
 def test_term_is_the_one_given_else_the_clients_else_the_default(client, monkeypatch):
     def term(**kw):
         out, _ = client.start("echo $TERM", pty=True, size=SIZE, **kw).communicate()

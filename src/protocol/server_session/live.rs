@@ -18,8 +18,20 @@ use crate::server::{Level, Reply};
 pub(super) struct Live {
     pub(super) shown: String,
     stdin_open: bool,
-    /// On a terminal: `resize` frames mean something.
+    /// On a terminal: `resize` frames mean something, and the end of input
+    /// is typed.
     pty: bool,
+    /// What was typed on the terminal so far ends a line (or is nothing):
+    /// its line buffer is empty, for all the terminal's defaults know.
+    line_start: bool,
+}
+
+/// A terminal's end of input is its EOF character, Ctrl-D, as typed (closing
+/// the master would hang the terminal up). Ctrl-D hands over the line typed
+/// so far, and is the end of input only on an empty line: after a partial
+/// one, a second is needed (`abc` then one Ctrl-D leaves `cat` waiting).
+fn terminal_eof(line_start: bool) -> Bytes {
+    Bytes::from_static(if line_start { b"\x04" } else { b"\x04\x04" })
 }
 
 impl ServerSession<'_> {
@@ -97,7 +109,7 @@ impl ServerSession<'_> {
             return actions;
         }
         let log = Action::Log(Level::Info, format!("started {shown}"));
-        self.state = State::Live(Live { shown, stdin_open: true, pty });
+        self.state = State::Live(Live { shown, stdin_open: true, pty, line_start: true });
         vec![log, Action::Reply(reply(json!({"op": "started"}), Bytes::new()))]
     }
 
@@ -155,12 +167,19 @@ impl ServerSession<'_> {
                 // Input after the end of input (or to a command whose stdin
                 // is gone) has nowhere to go.
                 if live.stdin_open {
-                    if !frame.body.is_empty() {
+                    if let Some(&last) = frame.body.last() {
+                        // Newline, carriage return (a newline under ICRNL, a
+                        // terminal's default) and Ctrl-D itself empty the line buffer.
+                        live.line_start = matches!(last, b'\n' | b'\r' | b'\x04');
                         actions.push(Action::WriteStdin(frame.body));
                     }
                     if fields.eof {
                         live.stdin_open = false;
-                        actions.push(Action::CloseStdin);
+                        actions.push(if live.pty {
+                            Action::WriteStdin(terminal_eof(live.line_start))
+                        } else {
+                            Action::CloseStdin
+                        });
                     }
                 }
             }

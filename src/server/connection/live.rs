@@ -195,15 +195,9 @@ impl<'s> Conn<'s> {
                         pending.stdin.push_back(data);
                     }
                 }
-                // A terminal's end of input is its EOF character (Ctrl-D),
-                // as typed: closing the master would hang the terminal up.
-                Action::CloseStdin if proc.is_pty() => {
-                    if stdin.is_some() {
-                        pending.stdin_bytes += 1;
-                        pending.stdin.push_back(Bytes::from_static(b"\x04"));
-                    }
-                }
                 Action::CloseStdin => {
+                    // Closing a terminal's master would hang it up.
+                    debug_assert!(!proc.is_pty(), "a terminal's end of input is typed (the session's)");
                     if pending.stdin.is_empty() {
                         *stdin = None;
                     } else {

@@ -88,6 +88,39 @@ fn a_terminal_gets_its_term_and_size_and_resize_frames_reach_it() {
     assert_eq!(spec.env, [("TERM".to_owned(), crate::protocol::live::DEFAULT_TERM.to_owned())]);
 }
 
+/// The bytes a terminal's command gets for these `stdin` frames (the last with `eof`).
+#[cfg(unix)]
+fn typed_on_a_terminal(inputs: &[&[u8]]) -> Vec<u8> {
+    let config = ServerConfig::default();
+    let mut s = ServerSession::new(&config, false, Channel::Plain);
+    s.receive(frame(json!({"op": "start", "cmd": "cat", "pty": true}), b""));
+    s.started(Ok(()));
+    let mut typed = vec![];
+    for (i, input) in inputs.iter().enumerate() {
+        let eof = i + 1 == inputs.len();
+        for action in s.receive(frame(json!({"op": "stdin", "eof": eof}), input)) {
+            match action {
+                Action::WriteStdin(data) => typed.extend_from_slice(&data),
+                other => panic!("a terminal's stdin is typed, not {other:?}"),
+            }
+        }
+    }
+    typed
+}
+
+#[test]
+#[cfg(unix)]
+fn a_terminals_end_of_input_is_ctrl_d_twice_after_a_partial_line() {
+    // One Ctrl-D at the start of a line is the end of input; after a partial
+    // line it only hands the line over.
+    assert_eq!(typed_on_a_terminal(&[b""]), b"\x04");
+    assert_eq!(typed_on_a_terminal(&[b"abc\n", b""]), b"abc\n\x04");
+    assert_eq!(typed_on_a_terminal(&[b"abc\r"]), b"abc\r\x04");
+    assert_eq!(typed_on_a_terminal(&[b"abc"]), b"abc\x04\x04");
+    assert_eq!(typed_on_a_terminal(&[b"one\n", b"abc", b""]), b"one\nabc\x04\x04", "the last byte typed counts");
+    assert_eq!(typed_on_a_terminal(&[b"abc", b"\n", b""]), b"abc\n\x04");
+}
+
 #[test]
 fn a_resize_without_a_terminal_is_ignored() {
     let config = ServerConfig::default();
