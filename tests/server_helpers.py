@@ -129,16 +129,31 @@ def make_server(kind: str, tmp_path: Path, **kwargs) -> rframe.Server:
     return rframe.Server(port=0, **kwargs)
 
 
+_IGNORING = """
+import os, signal, sys
+end = sys.argv.index("--")
+for name in sys.argv[1:end]:
+    signal.signal(getattr(signal, name), signal.SIG_IGN)
+os.execv(sys.argv[end + 1], sys.argv[end + 1 :])
+"""
+
+
 class CliProcess:
     """``python -m MODULE ARGS`` (or ``python SCRIPT.py ARGS``) in the background,
     its output collected by threads.
 
     ``wait_line(regex)`` waits (bounded) for a stdout line matching ``regex``.
+    ``ignore`` names signals (``"SIGINT"``) the process starts with ignored,
+    as one started with ``&`` from a script does.
     """
 
-    def __init__(self, module: str, *args: str, env=None):
+    def __init__(self, module: str, *args: str, env=None, ignore: tuple[str, ...] = ()):
+        argv = [sys.executable, *([module] if module.endswith(".py") else ["-m", module]), *map(str, args)]
+        if ignore:
+            # An ignored signal stays ignored across exec: the same process, its signals set first.
+            argv = [sys.executable, "-c", _IGNORING, *ignore, "--", *argv]
         self.proc = subprocess.Popen(
-            [sys.executable, *([module] if module.endswith(".py") else ["-m", module]), *map(str, args)],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -223,10 +238,10 @@ class CliServer(CliProcess):
 
     LINE = r"^rframe server listening on (.+) \(Ctrl-C to stop\)$"
 
-    def __init__(self, *args: str, env=None):
+    def __init__(self, *args: str, env=None, ignore: tuple[str, ...] = ()):
         if "--unix" not in args and "--port" not in args:
             args = ("--port", "0", *args)
-        super().__init__("rframe.server", *args, env=env)
+        super().__init__("rframe.server", *args, env=env, ignore=ignore)
         m = self.wait_line(self.LINE)
         self.where = m.group(1)
         host, _, port = self.where.rpartition(":")
@@ -258,10 +273,11 @@ class CliServer(CliProcess):
 
 
 @contextlib.contextmanager
-def cli_server(*args, env=None):
-    """A ``python -m rframe.server`` process for the block; stopped with SIGTERM
-    (and must exit with status 0), or killed if the block failed."""
-    server = CliServer(*args, env=env)
+def cli_server(*args, env=None, ignore: tuple[str, ...] = ()):
+    """A ``python -m rframe.server`` process for the block (``ignore``: see
+    ``CliProcess``); stopped with SIGTERM (and must exit with status 0), or
+    killed if the block failed."""
+    server = CliServer(*args, env=env, ignore=ignore)
     try:
         yield server
     except BaseException:

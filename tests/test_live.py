@@ -154,6 +154,17 @@ def test_a_deterministic_stream_arrives_whole(client):
     assert (count, got.hexdigest()) == (len(expected), hashlib.sha256(expected).hexdigest())
 
 
+def test_output_frames_stay_within_a_small_max_body():
+    # Both ends hold frames to max_body: one output frame past it would be
+    # FrameTooLarge on the client and the connection's end.
+    codec = rframe.Codec(max_body=65536)
+    with rframe.Server(port=0, codec=codec) as server, rframe.Client(*server.address, codec=codec) as c:
+        with c.start("head -c 3000000 /dev/zero") as proc:
+            stdout, stderr = proc.communicate(timeout=HANG_BOUND)
+        assert (len(stdout), stdout.count(0), stderr, proc.returncode) == (3000000, 3000000, b"", 0)
+        assert c.run("echo ok").stdout == b"ok\n", "the connection goes on"
+
+
 def test_a_slow_reader_blocks_the_command_and_loses_nothing(client, tmp_path):
     marker = tmp_path / "written"
     size = 40 << 20

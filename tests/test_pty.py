@@ -5,6 +5,7 @@ servers on 127.0.0.1, port 0. Time bounds are generous hang guards only."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import sys
 
 import pytest
@@ -105,6 +106,21 @@ def test_ctrl_c_written_to_stdin_interrupts_sleep(client):
         assert proc.wait(timeout=HANG_BOUND) == -2
 
 
+def test_commands_get_signals_the_server_ignores_at_their_defaults():
+    # A server started with & from a script ignores SIGINT and SIGQUIT, and
+    # an ignored signal stays ignored across exec: its commands must not.
+    with cli_server(ignore=("SIGINT", "SIGQUIT")) as server, server.client() as c:
+        with c.start(["sleep", "100"]) as proc:
+            proc.send_signal("INT")
+            assert proc.wait(timeout=HANG_BOUND) == -2
+        with c.start(["sleep", "100"]) as proc:
+            proc.send_signal("QUIT")
+            assert proc.wait(timeout=HANG_BOUND) == -3
+        with c.start(["sleep", "100"], pty=True, size=SIZE) as proc:
+            proc.stdin.write(b"\x03")
+            assert proc.wait(timeout=HANG_BOUND) == -2
+
+
 def test_stderr_is_merged_into_stdout_as_on_any_terminal(client):
     out, err = client.start("echo out; echo err >&2", pty=True, size=SIZE).communicate()
     assert (lines(out), err) == (["out", "err"], b"")
@@ -117,6 +133,16 @@ def test_input_is_echoed_and_closing_stdin_is_ctrl_d(client):
         assert lines(proc.stdout.readline() + proc.stdout.readline()) == ["hello", "hello"]
         proc.stdin.close()
         assert proc.wait(timeout=HANG_BOUND) == 0
+
+
+def test_closing_stdin_after_a_partial_line_ends_the_input(client):
+    # One Ctrl-D after "abc" hands the partial line over; a second ends the input.
+    with client.start("cat", pty=True, size=SIZE) as proc:
+        proc.stdin.write(b"abc")
+        proc.stdin.close()
+        assert proc.wait(timeout=HANG_BOUND) == 0
+        # The terminal echoes abc; then cat writes it.
+        assert proc.stdout.read() == b"abcabc"
 
 
 def test_term_is_the_one_given_else_the_clients_else_the_default(client, monkeypatch):
@@ -252,6 +278,36 @@ def test_async_no_pty_server_refuses(arun):
                 return (await c.run("echo on")).stdout
 
     assert arun(main) == b"on\n"
+
+
+# --------------------------------------------------------------------------- the command line's -t
+
+
+def _cli(server, *args):
+    return [sys.executable, "-m", "rframe.client", "--port", str(server.address[1]), *args]
+
+
+def test_cli_t_with_stdin_not_a_terminal_runs_without_one_as_ssh_does(server):
+    # On a terminal, the pipe's end would be no end of input: cat would wait until the time limit.
+    r = subprocess.run(
+        _cli(server, "-t", "-c", "cat; test -t 0 || echo no terminal"),
+        input=b"hi\n",
+        capture_output=True,
+        timeout=HANG_BOUND,
+    )
+    assert (r.returncode, r.stdout) == (0, b"hi\nno terminal\n")
+    assert r.stderr == b"rframe: pseudo-terminal will not be allocated because stdin is not a terminal\n"
+
+
+def test_cli_tt_forces_a_terminal_and_the_pipes_end_is_its_end_of_input(server):
+    r = subprocess.run(
+        _cli(server, "-tt", "-c", "cat; test -t 0 && echo terminal"),
+        input=b"hi\n",
+        capture_output=True,
+        timeout=HANG_BOUND,
+    )
+    # The terminal echoes the line, then cat writes it.
+    assert (r.returncode, lines(r.stdout), r.stderr) == (0, ["hi", "hi", "terminal"], b"")
 
 
 # --------------------------------------------------------------------------- the server's flags

@@ -21,7 +21,9 @@ refuse a different certificate. ``--fingerprint`` pins one instead:
 on one (``top``, ``vim``, ``sudo`` prompts work), alone it opens an interactive
 shell on the server (the server's ``$SHELL``, else ``/bin/sh``). Your terminal
 is in raw mode meanwhile (every key goes to the server, Ctrl-C included) and is
-restored however the session ends; window resizes are forwarded.
+restored however the session ends; window resizes are forwarded. As with ssh,
+there is a terminal only if stdin is one (a pipe's end is no key a terminal
+could pass on: a line on stderr says the command runs without), unless ``-tt``.
 
     python -m rframe.client -t                   # a shell on the server
     python -m rframe.client -t -c "top"
@@ -219,9 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "-t",
         "--tty",
-        action="store_true",
+        action="count",
+        default=0,
         help="ask for a terminal: with -c the command runs on one; alone, an interactive shell on the server "
-        "(your terminal goes to raw mode until it ends)",
+        "(your terminal goes to raw mode until it ends). As with ssh, none if stdin is not a terminal, "
+        "unless given twice (-tt)",
     )
     ap.add_argument(
         "--by-host",
@@ -382,9 +386,9 @@ class _Session:
             stdin_tty = sys.stdin is not None and sys.stdin.isatty()
             with _raw_terminal(sys.stdin.fileno() if pty and stdin_tty else None) as restore:
                 if stdin and (pty or not stdin_tty):
-                    threading.Thread(
-                        target=_forward_stdin, args=(proc, not pty), name="rframe-stdin", daemon=True
-                    ).start()
+                    # A terminal in raw mode gives no end of input (Ctrl-D is
+                    # a byte); a pipe's end (-tt) goes as the terminal's Ctrl-D.
+                    threading.Thread(target=_forward_stdin, args=(proc,), name="rframe-stdin", daemon=True).start()
                 else:
                     proc.stdin.close()
                 try:
@@ -593,15 +597,13 @@ def _listing_line(entry: dict[str, Any]) -> str:
     return f"{kind} {entry['size']:>12} {when} {entry['name']}{'/' if kind == 'd' else ''}"
 
 
-def _forward_stdin(proc: RemoteProcess, close: bool = True) -> None:
+def _forward_stdin(proc: RemoteProcess) -> None:
     """Copies this process's stdin to the command's, then ends its input
-    (``close``; on a terminal, the end of a piped input is no reason to hang
-    up, as with ssh)."""
+    (on a terminal, the server types Ctrl-D: no hangup)."""
     with contextlib.suppress(OSError, ValueError, RuntimeError):
         while data := os.read(sys.stdin.fileno(), 65536):
             proc.stdin.write(data)
-        if close:
-            proc.stdin.close()
+        proc.stdin.close()
 
 
 def _loop(session: _Session) -> int:
@@ -687,8 +689,14 @@ def _main(session: _Session, args: argparse.Namespace) -> int:
         if not command.strip():
             _say("empty command refused")
             return 2
+        pty = args.tty > 0
+        if args.tty == 1 and not (sys.stdin is not None and sys.stdin.isatty()):
+            # As ssh -t: a terminal's input is keys, and a pipe's end is no
+            # key (the command would wait for more until the time limit).
+            _say("rframe: pseudo-terminal will not be allocated because stdin is not a terminal")
+            pty = False
         try:
-            return session.stream(command, pty=args.tty)
+            return session.stream(command, pty=pty)
         except KeyboardInterrupt:
             _say("^C: interrupted (the command was killed)")
             return 130

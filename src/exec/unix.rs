@@ -71,8 +71,8 @@ struct Started {
 
 /// Starts the command `spec` describes: stdout and stderr piped, stdin piped
 /// if there is input to send and `/dev/null` otherwise, in a session (and so a
-/// process group) of its own, with the signal mask empty and SIGPIPE and
-/// SIGXFSZ at their defaults. A program that is not found is an error of kind
+/// process group) of its own, with the signal mask empty and every signal at
+/// its default action (see [`reset_signals`]). A program that is not found is an error of kind
 /// `NotFound` (ENOENT, as `execvp` gives).
 pub fn spawn(spec: &CommandSpec) -> io::Result<Child> {
     spawn_with(spec, sys::start, sys::watch)
@@ -274,6 +274,31 @@ fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
+/// Past the highest signal number anywhere rframe runs: Linux has 64
+/// (SIGRTMAX), macOS and the BSDs fewer (`signal` refuses a number past
+/// theirs with EINVAL, harmlessly).
+const SIGNALS_END: libc::c_int = 65;
+
+/// Puts every signal that can be caught or ignored back to its default
+/// action, for a command. An ignored signal stays ignored across exec (a
+/// handler does not): a server started with `&` from a script ignores
+/// SIGINT and SIGQUIT, and Python ignores SIGPIPE and SIGXFSZ, and its
+/// commands would too (Ctrl-C would do nothing, `yes | head -1` would never
+/// end). Only `signal` calls, which are async-signal-safe.
+///
+/// # Safety
+///
+/// Only in a child between `fork` and `exec` (a `pre_exec` hook): in the
+/// server itself it would undo its own signal handling.
+unsafe fn reset_signals() {
+    for n in 1..SIGNALS_END {
+        if n != libc::SIGKILL && n != libc::SIGSTOP {
+            // SAFETY: the caller's promise; a number that is no signal here fails, changing nothing.
+            unsafe { libc::signal(n, libc::SIG_DFL) };
+        }
+    }
+}
+
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r == -1 {
         Err(io::Error::last_os_error())
@@ -392,9 +417,9 @@ mod sys {
     struct Attributes<'a>(&'a mut MaybeUninit<libc::posix_spawnattr_t>);
 
     impl<'a> Attributes<'a> {
-        /// Its own session; an empty signal mask; SIGPIPE and SIGXFSZ at
-        /// their defaults (Python ignores both, and an ignored signal stays
-        /// ignored across exec: `yes | head -1` would never end).
+        /// Its own session; an empty signal mask; every signal at its default
+        /// action, as [`reset_signals`] says why (a full set: the C library
+        /// skips SIGKILL, SIGSTOP and the signals it keeps for itself).
         fn new(slot: &'a mut MaybeUninit<libc::posix_spawnattr_t>) -> io::Result<Self> {
             // SAFETY: `slot` is valid for writes; it is initialised on success,
             // and only then wrapped (and so destroyed).
@@ -406,9 +431,7 @@ mod sys {
             // use; the attributes are initialised and copy the sets.
             unsafe {
                 libc::sigemptyset(empty.as_mut_ptr());
-                libc::sigemptyset(defaults.as_mut_ptr());
-                libc::sigaddset(defaults.as_mut_ptr(), libc::SIGPIPE);
-                libc::sigaddset(defaults.as_mut_ptr(), libc::SIGXFSZ);
+                libc::sigfillset(defaults.as_mut_ptr());
                 check(libc::posix_spawnattr_setsigmask(attr.0.as_mut_ptr(), empty.as_ptr()))?;
                 check(libc::posix_spawnattr_setsigdefault(attr.0.as_mut_ptr(), defaults.as_ptr()))?;
                 let flags = libc::POSIX_SPAWN_SETSID
@@ -547,7 +570,7 @@ mod std_hook {
     use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
 
-    use super::{cvt, environment, program, CommandSpec, Exit, Started};
+    use super::{cvt, environment, program, reset_signals, CommandSpec, Exit, Started};
 
     fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
         use std::os::fd::AsRawFd;
@@ -567,10 +590,14 @@ mod std_hook {
         if let Some(cwd) = &spec.cwd {
             cmd.current_dir(cwd);
         }
-        // SAFETY: setsid is async-signal-safe, and the closure touches no
-        // memory of the parent's.
+        // SAFETY: setsid and signal are async-signal-safe, and the closure
+        // touches no memory of the parent's; it runs between fork and exec.
         unsafe {
-            cmd.pre_exec(|| if libc::setsid() == -1 { Err(io::Error::last_os_error()) } else { Ok(()) });
+            cmd.pre_exec(|| {
+                cvt(libc::setsid())?;
+                reset_signals();
+                Ok(())
+            });
         }
         let mut child = cmd.spawn()?;
         let pid = child.id() as libc::pid_t;
@@ -793,24 +820,34 @@ mod tests {
     #[test]
     fn signals_are_as_a_fresh_process_has_them() {
         // This test binary ignores SIGPIPE (Rust's runtime does); ignore
-        // SIGXFSZ too and block SIGUSR2 in this thread: the command must have
-        // none of that. (Bits 13, 25 and 12: SIGPIPE, SIGXFSZ and SIGUSR2.)
+        // SIGXFSZ and SIGUSR1 too (as a server started with `&` ignores
+        // SIGINT: any signal, not only the two Python ignores) and block
+        // SIGUSR2 in this thread: the command must have none of that.
         // SAFETY: plain libc calls on valid, initialised signal sets.
         unsafe {
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
             let mut set = std::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigaddset(&mut set, libc::SIGUSR2);
             libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         }
-        let out = stdout(sh("grep -E '^Sig(Blk|Ign)' /proc/self/status"));
-        let mask = |name: &str| {
-            let line = out.lines().find(|l| l.starts_with(name)).unwrap();
-            u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
-        };
-        assert_eq!(mask("SigBlk:"), 0, "{out}");
-        let bit = |sig: i32| 1u64 << (sig - 1);
-        assert_eq!(mask("SigIgn:") & (bit(libc::SIGPIPE) | bit(libc::SIGXFSZ)), 0, "{out}");
+        let status = sh("grep -E '^Sig(Blk|Ign)' /proc/self/status");
+        // posix_spawn's, and the standard library's with a hook (elsewhere).
+        let hooked =
+            block_on(async { output(spawn_with(&status, std_hook::start, std_hook::watch).unwrap(), None).await });
+        for out in [stdout(status), hooked.1] {
+            let mask = |name: &str| {
+                let line = out.lines().find(|l| l.starts_with(name)).unwrap();
+                u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+            };
+            assert_eq!(mask("SigBlk:"), 0, "{out}");
+            // But glibc's own two (32 and 33, below SIGRTMIN): its posix_spawn
+            // leaves them ignored in the child, for its handlers not to run
+            // there, and no program may use them anyway.
+            let glibc = if cfg!(target_env = "gnu") { 3u64 << 31 } else { 0 };
+            assert_eq!(mask("SigIgn:") & !glibc, 0, "{out}");
+        }
         // So a pipeline ends at once, quietly.
         let started = Instant::now();
         assert_eq!(run(sh("yes | head -1")).unwrap(), (0, "y\n".into(), "".into()));

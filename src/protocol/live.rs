@@ -15,7 +15,8 @@ pub const STDIN_CHUNK: usize = 64 * 1024;
 
 /// The most bytes of output one `output` frame carries: what the command's
 /// pipe holds when it is read, up to this (a pipe the server widened holds
-/// up to 256 KiB: a fast writer's output goes in fewer, larger frames).
+/// up to 256 KiB: a fast writer's output goes in fewer, larger frames), and
+/// never more than the codec's `max_body` (`ServerSession::output_chunk`).
 pub const OUTPUT_CHUNK: usize = 256 * 1024;
 
 /// A terminal's `TERM` when a `start` with `pty` names none.

@@ -155,7 +155,8 @@ pub enum Action {
     /// Write these bytes to the live command's stdin (with backpressure:
     /// the peer is not read while they wait).
     WriteStdin(Bytes),
-    /// Close the live command's stdin once what was written went in.
+    /// Close the live command's stdin once what was written went in. (Not
+    /// on a terminal: its end of input is typed, a [`Action::WriteStdin`].)
     CloseStdin,
     /// Send this signal (one of `live::SIGNALS`) to the live command's group.
     Signal(&'static str),

@@ -16,7 +16,7 @@ use std::process::{Command, Stdio};
 
 use tokio::net::unix::pipe;
 
-use super::{cvt, environment, find_program, program, sys, Child, CommandSpec, Exit, Process};
+use super::{cvt, environment, find_program, program, reset_signals, sys, Child, CommandSpec, Exit, Process};
 
 /// Terminals are made here.
 pub const NO_PTY: Option<&str> = None;
@@ -46,19 +46,40 @@ fn set_size(master: &OwnedFd, columns: u16, lines: u16) -> io::Result<()> {
     cvt(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) }).map(drop)
 }
 
-/// Opens a new terminal: its master side (close-on-exec, non-blocking) and
-/// the path of its slave side.
-fn open_pair() -> io::Result<(OwnedFd, CString)> {
+/// A new terminal's master side, close-on-exec from the start: a command
+/// another thread starts meanwhile would otherwise keep it open for as long
+/// as it runs (a descriptor without close-on-exec survives exec), and the
+/// terminal would never see its last master close.
+#[cfg(target_os = "linux")]
+fn open_master() -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall. (glibc's and musl's posix_openpt open /dev/ptmx
+    // with the flags given: O_CLOEXEC is taken.)
+    let fd = cvt(unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) })?;
+    // SAFETY: posix_openpt succeeded: an open descriptor, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Elsewhere posix_openpt takes O_RDWR and O_NOCTTY only (macOS refuses
+/// other flags with EINVAL): close-on-exec is set right after, and a
+/// command another thread starts in between may keep the master open.
+#[cfg(not(target_os = "linux"))]
+fn open_master() -> io::Result<OwnedFd> {
     // SAFETY: plain syscall.
     let fd = cvt(unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY) })?;
     // SAFETY: posix_openpt succeeded: an open descriptor, owned by nobody else.
     let master = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain syscall on an open descriptor.
+    cvt(unsafe { libc::fcntl(master.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(master)
+}
+
+/// Opens a new terminal: its master side (close-on-exec, non-blocking) and
+/// the path of its slave side.
+fn open_pair() -> io::Result<(OwnedFd, CString)> {
+    let master = open_master()?;
     let raw = master.as_raw_fd();
-    // SAFETY: plain syscalls on an open descriptor. (A command another thread
-    // forks meanwhile may inherit the master; it closes it when it execs, and
-    // holding it changes nothing for this terminal.)
+    // SAFETY: plain syscalls on an open descriptor.
     unsafe {
-        cvt(libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC))?;
         let flags = cvt(libc::fcntl(raw, libc::F_GETFL))?;
         cvt(libc::fcntl(raw, libc::F_SETFL, flags | libc::O_NONBLOCK))?;
         cvt(libc::grantpt(raw))?;
@@ -105,6 +126,11 @@ pub fn spawn_pty(spec: &CommandSpec, columns: u16, lines: u16) -> io::Result<(Ch
         find_program(OsStr::new(&argv[0]), env.get(OsStr::new("PATH")).map(|p| p.as_os_str()), spec.cwd.as_deref())?;
     let (master, slave) = open_pair()?;
     set_size(&master, columns, lines)?;
+    // Every descriptor the child's driver needs, before there is a child:
+    // one that failed after the spawn would start the command only for the
+    // Child's drop to kill it, after it may have begun its work.
+    let writer = master.try_clone()?;
+    let control = master.try_clone()?;
     let mut cmd = Command::new(OsStr::from_bytes(file.as_bytes()));
     cmd.arg0(&argv[0]).args(&argv[1..]).env_clear().envs(env);
     cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
@@ -128,8 +154,8 @@ pub fn spawn_pty(spec: &CommandSpec, columns: u16, lines: u16) -> io::Result<(Ch
                 libc::close(fd);
             }
             // As `sys::start` gives every command (the standard library
-            // already resets SIGPIPE and the signal mask).
-            libc::signal(libc::SIGXFSZ, libc::SIG_DFL);
+            // already empties the signal mask).
+            reset_signals();
             Ok(())
         });
     }
@@ -140,8 +166,6 @@ pub fn spawn_pty(spec: &CommandSpec, columns: u16, lines: u16) -> io::Result<(Ch
     let mut child =
         Child { process: Process { pid, exit: Exit::Timer, status: None }, stdin: None, stdout: None, stderr: None };
     child.process.exit = sys::watch(pid);
-    let writer = master.try_clone()?;
-    let control = master.try_clone()?;
     child.stdin = Some(pipe::Sender::from_owned_fd_unchecked(writer)?);
     child.stdout = Some(pipe::Receiver::from_owned_fd_unchecked(master)?);
     Ok((child, Master(control)))
@@ -178,4 +202,18 @@ fn session_members(sid: libc::pid_t) -> Vec<libc::pid_t> {
         (session == sid).then_some(pid)
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_terminals_master_is_close_on_exec_from_its_open() {
+        // On Linux the open itself sets it (no fcntl after: see open_master).
+        let master = open_master().unwrap();
+        // SAFETY: plain syscall on an open descriptor.
+        let flags = unsafe { libc::fcntl(master.as_raw_fd(), libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+    }
 }

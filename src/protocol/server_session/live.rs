@@ -18,8 +18,20 @@ use crate::server::{Level, Reply};
 pub(super) struct Live {
     pub(super) shown: String,
     stdin_open: bool,
-    /// On a terminal: `resize` frames mean something.
+    /// On a terminal: `resize` frames mean something, and the end of input
+    /// is typed.
     pty: bool,
+    /// What was typed on the terminal so far ends a line (or is nothing):
+    /// its line buffer is empty, for all the terminal's defaults know.
+    line_start: bool,
+}
+
+/// A terminal's end of input is its EOF character, Ctrl-D, as typed (closing
+/// the master would hang the terminal up). Ctrl-D hands over the line typed
+/// so far, and is the end of input only on an empty line: after a partial
+/// one, a second is needed (`abc` then one Ctrl-D leaves `cat` waiting).
+fn terminal_eof(line_start: bool) -> Bytes {
+    Bytes::from_static(if line_start { b"\x04" } else { b"\x04\x04" })
 }
 
 impl ServerSession<'_> {
@@ -97,16 +109,30 @@ impl ServerSession<'_> {
             return actions;
         }
         let log = Action::Log(Level::Info, format!("started {shown}"));
-        self.state = State::Live(Live { shown, stdin_open: true, pty });
+        self.state = State::Live(Live { shown, stdin_open: true, pty, line_start: true });
         vec![log, Action::Reply(reply(json!({"op": "started"}), Bytes::new()))]
     }
 
+    /// The largest `output` body: [`live::OUTPUT_CHUNK`], or less under a
+    /// small `max_body` (the peer, with the same codec, refuses a larger
+    /// frame and drops the connection). The driver reads no more than this
+    /// from a pipe at once.
+    pub fn output_chunk(&self) -> usize {
+        live::OUTPUT_CHUNK.min(self.config.codec.max_body.min(live::OUTPUT_CHUNK as u64) as usize).max(1)
+    }
+
     /// Bytes the live command wrote to `fd` (1: stdout, 2: stderr): the
-    /// frame that carries them.
-    pub fn output(&mut self, fd: u8, data: Bytes) -> Vec<Action> {
+    /// frames that carry them, each within [`Self::output_chunk`].
+    pub fn output(&mut self, fd: u8, mut data: Bytes) -> Vec<Action> {
         assert!(self.is_live(), "output without a live command");
-        let header = format!(r#"{{"op": "output", "fd": {fd}, "total_size": {}}}"#, data.len());
-        vec![Action::Reply(Reply::new(Some(header.into_bytes()), data))]
+        let chunk = self.output_chunk();
+        let mut actions = Vec::with_capacity(data.len().div_ceil(chunk));
+        while !data.is_empty() {
+            let part = data.split_to(chunk.min(data.len()));
+            let header = format!(r#"{{"op": "output", "fd": {fd}, "total_size": {}}}"#, part.len());
+            actions.push(Action::Reply(Reply::new(Some(header.into_bytes()), part)));
+        }
+        actions
     }
 
     /// The live command ended (and its output was reported): the `exit` frame.
@@ -141,12 +167,19 @@ impl ServerSession<'_> {
                 // Input after the end of input (or to a command whose stdin
                 // is gone) has nowhere to go.
                 if live.stdin_open {
-                    if !frame.body.is_empty() {
+                    if let Some(&last) = frame.body.last() {
+                        // Newline, carriage return (a newline under ICRNL, a
+                        // terminal's default) and Ctrl-D itself empty the line buffer.
+                        live.line_start = matches!(last, b'\n' | b'\r' | b'\x04');
                         actions.push(Action::WriteStdin(frame.body));
                     }
                     if fields.eof {
                         live.stdin_open = false;
-                        actions.push(Action::CloseStdin);
+                        actions.push(if live.pty {
+                            Action::WriteStdin(terminal_eof(live.line_start))
+                        } else {
+                            Action::CloseStdin
+                        });
                     }
                 }
             }

@@ -24,7 +24,7 @@ use tokio::time::timeout_at;
 use super::{reply_head, Conn, End, Stream};
 use crate::exec::live::{read_ready, returncode, widen, LiveProcess, OutputPipe, StdinPipe, DRAIN_GRACE, PIPE_FULL};
 use crate::exec::CommandSpec;
-use crate::protocol::live::{Exit, OUTPUT_CHUNK};
+use crate::protocol::live::Exit;
 use crate::protocol::server_session::Action;
 use crate::server::{Level, Reply};
 
@@ -73,6 +73,8 @@ impl<'s> Conn<'s> {
         let (mut out_buf, mut err_buf) = (BytesMut::new(), BytesMut::new());
         let (mut out_widened, mut err_widened) = (false, false);
         let mut scratch = vec![0u8; 16 * 1024];
+        // Output frames within the codec's max_body, which the peer holds them to.
+        let chunk = self.session.output_chunk();
         let mut stop = self.shutdown.clone();
         loop {
             // Frames already in hand, while stdin has room for their bytes.
@@ -103,8 +105,8 @@ impl<'s> Conn<'s> {
                 _ = tokio::time::sleep_until(drain_deadline.unwrap_or(deadline)), if drain_deadline.is_some() && pipes_open => Happened::Drained,
                 io = timeout_at((Instant::now() + idle).into(), socket), if reading_peer || !pending.out.is_empty() => Happened::Socket(io),
                 written = write_stdin(stdin.as_mut(), pending.stdin.front().map_or(&[][..], |b| &b[..])), if writing_stdin => Happened::Stdin(written),
-                read = read_pipe(stdout.as_mut(), &mut out_buf, &mut out_widened), if reading_pipes && stdout.is_some() => Happened::Output(1, read),
-                read = read_pipe(stderr.as_mut(), &mut err_buf, &mut err_widened), if reading_pipes && stderr.is_some() => Happened::Output(2, read),
+                read = read_pipe(stdout.as_mut(), &mut out_buf, &mut out_widened, chunk), if reading_pipes && stdout.is_some() => Happened::Output(1, read),
+                read = read_pipe(stderr.as_mut(), &mut err_buf, &mut err_widened, chunk), if reading_pipes && stderr.is_some() => Happened::Output(2, read),
             };
             match happened {
                 Happened::Deadline => {
@@ -193,15 +195,9 @@ impl<'s> Conn<'s> {
                         pending.stdin.push_back(data);
                     }
                 }
-                // A terminal's end of input is its EOF character (Ctrl-D),
-                // as typed: closing the master would hang the terminal up.
-                Action::CloseStdin if proc.is_pty() => {
-                    if stdin.is_some() {
-                        pending.stdin_bytes += 1;
-                        pending.stdin.push_back(Bytes::from_static(b"\x04"));
-                    }
-                }
                 Action::CloseStdin => {
+                    // Closing a terminal's master would hang it up.
+                    debug_assert!(!proc.is_pty(), "a terminal's end of input is typed (the session's)");
                     if pending.stdin.is_empty() {
                         *stdin = None;
                     } else {
@@ -290,13 +286,18 @@ async fn write_stdin(stdin: Option<&mut StdinPipe>, data: &[u8]) -> std::io::Res
     }
 }
 
-/// The next bytes of a pipe (what it holds, up to a frame's worth, without
-/// waiting for more), or `None` at its end (or a read error). A pipe found
-/// full is widened once.
-async fn read_pipe(pipe: Option<&mut OutputPipe>, buf: &mut BytesMut, widened: &mut bool) -> Option<Bytes> {
+/// The next bytes of a pipe (what it holds, up to a frame's worth of
+/// `chunk` bytes, without waiting for more), or `None` at its end (or a
+/// read error). A pipe found full is widened once.
+async fn read_pipe(
+    pipe: Option<&mut OutputPipe>,
+    buf: &mut BytesMut,
+    widened: &mut bool,
+    chunk: usize,
+) -> Option<Bytes> {
     let pipe = pipe?;
-    buf.reserve(OUTPUT_CHUNK);
-    let mut limited = (&mut *pipe).take(OUTPUT_CHUNK as u64);
+    buf.reserve(chunk);
+    let mut limited = (&mut *pipe).take(chunk as u64);
     match limited.read_buf(buf).await {
         Ok(0) | Err(_) => None,
         Ok(n) => {
@@ -304,7 +305,7 @@ async fn read_pipe(pipe: Option<&mut OutputPipe>, buf: &mut BytesMut, widened: &
                 *widened = true;
                 widen(pipe);
             }
-            read_ready(pipe, buf, OUTPUT_CHUNK);
+            read_ready(pipe, buf, chunk);
             Some(buf.split().freeze())
         }
     }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-use crate::codec::Frame;
+use crate::codec::{Codec, Frame};
 use crate::exec::Program;
 use crate::protocol::live::Exit;
 use crate::protocol::server_session::{Action, Channel, ServerSession};
@@ -88,6 +88,39 @@ fn a_terminal_gets_its_term_and_size_and_resize_frames_reach_it() {
     assert_eq!(spec.env, [("TERM".to_owned(), crate::protocol::live::DEFAULT_TERM.to_owned())]);
 }
 
+/// The bytes a terminal's command gets for these `stdin` frames (the last with `eof`).
+#[cfg(unix)]
+fn typed_on_a_terminal(inputs: &[&[u8]]) -> Vec<u8> {
+    let config = ServerConfig::default();
+    let mut s = ServerSession::new(&config, false, Channel::Plain);
+    s.receive(frame(json!({"op": "start", "cmd": "cat", "pty": true}), b""));
+    s.started(Ok(()));
+    let mut typed = vec![];
+    for (i, input) in inputs.iter().enumerate() {
+        let eof = i + 1 == inputs.len();
+        for action in s.receive(frame(json!({"op": "stdin", "eof": eof}), input)) {
+            match action {
+                Action::WriteStdin(data) => typed.extend_from_slice(&data),
+                other => panic!("a terminal's stdin is typed, not {other:?}"),
+            }
+        }
+    }
+    typed
+}
+
+#[test]
+#[cfg(unix)]
+fn a_terminals_end_of_input_is_ctrl_d_twice_after_a_partial_line() {
+    // One Ctrl-D at the start of a line is the end of input; after a partial
+    // line it only hands the line over.
+    assert_eq!(typed_on_a_terminal(&[b""]), b"\x04");
+    assert_eq!(typed_on_a_terminal(&[b"abc\n", b""]), b"abc\n\x04");
+    assert_eq!(typed_on_a_terminal(&[b"abc\r"]), b"abc\r\x04");
+    assert_eq!(typed_on_a_terminal(&[b"abc"]), b"abc\x04\x04");
+    assert_eq!(typed_on_a_terminal(&[b"one\n", b"abc", b""]), b"one\nabc\x04\x04", "the last byte typed counts");
+    assert_eq!(typed_on_a_terminal(&[b"abc", b"\n", b""]), b"abc\n\x04");
+}
+
 #[test]
 fn a_resize_without_a_terminal_is_ignored() {
     let config = ServerConfig::default();
@@ -166,6 +199,21 @@ fn output_becomes_output_frames_with_their_fd() {
     let got = replies(&s.output(2, Bytes::from_static(b"\x00oops")));
     assert_eq!(got[0].0, json!({"op": "output", "fd": 2, "total_size": 5}));
     assert_eq!(&got[0].1[..], b"\x00oops");
+}
+
+#[test]
+fn output_frames_stay_within_the_codecs_max_body() {
+    // The peer, with the same codec, refuses a frame past max_body and drops the connection.
+    let config = ServerConfig { codec: Codec { max_body: 65536, ..Codec::default() }, ..ServerConfig::default() };
+    let mut s = running(&config);
+    assert_eq!(s.output_chunk(), 65536);
+    let got = replies(&s.output(1, Bytes::from(vec![7u8; 3 * 65536 + 5])));
+    let sizes: Vec<usize> = got.iter().map(|(_, body, _)| body.len()).collect();
+    assert_eq!(sizes, [65536, 65536, 65536, 5]);
+    assert!(got.iter().all(|(h, b, _)| h["total_size"] == b.len() && h["fd"] == 1));
+    // A large max_body leaves the frame size at OUTPUT_CHUNK.
+    let config = ServerConfig { codec: Codec { max_body: 1 << 30, ..Codec::default() }, ..ServerConfig::default() };
+    assert_eq!(running(&config).output_chunk(), crate::protocol::live::OUTPUT_CHUNK);
 }
 
 #[test]
