@@ -82,6 +82,17 @@ def rframe_latency(port: int, lines: int, gap: float) -> list[float]:
     return delays
 
 
+def local_latency(lines: int, gap: float) -> list[float]:
+    """The same lines read straight from the writer's pipe by this process: one
+    hop, no server and no network (a reference, not a peer)."""
+    delays = []
+    with subprocess.Popen(writer(lines, gap), shell=True, stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            delays.append((time.time_ns() - int(line)) / 1e3)
+    return delays
+
+
 def rframe_throughput(port: int, size: int) -> float:
     with rframe.Client(HOST, port, timeout=60) as client, client.start(f"head -c {size} /dev/zero") as proc:
         t0, got = time.perf_counter(), 0
@@ -164,6 +175,8 @@ def main() -> int:
         rframe_latency(port, 10, gap)  # warm-up
         delays = rframe_latency(port, lines, gap)
         rows["rframe"] = {"median": statistics.median(delays), "p99": percentile(delays, 0.99)}
+        local = local_latency(lines, gap)
+        floor = {"median": statistics.median(local), "p99": percentile(local, 0.99)}
         # The throughput rounds take turns with asyncssh's, so that a busy
         # moment of the machine falls on both.
         streams = {"rframe": lambda: rframe_throughput(port, size)}
@@ -219,6 +232,8 @@ def main() -> int:
     for name, r in rows.items():
         idle_ms = f"{r['idle'] * 1e3:.2f}" if "idle" in r else ""
         print(f"| {name} | {r['median']:.0f} | {r['p99']:.0f} | {r['rate'] / 1e6:,.0f} | {r['cpu']:.2f} | {idle_ms} |")
+    reference = "the writer's pipe read locally: one hop, no server (reference)"
+    print(f"| {reference} | {floor['median']:.0f} | {floor['p99']:.0f} | | | |")
     ours = rows["rframe"]
     checks = [
         ("median latency", f"{ours['median']:.0f} us", "< 200 us", ours["median"] < 200),
