@@ -493,7 +493,7 @@ fn start_put(s: &mut ServerSession<'_>, size: u64) -> Value {
 /// Sends a data frame and writes its chunk as a driver would.
 fn put_data(s: &mut ServerSession<'_>, data: &[u8]) {
     let actions = s.receive(frame(json!({"op": "data"}), data));
-    let [Action::WriteChunk { chunk, hasher }] = &actions[..] else { panic!("{actions:?}") };
+    let [Action::WriteChunk { chunk, hasher, .. }] = &actions[..] else { panic!("{actions:?}") };
     assert_eq!(&chunk[..], data);
     let mut hasher = hasher.clone();
     hasher.update(chunk);
@@ -509,7 +509,7 @@ fn a_put_stores_when_size_and_digest_match() {
     put_data(&mut s, b"world");
     let digest = Checksum::Sha256.hex_digest(b"hello world");
     let actions = s.receive(frame(json!({"op": "end", "checksum": "sha256", "digest": digest.to_uppercase()}), b""));
-    assert!(matches!(&actions[..], [Action::CommitUpload { durable: true }]), "{actions:?}");
+    assert!(matches!(&actions[..], [Action::CommitUpload { durable: true, restart: None }]), "{actions:?}");
     let actions = s.upload_committed(Ok(None));
     assert_eq!(logs(&actions), ["stored \"a.txt\": 11 bytes"]);
     let (h, _) = reply(&actions);
@@ -828,7 +828,7 @@ fn files_stored_without_sync_are_synced_by_a_sync_request() {
     assert!(matches!(&actions[..], [Action::CreateUpload { .. }]));
     s.upload_created(Ok(()));
     let end = json!({"op": "end", "digest": Checksum::Sha256.hex_digest(b"")});
-    assert!(matches!(&s.receive(frame(end, b""))[..], [Action::CommitUpload { durable: false }]));
+    assert!(matches!(&s.receive(frame(end, b""))[..], [Action::CommitUpload { durable: false, restart: None }]));
     s.upload_committed(Ok(None));
     assert!(matches!(&s.receive(frame(json!({"op": "sync"}), b""))[..], [Action::Sync]));
     let (code, _) =
