@@ -565,6 +565,15 @@ impl Upload {
     }
 
     fn rename(&self) -> io::Result<()> {
+        self.rename_part()?;
+        if let Some(identity) = &self.identity {
+            // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+            unsafe { libc::unlinkat(self.dir.as_raw_fd(), identity.as_ptr(), 0) };
+        }
+        Ok(())
+    }
+
+    fn rename_part(&self) -> io::Result<()> {
         let fd = self.dir.as_raw_fd();
         #[cfg(target_os = "linux")]
         if !self.overwrite {
@@ -582,12 +591,7 @@ impl Upload {
             return Err(io::Error::from_raw_os_error(libc::EEXIST));
         }
         // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
-        cvt(unsafe { libc::renameat(fd, self.temp.as_ptr(), fd, self.target.as_ptr()) })?;
-        if let Some(identity) = &self.identity {
-            // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
-            unsafe { libc::unlinkat(fd, identity.as_ptr(), 0) };
-        }
-        Ok(())
+        cvt(unsafe { libc::renameat(fd, self.temp.as_ptr(), fd, self.target.as_ptr()) }).map(drop)
     }
 }
 
