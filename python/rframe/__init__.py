@@ -28,6 +28,7 @@ from ._errors import (
     IncompleteFrame,
     RemoteError,
     RemoteFileExistsError,
+    SourceChangedError,
     RemoteFileNotFoundError,
 )
 from ._process import RemoteProcess
@@ -116,4 +117,5 @@ __all__ = [
     "RemoteError",
     "RemoteFileNotFoundError",
     "RemoteFileExistsError",
+    "SourceChangedError",
 ]
