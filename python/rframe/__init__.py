@@ -28,8 +28,8 @@ from ._errors import (
     IncompleteFrame,
     RemoteError,
     RemoteFileExistsError,
-    SourceChangedError,
     RemoteFileNotFoundError,
+    SourceChangedError,
 )
 from ._process import RemoteProcess
 from ._rframe import Codec, Frame, FrameDecoder, Server, pack_frame, read_frame, send_frame
