@@ -1400,3 +1400,35 @@ def test_cli_put_and_get_resume_flag(root, here):
     finally:
         server.proc.send_signal(signal.SIGTERM)
         assert server.wait() == 0
+
+
+@pytest.mark.parametrize("offset", [None, 2], ids=["old-server", "offset-not-asked"])
+def test_a_resumed_download_from_a_server_that_ignores_or_breaks_resume(connect, server, root, here, offset):
+    """A server older than resume sends no offset and no mtime: the whole file
+    comes, and is right; one that resumes at an offset not asked for is a
+    broken protocol (RemoteError), and nothing wrong is saved."""
+    data = os.urandom(4 * CHUNK)
+    (root / "f").write_bytes(data)
+    with connect(server) as c, pytest.raises(Cut):
+        c.download("f", here / "f", resume=True, progress=cut_at(CHUNK))
+    assert kept_part(here)
+    head = {"op": "file", "size": len(data)} | ({} if offset is None else {"offset": offset})
+    frames = [(head, b""), ({"op": "data"}, data), ({"op": "end", "size": len(data), "digest": sha256(data)}, b"")]
+    listener, t = fake_server(frames if offset is None else frames[:1])  # (a client that gives up reads no more)
+    with listener:
+
+        class Address:
+            address = listener.getsockname()
+
+        calls: list[int] = []
+        c = connect(Address)
+        if offset is None:
+            c.download("f", here / "f", resume=True, progress=counting(calls))
+            assert calls[0] == 0 and (here / "f").read_bytes() == data
+            assert parts(here) == []
+        else:
+            with pytest.raises(rframe.RemoteError):
+                c.download("f", here / "f", resume=True, progress=counting(calls))
+            assert not (here / "f").exists()
+        c.close()
+        t.join(HANG_BOUND)
