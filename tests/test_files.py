@@ -1432,3 +1432,25 @@ def test_a_resumed_download_from_a_server_that_ignores_or_breaks_resume(connect,
             assert not (here / "f").exists()
         c.close()
         t.join(HANG_BOUND)
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_a_transfer_cut_after_its_last_byte_resumes_with_nothing_left_to_move(connect, server, root, here, direction):
+    data = os.urandom(3 * CHUNK + 5)
+    (here / "f").write_bytes(data)
+    (root / "f").write_bytes(data)
+
+    def transfer(c, **kwargs):
+        if direction == "upload":
+            return c.upload(here / "f", "g", resume=True, **kwargs)
+        return c.download("f", here / "g", resume=True, **kwargs)
+
+    with connect(server) as c, pytest.raises(Cut):
+        transfer(c, progress=cut_at(len(data)))
+    receiver = root if direction == "upload" else here
+    assert kept_part(receiver) == data
+    calls: list[int] = []
+    with connect(server) as c:
+        r = transfer(c, progress=counting(calls))
+    assert calls == [len(data)] and r["sha256"] == sha256(data)
+    assert (receiver / "g").read_bytes() == data and parts(receiver) == []

@@ -555,3 +555,17 @@ fn sweep_removes_old_kept_parts_as_any_temporary() {
     }
     assert_eq!(root.sweep_uploads(hour, 1000, &|| false).unwrap().0, 2);
 }
+
+#[test]
+fn a_kept_parts_identity_is_touched_when_its_transfer_ends() {
+    let s = Scratch::new();
+    let root = s.root();
+    let (mut up, _) = root.create_resumable("k", false, None).unwrap();
+    up.restart_for(Identity { size: 3, mtime_ns: 2 }).unwrap();
+    let identity = s.0.join("root").join(resume_names(b"k").1);
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    fs::File::options().write(true).open(&identity).unwrap().set_modified(long_ago).unwrap();
+    drop(up); // cut after a long transfer
+    let age = fs::metadata(&identity).unwrap().modified().unwrap().elapsed().unwrap_or_default();
+    assert!(age < Duration::from_secs(3600), "{age:?}");
+}

@@ -609,6 +609,12 @@ fn read_small_at(dir: &OwnedFd, name: &CStr) -> Option<Vec<u8>> {
 
 impl Drop for Upload {
     fn drop(&mut self) {
+        if let (false, Some(identity)) = (self.done, &self.identity) {
+            // A kept part's identity file was written when its transfer began:
+            // touched now, it is swept no sooner than the part.
+            // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+            unsafe { libc::utimensat(self.dir.as_raw_fd(), identity.as_ptr(), std::ptr::null(), 0) };
+        }
         if !self.done && self.identity.is_none() {
             // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
             unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.temp.as_ptr(), 0) };
