@@ -42,10 +42,11 @@ impl Conn<'_> {
         checksum: Checksum,
     ) -> Vec<Action> {
         let root = self.root();
+        // The kept bytes are read and hashed before `ready`: the client waits that long.
         let opened = blocking(move || {
             let (upload, recorded) = root.create_resumable(&name, overwrite, mode)?;
-            let hasher = upload.hash_kept(checksum).map_err(|source| FileError::Io { name: name.clone(), source })?;
-            Ok((upload, recorded)).map(|(upload, recorded)| (Kept { len: upload.written(), recorded, hasher }, upload))
+            let hasher = upload.hash_kept(checksum).map_err(|source| FileError::Io { name, source })?;
+            Ok((Kept { len: upload.written(), recorded, hasher }, upload))
         })
         .await
         .map(|(kept, upload)| {
