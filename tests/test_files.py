@@ -1397,6 +1397,9 @@ def test_cli_put_and_get_resume_flag(root, here):
         r = cli("get", "g", "h", "--resume", *where, cwd=here)
         assert r.returncode == 0 and (here / "h").read_bytes() == data + b"more", r.stderr
         assert parts(here) == []
+        # Many servers at once do not resume: said, not ignored.
+        r = cli("--hosts", f"127.0.0.1:{server.port}", "get", "g", "--resume", cwd=here)
+        assert r.returncode != 0 and "--resume is for one server" in r.stderr, r.stderr
     finally:
         server.proc.send_signal(signal.SIGTERM)
         assert server.wait() == 0
