@@ -1304,9 +1304,10 @@ def test_a_changed_source_refuses_to_resume(connect, server, root, here, change)
         assert err.value.code == "changed" and "changed" in str(err.value)
         assert kept_part(root) == kept, "what was kept is left as it was"
         assert not (root / "f").exists()
-        # Starting over is explicit.
+        # Starting over is explicit; the whole file then replaces what was kept.
         c.upload(here / "f", resume=False)
     assert (root / "f").read_bytes() == (here / "f").read_bytes()
+    assert parts(root) == []
     # Download: the server's file changed since this side kept its first bytes.
     with connect(server) as c, pytest.raises(Cut):
         c.download("f", here / "g", resume=True, progress=cut_at(2 * CHUNK))
@@ -1316,8 +1317,10 @@ def test_a_changed_source_refuses_to_resume(connect, server, root, here, change)
         with pytest.raises(rframe.SourceChangedError):
             c.download("f", here / "g", resume=True)
         assert kept_part(here) == kept and not (here / "g").exists()
-        c.download("f", here / "h", resume=False)
-    assert (here / "h").read_bytes() == (root / "f").read_bytes()
+        c.download("f", here / "g", resume=False)
+        c.upload(here / "g", "f2", resume=True)  # and resuming works again, from nothing kept
+    assert (here / "g").read_bytes() == (root / "f").read_bytes() == (root / "f2").read_bytes()
+    assert parts(here) == [] and parts(root) == []
 
 
 @pytest.mark.parametrize("direction", ["upload", "download"])

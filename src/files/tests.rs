@@ -569,3 +569,20 @@ fn a_kept_parts_identity_is_touched_when_its_transfer_ends() {
     let age = fs::metadata(&identity).unwrap().modified().unwrap().elapsed().unwrap_or_default();
     assert!(age < Duration::from_secs(3600), "{age:?}");
 }
+
+#[test]
+fn a_whole_upload_drops_what_a_cut_resumable_one_kept_unless_held() {
+    let s = Scratch::new();
+    let root = s.root();
+    let (part, identity) = resume_names(b"w");
+    let (mut up, _) = root.create_resumable("w", false, None).unwrap();
+    up.restart_for(Identity { size: 3, mtime_ns: 2 }).unwrap();
+    up.write(b"ab").unwrap();
+    // Held: left alone.
+    upload(&root, "w", b"new", true).unwrap();
+    assert!(s.0.join("root").join(&part).exists());
+    drop(up);
+    upload(&root, "w", b"newer", true).unwrap();
+    assert!(!s.0.join("root").join(&part).exists() && !s.0.join("root").join(&identity).exists());
+    assert_eq!(fs::read(s.0.join("root/w")).unwrap(), b"newer");
+}

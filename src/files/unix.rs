@@ -569,8 +569,31 @@ impl Upload {
         if let Some(identity) = &self.identity {
             // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
             unsafe { libc::unlinkat(self.dir.as_raw_fd(), identity.as_ptr(), 0) };
+        } else {
+            self.drop_kept();
         }
         Ok(())
+    }
+
+    /// A whole transfer replaced the target: what a cut resumable transfer
+    /// kept for it (of an older source, or it would have resumed) is of no
+    /// use any more, and goes, unless a transfer holds it.
+    fn drop_kept(&self) {
+        let (part, identity) = super::resume_names(self.target.to_bytes());
+        let (Ok(part), Ok(identity)) = (cstring(part.as_bytes()), cstring(identity.as_bytes())) else { return };
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+        let Ok(fd) = cvt(unsafe { libc::openat(self.dir.as_raw_fd(), part.as_ptr(), flags) }) else { return };
+        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a plain syscall on an open descriptor of ours.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return;
+        }
+        for name in [&part, &identity] {
+            // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+            unsafe { libc::unlinkat(self.dir.as_raw_fd(), name.as_ptr(), 0) };
+        }
     }
 
     fn rename_part(&self) -> io::Result<()> {

@@ -257,6 +257,11 @@ impl Upload {
         self.done = true;
         if let Some(identity) = &self.identity {
             let _ = std::fs::remove_file(identity);
+        } else if let (Some(dir), Some(base)) = (self.target.parent(), self.target.file_name()) {
+            // What a cut resumable download kept for this path is of no use any more.
+            let (part, identity) = resume_names(base.to_string_lossy().as_bytes());
+            let _ = std::fs::remove_file(dir.join(part));
+            let _ = std::fs::remove_file(dir.join(identity));
         }
         Ok(None)
     }
