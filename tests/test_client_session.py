@@ -182,8 +182,8 @@ def test_upload_then_download_with_the_driver_hashing(server, root, tmp_path):
         # Upload: the session says when and how much; the test reads and hashes.
         id_, data = d.session.put("up.bin", len(payload), overwrite=False)
         d.send(data)
-        kind, got, chunk = d.next_for(id_)
-        assert kind == "upload-ready" and chunk > 0
+        kind, got, chunk, offset, prefix_digest = d.next_for(id_)
+        assert kind == "upload-ready" and chunk > 0 and (offset, prefix_digest) == (0, None)
         digest = hashlib.sha256()
         for start in range(0, len(payload), chunk):
             piece = payload[start : start + chunk]
@@ -204,7 +204,8 @@ def test_upload_then_download_with_the_driver_hashing(server, root, tmp_path):
         # Download: chunks to a local file, hashed here, checked against the end.
         id_, data = d.session.get("up.bin")
         d.send(data)
-        assert d.next_for(id_) == ("download-started", id_, len(payload))
+        mtime_ns = os.stat(root / "up.bin").st_mtime_ns  # (a resumed get's identity)
+        assert d.next_for(id_) == ("download-started", id_, len(payload), 0, mtime_ns)
         got_hash = hashlib.sha256()
         with open(tmp_path / "down.bin", "wb") as f:
             while True:

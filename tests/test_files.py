@@ -1209,3 +1209,314 @@ def test_a_directory_its_owner_cannot_write_is_opened_while_a_tree_goes_in():
     # Its mode is the source's already, but a second run must still write in it.
     assert [(d.name, oct(d.mode)) for d in plan.unlock] == [("ro", "0o755")]
     assert [d.name for d in plan.dirs] == ["ro"]  # its mode given back at the end
+
+
+# --------------------------------------------------------------------------- resume
+
+
+class Cut(Exception):
+    pass
+
+
+def cut_at(offset: int):
+    """A progress callback that cuts the transfer once ``offset`` bytes moved."""
+
+    def progress(done, total):
+        if done >= offset:
+            raise Cut(done)
+
+    return progress
+
+
+def counting(calls: list[int]):
+    return lambda done, total: calls.append(done)
+
+
+def kept_part(directory) -> bytes | None:
+    """The bytes of the part a resumable transfer kept in ``directory`` once
+    no transfer holds it (its identity file, small JSON, is beside it)."""
+    import fcntl
+
+    found = [n for n in parts(directory) if not (directory / n).read_bytes().startswith(b'{"size": ')]
+    if not found:
+        return None
+    [name] = found
+
+    def free():
+        with open(directory / name, "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+    assert wait_until(free), "the cut transfer let go of its part"
+    return (directory / name).read_bytes()
+
+
+def flip_byte(directory, at: int) -> None:
+    [name] = [n for n in parts(directory) if not (directory / n).read_bytes().startswith(b'{"size": ')]
+    data = bytearray((directory / name).read_bytes())
+    data[at] ^= 0xFF
+    (directory / name).write_bytes(bytes(data))
+
+
+RESUME_SEEDS = [1, 2, 3]
+
+
+def resume_setup(seed: int):
+    """A random source size, chunk size and cut offset (reproducible by seed)."""
+    import random
+
+    rng = random.Random(seed)
+    chunk = rng.randrange(2048, 16384)
+    size = rng.randrange(20 * chunk, 40 * chunk)
+    return os.urandom(size), chunk, rng.randrange(chunk, size - chunk)
+
+
+@pytest.mark.parametrize("seed", RESUME_SEEDS)
+def test_a_cut_upload_resumes_with_only_the_rest(connect, root, here, seed):
+    data, chunk, cut = resume_setup(seed)
+    (here / "f").write_bytes(data)
+    codec = rframe.Codec(max_body=chunk)
+    with running(rframe.Server(port=0, root=root, codec=codec)) as s:
+        with connect(s, codec=codec) as c, pytest.raises(Cut):
+            c.upload(here / "f", resume=True, progress=cut_at(cut))
+        kept = kept_part(root)
+        assert kept and len(kept) <= cut + chunk and data.startswith(kept)
+        assert not (root / "f").exists()
+        calls: list[int] = []
+        with connect(s, codec=codec) as c:
+            r = c.upload(here / "f", resume=True, progress=counting(calls))
+    assert calls[0] == len(kept), "only the rest moved"
+    assert calls[-1] == len(data) and r == {"name": "f", "size": len(data), "sha256": sha256(data)}
+    assert (root / "f").read_bytes() == data
+    assert parts(root) == [], "the part took the name; its identity file is gone"
+
+
+@pytest.mark.parametrize("seed", RESUME_SEEDS)
+def test_a_cut_download_resumes_with_only_the_rest(connect, root, here, seed):
+    data, chunk, cut = resume_setup(seed)
+    (root / "f").write_bytes(data)
+    codec = rframe.Codec(max_body=chunk)
+    with running(rframe.Server(port=0, root=root, codec=codec)) as s:
+        with connect(s, codec=codec) as c, pytest.raises(Cut):
+            c.download("f", here / "g", resume=True, progress=cut_at(cut))
+        kept = kept_part(here)
+        assert kept and cut <= len(kept) and data.startswith(kept)
+        assert not (here / "g").exists()
+        calls: list[int] = []
+        with connect(s, codec=codec) as c:
+            r = c.download("f", here / "g", resume=True, progress=counting(calls))
+    assert calls[0] == len(kept), "only the rest moved"
+    assert r == {"name": str(here / "g"), "size": len(data), "sha256": sha256(data)}
+    assert (here / "g").read_bytes() == data
+    assert parts(here) == []
+
+
+def test_a_download_cut_by_a_killed_server_resumes(root, here):
+    """A lost connection (the server SIGKILLed mid-transfer) keeps what arrived too."""
+    data = os.urandom(64 * CHUNK)
+    (root / "f").write_bytes(data)
+    server = CliServer("--root", root)
+    killed = []
+
+    def kill(done, total):
+        if done and not killed:
+            server.proc.send_signal(signal.SIGKILL)
+            server.proc.wait(HANG_BOUND)
+            killed.append(done)
+
+    try:
+        with server.client() as c, pytest.raises((ConnectionError, EOFError, rframe.RemoteError)):
+            c.download("f", here / "g", resume=True, progress=kill)
+    finally:
+        server.stop()
+    kept = kept_part(here)
+    assert kept and data.startswith(kept)
+    with running(rframe.Server(port=0, root=root)) as s, rframe.Client(*s.address, timeout=HANG_BOUND) as c:
+        calls: list[int] = []
+        c.download("f", here / "g", resume=True, progress=counting(calls))
+    assert calls[0] == len(kept) and (here / "g").read_bytes() == data
+
+
+@pytest.mark.parametrize("change", ["mtime", "size"])
+def test_a_changed_source_refuses_to_resume(connect, server, root, here, change):
+    data = os.urandom(8 * CHUNK)
+
+    def change_file(path):
+        if change == "mtime":
+            st = os.stat(path)
+            os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        else:
+            with open(path, "ab") as f:
+                f.write(b"!")
+
+    # Upload: the local file changed since the server kept its first bytes.
+    (here / "f").write_bytes(data)
+    with connect(server) as c, pytest.raises(Cut):
+        c.upload(here / "f", resume=True, progress=cut_at(2 * CHUNK))
+    kept = kept_part(root)
+    change_file(here / "f")
+    with connect(server) as c:
+        with pytest.raises(rframe.SourceChangedError) as err:
+            c.upload(here / "f", resume=True)
+        assert err.value.code == "changed" and "changed" in str(err.value)
+        assert kept_part(root) == kept, "what was kept is left as it was"
+        assert not (root / "f").exists()
+        # Starting over is explicit; the whole file then replaces what was kept.
+        c.upload(here / "f", resume=False)
+    assert (root / "f").read_bytes() == (here / "f").read_bytes()
+    assert parts(root) == []
+    # Download: the server's file changed since this side kept its first bytes.
+    with connect(server) as c, pytest.raises(Cut):
+        c.download("f", here / "g", resume=True, progress=cut_at(2 * CHUNK))
+    kept = kept_part(here)
+    change_file(root / "f")
+    with connect(server) as c:
+        with pytest.raises(rframe.SourceChangedError):
+            c.download("f", here / "g", resume=True)
+        assert kept_part(here) == kept and not (here / "g").exists()
+        c.download("f", here / "g", resume=False)
+        c.upload(here / "g", "f2", resume=True)  # and resuming works again, from nothing kept
+    assert (here / "g").read_bytes() == (root / "f").read_bytes() == (root / "f2").read_bytes()
+    assert parts(here) == [] and parts(root) == []
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_a_corrupted_kept_part_starts_over(connect, server, root, here, direction):
+    data = os.urandom(8 * CHUNK + 77)
+    (here / "f").write_bytes(data)
+    (root / "f").write_bytes(data)
+    receiver = root if direction == "upload" else here
+
+    def transfer(c, **kwargs):
+        if direction == "upload":
+            return c.upload(here / "f", "g", resume=True, **kwargs)
+        return c.download("f", here / "g", resume=True, **kwargs)
+
+    with connect(server) as c, pytest.raises(Cut):
+        transfer(c, progress=cut_at(3 * CHUNK))
+    kept = kept_part(receiver)
+    assert kept and len(kept) > 10
+    flip_byte(receiver, len(kept) // 2)
+    calls: list[int] = []
+    with connect(server) as c:
+        r = transfer(c, progress=counting(calls))
+    assert calls[0] == 0, "the prefix did not match: all of it moved"
+    assert r["sha256"] == sha256(data) and (receiver / "g").read_bytes() == data
+    assert parts(receiver) == []
+
+
+def test_without_resume_a_cut_keeps_nothing_and_a_resume_with_nothing_kept_starts_at_0(connect, server, root, here):
+    data = os.urandom(6 * CHUNK)
+    (here / "f").write_bytes(data)
+    (root / "f").write_bytes(data)
+    with connect(server) as c, pytest.raises(Cut):
+        c.upload(here / "f", "g", progress=cut_at(2 * CHUNK))
+    with connect(server) as c, pytest.raises(Cut):
+        c.download("f", here / "g", progress=cut_at(2 * CHUNK))
+    assert wait_until(lambda: parts(root) == []) and parts(here) == []
+    for direction in ("upload", "download"):
+        calls: list[int] = []
+        with connect(server) as c:
+            if direction == "upload":
+                c.upload(here / "f", "g", resume=True, progress=counting(calls))
+            else:
+                c.download("f", here / "g", resume=True, progress=counting(calls))
+        assert calls[0] == 0 and calls[-1] == len(data)
+    assert (root / "g").read_bytes() == data == (here / "g").read_bytes()
+    assert parts(root) == [] and parts(here) == []
+
+
+def test_cli_put_and_get_resume_flag(root, here):
+    """--resume continues (and refuses a changed source, saying how to start
+    over); --no-resume and the default off a terminal start over."""
+    data = os.urandom(8 * CHUNK)
+    (here / "f").write_bytes(data)
+    server = CliServer("--root", root)
+    where = ("--port", server.port)
+    try:
+        with server.client() as c, pytest.raises(Cut):
+            c.upload(here / "f", resume=True, progress=cut_at(2 * CHUNK))
+        assert kept_part(root)
+        r = cli("put", "f", "--resume", *where, cwd=here)
+        assert r.returncode == 0 and r.stdout.startswith("stored f:"), r.stderr
+        assert (root / "f").read_bytes() == data and parts(root) == []
+        # A changed source: --resume refuses, --no-resume starts over.
+        with server.client() as c, pytest.raises(Cut):
+            c.upload(here / "f", "g", resume=True, progress=cut_at(2 * CHUNK))
+        assert kept_part(root)
+        (here / "f").write_bytes(data + b"more")
+        r = cli("put", "f", "g", "--resume", *where, cwd=here)
+        assert r.returncode == 1 and "--no-resume starts over" in r.stderr, r.stderr
+        assert not (root / "g").exists()
+        r = cli("put", "f", "g", "--no-resume", *where, cwd=here)
+        assert r.returncode == 0 and (root / "g").read_bytes() == data + b"more", r.stderr
+        # get: a kept local part is used with --resume.
+        with server.client() as c, pytest.raises(Cut):
+            c.download("g", here / "h", resume=True, progress=cut_at(2 * CHUNK))
+        assert kept_part(here)
+        r = cli("get", "g", "h", "--resume", *where, cwd=here)
+        assert r.returncode == 0 and (here / "h").read_bytes() == data + b"more", r.stderr
+        assert parts(here) == []
+        # Many servers at once do not resume: said, not ignored.
+        r = cli("--hosts", f"127.0.0.1:{server.port}", "get", "g", "--resume", cwd=here)
+        assert r.returncode != 0 and "--resume is for one server" in r.stderr, r.stderr
+    finally:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.wait() == 0
+
+
+@pytest.mark.parametrize("offset", [None, 2], ids=["old-server", "offset-not-asked"])
+def test_a_resumed_download_from_a_server_that_ignores_or_breaks_resume(connect, server, root, here, offset):
+    """A server older than resume sends no offset and no mtime: the whole file
+    comes, and is right; one that resumes at an offset not asked for is a
+    broken protocol (RemoteError), and nothing wrong is saved."""
+    data = os.urandom(4 * CHUNK)
+    (root / "f").write_bytes(data)
+    with connect(server) as c, pytest.raises(Cut):
+        c.download("f", here / "f", resume=True, progress=cut_at(CHUNK))
+    assert kept_part(here)
+    head = {"op": "file", "size": len(data)} | ({} if offset is None else {"offset": offset})
+    frames = [(head, b""), ({"op": "data"}, data), ({"op": "end", "size": len(data), "digest": sha256(data)}, b"")]
+    listener, t = fake_server(frames if offset is None else frames[:1])  # (a client that gives up reads no more)
+    with listener:
+
+        class Address:
+            address = listener.getsockname()
+
+        calls: list[int] = []
+        c = connect(Address)
+        if offset is None:
+            c.download("f", here / "f", resume=True, progress=counting(calls))
+            assert calls[0] == 0 and (here / "f").read_bytes() == data
+            assert parts(here) == []
+        else:
+            with pytest.raises(rframe.RemoteError):
+                c.download("f", here / "f", resume=True, progress=counting(calls))
+            assert not (here / "f").exists()
+        c.close()
+        t.join(HANG_BOUND)
+
+
+@pytest.mark.parametrize("direction", ["upload", "download"])
+def test_a_transfer_cut_after_its_last_byte_resumes_with_nothing_left_to_move(connect, server, root, here, direction):
+    data = os.urandom(3 * CHUNK + 5)
+    (here / "f").write_bytes(data)
+    (root / "f").write_bytes(data)
+
+    def transfer(c, **kwargs):
+        if direction == "upload":
+            return c.upload(here / "f", "g", resume=True, **kwargs)
+        return c.download("f", here / "g", resume=True, **kwargs)
+
+    with connect(server) as c, pytest.raises(Cut):
+        transfer(c, progress=cut_at(len(data)))
+    receiver = root if direction == "upload" else here
+    assert kept_part(receiver) == data
+    calls: list[int] = []
+    with connect(server) as c:
+        r = transfer(c, progress=counting(calls))
+    assert calls == [len(data)] and r["sha256"] == sha256(data)
+    assert (receiver / "g").read_bytes() == data and parts(receiver) == []

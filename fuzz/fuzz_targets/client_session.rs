@@ -132,9 +132,11 @@ fn drain(session: &mut ClientSession, book: &mut Book, token: bool, send_upload:
             }
             Event::LoggedIn { .. } => panic!("logged in without the server's proof"),
             Event::LoginFailed { id, .. } => book.answered(id),
-            Event::UploadReady { id, chunk_size } => {
+            Event::UploadReady { id, chunk_size, offset, prefix_digest } => {
                 book.step(id);
                 assert!(chunk_size >= 1);
+                // No offer reaches an upload that did not ask to resume.
+                assert!(offset == 0 && prefix_digest.is_none(), "an offer to a put that did not resume");
                 if send_upload {
                     // In chunks of the size the server asked for, as a driver
                     // must. One the session refuses (over this client's own
@@ -155,9 +157,10 @@ fn drain(session: &mut ClientSession, book: &mut Book, token: bool, send_upload:
                     }
                 }
             }
-            Event::DownloadStarted { id, size } => {
+            Event::DownloadStarted { id, size, offset, .. } => {
                 book.step(id);
                 assert!(book.download.is_none());
+                assert_eq!(offset, 0, "a get that did not resume resumed");
                 book.download = Some((id, size, 0));
             }
             Event::FileChunk { id, data } => {

@@ -40,7 +40,7 @@ use libfuzzer_sys::fuzz_target;
 use _rframe::codec::{ByteOrder, Checksum, Codec, Decoder, Hasher};
 use _rframe::exec::{CommandOutput, Held};
 use _rframe::files::{Entry, FileError, Kind};
-use _rframe::protocol::server_session::{Action, Channel, ServerSession, Timeout};
+use _rframe::protocol::server_session::{Action, Channel, Kept, ServerSession, Timeout};
 use _rframe::server::{Reply, ServerConfig};
 use rframe_fuzz::Input;
 
@@ -281,8 +281,36 @@ impl<'c> Driver<'c> {
                 self.chunks_written = 0;
                 self.session.upload_created(Ok(()))
             }
-            Action::WriteChunk { chunk, mut hasher } => {
+            Action::CreateKept { name, checksum, .. } => {
+                assert!(self.config.root.is_some() && !self.handler);
+                assert!(self.upload.is_none());
+                if self.disk_refuses && name.len() % 2 == 0 {
+                    return self.session.kept_opened(Err(FileError::Exists(name)));
+                }
+                self.upload = Some(vec![]);
+                self.chunks_written = 0;
+                self.session.kept_opened(Ok(Kept { len: 0, recorded: None, hasher: Hasher::new(checksum) }))
+            }
+            Action::KeepUpload => {
+                self.upload = None;
+                vec![]
+            }
+            Action::HashPrefix { len, mut hasher } => {
+                let (bytes, at) = self.file.as_mut().expect("an open file");
+                let end = bytes.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+                hasher.update(&bytes[..end]);
+                *at = end;
+                self.session.prefix_hashed(Ok((end as u64, hasher)))
+            }
+            Action::Rewind => {
+                self.file.as_mut().expect("an open file").1 = 0;
+                vec![]
+            }
+            Action::WriteChunk { chunk, mut hasher, restart } => {
                 assert!(chunk.len() <= self.chunk_limit, "a chunk over the chunk size was taken");
+                if restart.is_some() {
+                    self.upload.as_mut().expect("an open upload").clear();
+                }
                 self.chunks_written += 1;
                 let upload = self.upload.as_mut().expect("an open upload");
                 if self.disk_refuses && self.chunks_written == 2 {

@@ -29,6 +29,7 @@ from ._errors import (
     RemoteError,
     RemoteFileExistsError,
     RemoteFileNotFoundError,
+    SourceChangedError,
 )
 from ._process import RemoteProcess
 from ._rframe import Codec, Frame, FrameDecoder, Server, pack_frame, read_frame, send_frame
@@ -116,4 +117,5 @@ __all__ = [
     "RemoteError",
     "RemoteFileNotFoundError",
     "RemoteFileExistsError",
+    "SourceChangedError",
 ]

@@ -1065,13 +1065,15 @@ class AsyncClient:
         overwrite: bool = False,
         checksum: str = "sha256",
         progress: Progress = None,
+        resume: bool = False,
     ) -> dict[str, Any]:
         """Send a file to a server started with ``root``: :meth:`rframe.Client.upload`.
 
         Other calls on this client wait while the transfer runs. Disk reads
         and hashing run in the loop's default executor, a chunk at a time.
         Cancelling an upload before its last chunk is out closes the
-        connection, and the server keeps nothing.
+        connection, and the server keeps nothing (with ``resume=True``, what
+        arrived, for the next ``resume=True`` upload of the name).
 
         >>> import asyncio, tempfile, pathlib
         >>> from rframe import Server
@@ -1091,7 +1093,7 @@ class AsyncClient:
         with f:
             async with self._hold() as conn:
                 stored, digest = await self._put_stream(
-                    conn, f, path, name, size, overwrite=overwrite, checksum=checksum, progress=progress
+                    conn, f, path, name, size, overwrite=overwrite, checksum=checksum, progress=progress, resume=resume
                 )
         return {"name": stored, "size": size, checksum: digest}
 
@@ -1108,19 +1110,32 @@ class AsyncClient:
         progress: Progress = None,
         mode: int | None = None,
         sync: bool = True,
+        resume: bool = False,
     ) -> tuple[str, str]:
         """One file's upload on a held connection: the name the server stored
         it under and its digest."""
         loop = asyncio.get_running_loop()
         session = conn.session
-        made = session.put(name, size, overwrite=overwrite, checksum=checksum, mode=mode, sync=sync)
+        mtime = _files.mtime_ns(f) if resume else None
+        made = session.put(
+            name, size, overwrite=overwrite, checksum=checksum, mode=mode, sync=sync, resume_mtime_ns=mtime
+        )
         ready = _step(await self._answer(conn, made, self.timeout), "upload-ready", conn)
-        reader = _files.ChunkReader(f, size, checksum)
         buf = bytearray(ready[2])
+        offered: int = ready[3]
         done = 0
         try:
+            prefix = None
+            if offered:
+                # The server kept a prefix: is it this file's?
+                prefix = await loop.run_in_executor(None, _files.hash_prefix, f, offered, checksum)
+                done = session.put_resume(prefix.hexdigest())
+                if not done:
+                    prefix = None
+                    f.seek(0)
+            reader = _files.ChunkReader(f, size, checksum, start=done, hash=prefix)
             if progress is not None:
-                progress(0, size)
+                progress(done, size)
             while done < size:
                 n = await loop.run_in_executor(None, reader.read_into, buf)
                 if not n:
@@ -1150,6 +1165,7 @@ class AsyncClient:
         overwrite: bool = False,
         checksum: str = "sha256",
         progress: Progress = None,
+        resume: bool = False,
     ) -> dict[str, Any]:
         """Fetch a file from a server started with ``root``: :meth:`rframe.Client.download`.
 
@@ -1158,21 +1174,26 @@ class AsyncClient:
         socket pauses while chunks wait for the disk. Cancelling a download
         while data is still coming closes the connection and leaves no file
         behind; once all of it is in and verified, the file is saved even if
-        the call is cancelled meanwhile. See :meth:`upload` for an example.
+        the call is cancelled meanwhile (with ``resume=True``, what arrived
+        is kept for the next ``resume=True`` download to the same path). See
+        :meth:`upload` for an example.
         """
         _files.check_checksum(checksum)
         path = _files.download_path(remote_name, local_path)
-        target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum)
+        target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum, resume=resume)
         loop = asyncio.get_running_loop()
         committing: asyncio.Future[dict[str, Any]] | None = None
         try:
             async with self._hold() as conn:
-                made = conn.session.get(remote_name, checksum=checksum)
-                size = _step(await self._answer(conn, made, self.timeout), "download-started", conn)[2]
+                asked = await loop.run_in_executor(None, target.resume_request)
+                made = conn.session.get(remote_name, checksum=checksum, resume=asked)
+                started = _step(await self._answer(conn, made, self.timeout), "download-started", conn)
+                size, offset, mtime = started[2], started[3], started[4]
                 answered: BaseException | None = None
                 try:
+                    await loop.run_in_executor(None, target.begin, size, offset, mtime)
                     if progress is not None:
-                        progress(0, size)
+                        progress(offset, size)
                     while True:
                         try:
                             event = await self._next(conn, made[0])

@@ -490,6 +490,7 @@ class Client:
         overwrite: bool = False,
         checksum: str = "sha256",
         progress: Progress = None,
+        resume: bool = False,
     ) -> dict[str, Any]:
         """Send a file to a server started with ``root``; return what was stored.
 
@@ -507,6 +508,17 @@ class Client:
         a timeout) the connection is closed: the stream is mid-transfer, and
         the server keeps nothing unless the whole file and its digest were
         already out.
+
+        ``resume=True``: a cut upload's bytes are kept by the server (under
+        a temporary name, swept after the server's usual age), and the next
+        ``resume=True`` upload of the same name continues from them: the
+        server proves its kept prefix with a digest, which is checked against
+        this file's first bytes; if they match only the rest is sent
+        (``progress`` starts at the kept size), if not all of it. The whole
+        file's digest is verified as always. A file whose size or mtime is not
+        that of the one whose bytes were kept is refused with
+        :class:`rframe.SourceChangedError` (upload with ``resume=False`` to
+        start over). A server older than resume sends everything.
 
         >>> import tempfile, pathlib
         >>> from rframe import Server
@@ -529,7 +541,7 @@ class Client:
         with f, self._call():
             self._require_sock()
             stored, digest = self._put_stream(
-                f, path, name, size, overwrite=overwrite, checksum=checksum, progress=progress
+                f, path, name, size, overwrite=overwrite, checksum=checksum, progress=progress, resume=resume
             )
         return {"name": stored, "size": size, checksum: digest}
 
@@ -545,21 +557,34 @@ class Client:
         progress: Progress = None,
         mode: int | None = None,
         sync: bool = True,
+        resume: bool = False,
     ) -> tuple[str, str]:
         """One file's upload (the caller holds the call): the name the server
         stored it under and its digest."""
         session = self._require_session()
-        self._write(session.put(name, size, overwrite=overwrite, checksum=checksum, mode=mode, sync=sync)[1])
-        chunk = self._expect("upload-ready")[2]
-        reader = _files.ChunkReader(f, size, checksum)
+        mtime = _files.mtime_ns(f) if resume else None
+        made = session.put(
+            name, size, overwrite=overwrite, checksum=checksum, mode=mode, sync=sync, resume_mtime_ns=mtime
+        )
+        self._write(made[1])
+        _, _, chunk, offered, _ = self._expect("upload-ready")
         buffers = (bytearray(chunk), bytearray(chunk))
         done = 0
         try:
+            prefix = None
+            if offered:
+                # The server kept a prefix: is it this file's?
+                prefix = _files.hash_prefix(f, offered, checksum)
+                done = session.put_resume(prefix.hexdigest())
+                if not done:
+                    prefix = None
+                    f.seek(0)
+            reader = _files.ChunkReader(f, size, checksum, start=done, hash=prefix)
             if progress is not None:
-                progress(0, size)
+                progress(done, size)
             # Disk and hash on a worker thread, a chunk ahead of the socket.
             with ThreadPoolExecutor(1, thread_name_prefix="rframe-upload") as worker:
-                pending = worker.submit(reader.read_into, buffers[0]) if size else None
+                pending = worker.submit(reader.read_into, buffers[0]) if done < size else None
                 turn = 0
                 while pending is not None:
                     n = pending.result()
@@ -588,6 +613,7 @@ class Client:
         overwrite: bool = False,
         checksum: str = "sha256",
         progress: Progress = None,
+        resume: bool = False,
     ) -> dict[str, Any]:
         """Fetch a file from a server started with ``root``; return what was saved.
 
@@ -601,19 +627,30 @@ class Client:
         missing remote file raises :class:`FileNotFoundError` (a
         :class:`rframe.RemoteError` too). Returns ``{"name": local path,
         "size": ..., "sha256": ...}``. See :meth:`upload` for an example.
+
+        ``resume=True``: a cut download keeps what arrived (a temporary file
+        beside ``local_path``, with the server's file's size and mtime
+        recorded beside it), and the next ``resume=True`` download to the
+        same path continues from it, if the server's first bytes have the
+        kept part's digest (else it starts over); the whole file's digest is
+        verified as always. If the server's file's size or mtime changed
+        meanwhile, :class:`rframe.SourceChangedError` (download with
+        ``resume=False`` to start over).
         """
         _files.check_checksum(checksum)
         path = _files.download_path(remote_name, local_path)
-        target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum)
+        target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum, resume=resume)
         try:
             with self._call():
                 self._require_sock()
-                self._write(self._require_session().get(remote_name, checksum=checksum)[1])
-                size = self._expect("download-started")[2]
-                received = 0
+                asked = target.resume_request()
+                self._write(self._require_session().get(remote_name, checksum=checksum, resume=asked)[1])
+                _, _, size, offset, mtime = self._expect("download-started")
+                received = offset
                 try:
+                    target.begin(size, offset, mtime)
                     if progress is not None:
-                        progress(0, size)
+                        progress(received, size)
                     # Each chunk is written and hashed here, as it arrives
                     # (both release the GIL): the server goes on sending into
                     # the socket buffers meanwhile, so the two processes

@@ -28,6 +28,7 @@ __all__ = [
     "RemoteError",
     "RemoteFileNotFoundError",
     "RemoteFileExistsError",
+    "SourceChangedError",
     "FingerprintMismatch",
 ]
 
@@ -189,7 +190,7 @@ class RemoteError(Exception):
     ``code`` is the protocol's machine-readable code (``"bad-request"``,
     ``"not-allowed"``, ``"busy"``, ``"too-large"``, ``"timeout"``,
     ``"handler"``, ``"spawn"``, ``"not-found"``, ``"exists"``, ``"checksum"``,
-    ``"io"``, ``"tls-required"``; see PROTOCOL.md), ``message`` the server's
+    ``"io"``, ``"tls-required"``, ``"changed"``; see PROTOCOL.md), ``message`` the server's
     explanation, ``header`` the whole error header.
 
     >>> err = RemoteError("not-allowed", "'rm' is not an allowed program")
@@ -237,6 +238,21 @@ class RemoteFileExistsError(RemoteError, FileExistsError):
     __str__ = RemoteError.__str__
 
 
+class SourceChangedError(RemoteError):
+    """A resumed transfer was refused (code ``"changed"``): its source is
+    not the file whose first bytes were kept (another size or mtime). Nothing
+    moved; what was kept is left as it was. Transfer again with
+    ``resume=False`` to start over.
+
+    >>> err = SourceChangedError(message="'a.bin': the source changed")
+    >>> err.code, isinstance(err, RemoteError)
+    ('changed', True)
+    """
+
+    def __init__(self, code: str = "changed", message: str = "", header: Mapping[str, Any] | None = None) -> None:
+        super().__init__(code, message, header)
+
+
 class FingerprintMismatch(ssl.SSLCertVerificationError):
     """The server's TLS certificate is not the one pinned (``fingerprint=``,
     or the CLI's known-servers file): it may be another machine in the middle.
@@ -277,7 +293,11 @@ class FingerprintMismatch(ssl.SSLCertVerificationError):
 
 
 #: The error codes raised as a subclass of RemoteError (and of a builtin).
-REMOTE_ERRORS = {"not-found": RemoteFileNotFoundError, "exists": RemoteFileExistsError}
+REMOTE_ERRORS: dict[str, type[RemoteError]] = {
+    "not-found": RemoteFileNotFoundError,
+    "exists": RemoteFileExistsError,
+    "changed": SourceChangedError,
+}
 
 
 _E = TypeVar("_E", bound=BaseException)

@@ -132,15 +132,41 @@ def download_path(remote_name: str, local_path: _Path | None) -> str:
     return path
 
 
+def hash_prefix(f: Any, length: int, checksum: str) -> Any:
+    """The ``checksum`` hasher of the first ``length`` bytes of the binary
+    file ``f``, read from its start (``f`` is left after them). A file
+    shorter than that raises ``OSError``: it changed."""
+    h = new_hash(checksum)
+    f.seek(0)
+    left = length
+    buf = bytearray(min(length, 1 << 20) or 1)
+    while left:
+        view = memoryview(buf)[: min(len(buf), left)]
+        n = f.readinto(view) or 0
+        if not n:
+            raise OSError(f"{getattr(f, 'name', 'the file')} is shorter than the {length} bytes being resumed")
+        h.update(view[:n])
+        left -= n
+    return h
+
+
+def mtime_ns(f: Any) -> int:
+    """The open file's mtime in nanoseconds: with its size, the identity a
+    resumed transfer checks (see PROTOCOL.md, "Resume")."""
+    return os.fstat(f.fileno()).st_mtime_ns
+
+
 class ChunkReader:
     """Reads a file to upload chunk by chunk, hashing as it goes; meant to run
     on a worker thread while the caller sends the previous chunk (``readinto``
-    and ``hashlib`` both release the GIL)."""
+    and ``hashlib`` both release the GIL). ``start``: a resumed upload's
+    data starts there (``f`` is positioned at it), and ``hash`` has hashed
+    the bytes before it already."""
 
-    def __init__(self, f: Any, size: int, checksum: str) -> None:
+    def __init__(self, f: Any, size: int, checksum: str, *, start: int = 0, hash: Any = None) -> None:
         self.f = f
-        self.left = size
-        self.hash = new_hash(checksum)
+        self.left = size - start
+        self.hash = hash if hash is not None else new_hash(checksum)
 
     def read_into(self, buf: bytearray) -> int:
         """Fills ``buf`` (less at the end of the file); 0 if the file ended early."""
@@ -158,9 +184,15 @@ class LocalFile:
     server's uploads use); :meth:`commit` checks the size and digest, fsyncs
     and renames it into place (refusing an existing ``path`` unless
     ``overwrite``, atomically); :meth:`discard` removes it.
+
+    ``resume=True``: the temporary file is the part an earlier cut download
+    to ``path`` kept, with the server's file's size and mtime recorded beside
+    it (:meth:`resume_request` says what to ask the server for;
+    :meth:`begin`, where the server starts); a cut leaves it for the next
+    try, a digest that does not match removes it.
     """
 
-    def __init__(self, path: str, *, overwrite: bool, checksum: str) -> None:
+    def __init__(self, path: str, *, overwrite: bool, checksum: str, resume: bool = False) -> None:
         self.path = path
         self.overwrite = overwrite
         self.checksum = checksum
@@ -174,10 +206,36 @@ class LocalFile:
         # Created and locked (as the server's uploads are: a server whose root
         # holds this directory then never sweeps it away), written with the
         # GIL released, handed to the disk every WRITEBACK_EVERY bytes.
-        self._part = _PartFile(os.path.abspath(path), overwrite)
+        self._part = _PartFile(os.path.abspath(path), overwrite, resume)
         self.temp = os.path.join(directory, os.fsdecode(self._part.temp))
         self._hash = new_hash(checksum)
         self.size = 0
+        self._resumable = resume
+        self._prefix: Any = None
+
+    def resume_request(self) -> tuple[int, str, int, int] | None:
+        """What a resumed ``get`` asks with: ``(kept bytes, their digest,
+        the server's file's size, its mtime_ns)``; ``None`` if nothing
+        usable was kept (no bytes, or no source recorded)."""
+        recorded = self._part.recorded
+        if not self._resumable or not self._part.kept or recorded is None:
+            return None
+        with open(self.temp, "rb") as f:
+            self._prefix = hash_prefix(f, self._part.kept, self.checksum)
+        return (self._part.kept, self._prefix.hexdigest(), recorded[0], recorded[1])
+
+    def begin(self, size: int, offset: int, mtime_ns: int | None) -> None:
+        """The server sends ``size`` bytes from ``offset`` on: the kept
+        bytes stand (``offset`` is what was kept), or the part starts over,
+        recording the server's file (``mtime_ns``; a server that does not
+        say cannot be resumed from, and its part is not kept)."""
+        if not self._resumable:
+            return
+        if offset and self._prefix is not None and offset == self._part.kept:
+            self._hash, self.size = self._prefix, offset
+            return
+        self._part.restart(size, mtime_ns if mtime_ns is not None else 0)
+        self._resumable = mtime_ns is not None
 
     def write(self, data: bytes) -> None:
         self._part.write(data)
@@ -192,6 +250,7 @@ class LocalFile:
         digest = self._hash.hexdigest()
         claimed = end.get("digest")
         if not isinstance(claimed, str) or claimed.lower() != digest:
+            self._part.discard()  # a resumable part too: its bytes are wrong
             raise ChecksumError(
                 f"{self.path}: {self.checksum} mismatch: the server sent {claimed}, we received {digest}",
                 algorithm=self.checksum,
@@ -205,8 +264,12 @@ class LocalFile:
         return {"name": self.path, "size": self.size, self.checksum: digest}
 
     def discard(self) -> None:
-        """Removes the temporary file; ``path`` is left as it was."""
-        self._part.discard()
+        """Removes the temporary file, or keeps a resumable part for the
+        next try; ``path`` is left as it was."""
+        if self._resumable:
+            self._part.release()
+        else:
+            self._part.discard()
 
 
 # --------------------------------------------------------------------------- trees

@@ -227,6 +227,9 @@ def main(args: argparse.Namespace, token: bytes | None) -> int:
     if getattr(args, "recursive", False):
         print("rframe: -r (a tree) is for one server, not with --hosts", file=sys.stderr)
         return EXIT_USAGE
+    if getattr(args, "resume", None):
+        print("rframe: --resume is for one server, not with --hosts", file=sys.stderr)
+        return EXIT_USAGE
     # The certificates recorded for them (python -m rframe.client records one
     # on a first connection to a single host).
     known = KnownServers(args.known_servers or default_path())

@@ -49,6 +49,13 @@ there with the same size, digest and mode is skipped, any other replaced
 On a terminal a progress bar (rate, time left) runs on stderr; otherwise
 only the one-line summary is printed. Exit status 0, or 1 on any failure.
 
+``put`` and ``get`` of a single file resume (``--resume``, the default
+when stderr is a terminal; ``--no-resume`` to turn it off): a transfer cut
+by Ctrl-C or a lost connection keeps what arrived, and the same command
+again sends only the rest, once the kept bytes are proven to be the
+source's first ones. A source whose size or mtime changed since is
+refused; ``--no-resume`` starts over.
+
 Many servers at once (``-j`` at most at a time; each host's output prefixed
 with its name, then a summary; exit status 0 only if every host succeeded):
 
@@ -72,7 +79,7 @@ from typing import Any, TextIO
 
 from ._cli import port, read_token, seconds
 from ._client import Client
-from ._errors import AuthenticationError, FingerprintMismatch, RemoteError
+from ._errors import AuthenticationError, FingerprintMismatch, RemoteError, SourceChangedError
 from ._files import CHECKSUMS, SYMLINKS
 from ._known_servers import KnownServers, default_path
 from ._process import RemoteProcess
@@ -201,6 +208,13 @@ def _transfer_options(ap: argparse.ArgumentParser) -> None:
         help="with -r: refuse a tree that holds a symlink (default), or copy links whose target stays inside",
     )
     ap.add_argument("--overwrite", action="store_true", help="replace a file of that name (default: refuse)")
+    ap.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a single file: keep what arrived if the transfer is cut, and continue from what an earlier cut "
+        "transfer kept, if its source is unchanged (default: on when stderr is a terminal)",
+    )
     ap.add_argument(
         "--checksum",
         choices=CHECKSUMS,
@@ -512,8 +526,13 @@ class ProgressBar:
         self.stream = stream
         self.start = time.monotonic()
         self.drawn = 0.0
+        #: What was there before this run (a resumed transfer's kept part):
+        #: not counted in the rate.
+        self.base: int | None = None
 
     def __call__(self, done: int, total: int) -> None:
+        if self.base is None:
+            self.base = done
         now = time.monotonic()
         if done < total and now - self.drawn < 0.1:
             return
@@ -526,7 +545,7 @@ class ProgressBar:
     def text(self, done: int, total: int, now: float) -> str:
         """The bar's line, without its redrawing."""
         elapsed = max(now - self.start, 1e-6)
-        rate = done / elapsed
+        rate = (done - (self.base or 0)) / elapsed
         fill = self.WIDTH * done // total if total else self.WIDTH
         if done >= total:
             left = "done"
@@ -540,6 +559,12 @@ def _progress(label: str) -> ProgressBar | None:
     return ProgressBar(label, sys.stderr) if sys.stderr.isatty() else None
 
 
+def _resume(args: argparse.Namespace) -> bool:
+    """``--resume`` / ``--no-resume``; by default, on when stderr is a
+    terminal (someone there may press Ctrl-C, and try again)."""
+    return sys.stderr.isatty() if args.resume is None else bool(args.resume)
+
+
 def _files(session: _Session, args: argparse.Namespace) -> int:
     """put, get or ls; the exit status."""
     # What to print is printed after the transfer: a BrokenPipeError from stdout
@@ -550,12 +575,22 @@ def _files(session: _Session, args: argparse.Namespace) -> int:
             lines = [_tree(client, args)]
         elif args.action == "put":
             r = client.upload(
-                args.file, args.name, overwrite=args.overwrite, checksum=args.checksum, progress=_progress(args.file)
+                args.file,
+                args.name,
+                overwrite=args.overwrite,
+                checksum=args.checksum,
+                progress=_progress(args.file),
+                resume=_resume(args),
             )
             lines = [f"stored {r['name']}: {r['size']} bytes, {args.checksum} {r[args.checksum]}"]
         elif args.action == "get":
             r = client.download(
-                args.name, args.file, overwrite=args.overwrite, checksum=args.checksum, progress=_progress(args.name)
+                args.name,
+                args.file,
+                overwrite=args.overwrite,
+                checksum=args.checksum,
+                progress=_progress(args.name),
+                resume=_resume(args),
             )
             lines = [f"saved {r['name']}: {r['size']} bytes, {args.checksum} {r[args.checksum]}"]
         else:
@@ -563,6 +598,9 @@ def _files(session: _Session, args: argparse.Namespace) -> int:
     except FileExistsError as e:
         what = f"{e.filename}: {e.strerror}" if e.filename else str(e)
         _say(f"rframe: {args.action} failed: {what} (--overwrite replaces it)")
+        return EXIT_FAILURE
+    except SourceChangedError as e:
+        _say(f"rframe: {args.action} failed: {e.message} (--no-resume starts over)")
         return EXIT_FAILURE
     except (OSError, EOFError, ValueError, RemoteError) as e:  # (FrameError is a ValueError, as a bad local path is)
         if isinstance(e, RemoteError) or session.connected or not isinstance(e, (ConnectionError, FileNotFoundError)):

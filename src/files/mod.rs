@@ -132,6 +132,57 @@ fn part_name(target: &[u8]) -> io::Result<String> {
     Ok(format!(".{stem}.{}{PART_SUFFIX}", hex::encode(random)))
 }
 
+/// What identifies a transfer's source, recorded beside the part a
+/// resumable transfer keeps: its size and its mtime in nanoseconds since the
+/// epoch. A source whose size or mtime differs from the recorded one has
+/// "changed" (PROTOCOL.md, "Resume").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub size: u64,
+    pub mtime_ns: i64,
+}
+
+impl Identity {
+    /// The identity file's text: `{"size": S, "mtime_ns": M}`.
+    pub fn to_json(self) -> String {
+        format!("{{\"size\": {}, \"mtime_ns\": {}}}", self.size, self.mtime_ns)
+    }
+
+    /// An identity file's text, or `None` if it is not one.
+    pub fn from_json(text: &[u8]) -> Option<Identity> {
+        #[derive(serde::Deserialize)]
+        struct Fields {
+            size: u64,
+            mtime_ns: i64,
+        }
+        let f: Fields = serde_json::from_slice(text).ok()?;
+        Some(Identity { size: f.size, mtime_ns: f.mtime_ns })
+    }
+}
+
+/// A file's mtime in nanoseconds since the epoch (Python's `st_mtime_ns`).
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    match meta.modified().map(|t| t.duration_since(std::time::UNIX_EPOCH)) {
+        Ok(Ok(after)) => after.as_nanos() as i64,
+        Ok(Err(before)) => -(before.duration().as_nanos() as i64),
+        Err(_) => 0,
+    }
+}
+
+/// What a resumable transfer to `target` (a base name) keeps when it is
+/// cut, beside the target: `(part, identity file)`. Both are temporary names
+/// as [`part_name`] makes them, but with the 12 hex digits taken from the
+/// SHA-256 of the target's name (so the next transfer finds them), and swept
+/// by the same rule.
+pub fn resume_names(target: &[u8]) -> (String, String) {
+    let stem: String = target[..target.len().min(64)].utf8_chunks().map(|c| c.valid()).collect();
+    let name = |what: &[u8]| {
+        let digest = crate::codec::Checksum::Sha256.hex_digest(&[what, target].concat());
+        format!(".{stem}.{}{PART_SUFFIX}", &digest[..12])
+    };
+    (name(b"rframe-resume-part\0"), name(b"rframe-resume-identity\0"))
+}
+
 #[cfg(test)]
 mod shared_tests {
     use super::*;
@@ -143,5 +194,25 @@ mod shared_tests {
         assert_eq!(name.len(), ".report.pdf.".len() + 12 + PART_SUFFIX.len());
         assert_eq!(part_name(&[b'x'; 300]).unwrap().len(), 1 + 64 + 1 + 12 + PART_SUFFIX.len());
         assert_ne!(part_name(b"a").unwrap(), part_name(b"a").unwrap());
+    }
+
+    #[test]
+    fn resume_names_are_fixed_temporaries_of_their_target() {
+        let (part, identity) = resume_names(b"report.pdf");
+        assert_eq!(resume_names(b"report.pdf"), (part.clone(), identity.clone()));
+        assert_ne!(part, identity);
+        assert_ne!(resume_names(b"other.pdf").0, part);
+        for name in [&part, &identity] {
+            assert!(name.starts_with(".report.pdf.") && name.ends_with(PART_SUFFIX), "{name}");
+            assert_eq!(name.len(), ".report.pdf.".len() + 12 + PART_SUFFIX.len());
+        }
+    }
+
+    #[test]
+    fn an_identity_reads_back() {
+        let id = Identity { size: 5, mtime_ns: -3 };
+        assert_eq!(Identity::from_json(id.to_json().as_bytes()), Some(id));
+        assert_eq!(Identity::from_json(b"{}"), None);
+        assert_eq!(Identity::from_json(b"junk"), None);
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::files::resume_names;
 use std::fs;
 use std::os::unix::fs::symlink;
 
@@ -530,4 +531,95 @@ fn a_tree_too_deep_to_list_whole_is_an_error() {
     let deep: PathBuf = (0..=SWEEP_DEPTH + 1).map(|i| format!("{i}")).collect();
     fs::create_dir_all(s.0.join("root").join(&deep)).unwrap();
     assert!(matches!(s.root().list_tree("", None, None), Err(FileError::Io { .. })));
+}
+
+#[test]
+fn a_resumable_upload_keeps_its_part_and_source_when_cut() {
+    let s = Scratch::new();
+    let root = s.root();
+    let source = Identity { size: 10, mtime_ns: 42 };
+    let (mut up, recorded) = root.create_resumable("sub/r.bin", false, None).unwrap();
+    assert_eq!((up.written(), recorded), (0, None));
+    up.restart_for(source).unwrap();
+    up.write(b"0123").unwrap();
+    drop(up); // cut
+    let (part, identity) = resume_names(b"r.bin");
+    assert_eq!(fs::read(s.0.join("root/sub").join(&part)).unwrap(), b"0123");
+    assert!(names(&root, "sub").is_empty(), "a kept part is left out of listings");
+    // The next one finds it, its source and its hash, and goes on after it.
+    let (mut up, recorded) = root.create_resumable("sub/r.bin", false, None).unwrap();
+    assert_eq!((up.written(), recorded), (4, Some(source)));
+    assert_eq!(up.hash_kept(Checksum::Sha256).unwrap().hex_digest(), Checksum::Sha256.hex_digest(b"0123"));
+    // Only one transfer of a name at a time.
+    assert!(matches!(root.create_resumable("sub/r.bin", false, None), Err(FileError::Io { .. })));
+    up.write(b"456789").unwrap();
+    assert!(up.commit().unwrap().is_none());
+    assert_eq!(fs::read(s.0.join("root/sub/r.bin")).unwrap(), b"0123456789");
+    assert!(!s.0.join("root/sub").join(&part).exists() && !s.0.join("root/sub").join(&identity).exists());
+}
+
+#[test]
+fn a_resumable_upload_restarts_and_discards() {
+    let s = Scratch::new();
+    let root = s.root();
+    let (mut up, _) = root.create_resumable("r", false, None).unwrap();
+    up.restart_for(Identity { size: 3, mtime_ns: 1 }).unwrap();
+    up.write(b"abcdef").unwrap();
+    up.restart_for(Identity { size: 3, mtime_ns: 2 }).unwrap();
+    up.write(b"xyz").unwrap();
+    drop(up);
+    let (up, recorded) = root.create_resumable("r", false, None).unwrap();
+    assert_eq!((up.written(), recorded), (3, Some(Identity { size: 3, mtime_ns: 2 })));
+    up.discard();
+    let (part, identity) = resume_names(b"r");
+    assert!(!s.0.join("root").join(part).exists() && !s.0.join("root").join(identity).exists());
+}
+
+#[test]
+fn sweep_removes_old_kept_parts_as_any_temporary() {
+    let s = Scratch::new();
+    let root = s.root();
+    let (mut up, _) = root.create_resumable("k", false, None).unwrap();
+    up.restart_for(Identity { size: 3, mtime_ns: 2 }).unwrap();
+    up.write(b"ab").unwrap();
+    drop(up);
+    let (part, identity) = resume_names(b"k");
+    let hour = Duration::from_secs(3600);
+    assert_eq!(root.sweep_uploads(hour, 1000, &|| false).unwrap().0, 0, "fresh parts stay");
+    for name in [&part, &identity] {
+        let when = std::time::SystemTime::now() - Duration::from_secs(86_400);
+        fs::File::options().write(true).open(s.0.join("root").join(name)).unwrap().set_modified(when).unwrap();
+    }
+    assert_eq!(root.sweep_uploads(hour, 1000, &|| false).unwrap().0, 2);
+}
+
+#[test]
+fn a_kept_parts_identity_is_touched_when_its_transfer_ends() {
+    let s = Scratch::new();
+    let root = s.root();
+    let (mut up, _) = root.create_resumable("k", false, None).unwrap();
+    up.restart_for(Identity { size: 3, mtime_ns: 2 }).unwrap();
+    let identity = s.0.join("root").join(resume_names(b"k").1);
+    let long_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
+    fs::File::options().write(true).open(&identity).unwrap().set_modified(long_ago).unwrap();
+    drop(up); // cut after a long transfer
+    let age = fs::metadata(&identity).unwrap().modified().unwrap().elapsed().unwrap_or_default();
+    assert!(age < Duration::from_secs(3600), "{age:?}");
+}
+
+#[test]
+fn a_whole_upload_drops_what_a_cut_resumable_one_kept_unless_held() {
+    let s = Scratch::new();
+    let root = s.root();
+    let (part, identity) = resume_names(b"w");
+    let (mut up, _) = root.create_resumable("w", false, None).unwrap();
+    up.restart_for(Identity { size: 3, mtime_ns: 2 }).unwrap();
+    up.write(b"ab").unwrap();
+    // Held: left alone.
+    upload(&root, "w", b"new", true).unwrap();
+    assert!(s.0.join("root").join(&part).exists());
+    drop(up);
+    upload(&root, "w", b"newer", true).unwrap();
+    assert!(!s.0.join("root").join(&part).exists() && !s.0.join("root").join(&identity).exists());
+    assert_eq!(fs::read(s.0.join("root/w")).unwrap(), b"newer");
 }

@@ -5,15 +5,16 @@
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{
-    check_name, part_name, Entry, FileError, Kind, MAX_DIR_NAMES, MAX_LIST, MODE_BITS, PART_SUFFIX, SWEEP_DEPTH,
-    WRITEBACK_EVERY,
+    check_name, part_name, Entry, FileError, Identity, Kind, MAX_DIR_NAMES, MAX_LIST, MODE_BITS, PART_SUFFIX,
+    SWEEP_DEPTH, WRITEBACK_EVERY,
 };
 use crate::codec::{Checksum, Hasher};
 
@@ -100,6 +101,34 @@ impl Root {
             Upload::beside(name.to_owned(), dir, target, overwrite).map_err(|e| FileError::from_io(name, e))?;
         upload.mode = mode.map(|m| m & MODE_BITS);
         Ok(upload)
+    }
+
+    /// [`Root::create`] for a resumable upload: the part kept by an earlier
+    /// cut upload of `name` (see [`super::resume_names`]) is opened, or a new
+    /// one made, and locked (another transfer of `name` holding it is an
+    /// error); with it, the identity recorded for its source, if any. Its
+    /// bytes are kept if the upload is dropped unfinished.
+    pub fn create_resumable(
+        &self,
+        name: &str,
+        overwrite: bool,
+        mode: Option<u32>,
+    ) -> Result<(Upload, Option<Identity>), FileError> {
+        let parts = check_name(name)?;
+        let (last, dirs) = parts.split_last().expect("check_name gives at least one part");
+        let dir = self.make_dirs(dirs).map_err(|e| FileError::from_io(name, e))?;
+        let target = cstring(last.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
+        match lstat_at(dir.as_raw_fd(), &target) {
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => return Err(FileError::IsDirectory(name.into())),
+            Ok(_) if !overwrite => return Err(FileError::Exists(name.into())),
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(FileError::from_io(name, e)),
+        }
+        let (mut upload, identity) =
+            Upload::kept_beside(name.to_owned(), dir, target, overwrite).map_err(|e| FileError::from_io(name, e))?;
+        upload.mode = mode.map(|m| m & MODE_BITS);
+        Ok((upload, identity))
     }
 
     /// Makes the directory `name` and those above it as needed, beneath the
@@ -323,6 +352,8 @@ pub struct Upload {
     written: u64,
     handed_to_disk: u64,
     done: bool,
+    /// A resumable transfer's identity file: its part is kept when dropped.
+    identity: Option<CString>,
 }
 
 impl Upload {
@@ -365,7 +396,115 @@ impl Upload {
             written: 0,
             handed_to_disk: 0,
             done: false,
+            identity: None,
         })
+    }
+
+    /// [`Upload::local`] for a resumable transfer: the kept part beside
+    /// `path` (see [`Root::create_resumable`]).
+    pub fn local_kept(path: &Path, overwrite: bool) -> io::Result<(Upload, Option<Identity>)> {
+        let base = path.file_name().ok_or_else(|| io::Error::from_raw_os_error(libc::EISDIR))?;
+        let dir_path = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let c = cstring(dir_path.as_os_str().as_bytes())?;
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+        let dir = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
+        let dir = unsafe { OwnedFd::from_raw_fd(dir) };
+        let name = path.to_string_lossy().into_owned();
+        Upload::kept_beside(name, dir, cstring(base.as_bytes())?, overwrite)
+    }
+
+    /// The part a resumable transfer to `target` keeps in `dir`, opened (or
+    /// made) and locked, positioned at its end; and its source's identity.
+    fn kept_beside(
+        name: String,
+        dir: OwnedFd,
+        target: CString,
+        overwrite: bool,
+    ) -> io::Result<(Upload, Option<Identity>)> {
+        let (part, identity) = super::resume_names(target.to_bytes());
+        let (temp, identity_name) = (cstring(part.as_bytes())?, cstring(identity.as_bytes())?);
+        let flags = libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+        let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), temp.as_ptr(), flags, 0o666 as libc::c_uint) })?;
+        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
+        let mut file = unsafe { File::from_raw_fd(fd) };
+        // SAFETY: a plain syscall on an open descriptor of ours.
+        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(io::Error::other("another transfer of this name is under way (its part is locked)"));
+            }
+        }
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let written = file.seek(io::SeekFrom::End(0))?;
+        let recorded = read_small_at(&dir, &identity_name).and_then(|text| Identity::from_json(&text));
+        let upload = Upload {
+            name,
+            dir,
+            temp,
+            target,
+            file,
+            overwrite,
+            mode: None,
+            written,
+            handed_to_disk: written,
+            done: false,
+            identity: Some(identity_name),
+        };
+        Ok((upload, recorded))
+    }
+
+    /// A resumable transfer's kept bytes, hashed with `checksum` (read
+    /// from the start; the file's position stays at its end).
+    pub fn hash_kept(&self, checksum: Checksum) -> io::Result<Hasher> {
+        let mut hasher = Hasher::new(checksum);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut at = 0u64;
+        while at < self.written {
+            let want = buf.len().min((self.written - at) as usize);
+            let n = self.file.read_at(&mut buf[..want], at)?;
+            if n == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
+            hasher.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(hasher)
+    }
+
+    /// A resumable transfer starts over for a source of this identity: the
+    /// kept bytes are dropped and the identity recorded.
+    pub fn restart(&mut self, source: Identity) -> io::Result<()> {
+        self.file.set_len(0)?;
+        self.file.seek(io::SeekFrom::Start(0))?;
+        (self.written, self.handed_to_disk) = (0, 0);
+        let name = self.identity.as_ref().expect("a resumable transfer has an identity file");
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+        let fd = cvt(unsafe { libc::openat(self.dir.as_raw_fd(), name.as_ptr(), flags, 0o666 as libc::c_uint) })?;
+        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
+        let mut file = unsafe { File::from_raw_fd(fd) };
+        file.write_all(source.to_json().as_bytes())
+    }
+
+    /// Drops the upload and removes its temporary file, a resumable
+    /// transfer's kept part and identity file too.
+    pub fn discard(mut self) {
+        if let Some(identity) = self.identity.take() {
+            // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+            unsafe { libc::unlinkat(self.dir.as_raw_fd(), identity.as_ptr(), 0) };
+        }
+    }
+
+    /// [`Upload::restart`], with the error named after the file.
+    pub fn restart_for(&mut self, source: Identity) -> Result<(), FileError> {
+        self.restart(source).map_err(|e| FileError::from_io(&self.name, e))
     }
 
     /// The temporary file's name, in the target's directory.
@@ -439,6 +578,38 @@ impl Upload {
     }
 
     fn rename(&self) -> io::Result<()> {
+        self.rename_part()?;
+        if let Some(identity) = &self.identity {
+            // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+            unsafe { libc::unlinkat(self.dir.as_raw_fd(), identity.as_ptr(), 0) };
+        } else {
+            self.drop_kept();
+        }
+        Ok(())
+    }
+
+    /// A whole transfer replaced the target: what a cut resumable transfer
+    /// kept for it (of an older source, or it would have resumed) is of no
+    /// use any more, and goes, unless a transfer holds it.
+    fn drop_kept(&self) {
+        let (part, identity) = super::resume_names(self.target.to_bytes());
+        let (Ok(part), Ok(identity)) = (cstring(part.as_bytes()), cstring(identity.as_bytes())) else { return };
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+        let Ok(fd) = cvt(unsafe { libc::openat(self.dir.as_raw_fd(), part.as_ptr(), flags) }) else { return };
+        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: a plain syscall on an open descriptor of ours.
+        if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return;
+        }
+        for name in [&part, &identity] {
+            // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+            unsafe { libc::unlinkat(self.dir.as_raw_fd(), name.as_ptr(), 0) };
+        }
+    }
+
+    fn rename_part(&self) -> io::Result<()> {
         let fd = self.dir.as_raw_fd();
         #[cfg(target_os = "linux")]
         if !self.overwrite {
@@ -460,9 +631,27 @@ impl Upload {
     }
 }
 
+/// A small file's bytes (at most 4 KiB), or `None`.
+fn read_small_at(dir: &OwnedFd, name: &CStr) -> Option<Vec<u8>> {
+    let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+    let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) }).ok()?;
+    // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    let mut text = Vec::new();
+    (&file).take(4096).read_to_end(&mut text).ok()?;
+    Some(text)
+}
+
 impl Drop for Upload {
     fn drop(&mut self) {
-        if !self.done {
+        if let (false, Some(identity)) = (self.done, &self.identity) {
+            // A kept part's identity file was written when its transfer began:
+            // touched now, it is swept no sooner than the part.
+            // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+            unsafe { libc::utimensat(self.dir.as_raw_fd(), identity.as_ptr(), std::ptr::null(), 0) };
+        }
+        if !self.done && self.identity.is_none() {
             // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
             unsafe { libc::unlinkat(self.dir.as_raw_fd(), self.temp.as_ptr(), 0) };
         }

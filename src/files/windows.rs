@@ -6,15 +6,15 @@
 
 use std::ffi::{CStr, CString};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
 use std::os::windows::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use windows_sys::Win32::Storage::FileSystem::{MoveFileExW, MOVEFILE_REPLACE_EXISTING, MOVEFILE_WRITE_THROUGH};
 
-use super::{part_name, Entry, FileError};
-use crate::codec::Checksum;
+use super::{part_name, resume_names, Entry, FileError, Identity};
+use crate::codec::{Checksum, Hasher};
 
 /// No name leads out of a root here: there are no roots.
 pub(super) fn leads_outside(_err: &io::Error) -> bool {
@@ -47,6 +47,15 @@ impl Root {
     }
 
     pub fn create(&self, _name: &str, _overwrite: bool, _mode: Option<u32>) -> Result<Upload, FileError> {
+        match self.never {}
+    }
+
+    pub fn create_resumable(
+        &self,
+        _name: &str,
+        _overwrite: bool,
+        _mode: Option<u32>,
+    ) -> Result<(Upload, Option<Identity>), FileError> {
         match self.never {}
     }
 
@@ -93,6 +102,8 @@ pub struct Upload {
     overwrite: bool,
     written: u64,
     done: bool,
+    /// A resumable transfer's identity file: its part is kept when dropped.
+    identity: Option<PathBuf>,
 }
 
 fn wide(path: &Path) -> Vec<u16> {
@@ -123,7 +134,72 @@ impl Upload {
             overwrite,
             written: 0,
             done: false,
+            identity: None,
         })
+    }
+
+    /// The part a resumable transfer to `path` keeps beside it (see
+    /// `files::resume_names`), opened or made, positioned at its end; and its
+    /// source's identity.
+    pub fn local_kept(path: &Path, overwrite: bool) -> io::Result<(Upload, Option<Identity>)> {
+        let base = path.file_name().ok_or_else(|| io::Error::from(io::ErrorKind::IsADirectory))?;
+        let dir = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let (part, identity) = resume_names(base.to_string_lossy().as_bytes());
+        let temp = dir.join(&part);
+        let mut file = File::options().read(true).write(true).create(true).truncate(false).open(&temp)?;
+        let written = file.seek(io::SeekFrom::End(0))?;
+        let identity = dir.join(identity);
+        let recorded = std::fs::read(&identity).ok().and_then(|text| Identity::from_json(&text));
+        let upload = Upload {
+            name: path.to_string_lossy().into_owned(),
+            temp_name: CString::new(part).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+            temp,
+            target: path.to_owned(),
+            file: Some(file),
+            overwrite,
+            written,
+            done: false,
+            identity: Some(identity),
+        };
+        Ok((upload, recorded))
+    }
+
+    /// A resumable transfer's kept bytes, hashed with `checksum`.
+    pub fn hash_kept(&self, checksum: Checksum) -> io::Result<Hasher> {
+        let mut hasher = Hasher::new(checksum);
+        let mut reader = File::open(&self.temp)?.take(self.written);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                return Ok(hasher);
+            }
+            hasher.update(&buf[..n]);
+        }
+    }
+
+    /// A resumable transfer starts over for a source of this identity.
+    pub fn restart(&mut self, source: Identity) -> io::Result<()> {
+        let file = self.file.as_mut().expect("open until committed");
+        file.set_len(0)?;
+        file.seek(io::SeekFrom::Start(0))?;
+        self.written = 0;
+        std::fs::write(self.identity.as_ref().expect("a resumable transfer"), source.to_json())
+    }
+
+    /// Drops the upload and removes its temporary file, a resumable
+    /// transfer's kept part and identity file too.
+    pub fn discard(mut self) {
+        if let Some(identity) = self.identity.take() {
+            let _ = std::fs::remove_file(identity);
+        }
+    }
+
+    pub fn restart_for(&mut self, source: Identity) -> Result<(), FileError> {
+        self.restart(source).map_err(|e| FileError::from_io(&self.name, e))
     }
 
     /// The temporary file's name, in the target's directory.
@@ -179,13 +255,21 @@ impl Upload {
             return Err(io::Error::last_os_error());
         }
         self.done = true;
+        if let Some(identity) = &self.identity {
+            let _ = std::fs::remove_file(identity);
+        } else if let (Some(dir), Some(base)) = (self.target.parent(), self.target.file_name()) {
+            // What a cut resumable download kept for this path is of no use any more.
+            let (part, identity) = resume_names(base.to_string_lossy().as_bytes());
+            let _ = std::fs::remove_file(dir.join(part));
+            let _ = std::fs::remove_file(dir.join(identity));
+        }
         Ok(None)
     }
 }
 
 impl Drop for Upload {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done && self.identity.is_none() {
             drop(self.file.take());
             let _ = std::fs::remove_file(&self.temp);
         }

@@ -68,6 +68,18 @@ pub struct FileRequest {
     pub after: Option<String>,
     /// In a `symlink`: what the link points to.
     pub target: Option<String>,
+    /// In a `put`: keep what arrives if the upload is cut, and continue
+    /// from what an earlier cut upload of this name kept (PROTOCOL.md, "Resume").
+    #[serde(default)]
+    pub resume: bool,
+    /// In a resumable `put`, the source's mtime in ns; in a resumable `get`,
+    /// the one the client recorded for the server's file.
+    pub mtime_ns: Option<i64>,
+    /// In a resumable `get`: how many bytes the client kept; in the first
+    /// `data` (or `end`) frame of a resumable `put`: where the data starts.
+    pub offset: Option<u64>,
+    /// In a resumable `get`: the digest of the kept bytes.
+    pub prefix_digest: Option<String>,
 }
 
 /// Parses the header of a file request or transfer frame.
@@ -117,11 +129,12 @@ pub enum ErrorCode {
     Checksum,
     Io,
     TlsRequired,
+    Changed,
 }
 
 impl ErrorCode {
     /// Every code, in the order of PROTOCOL.md's table ("Errors").
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::NotAllowed,
         ErrorCode::Auth,
@@ -135,6 +148,7 @@ impl ErrorCode {
         ErrorCode::Checksum,
         ErrorCode::Io,
         ErrorCode::TlsRequired,
+        ErrorCode::Changed,
     ];
 
     /// The code of this name, as an `error` response carries it.
@@ -168,6 +182,7 @@ impl ErrorCode {
             ErrorCode::Checksum => "checksum",
             ErrorCode::Io => "io",
             ErrorCode::TlsRequired => "tls-required",
+            ErrorCode::Changed => "changed",
         }
     }
 }

@@ -28,7 +28,7 @@ use serde_json::json;
 use super::config::{Level, Reply, ServerConfig};
 use crate::codec::{Checksum, Codec, Frame, FrameError, Hasher, PREFIX_LEN};
 use crate::exec::{self, CommandOutput, CommandSpec, Program};
-use crate::files::{Entry, FileError};
+use crate::files::{Entry, FileError, Identity};
 use crate::protocol::{self, auth, Cmd, ErrorCode, FileRequest, RequestHeader, ResultHeader};
 
 /// Limits before a client has authenticated: auth frames are small and bodiless.
@@ -110,14 +110,20 @@ pub enum Action {
     /// it), to be given the permission bits `mode`; report with
     /// [`ServerSession::upload_created`].
     CreateUpload { name: String, overwrite: bool, mode: Option<u32> },
+    /// [`Action::CreateUpload`] for a resumable upload: open (or make) the
+    /// part an earlier cut upload of `name` kept, read the identity recorded
+    /// beside it, and hash its bytes with `checksum`; report with
+    /// [`ServerSession::kept_opened`]. Dropped unfinished, it is kept.
+    CreateKept { name: String, overwrite: bool, mode: Option<u32>, checksum: Checksum },
     /// Hash `chunk` with `hasher` and append it to the open upload; report
     /// with [`ServerSession::chunk_written`] before the next frame is fed
-    /// (the driver may read that frame meanwhile).
-    WriteChunk { chunk: Bytes, hasher: Hasher },
+    /// (the driver may read that frame meanwhile). With `restart`, a
+    /// resumable upload first drops its kept bytes and records this source.
+    WriteChunk { chunk: Bytes, hasher: Hasher, restart: Option<Identity> },
     /// Sync the upload (unless not `durable`: a later [`Action::Sync`] does)
     /// and rename it to its name; report with
-    /// [`ServerSession::upload_committed`].
-    CommitUpload { durable: bool },
+    /// [`ServerSession::upload_committed`]. `restart` as for `WriteChunk`.
+    CommitUpload { durable: bool, restart: Option<Identity> },
     /// Store a whole file at once, verified already: create, write and
     /// commit it as the three actions above do; report with
     /// [`ServerSession::upload_committed`].
@@ -130,8 +136,17 @@ pub enum Action {
     /// Make what was stored without syncing durable; report with
     /// [`ServerSession::synced`].
     Sync,
-    /// Drop the open upload (its temporary file is removed).
+    /// Drop the open upload (its temporary file is removed, a resumable
+    /// upload's kept part and identity too).
     DiscardUpload,
+    /// Drop the open upload, keeping a resumable upload's part.
+    KeepUpload,
+    /// Hash the first `len` bytes of the file just opened with `hasher`
+    /// (leaving it positioned after them); report with
+    /// [`ServerSession::prefix_hashed`].
+    HashPrefix { len: u64, hasher: Hasher },
+    /// Seek the open file back to its start.
+    Rewind,
     /// Open a file to send; report its size with [`ServerSession::file_opened`].
     OpenFile { name: String },
     /// Read up to `want` bytes more of the open file, hashing them with
@@ -198,9 +213,19 @@ impl fmt::Debug for Action {
                 .field("overwrite", overwrite)
                 .finish(),
             Action::Sync => f.write_str("Sync"),
-            Action::WriteChunk { chunk, .. } => f.debug_struct("WriteChunk").field("len", &chunk.len()).finish(),
-            Action::CommitUpload { durable } => f.debug_struct("CommitUpload").field("durable", durable).finish(),
+            Action::WriteChunk { chunk, restart, .. } => {
+                f.debug_struct("WriteChunk").field("len", &chunk.len()).field("restart", restart).finish()
+            }
+            Action::CreateKept { name, overwrite, .. } => {
+                f.debug_struct("CreateKept").field("name", name).field("overwrite", overwrite).finish()
+            }
+            Action::CommitUpload { durable, restart } => {
+                f.debug_struct("CommitUpload").field("durable", durable).field("restart", restart).finish()
+            }
             Action::DiscardUpload => f.write_str("DiscardUpload"),
+            Action::KeepUpload => f.write_str("KeepUpload"),
+            Action::HashPrefix { len, .. } => f.debug_struct("HashPrefix").field("len", len).finish(),
+            Action::Rewind => f.write_str("Rewind"),
             Action::OpenFile { name } => f.debug_struct("OpenFile").field("name", name).finish(),
             Action::ReadChunk { want, .. } => f.debug_struct("ReadChunk").field("want", want).finish(),
             Action::ListDir { name, recursive, checksum, after } => f
@@ -269,14 +294,46 @@ enum Awaiting {
     Proof,
     Command,
     Handler,
-    Upload { name: String, size: u64, checksum: Checksum, durable: bool },
-    Commit { name: String, size: u64, checksum: Checksum, digest: String, durable: bool },
-    MakeDir { name: String },
-    Link { name: String },
+    /// `resume`: the source's identity, for a resumable upload.
+    Upload {
+        name: String,
+        size: u64,
+        checksum: Checksum,
+        durable: bool,
+        resume: Option<Identity>,
+    },
+    Commit {
+        name: String,
+        size: u64,
+        checksum: Checksum,
+        digest: String,
+        durable: bool,
+    },
+    MakeDir {
+        name: String,
+    },
+    Link {
+        name: String,
+    },
     Sync,
-    File { name: String, checksum: Checksum, chunk: usize },
-    Listing { name: String, recursive: bool },
-    Start { shown: String, pty: bool },
+    File {
+        name: String,
+        checksum: Checksum,
+        chunk: usize,
+        resume: Option<GetResume>,
+    },
+    Prefix {
+        get: Get,
+        digest: String,
+    },
+    Listing {
+        name: String,
+        recursive: bool,
+    },
+    Start {
+        shown: String,
+        pty: bool,
+    },
 }
 
 /// An upload between `ready` and its `end` frame.
@@ -292,16 +349,42 @@ struct Put {
     hasher: Option<Hasher>,
     /// A chunk could not be written: told at the next frame.
     failed: Option<FileError>,
+    /// A resumable upload: its source, and the offset offered in `ready`,
+    /// until the first frame after it says where the data starts.
+    resume: Option<(Identity, Option<u64>)>,
+    /// The kept bytes are to be dropped before the next write (or commit).
+    restart: Option<Identity>,
+}
+
+/// What a resumable `get` says the client kept.
+#[derive(Debug)]
+struct GetResume {
+    offset: u64,
+    prefix_digest: String,
+    recorded: Identity,
+}
+
+/// What [`Action::CreateKept`] found: how many bytes were kept, the
+/// identity recorded for their source (if any), and their hash.
+pub struct Kept {
+    pub len: u64,
+    pub recorded: Option<Identity>,
+    pub hasher: Hasher,
 }
 
 /// A download between its `file` frame and its `end` frame; always a chunk
 /// being read.
+#[derive(Debug)]
 struct Get {
     name: String,
     size: u64,
     checksum: Checksum,
     chunk: usize,
     sent: u64,
+    /// The file's mtime (ns), if the driver gave it.
+    mtime_ns: Option<i64>,
+    /// The client asked to resume: the `file` frame says from where.
+    resumed: bool,
 }
 
 enum State {
@@ -744,7 +827,11 @@ impl<'c> ServerSession<'c> {
         let durable = request.sync.unwrap_or(true);
         let (overwrite, mode) = (request.overwrite, request.mode);
         if !request.inline {
-            self.state = State::Awaiting(Awaiting::Upload { name: name.clone(), size, checksum, durable });
+            let resume = request.resume.then(|| Identity { size, mtime_ns: request.mtime_ns.unwrap_or(0) });
+            self.state = State::Awaiting(Awaiting::Upload { name: name.clone(), size, checksum, durable, resume });
+            if resume.is_some() {
+                return vec![Action::CreateKept { name, overwrite, mode, checksum }];
+            }
             return vec![Action::CreateUpload { name, overwrite, mode }];
         }
         // The whole file in this frame: checked here, then stored in one action.
@@ -785,8 +872,8 @@ impl<'c> ServerSession<'c> {
 
     /// What an [`Action::CreateUpload`] gave.
     pub fn upload_created(&mut self, created: Result<(), FileError>) -> Vec<Action> {
-        let Awaiting::Upload { name, size, checksum, durable } =
-            self.expect(|a| matches!(a, Awaiting::Upload { .. }), "upload_created")
+        let Awaiting::Upload { name, size, checksum, durable, resume: None } =
+            self.expect(|a| matches!(a, Awaiting::Upload { resume: None, .. }), "upload_created")
         else {
             unreachable!()
         };
@@ -795,8 +882,87 @@ impl<'c> ServerSession<'c> {
         }
         let chunk = self.chunk_limit();
         let hasher = Some(Hasher::new(checksum));
-        self.state = State::Put(Put { name, size, checksum, chunk, received: 0, durable, hasher, failed: None });
+        self.state = State::Put(Put {
+            name,
+            size,
+            checksum,
+            chunk,
+            received: 0,
+            durable,
+            hasher,
+            failed: None,
+            resume: None,
+            restart: None,
+        });
         vec![Action::Reply(reply(json!({"op": "ready", "chunk_size": chunk}), Bytes::new()))]
+    }
+
+    /// What an [`Action::CreateKept`] gave. A kept part whose recorded
+    /// source is not the one announced is refused (`changed`, the part
+    /// kept); one that matches is offered (`offset` and `prefix_digest` in
+    /// `ready`); anything else (nothing kept, no identity recorded, more
+    /// kept than announced) starts over at 0.
+    pub fn kept_opened(&mut self, opened: Result<Kept, FileError>) -> Vec<Action> {
+        let Awaiting::Upload { name, size, checksum, durable, resume: Some(source) } =
+            self.expect(|a| matches!(a, Awaiting::Upload { resume: Some(_), .. }), "kept_opened")
+        else {
+            unreachable!()
+        };
+        let kept = match opened {
+            Ok(kept) => kept,
+            Err(e) => return self.respond(file_error(&e)),
+        };
+        if kept.len > 0 && kept.recorded.is_some_and(|r| r != source) {
+            let r = kept.recorded.expect("checked above");
+            let message = format!(
+                "{name:?}: the source changed since the kept part was written (it was {} bytes with mtime_ns {}, \
+                 now {} bytes with mtime_ns {}): not resumed; send it with resume off to start over",
+                r.size, r.mtime_ns, source.size, source.mtime_ns
+            );
+            let mut actions = vec![Action::KeepUpload, Action::Log(Level::Info, format!("put {name:?}: {message}"))];
+            actions.extend(self.respond(Reply::error(ErrorCode::Changed, &message)));
+            return actions;
+        }
+        let offer = if kept.recorded == Some(source) && kept.len <= size { kept.len } else { 0 };
+        let chunk = self.chunk_limit();
+        let mut head = json!({"op": "ready", "chunk_size": chunk, "offset": offer});
+        let hasher = if offer > 0 {
+            head["prefix_digest"] = kept.hasher.clone().hex_digest().into();
+            kept.hasher
+        } else {
+            Hasher::new(checksum)
+        };
+        self.state = State::Put(Put {
+            name,
+            size,
+            checksum,
+            chunk,
+            received: offer,
+            durable,
+            hasher: Some(hasher),
+            failed: None,
+            resume: Some((source, Some(offer))),
+            restart: None,
+        });
+        vec![Action::Reply(reply(head, Bytes::new()))]
+    }
+
+    /// A resumable upload's first frame after `ready` says where its data
+    /// starts (`offset`, default 0): the offset offered, or 0 to start over.
+    fn resume_at(&self, put: &mut Put, offset: Option<u64>) -> Result<(), String> {
+        let Some((source, Some(offered))) = put.resume else { return Ok(()) };
+        let at = offset.unwrap_or(0);
+        if at == offered && at > 0 {
+            // The kept bytes stand: the data goes on after them.
+        } else if at == 0 {
+            put.received = 0;
+            put.hasher = Some(Hasher::new(put.checksum));
+            put.restart = Some(source);
+        } else {
+            return Err(format!("the data starts at offset {at}, but the server offered {offered} or 0"));
+        }
+        put.resume = Some((source, None));
+        Ok(())
     }
 
     /// What an [`Action::WriteChunk`] gave: the hasher back, or why the chunk
@@ -818,9 +984,20 @@ impl<'c> ServerSession<'c> {
                 // The end is in: the connection is in step, so a reply can say it.
                 Ok(TransferFrame::End(_)) => self.respond(file_error(&e)),
                 // More data is on its way: no answer can be in step.
-                Ok(TransferFrame::Data(_)) => self.close(ErrorCode::Io, format!("{e}: not stored")),
+                Ok(TransferFrame::Data(..)) => self.close(ErrorCode::Io, format!("{e}: not stored")),
                 Err((code, message)) => self.close(code, message),
             };
+        }
+        let offset = match &next {
+            Ok(TransferFrame::Data(_, offset)) => *offset,
+            Ok(TransferFrame::End(end)) => end.offset,
+            Err(_) => None,
+        };
+        if let Err(message) = self.resume_at(&mut put, offset) {
+            self.state = State::Put(put);
+            let mut actions = self.put_cut_off();
+            actions.extend(self.close(ErrorCode::BadRequest, message));
+            return actions;
         }
         match next {
             Err((code, message)) => {
@@ -829,22 +1006,23 @@ impl<'c> ServerSession<'c> {
                 actions.extend(self.close(code, message));
                 actions
             }
-            Ok(TransferFrame::Data(body)) => {
+            Ok(TransferFrame::Data(body, _)) => {
                 put.received += body.len() as u64;
                 if put.received > put.size {
                     let message = format!("more data than the {} bytes the put announced: not stored", put.size);
                     return self.close(ErrorCode::BadRequest, message);
                 }
                 let hasher = put.hasher.take().expect("checked above");
+                let restart = put.restart.take();
                 self.state = State::Put(put);
-                vec![Action::WriteChunk { chunk: body, hasher }]
+                vec![Action::WriteChunk { chunk: body, hasher, restart }]
             }
             Ok(TransferFrame::End(end)) => self.put_end(put, end),
         }
     }
 
     fn put_end(&mut self, put: Put, end: FileRequest) -> Vec<Action> {
-        let Put { name, size, checksum, received, hasher, durable, .. } = put;
+        let Put { name, size, checksum, received, hasher, durable, restart, .. } = put;
         let digest = hasher.expect("no chunk being written").hex_digest();
         let mut actions = vec![Action::DiscardUpload];
         if received != size {
@@ -866,7 +1044,7 @@ impl<'c> ServerSession<'c> {
             return actions;
         }
         self.state = State::Awaiting(Awaiting::Commit { name, size, checksum, digest, durable });
-        vec![Action::CommitUpload { durable }]
+        vec![Action::CommitUpload { durable, restart }]
     }
 
     /// What an [`Action::CommitUpload`] or [`Action::StoreFile`] gave:
@@ -979,26 +1157,96 @@ impl<'c> ServerSession<'c> {
         };
         let asked = request.chunk_size.unwrap_or(CHUNK as u64).max(1);
         let chunk = self.chunk_limit().min(asked.min(CHUNK as u64) as usize);
-        self.state = State::Awaiting(Awaiting::File { name: name.clone(), checksum, chunk });
+        let resume = match (request.offset, request.prefix_digest, request.size, request.mtime_ns) {
+            (None, ..) => None,
+            (Some(offset), Some(prefix_digest), Some(size), Some(mtime_ns)) => {
+                Some(GetResume { offset, prefix_digest, recorded: Identity { size, mtime_ns } })
+            }
+            _ => {
+                return self
+                    .respond(bad("a resumed get needs \"offset\", \"prefix_digest\", \"size\" and \"mtime_ns\""))
+            }
+        };
+        self.state = State::Awaiting(Awaiting::File { name: name.clone(), checksum, chunk, resume });
         vec![Action::OpenFile { name }]
     }
 
     /// What an [`Action::OpenFile`] gave: the file's size, or why not.
     pub fn file_opened(&mut self, opened: Result<u64, FileError>) -> Vec<Action> {
-        let Awaiting::File { name, checksum, chunk } =
+        self.file_opened_at(opened.map(|size| (size, None)))
+    }
+
+    /// [`ServerSession::file_opened`] with the file's mtime (ns), which the
+    /// `file` frame carries (a client records it to resume), and which a
+    /// resumed `get` must find unchanged (`changed` otherwise). A resumed
+    /// get whose kept bytes fit the file has them hashed
+    /// ([`Action::HashPrefix`]) before anything is sent.
+    pub fn file_opened_at(&mut self, opened: Result<(u64, Option<i64>), FileError>) -> Vec<Action> {
+        let Awaiting::File { name, checksum, chunk, resume } =
             self.expect(|a| matches!(a, Awaiting::File { .. }), "file_opened")
         else {
             unreachable!()
         };
-        let size = match opened {
-            Ok(size) => size,
+        let (size, mtime_ns) = match opened {
+            Ok(opened) => opened,
             Err(e) => return self.respond(file_error(&e)),
         };
-        let head = json!({"op": "file", "name": name, "size": size, "checksum": checksum.name()});
+        let get = Get { name, size, checksum, chunk, sent: 0, mtime_ns, resumed: resume.is_some() };
+        let Some(resume) = resume else { return self.send_file(get, Hasher::new(checksum), false) };
+        let now = Identity { size, mtime_ns: mtime_ns.unwrap_or(0) };
+        if resume.recorded != now {
+            let r = resume.recorded;
+            let message = format!(
+                "{:?}: the source changed since the kept part was written (it was {} bytes with mtime_ns {}, now {} \
+                 bytes with mtime_ns {}): not resumed; fetch it with resume off to start over",
+                get.name, r.size, r.mtime_ns, now.size, now.mtime_ns
+            );
+            return self.respond(Reply::error(ErrorCode::Changed, &message));
+        }
+        if resume.offset == 0 || resume.offset > size {
+            return self.send_file(get, Hasher::new(checksum), false);
+        }
+        let len = resume.offset;
+        self.state = State::Awaiting(Awaiting::Prefix { get, digest: resume.prefix_digest });
+        vec![Action::HashPrefix { len, hasher: Hasher::new(checksum) }]
+    }
+
+    /// What an [`Action::HashPrefix`] gave: the hash of the file's first
+    /// bytes. If it is the client's, only the rest is sent; if not, all of it.
+    pub fn prefix_hashed(&mut self, hashed: Result<(u64, Hasher), FileError>) -> Vec<Action> {
+        let Awaiting::Prefix { mut get, digest } =
+            self.expect(|a| matches!(a, Awaiting::Prefix { .. }), "prefix_hashed")
+        else {
+            unreachable!()
+        };
+        let (len, hasher) = match hashed {
+            Ok(hashed) => hashed,
+            Err(e) => return self.respond(file_error(&e)),
+        };
+        if hasher.clone().hex_digest().eq_ignore_ascii_case(&digest) {
+            get.sent = len;
+            return self.send_file(get, hasher, false);
+        }
+        let checksum = get.checksum;
+        self.send_file(get, Hasher::new(checksum), true)
+    }
+
+    /// The `file` frame, then the data from `get.sent` on (`rewind`: the
+    /// file is read from its start again).
+    fn send_file(&mut self, get: Get, hasher: Hasher, rewind: bool) -> Vec<Action> {
+        let mut head = json!({"op": "file", "name": get.name, "size": get.size, "checksum": get.checksum.name()});
+        if let Some(mtime_ns) = get.mtime_ns {
+            head["mtime_ns"] = mtime_ns.into();
+        }
+        if get.resumed {
+            head["offset"] = get.sent.into();
+        }
+        let mut actions = if rewind { vec![Action::Rewind] } else { vec![] };
         // One chunk is read while the frame before it goes out.
-        let read = Action::ReadChunk { want: chunk_of(chunk, size), hasher: Hasher::new(checksum) };
-        self.state = State::Get(Get { name, size, checksum, chunk, sent: 0 });
-        vec![read, Action::Reply(reply(head, Bytes::new()))]
+        actions.push(Action::ReadChunk { want: chunk_of(get.chunk, get.size - get.sent), hasher });
+        actions.push(Action::Reply(reply(head, Bytes::new())));
+        self.state = State::Get(get);
+        actions
     }
 
     /// What an [`Action::ReadChunk`] gave: the hasher back and the bytes
@@ -1169,7 +1417,8 @@ fn chunk_of(chunk: usize, left: u64) -> usize {
 }
 
 enum TransferFrame {
-    Data(Bytes),
+    // (a data frame's body and its `offset`, if any)
+    Data(Bytes, Option<u64>),
     End(FileRequest),
 }
 
@@ -1183,7 +1432,7 @@ fn transfer_frame(frame: &Frame, chunk: usize) -> Result<TransferFrame, (ErrorCo
             ErrorCode::TooLarge,
             format!("a data frame of {} bytes, over the chunk_size of {chunk}", frame.body.len()),
         )),
-        Some("data") => Ok(TransferFrame::Data(frame.body.clone())),
+        Some("data") => Ok(TransferFrame::Data(frame.body.clone(), header.offset)),
         Some("end") => Ok(TransferFrame::End(header)),
         _ => Err((ErrorCode::BadRequest, UNEXPECTED_IN_PUT.into())),
     }

@@ -13,7 +13,7 @@ use pyo3::types::{PyBytes, PyDict};
 use bytes::Bytes;
 
 use crate::codec::{Codec, Frame};
-use crate::protocol::client::{Cancelled, ClientSession, Event, PutOptions, SessionError, ViolationKind};
+use crate::protocol::client::{Cancelled, ClientSession, Event, GetResume, PutOptions, SessionError, ViolationKind};
 
 use super::codec::PyCodec;
 use super::errors::frame_error;
@@ -131,6 +131,7 @@ fn violation_kind(kind: ViolationKind) -> &'static str {
         ViolationKind::ShortDownload => "short-download",
         ViolationKind::StoredElse => "stored-else",
         ViolationKind::UploadData => "upload-data",
+        ViolationKind::BadOffset => "bad-offset",
     }
 }
 
@@ -167,8 +168,12 @@ pub(super) fn event_to_py<'py>(
         Event::Send(data) => ("send", PyBytes::new(py, &data)).into_pyobject(py)?.into_any(),
         Event::LoggedIn { id } => ("logged-in", id).into_pyobject(py)?.into_any(),
         Event::LoginFailed { id, message } => ("login-failed", id, message).into_pyobject(py)?.into_any(),
-        Event::UploadReady { id, chunk_size } => ("upload-ready", id, chunk_size).into_pyobject(py)?.into_any(),
-        Event::DownloadStarted { id, size } => ("download-started", id, size).into_pyobject(py)?.into_any(),
+        Event::UploadReady { id, chunk_size, offset, prefix_digest } => {
+            ("upload-ready", id, chunk_size, offset, prefix_digest).into_pyobject(py)?.into_any()
+        }
+        Event::DownloadStarted { id, size, offset, mtime_ns } => {
+            ("download-started", id, size, offset, mtime_ns).into_pyobject(py)?.into_any()
+        }
         Event::FileChunk { id, data } => ("file-chunk", id, body_to_py(py, &data, read)).into_pyobject(py)?.into_any(),
         Event::TransferEnd { id, end } => {
             let header = header_dict(py, &end.header)?;
@@ -325,7 +330,10 @@ impl PyClientSession {
     }
 
     /// ``put``: an upload of ``size`` bytes to ``name``: ``(id, bytes)``.
-    #[pyo3(signature = (name, size, *, overwrite=false, checksum="sha256", mode=None, sync=true))]
+    /// ``resume_mtime_ns``: a resumable upload of a source with this mtime
+    /// (ns); its ``upload-ready`` may offer a kept prefix (see
+    /// :meth:`put_resume`).
+    #[pyo3(signature = (name, size, *, overwrite=false, checksum="sha256", mode=None, sync=true, resume_mtime_ns=None))]
     #[allow(clippy::too_many_arguments)]
     fn put<'py>(
         &self,
@@ -336,9 +344,18 @@ impl PyClientSession {
         checksum: &str,
         mode: Option<u32>,
         sync: bool,
+        resume_mtime_ns: Option<i64>,
     ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
-        let made = self.lock(py)?.put_with(name, size, &PutOptions { overwrite, checksum, mode, sync });
+        let options = PutOptions { overwrite, checksum, mode, sync, resume: resume_mtime_ns };
+        let made = self.lock(py)?.put_with(name, size, &options);
         outgoing(py, made)
+    }
+
+    /// A resumable upload whose server offered its kept prefix: the hex
+    /// digest of the source's first ``offset`` bytes. Returns where the data
+    /// starts: ``offset`` if the digests match, else 0.
+    fn put_resume(&self, py: Python<'_>, own_digest: &str) -> PyResult<u64> {
+        self.lock(py)?.put_resume(own_digest).map_err(|e| session_error(py, e))
     }
 
     /// A whole small file in one ``put`` frame, with the hex ``digest`` of
@@ -359,7 +376,7 @@ impl PyClientSession {
     ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
         let mut session = self.lock(py)?;
         let made = with_body(Some(data), |data| {
-            Ok(session.put_inline(name, data, digest, &PutOptions { overwrite, checksum, mode, sync }))
+            Ok(session.put_inline(name, data, digest, &PutOptions { overwrite, checksum, mode, sync, resume: None }))
         })?;
         outgoing(py, made)
     }
@@ -409,10 +426,25 @@ impl PyClientSession {
         Ok(PyBytes::new(py, &data))
     }
 
-    /// ``get``: a download of ``name``: ``(id, bytes)``.
-    #[pyo3(signature = (name, *, checksum="sha256"))]
-    fn get<'py>(&self, py: Python<'py>, name: &str, checksum: &str) -> PyResult<(u64, Bound<'py, PyBytes>)> {
-        let made = self.lock(py)?.get(name, checksum);
+    /// ``get``: a download of ``name``: ``(id, bytes)``. ``resume``:
+    /// ``(offset, prefix_digest, size, mtime_ns)`` of what an earlier cut
+    /// download kept (the bytes, their digest, and the server's file's size
+    /// and mtime when they were written).
+    #[pyo3(signature = (name, *, checksum="sha256", resume=None))]
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+        checksum: &str,
+        resume: Option<(u64, String, u64, i64)>,
+    ) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        let resume = resume.as_ref().map(|(offset, prefix_digest, size, mtime_ns)| GetResume {
+            offset: *offset,
+            prefix_digest,
+            size: *size,
+            mtime_ns: *mtime_ns,
+        });
+        let made = self.lock(py)?.get_with(name, checksum, resume.as_ref());
         outgoing(py, made)
     }
 

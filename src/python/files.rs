@@ -9,7 +9,7 @@ use pyo3::types::PyBytes;
 
 use super::stream::with_body;
 use crate::codec::{Checksum, Hasher};
-use crate::files::Upload;
+use crate::files::{Identity, Upload};
 
 /// A file being received at a local path: the server's uploads' temporary
 /// file (`files::Upload::local`), for ``rframe._files.LocalFile``. Private.
@@ -18,6 +18,10 @@ pub struct PyPartFile {
     /// `None` once committed or discarded.
     upload: Mutex<Option<Upload>>,
     temp: Py<PyBytes>,
+    /// A resumable one: the bytes kept when it was opened, and the source's
+    /// `(size, mtime_ns)` recorded beside them.
+    kept: u64,
+    recorded: Option<(u64, i64)>,
 }
 
 fn finished() -> PyErr {
@@ -34,11 +38,52 @@ impl PyPartFile {
 impl PyPartFile {
     /// A temporary file beside ``path``, created and locked; ``OSError`` as
     /// the system says (a missing directory: ``FileNotFoundError``).
+    /// ``resume=True``: the part an earlier cut download to ``path`` kept
+    /// (``kept`` bytes, from a source of ``recorded`` size and mtime), or a
+    /// new one; it stays if dropped unfinished.
     #[new]
-    fn new(py: Python<'_>, path: PathBuf, overwrite: bool) -> PyResult<PyPartFile> {
-        let upload = py.detach(|| Upload::local(&path, overwrite))?;
+    #[pyo3(signature = (path, overwrite, resume=false))]
+    fn new(py: Python<'_>, path: PathBuf, overwrite: bool, resume: bool) -> PyResult<PyPartFile> {
+        let (upload, recorded) = py.detach(|| {
+            if resume {
+                Upload::local_kept(&path, overwrite)
+            } else {
+                Upload::local(&path, overwrite).map(|upload| (upload, None))
+            }
+        })?;
         let temp = PyBytes::new(py, upload.temp_name().to_bytes()).unbind();
-        Ok(PyPartFile { upload: Mutex::new(Some(upload)), temp })
+        let (kept, recorded) = (upload.written(), recorded.map(|r| (r.size, r.mtime_ns)));
+        Ok(PyPartFile { upload: Mutex::new(Some(upload)), temp, kept, recorded })
+    }
+
+    /// How many bytes a resumable part held when it was opened.
+    #[getter]
+    fn kept(&self) -> u64 {
+        self.kept
+    }
+
+    /// ``(size, mtime_ns)`` of the source whose bytes a resumable part
+    /// holds, or ``None``.
+    #[getter]
+    fn recorded(&self) -> Option<(u64, i64)> {
+        self.recorded
+    }
+
+    /// A resumable part starts over for a source of this size and mtime:
+    /// its bytes are dropped, the source recorded beside it.
+    fn restart(&self, py: Python<'_>, size: u64, mtime_ns: i64) -> PyResult<()> {
+        py.detach(|| {
+            let mut upload = self.upload.lock().expect("lock");
+            let upload = upload.as_mut().ok_or_else(finished)?;
+            upload.restart(Identity { size, mtime_ns }).map_err(Into::into)
+        })
+    }
+
+    /// Lets go of a resumable part, keeping its bytes (a cut download).
+    fn release(&self, py: Python<'_>) {
+        if let Ok(upload) = self.take() {
+            py.detach(|| drop(upload));
+        }
     }
 
     /// The temporary file's name (bytes), in the directory of ``path``.
@@ -67,10 +112,11 @@ impl PyPartFile {
         Ok(())
     }
 
-    /// Removes the temporary file; the final name is left as it was.
+    /// Removes the temporary file (a resumable part and what is recorded
+    /// beside it too); the final name is left as it was.
     fn discard(&self, py: Python<'_>) {
         if let Ok(upload) = self.take() {
-            py.detach(|| drop(upload));
+            py.detach(|| upload.discard());
         }
     }
 }

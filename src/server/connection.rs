@@ -312,16 +312,30 @@ impl<'s> Conn<'s> {
             Action::MakeDir { name, mode } => self.make_dir(name, mode).await,
             Action::MakeLink { name, target, overwrite } => self.make_link(name, target, overwrite).await,
             Action::Sync => self.sync_root().await,
-            Action::WriteChunk { chunk, hasher } => {
-                self.write_chunk(chunk, hasher);
+            Action::CreateKept { name, overwrite, mode, checksum } => {
+                self.create_kept(name, overwrite, mode, checksum).await
+            }
+            Action::WriteChunk { chunk, hasher, restart } => {
+                self.write_chunk(chunk, hasher, restart);
                 vec![]
             }
-            Action::CommitUpload { durable } => self.commit_upload(durable).await,
+            Action::CommitUpload { durable, restart } => self.commit_upload(durable, restart).await,
             Action::DiscardUpload => {
+                if let Some(upload) = self.upload.take() {
+                    upload.discard();
+                }
+                vec![]
+            }
+            Action::KeepUpload => {
                 self.upload = None;
                 vec![]
             }
             Action::OpenFile { name } => self.open_file(name).await,
+            Action::HashPrefix { len, hasher } => self.hash_prefix(len, hasher).await,
+            Action::Rewind => {
+                self.rewind()?;
+                vec![]
+            }
             Action::ReadChunk { want, hasher } => {
                 self.read_chunk(want, hasher);
                 vec![]

@@ -118,6 +118,8 @@ pub enum ViolationKind {
     StoredElse,
     /// A frame from the server while an upload's data goes out.
     UploadData,
+    /// A download's `file` frame resumes at an offset not asked for.
+    BadOffset,
 }
 
 /// How a finished transfer ended, as the server says.
@@ -154,9 +156,15 @@ pub enum Event {
     /// [`Event::Closed`] follows.
     LoginFailed { id: RequestId, message: String },
     /// The upload `id` may send its data, in frames of at most `chunk_size`.
-    UploadReady { id: RequestId, chunk_size: usize },
-    /// The download `id` brings `size` bytes.
-    DownloadStarted { id: RequestId, size: u64 },
+    /// A resumable upload's server may offer to keep the first `offset`
+    /// bytes it kept, whose digest is `prefix_digest`: the driver hashes its
+    /// own first `offset` bytes and says so with
+    /// [`ClientSession::put_resume`] before the data.
+    UploadReady { id: RequestId, chunk_size: usize, offset: u64, prefix_digest: Option<String> },
+    /// The download `id` brings `size` bytes, from `offset` on (0 unless a
+    /// resumed get's prefix was taken); `mtime_ns`, the server's file's
+    /// mtime, if the server says (a driver records it to resume).
+    DownloadStarted { id: RequestId, size: u64, offset: u64, mtime_ns: Option<i64> },
     /// The next bytes of download `id`.
     FileChunk { id: RequestId, data: Bytes },
     /// The transfer `id` ended: a `stored` upload or a download's `end`.
@@ -227,6 +235,8 @@ enum Step {
     },
     Get {
         name: String,
+        /// A resumed get: the bytes the client kept.
+        kept: Option<u64>,
         phase: GetPhase,
     },
     /// A live command: `started` once the server said so.
@@ -264,6 +274,12 @@ struct Upload {
     sent: u64,
     /// Set by the server's `ready`.
     chunk: Option<usize>,
+    /// A resumable upload: the offset and prefix digest the server
+    /// offered, until [`ClientSession::put_resume`] takes or refuses them.
+    offered: Option<(u64, String)>,
+    /// A resumable upload: where its data starts, for the first data (or
+    /// end) frame's `offset`.
+    first_offset: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,6 +301,21 @@ pub struct PutOptions<'a> {
     /// `false`: stored without waiting for the disk, until a
     /// [`ClientSession::sync`].
     pub sync: bool,
+    /// A resumable upload (PROTOCOL.md, "Resume"): the source's mtime in
+    /// ns (with the size, its identity).
+    pub resume: Option<i64>,
+}
+
+/// What a resumed `get` kept (PROTOCOL.md, "Resume").
+#[derive(Debug, Clone, Copy)]
+pub struct GetResume<'a> {
+    /// How many bytes were kept.
+    pub offset: u64,
+    /// Their hex digest, with the get's checksum.
+    pub prefix_digest: &'a str,
+    /// The server's file's size and mtime (ns) when they were written.
+    pub size: u64,
+    pub mtime_ns: i64,
 }
 
 impl PutOptions<'_> {
@@ -305,6 +336,9 @@ impl PutOptions<'_> {
         if let Some(digest) = inline_digest {
             fields.push(("inline", Val::Bool(true)));
             fields.push(("digest", Val::Str(digest)));
+        } else if let Some(mtime_ns) = self.resume {
+            fields.push(("resume", Val::Bool(true)));
+            fields.push(("mtime_ns", Val::I64(mtime_ns)));
         }
         fields
     }
@@ -314,6 +348,7 @@ impl PutOptions<'_> {
 enum Val<'a> {
     Str(&'a str),
     U64(u64),
+    I64(i64),
     Bool(bool),
 }
 
@@ -556,7 +591,7 @@ impl ClientSession {
         overwrite: bool,
         checksum: &str,
     ) -> Result<(RequestId, Vec<u8>), SessionError> {
-        self.put_with(name, size, &PutOptions { overwrite, checksum, mode: None, sync: true })
+        self.put_with(name, size, &PutOptions { overwrite, checksum, mode: None, sync: true, resume: None })
     }
 
     /// [`ClientSession::put`], with a mode and `sync: false` (see [`PutOptions`]).
@@ -571,7 +606,8 @@ impl ClientSession {
         check_checksum(options.checksum)?;
         let data = self.frame(&options.fields(name, size, None), b"")?;
         let id = self.push(Step::Put { size, checksum: options.checksum.into(), phase: PutPhase::AwaitReady });
-        self.upload = Some(Upload { id, size, sent: 0, chunk: None });
+        let first_offset = options.resume.map(|_| 0);
+        self.upload = Some(Upload { id, size, sent: 0, chunk: None, offered: None, first_offset });
         Ok((id, data))
     }
 
@@ -598,6 +634,23 @@ impl ClientSession {
         Ok((self.push(Step::Put { size, checksum: options.checksum.into(), phase }), frame))
     }
 
+    /// A resumable upload whose server offered its kept prefix
+    /// ([`Event::UploadReady`] with an `offset`): `own_digest` is the hex
+    /// digest of the first `offset` bytes of the source. If it is the
+    /// server's, the data goes on from `offset`; if not, from 0 (the server
+    /// drops what it kept). Returns where the data starts.
+    pub fn put_resume(&mut self, own_digest: &str) -> Result<u64, SessionError> {
+        self.check_open()?;
+        let upload = self.upload.as_mut().ok_or_else(|| SessionError::Usage("no upload is under way".into()))?;
+        let Some((offset, theirs)) = upload.offered.take() else {
+            return Err(SessionError::Usage("the server offered no kept prefix to resume from".into()));
+        };
+        let start = if theirs.eq_ignore_ascii_case(own_digest) { offset } else { 0 };
+        upload.sent = start;
+        upload.first_offset = Some(start);
+        Ok(start)
+    }
+
     /// The next `data` frame of the upload, whole.
     pub fn put_data(&mut self, chunk: &[u8]) -> Result<Vec<u8>, SessionError> {
         let mut head = self.put_data_head(chunk)?;
@@ -619,13 +672,22 @@ impl ClientSession {
                 chunk.len()
             )));
         }
+        if upload.offered.is_some() {
+            return Err(SessionError::Usage("the server offered a kept prefix: put_resume() first".into()));
+        }
         let sent = upload.sent + chunk.len() as u64;
         if sent > upload.size {
             return Err(SessionError::Usage(format!("{sent} bytes is more than the {} announced", upload.size)));
         }
-        let header = self.header(&[("op", Val::Str("data"))], chunk);
+        let mut fields = vec![("op", Val::Str("data"))];
+        if let Some(offset) = upload.first_offset {
+            fields.push(("offset", Val::U64(offset)));
+        }
+        let header = self.header(&fields, chunk);
         let head = self.codec.encode_head(Some(&header), chunk.len())?;
-        self.upload.as_mut().expect("checked above").sent = sent;
+        let upload = self.upload.as_mut().expect("checked above");
+        upload.sent = sent;
+        upload.first_offset = None;
         Ok(head)
     }
 
@@ -636,19 +698,25 @@ impl ClientSession {
         if upload.chunk.is_none() {
             return Err(SessionError::Usage("the server is not ready for the upload's data yet".into()));
         }
+        if upload.offered.is_some() {
+            return Err(SessionError::Usage("the server offered a kept prefix: put_resume() first".into()));
+        }
         if upload.sent != upload.size {
             return Err(SessionError::Usage(format!(
                 "{} of the {} bytes announced were sent",
                 upload.sent, upload.size
             )));
         }
-        let id = upload.id;
+        let (id, first_offset) = (upload.id, upload.first_offset);
         let checksum = match self.in_flight.iter().find(|e| e.id == id).map(|e| &e.step) {
             Some(Step::Put { checksum, .. }) => checksum.clone(),
             _ => unreachable!("an upload under way has its put in flight"),
         };
-        let data = self
-            .frame(&[("op", Val::Str("end")), ("checksum", Val::Str(&checksum)), ("digest", Val::Str(digest))], b"")?;
+        let mut fields = vec![("op", Val::Str("end")), ("checksum", Val::Str(&checksum)), ("digest", Val::Str(digest))];
+        if let Some(offset) = first_offset {
+            fields.push(("offset", Val::U64(offset)));
+        }
+        let data = self.frame(&fields, b"")?;
         if let Some(InFlight { step: Step::Put { phase, .. }, .. }) = self.in_flight.iter_mut().find(|e| e.id == id) {
             *phase = PutPhase::AwaitStored { digest: digest.into() };
         }
@@ -660,20 +728,40 @@ impl ClientSession {
     /// remote error), [`Event::FileChunk`]s and [`Event::TransferEnd`] with
     /// the digest the server sent (or a remote error in its place).
     pub fn get(&mut self, name: &str, checksum: &str) -> Result<(RequestId, Vec<u8>), SessionError> {
+        self.get_with(name, checksum, None)
+    }
+
+    /// [`ClientSession::get`], resumed from what an earlier cut download
+    /// kept: the server sends from `offset` on if the first `offset` bytes
+    /// of its file have `prefix_digest`, from 0 if not, and refuses
+    /// (`changed`) if its file's size or mtime are not those given.
+    pub fn get_with(
+        &mut self,
+        name: &str,
+        checksum: &str,
+        resume: Option<&GetResume<'_>>,
+    ) -> Result<(RequestId, Vec<u8>), SessionError> {
         self.check_free()?;
         self.need_json("get")?;
         check_checksum(checksum)?;
         let chunk = (CHUNK as u64).min(self.codec.max_body);
-        let data = self.frame(
-            &[
-                ("op", Val::Str("get")),
-                ("name", Val::Str(name)),
-                ("checksum", Val::Str(checksum)),
-                ("chunk_size", Val::U64(chunk)),
-            ],
-            b"",
-        )?;
-        Ok((self.push(Step::Get { name: name.into(), phase: GetPhase::AwaitFile }), data))
+        let mut fields = vec![
+            ("op", Val::Str("get")),
+            ("name", Val::Str(name)),
+            ("checksum", Val::Str(checksum)),
+            ("chunk_size", Val::U64(chunk)),
+        ];
+        if let Some(r) = resume {
+            fields.extend([
+                ("offset", Val::U64(r.offset)),
+                ("prefix_digest", Val::Str(r.prefix_digest)),
+                ("size", Val::U64(r.size)),
+                ("mtime_ns", Val::I64(r.mtime_ns)),
+            ]);
+        }
+        let data = self.frame(&fields, b"")?;
+        let kept = resume.map(|r| r.offset);
+        Ok((self.push(Step::Get { name: name.into(), kept, phase: GetPhase::AwaitFile }), data))
     }
 
     /// The caller of request `id` gives up on it (see [`Cancelled`]).
@@ -854,13 +942,22 @@ impl ClientSession {
                         self.upload = None;
                         return self.violation(id, ViolationKind::UnexpectedReply, message, None, hdr());
                     }
-                    let asked = members.as_ref().and_then(|m| get(m, "chunk_size"));
-                    let chunk = chunk_size(asked);
+                    let m = members.as_ref().expect("a ready frame has a header");
+                    let chunk = chunk_size(get(m, "chunk_size"));
+                    // An offer only from a resumable upload, of at most its size, with a digest.
+                    let resumable = self.upload.as_ref().is_some_and(|u| u.first_offset.is_some());
+                    let offered = py_int(get(m, "offset"))
+                        .filter(|o| *o > 0 && (*o as u64) <= *size && resumable)
+                        .zip(str_field(m, "prefix_digest"))
+                        .map(|(o, d)| (o as u64, d));
                     *phase = PutPhase::Sending;
+                    let (offset, prefix_digest) =
+                        offered.clone().map_or((0, None), |(offset, digest)| (offset, Some(digest)));
                     if let Some(upload) = self.upload.as_mut() {
                         upload.chunk = Some(chunk);
+                        upload.offered = offered;
                     }
-                    self.events.push_back(Event::UploadReady { id, chunk_size: chunk });
+                    self.events.push_back(Event::UploadReady { id, chunk_size: chunk, offset, prefix_digest });
                 }
                 PutPhase::Sending => {
                     let message = format!("expected no frame before the upload's end, got {}", shown());
@@ -895,7 +992,7 @@ impl ClientSession {
                 let started = *started;
                 self.on_live(id, started, op, members.as_ref(), &frame);
             }
-            Step::Get { name, phase } => match phase {
+            Step::Get { name, kept, phase } => match phase {
                 GetPhase::AwaitFile => {
                     if op != Some("file") {
                         let message = format!("expected a 'file' frame, got {}", shown());
@@ -908,8 +1005,23 @@ impl ClientSession {
                         return self.violation(id, ViolationKind::NoSize, message, Some(DOWNLOAD_BROKEN), hdr());
                     };
                     let size = size as u64;
-                    *phase = GetPhase::Data { size, received: 0 };
-                    self.events.push_back(Event::DownloadStarted { id, size });
+                    let m = members.as_ref().expect("a file frame has a header");
+                    // A server older than resume sends no offset: it sends everything.
+                    let offset = match get(m, "offset") {
+                        None => Some(0),
+                        v => py_int(v).filter(|o| *o == 0 || Some(*o as u64) == *kept).map(|o| o as u64),
+                    };
+                    let Some(offset) = offset.filter(|o| *o <= size) else {
+                        let message = format!(
+                            "the server resumed {} at an offset not asked for: {}",
+                            str_repr(name),
+                            members_repr(m)
+                        );
+                        return self.violation(id, ViolationKind::BadOffset, message, Some(DOWNLOAD_BROKEN), hdr());
+                    };
+                    let mtime_ns = py_int(get(m, "mtime_ns"));
+                    *phase = GetPhase::Data { size, received: offset };
+                    self.events.push_back(Event::DownloadStarted { id, size, offset, mtime_ns });
                 }
                 GetPhase::Data { size, received } => {
                     let (size, got) = (*size, *received);
@@ -1132,6 +1244,7 @@ impl ClientSession {
                 match value {
                     Val::Str(s) => w.string(s),
                     Val::U64(n) => w.u64(*n),
+                    Val::I64(n) => w.i64(*n),
                     Val::Bool(b) => w.bool(*b),
                 }
             }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::codec::Part;
+use serde_json::json;
 
 /// A frame as the server sends it: `fields` is a JSON object's members
 /// without `total_size`, which is added.
@@ -328,8 +329,7 @@ impl FakeServer {
         assert_eq!(h["nonce"], self.nonce.as_str());
         let cn = h["client_nonce"].as_str().unwrap();
         let binding = self.binding.as_deref();
-        let expected_cb =
-            if binding.is_some() { serde_json::json!("tls-server-end-point") } else { serde_json::Value::Null };
+        let expected_cb = if binding.is_some() { json!("tls-server-end-point") } else { serde_json::Value::Null };
         assert_eq!(h.get("channel_binding").cloned().unwrap_or_default(), expected_cb);
         assert!(auth::verify(TOKEN, Role::Client, &self.nonce, cn, binding, h["proof"].as_str().unwrap()));
         let token: &[u8] = if lie { b"another token" } else { TOKEN };
@@ -481,7 +481,7 @@ fn an_upload_goes_ready_data_end_stored() {
     assert_eq!(s.list(""), Err(SessionError::Busy("a file upload holds the connection")));
     assert_eq!(
         feed(&mut s, &frame(r#""op": "ready", "chunk_size": 3"#, b"")),
-        [Event::UploadReady { id, chunk_size: 3 }]
+        [Event::UploadReady { id, chunk_size: 3, offset: 0, prefix_digest: None }]
     );
     assert!(matches!(s.put_data(b"abcd"), Err(SessionError::Usage(_))), "over the chunk size");
     assert_eq!(s.put_data(b"hel").unwrap(), frame(r#""op": "data""#, b"hel"));
@@ -543,7 +543,7 @@ fn an_upload_asks_for_no_more_than_a_chunk_and_hears_no_frame_while_sending() {
     let (id, _) = s.put("a", 10, false, "sha256").unwrap();
     assert_eq!(
         feed(&mut s, &frame(r#""op": "ready", "chunk_size": 99999999"#, b"")),
-        [Event::UploadReady { id, chunk_size: CHUNK }]
+        [Event::UploadReady { id, chunk_size: CHUNK, offset: 0, prefix_digest: None }]
     );
     let events = feed(&mut s, &frame(r#""op": "stored""#, b""));
     assert!(matches!(
@@ -559,7 +559,87 @@ fn an_upload_asks_for_no_more_than_a_chunk_and_hears_no_frame_while_sending() {
     assert!(matches!(s.put_data(b"x"), Err(SessionError::Usage(_))));
 }
 
+#[test]
+fn a_resumable_upload_announces_its_source_and_takes_a_matching_prefix() {
+    let mut s = session();
+    let options = PutOptions { overwrite: false, checksum: "sha256", mode: None, sync: true, resume: Some(-5) };
+    let (id, put) = s.put_with("a", 10, &options).unwrap();
+    assert_eq!((sent(&put).0["resume"].clone(), sent(&put).0["mtime_ns"].clone()), (json!(true), json!(-5)));
+    let events = feed(&mut s, &frame(r#""op": "ready", "offset": 4, "prefix_digest": "AB""#, b""));
+    assert_eq!(events, [Event::UploadReady { id, chunk_size: CHUNK, offset: 4, prefix_digest: Some("AB".into()) }]);
+    assert!(matches!(s.put_data(b"x"), Err(SessionError::Usage(_))), "data before put_resume");
+    assert_eq!(s.put_resume("ab").unwrap(), 4);
+    assert_eq!(s.put_data(b"4567").unwrap(), frame(r#""op": "data", "offset": 4"#, b"4567"));
+    assert_eq!(
+        s.put_data(b"89").unwrap(),
+        frame(r#""op": "data""#, b"89"),
+        "the offset goes with the first frame only"
+    );
+    assert!(s.put_end("d").is_ok());
+}
+
+#[test]
+fn a_resumable_upload_whose_prefix_differs_starts_over() {
+    let mut s = session();
+    let options = PutOptions { overwrite: false, checksum: "sha256", mode: None, sync: true, resume: Some(1) };
+    s.put_with("a", 4, &options).unwrap();
+    feed(&mut s, &frame(r#""op": "ready", "offset": 4, "prefix_digest": "ab""#, b""));
+    assert_eq!(s.put_resume("cd").unwrap(), 0);
+    assert!(matches!(s.put_resume("ab"), Err(SessionError::Usage(_))), "once");
+    assert!(matches!(s.put_end("d"), Err(SessionError::Usage(_))), "nothing sent yet");
+    assert_eq!(s.put_data(b"0123").unwrap(), frame(r#""op": "data", "offset": 0"#, b"0123"));
+}
+
+#[test]
+fn a_resumable_upload_to_an_old_server_is_a_whole_one() {
+    // No offset in ready: nothing to resume; the data says it starts at 0
+    // (a field an old server ignores).
+    let mut s = session();
+    let options = PutOptions { overwrite: false, checksum: "sha256", mode: None, sync: true, resume: Some(1) };
+    let (id, _) = s.put_with("a", 0, &options).unwrap();
+    let events = feed(&mut s, &frame(r#""op": "ready""#, b""));
+    assert_eq!(events, [Event::UploadReady { id, chunk_size: CHUNK, offset: 0, prefix_digest: None }]);
+    assert!(matches!(s.put_resume("x"), Err(SessionError::Usage(_))));
+    assert_eq!(sent(&s.put_end("d").unwrap()).0["offset"], 0);
+    // An offer past the size, or to an upload that did not ask, is none.
+    let mut s = session();
+    let (id, _) = s.put("a", 3, false, "sha256").unwrap();
+    let events = feed(&mut s, &frame(r#""op": "ready", "offset": 2, "prefix_digest": "ab""#, b""));
+    assert_eq!(events, [Event::UploadReady { id, chunk_size: CHUNK, offset: 0, prefix_digest: None }]);
+    assert_eq!(s.put_data(b"abc").unwrap(), frame(r#""op": "data""#, b"abc"));
+}
+
 // ---------------------------------------------------------------- get
+
+#[test]
+fn a_resumed_download_asks_with_its_kept_prefix_and_goes_on_from_the_offset_given() {
+    let resume = GetResume { offset: 3, prefix_digest: "ab", size: 5, mtime_ns: 9 };
+    for (offset, rest) in [(3u64, &b"lo"[..]), (0, b"hello")] {
+        let mut s = session();
+        let (id, get) = s.get_with("f", "sha256", Some(&resume)).unwrap();
+        let h = sent(&get).0;
+        assert_eq!((h["offset"].clone(), h["prefix_digest"].clone()), (json!(3), json!("ab")));
+        assert_eq!((h["size"].clone(), h["mtime_ns"].clone()), (json!(5), json!(9)));
+        let head = format!(r#""op": "file", "name": "f", "size": 5, "mtime_ns": 9, "offset": {offset}"#);
+        let mut data = frame(&head, b"");
+        data.extend(frame(r#""op": "data""#, rest));
+        data.extend(frame(r#""op": "end", "size": 5, "digest": "x""#, b""));
+        let events = feed(&mut s, &data);
+        assert_eq!(events[0], Event::DownloadStarted { id, size: 5, offset, mtime_ns: Some(9) });
+        assert!(matches!(&events[2], Event::TransferEnd { .. }), "{events:?}");
+    }
+}
+
+#[test]
+fn a_download_resumed_at_an_offset_not_asked_for_breaks_the_protocol() {
+    let mut s = session();
+    let (id, _) = s.get("f", "sha256").unwrap();
+    let events = feed(&mut s, &frame(r#""op": "file", "name": "f", "size": 5, "offset": 2"#, b""));
+    assert!(
+        matches!(&events[..], [Event::Violation { id: Some(got), kind: ViolationKind::BadOffset, closes: true, .. }, Event::Closed { .. }] if *got == id),
+        "{events:?}"
+    );
+}
 
 fn file_frames(size: u64, chunks: &[&[u8]], digest: &str) -> Vec<u8> {
     let mut out = frame(&format!(r#""op": "file", "name": "f", "size": {size}, "checksum": "sha256""#), b"");
@@ -582,7 +662,7 @@ fn a_download_goes_file_data_end() {
         r#"{"op": "get", "name": "f", "checksum": "sha256", "chunk_size": 1048576, "total_size": 0}"#
     );
     let events = feed(&mut s, &file_frames(5, &[b"hel", b"lo"], "beef"));
-    assert_eq!(events[0], Event::DownloadStarted { id, size: 5 });
+    assert_eq!(events[0], Event::DownloadStarted { id, size: 5, offset: 0, mtime_ns: None });
     assert_eq!(events[1], Event::FileChunk { id, data: Bytes::from_static(b"hel") });
     assert_eq!(events[2], Event::FileChunk { id, data: Bytes::from_static(b"lo") });
     let Event::TransferEnd { id: got, end } = &events[3] else { panic!("{events:?}") };
@@ -841,7 +921,7 @@ fn a_violation_names_the_header_that_broke_the_protocol() {
 #[test]
 fn inline_puts_go_back_to_back_and_each_is_checked_when_stored() {
     let mut s = session();
-    let options = PutOptions { overwrite: true, checksum: "sha256", mode: Some(0o644), sync: false };
+    let options = PutOptions { overwrite: true, checksum: "sha256", mode: Some(0o644), sync: false, resume: None };
     let (a, put_a) = s.put_inline("d/a", b"aa", "da", &options).unwrap();
     // The connection stays free: the next one goes out before any reply.
     let (b, _) = s.put_inline("d/b", b"b", "db", &options).unwrap();
@@ -870,7 +950,7 @@ fn inline_puts_go_back_to_back_and_each_is_checked_when_stored() {
 #[test]
 fn an_inline_put_refused_leaves_the_others_in_step() {
     let mut s = session();
-    let options = PutOptions { overwrite: false, checksum: "md5", mode: None, sync: true };
+    let options = PutOptions { overwrite: false, checksum: "md5", mode: None, sync: true, resume: None };
     let (a, put_a) = s.put_inline("a", b"", "e0", &options).unwrap();
     assert!(sent(&put_a).0.get("sync").is_none(), "sync is the default");
     let (b, _) = s.put_inline("b", b"", "e1", &options).unwrap();

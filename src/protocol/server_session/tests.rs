@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::codec::{Checksum, Codec, Frame, FrameError};
 use crate::exec::{CommandOutput, Held};
-use crate::files::{Entry, FileError, Kind};
+use crate::files::{Entry, FileError, Identity, Kind};
 use crate::protocol::auth;
 use crate::protocol::config::ServerConfig;
 
@@ -493,7 +493,7 @@ fn start_put(s: &mut ServerSession<'_>, size: u64) -> Value {
 /// Sends a data frame and writes its chunk as a driver would.
 fn put_data(s: &mut ServerSession<'_>, data: &[u8]) {
     let actions = s.receive(frame(json!({"op": "data"}), data));
-    let [Action::WriteChunk { chunk, hasher }] = &actions[..] else { panic!("{actions:?}") };
+    let [Action::WriteChunk { chunk, hasher, .. }] = &actions[..] else { panic!("{actions:?}") };
     assert_eq!(&chunk[..], data);
     let mut hasher = hasher.clone();
     hasher.update(chunk);
@@ -509,7 +509,7 @@ fn a_put_stores_when_size_and_digest_match() {
     put_data(&mut s, b"world");
     let digest = Checksum::Sha256.hex_digest(b"hello world");
     let actions = s.receive(frame(json!({"op": "end", "checksum": "sha256", "digest": digest.to_uppercase()}), b""));
-    assert!(matches!(&actions[..], [Action::CommitUpload { durable: true }]), "{actions:?}");
+    assert!(matches!(&actions[..], [Action::CommitUpload { durable: true, restart: None }]), "{actions:?}");
     let actions = s.upload_committed(Ok(None));
     assert_eq!(logs(&actions), ["stored \"a.txt\": 11 bytes"]);
     let (h, _) = reply(&actions);
@@ -828,7 +828,7 @@ fn files_stored_without_sync_are_synced_by_a_sync_request() {
     assert!(matches!(&actions[..], [Action::CreateUpload { .. }]));
     s.upload_created(Ok(()));
     let end = json!({"op": "end", "digest": Checksum::Sha256.hex_digest(b"")});
-    assert!(matches!(&s.receive(frame(end, b""))[..], [Action::CommitUpload { durable: false }]));
+    assert!(matches!(&s.receive(frame(end, b""))[..], [Action::CommitUpload { durable: false, restart: None }]));
     s.upload_committed(Ok(None));
     assert!(matches!(&s.receive(frame(json!({"op": "sync"}), b""))[..], [Action::Sync]));
     let (code, _) =
@@ -889,4 +889,156 @@ fn a_recursive_listing_carries_modes_targets_and_digests() {
     s.listed(Ok((vec![], false)));
     let actions = s.receive(frame(json!({"op": "list", "checksum": "md5", "after": "x"}), b""));
     assert!(matches!(&actions[..], [Action::ListDir { recursive: false, checksum: None, after: None, .. }]));
+}
+
+// --- resume ------------------------------------------------------------------
+
+const SOURCE: Identity = Identity { size: 10, mtime_ns: 7 };
+
+/// A resumable put of 10 bytes (the source of [`SOURCE`]) whose part kept
+/// `kept` with `recorded` beside it: the actions after `kept_opened`.
+fn start_resumable_put(s: &mut ServerSession<'_>, kept: &[u8], recorded: Option<Identity>) -> Vec<Action> {
+    let put = json!({"op": "put", "name": "a.txt", "size": 10, "resume": true, "mtime_ns": 7, "overwrite": true});
+    let actions = s.receive(frame(put, b""));
+    let [Action::CreateKept { name, checksum: Checksum::Sha256, .. }] = &actions[..] else { panic!("{actions:?}") };
+    assert_eq!(name, "a.txt");
+    let mut hasher = Hasher::new(Checksum::Sha256);
+    hasher.update(kept);
+    s.kept_opened(Ok(Kept { len: kept.len() as u64, recorded, hasher }))
+}
+
+#[test]
+fn a_resumable_put_with_a_matching_kept_part_offers_its_prefix_and_takes_the_rest() {
+    let config = with_root();
+    let mut s = session(&config);
+    let (ready, _) = reply(&start_resumable_put(&mut s, b"0123", Some(SOURCE)));
+    assert_eq!(ready["offset"], 4);
+    assert_eq!(ready["prefix_digest"], Checksum::Sha256.hex_digest(b"0123"));
+    let actions = s.receive(frame(json!({"op": "data", "offset": 4}), b"456789"));
+    let [Action::WriteChunk { chunk, hasher, restart: None }] = &actions[..] else { panic!("{actions:?}") };
+    let mut hasher = hasher.clone();
+    hasher.update(chunk);
+    s.chunk_written(Ok(hasher));
+    // The receiver's digest covers the kept prefix and the rest.
+    let digest = Checksum::Sha256.hex_digest(b"0123456789");
+    let actions = s.receive(frame(json!({"op": "end", "digest": digest}), b""));
+    assert!(matches!(&actions[..], [Action::CommitUpload { restart: None, .. }]), "{actions:?}");
+}
+
+#[test]
+fn a_resumable_put_whose_client_refuses_the_prefix_starts_over() {
+    let config = with_root();
+    let mut s = session(&config);
+    start_resumable_put(&mut s, b"XXXX", Some(SOURCE));
+    let actions = s.receive(frame(json!({"op": "data", "offset": 0}), b"0123456789"));
+    let [Action::WriteChunk { chunk, hasher, restart: Some(SOURCE) }] = &actions[..] else { panic!("{actions:?}") };
+    let mut hasher = hasher.clone();
+    hasher.update(chunk);
+    s.chunk_written(Ok(hasher));
+    let digest = Checksum::Sha256.hex_digest(b"0123456789");
+    let actions = s.receive(frame(json!({"op": "end", "digest": digest}), b""));
+    assert!(matches!(&actions[..], [Action::CommitUpload { restart: None, .. }]), "{actions:?}");
+}
+
+#[test]
+fn a_resumable_put_of_a_changed_source_is_refused_and_the_part_kept() {
+    let config = with_root();
+    let mut s = session(&config);
+    for recorded in [Identity { size: 11, mtime_ns: 7 }, Identity { size: 10, mtime_ns: 8 }] {
+        let actions = start_resumable_put(&mut s, b"0123", Some(recorded));
+        assert!(matches!(actions[0], Action::KeepUpload), "{actions:?}");
+        let (code, message) = error_of(&actions);
+        assert_eq!(code, "changed");
+        assert!(message.contains("the source changed"), "{message}");
+        assert!(!s.is_closed());
+    }
+}
+
+#[test]
+fn a_resumable_put_without_a_usable_part_offers_nothing_and_records_its_source() {
+    let config = with_root();
+    let mut s = session(&config);
+    // Nothing kept; kept bytes with no identity; more kept than announced.
+    for (kept, recorded) in [(&b""[..], None), (b"0123", None), (b"0123456789ab", Some(SOURCE))] {
+        let (ready, _) = reply(&start_resumable_put(&mut s, kept, recorded));
+        assert_eq!((ready["offset"].clone(), ready.get("prefix_digest")), (json!(0), None));
+        let actions = s.receive(frame(json!({"op": "data", "offset": 0}), b"0123456789"));
+        assert!(matches!(&actions[..], [Action::WriteChunk { restart: Some(SOURCE), .. }]), "{actions:?}");
+        s.chunk_written(Ok(Hasher::new(Checksum::Sha256)));
+        s.receive(frame(json!({"op": "end", "digest": "00"}), b""));
+    }
+}
+
+#[test]
+fn a_resumable_put_starting_at_an_offset_not_offered_closes() {
+    let config = with_root();
+    let mut s = session(&config);
+    start_resumable_put(&mut s, b"0123", Some(SOURCE));
+    let (code, message) = closed(&s.receive(frame(json!({"op": "data", "offset": 2}), b"23456789"))).unwrap();
+    assert_eq!(code, "bad-request");
+    assert!(message.contains("offset 2"), "{message}");
+}
+
+/// A resumed get of `file` (mtime 7) whose client kept `kept` (with the
+/// recorded identity `recorded`): every reply.
+fn resumed_get(file: &[u8], kept: &[u8], recorded: Identity) -> Vec<(Value, Bytes)> {
+    let config = with_root();
+    let mut s = session(&config);
+    let request = json!({"op": "get", "name": "f", "offset": kept.len(), "size": recorded.size,
+        "mtime_ns": recorded.mtime_ns, "prefix_digest": Checksum::Sha256.hex_digest(kept)});
+    assert!(matches!(&s.receive(frame(request, b""))[..], [Action::OpenFile { .. }]));
+    let mut actions = s.file_opened_at(Ok((file.len() as u64, Some(7))));
+    if let [Action::HashPrefix { len, hasher }] = &actions[..] {
+        let mut hasher = hasher.clone();
+        hasher.update(&file[..*len as usize]);
+        actions = s.prefix_hashed(Ok((*len, hasher)));
+    }
+    let mut start = 0;
+    if let Some(Action::Rewind) = actions.first() {
+        actions.remove(0);
+    } else if !matches!(actions.first(), Some(Action::Reply(r)) if header_of(r)["op"] == "error") {
+        start = kept.len();
+    }
+    let mut replies = drive_get(&mut s, &file[start..], actions);
+    // drive_get reads from the start of what it is given: the digest is the whole file's either way.
+    replies.retain(|(h, _)| h["op"] != "end" || h["digest"] == Checksum::Sha256.hex_digest(file));
+    replies
+}
+
+#[test]
+fn a_resumed_get_with_the_right_prefix_sends_only_the_rest() {
+    let file = b"0123456789";
+    let replies = resumed_get(file, b"0123", Identity { size: 10, mtime_ns: 7 });
+    assert_eq!(replies[0].0["offset"], 4);
+    assert_eq!(replies[0].0["mtime_ns"], 7);
+    let body: Vec<u8> = replies[1..replies.len() - 1].iter().flat_map(|(_, b)| b.to_vec()).collect();
+    assert_eq!(body, b"456789");
+    assert_eq!(replies.last().unwrap().0["op"], "end", "the whole file's digest");
+}
+
+#[test]
+fn a_resumed_get_with_a_wrong_prefix_sends_everything() {
+    let file = b"0123456789";
+    let replies = resumed_get(file, b"0X23", Identity { size: 10, mtime_ns: 7 });
+    assert_eq!(replies[0].0["offset"], 0);
+    let body: Vec<u8> = replies[1..replies.len() - 1].iter().flat_map(|(_, b)| b.to_vec()).collect();
+    assert_eq!(body, file);
+    assert_eq!(replies.last().unwrap().0["op"], "end");
+}
+
+#[test]
+fn a_resumed_get_of_a_changed_file_is_refused() {
+    for recorded in [Identity { size: 9, mtime_ns: 7 }, Identity { size: 10, mtime_ns: 6 }] {
+        let replies = resumed_get(b"0123456789", b"0123", recorded);
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].0["error"], "changed");
+    }
+}
+
+#[test]
+fn a_resumed_get_missing_a_field_is_a_bad_request() {
+    let config = with_root();
+    let mut s = session(&config);
+    let (code, _) = error_of(&s.receive(frame(json!({"op": "get", "name": "f", "offset": 3}), b"")));
+    assert_eq!(code, "bad-request");
 }

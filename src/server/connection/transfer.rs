@@ -7,15 +7,15 @@
 //! waits on the network: a peer that stalls mid-transfer holds its connection,
 //! not a thread that other connections need.
 
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::{Conn, ReadChunk};
 use crate::codec::{Checksum, Hasher};
-use crate::files::{FileError, Root};
-use crate::protocol::server_session::Action;
+use crate::files::{FileError, Identity, Root};
+use crate::protocol::server_session::{Action, Kept};
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("a file task panicked")
@@ -34,20 +34,51 @@ impl Conn<'_> {
         self.session.upload_created(created)
     }
 
+    pub(super) async fn create_kept(
+        &mut self,
+        name: String,
+        overwrite: bool,
+        mode: Option<u32>,
+        checksum: Checksum,
+    ) -> Vec<Action> {
+        let root = self.root();
+        // The kept bytes are read and hashed before `ready`: the client waits that long.
+        let opened = blocking(move || {
+            let (upload, recorded) = root.create_resumable(&name, overwrite, mode)?;
+            let hasher = upload.hash_kept(checksum).map_err(|source| FileError::Io { name, source })?;
+            Ok((Kept { len: upload.written(), recorded, hasher }, upload))
+        })
+        .await
+        .map(|(kept, upload)| {
+            self.upload = Some(upload);
+            kept
+        });
+        self.session.kept_opened(opened)
+    }
+
     /// The upload and its hasher go to the blocking pool with the chunk and
     /// come back with the result (see `next_actions`).
-    pub(super) fn write_chunk(&mut self, chunk: Bytes, mut hasher: Hasher) {
+    pub(super) fn write_chunk(&mut self, chunk: Bytes, mut hasher: Hasher, restart: Option<Identity>) {
         let mut upload = self.upload.take().expect("a chunk is written to an open upload");
         self.writing = Some(tokio::task::spawn_blocking(move || {
+            if let Some(source) = restart {
+                upload.restart_for(source)?;
+            }
             hasher.update(&chunk);
             upload.write(&chunk)?;
             Ok((upload, hasher))
         }));
     }
 
-    pub(super) async fn commit_upload(&mut self, durable: bool) -> Vec<Action> {
-        let upload = self.upload.take().expect("the session commits an open upload");
-        let committed = blocking(move || upload.commit_with(durable)).await;
+    pub(super) async fn commit_upload(&mut self, durable: bool, restart: Option<Identity>) -> Vec<Action> {
+        let mut upload = self.upload.take().expect("the session commits an open upload");
+        let committed = blocking(move || {
+            if let Some(source) = restart {
+                upload.restart_for(source)?;
+            }
+            upload.commit_with(durable)
+        })
+        .await;
         self.session.upload_committed(committed)
     }
 
@@ -91,11 +122,54 @@ impl Conn<'_> {
 
     pub(super) async fn open_file(&mut self, name: String) -> Vec<Action> {
         let root = self.root();
-        let opened = blocking(move || root.open_read(&name)).await.map(|(file, size)| {
+        let opened = blocking(move || {
+            let (file, size) = root.open_read(&name)?;
+            let mtime = file.metadata().ok().map(|meta| crate::files::mtime_ns(&meta));
+            Ok((file, size, mtime))
+        })
+        .await
+        .map(|(file, size, mtime)| {
             self.download = Some(file);
-            size
+            (size, mtime)
         });
-        self.session.file_opened(opened)
+        self.session.file_opened_at(opened)
+    }
+
+    /// Hashes the first `len` bytes of the file just opened, leaving it
+    /// positioned after them.
+    pub(super) async fn hash_prefix(&mut self, len: u64, mut hasher: Hasher) -> Vec<Action> {
+        let file = self.download.take().expect("a prefix is hashed from an open file");
+        let (file, hashed) = blocking(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            let mut left = len;
+            let hashed = loop {
+                if left == 0 {
+                    break Ok((len, hasher));
+                }
+                let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                match (&file).read(&mut buf[..want]) {
+                    Ok(0) => break Ok((len - left, hasher)),
+                    Ok(n) => {
+                        hasher.update(&buf[..n]);
+                        left -= n as u64;
+                    }
+                    Err(source) => break Err(FileError::Io { name: "file".into(), source }),
+                }
+            };
+            (file, hashed)
+        })
+        .await;
+        self.download = Some(file);
+        self.session.prefix_hashed(hashed)
+    }
+
+    /// Seeks the open file back to its start.
+    pub(super) fn rewind(&mut self) -> Result<(), super::End> {
+        let file = self.download.as_mut().expect("an open file is rewound");
+        if file.seek(std::io::SeekFrom::Start(0)).is_err() {
+            return Err(super::End(None));
+        }
+        Ok(())
     }
 
     /// Reads up to `want` bytes on the blocking pool, hashing them, while
