@@ -1234,6 +1234,21 @@ def test_a_cut_upload_resumes_with_only_the_rest(connect, root, here, seed):
     assert parts(root) == [], "the part took the name; its identity file is gone"
 
 
+def test_an_upload_retried_right_after_a_cut_resumes(connect, root, here):
+    """A retry at once, while the cut connection's task may still hold the
+    part, waits for it rather than failing 'another transfer is under way'."""
+    data = os.urandom(64 * CHUNK)
+    (here / "f").write_bytes(data)
+    codec = rframe.Codec(max_body=CHUNK)
+    with running(rframe.Server(port=0, root=root, codec=codec)) as s:
+        for attempt in range(1, 6):
+            with connect(s, codec=codec) as c, pytest.raises(Cut):
+                c.upload(here / "f", resume=True, overwrite=True, progress=cut_at(attempt * 8 * CHUNK))
+        with connect(s, codec=codec) as c:
+            r = c.upload(here / "f", resume=True, overwrite=True)
+    assert r["size"] == len(data) and (root / "f").read_bytes() == data
+
+
 @pytest.mark.parametrize("seed", RESUME_SEEDS)
 def test_a_cut_download_resumes_with_only_the_rest(connect, root, here, seed):
     data, chunk, cut = resume_setup(seed)

@@ -415,17 +415,29 @@ impl Upload {
         let (part, identity) = super::resume_names(target.to_bytes());
         let (temp, identity_name) = (cstring(part.as_bytes())?, cstring(identity.as_bytes())?);
         let flags = libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
-        let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), temp.as_ptr(), flags, 0o666 as libc::c_uint) })?;
-        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
-        let mut file = unsafe { File::from_raw_fd(fd) };
-        // SAFETY: a plain syscall on an open descriptor of ours.
-        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(io::Error::other("another transfer of this name is under way (its part is locked)"));
+        // A cut transfer's task may hold the part a little longer than its
+        // peer waits to retry: a while is given for it to let go.
+        let deadline = std::time::Instant::now() + KEPT_LOCK_WAIT;
+        let mut file = loop {
+            // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+            let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), temp.as_ptr(), flags, 0o666 as libc::c_uint) })?;
+            // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
+            let file = unsafe { File::from_raw_fd(fd) };
+            // SAFETY: a plain syscall on an open descriptor of ours.
+            if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let errno = io::Error::last_os_error().raw_os_error();
+                if errno != Some(libc::EWOULDBLOCK) {
+                    break file;
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(io::Error::other("another transfer of this name is under way (its part is locked)"));
+                }
+                drop(file);
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
             }
-        }
+            break file;
+        };
         if !file.metadata()?.is_file() {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
@@ -617,6 +629,10 @@ impl Upload {
         cvt(unsafe { libc::renameat(fd, self.temp.as_ptr(), fd, self.target.as_ptr()) }).map(drop)
     }
 }
+
+/// How long a resumable transfer waits for another that holds its part
+/// (a cut one whose task has not yet let go) before it gives up.
+const KEPT_LOCK_WAIT: Duration = if cfg!(test) { Duration::from_millis(300) } else { Duration::from_secs(10) };
 
 /// A small file's bytes (at most 4 KiB), or `None`.
 fn read_small_at(dir: &OwnedFd, name: &CStr) -> Option<Vec<u8>> {
