@@ -1249,6 +1249,26 @@ def test_an_upload_retried_right_after_a_cut_resumes(connect, root, here):
     assert r["size"] == len(data) and (root / "f").read_bytes() == data
 
 
+def test_the_server_waits_while_a_resumed_upload_hashes_its_prefix(connect, root, here, monkeypatch):
+    """The client hashes the offered bytes after ``ready``: the server's wait
+    for the next frame allows for that beyond its idle timeout."""
+    data = os.urandom(16 * CHUNK)
+    (here / "f").write_bytes(data)
+    real = rframe._files.hash_prefix
+
+    def slow_hash(*args):
+        time.sleep(0.8)
+        return real(*args)
+
+    with running(rframe.Server(port=0, root=root, idle_timeout=0.2)) as s:
+        with connect(s) as c, pytest.raises(Cut):
+            c.upload(here / "f", resume=True, progress=cut_at(4 * CHUNK))
+        monkeypatch.setattr(rframe._files, "hash_prefix", slow_hash)
+        with connect(s) as c:
+            r = c.upload(here / "f", resume=True)
+    assert r["size"] == len(data) and (root / "f").read_bytes() == data
+
+
 @pytest.mark.parametrize("seed", RESUME_SEEDS)
 def test_a_cut_download_resumes_with_only_the_rest(connect, root, here, seed):
     data, chunk, cut = resume_setup(seed)
