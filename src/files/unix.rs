@@ -920,31 +920,68 @@ impl Sweep<'_> {
             }
             !(self.stop)()
         })?;
-        for name in names {
+        // A kept part's identity file goes only once its part has: its mtime
+        // (touched when its transfer lets go) says nothing after a kill.
+        let mut identities = Vec::new();
+        for name in &names {
             if (self.stop)() {
                 break;
             }
-            let Ok(st) = lstat_at(dir.as_raw_fd(), &name) else { continue };
+            let Ok(st) = lstat_at(dir.as_raw_fd(), name) else { continue };
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFDIR if depth < SWEEP_DEPTH => {
                     // A directory that cannot be read (permissions, gone) is skipped.
-                    if let Ok(sub) = open_subdir(dir, &name) {
+                    if let Ok(sub) = open_subdir(dir, name) {
                         let _ = self.dir(&sub, depth + 1);
                     }
                 }
-                libc::S_IFREG
-                    if is_upload_temp(name.as_bytes()) && st.st_mtime < self.cutoff && !in_use(dir, &name, &st) =>
-                {
-                    // One removed meanwhile (by its own upload, say) is not counted.
-                    // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
-                    let gone = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0;
-                    self.removed += usize::from(gone);
+                libc::S_IFREG if is_upload_temp(name.as_bytes()) && st.st_mtime < self.cutoff => {
+                    if is_identity(dir, name, &st) {
+                        identities.push(name);
+                    } else {
+                        self.remove(dir, name, &st);
+                    }
                 }
                 _ => {}
             }
         }
+        for name in identities {
+            let stem = temp_stem(name.as_bytes());
+            let part_left = names.iter().any(|other| {
+                other != name
+                    && is_upload_temp(other.as_bytes())
+                    && temp_stem(other.as_bytes()) == stem
+                    && lstat_at(dir.as_raw_fd(), other).is_ok()
+            });
+            if let (false, Ok(st)) = (part_left, lstat_at(dir.as_raw_fd(), name)) {
+                self.remove(dir, name, &st);
+            }
+        }
         Ok(())
     }
+
+    /// Removes the old temporary file `name` (`st`) unless in use.
+    fn remove(&mut self, dir: &OwnedFd, name: &CStr, st: &libc::stat) {
+        if in_use(dir, name, st) {
+            return;
+        }
+        // One removed meanwhile (by its own upload, say) is not counted.
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+        let gone = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0;
+        self.removed += usize::from(gone);
+    }
+}
+
+/// A temporary file's name without its random (or hashed) tail and suffix:
+/// what a kept part and its identity file share.
+fn temp_stem(name: &[u8]) -> &[u8] {
+    &name[..name.len().saturating_sub(PART_SUFFIX.len() + 13)]
+}
+
+/// True if the small regular file `name` (`st`) holds a kept part's
+/// source identity (see [`super::resume_names`]).
+fn is_identity(dir: &OwnedFd, name: &CStr, st: &libc::stat) -> bool {
+    st.st_size <= 4096 && read_small_at(dir, name).and_then(|text| Identity::from_json(&text)).is_some()
 }
 
 /// True if a process holds the lock every transfer takes on its temporary
