@@ -427,7 +427,10 @@ impl Upload {
             if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
                 let errno = io::Error::last_os_error().raw_os_error();
                 if errno != Some(libc::EWOULDBLOCK) {
-                    break file;
+                    // No locks here (or none to be had): a part could be
+                    // shared unknowingly, so nothing is kept: a whole transfer.
+                    drop(file);
+                    return Upload::beside(name, dir, target, overwrite).map(|upload| (upload, None));
                 }
                 if std::time::Instant::now() >= deadline {
                     return Err(io::Error::other("another transfer of this name is under way (its part is locked)"));
@@ -436,7 +439,12 @@ impl Upload {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
-            break file;
+            // The part may have been removed or replaced between the open and
+            // the lock (by a whole transfer, a sweep): what is locked must be
+            // what the name holds now, or it is opened again.
+            if same_file(&dir, &temp, &file)? {
+                break file;
+            }
         };
         if !file.metadata()?.is_file() {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
@@ -483,7 +491,8 @@ impl Upload {
         self.file.set_len(0)?;
         self.file.seek(io::SeekFrom::Start(0))?;
         (self.written, self.handed_to_disk) = (0, 0);
-        let name = self.identity.as_ref().expect("a resumable transfer has an identity file");
+        // One that found no locks keeps nothing (see `Upload::kept_beside`).
+        let Some(name) = self.identity.as_ref() else { return Ok(()) };
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
         let fd = cvt(unsafe { libc::openat(self.dir.as_raw_fd(), name.as_ptr(), flags, 0o666 as libc::c_uint) })?;
@@ -602,6 +611,10 @@ impl Upload {
         if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return;
         }
+        // Replaced meanwhile: the name is another transfer's now.
+        if !matches!(same_file(&self.dir, &part, &fd), Ok(true)) {
+            return;
+        }
         for name in [&part, &identity] {
             // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
             unsafe { libc::unlinkat(self.dir.as_raw_fd(), name.as_ptr(), 0) };
@@ -633,6 +646,20 @@ impl Upload {
 /// How long a resumable transfer waits for another that holds its part
 /// (a cut one whose task has not yet let go) before it gives up.
 const KEPT_LOCK_WAIT: Duration = if cfg!(test) { Duration::from_millis(300) } else { Duration::from_secs(10) };
+
+/// True if `name` in `dir` is still the file open as `fd`; false if
+/// it is gone or another.
+fn same_file(dir: &OwnedFd, name: &CStr, fd: &impl AsRawFd) -> io::Result<bool> {
+    // SAFETY: a plain C struct, for which all zeroes is valid.
+    let mut open: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a plain syscall on an open descriptor; `open` is a valid place for the result.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut open) })?;
+    match lstat_at(dir.as_raw_fd(), name) {
+        Ok(now) => Ok((now.st_dev, now.st_ino) == (open.st_dev, open.st_ino)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
 
 /// A small file's bytes (at most 4 KiB), or `None`.
 fn read_small_at(dir: &OwnedFd, name: &CStr) -> Option<Vec<u8>> {
