@@ -1269,6 +1269,18 @@ def test_the_server_waits_while_a_resumed_upload_hashes_its_prefix(connect, root
     assert r["size"] == len(data) and (root / "f").read_bytes() == data
 
 
+def test_a_failed_resumable_transfer_leaves_no_empty_part(connect, server, root, here):
+    """Nothing arrived: nothing is kept, on either side."""
+    with connect(server) as c:
+        with pytest.raises(FileNotFoundError):
+            c.download("missing", here / "g", resume=True)
+        (here / "f").write_bytes(b"x" * CHUNK)
+        with pytest.raises(Cut):
+            c.upload(here / "f", resume=True, progress=cut_at(0))
+    assert parts(here) == []
+    assert wait_until(lambda: parts(root) == []), "the server's part went with its connection"
+
+
 @pytest.mark.parametrize("seed", RESUME_SEEDS)
 def test_a_cut_download_resumes_with_only_the_rest(connect, root, here, seed):
     data, chunk, cut = resume_setup(seed)

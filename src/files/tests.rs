@@ -589,11 +589,25 @@ fn sweep_takes_a_kept_identity_only_with_its_part() {
 }
 
 #[test]
+fn a_resumable_transfer_cut_before_any_data_keeps_nothing() {
+    let s = Scratch::new();
+    let root = s.root();
+    let (part, identity) = resume_names(b"e");
+    let (up, _) = root.create_resumable("e", false, None).unwrap();
+    drop(up); // refused, or cut before its source was known
+    let (mut up, _) = root.create_resumable("e", false, None).unwrap();
+    up.restart_for(Identity { size: 3, mtime_ns: 2 }).unwrap();
+    drop(up); // cut before its first byte
+    assert!(!s.0.join("root").join(&part).exists() && !s.0.join("root").join(&identity).exists());
+}
+
+#[test]
 fn a_kept_parts_identity_is_touched_when_its_transfer_ends() {
     let s = Scratch::new();
     let root = s.root();
     let (mut up, _) = root.create_resumable("k", false, None).unwrap();
     up.restart_for(Identity { size: 3, mtime_ns: 2 }).unwrap();
+    up.write(b"a").unwrap();
     let identity = s.0.join("root").join(resume_names(b"k").1);
     let long_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
     fs::File::options().write(true).open(&identity).unwrap().set_modified(long_ago).unwrap();

@@ -676,6 +676,15 @@ fn read_small_at(dir: &OwnedFd, name: &CStr) -> Option<Vec<u8>> {
 impl Drop for Upload {
     fn drop(&mut self) {
         if let (false, Some(identity)) = (self.done, &self.identity) {
+            if self.written == 0 {
+                // Nothing arrived (a refused transfer, one cut before its first
+                // byte): nothing is kept. Removed while still locked by us.
+                for name in [&self.temp, identity] {
+                    // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+                    unsafe { libc::unlinkat(self.dir.as_raw_fd(), name.as_ptr(), 0) };
+                }
+                return;
+            }
             // A kept part's identity file was written when its transfer began:
             // touched now, it is swept no sooner than the part.
             // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
