@@ -1450,6 +1450,9 @@ def test_cli_put_and_get_resume_flag(root, here):
         # Many servers at once do not resume: said, not ignored.
         r = cli("--hosts", f"127.0.0.1:{server.port}", "get", "g", "--resume", cwd=here)
         assert r.returncode != 0 and "--resume is for one server" in r.stderr, r.stderr
+        # Nor do trees.
+        r = cli("put", "-r", here, "t", "--resume", *where, cwd=here)
+        assert r.returncode == 2 and "not with -r" in r.stderr, r.stderr
     finally:
         server.proc.send_signal(signal.SIGTERM)
         assert server.wait() == 0
