@@ -1294,6 +1294,53 @@ def test_a_cut_upload_resumes_with_only_the_rest(connect, root, here, seed):
     assert parts(root) == [], "the part took the name; its identity file is gone"
 
 
+def test_an_upload_retried_right_after_a_cut_resumes(connect, root, here):
+    """A retry at once, while the cut connection's task may still hold the
+    part, waits for it rather than failing 'another transfer is under way'."""
+    data = os.urandom(64 * CHUNK)
+    (here / "f").write_bytes(data)
+    codec = rframe.Codec(max_body=CHUNK)
+    with running(rframe.Server(port=0, root=root, codec=codec)) as s:
+        for attempt in range(1, 6):
+            with connect(s, codec=codec) as c, pytest.raises(Cut):
+                c.upload(here / "f", resume=True, overwrite=True, progress=cut_at(attempt * 8 * CHUNK))
+        with connect(s, codec=codec) as c:
+            r = c.upload(here / "f", resume=True, overwrite=True)
+    assert r["size"] == len(data) and (root / "f").read_bytes() == data
+
+
+def test_the_server_waits_while_a_resumed_upload_hashes_its_prefix(connect, root, here, monkeypatch):
+    """The client hashes the offered bytes after ``ready``: the server's wait
+    for the next frame allows for that beyond its idle timeout."""
+    data = os.urandom(16 * CHUNK)
+    (here / "f").write_bytes(data)
+    real = rframe._files.hash_prefix
+
+    def slow_hash(*args):
+        time.sleep(0.8)
+        return real(*args)
+
+    with running(rframe.Server(port=0, root=root, idle_timeout=0.2)) as s:
+        with connect(s) as c, pytest.raises(Cut):
+            c.upload(here / "f", resume=True, progress=cut_at(4 * CHUNK))
+        monkeypatch.setattr(rframe._files, "hash_prefix", slow_hash)
+        with connect(s) as c:
+            r = c.upload(here / "f", resume=True)
+    assert r["size"] == len(data) and (root / "f").read_bytes() == data
+
+
+def test_a_failed_resumable_transfer_leaves_no_empty_part(connect, server, root, here):
+    """Nothing arrived: nothing is kept, on either side."""
+    with connect(server) as c:
+        with pytest.raises(FileNotFoundError):
+            c.download("missing", here / "g", resume=True)
+        (here / "f").write_bytes(b"x" * CHUNK)
+        with pytest.raises(Cut):
+            c.upload(here / "f", resume=True, progress=cut_at(0))
+    assert parts(here) == []
+    assert wait_until(lambda: parts(root) == []), "the server's part went with its connection"
+
+
 @pytest.mark.parametrize("seed", RESUME_SEEDS)
 def test_a_cut_download_resumes_with_only_the_rest(connect, root, here, seed):
     data, chunk, cut = resume_setup(seed)
@@ -1463,6 +1510,9 @@ def test_cli_put_and_get_resume_flag(root, here):
         # Many servers at once do not resume: said, not ignored.
         r = cli("--hosts", f"127.0.0.1:{server.port}", "get", "g", "--resume", cwd=here)
         assert r.returncode != 0 and "--resume is for one server" in r.stderr, r.stderr
+        # Nor do trees.
+        r = cli("put", "-r", here, "t", "--resume", *where, cwd=here)
+        assert r.returncode == 2 and "not with -r" in r.stderr, r.stderr
     finally:
         server.proc.send_signal(signal.SIGTERM)
         assert server.wait() == 0

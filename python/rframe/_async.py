@@ -1184,8 +1184,10 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         committing: asyncio.Future[dict[str, Any]] | None = None
         try:
+            # The kept bytes are hashed before the connection is taken: the
+            # server's idle timeout does not run meanwhile.
+            asked = await loop.run_in_executor(None, target.resume_request)
             async with self._hold() as conn:
-                asked = await loop.run_in_executor(None, target.resume_request)
                 made = conn.session.get(remote_name, checksum=checksum, resume=asked)
                 started = _step(await self._answer(conn, made, self.timeout), "download-started", conn)
                 size, offset, mtime = started[2], started[3], started[4]

@@ -641,9 +641,11 @@ class Client:
         path = _files.download_path(remote_name, local_path)
         target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum, resume=resume)
         try:
+            # The kept bytes are hashed before the connection is taken: the
+            # server's idle timeout does not run meanwhile.
+            asked = target.resume_request()
             with self._call():
                 self._require_sock()
-                asked = target.resume_request()
                 self._write(self._require_session().get(remote_name, checksum=checksum, resume=asked)[1])
                 _, _, size, offset, mtime = self._expect("download-started")
                 received = offset

@@ -717,6 +717,9 @@ def _main(session: _Session, args: argparse.Namespace) -> int:
         if args.command is not None or args.tty:
             _say("rframe: -c or -t and put/get/ls do not go together")
             return 2
+        if args.action in ("put", "get") and args.recursive and args.resume:
+            _say("rframe: --resume is for one file, not with -r (trees do not resume)")
+            return 2
         try:
             return _files(session, args)
         except KeyboardInterrupt:

@@ -594,11 +594,57 @@ fn sweep_removes_old_kept_parts_as_any_temporary() {
 }
 
 #[test]
+fn sweep_takes_a_kept_identity_only_with_its_part() {
+    // A killed server never touched the identity at the end: old beside a fresh part.
+    let s = Scratch::new();
+    let root = s.root();
+    let (mut up, _) = root.create_resumable("k", false, None).unwrap();
+    up.restart_for(Identity { size: 3, mtime_ns: 2 }).unwrap();
+    up.write(b"ab").unwrap();
+    std::mem::forget(up); // killed: no Drop (the descriptor leaks, its lock with it)
+    let (part, identity) = resume_names(b"k");
+    let dir = s.0.join("root");
+    // The leaked lock stands for a live process: a copy of the part, unlocked, stands in.
+    fs::copy(dir.join(&part), dir.join("copy")).unwrap();
+    fs::remove_file(dir.join(&part)).unwrap();
+    fs::rename(dir.join("copy"), dir.join(&part)).unwrap();
+    let backdate = |name: &String| {
+        let when = std::time::SystemTime::now() - Duration::from_secs(86_400);
+        fs::File::options().write(true).open(dir.join(name)).unwrap().set_modified(when).unwrap();
+    };
+    backdate(&identity);
+    let hour = Duration::from_secs(3600);
+    assert_eq!(root.sweep_uploads(hour, 1000, &|| false).unwrap().0, 0, "the identity stays with its fresh part");
+    let (_up, recorded) = root.create_resumable("k", false, None).unwrap();
+    assert_eq!(recorded, Some(Identity { size: 3, mtime_ns: 2 }));
+    drop(_up);
+    // Once its part is gone, an old identity goes.
+    fs::remove_file(dir.join(&part)).unwrap();
+    backdate(&identity);
+    assert_eq!(root.sweep_uploads(hour, 1000, &|| false).unwrap().0, 1);
+    assert!(!dir.join(&identity).exists());
+}
+
+#[test]
+fn a_resumable_transfer_cut_before_any_data_keeps_nothing() {
+    let s = Scratch::new();
+    let root = s.root();
+    let (part, identity) = resume_names(b"e");
+    let (up, _) = root.create_resumable("e", false, None).unwrap();
+    drop(up); // refused, or cut before its source was known
+    let (mut up, _) = root.create_resumable("e", false, None).unwrap();
+    up.restart_for(Identity { size: 3, mtime_ns: 2 }).unwrap();
+    drop(up); // cut before its first byte
+    assert!(!s.0.join("root").join(&part).exists() && !s.0.join("root").join(&identity).exists());
+}
+
+#[test]
 fn a_kept_parts_identity_is_touched_when_its_transfer_ends() {
     let s = Scratch::new();
     let root = s.root();
     let (mut up, _) = root.create_resumable("k", false, None).unwrap();
     up.restart_for(Identity { size: 3, mtime_ns: 2 }).unwrap();
+    up.write(b"a").unwrap();
     let identity = s.0.join("root").join(resume_names(b"k").1);
     let long_ago = std::time::SystemTime::now() - Duration::from_secs(86_400);
     fs::File::options().write(true).open(&identity).unwrap().set_modified(long_ago).unwrap();

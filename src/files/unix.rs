@@ -428,17 +428,37 @@ impl Upload {
         let (part, identity) = super::resume_names(target.to_bytes());
         let (temp, identity_name) = (cstring(part.as_bytes())?, cstring(identity.as_bytes())?);
         let flags = libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
-        let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), temp.as_ptr(), flags, 0o666 as libc::c_uint) })?;
-        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
-        let mut file = unsafe { File::from_raw_fd(fd) };
-        // SAFETY: a plain syscall on an open descriptor of ours.
-        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(io::Error::other("another transfer of this name is under way (its part is locked)"));
+        // A cut transfer's task may hold the part a little longer than its
+        // peer waits to retry: a while is given for it to let go.
+        let deadline = std::time::Instant::now() + KEPT_LOCK_WAIT;
+        let mut file = loop {
+            // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+            let fd = cvt(unsafe { libc::openat(dir.as_raw_fd(), temp.as_ptr(), flags, 0o666 as libc::c_uint) })?;
+            // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
+            let file = unsafe { File::from_raw_fd(fd) };
+            // SAFETY: a plain syscall on an open descriptor of ours.
+            if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                let errno = io::Error::last_os_error().raw_os_error();
+                if errno != Some(libc::EWOULDBLOCK) {
+                    // No locks here (or none to be had): a part could be
+                    // shared unknowingly, so nothing is kept: a whole transfer.
+                    drop(file);
+                    return Upload::beside(name, dir, target, overwrite).map(|upload| (upload, None));
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(io::Error::other("another transfer of this name is under way (its part is locked)"));
+                }
+                drop(file);
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
             }
-        }
+            // The part may have been removed or replaced between the open and
+            // the lock (by a whole transfer, a sweep): what is locked must be
+            // what the name holds now, or it is opened again.
+            if same_file(&dir, &temp, &file)? {
+                break file;
+            }
+        };
         if !file.metadata()?.is_file() {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
@@ -484,7 +504,8 @@ impl Upload {
         self.file.set_len(0)?;
         self.file.seek(io::SeekFrom::Start(0))?;
         (self.written, self.handed_to_disk) = (0, 0);
-        let name = self.identity.as_ref().expect("a resumable transfer has an identity file");
+        // One that found no locks keeps nothing (see `Upload::kept_beside`).
+        let Some(name) = self.identity.as_ref() else { return Ok(()) };
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
         let fd = cvt(unsafe { libc::openat(self.dir.as_raw_fd(), name.as_ptr(), flags, 0o666 as libc::c_uint) })?;
@@ -603,6 +624,10 @@ impl Upload {
         if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             return;
         }
+        // Replaced meanwhile: the name is another transfer's now.
+        if !matches!(same_file(&self.dir, &part, &fd), Ok(true)) {
+            return;
+        }
         for name in [&part, &identity] {
             // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
             unsafe { libc::unlinkat(self.dir.as_raw_fd(), name.as_ptr(), 0) };
@@ -631,6 +656,24 @@ impl Upload {
     }
 }
 
+/// How long a resumable transfer waits for another that holds its part
+/// (a cut one whose task has not yet let go) before it gives up.
+const KEPT_LOCK_WAIT: Duration = if cfg!(test) { Duration::from_millis(300) } else { Duration::from_secs(10) };
+
+/// True if `name` in `dir` is still the file open as `fd`; false if
+/// it is gone or another.
+fn same_file(dir: &OwnedFd, name: &CStr, fd: &impl AsRawFd) -> io::Result<bool> {
+    // SAFETY: a plain C struct, for which all zeroes is valid.
+    let mut open: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: a plain syscall on an open descriptor; `open` is a valid place for the result.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut open) })?;
+    match lstat_at(dir.as_raw_fd(), name) {
+        Ok(now) => Ok((now.st_dev, now.st_ino) == (open.st_dev, open.st_ino)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// A small file's bytes (at most 4 KiB), or `None`.
 fn read_small_at(dir: &OwnedFd, name: &CStr) -> Option<Vec<u8>> {
     let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
@@ -646,6 +689,15 @@ fn read_small_at(dir: &OwnedFd, name: &CStr) -> Option<Vec<u8>> {
 impl Drop for Upload {
     fn drop(&mut self) {
         if let (false, Some(identity)) = (self.done, &self.identity) {
+            if self.written == 0 {
+                // Nothing arrived (a refused transfer, one cut before its first
+                // byte): nothing is kept. Removed while still locked by us.
+                for name in [&self.temp, identity] {
+                    // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+                    unsafe { libc::unlinkat(self.dir.as_raw_fd(), name.as_ptr(), 0) };
+                }
+                return;
+            }
             // A kept part's identity file was written when its transfer began:
             // touched now, it is swept no sooner than the part.
             // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
@@ -922,31 +974,68 @@ impl Sweep<'_> {
             }
             !(self.stop)()
         })?;
-        for name in names {
+        // A kept part's identity file goes only once its part has: its mtime
+        // (touched when its transfer lets go) says nothing after a kill.
+        let mut identities = Vec::new();
+        for name in &names {
             if (self.stop)() {
                 break;
             }
-            let Ok(st) = lstat_at(dir.as_raw_fd(), &name) else { continue };
+            let Ok(st) = lstat_at(dir.as_raw_fd(), name) else { continue };
             match st.st_mode & libc::S_IFMT {
                 libc::S_IFDIR if depth < SWEEP_DEPTH => {
                     // A directory that cannot be read (permissions, gone) is skipped.
-                    if let Ok(sub) = open_subdir(dir, &name) {
+                    if let Ok(sub) = open_subdir(dir, name) {
                         let _ = self.dir(&sub, depth + 1);
                     }
                 }
-                libc::S_IFREG
-                    if is_upload_temp(name.as_bytes()) && st.st_mtime < self.cutoff && !in_use(dir, &name, &st) =>
-                {
-                    // One removed meanwhile (by its own upload, say) is not counted.
-                    // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
-                    let gone = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0;
-                    self.removed += usize::from(gone);
+                libc::S_IFREG if is_upload_temp(name.as_bytes()) && st.st_mtime < self.cutoff => {
+                    if is_identity(dir, name, &st) {
+                        identities.push(name);
+                    } else {
+                        self.remove(dir, name, &st);
+                    }
                 }
                 _ => {}
             }
         }
+        for name in identities {
+            let stem = temp_stem(name.as_bytes());
+            let part_left = names.iter().any(|other| {
+                other != name
+                    && is_upload_temp(other.as_bytes())
+                    && temp_stem(other.as_bytes()) == stem
+                    && lstat_at(dir.as_raw_fd(), other).is_ok()
+            });
+            if let (false, Ok(st)) = (part_left, lstat_at(dir.as_raw_fd(), name)) {
+                self.remove(dir, name, &st);
+            }
+        }
         Ok(())
     }
+
+    /// Removes the old temporary file `name` (`st`) unless in use.
+    fn remove(&mut self, dir: &OwnedFd, name: &CStr, st: &libc::stat) {
+        if in_use(dir, name, st) {
+            return;
+        }
+        // One removed meanwhile (by its own upload, say) is not counted.
+        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+        let gone = unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) } == 0;
+        self.removed += usize::from(gone);
+    }
+}
+
+/// A temporary file's name without its random (or hashed) tail and suffix:
+/// what a kept part and its identity file share.
+fn temp_stem(name: &[u8]) -> &[u8] {
+    &name[..name.len().saturating_sub(PART_SUFFIX.len() + 13)]
+}
+
+/// True if the small regular file `name` (`st`) holds a kept part's
+/// source identity (see [`super::resume_names`]).
+fn is_identity(dir: &OwnedFd, name: &CStr, st: &libc::stat) -> bool {
+    st.st_size <= 4096 && read_small_at(dir, name).and_then(|text| Identity::from_json(&text)).is_some()
 }
 
 /// True if a process holds the lock every transfer takes on its temporary

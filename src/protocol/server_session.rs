@@ -364,6 +364,13 @@ struct GetResume {
     recorded: Identity,
 }
 
+/// How much longer than its idle timeout the server waits for the frame
+/// after a resumable upload's `ready` offers `kept` bytes: the client hashes
+/// its own first that many bytes first (allowed at 100 MB/s, a slow disk's pace).
+pub fn hashing_allowance(kept: u64) -> Duration {
+    Duration::from_secs(kept.div_ceil(100_000_000))
+}
+
 /// What [`Action::CreateKept`] found: how many bytes were kept, the
 /// identity recorded for their source (if any), and their hash.
 pub struct Kept {

@@ -89,6 +89,9 @@ struct Conn<'s> {
     turn: Option<SemaphorePermit<'s>>,
     /// The upload being written (away on the blocking pool while `writing`).
     upload: Option<Upload>,
+    /// Added to the idle timeout for the next frame: a resumable upload's
+    /// client hashes the bytes offered to it before it answers.
+    hashing: Duration,
     writing: Option<JoinHandle<Written>>,
     /// The file being sent (away on the blocking pool while `reading`).
     download: Option<File>,
@@ -155,6 +158,7 @@ pub async fn serve(
         source,
         turn: None,
         upload: None,
+        hashing: Duration::ZERO,
         writing: None,
         download: None,
         reading: None,
@@ -358,7 +362,7 @@ impl<'s> Conn<'s> {
 
     /// Reads the next request, or the next frame of an upload.
     async fn next_request(&mut self) -> Input {
-        let idle = self.shared.config.idle_timeout;
+        let idle = self.shared.config.idle_timeout + std::mem::take(&mut self.hashing);
         // Between requests: wait for a first byte, up to the idle timeout.
         if self.buf.is_empty() {
             match self.read_some(Instant::now() + idle).await {

@@ -1042,3 +1042,10 @@ fn a_resumed_get_missing_a_field_is_a_bad_request() {
     let (code, _) = error_of(&s.receive(frame(json!({"op": "get", "name": "f", "offset": 3}), b"")));
     assert_eq!(code, "bad-request");
 }
+
+#[test]
+fn the_wait_after_an_offer_grows_with_the_bytes_offered() {
+    assert_eq!(hashing_allowance(0), Duration::ZERO);
+    assert_eq!(hashing_allowance(1), Duration::from_secs(1));
+    assert_eq!(hashing_allowance(10_000_000_000), Duration::from_secs(100), "10 GB at 100 MB/s");
+}

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::{Conn, ReadChunk};
 use crate::codec::{Checksum, Hasher};
 use crate::files::{FileError, Identity, Root};
-use crate::protocol::server_session::{Action, Kept};
+use crate::protocol::server_session::{hashing_allowance, Action, Kept};
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.expect("a file task panicked")
@@ -51,6 +51,7 @@ impl Conn<'_> {
         .await
         .map(|(kept, upload)| {
             self.upload = Some(upload);
+            self.hashing = hashing_allowance(kept.len);
             kept
         });
         self.session.kept_opened(opened)
