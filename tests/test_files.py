@@ -1038,10 +1038,13 @@ def test_a_tree_download_never_writes_through_a_local_symlink(connect, server, r
     outside.mkdir()
     (here / "dst").mkdir()
     (here / "dst" / "a").symlink_to(outside)
+    # A directory out there whose owner may not write it: never opened up.
+    (outside / "deeper").mkdir(mode=0o500)
     with connect(server) as c:
         with pytest.raises(PermissionError, match="symlink on the way"):
             c.download_tree("t", here / "dst")
-    assert os.listdir(outside) == []  # not even a directory made there
+    assert os.listdir(outside) == ["deeper"] and os.listdir(outside / "deeper") == []
+    assert (outside / "deeper").stat().st_mode & 0o777 == 0o500  # not even a directory made or changed there
 
 
 def test_tree_arguments_and_names_are_checked(connect, server, root, here):

@@ -545,11 +545,12 @@ class LocalTree:
             elif item.kind == "link" and stat.S_ISLNK(st.st_mode):
                 existing.append(TreeItem(item.name, "link", st.st_mode, path=path, target=os.readlink(path)))
         self.plan = TreePlan(items, existing, checksum)
-        for item in self.plan.unlock:
-            os.chmod(self.path_of(item.name), item.mode)
-        for item in items:
+        unlock = {d.name: d.mode for d in self.plan.unlock}
+        for item in items:  # parents first: a directory is opened before what goes in it is made
             if item.kind == "dir":
-                self._make_dirs(item.name.split("/"))
+                self._make_dirs(item.name.split("/"))  # no symlink on the way: checked before any chmod
+                if item.name in unlock:
+                    os.chmod(self.path_of(item.name), unlock[item.name])
         for item in self.plan.links:
             self._make_link(item)
 
