@@ -362,18 +362,8 @@ impl Upload {
     /// [`Upload::commit_io`] renames into place. Whether `path` may be
     /// written (a directory, an existing file) is the caller's to check first.
     pub fn local(path: &Path, overwrite: bool) -> io::Result<Upload> {
-        let base = path.file_name().ok_or_else(|| io::Error::from_raw_os_error(libc::EISDIR))?;
-        let dir_path = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        let c = cstring(dir_path.as_os_str().as_bytes())?;
-        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
-        let dir = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
-        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
-        let dir = unsafe { OwnedFd::from_raw_fd(dir) };
-        let name = path.to_string_lossy().into_owned();
-        Upload::beside(name, dir, cstring(base.as_bytes())?, overwrite)
+        let (name, dir, base) = local_place(path)?;
+        Upload::beside(name, dir, base, overwrite)
     }
 
     /// A new temporary file in `dir`, named after `target` (see
@@ -403,18 +393,8 @@ impl Upload {
     /// [`Upload::local`] for a resumable transfer: the kept part beside
     /// `path` (see [`Root::create_resumable`]).
     pub fn local_kept(path: &Path, overwrite: bool) -> io::Result<(Upload, Option<Identity>)> {
-        let base = path.file_name().ok_or_else(|| io::Error::from_raw_os_error(libc::EISDIR))?;
-        let dir_path = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent,
-            _ => Path::new("."),
-        };
-        let c = cstring(dir_path.as_os_str().as_bytes())?;
-        // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
-        let dir = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
-        // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
-        let dir = unsafe { OwnedFd::from_raw_fd(dir) };
-        let name = path.to_string_lossy().into_owned();
-        Upload::kept_beside(name, dir, cstring(base.as_bytes())?, overwrite)
+        let (name, dir, base) = local_place(path)?;
+        Upload::kept_beside(name, dir, base, overwrite)
     }
 
     /// The part a resumable transfer to `target` keeps in `dir`, opened (or
@@ -1131,6 +1111,22 @@ fn is_upload_temp(name: &[u8]) -> bool {
         && stem[0] == b'.'
         && random[0] == b'.'
         && random[1..].iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Where a local download of `path` goes: its name for errors, its
+/// directory (opened) and its last component.
+fn local_place(path: &Path) -> io::Result<(String, OwnedFd, CString)> {
+    let base = path.file_name().ok_or_else(|| io::Error::from_raw_os_error(libc::EISDIR))?;
+    let dir_path = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let c = cstring(dir_path.as_os_str().as_bytes())?;
+    // SAFETY: a plain syscall: open descriptors of ours and NUL-terminated names, which outlive it.
+    let dir = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) })?;
+    // SAFETY: the call above succeeded: an open descriptor, owned by nobody else.
+    let dir = unsafe { OwnedFd::from_raw_fd(dir) };
+    Ok((path.to_string_lossy().into_owned(), dir, cstring(base.as_bytes())?))
 }
 
 #[cfg(test)]
