@@ -86,21 +86,28 @@ impl Root {
     /// beneath the root. Refuses an existing `name` unless `overwrite`, and
     /// never replaces a directory.
     pub fn create(&self, name: &str, overwrite: bool, mode: Option<u32>) -> Result<Upload, FileError> {
+        let (dir, target) = self.upload_place(name, overwrite)?;
+        let mut upload =
+            Upload::beside(name.to_owned(), dir, target, overwrite).map_err(|e| FileError::from_io(name, e))?;
+        upload.mode = mode.map(|m| m & MODE_BITS);
+        Ok(upload)
+    }
+
+    /// Where an upload to `name` goes: its directory (made as needed, beneath
+    /// the root) and its last component. Refuses an existing `name` unless
+    /// `overwrite`, and a directory always.
+    fn upload_place(&self, name: &str, overwrite: bool) -> Result<(OwnedFd, CString), FileError> {
         let parts = check_name(name)?;
         let (last, dirs) = parts.split_last().expect("check_name gives at least one part");
         let dir = self.make_dirs(dirs).map_err(|e| FileError::from_io(name, e))?;
         let target = cstring(last.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
         match lstat_at(dir.as_raw_fd(), &target) {
-            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => return Err(FileError::IsDirectory(name.into())),
-            Ok(_) if !overwrite => return Err(FileError::Exists(name.into())),
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(FileError::from_io(name, e)),
+            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => Err(FileError::IsDirectory(name.into())),
+            Ok(_) if !overwrite => Err(FileError::Exists(name.into())),
+            Ok(_) => Ok((dir, target)),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok((dir, target)),
+            Err(e) => Err(FileError::from_io(name, e)),
         }
-        let mut upload =
-            Upload::beside(name.to_owned(), dir, target, overwrite).map_err(|e| FileError::from_io(name, e))?;
-        upload.mode = mode.map(|m| m & MODE_BITS);
-        Ok(upload)
     }
 
     /// [`Root::create`] for a resumable upload: the part kept by an earlier
@@ -114,17 +121,7 @@ impl Root {
         overwrite: bool,
         mode: Option<u32>,
     ) -> Result<(Upload, Option<Identity>), FileError> {
-        let parts = check_name(name)?;
-        let (last, dirs) = parts.split_last().expect("check_name gives at least one part");
-        let dir = self.make_dirs(dirs).map_err(|e| FileError::from_io(name, e))?;
-        let target = cstring(last.as_bytes()).map_err(|e| FileError::from_io(name, e))?;
-        match lstat_at(dir.as_raw_fd(), &target) {
-            Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => return Err(FileError::IsDirectory(name.into())),
-            Ok(_) if !overwrite => return Err(FileError::Exists(name.into())),
-            Ok(_) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(FileError::from_io(name, e)),
-        }
+        let (dir, target) = self.upload_place(name, overwrite)?;
         let (mut upload, identity) =
             Upload::kept_beside(name.to_owned(), dir, target, overwrite).map_err(|e| FileError::from_io(name, e))?;
         upload.mode = mode.map(|m| m & MODE_BITS);
