@@ -1293,8 +1293,7 @@ class AsyncClient:
         await loop.run_in_executor(None, _files.local_digests, items, existing, checksum)
         plan = _files.TreePlan(items, existing, checksum)
         join = _files.remote_join
-        small = [f for f in plan.files if f.size <= _files.INLINE_MAX]
-        large = [f for f in plan.files if f.size > _files.INLINE_MAX]
+        small, large = plan.inline_and_streamed()
         async with self._hold() as conn:
             session = conn.session
             first: list[tuple[int, bytes]] = []
@@ -1409,19 +1408,12 @@ class AsyncClient:
         # (id, item, receiving file) of each get sent, in the order of the replies
         pending: collections.deque[tuple[int, _files.TreeItem, _files.LocalFile]] = collections.deque()
 
-        def receiver(item: _files.TreeItem) -> _files.LocalFile:
-            return _files.LocalFile(mirror.prepare(item), overwrite=True, checksum=checksum)
-
-        def save(target: _files.LocalFile, end: dict[str, Any], mode: int) -> None:
-            target.commit(end, durable=False)
-            os.chmod(target.path, mode)
-
         async with self._hold() as conn:
             session = conn.session
             try:
                 while True:
                     while len(pending) < _files.TREE_WINDOW and (item := next(files, None)) is not None:
-                        target = await loop.run_in_executor(None, receiver, item)
+                        target = await loop.run_in_executor(None, mirror.receiver, item)
                         pending.append((-1, item, target))
                         id, data = session.get(_files.remote_join(remote_dir, item.name), checksum=checksum)
                         pending[-1] = (id, item, target)
@@ -1436,7 +1428,7 @@ class AsyncClient:
                     if kind == "file-chunk":
                         await loop.run_in_executor(None, target.write, event[2])
                     elif kind == "transfer-end":
-                        await loop.run_in_executor(None, save, target, event[6], item.mode)
+                        await loop.run_in_executor(None, mirror.save, target, event[6], item)
                         pending.popleft()
             except BaseException:
                 if pending:

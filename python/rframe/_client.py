@@ -768,8 +768,7 @@ class Client:
         with self._call():
             self._require_sock()
             session = self._require_session()
-            small = [f for f in plan.files if f.size <= _files.INLINE_MAX]
-            large = [f for f in plan.files if f.size > _files.INLINE_MAX]
+            small, large = plan.inline_and_streamed()
 
             def requests() -> Iterator[tuple[int, bytes]]:
                 if remote_dir.strip("/") and existing is None:
@@ -916,7 +915,7 @@ class Client:
                         # next to the socket buffers, so neither side blocks the other.
                         out = bytearray()
                         while len(pending) < _files.TREE_WINDOW and (item := next(files, None)) is not None:
-                            target = _files.LocalFile(mirror.prepare(item), overwrite=True, checksum=checksum)
+                            target = mirror.receiver(item)
                             pending.append((item, target))
                             out += session.get(_files.remote_join(remote_dir, item.name), checksum=checksum)[1]
                         if out:
@@ -928,8 +927,7 @@ class Client:
                     if event[0] == "file-chunk":
                         target.write(event[2])
                     elif event[0] == "transfer-end":
-                        target.commit(event[6], durable=False)
-                        os.chmod(target.path, item.mode)
+                        mirror.save(target, event[6], item)
                         pending.popleft()
                     elif event[0] != "download-started":
                         raise self._failure(event)

@@ -476,6 +476,11 @@ class TreePlan:
             else:
                 self.files.append(item)
 
+    def inline_and_streamed(self) -> tuple[list[TreeItem], list[TreeItem]]:
+        """The files to send: those small enough to go whole in one frame, and the rest."""
+        small = [f for f in self.files if f.size <= INLINE_MAX]
+        return small, [f for f in self.files if f.size > INLINE_MAX]
+
     def result(self, local: str, remote: str) -> dict[str, Any]:
         return {
             "local": local,
@@ -593,6 +598,16 @@ class LocalTree:
             os.unlink(temp)
         os.symlink(item.target, temp)
         os.replace(temp, path)
+
+    def receiver(self, item: TreeItem) -> LocalFile:
+        """The file that receives ``item``, in its place (checked to be inside)."""
+        return LocalFile(self.prepare(item), overwrite=True, checksum=self.plan.checksum)
+
+    @staticmethod
+    def save(target: LocalFile, end: dict[str, Any], item: TreeItem) -> None:
+        """Stores a received file under its name, with its mode; durable at the end, with the rest."""
+        target.commit(end, durable=False)
+        os.chmod(target.path, item.mode)
 
     def finish(self) -> None:
         """Directory modes last, deepest first (as the upload does)."""
