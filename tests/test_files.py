@@ -38,6 +38,21 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def digest_of(data: bytes, checksum: str = "blake3") -> str:
+    """``data``'s hex digest, from the reference implementations (the
+    ``blake3`` package's, ``hashlib``'s)."""
+    import blake3
+
+    return blake3.blake3(data).hexdigest() if checksum == "blake3" else hashlib.new(checksum, data).hexdigest()
+
+
+def verified(name: str, data: bytes, checksum: str = "blake3") -> dict:
+    """What an upload or download of ``data`` returns, verified with
+    ``checksum``: blake3 unless another is asked for, between rframe peers."""
+    digest = digest_of(data, checksum)
+    return {"name": name, "size": len(data), "checksum": checksum, "digest": digest, checksum: digest}
+
+
 def parts(directory) -> list[str]:
     """Temporary files of transfers in progress (or left behind) in ``directory``."""
     return [n for n in os.listdir(directory) if n.endswith(".rframe-part")]
@@ -147,10 +162,10 @@ def test_round_trip(connect, server, root, here, size):
     with connect(server) as c:
         stored = c.upload(here / "src.bin", "dir.bin" if size else "empty", progress=lambda d, t: calls.append((d, t)))
         name = "dir.bin" if size else "empty"
-        assert stored == {"name": name, "size": size, "sha256": sha256(data)}
+        assert stored == verified(name, data)
         assert (root / name).read_bytes() == data
         saved = c.download(name, here / "back.bin")
-    assert saved == {"name": str(here / "back.bin"), "size": size, "sha256": sha256(data)}
+    assert saved == verified(str(here / "back.bin"), data)
     assert (here / "back.bin").read_bytes() == data
     # progress: from (0, size) to (size, size), one call per chunk, never backwards
     assert calls[0] == (0, size) and calls[-1] == (size, size)
@@ -165,7 +180,7 @@ def test_md5_and_unix_sockets(connect, root, here, tmp_path, kind):
     (here / "a").write_bytes(data)
     with running(make_server(kind, tmp_path, root=root)) as s, connect(s) as c:
         stored = c.upload(here / "a", checksum="md5")
-        assert stored == {"name": "a", "size": len(data), "md5": hashlib.md5(data).hexdigest()}
+        assert stored == verified("a", data, "md5")
         saved = c.download("a", here / "b", checksum="md5")
         assert saved["md5"] == hashlib.md5(data).hexdigest()
         assert (here / "b").read_bytes() == data
@@ -506,10 +521,77 @@ def test_a_bad_download_is_not_saved(connect, here, frames, error):
 
         c = connect(Address)
         with pytest.raises(error):
-            c.download("f", here / "f")
+            c.download("f", here / "f", checksum="sha256")  # this fake server knows no features
         c.close()
         t.join(HANG_BOUND)
     assert not (here / "f").exists() and parts(here) == []
+
+
+def old_server(requests: list[dict], replies: int):
+    """A server from before ``features``: it answers that request as such a
+    server does (``bad-request``), then ``replies`` gets with the file
+    ``hello``, verified with what each get asked for; every request header is
+    kept in ``requests``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(HANG_BOUND)
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.settimeout(HANG_BOUND)
+            while len([r for r in requests if r["op"] == "get"]) < replies:
+                header, _ = rframe.read_frame(conn)
+                requests.append(header)
+                if header["op"] != "get":
+                    message = f"unknown op {header['op']!r}: this server knows 'run', 'put', 'get' and 'list'"
+                    rframe.send_frame(conn, header={"op": "error", "error": "bad-request", "message": message})
+                    continue
+                digest = hashlib.new(header["checksum"], b"hello").hexdigest()
+                rframe.send_frame(conn, header={"op": "file", "size": 5})
+                rframe.send_frame(conn, b"hello", {"op": "data"})
+                rframe.send_frame(
+                    conn, header={"op": "end", "size": 5, "checksum": header["checksum"], "digest": digest}
+                )
+            try:
+                rframe.read_frame(conn)  # until the client leaves
+            except (EOFError, OSError):
+                pass
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return listener, t
+
+
+def test_a_server_older_than_features_is_sent_sha256_and_asked_once(connect, here):
+    requests: list[dict] = []
+    listener, t = old_server(requests, replies=2)
+    with listener:
+
+        class Address:
+            address = listener.getsockname()
+
+        with connect(Address) as c:
+            assert c.download("f", here / "a") == verified(str(here / "a"), b"hello", "sha256")
+            assert c.download("f", here / "b") == verified(str(here / "b"), b"hello", "sha256")
+        t.join(HANG_BOUND)
+    assert [(r["op"], r.get("checksum")) for r in requests] == [
+        ("features", None),
+        ("get", "sha256"),
+        ("get", "sha256"),
+    ]
+
+
+def test_the_server_offers_blake3_first_and_a_client_picks_it(connect, server, here):
+    (here / "a").write_bytes(b"hello")
+    with connect(server) as c:
+        assert c.upload(here / "a")["checksum"] == "blake3"
+        assert c.download("a", here / "b")["checksum"] == "blake3"
+        # asked for by name, each algorithm is used as ever
+        assert c.upload(here / "a", "c", checksum="sha256") == verified("c", b"hello", "sha256")
+    with socket.create_connection(server.address, timeout=HANG_BOUND) as sock:
+        rframe.send_frame(sock, header={"op": "features"})
+        header, body = rframe.read_frame(sock)
+    assert header == {"op": "features", "checksums": ["blake3", "sha256", "md5"], "total_size": 0} and body == b""
 
 
 # --------------------------------------------------------------------------- edge cases
@@ -739,7 +821,7 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 with rframe.Client("{server.host}", {server.port}, timeout=60) as c:
     up = c.upload(sys.argv[1], "big")
     down = c.download("big", sys.argv[2])
-print(up["sha256"] == down["sha256"], up["size"], down["size"])
+print(up["digest"] == down["digest"], up["size"], down["size"])
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
 """
     try:
@@ -788,7 +870,7 @@ def test_cli_put_get_ls(root, here):
     try:
         r = cli(*where, "put", "a.txt", "docs/a.txt", cwd=here)  # docs/ is made
         assert r.returncode == 0, r.stderr
-        assert r.stdout == f"stored docs/a.txt: 5 bytes, sha256 {sha256(b'hello')}\n"
+        assert r.stdout == f"stored docs/a.txt: 5 bytes, blake3 {digest_of(b'hello')}\n"
         assert r.stderr == ""  # no progress bar off a terminal
         r = cli("put", "a.txt", "docs/a.txt", *where, cwd=here)
         assert r.returncode == 1 and "--overwrite" in r.stderr
@@ -1135,7 +1217,7 @@ def test_blake3_digests_match_the_reference_implementation(connect, server, root
     (here / "b.bin").write_bytes(data)
     digest = blake3.blake3(data).hexdigest()
     with connect(server) as c:
-        assert c.upload(here / "b.bin", checksum="blake3") == {"name": "b.bin", "size": len(data), "blake3": digest}
+        assert c.upload(here / "b.bin", checksum="blake3") == verified("b.bin", data)
         got = c.download("b.bin", here / "back.bin", checksum="blake3")
         assert got["blake3"] == digest and (here / "back.bin").read_bytes() == data
         (here / "t").mkdir()
@@ -1292,7 +1374,7 @@ def test_a_cut_upload_resumes_with_only_the_rest(connect, root, here, seed):
         with connect(s, codec=codec) as c:
             r = c.upload(here / "f", resume=True, progress=counting(calls))
     assert calls[0] == len(kept), "only the rest moved"
-    assert calls[-1] == len(data) and r == {"name": "f", "size": len(data), "sha256": sha256(data)}
+    assert calls[-1] == len(data) and r == verified("f", data)
     assert (root / "f").read_bytes() == data
     assert parts(root) == [], "the part took the name; its identity file is gone"
 
@@ -1359,7 +1441,7 @@ def test_a_cut_download_resumes_with_only_the_rest(connect, root, here, seed):
         with connect(s, codec=codec) as c:
             r = c.download("f", here / "g", resume=True, progress=counting(calls))
     assert calls[0] == len(kept), "only the rest moved"
-    assert r == {"name": str(here / "g"), "size": len(data), "sha256": sha256(data)}
+    assert r == verified(str(here / "g"), data)
     assert (here / "g").read_bytes() == data
     assert parts(here) == []
 
@@ -1454,7 +1536,7 @@ def test_a_corrupted_kept_part_starts_over(connect, server, root, here, directio
     with connect(server) as c:
         r = transfer(c, progress=counting(calls))
     assert calls[0] == 0, "the prefix did not match: all of it moved"
-    assert r["sha256"] == sha256(data) and (receiver / "g").read_bytes() == data
+    assert r["digest"] == digest_of(data) and (receiver / "g").read_bytes() == data
     assert parts(receiver) == []
 
 
@@ -1542,12 +1624,12 @@ def test_a_resumed_download_from_a_server_that_ignores_or_breaks_resume(connect,
         calls: list[int] = []
         c = connect(Address)
         if offset is None:
-            c.download("f", here / "f", resume=True, progress=counting(calls))
+            c.download("f", here / "f", resume=True, progress=counting(calls), checksum="sha256")
             assert calls[0] == 0 and (here / "f").read_bytes() == data
             assert parts(here) == []
         else:
             with pytest.raises(rframe.RemoteError):
-                c.download("f", here / "f", resume=True, progress=counting(calls))
+                c.download("f", here / "f", resume=True, progress=counting(calls), checksum="sha256")
             assert not (here / "f").exists()
         c.close()
         t.join(HANG_BOUND)
@@ -1571,5 +1653,5 @@ def test_a_transfer_cut_after_its_last_byte_resumes_with_nothing_left_to_move(co
     calls: list[int] = []
     with connect(server) as c:
         r = transfer(c, progress=counting(calls))
-    assert calls == [len(data)] and r["sha256"] == sha256(data)
+    assert calls == [len(data)] and r["digest"] == digest_of(data)
     assert (receiver / "g").read_bytes() == data and parts(receiver) == []

@@ -5,7 +5,7 @@
 //! Flags (byte 0): bit 0 a token (the session logs in first), bit 1 TLS (the
 //! channel binding is 32 bytes of 7), bits 2-3 what the driver asks after the
 //! login: 0 a `run` and two `request`s, 1 a `get`, 2 a `put` of 5 bytes, 3 a
-//! `list` and a `run`; bit 4 the first request is cancelled after the first
+//! `features`, a `list` and a `run`; bit 4 the first request is cancelled after the first
 //! piece; bit 5 the driver sends its data and end as soon as an upload is
 //! ready (else it never does); bit 6 the stream ends with the peer leaving
 //! (else it just stops); bit 7 the driver reads whole frames itself and hands
@@ -191,6 +191,10 @@ fn drain(session: &mut ClientSession, book: &mut Book, token: bool, send_upload:
             Event::Started { .. } | Event::Output { .. } | Event::Exit { .. } => {
                 panic!("a live command's event without a start: {event:?}")
             }
+            Event::Features { id, .. } => {
+                book.answered(id);
+                assert!(session.default_checksum().is_some(), "features answered, and no checksum to pick");
+            }
             Event::Closed { .. } => book.closed = true,
         }
         if token {
@@ -231,7 +235,7 @@ fuzz_target!(|data: &[u8]| {
             ],
             1 => vec![session.get("f", "sha256")],
             2 => vec![session.put("f", 5, false, "sha256")],
-            _ => vec![session.list(""), session.run(br#"{"op": "run", "cmd": ["ls"]}"#, b"")],
+            _ => vec![session.features(), session.list(""), session.run(br#"{"op": "run", "cmd": ["ls"]}"#, b"")],
         };
         for request in made.into_iter().flatten() {
             book.made(request.0);

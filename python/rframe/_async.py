@@ -1057,13 +1057,28 @@ class AsyncClient:
             conn.held = None
             held.set_result(None)
 
+    async def _pick_checksum(self, checksum: str | None) -> str:
+        """``checksum``, checked; for ``None``, the fastest the server offers,
+        asked once per connection (the session remembers the answer)."""
+        if checksum is not None:
+            return _files.check_checksum(checksum)
+        picked = self._usable().session.default_checksum
+        if picked is None:
+            async with self._hold() as conn:
+                picked = conn.session.default_checksum
+                if picked is None:  # nobody asked while this call waited its turn
+                    _step(await self._answer(conn, conn.session.features(), self.timeout), "features", conn)
+                    picked = conn.session.default_checksum
+        assert picked is not None  # the features event sets it
+        return picked
+
     async def upload(
         self,
         local_path: str | os.PathLike[str],
         remote_name: str | None = None,
         *,
         overwrite: bool = False,
-        checksum: str = "sha256",
+        checksum: str | None = None,
         progress: Progress = None,
         resume: bool = False,
     ) -> dict[str, Any]:
@@ -1087,15 +1102,15 @@ class AsyncClient:
         ...     asyncio.run(main(server.address))["size"]
         5
         """
-        _files.check_checksum(checksum)
         path, name = _files.local_source(local_path, remote_name)
         f, size = _files.open_source(path)
         with f:
+            checksum = await self._pick_checksum(checksum)
             async with self._hold() as conn:
                 stored, digest = await self._put_stream(
                     conn, f, path, name, size, overwrite=overwrite, checksum=checksum, progress=progress, resume=resume
                 )
-        return {"name": stored, "size": size, checksum: digest}
+        return _files.transfer_result(stored, size, checksum, digest)
 
     async def _put_stream(
         self,
@@ -1163,7 +1178,7 @@ class AsyncClient:
         local_path: str | os.PathLike[str] | None = None,
         *,
         overwrite: bool = False,
-        checksum: str = "sha256",
+        checksum: str | None = None,
         progress: Progress = None,
         resume: bool = False,
     ) -> dict[str, Any]:
@@ -1178,8 +1193,8 @@ class AsyncClient:
         is kept for the next ``resume=True`` download to the same path). See
         :meth:`upload` for an example.
         """
-        _files.check_checksum(checksum)
         path = _files.download_path(remote_name, local_path)
+        checksum = await self._pick_checksum(checksum)
         target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum, resume=resume)
         loop = asyncio.get_running_loop()
         committing: asyncio.Future[dict[str, Any]] | None = None
@@ -1257,7 +1272,7 @@ class AsyncClient:
         local_dir: str | os.PathLike[str],
         remote_dir: str = "",
         *,
-        checksum: str = "sha256",
+        checksum: str | None = None,
         symlinks: str = "refuse",
     ) -> dict[str, Any]:
         """Send a directory tree beneath ``remote_dir``: :meth:`rframe.Client.upload_tree`.
@@ -1280,8 +1295,8 @@ class AsyncClient:
         ...     asyncio.run(main(server.address))
         (1, 1, 1)
         """
-        _files.check_checksum(checksum)
         _files.check_symlinks(symlinks)
+        checksum = await self._pick_checksum(checksum)
         loop = asyncio.get_running_loop()
         local = os.fspath(local_dir)
         items = await loop.run_in_executor(None, _files.scan_tree, local, symlinks)
@@ -1389,15 +1404,15 @@ class AsyncClient:
         remote_dir: str,
         local_dir: str | os.PathLike[str],
         *,
-        checksum: str = "sha256",
+        checksum: str | None = None,
         symlinks: str = "refuse",
     ) -> dict[str, Any]:
         """Fetch the tree beneath ``remote_dir`` into ``local_dir``: :meth:`rframe.Client.download_tree`.
 
         See :meth:`upload_tree` for an example.
         """
-        _files.check_checksum(checksum)
         _files.check_symlinks(symlinks)
+        checksum = await self._pick_checksum(checksum)
         loop = asyncio.get_running_loop()
         local = os.fspath(local_dir)
         entries = await self._listing(remote_dir, recursive=True, checksum=checksum)

@@ -488,21 +488,26 @@ class Client:
         remote_name: str | None = None,
         *,
         overwrite: bool = False,
-        checksum: str = "sha256",
+        checksum: str | None = None,
         progress: Progress = None,
         resume: bool = False,
     ) -> dict[str, Any]:
         """Send a file to a server started with ``root``; return what was stored.
 
         The file moves in chunks (memory stays flat, whatever its size) with
-        its ``checksum`` digest (``"sha256"``, ``"md5"`` or ``"blake3"``), which the server
-        verifies before the file takes ``remote_name`` (default: the local
-        file's name), relative to the server's root. Until then the server
+        its ``checksum`` digest, which the server verifies before the file
+        takes ``remote_name`` (default: the local file's name), relative to
+        the server's root. ``checksum`` is ``"blake3"``, ``"sha256"`` or
+        ``"md5"``; by default the fastest the server offers: ``"blake3"``,
+        or ``"sha256"`` from a server older than it (the first transfer on a
+        connection asks the server, one round trip). Until then the server
         writes to a temporary name, so a cut or corrupt upload leaves any old
         file of that name as it was. ``overwrite=False`` refuses an existing
         name with :class:`FileExistsError` (a :class:`rframe.RemoteError` too).
         ``progress(done, total)`` is called with byte counts as chunks go out.
-        Returns ``{"name": ..., "size": ..., "sha256": ...}``.
+        Returns ``{"name": ..., "size": ..., "checksum": "blake3", "digest":
+        ..., "blake3": ...}``: the digest verified, also under its algorithm's
+        name.
 
         If the upload is interrupted (an exception from ``progress``, Ctrl-C,
         a timeout) the connection is closed: the stream is mid-transfer, and
@@ -535,15 +540,32 @@ class Client:
         >>> (here / "copy.txt").read_text()
         'hello'
         """
-        _files.check_checksum(checksum)
         path, name = _files.local_source(local_path, remote_name)
         f, size = _files.open_source(path)
-        with f, self._call():
-            self._require_sock()
-            stored, digest = self._put_stream(
-                f, path, name, size, overwrite=overwrite, checksum=checksum, progress=progress, resume=resume
-            )
-        return {"name": stored, "size": size, checksum: digest}
+        with f:
+            checksum = self._pick_checksum(checksum)
+            with self._call():
+                self._require_sock()
+                stored, digest = self._put_stream(
+                    f, path, name, size, overwrite=overwrite, checksum=checksum, progress=progress, resume=resume
+                )
+        return _files.transfer_result(stored, size, checksum, digest)
+
+    def _pick_checksum(self, checksum: str | None) -> str:
+        """``checksum``, checked; for ``None``, the fastest the server offers,
+        asked once per connection (the session remembers the answer)."""
+        if checksum is not None:
+            return _files.check_checksum(checksum)
+        with self._call():
+            session = self._require_session()
+            picked = session.default_checksum
+            if picked is None:
+                self._require_sock()
+                self._write(session.features()[1])
+                self._expect("features")
+                picked = session.default_checksum
+        assert picked is not None  # the features event sets it
+        return picked
 
     def _put_stream(
         self,
@@ -611,7 +633,7 @@ class Client:
         local_path: str | os.PathLike[str] | None = None,
         *,
         overwrite: bool = False,
-        checksum: str = "sha256",
+        checksum: str | None = None,
         progress: Progress = None,
         resume: bool = False,
     ) -> dict[str, Any]:
@@ -623,10 +645,11 @@ class Client:
         (atomically) only after the size and ``checksum`` digest are
         verified: :class:`rframe.ChecksumError` otherwise, and nothing is left
         behind. ``overwrite=False`` refuses an existing local file with
-        :class:`FileExistsError` before anything is asked of the server. A
+        :class:`FileExistsError` before the server is asked for the file. A
         missing remote file raises :class:`FileNotFoundError` (a
         :class:`rframe.RemoteError` too). Returns ``{"name": local path,
-        "size": ..., "sha256": ...}``. See :meth:`upload` for an example.
+        "size": ..., "checksum": ..., "digest": ..., ...}`` as :meth:`upload`
+        does. See :meth:`upload` for an example.
 
         ``resume=True``: a cut download keeps what arrived (a temporary file
         beside ``local_path``, with the server's file's size and mtime
@@ -637,8 +660,8 @@ class Client:
         meanwhile, :class:`rframe.SourceChangedError` (download with
         ``resume=False`` to start over).
         """
-        _files.check_checksum(checksum)
         path = _files.download_path(remote_name, local_path)
+        checksum = self._pick_checksum(checksum)
         target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum, resume=resume)
         try:
             # The kept bytes are hashed before the connection is taken: the
@@ -722,7 +745,7 @@ class Client:
         local_dir: str | os.PathLike[str],
         remote_dir: str = "",
         *,
-        checksum: str = "sha256",
+        checksum: str | None = None,
         symlinks: str = "refuse",
     ) -> dict[str, Any]:
         """Send a directory tree beneath ``remote_dir`` on a server started with ``root``.
@@ -757,8 +780,8 @@ class Client:
         ['pkg', 'pkg/mod.py']
         1
         """
-        _files.check_checksum(checksum)
         _files.check_symlinks(symlinks)
+        checksum = self._pick_checksum(checksum)
         local = os.fspath(local_dir)
         items = _files.scan_tree(local, symlinks)
         existing = self._remote_items(remote_dir, symlinks="copy", checksum=checksum)
@@ -878,7 +901,7 @@ class Client:
         remote_dir: str,
         local_dir: str | os.PathLike[str],
         *,
-        checksum: str = "sha256",
+        checksum: str | None = None,
         symlinks: str = "refuse",
     ) -> dict[str, Any]:
         """Fetch the tree beneath ``remote_dir`` on a server started with ``root`` into ``local_dir``.
@@ -895,8 +918,8 @@ class Client:
         :meth:`upload_tree` does on the server. Returns what
         :meth:`upload_tree` returns. See it for an example.
         """
-        _files.check_checksum(checksum)
         _files.check_symlinks(symlinks)
+        checksum = self._pick_checksum(checksum)
         local = os.fspath(local_dir)
         entries = self._listing(remote_dir, recursive=True, checksum=checksum)
         items = _files.remote_tree(entries, symlinks, remote_dir)

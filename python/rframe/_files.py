@@ -58,7 +58,8 @@ __all__ = [
 #: The largest chunk a client sends (the server may ask for less): the Rust
 #: core's ``TRANSFER_CHUNK``, the server's too.
 CHUNK = TRANSFER_CHUNK
-#: The checksums a transfer may name (the Rust core's), the default first.
+#: The checksums a transfer may name (the Rust core's). A transfer that names
+#: none uses the fastest the server offers (``ClientSession.default_checksum``).
 CHECKSUMS = _CHECKSUMS
 # Re-exported from the Rust core, whose temporary files serve the server's
 # uploads and LocalFile alike: PART_SUFFIX, the suffix (after a leading dot)
@@ -89,6 +90,17 @@ def check_checksum(checksum: str) -> str:
     if checksum not in CHECKSUMS:
         raise ValueError(f"checksum must be {' or '.join(map(repr, CHECKSUMS))}, got {checksum!r}")
     return checksum
+
+
+def transfer_result(name: str, size: int, checksum: str, digest: str) -> dict[str, Any]:
+    """What an upload or download returns: the file's name and size, the
+    ``checksum`` it was verified with and its hex ``digest``, the digest also
+    under the algorithm's own name (``result["sha256"]``).
+
+    >>> transfer_result("a.txt", 5, "blake3", "ab12")
+    {'name': 'a.txt', 'size': 5, 'checksum': 'blake3', 'digest': 'ab12', 'blake3': 'ab12'}
+    """
+    return {"name": name, "size": size, "checksum": checksum, "digest": digest, checksum: digest}
 
 
 def local_source(local_path: _Path, remote_name: str | None) -> tuple[str, str]:
@@ -261,7 +273,7 @@ class LocalFile:
             self._part.commit(durable)
         except FileExistsError:
             raise FileExistsError(errno.EEXIST, "already exists, and overwrite was not asked for", self.path) from None
-        return {"name": self.path, "size": self.size, self.checksum: digest}
+        return transfer_result(self.path, self.size, self.checksum, digest)
 
     def discard(self) -> None:
         """Removes the temporary file, or keeps a resumable part for the

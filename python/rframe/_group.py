@@ -461,14 +461,15 @@ class AsyncGroup:
         remote_name: str | None = None,
         *,
         overwrite: bool = False,
-        checksum: str = "sha256",
+        checksum: str | None = None,
         fail_fast: bool = False,
         progress: HostProgress = None,
     ) -> GroupResult:
         """:meth:`rframe.AsyncClient.upload` of one local file to every host.
         ``progress(host, done, total)``, if given, is called as each host's
         bytes go (on the group's event loop: keep it quick)."""
-        _files.check_checksum(checksum)
+        if checksum is not None:
+            _files.check_checksum(checksum)
 
         async def op(client: AsyncClient, name: str) -> dict[str, Any]:
             return await client.upload(
@@ -483,7 +484,7 @@ class AsyncGroup:
         local_path: str | os.PathLike[str] | None = None,
         *,
         overwrite: bool = False,
-        checksum: str = "sha256",
+        checksum: str | None = None,
         fail_fast: bool = False,
         progress: HostProgress = None,
     ) -> GroupResult:
@@ -491,7 +492,8 @@ class AsyncGroup:
         may hold ``{host}``, replaced by each host's name; by default each
         host's file lands in ``./{host}/NAME``. Directories named after a host
         are made as needed. ``progress`` as for :meth:`upload`."""
-        _files.check_checksum(checksum)
+        if checksum is not None:
+            _files.check_checksum(checksum)
         template = os.fspath(local_path) if local_path is not None else os.path.join("{host}", "")
         if "{host}" not in template:
             raise ValueError(

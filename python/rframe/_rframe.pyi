@@ -268,6 +268,7 @@ _SessionEvent = (
         bool,
         dict[str, Any] | None,
     ]
+    | tuple[Literal["features"], _Id, list[str]]
     | tuple[Literal["closed"], str, Exception | None]
 )
 
@@ -287,6 +288,9 @@ class ClientSession:
     def in_flight(self) -> int: ...
     @property
     def uploading(self) -> bool: ...
+    @property
+    def default_checksum(self) -> str | None: ...
+    def features(self) -> tuple[_Id, bytes]: ...
     def request(
         self, body: _Body | None = None, header: Mapping[str, Any] | None = None, **fields: Any
     ) -> tuple[_Id, bytes]: ...

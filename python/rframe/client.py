@@ -218,8 +218,8 @@ def _transfer_options(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--checksum",
         choices=CHECKSUMS,
-        default="sha256",
-        help="digest verified by the receiver (default sha256)",
+        default=None,
+        help="digest verified by the receiver (default: the fastest the server offers, blake3, else sha256)",
     )
 
 
@@ -582,7 +582,7 @@ def _files(session: _Session, args: argparse.Namespace) -> int:
                 progress=_progress(args.file),
                 resume=_resume(args),
             )
-            lines = [f"stored {r['name']}: {r['size']} bytes, {args.checksum} {r[args.checksum]}"]
+            lines = [f"stored {r['name']}: {r['size']} bytes, {r['checksum']} {r['digest']}"]
         elif args.action == "get":
             r = client.download(
                 args.name,
@@ -592,7 +592,7 @@ def _files(session: _Session, args: argparse.Namespace) -> int:
                 progress=_progress(args.name),
                 resume=_resume(args),
             )
-            lines = [f"saved {r['name']}: {r['size']} bytes, {args.checksum} {r[args.checksum]}"]
+            lines = [f"saved {r['name']}: {r['size']} bytes, {r['checksum']} {r['digest']}"]
         else:
             lines = [_listing_line(e) for e in client.list_files(args.name, recursive=args.recursive)]
     except FileExistsError as e:

@@ -9,6 +9,8 @@ pub mod live;
 pub mod server_session;
 
 use serde::{Deserialize, Serialize};
+
+use crate::codec::Checksum;
 use std::collections::BTreeMap;
 
 /// A command: a string for the shell, or an argv list run without one.
@@ -213,6 +215,30 @@ pub const MAX_SECONDS: f64 = 1e9;
 /// The largest `data` frame body of a file transfer that either side sends
 /// (a `get`'s `chunk_size` and a `ready`'s may ask for less).
 pub const TRANSFER_CHUNK: usize = 1 << 20;
+
+/// The request that asks a server what it offers, and the op of its answer
+/// (PROTOCOL.md, "features"). A server older than it answers `bad-request`.
+pub const FEATURES_OP: &str = "features";
+
+/// The checksums a server offers (its `features`), in the order a client
+/// picks from them when it was asked for none: the fastest first. `md5` is
+/// offered, never picked.
+pub const CHECKSUMS_OFFERED: [Checksum; 3] = [Checksum::Blake3, Checksum::Sha256, Checksum::Md5];
+
+/// The checksum a client uses when it was asked for none and the server
+/// offers nothing faster (every server verifies it).
+pub const FALLBACK_CHECKSUM: Checksum = Checksum::Sha256;
+
+/// The checksum a client picks, asked for none, from what the server offers:
+/// `offered` are names from its `features` (empty from a server too old to
+/// answer them).
+pub fn pick_checksum(offered: &[String]) -> Checksum {
+    CHECKSUMS_OFFERED
+        .into_iter()
+        .filter(|c| *c != Checksum::Md5)
+        .find(|c| offered.iter().any(|name| name == c.name()))
+        .unwrap_or(FALLBACK_CHECKSUM)
+}
 
 /// The port a server listens on unless told otherwise (the course's).
 pub const DEFAULT_PORT: u16 = 8848;

@@ -607,6 +607,7 @@ impl<'c> ServerSession<'c> {
             Some("mkdir") => self.mkdir(&frame),
             Some("symlink") => self.symlink(&frame),
             Some("sync") => self.sync(&frame),
+            Some(protocol::FEATURES_OP) => self.features(),
             Some("start") => self.start_live(request, &frame),
             // What a client sent a live command that ended meanwhile: its
             // `exit` frame crossed them on the way.
@@ -1140,6 +1141,13 @@ impl<'c> ServerSession<'c> {
         vec![Action::Sync]
     }
 
+    /// What this server offers (PROTOCOL.md, "features"): the checksums it
+    /// verifies files with, the one a client should pick first.
+    fn features(&mut self) -> Vec<Action> {
+        let checksums: Vec<&str> = protocol::CHECKSUMS_OFFERED.iter().map(|c| c.name()).collect();
+        self.respond(reply(json!({"op": protocol::FEATURES_OP, "checksums": checksums}), Bytes::new()))
+    }
+
     /// What an [`Action::Sync`] gave.
     pub fn synced(&mut self, synced: Result<(), FileError>) -> Vec<Action> {
         self.expect(|a| matches!(a, Awaiting::Sync), "synced");
@@ -1414,7 +1422,8 @@ fn shown(request: &RequestHeader) -> String {
 }
 
 /// The requests a server without a handler serves, for the error that names them.
-const KNOWN_OPS: &str = "\"run\", \"start\", \"put\", \"get\", \"list\", \"mkdir\", \"symlink\" and \"sync\"";
+const KNOWN_OPS: &str =
+    "\"run\", \"start\", \"put\", \"get\", \"list\", \"mkdir\", \"symlink\", \"sync\" and \"features\"";
 
 /// Expected in a put, and not: ends the connection.
 const UNEXPECTED_IN_PUT: &str = "expected a data or end frame of the put in progress";

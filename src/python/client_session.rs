@@ -184,6 +184,7 @@ pub(super) fn event_to_py<'py>(
             ("violation", id, violation_kind(kind), message, closes, header).into_pyobject(py)?.into_any()
         }
         Event::Started { id } => ("started", id).into_pyobject(py)?.into_any(),
+        Event::Features { id, checksums } => ("features", id, checksums).into_pyobject(py)?.into_any(),
         Event::Output { id, fd, data } => ("output", id, fd, body_to_py(py, &data, read)).into_pyobject(py)?.into_any(),
         Event::Exit { id, returncode, duration, timed_out, header } => {
             let header = header_dict(py, &header)?;
@@ -223,6 +224,20 @@ impl PyClientSession {
     #[getter]
     fn in_flight(&self, py: Python<'_>) -> PyResult<usize> {
         Ok(self.lock(py)?.in_flight())
+    }
+
+    /// The checksum for a transfer asked for none (the fastest the server
+    /// offers), or ``None`` until the answer to :meth:`features` came.
+    #[getter]
+    fn default_checksum(&self, py: Python<'_>) -> PyResult<Option<&'static str>> {
+        Ok(self.lock(py)?.default_checksum())
+    }
+
+    /// ``features``: asks what the server offers; its answer is a
+    /// ``("features", id, checksums)`` event: ``(id, bytes)``.
+    fn features<'py>(&self, py: Python<'py>) -> PyResult<(u64, Bound<'py, PyBytes>)> {
+        let made = self.lock(py)?.features();
+        outgoing(py, made)
     }
 
     /// True while an upload owns the sending side (``put`` to ``put_end``).

@@ -174,6 +174,10 @@ pub enum Event {
     Violation { id: Option<RequestId>, kind: ViolationKind, message: String, closes: bool, header: Bytes },
     /// The live command `id` runs (`start`).
     Started { id: RequestId },
+    /// What the server offers, in answer to `features` `id`: the checksums
+    /// it verifies files with (none named by a server too old to answer).
+    /// [`ClientSession::default_checksum`] picks from them from now on.
+    Features { id: RequestId, checksums: Vec<String> },
     /// Bytes the live command `id` wrote to `fd` (1: stdout, 2: stderr).
     Output { id: RequestId, fd: u8, data: Bytes },
     /// The live command `id` ended: its returncode (negative: the signal
@@ -243,6 +247,8 @@ enum Step {
     Live {
         started: bool,
     },
+    /// `features`: a `features` frame, or a server too old to answer one.
+    Features,
 }
 
 #[derive(Debug)]
@@ -368,6 +374,8 @@ pub struct ClientSession {
     upload: Option<Upload>,
     /// The live command that holds the connection, from `start` to its exit.
     live: Option<live::Live>,
+    /// The checksums the server offers, once its `features` came.
+    offered: Option<Vec<String>>,
     closed: Option<String>,
 }
 
@@ -399,6 +407,7 @@ impl ClientSession {
             login: Login::None,
             upload: None,
             live: None,
+            offered: None,
             closed: None,
         })
     }
@@ -504,6 +513,24 @@ impl ClientSession {
         let data = self.frame(&[("op", Val::Str("auth"))], b"")?;
         self.login = Login::Underway;
         Ok((self.push(Step::Hello), data))
+    }
+
+    /// Asks the server what it offers (PROTOCOL.md, "features"): the answer
+    /// is an [`Event::Features`], also from a server too old to know the
+    /// request (it answers `bad-request`, which the session takes as "nothing
+    /// named").
+    pub fn features(&mut self) -> Result<(RequestId, Vec<u8>), SessionError> {
+        self.check_free()?;
+        self.need_json(super::FEATURES_OP)?;
+        let data = self.frame(&[("op", Val::Str(super::FEATURES_OP))], b"")?;
+        Ok((self.push(Step::Features), data))
+    }
+
+    /// The checksum for a transfer asked for none: the fastest the server
+    /// offers (`blake3`), else `sha256`; `None` until the server's features
+    /// came ([`ClientSession::features`]).
+    pub fn default_checksum(&self) -> Option<&'static str> {
+        self.offered.as_deref().map(|offered| super::pick_checksum(offered).name())
     }
 
     /// `list` of the directory `name` beneath the server's root (`""`: the
@@ -772,7 +799,7 @@ impl ClientSession {
         }
         let Some(entry) = self.in_flight.iter_mut().find(|e| e.id == id) else { return Cancelled::NotPending };
         let reason = match entry.step {
-            Step::Reply | Step::Claim | Step::Expect(_) => {
+            Step::Reply | Step::Claim | Step::Expect(_) | Step::Features => {
                 entry.cancelled = true;
                 return Cancelled::ReplyDropped;
             }
@@ -992,6 +1019,22 @@ impl ClientSession {
                 let started = *started;
                 self.on_live(id, started, op, members.as_ref(), &frame);
             }
+            Step::Features => {
+                self.in_flight.pop_front();
+                let checksums = members.as_ref().and_then(|m| get(m, "checksums"));
+                let checksums = match checksums {
+                    Some(JsonValue::Array(items)) if op == Some(super::FEATURES_OP) => items
+                        .iter()
+                        .filter_map(|v| if let JsonValue::Str(s) = v { Some(s.to_string()) } else { None })
+                        .collect::<Vec<_>>(),
+                    _ => {
+                        let message = format!("expected a 'features' frame with its checksums, got {}", shown());
+                        return self.violation(id, ViolationKind::UnexpectedReply, message, None, hdr());
+                    }
+                };
+                self.offered = Some(checksums.clone());
+                self.events.push_back(Event::Features { id, checksums });
+            }
             Step::Get { name, kept, phase } => match phase {
                 GetPhase::AwaitFile => {
                     if op != Some("file") {
@@ -1136,6 +1179,13 @@ impl ClientSession {
         match entry {
             None => self.events.push_back(Event::RemoteError { id: None, error }),
             Some(InFlight { cancelled: true, .. }) => {}
+            Some(InFlight { id, step: Step::Features, .. })
+                if error.code == super::ErrorCode::BadRequest.name() && !closes =>
+            {
+                // A server older than `features`: it offers what every server verifies.
+                self.offered = Some(Vec::new());
+                self.events.push_back(Event::Features { id, checksums: Vec::new() });
+            }
             Some(InFlight { id, step, .. }) => {
                 if matches!(step, Step::Put { .. }) {
                     self.upload = None;

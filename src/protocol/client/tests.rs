@@ -993,3 +993,53 @@ fn mkdir_symlink_sync_and_tree_listings_expect_their_replies() {
     let (_, plain) = s.list("a").unwrap();
     assert!(sent(&plain).0.get("recursive").is_none());
 }
+
+// ------------------------------------------------------------ features
+
+#[test]
+fn the_default_checksum_is_the_fastest_the_server_offers_once_it_said() {
+    let mut s = session();
+    assert_eq!(s.default_checksum(), None, "nothing is known before the answer");
+    let (id, data) = s.features().unwrap();
+    assert_eq!(sent(&data).0, json!({"op": "features", "total_size": 0}));
+    let events = feed(&mut s, &frame(r#""op": "features", "checksums": ["blake3", "sha256", "md5"]"#, b""));
+    assert_eq!(events, vec![Event::Features { id, checksums: vec!["blake3".into(), "sha256".into(), "md5".into()] }]);
+    assert_eq!(s.default_checksum(), Some("blake3"));
+
+    // Only what is offered is picked, and md5 never: sha256 is every server's.
+    for (offered, picked) in [(r#"["md5", "sha256"]"#, "sha256"), (r#"["md5"]"#, "sha256"), (r#"[1, "x"]"#, "sha256")] {
+        let mut s = session();
+        s.features().unwrap();
+        let events = feed(&mut s, &frame(&format!(r#""op": "features", "checksums": {offered}"#), b""));
+        assert!(matches!(events[..], [Event::Features { .. }]), "{events:?}");
+        assert_eq!(s.default_checksum(), Some(picked), "{offered}");
+    }
+}
+
+#[test]
+fn a_server_older_than_features_is_taken_to_verify_sha256() {
+    let mut s = session();
+    let (id, _) = s.features().unwrap();
+    let events = feed(&mut s, &error("bad-request", "unknown op \\\"features\\\""));
+    assert_eq!(events, vec![Event::Features { id, checksums: vec![] }]);
+    assert_eq!(s.default_checksum(), Some("sha256"));
+    assert!(s.closed().is_none(), "the connection goes on");
+    // Any other error is one: the answer is still to be had.
+    let mut s = session();
+    let (id, _) = s.features().unwrap();
+    let events = feed(&mut s, &error("io", "disk on fire"));
+    assert!(matches!(&events[..], [Event::RemoteError { id: Some(i), .. }] if *i == id), "{events:?}");
+    assert_eq!(s.default_checksum(), None);
+}
+
+#[test]
+fn a_features_answer_without_its_checksums_breaks_the_protocol() {
+    let mut s = session();
+    let (id, _) = s.features().unwrap();
+    let events = feed(&mut s, &frame(r#""op": "file", "size": 5"#, b""));
+    assert!(
+        matches!(&events[..], [Event::Violation { id: Some(i), kind: ViolationKind::UnexpectedReply, .. }] if *i == id),
+        "{events:?}"
+    );
+    assert_eq!(s.default_checksum(), None);
+}

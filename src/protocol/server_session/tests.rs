@@ -1049,3 +1049,19 @@ fn the_wait_after_an_offer_grows_with_the_bytes_offered() {
     assert_eq!(hashing_allowance(1), Duration::from_secs(1));
     assert_eq!(hashing_allowance(10_000_000_000), Duration::from_secs(100), "10 GB at 100 MB/s");
 }
+
+#[test]
+fn features_name_every_checksum_the_fastest_first_with_or_without_a_root() {
+    for config in [ServerConfig::default(), with_root()] {
+        let mut s = session(&config);
+        let (h, body) = reply(&s.receive(frame(json!({"op": "features"}), b"")));
+        assert_eq!(h, json!({"op": "features", "checksums": ["blake3", "sha256", "md5"], "total_size": 0}));
+        assert!(body.is_empty());
+        // and the connection goes on
+        assert_eq!(reply(&s.receive(frame(json!({"op": "features"}), b""))).0["op"], "features");
+    }
+    // Each one offered is one a transfer may name.
+    for c in crate::protocol::CHECKSUMS_OFFERED {
+        assert_eq!(Checksum::from_name(c.name()), Some(c));
+    }
+}
