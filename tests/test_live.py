@@ -501,3 +501,23 @@ def test_bench_stream_quick():
     median, p99, rate, cpu, idle = (float(cell.replace(",", "")) for cell in row.split("|")[2:7])
     assert 0 < median <= p99 and rate > 0 and cpu > 0 and idle >= 0, row
     assert "asyncssh skipped: --quick" in r.stdout
+
+
+def test_a_live_command_has_no_time_limit_unless_the_server_or_the_request_sets_one():
+    # The server's `timeout` is for run; a live command runs while its client stays.
+    with rframe.Server(port=0, timeout=0.5) as server, rframe.Client(*server.address, timeout=HANG_BOUND) as c:
+        with c.start("sleep 1.5; echo outlived") as proc:
+            assert proc.wait(timeout=HANG_BOUND) == 0 and not proc.timed_out
+            assert proc.stdout.read() == b"outlived\n"
+        with pytest.raises(rframe.CommandTimeout):
+            c.run("sleep 5")
+        with c.start("sleep 100", timeout=0.5) as proc:  # a request may ask for a limit
+            assert proc.wait(timeout=HANG_BOUND) == -9 and proc.timed_out
+    with rframe.Server(port=0, live_timeout=0.5) as server, rframe.Client(*server.address, timeout=HANG_BOUND) as c:
+        with c.start("echo ready; sleep 100") as proc:
+            assert proc.wait(timeout=HANG_BOUND) == -9 and proc.timed_out
+            assert proc.stdout.read() == b"ready\n"
+        with c.start("sleep 100", timeout=60) as proc:  # and never more than the server's
+            assert proc.wait(timeout=HANG_BOUND) == -9 and proc.timed_out
+    with pytest.raises(ValueError, match="live_timeout"):
+        rframe.Server(port=0, live_timeout=0)

@@ -163,7 +163,7 @@ impl Conn {
 
     /// Where the server would run a command: only the validation runs here.
     fn run(&mut self, request: RequestHeader, body: Bytes) {
-        match command_spec(&self.config, request.clone(), body.clone()) {
+        match command_spec(&self.config, request.clone(), body.clone(), Some(self.config.timeout)) {
             Ok(spec) => check_spec(&self.config, &request, &body, &spec),
             Err(reply) => self.refused(&reply),
         }

@@ -160,6 +160,10 @@ class Server:
     With ``root`` (a directory) it also serves files beneath it to
     ``Client.upload``, ``Client.download`` and ``Client.list_files``; names
     cannot lead out of it, whether by ``..``, an absolute path or a symlink.
+    ``timeout`` is the longest a ``Client.run`` command may run;
+    ``live_timeout`` a ``Client.start`` one's (``None``: no limit, it runs
+    as long as its client stays connected, as over ssh). A request may ask
+    for less.
     ``max_output`` bounds the stdout and the stderr one command keeps;
     ``output_budget`` bounds the output all commands hold in memory at once,
     and past it output is dropped and flagged truncated as well.
@@ -184,6 +188,7 @@ class Server:
         token: str | bytes | None = None,
         codec: Codec | None = None,
         timeout: float = 30.0,
+        live_timeout: float | None = None,
         max_output: int = 16777216,
         max_connections: int = 1024,
         allow: Sequence[str] | None = None,

@@ -102,7 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=seconds,
         default=30.0,
         metavar="SECONDS",
-        help="longest a command may run before its process group is killed (default 30; a client may ask for less)",
+        help="longest a command that answers once it is done (Client.run, a course client's line) may run before "
+        "its process group is killed (default 30; a client may ask for less); live ones: --live-timeout",
+    )
+    ap.add_argument(
+        "--live-timeout",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="longest a live command (client -c and -t, Client.start) may run; default: no limit, it runs as long "
+        "as its client stays connected (a disconnect kills it; keepalive probes find a client whose machine "
+        "vanished), as over ssh",
     )
     ap.add_argument(
         "--max-output",
@@ -323,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 unix_path=args.unix,
                 token=token,
                 timeout=args.timeout,
+                live_timeout=args.live_timeout,
                 max_output=args.max_output,
                 max_connections=args.max_connections,
                 header_timeout=args.header_timeout,
@@ -360,11 +371,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server.tls_fingerprint is not None:
             print(f"TLS certificate fingerprint: sha256:{server.tls_fingerprint}", flush=True)
         log.info(
-            "serving on %s: %s, %s, timeout %gs, max output %d bytes, %s",
+            "serving on %s: %s, %s, timeout %gs (live commands: %s), max output %d bytes, %s",
             where,
             "token required" if token else "no token",
             "TLS (and plaintext from this machine)" if server.tls_fingerprint else "plaintext",
             args.timeout,
+            f"{args.live_timeout:g}s" if args.live_timeout is not None else "none",
             args.max_output,
             f"allowed: {', '.join(args.allow)}" if args.allow else ("no shell" if args.no_shell else "/bin/sh -c"),
         )

@@ -17,8 +17,11 @@ use crate::codec::Codec;
 pub struct ServerConfig {
     pub codec: Codec,
     pub token: Option<Vec<u8>>,
-    /// The longest a command may run (a request may ask for less).
+    /// The longest a `run` may run (a request may ask for less).
     pub timeout: Duration,
+    /// The longest a live command (`start`) may run; `None`: as long as its
+    /// client stays (a disconnect kills it), as ssh's. A request may ask for less.
+    pub live_timeout: Option<Duration>,
     /// Bytes kept of a command's stdout and of its stderr.
     pub max_output: usize,
     pub max_connections: usize,
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             codec: Codec { max_body: 16 << 20, ..Codec::default() },
             token: None,
             timeout: Duration::from_secs(30),
+            live_timeout: None,
             max_output: 16 << 20,
             max_connections: 1024,
             allow: None,

@@ -713,7 +713,7 @@ impl<'c> ServerSession<'c> {
 
     fn run(&mut self, request: RequestHeader, body: Bytes) -> Vec<Action> {
         let shown = shown(&request);
-        match command_spec(self.config, request, body) {
+        match command_spec(self.config, request, body, Some(self.config.timeout)) {
             Ok(spec) => {
                 self.state = State::Awaiting(Awaiting::Command);
                 vec![Action::Run { spec, shown }]
@@ -1534,7 +1534,13 @@ pub fn raw_request(line: Vec<u8>) -> Result<RequestHeader, Reply> {
 /// Checks a run request against the server's configuration and turns it into
 /// what to run, or the error reply that refuses it. Pure: nothing runs here
 /// (the fuzz target `request` calls it).
-pub fn command_spec(config: &ServerConfig, request: RequestHeader, body: Bytes) -> Result<CommandSpec, Reply> {
+/// `limit`: the server's time limit for such a command, `None` for none.
+pub fn command_spec(
+    config: &ServerConfig,
+    request: RequestHeader,
+    body: Bytes,
+    limit: Option<Duration>,
+) -> Result<CommandSpec, Reply> {
     let bad = |code, msg: String| Reply::error(code, &msg);
     let use_shell = config.shell && config.allow.is_none();
     let program = match request.cmd {
@@ -1566,12 +1572,14 @@ pub fn command_spec(config: &ServerConfig, request: RequestHeader, body: Bytes) 
     } else if matches!(&program, Program::Shell(line) if line.trim().is_empty()) {
         return Err(bad(ErrorCode::BadRequest, "empty command".into()));
     }
+    // No limit is the longest one a deadline can hold.
+    let limit = limit.unwrap_or(Duration::from_secs_f64(super::MAX_SECONDS));
     let timeout = match request.timeout {
-        Some(t) if t.is_finite() && t > 0.0 => config.timeout.min(Duration::from_secs_f64(t.min(super::MAX_SECONDS))),
+        Some(t) if t.is_finite() && t > 0.0 => limit.min(Duration::from_secs_f64(t.min(super::MAX_SECONDS))),
         Some(t) => {
             return Err(bad(ErrorCode::BadRequest, format!("timeout must be a positive number of seconds, got {t}")))
         }
-        None => config.timeout,
+        None => limit,
     };
     if !request.input && !body.is_empty() {
         return Err(bad(ErrorCode::BadRequest, "the request has a body but not \"input\": true".into()));

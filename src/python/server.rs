@@ -300,7 +300,7 @@ impl PyServer {
     #[new]
     #[pyo3(signature = (
         host="127.0.0.1", port=8848, *, unix_path=None, handler=None, token=None, codec=None,
-        timeout=30.0, max_output=16777216, max_connections=1024, allow=None, shell=true, cwd=None,
+        timeout=30.0, live_timeout=None, max_output=16777216, max_connections=1024, allow=None, shell=true, cwd=None,
         root=None, pty=true, allow_pty=false, insecure=false, header_timeout=10.0, idle_timeout=300.0, encoding="utf-8",
         tls=None, tls_cert=None, tls_key=None, tls_dir=None, output_budget=268435456,
         max_startups=None, max_startups_per_source=16
@@ -315,6 +315,7 @@ impl PyServer {
         token: Option<&Bound<'_, PyAny>>,
         codec: Option<&Bound<'_, PyCodec>>,
         timeout: f64,
+        live_timeout: Option<f64>,
         max_output: usize,
         max_connections: usize,
         allow: Option<Vec<String>>,
@@ -363,6 +364,7 @@ impl PyServer {
             codec,
             token,
             timeout: seconds("timeout", timeout)?,
+            live_timeout: live_timeout.map(|t| seconds("live_timeout", t)).transpose()?,
             max_output,
             max_connections,
             allow,

@@ -631,7 +631,7 @@ mod tests {
     use super::*;
 
     fn refusal(config: &ServerConfig, request: RequestHeader) -> Reply {
-        command_spec(config, request, Bytes::new()).expect_err("refused")
+        command_spec(config, request, Bytes::new(), Some(config.timeout)).expect_err("refused")
     }
 
     #[test]

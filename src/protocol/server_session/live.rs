@@ -58,7 +58,7 @@ impl ServerSession<'_> {
             let message = "a start request has no body: send its input in stdin frames";
             return self.respond(Reply::error(ErrorCode::BadRequest, message));
         }
-        match command_spec(self.config, request, Bytes::new()) {
+        match command_spec(self.config, request, Bytes::new(), self.config.live_timeout) {
             Ok(mut spec) => {
                 // Piped, and fed by stdin frames (empty: nothing yet).
                 spec.input = Some(Bytes::new());
