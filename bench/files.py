@@ -50,8 +50,8 @@ runs ``--rounds`` times; the tables show the median. The source file stays
 in the page cache (it was just written), so this measures the transfer, not
 the source disk.
 
-CPU seconds per GiB, medians: rframe's are this process's (the client,
-whose only other work here is waiting on child processes) plus the server
+CPU seconds per GiB, medians: rframe's are this process's (the client;
+nothing else runs in it during an rframe transfer) plus the server
 process's; rsync's are its client process (a reaped child of this process,
 with the process it forks when it receives) plus the daemon and its children
 (it forks one per connection, which may fork again; their times counted once
