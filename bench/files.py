@@ -46,7 +46,8 @@ pages left by earlier transfers, so one transfer's writeback does not land
 on the next one's clock; it is not timed. The clock runs from the first
 byte of the request until the receiver is done (rframe: the call returns;
 rsync: its process exits; sendfile: the receiver says so). Each transfer
-runs ``--rounds`` times; the tables show the median. The source file stays
+runs ``--rounds`` times; the tables show the median (and a line the
+slowest and fastest round of the rframe and rsync rows). The source file stays
 in the page cache (it was just written), so this measures the transfer, not
 the source disk.
 
@@ -483,6 +484,18 @@ def main() -> int:
             cells += [cpu_cell(f"rsync {way}"), f"blake3 <= rsync: {'met' if cheaper else '**missed**'}"]
         print("| " + " | ".join(cells) + " |")
     print()
+    if args.rounds > 1:
+        peers = ["rframe blake3", "rframe sha256"] + (["rsync"] if rsync is not None else [])
+        spread = "; ".join(
+            f"{way}: "
+            + ", ".join(
+                f"{p} {size / max(times[f'{p} {way}']) / 1e6:,.0f}-{size / min(times[f'{p} {way}']) / 1e6:,.0f}"
+                for p in peers
+            )
+            for way in ("upload", "download")
+        )
+        print(f"The rounds' range, slowest-fastest MB/s: {spread}.")
+        print()
     print("For scale, rframe (plaintext, blake3) against the plain Python `socket.sendfile` peer:")
     print()
     print(
