@@ -46,10 +46,10 @@ pages left by earlier transfers, so one transfer's writeback does not land
 on the next one's clock; it is not timed. The clock runs from the first
 byte of the request until the receiver is done (rframe: the call returns;
 rsync: its process exits; sendfile: the receiver says so). Each transfer
-runs ``--rounds`` times; the tables show the median (and a line the
-slowest and fastest round of the rframe and rsync rows). The source file stays
-in the page cache (it was just written), so this measures the transfer, not
-the source disk.
+runs ``--rounds`` times; the tables show the median, and a line below the
+first the slowest and fastest round of its rframe and rsync columns. The
+source file stays in the page cache (it was just written), so this measures
+the transfer, not the source disk.
 
 CPU seconds per GiB, medians: rframe's are this process's (the client;
 nothing else runs in it during an rframe transfer) plus the server
