@@ -1,32 +1,66 @@
 #!/usr/bin/env python3
-"""Benchmark rframe's file transfer against plain Python ``socket.sendfile`` and ``cp``.
+"""Benchmark rframe's file transfer against ``rsync --fsync``, plain Python ``socket.sendfile`` and ``cp``.
 
 Every number is measured in this run, on this machine; nothing is hard-coded.
 
-A file of random bytes (1 GiB by default) is moved over loopback TCP, each way:
+A file of random bytes (1 GiB by default) is moved over loopback TCP, each way,
+everything (the source, every peer's destination, the rsync daemon's module,
+the TLS certificate) under one work directory: a new one under ``--dir``
+(default: the system temp dir; ``--dir /dev/shm`` for tmpfs). The header
+names the work directory's file system (from ``/proc/self/mountinfo``) and
+the load average when the run started and ended.
 
 * **rframe**: ``Client.upload`` to, and ``Client.download`` from, an
   ``rframe.Server(root=DIR, tls=True)`` in a process of its own (``files.py
   --_server``: what ``python -m rframe.server --root DIR`` runs, with TLS on).
-  Both ends hash the file (sha256), the receiver verifies the digest, fsyncs,
-  and renames the file into place. Twice: a plaintext client (TLS is off on
-  loopback unless asked for) and a TLS 1.3 client pinning the server's
-  certificate fingerprint, each on one connection opened before the timed
-  transfers (so the TLS handshake is not timed), their transfers taking turns.
+  Both ends hash the file, the receiver verifies the digest, fsyncs, and
+  renames the file into place. Three clients, each on one connection opened
+  before the timed transfers (so no connection set-up or TLS handshake is
+  timed): plaintext with ``checksum="blake3"``, plaintext with
+  ``checksum="sha256"`` (both named explicitly, whatever the default), and a
+  TLS 1.3 client pinning the server's certificate fingerprint, with
+  ``checksum="blake3"``. Each download fetches the file its upload just sent.
+* **rsync**: ``rsync --fsync FILE rsync://127.0.0.1:PORT/dst/NAME`` (upload)
+  and ``rsync --fsync rsync://127.0.0.1:PORT/dst/NAME FILE`` (download, the
+  file that upload just sent) against ``rsync --daemon`` on loopback, its
+  config and module directory in the work directory. rsync also writes to a
+  temporary name, fsyncs and renames; the destination never exists
+  beforehand, so the whole file is sent (no delta). Its whole-file checksum
+  is the one client and daemon negotiate (the header names it, from an
+  untimed ``--debug=NSTR`` transfer). Each transfer is a new ``rsync``
+  process and connection, and that start-up is timed: it is how rsync is
+  used. Skipped, with a note, where rsync is not installed.
 * **sendfile**: the plain Python transfer. The sender calls
   ``socket.sendfile`` (zero-copy); the receiver, a loop of ``recv_into`` a
   1 MiB buffer and ``write`` to the file. No digest. Measured twice: as is
   (the data may still be in the page cache when the clock stops) and with an
   ``os.fsync`` at the end (as durable as rframe's).
-* **cp**: the same file copied on the local disk (``cp``), and ``cp`` followed
-  by ``sync FILE``, for scale.
+* **cp**: the same file copied in the work directory (``cp``), and ``cp``
+  followed by ``sync FILE``, for scale.
 
-The clock runs from the first byte of the request until the receiver is done
-(rframe: the call returns; sendfile: the receiver says so). Each transfer runs
-``--rounds`` times; the table shows the median. The source file stays in the
-page cache (it was just written), so this measures the transfer, not the
-source disk. Memory: the server's peak RSS (``VmHWM``) and this process's
-peak RSS growth while it ran the rframe transfers.
+Each round runs every transfer once; the peers (rframe blake3, rframe
+sha256, rframe TLS, rsync, sendfile, cp) take turns, their order rotated by
+one each round, so a busy moment on the machine meets all of them. Before
+each timed transfer (every peer's alike) ``os.sync()`` writes out the dirty
+pages left by earlier transfers, so one transfer's writeback does not land
+on the next one's clock; it is not timed. The clock runs from the first
+byte of the request until the receiver is done (rframe: the call returns;
+rsync: its process exits; sendfile: the receiver says so). Each transfer
+runs ``--rounds`` times; the tables show the median, and a line below the
+first the slowest and fastest round of its rframe and rsync columns. The
+source file stays in the page cache (it was just written), so this measures
+the transfer, not the source disk.
+
+CPU seconds per GiB, medians: rframe's are this process's (the client;
+nothing else runs in it during an rframe transfer) plus the server
+process's; rsync's are its client process (a reaped child of this process,
+with the process it forks when it receives) plus the daemon and its children
+(it forks one per connection, which may fork again; their times counted once
+the daemon reaped them). The targets (issue 20): rframe blake3 at least 1.0x
+rsync's MB/s each way, and its CPU per GiB at most rsync's. Memory: the
+server's peak RSS (``VmHWM``) and this process's peak RSS growth while it
+ran the transfers (the other peers are processes of their own; the sendfile
+receiver's buffer is allocated before).
 
 Then a tree: 10,000 files of 4 KiB (``--tree-files``, ``--tree-size``) with
 ``Client.upload_tree`` / ``download_tree`` against ``rsync -r --fsync`` to and
@@ -36,10 +70,11 @@ per second and CPU seconds of both ends.
 
 Run::
 
-    python bench/files.py                 # 1 GiB, 3 rounds: about a minute here
-    python bench/files.py --tree          # the tree rows only
-    python bench/files.py --size 256M     # smaller
-    python bench/files.py --quick         # 16 MiB, 1 round (smoke test)
+    python bench/files.py                    # 1 GiB, 3 rounds: a few minutes here
+    python bench/files.py --dir /dev/shm     # the same on tmpfs
+    python bench/files.py --tree             # the tree rows only
+    python bench/files.py --size 256M        # smaller
+    python bench/files.py --quick            # 16 MiB, 1 round (smoke test)
 """
 
 from __future__ import annotations
@@ -189,6 +224,57 @@ def sendfile_download(port: int, src: str, dst: str, size: int, sync: bool, view
         receive_into(s, dst, size, sync, view)
 
 
+def run(argv: list[str]) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+
+
+def file_system(path: str) -> str:
+    """The type and source of the file system ``path`` is on, from
+    ``/proc/self/mountinfo`` (the mount with its device, deepest first)."""
+    st = os.stat(path)
+    dev = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    real = os.path.realpath(path)
+    best = None
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, right = line.split(" - ", 1)
+                fields, (fstype, source, *_) = left.split(), right.split()
+                point = fields[4].replace("\\040", " ")
+                inside = real == point or real.startswith(point.rstrip("/") + "/")
+                if fields[2] == dev and inside and (best is None or len(point) > len(best[0])):
+                    best = (point, fstype, source)
+    except OSError:
+        pass
+    if best is None:
+        kind = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True, text=True).stdout.strip()
+        return kind or "?"
+    return f"{best[1]} ({best[2]}, mounted on {best[0]})"
+
+
+def rsync_describe(work: str, port: int, module_dir: str) -> str:
+    """rsync's version and the whole-file checksum its client and daemon
+    negotiate, from one small untimed transfer into ``module_dir``."""
+    version = subprocess.run(["rsync", "--version"], capture_output=True, text=True).stdout.split("\n", 1)[0]
+    m = re.search(r"version (\S+)", version)
+    probe = os.path.join(work, "probe.bin")
+    with open(probe, "wb") as f:
+        f.write(os.urandom(4096))
+    said = subprocess.run(
+        ["rsync", "--fsync", "--debug=NSTR", probe, f"rsync://127.0.0.1:{port}/dst/probe.bin"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    os.unlink(probe)
+    os.unlink(os.path.join(module_dir, "probe.bin"))
+    c = re.search(r"negotiated checksum: (\S+)", said)
+    return (
+        f"rsync {m.group(1) if m else '?'} (daemon on loopback), whole-file checksum negotiated: "
+        f"{c.group(1) if c else '?'}"
+    )
+
+
 def make_source(path: str, size: int) -> None:
     with open(path, "wb") as f:
         left = size
@@ -231,53 +317,75 @@ def main() -> int:
     if args.tree:
         return tree_bench(args)
     size = args.size
+    gib = size / (1 << 30)
+    load_start = os.getloadavg()
     work = tempfile.mkdtemp(prefix="rframe-bench-files-", dir=args.dir)
+    fs = file_system(work)
     root = os.path.join(work, "root")
-    os.mkdir(root)
+    rroot = os.path.join(work, "rsync")
+    for d in (root, rroot):
+        os.mkdir(d)
     src = os.path.join(work, "source.bin")
-    make_source(src, size)
-    server = Process(
-        [sys.executable, os.path.abspath(__file__), "--_server", root, os.path.join(work, "tls")],
-        r"^(\d+) ([0-9a-f]{64})$",
-    )
-    fingerprint = server.match.group(2)
-    peer = Process([sys.executable, os.path.abspath(__file__), "--_peer"], r"^(\d+)$")
-    view = memoryview(bytearray(BUF))
-    times: dict[str, list[float]] = {}
-    # CPU seconds of (this process, the server) per rframe transfer
-    cpu: dict[str, list[tuple[float, float]]] = {}
-
-    def record(name: str, fn) -> None:
-        times.setdefault(name, []).append(timed(fn))
-
-    def record_rframe(name: str, fn) -> None:
-        mine, theirs = own_cpu(), machine.cpu_seconds(server.proc.pid)
-        record(name, fn)
-        cpu.setdefault(name, []).append((own_cpu() - mine, machine.cpu_seconds(server.proc.pid) - theirs))
-
     out = os.path.join(work, "out.bin")
     peer_out = os.path.join(work, "peer.bin")
+    make_source(src, size)
+    times: dict[str, list[float]] = {}
+    # CPU seconds of (the client, the server) per transfer
+    cpu: dict[str, list[tuple[float, float]]] = {}
+
+    def record(name: str, fn, client_cpu=None, server_cpu=None) -> None:
+        os.sync()  # earlier transfers' dirty pages: written out now, off the clock
+        before = (client_cpu(), server_cpu()) if client_cpu is not None else (0.0, 0.0)
+        times.setdefault(name, []).append(timed(fn))
+        if client_cpu is not None:
+            cpu.setdefault(name, []).append((client_cpu() - before[0], server_cpu() - before[1]))
+
+    server = peer = rsync = None
+    rsync_about = "rsync: not installed here, its columns skipped (install rsync for them)"
     try:
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        # both connections (the TLS one with its handshake) are made before
-        # timing; their transfers take turns, so both meet the same machine
-        with (
-            rframe.Client("127.0.0.1", server.port, timeout=300) as plain,
-            rframe.Client("127.0.0.1", server.port, tls=True, fingerprint=fingerprint, timeout=300) as tls,
-        ):
-            for _ in range(args.rounds):
-                for tag, client in (("", plain), (" TLS", tls)):
-                    record_rframe(
-                        f"rframe{tag} upload", lambda client=client: client.upload(src, "up.bin", overwrite=True)
-                    )
-                    record_rframe(
-                        f"rframe{tag} download", lambda client=client: client.download("up.bin", out, overwrite=True)
-                    )
-                    os.unlink(out)
-                    os.unlink(os.path.join(root, "up.bin"))
-        client_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
-        server_peak = server.peak_rss_kib()
-        for _ in range(args.rounds):
+        server = Process(
+            [sys.executable, os.path.abspath(__file__), "--_server", root, os.path.join(work, "tls")],
+            r"^(\d+) ([0-9a-f]{64})$",
+        )
+        fingerprint = server.match.group(2)
+        peer = Process([sys.executable, os.path.abspath(__file__), "--_peer"], r"^(\d+)$")
+        if shutil.which("rsync"):
+            rsync = RsyncDaemon(work, rroot)
+            rsync_about = rsync_describe(work, rsync.port, rroot)
+        url = f"rsync://127.0.0.1:{rsync.port}/dst" if rsync is not None else ""
+        view = memoryview(bytearray(BUF))
+
+        def server_cpu() -> float:
+            return machine.cpu_seconds(server.proc.pid)
+
+        def daemon_cpu() -> float:
+            return proc_cpu_with_children(rsync.proc.pid)
+
+        def rframe_pair(tag: str, client: rframe.Client, checksum: str) -> None:
+            record(
+                f"rframe {tag} upload",
+                lambda: client.upload(src, "up.bin", overwrite=True, checksum=checksum),
+                own_cpu,
+                server_cpu,
+            )
+            record(
+                f"rframe {tag} download",
+                lambda: client.download("up.bin", out, overwrite=True, checksum=checksum),
+                own_cpu,
+                server_cpu,
+            )
+            os.unlink(out)
+            os.unlink(os.path.join(root, "up.bin"))
+
+        def rsync_pair() -> None:
+            if rsync is None:
+                return
+            record("rsync upload", lambda: run(["rsync", "--fsync", src, f"{url}/up.bin"]), children_cpu, daemon_cpu)
+            record("rsync download", lambda: run(["rsync", "--fsync", f"{url}/up.bin", out]), children_cpu, daemon_cpu)
+            os.unlink(out)
+            os.unlink(os.path.join(rroot, "up.bin"))
+
+        def sendfile_pairs() -> None:
             for sync in (False, True):
                 tag = " + fsync" if sync else ""
                 record(f"sendfile upload{tag}", lambda sync=sync: sendfile_upload(peer.port, src, peer_out, size, sync))
@@ -287,69 +395,142 @@ def main() -> int:
                     lambda sync=sync: sendfile_download(peer.port, src, out, size, sync, view),
                 )
                 os.unlink(out)
-            record("cp", lambda: subprocess.run(["cp", src, out], check=True))
+
+        def cp_pair() -> None:
+            record("cp", lambda: run(["cp", src, out]))
             os.unlink(out)
-            record("cp + sync", lambda: subprocess.run(["sh", "-c", f"cp '{src}' '{out}' && sync '{out}'"], check=True))
+            record("cp + sync", lambda: run(["sh", "-c", 'cp "$0" "$1" && sync "$1"', src, out]))
             os.unlink(out)
+
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # every connection (the TLS one with its handshake) is made before
+        # timing; the peers take turns, their order rotated each round
+        with (
+            rframe.Client("127.0.0.1", server.port, timeout=300) as plain,
+            rframe.Client("127.0.0.1", server.port, timeout=300) as plain_sha,
+            rframe.Client("127.0.0.1", server.port, tls=True, fingerprint=fingerprint, timeout=300) as tls,
+        ):
+            steps = [
+                lambda: rframe_pair("blake3", plain, "blake3"),
+                lambda: rframe_pair("sha256", plain_sha, "sha256"),
+                lambda: rframe_pair("TLS blake3", tls, "blake3"),
+                rsync_pair,
+                sendfile_pairs,
+                cp_pair,
+            ]
+            for i in range(args.rounds):
+                k = i % len(steps)
+                for step in steps[k:] + steps[:k]:
+                    step()
+        client_growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before
+        server_peak = server.peak_rss_kib()
     finally:
-        try:
-            with socket.create_connection(("127.0.0.1", peer.port), timeout=5) as s:
-                s.sendall(b"quit\n")
-        except OSError:
-            pass
-        peer.close()
-        server.close()
+        if peer is not None:
+            try:
+                with socket.create_connection(("127.0.0.1", peer.port), timeout=5) as s:
+                    s.sendall(b"quit\n")
+            except OSError:
+                pass
+            peer.close()
+        if rsync is not None:
+            rsync.close()
+        if server is not None:
+            server.close()
         shutil.rmtree(work, ignore_errors=True)
+    load_end = os.getloadavg()
 
     rate = {name: size / statistics.median(ts) / 1e6 for name, ts in times.items()}
+
+    def cpu_split(name: str) -> tuple[float, float]:
+        """Median CPU seconds per GiB: (client, server)."""
+        return (
+            statistics.median(c for c, _ in cpu[name]) / gib,
+            statistics.median(s for _, s in cpu[name]) / gib,
+        )
+
+    def cpu_cell(name: str) -> str:
+        client, server_ = cpu_split(name)
+        return f"{client:.2f} + {server_:.2f} = {client + server_:.2f}"
+
+    def load(avg: tuple[float, float, float]) -> str:
+        return " / ".join(f"{x:.2f}" for x in avg)
+
     print(f"# rframe file transfer, {size / (1 << 20):.0f} MiB over loopback TCP, median of {args.rounds}")
     print()
     print("\n".join(machine.describe()))
+    print(f"- work directory: {work} on {fs}")
+    print(f"- load average (1 / 5 / 15 min): {load(load_start)} at the start, {load(load_end)} at the end")
+    print(f"- {rsync_about}")
     print()
     print(
-        "| transfer | rframe MB/s | sendfile MB/s | rframe / sendfile "
+        "| transfer | rframe blake3 MB/s | rframe sha256 MB/s | rsync --fsync MB/s | rframe (blake3) / rsync | target "
+        "| CPU s/GiB rframe blake3 (client + server) | CPU s/GiB rframe sha256 (client + server) "
+        "| CPU s/GiB rsync (client + daemon) | CPU target |"
+    )
+    print("|---|---:|---:|---:|---:|---|---:|---:|---:|---|")
+    for way in ("upload", "download"):
+        b3, sha = rate[f"rframe blake3 {way}"], rate[f"rframe sha256 {way}"]
+        cells = [way, f"{b3:,.0f}", f"{sha:,.0f}"]
+        if rsync is None:
+            cells += ["(rsync not installed: skipped)", "", "(skipped)"]
+        else:
+            r = rate[f"rsync {way}"]
+            cells += [f"{r:,.0f}", f"{b3 / r:.2f}x", f">= 1.0x: {'met' if b3 >= r else '**missed**'}"]
+        cells += [cpu_cell(f"rframe blake3 {way}"), cpu_cell(f"rframe sha256 {way}")]
+        if rsync is None:
+            cells += ["", "(skipped)"]
+        else:
+            cheaper = sum(cpu_split(f"rframe blake3 {way}")) <= sum(cpu_split(f"rsync {way}"))
+            cells += [cpu_cell(f"rsync {way}"), f"blake3 <= rsync: {'met' if cheaper else '**missed**'}"]
+        print("| " + " | ".join(cells) + " |")
+    print()
+    if args.rounds > 1:
+        peers = ["rframe blake3", "rframe sha256"] + (["rsync"] if rsync is not None else [])
+        spread = "; ".join(
+            f"{way}: "
+            + ", ".join(
+                f"{p} {size / max(times[f'{p} {way}']) / 1e6:,.0f}-{size / min(times[f'{p} {way}']) / 1e6:,.0f}"
+                for p in peers
+            )
+            for way in ("upload", "download")
+        )
+        print(f"The rounds' range, slowest-fastest MB/s: {spread}.")
+        print()
+    print("For scale, rframe (plaintext, blake3) against the plain Python `socket.sendfile` peer:")
+    print()
+    print(
+        "| transfer | rframe blake3 MB/s | sendfile MB/s | rframe / sendfile "
         "| sendfile + fsync MB/s | rframe / (sendfile + fsync) | target |"
     )
     print("|---|---:|---:|---:|---:|---:|---|")
-    verdicts = []
     for way in ("upload", "download"):
-        r, p, pf = rate[f"rframe {way}"], rate[f"sendfile {way}"], rate[f"sendfile {way} + fsync"]
-        met = r / p >= 0.70
-        verdicts.append(met)
+        r, p, pf = rate[f"rframe blake3 {way}"], rate[f"sendfile {way}"], rate[f"sendfile {way} + fsync"]
         print(
             f"| {way} | {r:,.0f} | {p:,.0f} | {r / p:.2f}x | {pf:,.0f} | {r / pf:.2f}x | "
-            f">= 0.70x sendfile: {'met' if met else '**missed**'} |"
+            f">= 0.70x sendfile: {'met' if r / p >= 0.70 else '**missed**'} |"
         )
     print()
     print(
-        "rframe over TLS 1.3 against rframe plaintext, the same server; each client's one connection "
+        "rframe over TLS 1.3 against rframe plaintext (both blake3), the same server; each client's one connection "
         "(the TLS handshake included) opened before timing:"
     )
     print()
-    gib = size / (1 << 30)
-
-    def cpu_per_gib(name: str) -> str:
-        """Median CPU seconds per GiB: client + server = total."""
-        client = statistics.median(c for c, _ in cpu[name]) / gib
-        server_ = statistics.median(s for _, s in cpu[name]) / gib
-        return f"{client:.2f} + {server_:.2f} = {client + server_:.2f}"
-
     print(
         "| transfer | rframe plaintext MB/s | rframe TLS 1.3 MB/s | TLS / plaintext | target "
         "| CPU s/GiB plaintext (client + server) | CPU s/GiB TLS (client + server) |"
     )
     print("|---|---:|---:|---:|---|---:|---:|")
     for way in ("upload", "download"):
-        r, t = rate[f"rframe {way}"], rate[f"rframe TLS {way}"]
+        r, t = rate[f"rframe blake3 {way}"], rate[f"rframe TLS blake3 {way}"]
         print(
             f"| {way} | {r:,.0f} | {t:,.0f} | {t / r:.2f}x | >= 0.85x: {'met' if t / r >= 0.85 else '**missed**'} "
-            f"| {cpu_per_gib(f'rframe {way}')} | {cpu_per_gib(f'rframe TLS {way}')} |"
+            f"| {cpu_cell(f'rframe blake3 {way}')} | {cpu_cell(f'rframe TLS blake3 {way}')} |"
         )
     print()
     print(f"For scale: local `cp` {rate['cp']:,.0f} MB/s, `cp` + `sync FILE` {rate['cp + sync']:,.0f} MB/s.")
     print(
         f"Memory: the rframe server's peak RSS {server_peak / 1024:.0f} MiB; this process grew by "
-        f"{client_growth / 1024:.0f} MiB during the rframe transfers (plaintext and TLS) of "
+        f"{client_growth / 1024:.0f} MiB during the transfers (rframe's clients are in it) of "
         f"{size / (1 << 20):.0f} MiB files."
     )
     print()
