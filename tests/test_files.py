@@ -463,8 +463,9 @@ def test_upload_protocol_violations(server, root):
     assert os.listdir(root) == []
 
 
-def fake_server(frames_for_get):
-    """A one-shot server that answers a get with ``frames_for_get``."""
+def one_shot_server(script):
+    """A server for one connection, which ``script(conn)`` serves; then it
+    waits until the client leaves."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(HANG_BOUND)
 
@@ -472,9 +473,7 @@ def fake_server(frames_for_get):
         conn, _ = listener.accept()
         with conn:
             conn.settimeout(HANG_BOUND)
-            rframe.read_frame(conn)
-            for header, body in frames_for_get:
-                rframe.send_frame(conn, body, header)
+            script(conn)
             try:
                 rframe.read_frame(conn)  # until the client leaves
             except (EOFError, OSError):
@@ -483,6 +482,17 @@ def fake_server(frames_for_get):
     t = threading.Thread(target=serve, daemon=True)
     t.start()
     return listener, t
+
+
+def fake_server(frames_for_get):
+    """A one-shot server that answers a get with ``frames_for_get``."""
+
+    def script(conn):
+        rframe.read_frame(conn)
+        for header, body in frames_for_get:
+            rframe.send_frame(conn, body, header)
+
+    return one_shot_server(script)
 
 
 @pytest.mark.parametrize(
@@ -532,34 +542,21 @@ def old_server(requests: list[dict], replies: int):
     server does (``bad-request``), then ``replies`` gets with the file
     ``hello``, verified with what each get asked for; every request header is
     kept in ``requests``."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(HANG_BOUND)
 
-    def serve():
-        conn, _ = listener.accept()
-        with conn:
-            conn.settimeout(HANG_BOUND)
-            while len([r for r in requests if r["op"] == "get"]) < replies:
-                header, _ = rframe.read_frame(conn)
-                requests.append(header)
-                if header["op"] != "get":
-                    message = f"unknown op {header['op']!r}: this server knows 'run', 'put', 'get' and 'list'"
-                    rframe.send_frame(conn, header={"op": "error", "error": "bad-request", "message": message})
-                    continue
-                digest = hashlib.new(header["checksum"], b"hello").hexdigest()
-                rframe.send_frame(conn, header={"op": "file", "size": 5})
-                rframe.send_frame(conn, b"hello", {"op": "data"})
-                rframe.send_frame(
-                    conn, header={"op": "end", "size": 5, "checksum": header["checksum"], "digest": digest}
-                )
-            try:
-                rframe.read_frame(conn)  # until the client leaves
-            except (EOFError, OSError):
-                pass
+    def script(conn):
+        while len([r for r in requests if r["op"] == "get"]) < replies:
+            header, _ = rframe.read_frame(conn)
+            requests.append(header)
+            if header["op"] != "get":
+                message = f"unknown op {header['op']!r}: this server knows 'run', 'put', 'get' and 'list'"
+                rframe.send_frame(conn, header={"op": "error", "error": "bad-request", "message": message})
+                continue
+            digest = hashlib.new(header["checksum"], b"hello").hexdigest()
+            rframe.send_frame(conn, header={"op": "file", "size": 5})
+            rframe.send_frame(conn, b"hello", {"op": "data"})
+            rframe.send_frame(conn, header={"op": "end", "size": 5, "checksum": header["checksum"], "digest": digest})
 
-    t = threading.Thread(target=serve, daemon=True)
-    t.start()
-    return listener, t
+    return one_shot_server(script)
 
 
 def test_a_server_older_than_features_is_sent_sha256_and_asked_once(connect, here):
@@ -1470,6 +1467,48 @@ def test_a_cut_download_resumes_with_only_the_rest(connect, root, here, seed):
     assert r == verified(str(here / "g"), data)
     assert (here / "g").read_bytes() == data
     assert parts(here) == []
+
+
+@pytest.mark.parametrize("way", ["upload", "download"])
+def test_a_part_kept_under_sha256_resumes_under_the_default_checksum(connect, root, here, way):
+    """The kept bytes are hashed again with the checksum of the transfer that
+    resumes them (a cut from before blake3 was the default, say)."""
+    data, chunk, cut = resume_setup(RESUME_SEEDS[0])
+    source, receiver = (here, root) if way == "upload" else (root, here)
+    (source / "f").write_bytes(data)
+
+    def transfer(c, **kw):
+        if way == "upload":
+            return c.upload(here / "f", resume=True, **kw)
+        return c.download("f", here / "f", resume=True, **kw)
+
+    codec = rframe.Codec(max_body=chunk)
+    with running(rframe.Server(port=0, root=root, codec=codec)) as s:
+        with connect(s, codec=codec) as c, pytest.raises(Cut):
+            transfer(c, checksum="sha256", progress=cut_at(cut))
+        kept = kept_part(receiver)
+        assert kept and data.startswith(kept)
+        calls: list[int] = []
+        with connect(s, codec=codec) as c:
+            r = transfer(c, progress=counting(calls))
+    assert calls[0] == len(kept), "only the rest moved"
+    assert r["checksum"] == "blake3" and r["digest"] == digest_of(data)
+    assert (receiver / "f").read_bytes() == data and parts(receiver) == []
+
+
+def test_concurrent_transfers_of_an_async_client_ask_the_features_once(here):
+    requests: list[dict] = []
+    listener, t = old_server(requests, replies=2)
+
+    async def main():
+        async with rframe.AsyncClient(*listener.getsockname(), timeout=HANG_BOUND) as c:
+            return await asyncio.gather(c.download("f", here / "a"), c.download("f", here / "b"))
+
+    with listener:
+        got = asyncio.run(main())
+        t.join(HANG_BOUND)
+    assert [r["checksum"] for r in got] == ["sha256", "sha256"]
+    assert [r["op"] for r in requests] == ["features", "get", "get"]
 
 
 def test_a_download_cut_by_a_killed_server_resumes(root, here):

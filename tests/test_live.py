@@ -521,3 +521,12 @@ def test_a_live_command_has_no_time_limit_unless_the_server_or_the_request_sets_
             assert proc.wait(timeout=HANG_BOUND) == -9 and proc.timed_out
     with pytest.raises(ValueError, match="live_timeout"):
         rframe.Server(port=0, live_timeout=0)
+
+
+def test_the_server_cli_sets_a_live_limit_apart_from_runs():
+    with cli_server("--timeout", "0.5", "--live-timeout", "1") as server, server.client() as c:
+        with c.start("sleep 0.7; echo outlived-run-limit; sleep 100") as proc:
+            assert proc.wait(timeout=HANG_BOUND) == -9 and proc.timed_out
+            assert proc.stdout.read() == b"outlived-run-limit\n"
+        with pytest.raises(rframe.CommandTimeout):
+            c.run("sleep 5")

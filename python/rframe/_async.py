@@ -1194,6 +1194,7 @@ class AsyncClient:
         :meth:`upload` for an example.
         """
         path = _files.download_path(remote_name, local_path)
+        _files.check_download_target(path, overwrite)
         checksum = await self._pick_checksum(checksum)
         target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum, resume=resume)
         loop = asyncio.get_running_loop()
@@ -1296,10 +1297,10 @@ class AsyncClient:
         (1, 1, 1)
         """
         _files.check_symlinks(symlinks)
-        checksum = await self._pick_checksum(checksum)
         loop = asyncio.get_running_loop()
         local = os.fspath(local_dir)
         items = await loop.run_in_executor(None, _files.scan_tree, local, symlinks)
+        checksum = await self._pick_checksum(checksum)
         try:
             entries = await self._listing(remote_dir, recursive=True, checksum=checksum)
             existing: list[_files.TreeItem] | None = _files.remote_tree(entries, "copy", remote_dir)

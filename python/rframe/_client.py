@@ -499,7 +499,7 @@ class Client:
         takes ``remote_name`` (default: the local file's name), relative to
         the server's root. ``checksum`` is ``"blake3"``, ``"sha256"`` or
         ``"md5"``; by default the fastest the server offers: ``"blake3"``,
-        or ``"sha256"`` from a server older than it (the first transfer on a
+        or ``"sha256"`` from a server that cannot say (the first transfer on a
         connection asks the server, one round trip). Until then the server
         writes to a temporary name, so a cut or corrupt upload leaves any old
         file of that name as it was. ``overwrite=False`` refuses an existing
@@ -661,6 +661,7 @@ class Client:
         ``resume=False`` to start over).
         """
         path = _files.download_path(remote_name, local_path)
+        _files.check_download_target(path, overwrite)
         checksum = self._pick_checksum(checksum)
         target = _files.LocalFile(path, overwrite=overwrite, checksum=checksum, resume=resume)
         try:
@@ -781,9 +782,9 @@ class Client:
         1
         """
         _files.check_symlinks(symlinks)
-        checksum = self._pick_checksum(checksum)
         local = os.fspath(local_dir)
         items = _files.scan_tree(local, symlinks)
+        checksum = self._pick_checksum(checksum)
         existing = self._remote_items(remote_dir, symlinks="copy", checksum=checksum)
         _files.local_digests(items, existing, checksum)
         plan = _files.TreePlan(items, existing, checksum)

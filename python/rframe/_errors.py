@@ -80,7 +80,8 @@ class IncompleteFrame(FrameError, EOFError):
 class ChecksumError(FrameError):
     """The body's digest does not match the one in the header.
 
-    ``algorithm`` is ``"md5"`` or ``"sha256"``; ``expected`` is the digest the
+    ``algorithm`` is the checksum's name (``"blake3"``, ``"sha256"`` or
+    ``"md5"``); ``expected`` is the digest the
     header carried (``None`` if it carried none), ``actual`` the body's digest.
     """
 

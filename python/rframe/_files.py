@@ -42,6 +42,8 @@ __all__ = [
     "WRITEBACK_EVERY",
     "Progress",
     "check_checksum",
+    "check_download_target",
+    "transfer_result",
     "open_source",
     "local_source",
     "LocalFile",
@@ -189,6 +191,20 @@ class ChunkReader:
         return n
 
 
+def check_download_target(path: str, overwrite: bool) -> str:
+    """Refuses a download to ``path`` that could not be saved (a directory,
+    an existing file without ``overwrite``, a missing directory), before the
+    server is asked anything; returns the directory it goes to."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", path)
+    if not overwrite and os.path.lexists(path):
+        raise FileExistsError(errno.EEXIST, "already exists, and overwrite was not asked for", path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, "no such directory", directory)
+    return directory
+
+
 class LocalFile:
     """The receiving end of a download.
 
@@ -208,13 +224,7 @@ class LocalFile:
         self.path = path
         self.overwrite = overwrite
         self.checksum = checksum
-        if os.path.isdir(path):
-            raise IsADirectoryError(errno.EISDIR, "is a directory", path)
-        if not overwrite and os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, "already exists, and overwrite was not asked for", path)
-        directory = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(directory):
-            raise FileNotFoundError(errno.ENOENT, "no such directory", directory)
+        directory = check_download_target(path, overwrite)
         # Created and locked (as the server's uploads are: a server whose root
         # holds this directory then never sweeps it away), written with the
         # GIL released, handed to the disk every WRITEBACK_EVERY bytes.

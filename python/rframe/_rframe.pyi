@@ -381,7 +381,7 @@ MAX_SECONDS: float
 DEFAULT_PORT: int
 #: The largest ``data`` frame body of a file transfer.
 TRANSFER_CHUNK: int
-#: The checksums a file transfer may name, the default first.
+#: The checksums a file transfer may name, the fastest first.
 CHECKSUMS: tuple[str, ...]
 #: The signals a live command may be sent, by name (PROTOCOL.md, ``signal``).
 SIGNALS: tuple[str, ...]

@@ -48,7 +48,7 @@ pub struct FileRequest {
     pub size: Option<u64>,
     #[serde(default)]
     pub overwrite: bool,
-    /// `"sha256"` (the default) or `"md5"`: the algorithm of `digest`.
+    /// One of [`CHECKSUMS_OFFERED`] (`None`: [`FALLBACK_CHECKSUM`]): the algorithm of `digest`.
     pub checksum: Option<String>,
     /// The hex digest of the whole file, in an `end` frame.
     pub digest: Option<String>,
@@ -220,13 +220,14 @@ pub const TRANSFER_CHUNK: usize = 1 << 20;
 /// (PROTOCOL.md, "features"). A server older than it answers `bad-request`.
 pub const FEATURES_OP: &str = "features";
 
-/// The checksums a server offers (its `features`), in the order a client
-/// picks from them when it was asked for none: the fastest first. `md5` is
-/// offered, never picked.
+/// The checksums a server offers (its `features`), the fastest first: a
+/// client asked for none picks the first of them that the server offers
+/// ([`pick_checksum`]; its own order, not the server's), never `md5`.
 pub const CHECKSUMS_OFFERED: [Checksum; 3] = [Checksum::Blake3, Checksum::Sha256, Checksum::Md5];
 
-/// The checksum a client uses when it was asked for none and the server
-/// offers nothing faster (every server verifies it).
+/// The checksum of a file request that names none, and the one a client
+/// uses when it was asked for none and the server offers nothing faster
+/// (every server verifies it).
 pub const FALLBACK_CHECKSUM: Checksum = Checksum::Sha256;
 
 /// The checksum a client picks, asked for none, from what the server offers:

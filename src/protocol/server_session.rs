@@ -803,9 +803,12 @@ impl<'c> ServerSession<'c> {
         let header = frame.header.as_deref().unwrap_or(b"{}");
         let request = protocol::parse_file_request(header).map_err(|e| bad(&e))?;
         let checksum = match request.checksum.as_deref() {
-            None => Checksum::Sha256,
-            Some(name) => Checksum::from_name(name)
-                .ok_or_else(|| bad(&format!("checksum must be \"sha256\", \"md5\" or \"blake3\", got {name:?}")))?,
+            None => protocol::FALLBACK_CHECKSUM,
+            Some(name) => Checksum::from_name(name).ok_or_else(|| {
+                let names: Vec<String> =
+                    protocol::CHECKSUMS_OFFERED.iter().map(|c| format!("{:?}", c.name())).collect();
+                bad(&format!("checksum must be one of {}, got {name:?}", names.join(", ")))
+            })?,
         };
         let inline = what == "put" && request.inline;
         if !frame.body.is_empty() && !inline {

@@ -71,6 +71,8 @@ fn body_to_py<'py>(py: Python<'py>, data: &Bytes, read: Option<&Bound<'py, PyByt
 /// - ``("violation", id_or_None, kind, message, closes, header_or_None)``
 /// - ``("started", id)``, ``("output", id, fd, data)``,
 ///   ``("exit", id, returncode, duration, timed_out, header)``: a live command
+/// - ``("features", id, checksums)``: what the server offers (``[]`` from a
+///   server too old to say); ``default_checksum`` picks from it
 /// - ``("closed", reason, frame_error_or_None)``: the last event
 #[pyclass(frozen, name = "ClientSession", module = "rframe._rframe")]
 pub struct PyClientSession {

@@ -40,7 +40,7 @@ pub use repr::{bytes_repr, frame_repr, header_repr, str_repr};
 use repr::{get, members_repr, parse_object, value_repr, value_str, Members};
 
 use super::auth::{self, Role};
-use crate::codec::{Checksum, Codec, Decoder, Frame, FrameError};
+use crate::codec::{Codec, Decoder, Frame, FrameError};
 
 /// A request's number on its connection: 0, 1, 2, ... in the order made.
 pub type RequestId = u64;
@@ -48,8 +48,11 @@ pub type RequestId = u64;
 /// The largest chunk a client sends or asks for (the server may ask for less).
 pub use super::TRANSFER_CHUNK as CHUNK;
 
-/// The checksums a transfer may name, the default first.
-pub const CHECKSUMS: [&str; 3] = [Checksum::Sha256.name(), Checksum::Md5.name(), Checksum::Blake3.name()];
+/// The checksums a transfer may name: those a server offers, in its order.
+pub const CHECKSUMS: [&str; 3] = {
+    let offered = super::CHECKSUMS_OFFERED;
+    [offered[0].name(), offered[1].name(), offered[2].name()]
+};
 
 /// Whether the server closes the connection after an error with this code
 /// (`ErrorCode::closes`; `_protocol.CLOSING_CODES` is derived from it too).
@@ -521,7 +524,7 @@ impl ClientSession {
     /// named").
     pub fn features(&mut self) -> Result<(RequestId, Vec<u8>), SessionError> {
         self.check_free()?;
-        self.need_json(super::FEATURES_OP)?;
+        self.need_json("a file transfer (which asks the server's features)")?;
         let data = self.frame(&[("op", Val::Str(super::FEATURES_OP))], b"")?;
         Ok((self.push(Step::Features), data))
     }
@@ -1179,9 +1182,7 @@ impl ClientSession {
         match entry {
             None => self.events.push_back(Event::RemoteError { id: None, error }),
             Some(InFlight { cancelled: true, .. }) => {}
-            Some(InFlight { id, step: Step::Features, .. })
-                if error.code == super::ErrorCode::BadRequest.name() && !closes =>
-            {
+            Some(InFlight { id, step: Step::Features, .. }) if error.code == super::ErrorCode::BadRequest.name() => {
                 // A server older than `features`: it offers what every server verifies.
                 self.offered = Some(Vec::new());
                 self.events.push_back(Event::Features { id, checksums: Vec::new() });
@@ -1312,7 +1313,8 @@ fn check_checksum(checksum: &str) -> Result<(), SessionError> {
     if CHECKSUMS.contains(&checksum) {
         Ok(())
     } else {
-        Err(SessionError::Usage(format!("checksum must be 'sha256', 'md5' or 'blake3', got {}", str_repr(checksum))))
+        let names = CHECKSUMS.map(str_repr).join(", ");
+        Err(SessionError::Usage(format!("checksum must be one of {names}, got {}", str_repr(checksum))))
     }
 }
 

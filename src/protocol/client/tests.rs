@@ -1043,3 +1043,22 @@ fn a_features_answer_without_its_checksums_breaks_the_protocol() {
     );
     assert_eq!(s.default_checksum(), None);
 }
+
+#[test]
+fn a_cancelled_features_request_leaves_the_choice_to_the_next_one() {
+    let mut s = session();
+    let (first, _) = s.features().unwrap();
+    assert_eq!(s.cancel(first), Cancelled::ReplyDropped);
+    let events = feed(&mut s, &frame(r#""op": "features", "checksums": ["blake3"]"#, b""));
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(s.default_checksum(), None, "a dropped answer decides nothing");
+    let (second, _) = s.features().unwrap();
+    let events = feed(&mut s, &frame(r#""op": "features", "checksums": ["blake3"]"#, b""));
+    assert_eq!(events, vec![Event::Features { id: second, checksums: vec!["blake3".into()] }]);
+    // A closing error is that, not an old server.
+    let mut s = session();
+    let (id, _) = s.features().unwrap();
+    let events = feed(&mut s, &error("busy", "too many"));
+    assert!(matches!(&events[..], [Event::RemoteError { id: Some(i), .. }, Event::Closed { .. }] if *i == id));
+    assert_eq!(s.default_checksum(), None);
+}
