@@ -533,7 +533,7 @@ fn an_upload_refused_or_stored_wrong_is_reported() {
         }]
     );
     assert!(
-        matches!(s.put("a", 1, false, "crc"), Err(SessionError::Usage(m)) if m == "checksum must be 'sha256', 'md5' or 'blake3', got 'crc'")
+        matches!(s.put("a", 1, false, "crc"), Err(SessionError::Usage(m)) if m == "checksum must be one of 'blake3', 'sha256', 'md5', got 'crc'")
     );
 }
 

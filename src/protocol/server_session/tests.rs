@@ -472,7 +472,7 @@ fn file_requests_are_checked_before_the_disk() {
         (json!({"op": "get", "name": "d/"}), "a get names a file, not a directory ending in \"/\""),
         (
             json!({"op": "get", "name": "a", "checksum": "crc"}),
-            "checksum must be \"sha256\", \"md5\" or \"blake3\", got \"crc\"",
+            "checksum must be one of \"blake3\", \"sha256\", \"md5\", got \"crc\"",
         ),
     ];
     for (request, expected) in cases {
