@@ -8,6 +8,7 @@ import hashlib
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -530,3 +531,29 @@ def test_the_server_cli_sets_a_live_limit_apart_from_runs():
             assert proc.stdout.read() == b"outlived-run-limit\n"
         with pytest.raises(rframe.CommandTimeout):
             c.run("sleep 5")
+
+
+def test_a_command_that_takes_none_of_a_mib_of_stdin_is_killed_after_the_idle_timeout():
+    """With that much stdin waiting, the server stops reading the client, so
+    it could not see the client leave: the idle timeout bounds it instead."""
+    marker = sleep_marker()
+    try:
+        with rframe.Server(port=0, idle_timeout=1) as server:
+            c = rframe.Client(*server.address, timeout=HANG_BOUND)
+            proc = c.start(f"echo ready; sleep {marker}")
+            assert proc.stdout.readline() == b"ready\n"
+
+            def feed():
+                try:
+                    proc.stdin.write(b"x" * (8 << 20))
+                except OSError:
+                    pass  # the server gave up on the connection
+
+            writer = threading.Thread(target=feed, daemon=True)
+            writer.start()
+            assert wait_until(lambda: not pgrep(f"sleep {marker}"))
+            writer.join(HANG_BOUND)
+            assert not writer.is_alive()
+            c.close()
+    finally:
+        kill_all(f"sleep {marker}")

@@ -9,8 +9,10 @@
 //! signal, or the peer leaving, is still seen while a command does not read
 //! its stdin) and few replies wait to go out. Nothing polls: an idle command costs the server
 //! a few parked futures. A peer that leaves, a stopping server, the time
-//! limit, or a write the peer takes none of for the idle timeout end the
-//! command's whole process group, as for `run`.
+//! limit, a write the peer takes none of for the idle timeout, or a MiB of
+//! stdin the command takes none of for the idle timeout (the peer is not
+//! read meanwhile, so its leaving could not be seen) end the command's whole
+//! process group, as for `run`.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -70,6 +72,9 @@ impl<'s> Conn<'s> {
         let mut status = None;
         let mut timed_out = false;
         let mut drain_deadline: Option<tokio::time::Instant> = None;
+        // Since when a full stdin backlog has stopped the peer's reading with
+        // the command taking none of it.
+        let mut stdin_stalled: Option<tokio::time::Instant> = None;
         let (mut out_buf, mut err_buf) = (BytesMut::new(), BytesMut::new());
         let (mut out_widened, mut err_widened) = (false, false);
         let mut scratch = vec![0u8; 16 * 1024];
@@ -92,6 +97,10 @@ impl<'s> Conn<'s> {
             }
             let reading_pipes = pending.out.is_empty();
             let reading_peer = pending.reading();
+            stdin_stalled = match (pending.stdin_bytes >= MAX_STDIN_HELD && stdin.is_some(), stdin_stalled) {
+                (false, _) => None,
+                (true, since) => Some(since.unwrap_or_else(tokio::time::Instant::now)),
+            };
             let writing_stdin = !pending.stdin.is_empty() && stdin.is_some();
             let socket = socket_io(
                 &mut self.stream,
@@ -103,6 +112,7 @@ impl<'s> Conn<'s> {
                 _ = tokio::time::sleep_until(deadline), if status.is_none() && !timed_out => Happened::Deadline,
                 s = proc.wait(), if status.is_none() => Happened::Exited(s),
                 _ = tokio::time::sleep_until(drain_deadline.unwrap_or(deadline)), if drain_deadline.is_some() && pipes_open => Happened::Drained,
+                _ = tokio::time::sleep_until(stdin_stalled.unwrap_or(deadline) + idle), if stdin_stalled.is_some() => Happened::StdinStalled,
                 io = timeout_at((Instant::now() + idle).into(), socket), if reading_peer || !pending.out.is_empty() => Happened::Socket(io),
                 written = write_stdin(stdin.as_mut(), pending.stdin.front().map_or(&[][..], |b| &b[..])), if writing_stdin => Happened::Stdin(written),
                 read = read_pipe(stdout.as_mut(), &mut out_buf, &mut out_widened, chunk), if reading_pipes && stdout.is_some() => Happened::Output(1, read),
@@ -119,6 +129,9 @@ impl<'s> Conn<'s> {
                 }
                 // A job left in the background holds the pipes: what it writes is not the command's.
                 Happened::Drained => (stdout, stderr) = (None, None),
+                Happened::StdinStalled => {
+                    return Err(self.lost(&shown, "the command took none of its stdin for the idle timeout"));
+                }
                 Happened::Socket(Err(_)) if pending.out.is_empty() => {}
                 Happened::Socket(Err(_)) => return Err(self.lost(&shown, "the peer read nothing for the idle timeout")),
                 Happened::Socket(Ok(Err(e))) => return Err(self.lost(&shown, &format!("the connection failed: {e}"))),
@@ -140,6 +153,7 @@ impl<'s> Conn<'s> {
                     }
                 }
                 Happened::Stdin(Ok(n)) if n > 0 => {
+                    stdin_stalled = None;
                     pending.stdin_bytes -= n;
                     let front = pending.stdin.front_mut().expect("written from");
                     front.advance(n);
@@ -243,6 +257,7 @@ enum Happened {
     Deadline,
     Exited(std::io::Result<std::process::ExitStatus>),
     Drained,
+    StdinStalled,
     Socket(Result<std::io::Result<SocketIo>, tokio::time::error::Elapsed>),
     Stdin(std::io::Result<usize>),
     Output(u8, Option<Bytes>),
