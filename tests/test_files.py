@@ -1511,6 +1511,46 @@ def test_concurrent_transfers_of_an_async_client_ask_the_features_once(here):
     assert [r["op"] for r in requests] == ["features", "get", "get"]
 
 
+def test_a_cancelled_async_download_stops_hashing_its_kept_part(server, root, here, monkeypatch):
+    data = os.urandom(32 * CHUNK)
+    (root / "f").write_bytes(data)
+    with rframe.Client(*server.address, timeout=HANG_BOUND) as c, pytest.raises(Cut):
+        c.download("f", here / "g", resume=True, progress=cut_at(16 * CHUNK))
+    assert len(kept_part(here)) >= 16 * CHUNK
+    updates: list[int] = []
+    real = rframe._files.new_hash
+
+    class Slow:
+        """A hasher that takes 50 ms a chunk, so the hashing is still under way when cancelled."""
+
+        def __init__(self, checksum):
+            self.h = real(checksum)
+
+        def update(self, data):
+            time.sleep(0.05)
+            updates.append(len(data))
+            self.h.update(data)
+
+        def hexdigest(self):
+            return self.h.hexdigest()
+
+    monkeypatch.setattr(rframe._files, "new_hash", Slow)
+
+    async def main():
+        async with rframe.AsyncClient(*server.address, timeout=HANG_BOUND) as c:
+            task = asyncio.create_task(c.download("f", here / "g", resume=True))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return len(updates)
+
+    at_cancel = asyncio.run(main())
+    time.sleep(0.5)
+    assert 0 < at_cancel < 16 and len(updates) <= at_cancel + 1, (at_cancel, len(updates))
+    assert kept_part(here), "the kept part stays for the next try"
+
+
 def test_a_download_cut_by_a_killed_server_resumes(root, here):
     """A lost connection (the server SIGKILLed mid-transfer) keeps what arrived too."""
     data = os.urandom(64 * CHUNK)

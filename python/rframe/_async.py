@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -1143,7 +1144,7 @@ class AsyncClient:
             prefix = None
             if offered:
                 # The server kept a prefix: is it this file's?
-                prefix = await loop.run_in_executor(None, _files.hash_prefix, f, offered, checksum)
+                prefix = await _stoppable(loop, _files.hash_prefix, f, offered, checksum)
                 done = session.put_resume(prefix.hexdigest())
                 if not done:
                     prefix = None
@@ -1202,7 +1203,7 @@ class AsyncClient:
         try:
             # The kept bytes are hashed before the connection is taken: the
             # server's idle timeout does not run meanwhile.
-            asked = await loop.run_in_executor(None, target.resume_request)
+            asked = await _stoppable(loop, target.resume_request)
             async with self._hold() as conn:
                 made = conn.session.get(remote_name, checksum=checksum, resume=asked)
                 started = _step(await self._answer(conn, made, self.timeout), "download-started", conn)
@@ -1456,6 +1457,18 @@ class AsyncClient:
         await loop.run_in_executor(None, _files.sync_path, local)
         await loop.run_in_executor(None, mirror.finish)
         return mirror.plan.result(local, remote_dir)
+
+
+async def _stoppable(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args, stop)`` in the loop's executor: a long hashing, which a
+    cancelled caller tells to stop at its next chunk (a thread cannot be
+    cancelled, and would go on reading the file for nobody)."""
+    stop = threading.Event()
+    try:
+        return await loop.run_in_executor(None, functools.partial(fn, *args, stop))
+    except BaseException:
+        stop.set()
+        raise
 
 
 def _step(answer: Any, kind: str | tuple[str, ...], conn: _Connection) -> Any:

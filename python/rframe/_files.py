@@ -18,6 +18,7 @@ import errno
 import hashlib
 import os
 import stat
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -146,15 +147,19 @@ def download_path(remote_name: str, local_path: _Path | None) -> str:
     return path
 
 
-def hash_prefix(f: Any, length: int, checksum: str) -> Any:
+def hash_prefix(f: Any, length: int, checksum: str, stop: threading.Event | None = None) -> Any:
     """The ``checksum`` hasher of the first ``length`` bytes of the binary
     file ``f``, read from its start (``f`` is left after them). A file
-    shorter than that raises ``OSError``: it changed."""
+    shorter than that raises ``OSError``: it changed. ``stop``, once set,
+    ends the hashing at the next chunk with ``InterruptedError`` (the
+    transfer that waited for it was cancelled)."""
     h = new_hash(checksum)
     f.seek(0)
     left = length
     buf = bytearray(min(length, 1 << 20) or 1)
     while left:
+        if stop is not None and stop.is_set():
+            raise InterruptedError("hashing stopped: the transfer was cancelled")
         view = memoryview(buf)[: min(len(buf), left)]
         n = f.readinto(view) or 0
         if not n:
@@ -235,15 +240,16 @@ class LocalFile:
         self._resumable = resume
         self._prefix: Any = None
 
-    def resume_request(self) -> tuple[int, str, int, int] | None:
+    def resume_request(self, stop: threading.Event | None = None) -> tuple[int, str, int, int] | None:
         """What a resumed ``get`` asks with: ``(kept bytes, their digest,
         the server's file's size, its mtime_ns)``; ``None`` if nothing
-        usable was kept (no bytes, or no source recorded)."""
+        usable was kept (no bytes, or no source recorded). ``stop``: as
+        :func:`hash_prefix`'s."""
         recorded = self._part.recorded
         if not self._resumable or not self._part.kept or recorded is None:
             return None
         with open(self.temp, "rb") as f:
-            self._prefix = hash_prefix(f, self._part.kept, self.checksum)
+            self._prefix = hash_prefix(f, self._part.kept, self.checksum, stop)
         return (self._part.kept, self._prefix.hexdigest(), recorded[0], recorded[1])
 
     def begin(self, size: int, offset: int, mtime_ns: int | None) -> None:
