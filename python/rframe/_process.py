@@ -266,16 +266,13 @@ class RemoteProcess(_Controls):
             if not pending and not select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 return None
         # A command may be silent for as long as it likes: no timeout while
-        # a frame is awaited (Ctrl-C still interrupts).
-        sock.settimeout(None)
+        # a frame is awaited (Ctrl-C still interrupts). The socket's own stays
+        # as it is, for the writes of other threads meanwhile.
         try:
-            return client._event()
+            return client._event(untimed=True)
         except BaseException as exc:
             self._failure = exc
             raise
-        finally:
-            if client._sock is sock:
-                sock.settimeout(client.timeout)
 
     def _on_event(self, event: Any) -> None:
         kind = event[0]
