@@ -201,6 +201,9 @@ class RemoteProcess(_Controls):
         self._cond = threading.Condition()
         self._buffers = {1: bytearray(), 2: bytearray()}
         self._reading = False
+        #: Threads in the condition's wait: only they need a notify, and one
+        #: on every frame adds to each line's latency.
+        self._waiting = 0
         self._unbounded = False
         self._discard = False
         self._failure: BaseException | None = None
@@ -232,19 +235,23 @@ class RemoteProcess(_Controls):
                 with memoryview(buf) as source:
                     target[:n] = source[:n]
                 del buf[:n]
-                self._cond.notify_all()
+                if self._waiting:
+                    self._cond.notify_all()
                 return n
 
     def _pump(self, want: int | None, deadline: float | None) -> None:
         """Reads one event from the connection (the condition held), or
         waits while another thread does, or while a stream other than
         ``want`` holds its bound (its reader must take some first)."""
-        others_full = not self._unbounded and any(
-            len(b) >= OUTPUT_BOUND for fd, b in self._buffers.items() if fd != want
-        )
-        if self._reading or others_full:
+        if self._reading or (
+            not self._unbounded and any(len(b) >= OUTPUT_BOUND for fd, b in self._buffers.items() if fd != want)
+        ):
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            self._cond.wait(remaining)
+            self._waiting += 1
+            try:
+                self._cond.wait(remaining)
+            finally:
+                self._waiting -= 1
             return
         self._reading = True
         self._cond.release()
@@ -253,7 +260,8 @@ class RemoteProcess(_Controls):
         finally:
             self._cond.acquire()
             self._reading = False
-            self._cond.notify_all()
+            if self._waiting:
+                self._cond.notify_all()
         if event is not None:
             self._on_event(event)
 
