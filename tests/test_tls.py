@@ -138,6 +138,18 @@ def test_a_generated_certificate_is_kept_and_reused(tls_dir):
         assert s.tls_fingerprint is None
 
 
+def test_a_live_command_over_tls_may_be_silent_past_the_timeout_which_is_kept(tls_dir):
+    # The read of a live command's output waits as long as the command is
+    # silent; an SSLSocket applies its own timeout, lifted for that read only.
+    with running(rframe.Server(port=0, tls=True, tls_dir=tls_dir)) as s:
+        with rframe.Client(*s.address, tls=True, fingerprint=s.tls_fingerprint, timeout=0.3) as c:
+            with c.start("sleep 0.8; echo late") as proc:
+                assert proc.stdout.readline() == b"late\n"
+                assert proc.wait() == 0
+            assert c._sock.gettimeout() == 0.3
+            assert c.run("echo after").stdout == b"after\n"
+
+
 def test_pem_files_are_used_as_given(tmp_path, tls_dir):
     pem = tls_dir / "server.pem"
     fingerprint = rframe._rframe.server_fingerprint(tls_dir=tls_dir)

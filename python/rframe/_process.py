@@ -201,6 +201,9 @@ class RemoteProcess(_Controls):
         self._cond = threading.Condition()
         self._buffers = {1: bytearray(), 2: bytearray()}
         self._reading = False
+        #: Threads in the condition's wait: only they need a notify, and one
+        #: on every frame adds to each line's latency.
+        self._waiting = 0
         self._unbounded = False
         self._discard = False
         self._failure: BaseException | None = None
@@ -225,27 +228,35 @@ class RemoteProcess(_Controls):
             with self._cond:
                 buf = self._buffers[fd]
                 while not buf and not self._done:
-                    self._pump(fd, None)
+                    n = self._pump(fd, None, target)
+                    if n:
+                        return n
                 if not buf and self._failure is not None and self.returncode is None:
                     raise self._failure
                 n = min(len(buf), len(target))
                 with memoryview(buf) as source:
                     target[:n] = source[:n]
                 del buf[:n]
-                self._cond.notify_all()
+                if self._waiting:
+                    self._cond.notify_all()
                 return n
 
-    def _pump(self, want: int | None, deadline: float | None) -> None:
+    def _pump(self, want: int | None, deadline: float | None, into: memoryview | None = None) -> int:
         """Reads one event from the connection (the condition held), or
         waits while another thread does, or while a stream other than
-        ``want`` holds its bound (its reader must take some first)."""
-        others_full = not self._unbounded and any(
-            len(b) >= OUTPUT_BOUND for fd, b in self._buffers.items() if fd != want
-        )
-        if self._reading or others_full:
+        ``want`` holds its bound (its reader must take some first). Output
+        of ``want`` that fits ``into``, while nothing of that stream is held,
+        goes straight there: the number of bytes put there (else 0)."""
+        if self._reading or (
+            not self._unbounded and any(len(b) >= OUTPUT_BOUND for fd, b in self._buffers.items() if fd != want)
+        ):
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            self._cond.wait(remaining)
-            return
+            self._waiting += 1
+            try:
+                self._cond.wait(remaining)
+            finally:
+                self._waiting -= 1
+            return 0
         self._reading = True
         self._cond.release()
         try:
@@ -253,9 +264,27 @@ class RemoteProcess(_Controls):
         finally:
             self._cond.acquire()
             self._reading = False
-            self._cond.notify_all()
-        if event is not None:
-            self._on_event(event)
+            if self._waiting:
+                self._cond.notify_all()
+        if event is None:
+            return 0
+        # The usual case, one reader waiting for its stream: its bytes go to
+        # it without a stop in the stream's buffer (a copy, and Python steps
+        # that each line's latency felt).
+        if (
+            into is not None
+            and event[0] == "output"
+            and event[1] == self._id
+            and event[2] == want
+            and not self._discard
+            and len(event[3]) <= len(into)
+            and not self._buffers[event[2]]
+        ):
+            n = len(event[3])
+            into[:n] = event[3]
+            return n
+        self._on_event(event)
+        return 0
 
     def _read_event(self, deadline: float | None) -> Any:
         """The next event of the connection; ``None`` if ``deadline`` passed first."""
@@ -266,16 +295,13 @@ class RemoteProcess(_Controls):
             if not pending and not select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 return None
         # A command may be silent for as long as it likes: no timeout while
-        # a frame is awaited (Ctrl-C still interrupts).
-        sock.settimeout(None)
+        # a frame is awaited (Ctrl-C still interrupts). The socket's own stays
+        # as it is, for the writes of other threads meanwhile.
         try:
-            return client._event()
+            return client._event(untimed=True)
         except BaseException as exc:
             self._failure = exc
             raise
-        finally:
-            if client._sock is sock:
-                sock.settimeout(client.timeout)
 
     def _on_event(self, event: Any) -> None:
         kind = event[0]

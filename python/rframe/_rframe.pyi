@@ -349,8 +349,9 @@ class ClientSession:
         """``None`` if the connection goes on (the reply is dropped), else why it must close."""
     def abort(self, reason: str) -> None: ...
     def receive_data(self, data: _Body) -> None: ...
-    def read_event(self, sock: Any) -> _SessionEvent:
-        """The next event, reading whole frames from ``sock`` as ``read_frame`` does."""
+    def read_event(self, sock: Any, *, untimed: bool = False) -> _SessionEvent:
+        """The next event, reading whole frames from ``sock`` as ``read_frame`` does
+        (``untimed``: whatever the socket's timeout)."""
     def send_data(self, sock: Any, chunk: _Body) -> None:
         """The upload's next ``data`` frame, sent to ``sock`` from ``chunk``'s own buffer."""
     def receive_eof(self) -> None: ...

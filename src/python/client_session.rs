@@ -19,7 +19,7 @@ use super::codec::PyCodec;
 use super::errors::frame_error;
 use super::frame::new_frame;
 use super::header::{header_to_py, header_to_py_with, KeyCache};
-use super::stream::{header_bytes, read_raw, send_parts, with_body};
+use super::stream::{header_bytes, read_raw, send_parts, with_body, Within};
 
 /// A `bytes` object's memory as [`Bytes`], without a copy: a body read
 /// straight into its `bytes` goes through the session and comes back out as
@@ -532,8 +532,11 @@ impl PyClientSession {
     /// with the GIL released, within the socket's timeout (each frame), and
     /// Ctrl-C raising ``KeyboardInterrupt``. Its errors are ``read_frame``'s
     /// (``EOFError`` at a clean end). A body comes back as the ``bytes`` it
-    /// was read into, not copied.
-    fn read_event<'py>(&self, py: Python<'py>, sock: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    /// was read into, not copied. ``untimed``: wait as long as it takes,
+    /// whatever the socket's timeout (which is left as it is).
+    #[pyo3(signature = (sock, *, untimed = false))]
+    fn read_event<'py>(&self, py: Python<'py>, sock: &Bound<'py, PyAny>, untimed: bool) -> PyResult<Bound<'py, PyAny>> {
+        let within = if untimed { Within::Untimed } else { Within::Timeout };
         loop {
             let event = {
                 let mut session = self.lock(py)?;
@@ -548,7 +551,7 @@ impl PyClientSession {
             if let Some(event) = event {
                 return self.with_keys(|keys| event_to_py(py, event, None, keys));
             }
-            let (header, body) = read_raw(py, &self.codec, sock)?;
+            let (header, body) = read_raw(py, &self.codec, sock, within)?;
             let frame = Frame { header: header.map(Bytes::from), body: bytes_of(&body) };
             let event = {
                 let mut session = self.lock(py)?;

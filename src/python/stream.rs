@@ -39,10 +39,27 @@ fn is_plain_socket(obj: &Bound<'_, PyAny>, method: &str) -> PyResult<bool> {
 }
 
 fn endpoint<'py>(obj: &Bound<'py, PyAny>, method: &str, what: &str) -> PyResult<Endpoint<'py>> {
+    endpoint_within(obj, method, what, Within::Timeout)
+}
+
+/// How long a read may wait.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Within {
+    /// The socket's timeout (each frame as a whole).
+    Timeout,
+    /// As long as it takes, whatever the socket's timeout (Ctrl-C still
+    /// interrupts).
+    Untimed,
+}
+
+fn endpoint_within<'py>(obj: &Bound<'py, PyAny>, method: &str, what: &str, within: Within) -> PyResult<Endpoint<'py>> {
     if !is_plain_socket(obj, method)? {
         return Ok(Endpoint::Object(obj.clone()));
     }
     let sock = socket::from_fileno(obj.call_method0("fileno")?.extract()?)?;
+    if within == Within::Untimed {
+        return Ok(Endpoint::Socket { sock, deadline: None });
+    }
     let timeout: Option<f64> = obj.call_method0("gettimeout")?.extract()?;
     let deadline = match timeout {
         None => None,
@@ -235,7 +252,7 @@ impl BodyBuffer for BodyBuf<'_> {
 
 /// Reads one whole frame from a socket or file-like object.
 pub fn read_from<'py>(py: Python<'py>, codec: &Codec, source: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let (header, body) = read_raw(py, codec, source)?;
+    let (header, body) = read_raw(py, codec, source, Within::Timeout)?;
     let header = match header {
         Some(bytes) => header_to_py(py, &bytes)?,
         None => PyDict::new(py),
@@ -250,17 +267,35 @@ pub fn read_raw<'py>(
     py: Python<'py>,
     codec: &Codec,
     source: &Bound<'py, PyAny>,
+    within: Within,
 ) -> PyResult<(Option<Vec<u8>>, Bound<'py, PyBytes>)> {
     let alloc = |len| BodyBuf::new(py, len);
-    let result = match endpoint(source, "recv_into", "read_frame")? {
+    let result = match endpoint_within(source, "recv_into", "read_frame", within)? {
+        // A plain socket's timeout is not changed for an untimed read (two
+        // system calls a frame): the wait is ours, and is given no deadline.
         Endpoint::Socket { sock, deadline } => read_frame(codec, &mut SocketSource { py, sock, deadline }, alloc),
         Endpoint::Object(obj) => {
+            // An object applies its own timeout: none for this read.
+            let saved = match within {
+                Within::Untimed if obj.hasattr("settimeout")? => {
+                    let saved = obj.call_method0("gettimeout")?;
+                    obj.call_method1("settimeout", (py.None(),))?;
+                    Some(saved)
+                }
+                _ => None,
+            };
             let mut source = ObjectSource::new(obj)?;
-            let read = read_frame(codec, &mut source, alloc);
+            let mut read = read_frame(codec, &mut source, alloc);
             if let Some(deadline) = &source.deadline {
                 let restored = deadline.restore(&source.obj);
                 if read.is_ok() {
                     restored?;
+                }
+            }
+            if let Some(saved) = saved {
+                let restored = source.obj.call_method1("settimeout", (saved,));
+                if let (Ok(_), Err(e)) = (&read, restored) {
+                    read = Err(crate::io::read::ReadError::Source(e));
                 }
             }
             read
