@@ -44,12 +44,14 @@ one each round, so a busy moment on the machine meets all of them. Before
 each timed transfer (every peer's alike), off the clock, ``settle()``:
 ``os.sync()`` writes out the dirty pages left by earlier transfers, so one
 transfer's writeback does not land on the next one's clock; then 1.5 times
-the file's size is written to a scratch file in the work directory and
-deleted, so the page cache the transfer fills is memory the machine has
-touched already. On a virtual machine whose host backs guest memory lazily
-(as here), writing into memory first touched costs about ten times the CPU
+the file's size goes to a scratch file in the work directory, which is
+deleted (and synced), so the page cache the transfer fills is memory the
+machine has touched already. On a virtual machine whose host backs guest memory lazily (as
+here), writing into memory first touched costs about ten times the CPU
 (measured here: 1 GiB written into fresh page cache, 2.5 s of system time;
-into pages just freed, 0.25 s), and which transfer met it decided its time. The clock runs from the first
+into pages just freed, 0.25 s), and which transfer met it decided its time.
+It needs that much free memory besides the files (on tmpfs, 3.5 times the
+file's size free). The clock runs from the first
 byte of the request until the receiver is done (rframe: the call returns;
 rsync: its process exits; sendfile: the receiver says so). Each transfer
 runs ``--rounds`` times; the tables show the median, and a line below the
@@ -216,7 +218,8 @@ def settle(work: str, size: int) -> None:
     with open(scratch, "wb", buffering=0) as f:
         for _ in range(-(-size * 3 // 2 // BUF)):
             f.write(block)
-    os.unlink(scratch)  # dirty, never written: the pages go back to the free list
+    os.unlink(scratch)  # the pages go back to the free list
+    os.sync()  # again: the scratch file's own metadata, off the clock too
 
 
 def timed(fn) -> float:

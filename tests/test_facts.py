@@ -72,7 +72,7 @@ def test_max_seconds_bounds_the_server_and_the_clients_alike():
 
 
 def test_file_facts_are_the_cores():
-    assert _files.CHECKSUMS == _rframe.CHECKSUMS == ("sha256", "md5", "blake3")
+    assert _files.CHECKSUMS == _rframe.CHECKSUMS == ("blake3", "sha256", "md5")
     assert _files.MODE_BITS == _rframe.MODE_BITS == 0o777
     assert _files.CHUNK == _rframe.TRANSFER_CHUNK == 1 << 20
     assert _files.PART_SUFFIX == _rframe.PART_SUFFIX == ".rframe-part"

@@ -1539,14 +1539,15 @@ def test_a_cancelled_async_download_stops_hashing_its_kept_part(server, root, he
     async def main():
         async with rframe.AsyncClient(*server.address, timeout=HANG_BOUND) as c:
             task = asyncio.create_task(c.download("f", here / "g", resume=True))
-            await asyncio.sleep(0.2)
+            async with asyncio.timeout(HANG_BOUND):
+                while not updates:  # the hashing is under way
+                    await asyncio.sleep(0.01)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             return len(updates)
 
-    at_cancel = asyncio.run(main())
-    time.sleep(0.5)
+    at_cancel = asyncio.run(main())  # which waits for the executor's threads
     assert 0 < at_cancel < 16 and len(updates) <= at_cancel + 1, (at_cancel, len(updates))
     assert kept_part(here), "the kept part stays for the next try"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -557,3 +558,32 @@ def test_a_command_that_takes_none_of_a_mib_of_stdin_is_killed_after_the_idle_ti
             c.close()
     finally:
         kill_all(f"sleep {marker}")
+
+
+def test_a_command_that_takes_its_stdin_slowly_is_not_taken_for_a_stalled_one():
+    reader = f"{sys.executable} -c 'import sys, time\nwhile sys.stdin.buffer.read(65536): time.sleep(0.2)'"
+    with rframe.Server(port=0, idle_timeout=1) as server, rframe.Client(*server.address, timeout=HANG_BOUND) as c:
+        with c.start(reader) as proc:
+            writer = threading.Thread(target=proc.stdin.write, args=(b"x" * (3 << 20),), daemon=True)
+            writer.start()
+            time.sleep(3)  # three idle timeouts, each with some stdin taken
+            assert proc.poll() is None
+            proc.kill()
+            assert proc.wait(timeout=HANG_BOUND) == -9
+        writer.join(HANG_BOUND)
+
+
+def test_the_client_timeout_bounds_progress_not_a_silent_command_or_a_whole_stdin_write(server):
+    with rframe.Client(*server.address, timeout=0.5) as c:
+        with c.start("sleep 1; echo late") as proc:
+            assert proc.stdout.read() == b"late\n" and proc.wait() == 0
+        # 16 MiB taken 64 KiB every 10 ms: 2.6 s in all (past what the buffers
+        # between hold), none of it stalled for 0.5 s
+        slow_cat = (
+            f"{sys.executable} -c 'import sys, time\n"
+            "while b := sys.stdin.buffer.read(65536): sys.stdout.buffer.write(b); time.sleep(0.01)'"
+        )
+        data = os.urandom(16 << 20)
+        with c.start(slow_cat) as proc:
+            out, _ = proc.communicate(input=data)
+        assert out == data and proc.returncode == 0

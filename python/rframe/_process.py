@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _rframe
 from ._protocol import FAILURES, run_request
-from ._rframe import DEFAULT_TERM, DEFAULT_TERMINAL_SIZE
+from ._rframe import DEFAULT_TERM, DEFAULT_TERMINAL_SIZE, STDIN_CHUNK
 
 if TYPE_CHECKING:
     from ._client import Client
@@ -295,8 +295,9 @@ class RemoteProcess(_Controls):
             if not pending and not select.select([sock], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 return None
         # A command may be silent for as long as it likes: no timeout while
-        # a frame is awaited (Ctrl-C still interrupts). The socket's own stays
-        # as it is, for the writes of other threads meanwhile.
+        # a frame is awaited (Ctrl-C still interrupts). A plain socket's own
+        # stays as it is, for the writes of other threads meanwhile; an
+        # ssl.SSLSocket's is lifted for the read (it has one for both ways).
         try:
             return client._event(untimed=True)
         except BaseException as exc:
@@ -325,11 +326,19 @@ class RemoteProcess(_Controls):
             self._client._write(data)
 
     def _send_stdin(self, data: bytes, eof: bool) -> None:
-        if self._done:
-            if eof:
+        # A frame at a time: the client's timeout bounds each frame's send
+        # (progress), not a whole write, which a command may take in slowly.
+        view = memoryview(data)
+        while True:
+            if self._done:
+                if eof and not view:
+                    return
+                raise BrokenPipeError(f"the command has exited ({self!r})")
+            piece, view = view[:STDIN_CHUNK], view[STDIN_CHUNK:]
+            last = not view
+            self._send(self._client._require_session().stdin(piece, eof=eof and last))
+            if last:
                 return
-            raise BrokenPipeError(f"the command has exited ({self!r})")
-        self._send(self._client._require_session().stdin(data, eof=eof))
 
     def _session(self) -> ClientSession:
         return self._client._require_session()

@@ -26,6 +26,7 @@ __all__ = [
     "SIGNALS",
     "DEFAULT_TERM",
     "DEFAULT_TERMINAL_SIZE",
+    "STDIN_CHUNK",
     "PART_SUFFIX",
     "WRITEBACK_EVERY",
     "MODE_BITS",
@@ -390,6 +391,8 @@ SIGNALS: tuple[str, ...]
 DEFAULT_TERM: str
 #: Its window size (columns, lines) when neither ``size`` nor the client's terminal gives one.
 DEFAULT_TERMINAL_SIZE: tuple[int, int]
+#: The most stdin bytes one ``stdin`` frame carries.
+STDIN_CHUNK: int
 #: The suffix of the temporary name of a file being received.
 PART_SUFFIX: str
 #: Every this many bytes, a file being received is handed to the disk.

@@ -34,6 +34,7 @@ fn rframe_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CHECKSUMS", pyo3::types::PyTuple::new(m.py(), crate::protocol::client::CHECKSUMS)?)?;
     m.add("SIGNALS", pyo3::types::PyTuple::new(m.py(), crate::protocol::live::SIGNALS)?)?;
     m.add("DEFAULT_TERM", crate::protocol::live::DEFAULT_TERM)?;
+    m.add("STDIN_CHUNK", crate::protocol::live::STDIN_CHUNK)?;
     m.add("DEFAULT_TERMINAL_SIZE", crate::protocol::live::DEFAULT_SIZE)?;
     m.add("PART_SUFFIX", crate::files::PART_SUFFIX)?;
     m.add("WRITEBACK_EVERY", crate::files::WRITEBACK_EVERY)?;

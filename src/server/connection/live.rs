@@ -97,7 +97,9 @@ impl<'s> Conn<'s> {
             }
             let reading_pipes = pending.out.is_empty();
             let reading_peer = pending.reading();
-            stdin_stalled = match (pending.stdin_bytes >= MAX_STDIN_HELD && stdin.is_some(), stdin_stalled) {
+            // Once the command exited, what it left in its stdin is no wait of the peer's.
+            let stdin_full = pending.stdin_bytes >= MAX_STDIN_HELD && stdin.is_some() && status.is_none();
+            stdin_stalled = match (stdin_full, stdin_stalled) {
                 (false, _) => None,
                 (true, since) => Some(since.unwrap_or_else(tokio::time::Instant::now)),
             };
