@@ -60,6 +60,8 @@ import machine  # noqa: E402 - bench/machine.py
 import setup as setup_bench  # noqa: E402 - bench/setup.py: its sshd of a run's own
 
 TIMEOUT = 60.0  # seconds, for a whole round of either peer
+#: How the servers' process gets its token.
+TOKEN_VARIABLE = "RFRAME_BENCH_TOKEN"
 
 
 def serve(count: int, token: str) -> None:
@@ -193,11 +195,14 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="10 hosts, 1 round, no asyncssh (smoke test)")
     ap.add_argument("--no-ssh", action="store_true", help="skip the asyncssh and Ansible-over-ssh peers")
     ap.add_argument("--no-ansible", action="store_true", help="skip the Ansible rows")
-    ap.add_argument("--_servers", nargs=2, metavar=("COUNT", "TOKEN"), help=argparse.SUPPRESS)
+    ap.add_argument("--_servers", type=int, metavar="COUNT", help=argparse.SUPPRESS)
     ap.add_argument("--_pssh", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._servers:
-        serve(int(args._servers[0]), args._servers[1])
+        # The token comes in the environment (and leaves it, so the servers'
+        # commands do not inherit it): on the command line, ps would show it,
+        # and one that begins with "-" would read as an option.
+        serve(args._servers, os.environ.pop(TOKEN_VARIABLE))
         return 0
     if args._pssh:
         port, user, key, n, r = args._pssh
@@ -213,7 +218,8 @@ def main() -> int:
     token = rframe.new_token()
     work = tempfile.mkdtemp(prefix="rframe-bench-fleet-")
     server = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--_servers", str(count), token],
+        [sys.executable, os.path.abspath(__file__), "--_servers", str(count)],
+        env={**os.environ, TOKEN_VARIABLE: token},
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
