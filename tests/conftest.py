@@ -1,7 +1,9 @@
-"""Shared fixtures: connected socket pairs, a loopback listener, threads and hang guards."""
+"""Shared fixtures: connected socket pairs, a loopback listener, threads and hang guards,
+and a command server with its clients (a module's own ``server`` fixture overrides it)."""
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
@@ -15,6 +17,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+import rframe  # noqa: E402 - after the path, as every test module
+
+try:
+    import uvloop
+except ImportError:  # pragma: no cover - uvloop is in the "test" extra
+    uvloop = None
 
 # A server's generated TLS certificate and the client CLI's known-servers file
 # go to the per-user state and config directories: for the tests (and the
@@ -141,3 +150,43 @@ def hang_guard():
         assert not fired.is_set(), f"call did not return within {seconds} s (hang)"
 
     return guard
+
+
+# --------------------------------------------------------------------------- a command server and its clients
+
+#: The event loops the asyncio client's tests run on.
+LOOPS = [
+    "asyncio",
+    pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None, reason="uvloop is not installed")),
+]
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A command server on 127.0.0.1, port 0, for the module."""
+    with rframe.Server(port=0) as s:
+        yield s
+
+
+@pytest.fixture
+def client(server):
+    with rframe.Client(*server.address, timeout=HANG_BOUND) as c:
+        yield c
+
+
+@pytest.fixture(params=LOOPS)
+def arun(request, server):
+    """arun(fn): runs ``await fn(client)`` with an AsyncClient on a fresh loop of the parametrized kind."""
+
+    def run(fn, bound=HANG_BOUND * 2):
+        factory = uvloop.new_event_loop if request.param == "uvloop" else None
+
+        async def main():
+            async with asyncio.timeout(bound):
+                async with rframe.AsyncClient(*server.address, timeout=HANG_BOUND) as c:
+                    return await fn(c)
+
+        with asyncio.Runner(loop_factory=factory) as runner:
+            return runner.run(main())
+
+    return run

@@ -4,7 +4,6 @@ servers on 127.0.0.1, port 0. Time bounds are generous hang guards only."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 
@@ -14,53 +13,13 @@ import rframe
 from conftest import HANG_BOUND
 from server_helpers import cli_server, kill_all, pgrep, sleep_marker, wait_until
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is in the "test" extra
-    uvloop = None
-
 pytestmark = [
     pytest.mark.filterwarnings("error"),
     pytest.mark.skipif(sys.platform == "win32", reason="the command server does not run on Windows"),
 ]
 
-LOOPS = [
-    "asyncio",
-    pytest.param("uvloop", marks=pytest.mark.skipif(uvloop is None, reason="uvloop is not installed")),
-]
-
 #: What the tests ask of a terminal: `stty size` says "lines columns".
 SIZE = (101, 31)
-
-
-@pytest.fixture(scope="module")
-def server():
-    with rframe.Server(port=0) as s:
-        yield s
-
-
-@pytest.fixture
-def client(server):
-    with rframe.Client(*server.address, timeout=HANG_BOUND) as c:
-        yield c
-
-
-@pytest.fixture(params=LOOPS)
-def arun(request, server):
-    """arun(fn): runs ``await fn(client)`` with an AsyncClient on a fresh loop of the parametrized kind."""
-
-    def run(fn, bound=HANG_BOUND * 2):
-        factory = uvloop.new_event_loop if request.param == "uvloop" else None
-
-        async def main():
-            async with asyncio.timeout(bound):
-                async with rframe.AsyncClient(*server.address, timeout=HANG_BOUND) as c:
-                    return await fn(c)
-
-        with asyncio.Runner(loop_factory=factory) as runner:
-            return runner.run(main())
-
-    return run
 
 
 def lines(output: bytes) -> list[str]:
