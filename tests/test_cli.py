@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -390,39 +391,13 @@ def test_client_stdout_closed_early_is_quiet(cli_server):
     assert (proc.returncode, err) == (1, b""), err
 
 
-def test_client_prompt_loop_streams_each_commands_output(cli_server, tmp_path):
-    go = tmp_path / "go"
+@contextlib.contextmanager
+def prompt_loop(server):
+    """``python -m rframe.client`` (the prompt loop) against ``server``, its
+    stdio piped; killed after HANG_BOUND, which bounds the block's readlines,
+    and on the way out."""
     with subprocess.Popen(
-        [sys.executable, "-m", "rframe.client", *map(str, connect_args(cli_server))],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        cwd=ROOT,
-        env=ENV,
-    ) as proc:
-        watchdog = threading.Timer(HANG_BOUND, proc.kill)  # bounds the readlines below
-        watchdog.start()
-        try:
-            # The command's first line shows while it still runs (it waits for
-            # a file that is made only once the line is in), and its stdin is
-            # not the loop's: the next line is the next command.
-            proc.stdin.write(f"echo a; while [ ! -e {go} ]; do sleep 0.02; done; cat; echo b\n".encode())
-            proc.stdin.write(b"echo next\n")
-            proc.stdin.flush()
-            assert proc.stdout.readline() == b"a\n"
-            go.touch()
-            assert proc.stdout.readline() == b"b\n"
-            assert proc.stdout.readline() == b"next\n"
-            out, err = proc.communicate(timeout=HANG_BOUND)
-        finally:
-            watchdog.cancel()
-            proc.kill()
-    assert (proc.returncode, out) == (0, b""), err
-
-
-def test_client_prompt_loop_ctrl_c_interrupts_the_command_not_the_loop(cli_server):
-    with subprocess.Popen(
-        [sys.executable, "-m", "rframe.client", *map(str, connect_args(cli_server))],
+        [sys.executable, "-m", "rframe.client", *map(str, connect_args(server))],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -432,40 +407,49 @@ def test_client_prompt_loop_ctrl_c_interrupts_the_command_not_the_loop(cli_serve
         watchdog = threading.Timer(HANG_BOUND, proc.kill)
         watchdog.start()
         try:
-            proc.stdin.write(b"trap 'echo caught; exit 5' INT; echo ready; while :; do sleep 0.02; done\n")
-            proc.stdin.flush()
-            assert proc.stdout.readline() == b"ready\n"
-            proc.send_signal(signal.SIGINT)  # one Ctrl-C: SIGINT to the command
-            assert proc.stdout.readline() == b"caught\n"
-            out, err = proc.communicate(b"echo still here\n", timeout=HANG_BOUND)
+            yield proc
         finally:
             watchdog.cancel()
             proc.kill()
+
+
+def test_client_prompt_loop_streams_each_commands_output(cli_server, tmp_path):
+    go = tmp_path / "go"
+    with prompt_loop(cli_server) as proc:
+        # The command's first line shows while it still runs (it waits for
+        # a file that is made only once the line is in), and its stdin is
+        # not the loop's: the next line is the next command.
+        proc.stdin.write(f"echo a; while [ ! -e {go} ]; do sleep 0.02; done; cat; echo b\n".encode())
+        proc.stdin.write(b"echo next\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"a\n"
+        go.touch()
+        assert proc.stdout.readline() == b"b\n"
+        assert proc.stdout.readline() == b"next\n"
+        out, err = proc.communicate(timeout=HANG_BOUND)
+    assert (proc.returncode, out) == (0, b""), err
+
+
+def test_client_prompt_loop_ctrl_c_interrupts_the_command_not_the_loop(cli_server):
+    with prompt_loop(cli_server) as proc:
+        proc.stdin.write(b"trap 'echo caught; exit 5' INT; echo ready; while :; do sleep 0.02; done\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGINT)  # one Ctrl-C: SIGINT to the command
+        assert proc.stdout.readline() == b"caught\n"
+        out, err = proc.communicate(b"echo still here\n", timeout=HANG_BOUND)
     assert (proc.returncode, out) == (0, b"still here\n"), err
 
 
 def test_client_prompt_reconnects_after_the_server_closed_an_idle_connection():
     server = CliServer("--idle-timeout", "0.3")
     try:
-        with subprocess.Popen(
-            [sys.executable, "-m", "rframe.client", *map(str, connect_args(server))],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=ROOT,
-            env=ENV,
-        ) as proc:
-            watchdog = threading.Timer(HANG_BOUND, proc.kill)  # bounds the readline below
-            watchdog.start()
-            try:
-                proc.stdin.write(b"echo before\n")
-                proc.stdin.flush()
-                assert proc.stdout.readline() == b"before\n"
-                time.sleep(1.0)  # the server closes the idle connection meanwhile
-                out, err = proc.communicate(b"echo after\n", timeout=HANG_BOUND)
-            finally:
-                watchdog.cancel()
-                proc.kill()
+        with prompt_loop(server) as proc:
+            proc.stdin.write(b"echo before\n")
+            proc.stdin.flush()
+            assert proc.stdout.readline() == b"before\n"
+            time.sleep(1.0)  # the server closes the idle connection meanwhile
+            out, err = proc.communicate(b"echo after\n", timeout=HANG_BOUND)
         assert (proc.returncode, out) == (0, b"after\n"), err
     finally:
         server.terminate()
