@@ -365,7 +365,7 @@ def test_a_cut_download_leaves_nothing(connect, server, root, here, stop):
     assert parts(here) == []
 
 
-def transfer_killing_the_server(direction, root, here):
+def transfer_killing_the_server(direction, root, here, resume=False):
     """Moves ``f`` to ``g`` (up from ``here`` or down from ``root``) through a
     server process SIGKILLed at the first progress call; the client must raise."""
     server = CliServer("--root", root)
@@ -380,9 +380,9 @@ def transfer_killing_the_server(direction, root, here):
     try:
         with server.client() as c, pytest.raises((ConnectionError, EOFError, rframe.RemoteError)):
             if direction == "upload":
-                c.upload(here / "f", "g", progress=kill)
+                c.upload(here / "f", "g", progress=kill, resume=resume)
             else:
-                c.download("f", here / "g", progress=kill)
+                c.download("f", here / "g", progress=kill, resume=resume)
     finally:
         server.stop()
     assert killed
@@ -1556,20 +1556,7 @@ def test_a_download_cut_by_a_killed_server_resumes(root, here):
     """A lost connection (the server SIGKILLed mid-transfer) keeps what arrived too."""
     data = os.urandom(64 * CHUNK)
     (root / "f").write_bytes(data)
-    server = CliServer("--root", root)
-    killed = []
-
-    def kill(done, total):
-        if done and not killed:
-            server.proc.send_signal(signal.SIGKILL)
-            server.proc.wait(HANG_BOUND)
-            killed.append(done)
-
-    try:
-        with server.client() as c, pytest.raises((ConnectionError, EOFError, rframe.RemoteError)):
-            c.download("f", here / "g", resume=True, progress=kill)
-    finally:
-        server.stop()
+    transfer_killing_the_server("download", root, here, resume=True)
     kept = kept_part(here)
     assert kept and data.startswith(kept)
     with running(rframe.Server(port=0, root=root)) as s, rframe.Client(*s.address, timeout=HANG_BOUND) as c:
