@@ -493,11 +493,19 @@ fn start_put(s: &mut ServerSession<'_>, size: u64) -> Value {
 /// Sends a data frame and writes its chunk as a driver would.
 fn put_data(s: &mut ServerSession<'_>, data: &[u8]) {
     let actions = s.receive(frame(json!({"op": "data"}), data));
-    let [Action::WriteChunk { chunk, hasher, .. }] = &actions[..] else { panic!("{actions:?}") };
+    write_chunk(s, &actions, data);
+}
+
+/// Writes the one chunk `actions` ask for (which must be `data`) as a driver
+/// would; its `restart`, if any.
+fn write_chunk(s: &mut ServerSession<'_>, actions: &[Action], data: &[u8]) -> Option<Identity> {
+    let [Action::WriteChunk { chunk, hasher, restart }] = actions else { panic!("{actions:?}") };
     assert_eq!(&chunk[..], data);
     let mut hasher = hasher.clone();
     hasher.update(chunk);
+    let restart = *restart;
     s.chunk_written(Ok(hasher));
+    restart
 }
 
 #[test]
@@ -915,10 +923,7 @@ fn a_resumable_put_with_a_matching_kept_part_offers_its_prefix_and_takes_the_res
     assert_eq!(ready["offset"], 4);
     assert_eq!(ready["prefix_digest"], Checksum::Sha256.hex_digest(b"0123"));
     let actions = s.receive(frame(json!({"op": "data", "offset": 4}), b"456789"));
-    let [Action::WriteChunk { chunk, hasher, restart: None }] = &actions[..] else { panic!("{actions:?}") };
-    let mut hasher = hasher.clone();
-    hasher.update(chunk);
-    s.chunk_written(Ok(hasher));
+    assert_eq!(write_chunk(&mut s, &actions, b"456789"), None);
     // The receiver's digest covers the kept prefix and the rest.
     let digest = Checksum::Sha256.hex_digest(b"0123456789");
     let actions = s.receive(frame(json!({"op": "end", "digest": digest}), b""));
@@ -931,10 +936,7 @@ fn a_resumable_put_whose_client_refuses_the_prefix_starts_over() {
     let mut s = session(&config);
     start_resumable_put(&mut s, b"XXXX", Some(SOURCE));
     let actions = s.receive(frame(json!({"op": "data", "offset": 0}), b"0123456789"));
-    let [Action::WriteChunk { chunk, hasher, restart: Some(SOURCE) }] = &actions[..] else { panic!("{actions:?}") };
-    let mut hasher = hasher.clone();
-    hasher.update(chunk);
-    s.chunk_written(Ok(hasher));
+    assert_eq!(write_chunk(&mut s, &actions, b"0123456789"), Some(SOURCE));
     let digest = Checksum::Sha256.hex_digest(b"0123456789");
     let actions = s.receive(frame(json!({"op": "end", "digest": digest}), b""));
     assert!(matches!(&actions[..], [Action::CommitUpload { restart: None, .. }]), "{actions:?}");
