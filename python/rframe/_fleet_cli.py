@@ -369,10 +369,8 @@ def _files(group: Group, printer: _Printer, args: argparse.Namespace, deadline: 
 
 
 def _describe(args: argparse.Namespace, r: Any) -> str:
-    if args.action == "put":
-        return f"stored {r['name']}: {r['size']} bytes, {r['checksum']} {r['digest']}\n"
-    if args.action == "get":
-        return f"saved {r['name']}: {r['size']} bytes, {r['checksum']} {r['digest']}\n"
-    from .client import _listing_line
+    from .client import _listing_line, _transfer_line
 
+    if args.action in ("put", "get"):
+        return _transfer_line(args.action, r) + "\n"
     return "".join(_listing_line(e) + "\n" for e in r)

@@ -582,7 +582,7 @@ def _files(session: _Session, args: argparse.Namespace) -> int:
                 progress=_progress(args.file),
                 resume=_resume(args),
             )
-            lines = [f"stored {r['name']}: {r['size']} bytes, {r['checksum']} {r['digest']}"]
+            lines = [_transfer_line("put", r)]
         elif args.action == "get":
             r = client.download(
                 args.name,
@@ -592,7 +592,7 @@ def _files(session: _Session, args: argparse.Namespace) -> int:
                 progress=_progress(args.name),
                 resume=_resume(args),
             )
-            lines = [f"saved {r['name']}: {r['size']} bytes, {r['checksum']} {r['digest']}"]
+            lines = [_transfer_line("get", r)]
         else:
             lines = [_listing_line(e) for e in client.list_files(args.name, recursive=args.recursive)]
     except FileExistsError as e:
@@ -627,6 +627,12 @@ def _tree(client: Client, args: argparse.Namespace) -> str:
         f"{verb} {where}: {r['files']} files ({r['bytes']} bytes), {r['skipped']} unchanged, "
         f"{r['dirs']} directories, {r['links']} links, {r['checksum']}"
     )
+
+
+def _transfer_line(action: str, result: dict[str, Any]) -> str:
+    """What a put or get says it did (here and for each host of --hosts)."""
+    done = "stored" if action == "put" else "saved"
+    return f"{done} {result['name']}: {result['size']} bytes, {result['checksum']} {result['digest']}"
 
 
 def _listing_line(entry: dict[str, Any]) -> str:
