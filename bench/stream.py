@@ -9,7 +9,16 @@ Every number is measured in this run, on this machine; nothing is hard-coded.
   are on this machine); the client reads them one by one (rframe
   ``Client.start`` and ``proc.stdout.readline()``; asyncssh
   ``conn.create_process`` and ``await process.stdout.readline()``) and takes
-  the time each arrived. Median and p99 of the differences.
+  the time each arrived. Median and p99 of the differences. The lines go in
+  rounds, every reader taking its turn in each, so that the machine's slow
+  and fast moments fall on all of them.
+* **References**, in the same rounds, for scale: the writer's pipe read
+  locally (one hop, no server); the same lines relayed by ``socat`` (a C
+  poll loop, no framing) and read from a plain socket with ``readline``: two
+  hops and nothing else, the least any remote reader can take here; and the
+  rframe server's frames read by a bare ``recv`` loop and a
+  ``FrameDecoder``, which leaves out the client's ``RemoteProcess`` (the
+  difference is the client library's share).
 * **Throughput**: ``head -c SIZE /dev/zero`` streamed and read in 1 MiB reads.
 * **Idle**: the rframe server's CPU time over ``sleep 10`` running as a live
   command with nothing written (no polling loop: target under 1 ms).
@@ -28,11 +37,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import rframe
 
@@ -41,17 +53,23 @@ import machine  # noqa: E402 - bench/machine.py
 import setup as setup_bench  # noqa: E402 - bench/setup.py: its sshd of a run's own
 
 HOST = "127.0.0.1"
+REF_LOCAL = "the writer's pipe read locally: one hop, no server (reference)"
+REF_RELAY = "socat relaying the pipe, a plain socket's readline: two hops, no framing (reference)"
+REF_BARE = "the rframe server's frames read by a bare recv loop, no RemoteProcess (reference)"
+
+
+WRITER = (
+    "import sys, time\n"
+    "lines, gap = int(sys.argv[1]), float(sys.argv[2])\n"
+    "for _ in range(lines):\n"
+    "    sys.stdout.write(f'{time.time_ns()}\\n'); sys.stdout.flush()\n"
+    "    time.sleep(gap)\n"
+)
 
 
 def writer(lines: int, gap: float) -> str:
     """The command that writes ``lines`` time-stamped lines, ``gap`` seconds apart."""
-    code = (
-        "import sys, time\n"
-        f"for _ in range({lines}):\n"
-        "    sys.stdout.write(f'{time.time_ns()}\\n'); sys.stdout.flush()\n"
-        f"    time.sleep({gap})\n"
-    )
-    return f"{sys.executable} -c {_quote(code)}"
+    return f"{sys.executable} -c {_quote(WRITER)} {lines} {gap}"
 
 
 def _quote(text: str) -> str:
@@ -90,6 +108,63 @@ def local_latency(lines: int, gap: float) -> list[float]:
         assert proc.stdout is not None
         for line in proc.stdout:
             delays.append((time.time_ns() - int(line)) / 1e3)
+    return delays
+
+
+def bare_latency(port: int, lines: int, gap: float) -> list[float]:
+    """The rframe server's output frames read by a bare ``recv`` loop and a
+    ``FrameDecoder``, not by ``RemoteProcess``: the client library left out."""
+    delays = []
+    with rframe.Client(HOST, port, timeout=60) as client:
+        client.start(writer(lines, gap))  # its frames are read below, not through it
+        with socket.socket(fileno=os.dup(client.fileno())) as sock:
+            sock.settimeout(60)
+            decoder = rframe.FrameDecoder()
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    raise RuntimeError("bare reader: the server closed the connection")
+                for frame in decoder.feed(data):
+                    if frame.header.get("op") == "output":
+                        now = time.time_ns()  # a frame may hold more than one line
+                        delays += [(now - int(line)) / 1e3 for line in frame.body.splitlines()]
+                    elif frame.header.get("op") == "exit":
+                        return delays
+
+
+def relay_latency(work: str, lines: int, gap: float) -> list[float]:
+    """The writer's lines relayed by ``socat`` (pipe to TCP, no framing) and
+    read from a plain socket: two hops and nothing else."""
+    script = os.path.join(work, "writer.py")
+    if not os.path.exists(script):
+        with open(script, "w") as f:
+            f.write(WRITER)
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port = probe.getsockname()[1]
+    relay = subprocess.Popen(
+        ["socat", f"TCP-LISTEN:{port},bind={HOST},reuseaddr,nodelay", f"EXEC:{sys.executable} {script} {lines} {gap}"]
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                sock = socket.create_connection((HOST, port), timeout=60)
+                break
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline or relay.poll() is not None:
+                    raise RuntimeError("socat did not listen") from None
+                time.sleep(0.01)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        delays = []
+        with sock, sock.makefile("rb") as f:
+            for line in f:
+                delays.append((time.time_ns() - int(line)) / 1e3)
+        relay.wait(60)
+    finally:
+        if relay.poll() is None:
+            relay.kill()
+            relay.wait()
     return delays
 
 
@@ -159,6 +234,7 @@ def main() -> int:
     size = (64 << 20) if args.quick else (1 << 30)
     idle = 1.0 if args.quick else 10.0
     rounds = 1 if args.quick else args.rounds
+    latency_rounds = 1 if args.quick else 5
     notes: list[str] = []
     server = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--_serve"],
@@ -169,14 +245,20 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="rframe-bench-stream-")
     sshd = None
     rows: dict[str, dict[str, float]] = {}
+    floors: dict[str, dict[str, float]] = {}
     try:
         assert server.stdout is not None
         port = int(server.stdout.readline())
-        rframe_latency(port, 10, gap)  # warm-up
-        delays = rframe_latency(port, lines, gap)
-        rows["rframe"] = {"median": statistics.median(delays), "p99": percentile(delays, 0.99)}
-        local = local_latency(lines, gap)
-        floor = {"median": statistics.median(local), "p99": percentile(local, 0.99)}
+        # Each reader: a function of how many lines to read, giving their delays.
+        readers: dict[str, Callable[[int], list[float]]] = {"rframe": lambda n: rframe_latency(port, n, gap)}
+        references: dict[str, Callable[[int], list[float]]] = {
+            REF_LOCAL: lambda n: local_latency(n, gap),
+            REF_BARE: lambda n: bare_latency(port, n, gap),
+        }
+        if shutil.which("socat") is None:
+            notes.append("the socat relay reference skipped: socat is not installed (apt-get install socat)")
+        else:
+            references[REF_RELAY] = lambda n: relay_latency(work, n, gap)
         # The throughput rounds take turns with asyncssh's, so that a busy
         # moment of the machine falls on both.
         streams = {"rframe": lambda: rframe_throughput(port, size)}
@@ -193,11 +275,24 @@ def main() -> int:
                     notes.append(f"asyncssh skipped: {e}")
                 else:
                     key = asyncssh.read_private_key(sshd.user_key)
-                    asyncio.run(asyncssh_latency(asyncssh, sshd, key, 10, gap))  # warm-up
-                    delays = asyncio.run(asyncssh_latency(asyncssh, sshd, key, lines, gap))
-                    rows["asyncssh"] = {"median": statistics.median(delays), "p99": percentile(delays, 0.99)}
+                    readers["asyncssh"] = lambda n: asyncio.run(asyncssh_latency(asyncssh, sshd, key, n, gap))
                     streams["asyncssh"] = lambda: asyncio.run(asyncssh_throughput(asyncssh, sshd, key, size))
                     notes.append(f"asyncssh {asyncssh.__version__} to {sshd.version}, ed25519 keys made for the run")
+        every = {**readers, **references}
+        delays: dict[str, list[float]] = {name: [] for name in every}
+        for read in every.values():
+            read(10)  # warm-up
+        for turn in range(latency_rounds):
+            # Each round in another order: no reader always follows the same one.
+            names = list(every)
+            for name in names[turn % len(names) :] + names[: turn % len(names)]:
+                delays[name] += every[name](lines // latency_rounds)
+        for name, got in delays.items():
+            summary = {"median": statistics.median(got), "p99": percentile(got, 0.99)}
+            if name in readers:
+                rows[name] = summary
+            else:
+                floors[name] = summary
         rates: dict[str, list[float]] = {name: [] for name in streams}
         cpu: dict[str, list[float]] = {name: [] for name in streams}
         for _ in range(rounds):
@@ -221,7 +316,8 @@ def main() -> int:
     print()
     print("\n".join(machine.describe()))
     print(
-        f"- {lines} lines {gap * 1e3:g} ms apart; {size >> 20} MiB of zeros streamed, {rounds} round(s) a client"
+        f"- {lines} lines {gap * 1e3:g} ms apart a reader, in {latency_rounds} round(s) every reader taking its turn;"
+        f" {size >> 20} MiB of zeros streamed, {rounds} round(s) a client"
         f" taking turns, medians; {idle:g} s idle"
     )
     print()
@@ -232,8 +328,8 @@ def main() -> int:
     for name, r in rows.items():
         idle_ms = f"{r['idle'] * 1e3:.2f}" if "idle" in r else ""
         print(f"| {name} | {r['median']:.0f} | {r['p99']:.0f} | {r['rate'] / 1e6:,.0f} | {r['cpu']:.2f} | {idle_ms} |")
-    reference = "the writer's pipe read locally: one hop, no server (reference)"
-    print(f"| {reference} | {floor['median']:.0f} | {floor['p99']:.0f} | | | |")
+    for name, floor in floors.items():
+        print(f"| {name} | {floor['median']:.0f} | {floor['p99']:.0f} | | | |")
     ours = rows["rframe"]
     checks = [
         ("median latency", f"{ours['median']:.0f} us", "< 200 us", ours["median"] < 200),

@@ -290,16 +290,20 @@ class Client:
             return None
         return event_failure(event) if event[0] in FAILURES else None
 
-    def _event(self, wait: float | None = None, untimed: bool = False) -> Any:
+    def _event(self, wait: float | None = None, untimed: bool = False, direct: Any = None) -> Any:
         """The session's next event, read from the socket; ``wait`` extends
-        the socket timeout for this read, ``untimed`` lifts it."""
+        the socket timeout for this read, ``untimed`` lifts it. ``direct``:
+        ``(into, (id, fd))``, see ``ClientSession.read_event``."""
         sock = self._require_sock()
         restore = None
         if wait is not None and self.timeout is not None and wait > self.timeout:
             restore = self.timeout
             sock.settimeout(wait)
         try:
-            event = self._require_session().read_event(sock, untimed=untimed)
+            if direct is None:
+                event = self._require_session().read_event(sock, untimed=untimed)
+            else:
+                event = self._require_session().read_event(sock, untimed=untimed, into=direct[0], want=direct[1])
         except EOFError as exc:  # a clean close, or rframe.IncompleteFrame
             if self._close_requested:  # close() from another thread; _call says so
                 raise

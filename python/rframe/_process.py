@@ -222,26 +222,26 @@ class RemoteProcess(_Controls):
         return self.returncode is not None or self._failure is not None
 
     def _take_into(self, fd: int, b: Any) -> int:
-        """Moves up to ``len(b)`` bytes of stream ``fd`` into ``b``, waiting for one
-        at least; 0 at its end. (One copy: from the stream's buffer into ``b``.)"""
-        with memoryview(b) as target, target.cast("B") as target:
-            with self._cond:
-                buf = self._buffers[fd]
-                while not buf and not self._done:
-                    n = self._pump(fd, None, target)
-                    if n:
-                        return n
-                if not buf and self._failure is not None and self.returncode is None:
-                    raise self._failure
+        """Moves up to ``len(b)`` bytes of stream ``fd`` into ``b`` (a writable
+        buffer), waiting for one at least; 0 at its end. (One copy: from the
+        frame, or from the stream's buffer, into ``b``.)"""
+        with self._cond:
+            buf = self._buffers[fd]
+            while not buf and not self._done:
+                n = self._pump(fd, None, b)
+                if n:
+                    return n
+            if not buf and self._failure is not None and self.returncode is None:
+                raise self._failure
+            with memoryview(b) as target, target.cast("B") as target, memoryview(buf) as source:
                 n = min(len(buf), len(target))
-                with memoryview(buf) as source:
-                    target[:n] = source[:n]
-                del buf[:n]
-                if self._waiting:
-                    self._cond.notify_all()
-                return n
+                target[:n] = source[:n]
+            del buf[:n]
+            if self._waiting:
+                self._cond.notify_all()
+            return n
 
-    def _pump(self, want: int | None, deadline: float | None, into: memoryview | None = None) -> int:
+    def _pump(self, want: int | None, deadline: float | None, into: Any = None) -> int:
         """Reads one event from the connection (the condition held), or
         waits while another thread does, or while a stream other than
         ``want`` holds its bound (its reader must take some first). Output
@@ -257,10 +257,16 @@ class RemoteProcess(_Controls):
             finally:
                 self._waiting -= 1
             return 0
+        # The usual case, one reader waiting for its stream with nothing of
+        # it held: the session puts its bytes straight into the reader's
+        # buffer (the stream's is empty, and only this reader adds to it).
+        # Python code run between the socket and the reader, cold after
+        # the wait, was most of a line's latency on the client.
+        direct = into is not None and want is not None and not self._discard and not self._buffers[want]
         self._reading = True
         self._cond.release()
         try:
-            event = self._read_event(deadline)
+            event = self._read_event(deadline, (into, (self._id, want)) if direct else None)
         finally:
             self._cond.acquire()
             self._reading = False
@@ -268,26 +274,15 @@ class RemoteProcess(_Controls):
                 self._cond.notify_all()
         if event is None:
             return 0
-        # The usual case, one reader waiting for its stream: its bytes go to
-        # it without a stop in the stream's buffer (a copy, and Python steps
-        # that each line's latency felt).
-        if (
-            into is not None
-            and event[0] == "output"
-            and event[1] == self._id
-            and event[2] == want
-            and not self._discard
-            and len(event[3]) <= len(into)
-            and not self._buffers[event[2]]
-        ):
-            n = len(event[3])
-            into[:n] = event[3]
-            return n
+        if type(event) is int:
+            return event
         self._on_event(event)
         return 0
 
-    def _read_event(self, deadline: float | None) -> Any:
-        """The next event of the connection; ``None`` if ``deadline`` passed first."""
+    def _read_event(self, deadline: float | None, direct: tuple[Any, tuple[int, int]] | None = None) -> Any:
+        """The next event of the connection; ``None`` if ``deadline`` passed first.
+        ``direct``: ``(into, (id, fd))``, output of that stream that fits goes
+        into ``into``, and its length comes back instead."""
         client = self._client
         sock = client._require_sock()
         if deadline is not None:
@@ -299,7 +294,7 @@ class RemoteProcess(_Controls):
         # stays as it is, for the writes of other threads meanwhile; an
         # ssl.SSLSocket's is lifted for the read (it has one for both ways).
         try:
-            return client._event(untimed=True)
+            return client._event(untimed=True, direct=direct)
         except BaseException as exc:
             self._failure = exc
             raise

@@ -350,9 +350,15 @@ class ClientSession:
         """``None`` if the connection goes on (the reply is dropped), else why it must close."""
     def abort(self, reason: str) -> None: ...
     def receive_data(self, data: _Body) -> None: ...
+    @overload
     def read_event(self, sock: Any, *, untimed: bool = False) -> _SessionEvent:
         """The next event, reading whole frames from ``sock`` as ``read_frame`` does
         (``untimed``: whatever the socket's timeout)."""
+    @overload
+    def read_event(
+        self, sock: Any, *, untimed: bool = False, into: bytearray | memoryview, want: tuple[int, int]
+    ) -> _SessionEvent | int:
+        """As above; output of stream ``want`` (``(id, fd)``) that fits goes into ``into``: its length."""
     def send_data(self, sock: Any, chunk: _Body) -> None:
         """The upload's next ``data`` frame, sent to ``sock`` from ``chunk``'s own buffer."""
     def receive_eof(self) -> None: ...

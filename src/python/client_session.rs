@@ -55,6 +55,24 @@ fn body_to_py<'py>(py: Python<'py>, data: &Bytes, read: Option<&Bound<'py, PyByt
     }
 }
 
+/// Copies `data` into the writable, C-contiguous buffer `into` if it fits:
+/// how many bytes (`None` if it does not fit; a `TypeError` for a buffer
+/// that cannot be written).
+fn copy_into(into: &Bound<'_, PyAny>, data: &[u8]) -> PyResult<Option<usize>> {
+    let buffer = pyo3::buffer::PyUntypedBuffer::get(into)?;
+    if buffer.readonly() || !buffer.is_c_contiguous() {
+        return Err(pyo3::exceptions::PyTypeError::new_err("into must be a writable, C-contiguous buffer"));
+    }
+    if data.len() > buffer.len_bytes() {
+        return Ok(None);
+    }
+    // SAFETY: the export keeps the memory alive and unmoved until `buffer`
+    // drops; it is writable, contiguous and at least `data.len()` bytes long;
+    // the GIL is held, so no Python code touches it meanwhile.
+    unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buffer.buf_ptr() as *mut u8, data.len()) };
+    Ok(Some(data.len()))
+}
+
 /// The client side of the command protocol, without I/O (see
 /// ``src/protocol/client``): request methods return ``(id, bytes)`` for the
 /// driver to send; bytes from the server go to ``receive_data`` (or
@@ -534,9 +552,34 @@ impl PyClientSession {
     /// (``EOFError`` at a clean end). A body comes back as the ``bytes`` it
     /// was read into, not copied. ``untimed``: wait as long as it takes,
     /// whatever the socket's timeout (which is left as it is).
-    #[pyo3(signature = (sock, *, untimed = false))]
-    fn read_event<'py>(&self, py: Python<'py>, sock: &Bound<'py, PyAny>, untimed: bool) -> PyResult<Bound<'py, PyAny>> {
+    ///
+    /// ``into`` (a writable buffer) and ``want`` (``(id, fd)``): a live
+    /// command's reader waiting for that stream. If the event is output of
+    /// that stream that fits ``into``, its bytes go there and their count
+    /// comes back instead of the tuple: a line of output then runs no Python
+    /// code between the socket and its reader (each line's latency felt it).
+    #[pyo3(signature = (sock, *, untimed = false, into = None, want = None))]
+    fn read_event<'py>(
+        &self,
+        py: Python<'py>,
+        sock: &Bound<'py, PyAny>,
+        untimed: bool,
+        into: Option<&Bound<'py, PyAny>>,
+        want: Option<(u64, u8)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let within = if untimed { Within::Untimed } else { Within::Timeout };
+        let deliver = |event: &Event| -> PyResult<Option<Bound<'py, PyAny>>> {
+            match (event, into, want) {
+                // (Empty output, which no server sends, would read as the stream's end.)
+                (Event::Output { id, fd, data }, Some(into), Some(want)) if (*id, *fd) == want && !data.is_empty() => {
+                    match copy_into(into, data)? {
+                        Some(n) => Ok(Some(n.into_pyobject(py)?.into_any())),
+                        None => Ok(None),
+                    }
+                }
+                _ => Ok(None),
+            }
+        };
         loop {
             let event = {
                 let mut session = self.lock(py)?;
@@ -549,6 +592,9 @@ impl PyClientSession {
                 }
             };
             if let Some(event) = event {
+                if let Some(n) = deliver(&event)? {
+                    return Ok(n);
+                }
                 return self.with_keys(|keys| event_to_py(py, event, None, keys));
             }
             let (header, body) = read_raw(py, &self.codec, sock, within)?;
@@ -559,6 +605,9 @@ impl PyClientSession {
                 session.next_event()
             };
             if let Some(event) = event {
+                if let Some(n) = deliver(&event)? {
+                    return Ok(n);
+                }
                 return self.with_keys(|keys| event_to_py(py, event, Some(&body), keys));
             }
             // A frame that made no event (the reply of a cancelled request): the next.
