@@ -15,6 +15,7 @@
 //! process group, as for `run`.
 
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Instant;
@@ -39,7 +40,9 @@ const MAX_STDIN_HELD: usize = 1 << 20;
 
 /// What the live command's driver holds besides the process.
 struct Pending {
-    /// Frames for the peer, whole; the first partly written perhaps.
+    /// What goes to the peer, in order: each frame's head, then its body
+    /// (not copied behind the head: both go in one vectored write); the
+    /// first partly written perhaps. Never an empty piece.
     out: VecDeque<Bytes>,
     out_bytes: usize,
     /// Bytes for the command's stdin, in order, not all written yet.
@@ -104,11 +107,7 @@ impl<'s> Conn<'s> {
                 (true, since) => Some(since.unwrap_or_else(tokio::time::Instant::now)),
             };
             let writing_stdin = !pending.stdin.is_empty() && stdin.is_some();
-            let socket = socket_io(
-                &mut self.stream,
-                pending.out.front().map(|f| &f[..]),
-                reading_peer.then_some(&mut scratch[..]),
-            );
+            let socket = socket_io(&mut self.stream, &pending.out, reading_peer.then_some(&mut scratch[..]));
             let happened = tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => return Err(End(None)),
                 _ = tokio::time::sleep_until(deadline), if status.is_none() && !timed_out => Happened::Deadline,
@@ -142,10 +141,15 @@ impl<'s> Conn<'s> {
                 Happened::Socket(Ok(Ok(SocketIo::Wrote(0)))) => return Err(self.lost(&shown, "the peer takes no more")),
                 Happened::Socket(Ok(Ok(SocketIo::Wrote(n)))) => {
                     pending.out_bytes -= n;
-                    let front = pending.out.front_mut().expect("written from");
-                    front.advance(n);
-                    if front.is_empty() {
-                        pending.out.pop_front();
+                    let mut left = n;
+                    while left > 0 {
+                        let front = pending.out.front_mut().expect("written from");
+                        let taken = left.min(front.len());
+                        front.advance(taken);
+                        left -= taken;
+                        if front.is_empty() {
+                            pending.out.pop_front();
+                        }
                     }
                     // TLS holds a frame's last bytes until a flush.
                     if pending.out.is_empty()
@@ -238,10 +242,11 @@ impl<'s> Conn<'s> {
             self.log(Level::Warning, format!("a frame could not be encoded: {e}"));
             End(None)
         })?;
-        let mut frame = head;
-        frame.extend_from_slice(&reply.body);
-        pending.out_bytes += frame.len();
-        pending.out.push_back(frame.into());
+        pending.out_bytes += head.len() + reply.body.len();
+        pending.out.push_back(head.into());
+        if !reply.body.is_empty() {
+            pending.out.push_back(reply.body);
+        }
         Ok(())
     }
 }
@@ -270,17 +275,24 @@ enum SocketIo {
     Wrote(usize),
 }
 
-/// Writes some of `out` (if any) or reads some into `into` (if given),
+/// Writes some of `out` (if any: its first two pieces, a frame's head and
+/// body, in one vectored write) or reads some into `into` (if given),
 /// whichever the socket is ready for first: one future for both sides of
 /// the one stream.
 fn socket_io<'a>(
     stream: &'a mut Box<dyn Stream>,
-    out: Option<&'a [u8]>,
+    out: &'a VecDeque<Bytes>,
     mut into: Option<&'a mut [u8]>,
 ) -> impl std::future::Future<Output = std::io::Result<SocketIo>> + 'a {
     std::future::poll_fn(move |cx| {
-        if let Some(out) = out {
-            if let Poll::Ready(r) = Pin::new(&mut **stream).poll_write(cx, out) {
+        if !out.is_empty() {
+            let mut pieces = [IoSlice::new(&[]), IoSlice::new(&[])];
+            let mut count = 0;
+            for (slot, piece) in pieces.iter_mut().zip(out) {
+                *slot = IoSlice::new(piece);
+                count += 1;
+            }
+            if let Poll::Ready(r) = Pin::new(&mut **stream).poll_write_vectored(cx, &pieces[..count]) {
                 return Poll::Ready(r.map(SocketIo::Wrote));
             }
         }
