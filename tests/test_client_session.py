@@ -313,3 +313,27 @@ def test_send_data_sends_an_upload_chunk_as_its_data_frame():
         assert rframe.read_frame(b).body == b"e"
         with pytest.raises(ValueError, match="more than the 5 announced"):
             session.send_data(a, b"x")
+
+
+def test_read_event_puts_output_of_the_wanted_stream_straight_into_a_buffer():
+    """A live command's reader: output of its stream that fits goes into its
+    buffer (the count comes back); other output, or too much, comes back as
+    the event; a buffer that cannot be written is refused before anything is
+    read, so no output is lost."""
+    a, b = socket.socketpair()
+    with a, b:
+        a.settimeout(HANG_BOUND)
+        session = ClientSession()
+        id_, _ = session.start({"op": "start", "cmd": "x"})
+        b.sendall(rframe.pack_frame(op="started"))
+        assert session.read_event(a) == ("started", id_)
+        for fd, data in [(1, b"hello\n"), (2, b"oops\n"), (1, b"x" * 100), (1, b"end\n")]:
+            b.sendall(rframe.pack_frame(data, op="output", fd=fd))
+        into = bytearray(64)
+        assert session.read_event(a, into=into, want=(id_, 1)) == 6 and into[:6] == b"hello\n"
+        assert session.read_event(a, into=into, want=(id_, 1)) == ("output", id_, 2, b"oops\n")
+        assert session.read_event(a, into=into, want=(id_, 1)) == ("output", id_, 1, b"x" * 100)
+        with pytest.raises(TypeError, match="writable"):
+            session.read_event(a, into=b"read-only", want=(id_, 1))
+        view = memoryview(bytearray(8))
+        assert session.read_event(a, into=view, want=(id_, 1)) == 4 and view[:4] == b"end\n"

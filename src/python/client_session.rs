@@ -5,7 +5,8 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use pyo3::exceptions::{PyConnectionAbortedError, PyRuntimeError, PyValueError};
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::{PyConnectionAbortedError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyDict};
@@ -55,22 +56,26 @@ fn body_to_py<'py>(py: Python<'py>, data: &Bytes, read: Option<&Bound<'py, PyByt
     }
 }
 
-/// Copies `data` into the writable, C-contiguous buffer `into` if it fits:
-/// how many bytes (`None` if it does not fit; a `TypeError` for a buffer
-/// that cannot be written).
-fn copy_into(into: &Bound<'_, PyAny>, data: &[u8]) -> PyResult<Option<usize>> {
-    let buffer = pyo3::buffer::PyUntypedBuffer::get(into)?;
+/// `into`'s memory, checked before anything is read for it (a refusal
+/// then loses no output).
+fn writable(into: &Bound<'_, PyAny>) -> PyResult<PyUntypedBuffer> {
+    let buffer = PyUntypedBuffer::get(into)?;
     if buffer.readonly() || !buffer.is_c_contiguous() {
-        return Err(pyo3::exceptions::PyTypeError::new_err("into must be a writable, C-contiguous buffer"));
+        return Err(PyTypeError::new_err("into must be a writable, C-contiguous buffer"));
     }
+    Ok(buffer)
+}
+
+/// Copies `data` into `buffer` if it fits: how many bytes, else `None`.
+fn copy_into(buffer: &PyUntypedBuffer, data: &[u8]) -> Option<usize> {
     if data.len() > buffer.len_bytes() {
-        return Ok(None);
+        return None;
     }
     // SAFETY: the export keeps the memory alive and unmoved until `buffer`
     // drops; it is writable, contiguous and at least `data.len()` bytes long;
     // the GIL is held, so no Python code touches it meanwhile.
     unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), buffer.buf_ptr() as *mut u8, data.len()) };
-    Ok(Some(data.len()))
+    Some(data.len())
 }
 
 /// The client side of the command protocol, without I/O (see
@@ -568,11 +573,12 @@ impl PyClientSession {
         want: Option<(u64, u8)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let within = if untimed { Within::Untimed } else { Within::Timeout };
+        let into = into.map(writable).transpose()?;
         let deliver = |event: &Event| -> PyResult<Option<Bound<'py, PyAny>>> {
-            match (event, into, want) {
+            match (event, &into, want) {
                 // (Empty output, which no server sends, would read as the stream's end.)
                 (Event::Output { id, fd, data }, Some(into), Some(want)) if (*id, *fd) == want && !data.is_empty() => {
-                    match copy_into(into, data)? {
+                    match copy_into(into, data) {
                         Some(n) => Ok(Some(n.into_pyobject(py)?.into_any())),
                         None => Ok(None),
                     }
