@@ -547,3 +547,10 @@ def test_the_client_timeout_bounds_progress_not_a_silent_command_or_a_whole_stdi
         with c.start(slow_cat) as proc:
             out, _ = proc.communicate(input=data)
         assert out == data and proc.returncode == 0
+
+
+def test_a_buffer_that_cannot_be_written_is_refused_before_output_is_read_for_it(client):
+    with client.start("echo kept") as proc:
+        with pytest.raises(TypeError, match="writable"):
+            proc.stdout.raw.readinto(b"read-only buffer")
+        assert proc.stdout.read() == b"kept\n" and proc.wait(timeout=HANG_BOUND) == 0

@@ -296,6 +296,7 @@ class Client:
         ``(into, (id, fd))``, see ``ClientSession.read_event``."""
         sock = self._require_sock()
         restore = None
+        event: Any
         if wait is not None and self.timeout is not None and wait > self.timeout:
             restore = self.timeout
             sock.settimeout(wait)

@@ -225,6 +225,9 @@ class RemoteProcess(_Controls):
         """Moves up to ``len(b)`` bytes of stream ``fd`` into ``b`` (a writable
         buffer), waiting for one at least; 0 at its end. (One copy: from the
         frame, or from the stream's buffer, into ``b``.)"""
+        with memoryview(b) as view:  # checked before a frame is read for it: a refusal loses nothing
+            if view.readonly or not view.c_contiguous:
+                raise TypeError(f"readinto() needs a writable, contiguous buffer, not {type(b).__name__}")
         with self._cond:
             buf = self._buffers[fd]
             while not buf and not self._done:
@@ -262,11 +265,13 @@ class RemoteProcess(_Controls):
         # buffer (the stream's is empty, and only this reader adds to it).
         # Python code run between the socket and the reader, cold after
         # the wait, was most of a line's latency on the client.
-        direct = into is not None and want is not None and not self._discard and not self._buffers[want]
+        direct = None
+        if into is not None and want is not None and not self._discard and not self._buffers[want]:
+            direct = (into, (self._id, want))
         self._reading = True
         self._cond.release()
         try:
-            event = self._read_event(deadline, (into, (self._id, want)) if direct else None)
+            event = self._read_event(deadline, direct)
         finally:
             self._cond.acquire()
             self._reading = False

@@ -351,7 +351,7 @@ class ClientSession:
     def abort(self, reason: str) -> None: ...
     def receive_data(self, data: _Body) -> None: ...
     @overload
-    def read_event(self, sock: Any, *, untimed: bool = False) -> _SessionEvent:
+    def read_event(self, sock: Any, *, untimed: bool = False, into: None = None, want: None = None) -> _SessionEvent:
         """The next event, reading whole frames from ``sock`` as ``read_frame`` does
         (``untimed``: whatever the socket's timeout)."""
     @overload
