@@ -132,39 +132,45 @@ def bare_latency(port: int, lines: int, gap: float) -> list[float]:
                         return delays
 
 
+#: Characters socat's address syntax gives a meaning of its own.
+SOCAT_SPECIAL = set(" :,!'\"\\")
+
+
+def relay_unavailable(work: str) -> str | None:
+    """Why the socat relay reference cannot run here, or ``None``."""
+    if shutil.which("socat") is None:
+        return "socat is not installed (apt-get install socat)"
+    if SOCAT_SPECIAL & set(sys.executable + work):
+        return f"socat cannot name {sys.executable} or {work} in an address"
+    return None
+
+
 def relay_latency(work: str, lines: int, gap: float) -> list[float]:
-    """The writer's lines relayed by ``socat`` (pipe to TCP, no framing) and
-    read from a plain socket: two hops and nothing else."""
+    """The writer's lines relayed by ``socat`` (its stdout a pipe, copied to
+    a TCP connection to us, no framing) and read from a plain socket: two
+    hops and nothing else."""
     script = os.path.join(work, "writer.py")
     if not os.path.exists(script):
         with open(script, "w") as f:
             f.write(WRITER)
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        port = probe.getsockname()[1]
-    relay = subprocess.Popen(
-        ["socat", f"TCP-LISTEN:{port},bind={HOST},reuseaddr,nodelay", f"EXEC:{sys.executable} {script} {lines} {gap}"]
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                sock = socket.create_connection((HOST, port), timeout=60)
-                break
-            except ConnectionRefusedError:
-                if time.monotonic() > deadline or relay.poll() is not None:
-                    raise RuntimeError("socat did not listen") from None
-                time.sleep(0.01)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        delays = []
-        with sock, sock.makefile("rb") as f:
-            for line in f:
-                delays.append((time.time_ns() - int(line)) / 1e3)
-        relay.wait(60)
-    finally:
-        if relay.poll() is None:
-            relay.kill()
-            relay.wait()
+    with socket.create_server((HOST, 0)) as listener:
+        listener.settimeout(10)
+        port = listener.getsockname()[1]
+        relay = subprocess.Popen(
+            ["socat", "-u", f"EXEC:{sys.executable} {script} {lines} {gap},pipes", f"TCP:{HOST}:{port},nodelay"]
+        )
+        try:
+            sock, _ = listener.accept()
+            sock.settimeout(60)
+            delays = []
+            with sock, sock.makefile("rb") as f:
+                for line in f:
+                    delays.append((time.time_ns() - int(line)) / 1e3)
+            relay.wait(60)
+        finally:
+            if relay.poll() is None:
+                relay.kill()
+                relay.wait()
     return delays
 
 
@@ -255,8 +261,9 @@ def main() -> int:
             REF_LOCAL: lambda n: local_latency(n, gap),
             REF_BARE: lambda n: bare_latency(port, n, gap),
         }
-        if shutil.which("socat") is None:
-            notes.append("the socat relay reference skipped: socat is not installed (apt-get install socat)")
+        why = relay_unavailable(work)
+        if why is not None:
+            notes.append(f"the socat relay reference skipped: {why}")
         else:
             references[REF_RELAY] = lambda n: relay_latency(work, n, gap)
         # The throughput rounds take turns with asyncssh's, so that a busy

@@ -327,13 +327,20 @@ def test_read_event_puts_output_of_the_wanted_stream_straight_into_a_buffer():
         id_, _ = session.start({"op": "start", "cmd": "x"})
         b.sendall(rframe.pack_frame(op="started"))
         assert session.read_event(a) == ("started", id_)
-        for fd, data in [(1, b"hello\n"), (2, b"oops\n"), (1, b"x" * 100), (1, b"end\n")]:
+        frames = [(1, b"hello\n"), (2, b"oops\n"), (1, b"x" * 100), (1, b""), (1, b"other\n"), (1, b"end\n")]
+        for fd, data in frames:
             b.sendall(rframe.pack_frame(data, op="output", fd=fd))
         into = bytearray(64)
         assert session.read_event(a, into=into, want=(id_, 1)) == 6 and into[:6] == b"hello\n"
         assert session.read_event(a, into=into, want=(id_, 1)) == ("output", id_, 2, b"oops\n")
         assert session.read_event(a, into=into, want=(id_, 1)) == ("output", id_, 1, b"x" * 100)
-        with pytest.raises(TypeError, match="writable"):
-            session.read_event(a, into=b"read-only", want=(id_, 1))
+        # Empty output is an event, never a count of 0 (which reads as the end).
+        assert session.read_event(a, into=into, want=(id_, 1)) == ("output", id_, 1, b"")
+        assert session.read_event(a, into=into, want=(id_ + 1, 1)) == ("output", id_, 1, b"other\n")
+        for bad in [b"read-only", memoryview(bytearray(16))[::2]]:
+            with pytest.raises(TypeError, match="writable, C-contiguous"):
+                session.read_event(a, into=bad, want=(id_, 1))
+        with pytest.raises(ValueError, match="go together"):
+            session.read_event(a, into=into)
         view = memoryview(bytearray(8))
         assert session.read_event(a, into=view, want=(id_, 1)) == 4 and view[:4] == b"end\n"

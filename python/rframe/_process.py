@@ -225,7 +225,9 @@ class RemoteProcess(_Controls):
         """Moves up to ``len(b)`` bytes of stream ``fd`` into ``b`` (a writable
         buffer), waiting for one at least; 0 at its end. (One copy: from the
         frame, or from the stream's buffer, into ``b``.)"""
-        with memoryview(b) as view:  # checked before a frame is read for it: a refusal loses nothing
+        # Checked here, before the wait (the session checks again, for its
+        # copy): the client takes any failure of a read as the connection's.
+        with memoryview(b) as view:
             if view.readonly or not view.c_contiguous:
                 raise TypeError(f"readinto() needs a writable, contiguous buffer, not {type(b).__name__}")
         with self._cond:
@@ -263,6 +265,8 @@ class RemoteProcess(_Controls):
         # The usual case, one reader waiting for its stream with nothing of
         # it held: the session puts its bytes straight into the reader's
         # buffer (the stream's is empty, and only this reader adds to it).
+        # Decided before the read: output a `with` block's exit discards
+        # meanwhile may still reach this reader, whose stream then closes.
         # Python code run between the socket and the reader, cold after
         # the wait, was most of a line's latency on the client.
         direct = None

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from os import PathLike
 from typing import Any, Literal, final, overload
 
+from _typeshed import WriteableBuffer
+
 # The classes are final: the compiled types cannot be subclassed. Their
 # constructors are ``__new__`` (PyO3's ``#[new]``), as stubtest sees them.
 
@@ -356,7 +358,7 @@ class ClientSession:
         (``untimed``: whatever the socket's timeout)."""
     @overload
     def read_event(
-        self, sock: Any, *, untimed: bool = False, into: bytearray | memoryview, want: tuple[int, int]
+        self, sock: Any, *, untimed: bool = False, into: WriteableBuffer, want: tuple[int, int]
     ) -> _SessionEvent | int:
         """As above; output of stream ``want`` (``(id, fd)``) that fits goes into ``into``: its length."""
     def send_data(self, sock: Any, chunk: _Body) -> None:

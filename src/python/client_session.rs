@@ -56,8 +56,8 @@ fn body_to_py<'py>(py: Python<'py>, data: &Bytes, read: Option<&Bound<'py, PyByt
     }
 }
 
-/// `into`'s memory, checked before anything is read for it (a refusal
-/// then loses no output).
+/// `into`'s memory, checked before anything is read for it (the copy
+/// into it is then safe, and a refusal has taken nothing from the socket).
 fn writable(into: &Bound<'_, PyAny>) -> PyResult<PyUntypedBuffer> {
     let buffer = PyUntypedBuffer::get(into)?;
     if buffer.readonly() || !buffer.is_c_contiguous() {
@@ -573,6 +573,11 @@ impl PyClientSession {
         want: Option<(u64, u8)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let within = if untimed { Within::Untimed } else { Within::Timeout };
+        if into.is_some() != want.is_some() {
+            return Err(PyValueError::new_err(
+                "into and want go together: the buffer, and (id, fd) of the stream it is for",
+            ));
+        }
         let into = into.map(writable).transpose()?;
         let deliver = |event: &Event| -> PyResult<Option<Bound<'py, PyAny>>> {
             match (event, &into, want) {
