@@ -19,7 +19,9 @@ Every number is measured in this run, on this machine; nothing is hard-coded.
   rframe server's frames read by a bare ``recv`` loop and a
   ``FrameDecoder``, which leaves out the client's ``RemoteProcess`` (the
   difference is the client library's share).
-* **Throughput**: ``head -c SIZE /dev/zero`` streamed and read in 1 MiB reads.
+* **Throughput**: ``head -c SIZE /dev/zero`` streamed and read in 1 MiB reads;
+  CPU per GiB of the client process, and of the rframe server's (an sshd
+  serves each connection in processes of its own: no column for it).
 * **Idle**: the rframe server's CPU time over ``sleep 10`` running as a live
   command with nothing written (no polling loop: target under 1 ms).
 
@@ -302,14 +304,19 @@ def main() -> int:
                 floors[name] = summary
         rates: dict[str, list[float]] = {name: [] for name in streams}
         cpu: dict[str, list[float]] = {name: [] for name in streams}
+        server_cpu: list[float] = []  # the rframe server's (an sshd's children are not one process's)
+        gib = size / (1 << 30)
         for _ in range(rounds):
             for name, stream in streams.items():
-                before = time.process_time()
+                before, server_before = time.process_time(), machine.cpu_seconds(server.pid)
                 rates[name].append(stream())
-                cpu[name].append((time.process_time() - before) / (size / (1 << 30)))
+                cpu[name].append((time.process_time() - before) / gib)
+                if name == "rframe":
+                    server_cpu.append((machine.cpu_seconds(server.pid) - server_before) / gib)
         for name in streams:
             rows[name]["rate"] = statistics.median(rates[name])
             rows[name]["cpu"] = statistics.median(cpu[name])
+        rows["rframe"]["server_cpu"] = statistics.median(server_cpu)
         rows["rframe"]["idle"] = rframe_idle(port, server.pid, idle)
     finally:
         if sshd is not None:
@@ -329,14 +336,19 @@ def main() -> int:
     )
     print()
     print(
-        "| client | latency median us | latency p99 us | throughput MB/s | client CPU s per GiB | server CPU idle ms |"
+        "| client | latency median us | latency p99 us | throughput MB/s | client CPU s per GiB"
+        " | server CPU s per GiB | server CPU idle ms |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in rows.items():
         idle_ms = f"{r['idle'] * 1e3:.2f}" if "idle" in r else ""
-        print(f"| {name} | {r['median']:.0f} | {r['p99']:.0f} | {r['rate'] / 1e6:,.0f} | {r['cpu']:.2f} | {idle_ms} |")
+        served = f"{r['server_cpu']:.2f}" if "server_cpu" in r else ""
+        print(
+            f"| {name} | {r['median']:.0f} | {r['p99']:.0f} | {r['rate'] / 1e6:,.0f} | {r['cpu']:.2f}"
+            f" | {served} | {idle_ms} |"
+        )
     for name, floor in floors.items():
-        print(f"| {name} | {floor['median']:.0f} | {floor['p99']:.0f} | | | |")
+        print(f"| {name} | {floor['median']:.0f} | {floor['p99']:.0f} | | | | |")
     ours = rows["rframe"]
     checks = [
         ("median latency", f"{ours['median']:.0f} us", "< 200 us", ours["median"] < 200),

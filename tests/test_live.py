@@ -460,8 +460,8 @@ def test_bench_stream_quick():
     )
     assert r.returncode == 0, r.stdout + r.stderr
     (row,) = [line for line in r.stdout.splitlines() if line.startswith("| rframe |")]
-    median, p99, rate, cpu, idle = (float(cell.replace(",", "")) for cell in row.split("|")[2:7])
-    assert 0 < median <= p99 and rate > 0 and cpu > 0 and idle >= 0, row
+    median, p99, rate, cpu, server_cpu, idle = (float(cell.replace(",", "")) for cell in row.split("|")[2:8])
+    assert 0 < median <= p99 and rate > 0 and cpu > 0 and server_cpu > 0 and idle >= 0, row
     assert "asyncssh skipped: --quick" in r.stdout
 
 
