@@ -268,7 +268,7 @@ class RemoteProcess(_Controls):
         # Decided before the read: output a `with` block's exit discards
         # meanwhile may still reach this reader, whose stream then closes.
         # Python code run between the socket and the reader, cold after
-        # the wait, was most of a line's latency on the client.
+        # the wait, was a large part of a line's latency on the client.
         direct = None
         if into is not None and want is not None and not self._discard and not self._buffers[want]:
             direct = (into, (self._id, want))

@@ -561,8 +561,8 @@ impl PyClientSession {
     /// ``into`` (a writable buffer) and ``want`` (``(id, fd)``): a live
     /// command's reader waiting for that stream. If the event is output of
     /// that stream that fits ``into``, its bytes go there and their count
-    /// comes back instead of the tuple: a line of output then runs no Python
-    /// code between the socket and its reader (each line's latency felt it).
+    /// comes back instead of the tuple: no tuple is built and no Python
+    /// copies them, which each line's latency felt.
     #[pyo3(signature = (sock, *, untimed = false, into = None, want = None))]
     fn read_event<'py>(
         &self,
