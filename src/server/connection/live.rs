@@ -141,16 +141,7 @@ impl<'s> Conn<'s> {
                 Happened::Socket(Ok(Ok(SocketIo::Wrote(0)))) => return Err(self.lost(&shown, "the peer takes no more")),
                 Happened::Socket(Ok(Ok(SocketIo::Wrote(n)))) => {
                     pending.out_bytes -= n;
-                    let mut left = n;
-                    while left > 0 {
-                        let front = pending.out.front_mut().expect("written from");
-                        let taken = left.min(front.len());
-                        front.advance(taken);
-                        left -= taken;
-                        if front.is_empty() {
-                            pending.out.pop_front();
-                        }
-                    }
+                    consume(&mut pending.out, n);
                     // TLS holds a frame's last bytes until a flush.
                     if pending.out.is_empty()
                         && !matches!(timeout_at((Instant::now() + idle).into(), self.stream.flush()).await, Ok(Ok(())))
@@ -161,13 +152,9 @@ impl<'s> Conn<'s> {
                 Happened::Stdin(Ok(n)) if n > 0 => {
                     stdin_stalled = None;
                     pending.stdin_bytes -= n;
-                    let front = pending.stdin.front_mut().expect("written from");
-                    front.advance(n);
-                    if front.is_empty() {
-                        pending.stdin.pop_front();
-                        if pending.stdin.is_empty() && pending.close_stdin {
-                            stdin = None;
-                        }
+                    consume(&mut pending.stdin, n);
+                    if pending.stdin.is_empty() && pending.close_stdin {
+                        stdin = None;
                     }
                 }
                 // The command closed its stdin (EPIPE) or exited: input has nowhere to go.
@@ -275,6 +262,20 @@ enum SocketIo {
     Wrote(usize),
 }
 
+/// Drops the first `n` bytes of `queue`, which were written: the pieces
+/// they finish, and the start of the next.
+fn consume(queue: &mut VecDeque<Bytes>, mut n: usize) {
+    while n > 0 {
+        let front = queue.front_mut().expect("written from");
+        let taken = n.min(front.len());
+        front.advance(taken);
+        n -= taken;
+        if front.is_empty() {
+            queue.pop_front();
+        }
+    }
+}
+
 /// Writes some of `out` (if any: its first two pieces, a frame's head and
 /// body, in one vectored write) or reads some into `into` (if given),
 /// whichever the socket is ready for first: one future for both sides of
@@ -337,5 +338,22 @@ async fn read_pipe(
             read_ready(pipe, buf, chunk);
             Some(buf.split().freeze())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consume_drops_written_bytes_across_pieces() {
+        let mut queue: VecDeque<Bytes> = [&b"head"[..], b"body", b"next"].into_iter().map(Bytes::from_static).collect();
+        consume(&mut queue, 6); // the head, and two bytes of the body
+        assert_eq!(queue, [&b"dy"[..], b"next"]);
+        consume(&mut queue, 2);
+        assert_eq!(queue, [&b"next"[..]]);
+        consume(&mut queue, 0);
+        consume(&mut queue, 4);
+        assert!(queue.is_empty());
     }
 }
