@@ -296,15 +296,12 @@ class Client:
         ``(into, (id, fd))``, see ``ClientSession.read_event``."""
         sock = self._require_sock()
         restore = None
-        event: Any
+        into, want = direct if direct is not None else (None, None)
         if wait is not None and self.timeout is not None and wait > self.timeout:
             restore = self.timeout
             sock.settimeout(wait)
         try:
-            if direct is None:
-                event = self._require_session().read_event(sock, untimed=untimed)
-            else:
-                event = self._require_session().read_event(sock, untimed=untimed, into=direct[0], want=direct[1])
+            event = self._require_session().read_event(sock, untimed=untimed, into=into, want=want)
         except EOFError as exc:  # a clean close, or rframe.IncompleteFrame
             if self._close_requested:  # close() from another thread; _call says so
                 raise
